@@ -1,0 +1,25 @@
+"""Shared fixtures: the assets directory (DAMDNET_ASSETS, defaulting to ../shared/assets beside the repo)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_ASSETS = REPO.parent / "shared" / "assets"
+os.environ.setdefault("DAMDNET_ASSETS", str(DEFAULT_ASSETS))
+
+
+@pytest.fixture(scope="session")
+def assets_dir() -> Path:
+    """Root of the local asset mirror (OWNER/REPO/PATH layout)."""
+    path = Path(os.environ["DAMDNET_ASSETS"])
+    if not path.is_dir():
+        pytest.skip(f"assets directory {path} not found (set DAMDNET_ASSETS)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
