@@ -132,7 +132,7 @@ def split_params(params: Any) -> tuple[Any, Any, Any, Any]:
 def project_crop(params: Any, model_vertices: Any) -> Any:
     """Model-space vertices (N, V, 3) -> crop coordinates before the y flip (N, V, 3): ``R s + t``."""
     r, t, _, _ = split_params(params)
-    return model_vertices @ r.transpose(-1, -2) + t[:, None, :]
+    return model_vertices @ r.swapaxes(-1, -2) + t[:, None, :]
 
 
 def crop_to_frame(v: Any, roi: Any, convention: str = "v1", size: int = CROP_SIZE) -> Any:
