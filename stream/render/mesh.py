@@ -4,6 +4,8 @@ Coordinates are frame pixels (x right, y down, z toward the camera); see ``strea
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numba as nb
 import numpy as np
 
@@ -103,6 +105,7 @@ def mesh_edges(tri: np.ndarray) -> np.ndarray:
     return edges
 
 
+@lru_cache(maxsize=8)
 def grid_lines(grid_shape: tuple[int, int], step: int = 2) -> np.ndarray:
     """Edges (E, 2) int32 along every ``step``-th row and column of a row-major grid (no diagonals): a wireframe."""
     rows, cols = grid_shape

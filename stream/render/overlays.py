@@ -1,0 +1,214 @@
+"""Overlays on video frames: 68 landmarks with pose axes, shaded mesh, wireframe, depth map, PNCC colouring.
+
+Entry point :func:`render_overlay`. A face is any mapping or object with (some of) the fields
+``landmarks`` (68, 2|3) frame px, ``vertices`` (V, 3) frame px (x right, y down, z toward the camera),
+``rotation`` (3, 3) model->camera rotation with model y up (``model.morphable.rotation_from_params``) or
+``pose`` (>= 3,) yaw, pitch, roll in degrees (``model.morphable.pose_from_params``). Frames are (H, W, 3) uint8 BGR.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+
+from stream.render import composite
+from stream.render.mesh import front_cull, grid_lines, mesh_edges, vertex_normals
+from stream.render.raster import RasterBuffers, rasterize
+
+MODES = ("landmarks", "mesh", "depth", "pncc", "wireframe")
+
+# (first, last inclusive, closed) runs of the 68-point (iBUG / Multi-PIE) layout
+LANDMARK_GROUPS: tuple[tuple[int, int, bool], ...] = (
+    (0, 16, False),   # jaw
+    (17, 21, False),  # right brow (image left)
+    (22, 26, False),  # left brow
+    (27, 30, False),  # nose bridge
+    (31, 35, False),  # nostrils
+    (36, 41, True),   # right eye
+    (42, 47, True),   # left eye
+    (48, 59, True),   # outer lip
+    (60, 67, True),   # inner lip
+)
+
+DEFAULT_LIGHT = np.array([-0.3, -0.4, 0.866], np.float32)  # from upper left, toward the scene; frame axes (y down)
+DEFAULT_ALPHA = {"mesh": 0.65, "depth": 1.0, "pncc": 1.0, "wireframe": 0.9}
+
+
+def field(face: Any, name: str) -> Any:
+    """``face[name]`` or ``face.name``; None when absent."""
+    if isinstance(face, Mapping):
+        return face.get(name)
+    return getattr(face, name, None)
+
+
+def faces_from_arrays(landmarks: np.ndarray | None = None, vertices: np.ndarray | None = None,
+                      pose: np.ndarray | None = None, rotation: np.ndarray | None = None) -> list[dict]:
+    """Batched arrays (N, 68, 3), (N, V, 3), (N, 6), (N, 3, 3) (any may be None) -> a list of per-face dicts."""
+    arrays = {"landmarks": landmarks, "vertices": vertices, "pose": pose, "rotation": rotation}
+    n = max((len(a) for a in arrays.values() if a is not None), default=0)
+    return [{k: (None if a is None else a[i]) for k, a in arrays.items()} for i in range(n)]
+
+
+def rotation_from_angles(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    """Yaw, pitch, roll (degrees; 3DDFA's ``matrix2angle`` convention, ``R[2,0] = sin(yaw)``) -> rotation (3, 3)."""
+    y, p, r = np.radians([yaw, pitch, roll])
+    rx = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
+    ry = np.array([[np.cos(y), 0, -np.sin(y)], [0, 1, 0], [np.sin(y), 0, np.cos(y)]])
+    rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def _pt(p: np.ndarray) -> tuple[int, int]:
+    return int(round(float(p[0]))), int(round(float(p[1])))
+
+
+def draw_landmarks(img: np.ndarray, landmarks: np.ndarray, colour: tuple[int, int, int] = (0, 255, 0),
+                   line_colour: tuple[int, int, int] = (255, 255, 255), radius: int = 2, lines: bool = True) -> None:
+    """Draw 68 landmarks (68, 2|3) frame px in place: the connectivity (jaw, brows, nose, eyes, lips) and the points."""
+    lm = np.asarray(landmarks, np.float64)[:, :2]
+    if not np.isfinite(lm).all():
+        return
+    pts = np.round(lm).astype(np.int32)
+    if lines and len(pts) == 68:
+        polys = [pts[a:b + 1].reshape(-1, 1, 2) for a, b, _ in LANDMARK_GROUPS]
+        for (_, _, closed), poly in zip(LANDMARK_GROUPS, polys):
+            cv2.polylines(img, [poly], closed, line_colour, 1, cv2.LINE_AA)
+    for p in pts:
+        cv2.circle(img, (int(p[0]), int(p[1])), radius, colour, -1, cv2.LINE_AA)
+
+
+def draw_pose_axes(img: np.ndarray, rotation: np.ndarray, origin: tuple[float, float], length: float,
+                   thickness: int = 2) -> None:
+    """Draw the head's axes in place: x red, y green (up), z blue (toward the camera when frontal).
+
+    rotation (3, 3) model->camera with model y up; each axis k is drawn from ``origin`` (frame px) to
+    origin + length * (R[0, k], -R[1, k]) (orthographic, the y flip of the 3DMM decode).
+    """
+    r = np.asarray(rotation, np.float64)
+    o = np.asarray(origin, np.float64)
+    for k, colour in ((2, (255, 0, 0)), (1, (0, 255, 0)), (0, (0, 0, 255))):
+        tip = o + length * np.array([r[0, k], -r[1, k]])
+        cv2.arrowedLine(img, _pt(o), _pt(tip), colour, thickness, cv2.LINE_AA, tipLength=0.15)
+
+
+def _face_rotation(face: Any) -> np.ndarray | None:
+    rot = field(face, "rotation")
+    if rot is not None:
+        return np.asarray(rot, np.float64)
+    pose = field(face, "pose")
+    if pose is not None:
+        return rotation_from_angles(*np.asarray(pose, np.float64)[:3])
+    return None
+
+
+def _face_vertices(faces: Sequence[Any]) -> list[np.ndarray]:
+    out = []
+    for face in faces:
+        v = field(face, "vertices")
+        if v is None:
+            raise ValueError("this overlay mode needs 'vertices' (V, 3) for every face (align with dense=True)")
+        out.append(np.ascontiguousarray(v, np.float32))
+    return out
+
+
+def _raster_faces(verts: list[np.ndarray], tri: np.ndarray, attrs: list[np.ndarray | None], h: int, w: int,
+                  buffers: RasterBuffers | None, cull: bool) -> RasterBuffers:
+    c = 0 if not attrs or attrs[0] is None else attrs[0].shape[1]
+    buffers = RasterBuffers.create(h, w, c) if buffers is None else buffers.ensure(h, w, c)
+    buffers.clear()
+    for i, (v, a) in enumerate(zip(verts, attrs)):
+        rasterize(v, tri, a, buffers=buffers, clear=False, cull=front_cull(v, tri) if cull else 0,
+                  tri_offset=i * len(tri))
+    return buffers
+
+
+def _normalised(ref: np.ndarray) -> np.ndarray:
+    ref = np.asarray(ref, np.float32)
+    lo, hi = ref.min(0), ref.max(0)
+    return (ref - lo) / np.maximum(hi - lo, 1e-6)
+
+
+def render_overlay(frame: np.ndarray, faces: Sequence[Any], mode: str, tri: np.ndarray | None = None, *,
+                   out: np.ndarray | None = None, buffers: RasterBuffers | None = None,
+                   reference: np.ndarray | None = None, grid_shape: tuple[int, int] | None = None,
+                   alpha: float | None = None, colour: tuple[int, int, int] = (200, 200, 200),
+                   light: np.ndarray = DEFAULT_LIGHT, ambient: float = 0.25, axes: bool = True,
+                   wire_step: int = 2) -> np.ndarray:
+    """Draw one overlay for all faces of a frame; returns the image (``out``, a copy of ``frame`` by default).
+
+    mode: ``landmarks`` (68 points, connectivity, pose axes when the face has a pose), ``mesh`` (Lambert-shaded
+    mesh blended with ``alpha``), ``wireframe`` (grid lines every ``wire_step`` when ``grid_shape`` is given, else
+    all triangle edges; hidden lines removed), ``depth`` (near = bright), ``pncc`` (``reference`` (V, 3), e.g. the
+    model's mean shape, normalised per axis to 0..1 as colour: B = z, G = y, R = x).
+    tri (F, 3) int32 is needed for all modes but ``landmarks``; ``buffers`` (the frame's size) avoid allocation;
+    ``out`` may be ``frame`` for in-place drawing. Pixels away from the faces are left unchanged.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown overlay mode '{mode}' (expected one of {', '.join(MODES)})")
+    frame = np.asarray(frame)
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise ValueError(f"frame must be (H, W, 3) uint8, got {frame.shape} {frame.dtype}")
+    if out is None:
+        out = frame.copy()
+    elif out is not frame:
+        np.copyto(out, frame)
+    if len(faces) == 0:
+        return out
+    h, w = frame.shape[:2]
+    a = DEFAULT_ALPHA.get(mode, 1.0) if alpha is None else float(alpha)
+
+    if mode == "landmarks":
+        for face in faces:
+            lm = field(face, "landmarks")
+            if lm is None:
+                raise ValueError("mode 'landmarks' needs 'landmarks' (68, 3) for every face")
+            lm = np.asarray(lm, np.float64)
+            rot = _face_rotation(face) if axes else None
+            if rot is not None and np.isfinite(lm).all():
+                size = float(np.ptp(lm[:, 0]) + np.ptp(lm[:, 1])) / 2
+                draw_pose_axes(out, rot, lm[30, :2] if len(lm) == 68 else lm[:, :2].mean(0), 0.5 * size)
+            draw_landmarks(out, lm)
+        return out
+
+    if tri is None:
+        raise ValueError(f"mode '{mode}' needs the mesh triangles 'tri' (F, 3)")
+    tri = np.ascontiguousarray(tri, np.int32)
+    verts = _face_vertices(faces)
+
+    if mode == "mesh":
+        normals = [vertex_normals(v, tri) for v in verts]
+        buf = _raster_faces(verts, tri, normals, h, w, buffers, cull=True)
+        if not buf.is_empty():
+            y0, y1, x0, x1 = (int(v) for v in buf.bbox)
+            light = np.asarray(light, np.float32)
+            light = light / np.linalg.norm(light)
+            composite.shade_lambert(out, frame, buf.tri_id, buf.attr, y0, y1, x0, x1,
+                                    np.asarray(colour, np.float32), light, np.float32(ambient), np.float32(a))
+    elif mode == "pncc":
+        if reference is None:
+            raise ValueError("mode 'pncc' needs 'reference' (V, 3): the model's mean shape")
+        ref = _normalised(reference)[:, ::-1]  # BGR order: B = z, G = y, R = x
+        ref = np.ascontiguousarray(ref, np.float32)
+        buf = _raster_faces(verts, tri, [ref] * len(verts), h, w, buffers, cull=False)
+        if not buf.is_empty():
+            y0, y1, x0, x1 = (int(v) for v in buf.bbox)
+            composite.blend_colour(out, frame, buf.tri_id, buf.attr, y0, y1, x0, x1, np.float32(255.0),
+                                   np.float32(a))
+    elif mode == "depth":
+        buf = _raster_faces(verts, tri, [None] * len(verts), h, w, buffers, cull=False)
+        if not buf.is_empty():
+            y0, y1, x0, x1 = (int(v) for v in buf.bbox)
+            z = np.concatenate([v[:, 2] for v in verts])
+            z = z[np.isfinite(z)]
+            composite.blend_depth(out, frame, buf.tri_id, buf.depth, y0, y1, x0, x1, np.float32(z.min()),
+                                  np.float32(z.max()), np.float32(a))
+    else:  # wireframe
+        buf = _raster_faces(verts, tri, [None] * len(verts), h, w, buffers, cull=False)
+        edges = grid_lines(grid_shape, wire_step) if grid_shape is not None else mesh_edges(tri)
+        col = np.asarray(colour, np.float32)
+        for v in verts:
+            size = float(np.ptp(v[:, 0]) + np.ptp(v[:, 1])) / 2
+            composite.draw_edges(out, v, edges, buf.depth, col, np.float32(0.02 * size), np.float32(a))
+    return out

@@ -1,0 +1,109 @@
+"""Overlays: every mode changes pixels only near the faces; axes follow the rotation; angle convention matches model."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stream.render.overlays import MODES, faces_from_arrays, render_overlay, rotation_from_angles
+from stream.render.raster import RasterBuffers
+from tests.test_render_raster import grid_mesh
+
+
+def synthetic_face(cx, cy, size=60, rows=16, cols=16):
+    """A dome-shaped grid mesh centred at (cx, cy), screen-CCW triangles, and 68 points spread over it."""
+    step = size / (cols - 1)
+    r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    u, v = (c - (cols - 1) / 2) / ((cols - 1) / 2), (r - (rows - 1) / 2) / ((rows - 1) / 2)
+    z = size * 0.3 * (1 - 0.5 * (u ** 2 + v ** 2))
+    verts, tri = grid_mesh(rows, cols, cx - size / 2, cy - size / 2, step, z=z)
+    rng = np.random.default_rng(0)
+    lm = np.concatenate([rng.uniform([cx - size * 0.4, cy - size * 0.4], [cx + size * 0.4, cy + size * 0.4], (68, 2)),
+                         np.zeros((68, 1))], 1).astype(np.float32)
+    return verts, tri, lm
+
+
+@pytest.fixture(scope="module")
+def scene():
+    rng = np.random.default_rng(1)
+    frame = rng.integers(0, 256, (120, 200, 3), dtype=np.uint8)
+    v1, tri, l1 = synthetic_face(60, 60)
+    v2, _, l2 = synthetic_face(145, 55, size=50)
+    faces = faces_from_arrays(np.stack([l1, l2]), [v1, v2], np.array([[10, -5, 3, 1, 0, 0], [0, 0, 0, 1, 0, 0]],
+                                                                        np.float32))
+    return frame, faces, tri, (v1, v2)
+
+
+def near_faces(shape, verts, margin):
+    m = np.zeros(shape, bool)
+    for v in verts:
+        x0, y0 = np.floor(v[:, :2].min(0) - margin).astype(int)
+        x1, y1 = np.ceil(v[:, :2].max(0) + margin).astype(int)
+        m[max(y0, 0):y1 + 1, max(x0, 0):x1 + 1] = True
+    return m
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_overlay_changes_only_pixels_near_faces(scene, mode):
+    frame, faces, tri, verts = scene
+    ref = np.ascontiguousarray(verts[0])  # any (V, 3) reference works for PNCC
+    before = frame.copy()
+    out = render_overlay(frame, faces, mode, tri, reference=ref, grid_shape=(16, 16))
+    assert out is not frame and np.array_equal(frame, before)
+    changed = (out != frame).any(2)
+    assert changed.sum() > 100
+    margin = 40 if mode == "landmarks" else 1.5  # pose axes reach half a face size beyond the points
+    assert not (changed & ~near_faces(frame.shape[:2], verts, margin)).any()
+
+
+def test_overlay_in_place_and_with_buffers(scene):
+    frame, faces, tri, verts = scene
+    buf = RasterBuffers.create(*frame.shape[:2], 3)
+    expected = render_overlay(frame, faces, "mesh", tri)
+    img = frame.copy()
+    out = render_overlay(img, faces, "mesh", tri, out=img, buffers=buf)
+    assert out is img and np.array_equal(img, expected)
+    assert np.array_equal(render_overlay(frame, faces, "mesh", tri, buffers=buf), expected)  # buffers reused
+
+
+def test_no_faces_and_bad_mode(scene):
+    frame, _, tri, _ = scene
+    assert np.array_equal(render_overlay(frame, [], "mesh", tri), frame)
+    with pytest.raises(ValueError):
+        render_overlay(frame, [], "bogus", tri)
+    with pytest.raises(ValueError):
+        render_overlay(frame, [{"landmarks": np.zeros((68, 3))}], "mesh", tri)
+
+
+def test_mesh_shading_is_brightest_facing_the_light(scene):
+    frame, faces, tri, verts = scene
+    black = np.zeros_like(frame)
+    out = render_overlay(black, faces[:1], "mesh", tri, alpha=1.0, light=np.array([0, 0, 1.0]))
+    # dome centre faces the camera (the light): brighter than its rim
+    assert out[60, 60, 0] > out[60, 33, 0] + 10
+
+
+def test_depth_near_is_bright(scene):
+    frame, faces, tri, _ = scene
+    out = render_overlay(np.zeros_like(frame), faces[:1], "depth", tri)
+    assert out[60, 60, 0] > out[35, 35, 0]
+
+
+def test_pose_axes_follow_rotation():
+    frame = np.zeros((200, 200, 3), np.uint8)
+    lm = np.zeros((68, 3), np.float32)
+    lm[:, 0] = np.linspace(60, 140, 68)
+    lm[:, 1] = np.linspace(60, 140, 68)
+    lm[30] = (100, 100, 0)
+    out = render_overlay(frame, [{"landmarks": lm, "rotation": np.eye(3)}], "landmarks")
+    # identity: x axis (red) points right, y axis (green) points up the image
+    assert out[100, 130, 2] > 200 and out[100, 130, 0] < 50
+    assert out[70, 100, 1] > 200 and out[70, 100, 2] < 50
+
+
+def test_rotation_from_angles_matches_model_convention():
+    morph = pytest.importorskip("model.morphable")
+    rng = np.random.default_rng(0)
+    for yaw, pitch, roll in rng.uniform(-60, 60, (5, 3)):
+        r = rotation_from_angles(yaw, pitch, roll)
+        ang = np.degrees(morph.matrix_to_angles(r[None]))[0]
+        np.testing.assert_allclose(ang, [yaw, pitch, roll], atol=1e-6)
