@@ -1,0 +1,94 @@
+"""Command line of run_stream.py: flags generated from configs/default.yaml (help text from its comments)."""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from typing import Any
+
+from stream.config import DEFAULT_PATH, ConfigError, config_keys, load_config
+
+COMMANDS = ("run", "serve")
+# Flags of the run command that belong to the serve command only, and vice versa.
+SERVE_ONLY = ("serve.",)
+
+
+def _yaml_comments() -> dict[str, str]:
+    """Dotted key -> the comment on its line in default.yaml."""
+    comments, stack = {}, []
+    for line in DEFAULT_PATH.read_text().splitlines():
+        m = re.match(r"^(\s*)([A-Za-z_][\w]*):\s*([^#]*?)\s*(?:#\s*(.*))?$", line)
+        if not m:
+            continue
+        indent = len(m.group(1)) // 2
+        stack = stack[:indent] + [m.group(2)]
+        if m.group(4):
+            comments[".".join(stack)] = m.group(4)
+    return comments
+
+
+def flag_of(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def build_parser(command: str) -> argparse.ArgumentParser:
+    from run_stream import __doc__ as doc
+
+    p = argparse.ArgumentParser(
+        prog=f"run_stream.py{' serve' if command == 'serve' else ''}",
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=None, help="YAML file merged over configs/default.yaml")
+    comments = _yaml_comments()
+    for key, default in config_keys():
+        if command == "run" and key.startswith(SERVE_ONLY):
+            continue
+        kind = "flag" if isinstance(default, bool) else "value"
+        help_text = comments.get(key, "")
+        help_text = f"{help_text} (default: {default})".replace("%", "%%")
+        if kind == "flag":
+            p.add_argument(flag_of(key), dest=key, nargs="?", const="true", default=None, metavar="true|false",
+                           help=help_text)
+        else:
+            p.add_argument(flag_of(key), dest=key, default=None, metavar=key.split(".")[-1].upper(), help=help_text)
+    return p
+
+
+def parse(argv: list[str]) -> tuple[str, dict]:
+    """-> (command, validated config). Raises ConfigError for bad keys/values."""
+    command = "run"
+    if argv and argv[0] in COMMANDS:
+        command, argv = argv[0], argv[1:]
+    args = build_parser(command).parse_args(argv)
+    overrides: dict[str, Any] = {}
+    for key, _ in config_keys():
+        value = getattr(args, key, None)
+        if value is not None:
+            overrides[key] = _parse_scalar(value)
+    return command, load_config(args.config, overrides)
+
+
+def _parse_scalar(text: str) -> Any:
+    low = text.lower()
+    if low in ("null", "none"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def main(argv: list[str]) -> int:
+    try:
+        command, cfg = parse(argv)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if command == "serve":
+        from stream.app import serve
+
+        return serve(cfg)
+    from stream.app import run
+
+    return run(cfg)

@@ -1,0 +1,196 @@
+"""The asyncio pipeline: source -> analyse (detect, align, track, smooth) -> render -> sinks.
+
+Each stage is an asyncio task; stages talk through bounded queues; CPU work runs in one single-thread executor per
+stage (torch, numba and OpenCV release the GIL, so stages overlap on different frames and the event loop stays free
+for I/O and WebRTC). Live sources favour latency: when a stage falls behind, the oldest waiting frame is dropped and
+counted, so delay never grows. File sources favour completeness: nothing is dropped; back-pressure slows decoding.
+One end-of-stream marker flows through every stage; ``stop()`` (Ctrl-C, SIGTERM, a peer leaving) ends the source
+early and the frames already read still reach the sinks, which are then closed (files finalised).
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Protocol, Sequence
+
+import numpy as np
+
+from stream.frames import FaceRecord, Frame
+from stream.stats import Stats
+
+EOS = object()  # end-of-stream marker
+
+
+@dataclass
+class Job:
+    """A frame on its way through the stages."""
+
+    frame: Frame
+    faces: list[FaceRecord] = field(default_factory=list)
+    output: np.ndarray | None = None  # rendered frame
+
+
+class FrameSource(Protocol):
+    """What the pipeline reads: ``read()`` blocks for the next frame, None at the end."""
+
+    def read(self) -> Frame | None: ...
+
+    def close(self) -> None: ...
+
+
+class Analyzer(Protocol):
+    async def analyze(self, frame: Frame, stats: Stats) -> list[FaceRecord]: ...
+
+
+class Renderer(Protocol):
+    def render(self, image: np.ndarray, faces: Sequence[FaceRecord]) -> np.ndarray: ...
+
+
+class Sink(Protocol):
+    def write_job(self, job: Job) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class StageQueue:
+    """Bounded FIFO between two stages. ``live``: a full queue drops its oldest item (counted) instead of waiting."""
+
+    def __init__(self, maxsize: int, live: bool, stats: Stats, name: str) -> None:
+        self._q: asyncio.Queue = asyncio.Queue(maxsize=maxsize)
+        self.live = live
+        self.stats = stats
+        self.name = name
+
+    async def put(self, item: Any) -> None:
+        if item is EOS or not self.live:
+            await self._q.put(item)
+            return
+        while self._q.full():
+            old = self._q.get_nowait()
+            if old is EOS:  # never drop the end marker
+                self._q.put_nowait(old)
+                return
+            self.stats.drop(self.name)
+        self._q.put_nowait(item)
+
+    async def get(self) -> Any:
+        return await self._q.get()
+
+
+class Pipeline:
+    """Runs one source through analyser, renderer and sinks. ``run()`` returns the Stats of the run."""
+
+    def __init__(self, source: FrameSource, analyzer: Analyzer, renderer: Renderer | None, sinks: Sequence[Sink],
+                 live: bool, queue_size: int = 4, stats: Stats | None = None,
+                 on_frame: Callable[[Job], Awaitable[None] | None] | None = None,
+                 on_stats: Callable[[Stats], None] | None = None, stats_every: float = 0.0) -> None:
+        self.source = source
+        self.analyzer = analyzer
+        self.renderer = renderer
+        self.sinks = list(sinks)
+        self.live = live
+        self.queue_size = queue_size
+        self.stats = stats or Stats()
+        self.on_frame = on_frame
+        self.on_stats = on_stats
+        self.stats_every = stats_every
+        self._stop = asyncio.Event()
+        self._pools = {name: ThreadPoolExecutor(1, thread_name_prefix=f"stage-{name}")
+                       for name in ("decode", "render", "sink")}
+
+    def stop(self) -> None:
+        """Ask the source to end; frames already read still flow to the sinks."""
+        self._stop.set()
+
+    async def _in(self, pool: str, fn: Callable, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pools[pool], fn, *args)
+
+    async def _read(self, out: StageQueue) -> None:
+        try:
+            while not self._stop.is_set():
+                t0 = time.perf_counter()
+                frame = await self._in("decode", self.source.read)
+                if frame is None:
+                    break
+                self.stats.add_stage("decode", (time.perf_counter() - t0) * 1e3)
+                self.stats.frames_in += 1
+                await out.put(Job(frame))
+        finally:
+            await out.put(EOS)
+
+    async def _analyze(self, inp: StageQueue, out: StageQueue) -> None:
+        while (job := await inp.get()) is not EOS:
+            job.faces = await self.analyzer.analyze(job.frame, self.stats)
+            await out.put(job)
+        await out.put(EOS)
+
+    async def _render(self, inp: StageQueue, out: StageQueue) -> None:
+        while (job := await inp.get()) is not EOS:
+            if self.renderer is not None:
+                t0 = time.perf_counter()
+                job.output = await self._in("render", self.renderer.render, job.frame.image, job.faces)
+                self.stats.add_stage("render", (time.perf_counter() - t0) * 1e3)
+            await out.put(job)
+        await out.put(EOS)
+
+    def _write(self, job: Job) -> None:
+        for sink in self.sinks:
+            sink.write_job(job)
+
+    async def _sink(self, inp: StageQueue) -> None:
+        while (job := await inp.get()) is not EOS:
+            t0 = time.perf_counter()
+            if self.sinks:
+                await self._in("sink", self._write, job)
+            if self.on_frame is not None:
+                res = self.on_frame(job)
+                if asyncio.iscoroutine(res):
+                    await res
+            self.stats.add_stage("sink", (time.perf_counter() - t0) * 1e3)
+            self.stats.frame_done(job.frame.capture_ns, len(job.faces))
+
+    async def _report(self) -> None:
+        while True:
+            await asyncio.sleep(self.stats_every)
+            if self.on_stats is not None:
+                self.on_stats(self.stats)
+
+    async def run(self) -> Stats:
+        """Run to the end of the source (or ``stop()``); always closes the source and the sinks."""
+        q1 = StageQueue(self.queue_size, self.live, self.stats, "analyze")
+        q2 = StageQueue(self.queue_size, self.live, self.stats, "render")
+        q3 = StageQueue(self.queue_size, self.live, self.stats, "sink")
+        tasks = [asyncio.create_task(c) for c in (self._read(q1), self._analyze(q1, q2), self._render(q2, q3),
+                                                  self._sink(q3))]
+        reporter = asyncio.create_task(self._report()) if self.stats_every > 0 and self.on_stats else None
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        finally:
+            if reporter is not None:
+                reporter.cancel()
+            # Wait for work already handed to the stage threads (a cancelled task leaves its thread running), then
+            # close the source and every sink, so files are finalised exactly once and never mid-write.
+            await asyncio.get_running_loop().run_in_executor(None, self._shutdown)
+        return self.stats
+
+    def _shutdown(self) -> None:
+        for pool in self._pools.values():
+            pool.shutdown(wait=True)
+        self._close()
+
+    def _close(self) -> None:
+        errors = []
+        for closer in [self.source.close, *(s.close for s in self.sinks)]:
+            try:
+                closer()
+            except Exception as exc:  # close every sink even when one fails
+                errors.append(exc)
+        if errors:
+            raise errors[0]
