@@ -118,7 +118,8 @@ class Source:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.info.name!r} {self.info.width}x{self.info.height} @{self.info.fps:.3g}fps>"
+        i = self.info
+        return f"<{type(self).__name__} {i.name!r} {i.width}x{i.height} @{i.fps:.3g}fps>"
 
     def _warn(self, message: str, *, log_it: bool = True) -> None:
         self.warnings += 1
@@ -574,7 +575,8 @@ def _check_options(kind: str, options: dict[str, Any], allowed: set[str]) -> dic
     options = {k: v for k, v in options.items() if v is not None}
     unknown = sorted(set(options) - allowed)
     if unknown:
-        raise SourceError(f"unknown option(s) for a {kind} source: {', '.join(unknown)} (known: {', '.join(sorted(allowed))})")
+        raise SourceError(f"unknown option(s) for a {kind} source: {', '.join(unknown)} "
+                          f"(known: {', '.join(sorted(allowed))})")
     return options
 
 
