@@ -20,7 +20,7 @@ CHOICES: dict[str, tuple] = {
     "mesh_format": ("npz", "npz+obj", "npz+ply"),
     "live": ("auto", True, False),
 }
-POSITIVE = {"detect_every", "queue_size", "batch_frames", "tracker.min_hits", "tracker.max_misses",
+POSITIVE = {"detect_every", "queue_size", "tracker.min_hits", "tracker.max_misses",
             "webcam.width", "webcam.height", "webcam.fps", "synthetic.width", "synthetic.height", "synthetic.fps",
             "serve.max_peers", "serve.max_upload_mb", "detect_max_side"}
 NULLABLE_TYPES: dict[str, type] = {"max_frames": int}

@@ -1,0 +1,91 @@
+"""The analysis stage of one stream: detect (every K frames or when a track is lost) -> align -> track + smooth.
+
+``FaceAnalyzer.analyze(frame, stats)`` returns one ``FaceRecord`` per confirmed track with smoothed parameters,
+landmarks, pose, box and ROI (and dense vertices when ``dense``). The aligner is shared through ``AlignService`` so
+several streams batch their crops together.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from model.detect import FaceDetector
+from model.morphable import pose_from_params
+from stream.align_service import AlignService
+from stream.frames import FaceRecord, Frame
+from stream.stats import Stats
+from tracking.kalman import GroupNoise, KalmanConfig
+from tracking.tracker import FaceTracker, TrackerConfig
+
+
+def tracker_config(cfg: dict) -> TrackerConfig:
+    """TrackerConfig from the run configuration (``detect_every``, ``smooth``, ``tracker.*``, ``kalman.*``)."""
+    k, t = cfg["kalman"], cfg["tracker"]
+    kal = KalmanConfig(
+        pose=GroupNoise(meas_std=k["pose_measure"], accel_std=k["pose_accel"], init_vel_std=0.3, gate=k["pose_gate"]),
+        shape=GroupNoise(meas_std=k["shape_measure"], accel_std=k["shape_accel"], init_vel_std=1e-3,
+                         gate=k["shape_gate"]),
+        expression=GroupNoise(meas_std=k["exp_measure"], accel_std=k["exp_accel"], init_vel_std=0.3,
+                              gate=k["exp_gate"]),
+        adapt_gate=k["adapt_gate"])
+    return TrackerConfig(detect_every=cfg["detect_every"], iou_threshold=t["iou_threshold"],
+                         min_hits=t["min_hits"], max_misses=t["max_misses"],
+                         max_unmatched_detections=t["max_unmatched_detections"], smooth=cfg["smooth"], kalman=kal)
+
+
+class FaceAnalyzer:
+    """Per-stream detection schedule, tracking and smoothing around a shared AlignService."""
+
+    def __init__(self, service: AlignService, detector: FaceDetector, config: TrackerConfig, dense: bool = False,
+                 detect_pool: ThreadPoolExecutor | None = None) -> None:
+        self.service = service
+        self.detector = detector
+        self.dense = dense
+        al = service.aligner
+        self.convention = al.convention
+        self._morph = al.morph
+        self.tracker = FaceTracker(config, param_scale=al.param_std, convention=al.convention,
+                                   decode=lambda p, r: self._morph.landmarks(p, r, self.convention))
+        self._pool = detect_pool or ThreadPoolExecutor(1, thread_name_prefix="detect")
+
+    def set_smoothing(self, smooth: str) -> None:
+        """Switch smoothing (``kalman`` / ``none``) for new tracks and reset the current ones."""
+        from dataclasses import replace
+
+        self.tracker = FaceTracker(replace(self.tracker.config, smooth=smooth), param_scale=self.service.aligner.param_std,
+                                   convention=self.convention,
+                                   decode=lambda p, r: self._morph.landmarks(p, r, self.convention))
+
+    async def analyze(self, frame: Frame, stats: Stats) -> list[FaceRecord]:
+        image = frame.image
+        det = None
+        if self.tracker.need_detection(frame.index):
+            t0 = time.perf_counter()
+            det = await asyncio.get_running_loop().run_in_executor(self._pool, self.detector, image)
+            stats.add_stage("detect", (time.perf_counter() - t0) * 1e3)
+            stats.detections += 1
+        todo = self.tracker.rois_for_frame(det, frame_index=frame.index)
+        ids = [tid for tid, _ in todo]
+        rois = np.array([r for _, r in todo], np.float32).reshape(-1, 4)
+        t0 = time.perf_counter()
+        res = await self.service.align(image, rois)
+        t1 = time.perf_counter()
+        stats.add_stage("align", (t1 - t0) * 1e3)
+        faces = self.tracker.update(ids, res.params, res.landmarks, image.shape, time=frame.time, rois=res.roi)
+        faces = [f for f in faces if f.is_confirmed]
+        records = []
+        if faces:
+            params = np.stack([f.params for f in faces]).astype(np.float32)
+            rois_f = np.stack([f.roi for f in faces]).astype(np.float32)
+            lms = np.stack([f.landmarks if f.landmarks is not None else f.raw_landmarks for f in faces])
+            verts = self._morph.dense(params, rois_f, self.convention).astype(np.float32) if self.dense else None
+            poses = pose_from_params(params)
+            for i, f in enumerate(faces):
+                records.append(FaceRecord(frame=frame.index, time=frame.time, track_id=f.track_id, box=f.box,
+                                          roi=rois_f[i], pose=poses[i], landmarks=lms[i].astype(np.float32),
+                                          params=params[i], vertices=None if verts is None else verts[i]))
+        stats.add_stage("smooth", (time.perf_counter() - t1) * 1e3)
+        return records

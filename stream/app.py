@@ -1,0 +1,250 @@
+"""Build the pipeline from a validated configuration and run it (``run``) or serve it over WebRTC (``serve``)."""
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model.aligner import Aligner
+from model.assets import AssetError, AssetStore
+from model.checkpoint import CheckpointError
+from model.detect import FaceDetector
+from stream.align_service import AlignService
+from stream.analyze import FaceAnalyzer, tracker_config
+from stream.outputs import FrameRenderer, MeshesOut, TracksOut, VideoOut
+from stream.pipeline import Job, Pipeline
+from stream.sinks import SinkError
+from stream.sources import SourceError, open_source
+from stream.stats import Stats
+
+
+class UserError(RuntimeError):
+    """Something the user can fix; printed as one line."""
+
+
+@dataclass
+class Engine:
+    """What all streams of a process share: the model (batched through the service), the detector, the store."""
+
+    store: AssetStore
+    aligner: Aligner
+    service: AlignService
+    detector: FaceDetector
+
+
+def build_engine(cfg: dict) -> Engine:
+    store = AssetStore(cfg["assets"])
+    try:
+        aligner = Aligner.from_checkpoint(cfg["weights"], device=cfg["device"], store=store)
+        if cfg["backbone"] and cfg["backbone"] != aligner.backbone:
+            raise UserError(f"--backbone {cfg['backbone']} but the weights '{cfg['weights']}' are a {aligner.backbone}")
+        detector = FaceDetector.create(cfg["detector"], store, score_threshold=cfg["detect_score"],
+                                       max_side=cfg["detect_max_side"])
+    except (AssetError, CheckpointError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    except RuntimeError as exc:
+        raise UserError(str(exc)) from None
+    print(f"model: {aligner.name} ({aligner.backbone}) on {aligner.device}; detector: {detector.kind}",
+          file=sys.stderr)
+    return Engine(store, aligner, AlignService(aligner), detector)
+
+
+def load_swap_texture(path: str, engine: Engine):
+    """Fit the 3DMM to the largest face of an image (or a video's first frame with a face) and sample its texture."""
+    import cv2
+
+    from model.roi import roi_from_box
+    from stream.render.swap import build_texture
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"swap source: no such file: {path}")
+    img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+    if img is None:  # maybe a video: first frame with a face among the first 60
+        try:
+            with open_source(str(p), max_frames=60) as src:
+                for frame in src:
+                    if len(engine.detector(frame.image)[0]):
+                        img = frame.image
+                        break
+        except SourceError as exc:
+            raise UserError(f"swap source {path}: {exc}") from None
+    if img is None:
+        raise UserError(f"swap source {path}: not a readable image or video with a face")
+    boxes, _ = engine.detector(img)
+    if len(boxes) == 0:
+        raise UserError(f"swap source {path}: no face found in it")
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    box = boxes[int(np.argmax(areas))][None]
+    res = engine.aligner.align(img, roi_from_box(box), dense=True)
+    return build_texture(img, res.vertices[0], engine.aligner.morph.tri, engine.aligner.morph.grid_shape)
+
+
+def _display_available() -> str | None:
+    """None when cv2.imshow can work, else the reason."""
+    import os
+
+    import cv2
+
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) and sys.platform.startswith("linux"):
+        return "no display (DISPLAY is not set)"
+    info = cv2.getBuildInformation()
+    gui = [line for line in info.splitlines() if "GUI:" in line]
+    if gui and "NONE" in gui[0].upper():
+        return "this OpenCV build has no GUI (opencv-python-headless); install opencv-python for --show"
+    return None
+
+
+def run(cfg: dict) -> int:
+    """``run_stream.py [run]``: one source through the pipeline into the configured sinks."""
+    try:
+        return asyncio.run(_run(cfg))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+async def _run(cfg: dict) -> int:
+    source_spec = cfg["source"]
+    if source_spec.startswith("synthetic") and not (cfg["out"] or cfg["tracks"] or cfg["meshes"] or cfg["show"]):
+        cfg = {**cfg, "out": "out/demo.mp4", "tracks": "out/demo_tracks.csv"}
+        print("demo: synthetic face -> out/demo.mp4 and out/demo_tracks.csv (give --source to use a video, "
+              "webcam:0 or images)", file=sys.stderr)
+    options: dict[str, Any] = {"max_frames": cfg["max_frames"]}
+    if source_spec.startswith("webcam"):
+        options.update(cfg["webcam"])
+    elif source_spec.startswith("synthetic"):
+        options.update(cfg["synthetic"])
+    try:
+        source = open_source(source_spec, **options)
+    except SourceError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        engine = build_engine(cfg)
+    except BaseException:
+        source.close()
+        raise
+    info = source.info
+    live = info.is_live if cfg["live"] == "auto" else bool(cfg["live"])
+    show = bool(cfg["show"])
+    if show and (why := _display_available()):
+        print(f"note: --show ignored: {why}", file=sys.stderr)
+        show = False
+    renderer = FrameRenderer(cfg["mode"], engine.aligner.morph, cfg["draw_ids"]) if (cfg["out"] or show) else None
+    sinks: list = []
+    try:
+        if renderer is not None and cfg["mode"] == "swap":
+            if not cfg["swap_source"]:
+                raise UserError("--mode swap needs --swap-source IMAGE")
+            renderer.set_swap_texture(load_swap_texture(cfg["swap_source"], engine))
+        if cfg["out"]:
+            Path(cfg["out"]).parent.mkdir(parents=True, exist_ok=True)
+            sinks.append(VideoOut(cfg["out"], info))
+        if cfg["tracks"]:
+            Path(cfg["tracks"]).parent.mkdir(parents=True, exist_ok=True)
+            sinks.append(TracksOut(cfg["tracks"]))
+        if cfg["meshes"]:
+            sinks.append(MeshesOut(cfg["meshes"], engine.aligner.morph.tri, cfg["mesh_format"]))
+    except (SinkError, OSError) as exc:
+        for s in sinks:
+            s.close()
+        source.close()
+        raise UserError(str(exc)) from None
+    except BaseException:
+        for s in sinks:
+            s.close()
+        source.close()
+        raise
+    dense = bool(cfg["meshes"]) or (renderer is not None and renderer.needs_dense)
+    analyzer = FaceAnalyzer(engine.service, engine.detector, tracker_config(cfg), dense=dense)
+    stats = Stats()
+    bar = None
+    if cfg["progress"] and not live:
+        from tqdm import tqdm
+
+        bar = tqdm(total=info.frame_count, unit="frame", desc=info.name or source_spec, disable=None,
+                   dynamic_ncols=True)
+
+    def log(line: str) -> None:
+        (bar.write if bar is not None else lambda s: print(s, file=sys.stderr))(line)
+
+    window = "run_stream" if show else None
+
+    def on_frame(job: Job) -> None:
+        if bar is not None:
+            bar.update(1)
+        if window is not None:
+            import cv2
+
+            cv2.imshow(window, job.output if job.output is not None else job.frame.image)
+            if cv2.waitKey(1) & 0xFF in (27, ord("q")):
+                pipeline.stop()
+
+    pipeline = Pipeline(source, analyzer, renderer, sinks, live=live, queue_size=cfg["queue_size"], stats=stats,
+                        on_frame=on_frame, on_stats=(lambda s: log("stats: " + s.line())) if cfg["stats"] else None,
+                        stats_every=cfg["stats_every"])
+    loop = asyncio.get_running_loop()
+    interrupts = 0
+    main_task = asyncio.current_task()
+
+    def on_signal() -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1:
+            log("stopping: finishing the frames in flight and closing the outputs (Ctrl-C again to abort)")
+            pipeline.stop()
+        elif main_task is not None:
+            main_task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, on_signal)
+        except (NotImplementedError, RuntimeError):  # not the main thread / platform
+            pass
+    try:
+        await pipeline.run()
+    except asyncio.CancelledError:
+        log("aborted; outputs were closed with the frames written so far")
+        return 130
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.remove_signal_handler(sig)
+            except (NotImplementedError, RuntimeError):
+                pass
+        if bar is not None:
+            bar.close()
+        engine.service.close()
+        if window is not None:
+            import cv2
+
+            cv2.destroyAllWindows()
+    s = stats.summary()
+    outputs = [x for x in (cfg["out"], cfg["tracks"], cfg["meshes"]) if x]
+    print(f"done: {s['frames_out']} frames in {s['seconds']:.1f} s ({s['fps']:.1f} fps), "
+          f"{stats.total_dropped} dropped" + (f"; wrote {', '.join(outputs)}" if outputs else ""), file=sys.stderr)
+    if cfg["stats"]:
+        print("stats: " + stats.line(), file=sys.stderr)
+    return 130 if interrupts else 0
+
+
+def serve(cfg: dict) -> int:
+    """``run_stream.py serve``: the WebRTC server with the pipeline as each peer's processor."""
+    try:
+        from stream.webrtc.app_bridge import serve_pipeline
+    except ImportError as exc:  # pragma: no cover
+        print(f"error: WebRTC server unavailable: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return serve_pipeline(cfg)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

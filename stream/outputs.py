@@ -1,0 +1,102 @@
+"""The render stage and the sinks of a run, as the pipeline sees them (``render(image, faces)``, ``write_job(job)``)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from model.draw import draw_box
+from stream.frames import FaceRecord, VideoInfo
+from stream.pipeline import Job
+from stream.sinks import MeshSink, VideoSink, open_tracks_sink
+
+MESH_MODES = ("mesh", "wireframe", "depth", "pncc", "swap")
+
+
+class FrameRenderer:
+    """Draws the chosen overlay (``mode``) for all faces of a frame; ``none`` returns the frame unchanged.
+
+    ``swap`` needs a ``FaceTexture`` (``set_swap_texture``); until one is set, swap mode draws the mesh.
+    """
+
+    def __init__(self, mode: str, morph, draw_ids: bool = True) -> None:
+        self.mode = mode
+        self.morph = morph
+        self.draw_ids = draw_ids
+        self.texture = None
+        self._buffers = None
+        self._reference = morph.dense_basis.u.astype(np.float32)
+
+    @property
+    def needs_dense(self) -> bool:
+        return self.mode in MESH_MODES
+
+    def set_mode(self, mode: str) -> None:
+        self.mode = mode
+
+    def set_swap_texture(self, texture) -> None:
+        self.texture = texture
+
+    def render(self, image: np.ndarray, faces: Sequence[FaceRecord]) -> np.ndarray:
+        """(H, W, 3) uint8 BGR + the frame's faces -> a new annotated image."""
+        from stream.render.overlays import render_overlay
+
+        mode = self.mode
+        if mode == "none" or not faces:
+            out = image.copy()
+        elif mode == "swap" and self.texture is not None and all(f.vertices is not None for f in faces):
+            from stream.render.swap import swap_faces
+
+            out = swap_faces(image, [f.vertices for f in faces], self.morph.tri, self.texture,
+                             landmarks=[f.landmarks for f in faces])
+        else:
+            if mode == "swap" or (mode in MESH_MODES and any(f.vertices is None for f in faces)):
+                mode = "mesh" if all(f.vertices is not None for f in faces) else "landmarks"
+            out = render_overlay(image, faces, mode, self.morph.tri, grid_shape=self.morph.grid_shape,
+                                 reference=self._reference)
+        if self.draw_ids and self.mode not in ("none", "swap"):
+            for f in faces:
+                draw_box(out, f.box, label=f"#{f.track_id}")
+        return out
+
+
+class VideoOut:
+    """Annotated (or, without a renderer, original) frames to a video file."""
+
+    def __init__(self, path: str, info: VideoInfo) -> None:
+        self.sink = VideoSink(path, info)
+
+    def write_job(self, job: Job) -> None:
+        img = job.output if job.output is not None else job.frame.image
+        self.sink.write(job.frame.index, job.frame.time, img)
+
+    def close(self) -> None:
+        self.sink.close()
+
+
+class TracksOut:
+    """Per-frame face records to a .csv / .jsonl / .npz track file."""
+
+    def __init__(self, path: str) -> None:
+        self.sink = open_tracks_sink(path)
+
+    def write_job(self, job: Job) -> None:
+        self.sink.write(job.frame.index, job.frame.time, job.faces)
+
+    def close(self) -> None:
+        self.sink.close()
+
+
+class MeshesOut:
+    """Dense meshes per track (NPZ, optionally OBJ/PLY per frame) into a folder."""
+
+    def __init__(self, directory: str, tri: np.ndarray, fmt: str) -> None:
+        per_frame = fmt.split("+")[1] if "+" in fmt else None
+        self.sink = MeshSink(Path(directory), tri, per_frame=per_frame)
+
+    def write_job(self, job: Job) -> None:
+        self.sink.write(job.frame.index, job.frame.time, job.faces)
+
+    def close(self) -> None:
+        self.sink.close()
