@@ -1,0 +1,214 @@
+"""model.assets: mirror copy with checksum and atomic install, offline errors, git blob ids, root resolution, CLI."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import urllib.error
+from pathlib import Path
+
+import pytest
+
+from model import assets as A
+from model.assets import ASSETS, AssetError, AssetStore, file_git_blob, file_sha256, resolve_root
+
+SMALL = "whitening-v1-mean"  # a small registered asset with a sha256 and an upstream URL
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    """No mirror or offline switch leaking in from the environment."""
+    monkeypatch.delenv(A.ENV_MIRROR, raising=False)
+    monkeypatch.delenv("DAMDNET_OFFLINE", raising=False)
+    return monkeypatch
+
+
+def _parts(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.name.endswith(".part")]
+
+
+def _one_line_names(msg: str, name: str) -> None:
+    assert "\n" not in msg, msg
+    assert f"'{name}'" in msg, msg
+    assert f"python -m model.assets fetch {name}" in msg, msg
+
+
+def test_mirror_copy_checks_sha256_and_installs_atomically(tmp_path, assets_dir, clean_env):
+    store = AssetStore(root=tmp_path / "root", mirror=assets_dir)
+    dest = store.local_path(SMALL)
+    assert not dest.exists()
+    got = store.path(SMALL)
+    assert got == dest == tmp_path / "root" / ASSETS[SMALL].local
+    assert file_sha256(got) == ASSETS[SMALL].sha256
+    assert got.read_bytes() == (assets_dir / ASSETS[SMALL].local).read_bytes()
+    assert _parts(tmp_path) == []
+    # second call: no copy again (mirror may vanish)
+    store2 = AssetStore(root=tmp_path / "root", mirror=tmp_path / "nowhere", allow_download=False)
+    assert store2.path(SMALL) == dest
+
+
+def test_mirror_with_wrong_bytes_is_refused_and_nothing_installed(tmp_path, clean_env):
+    mirror = tmp_path / "mirror"
+    bad = mirror / ASSETS[SMALL].local
+    bad.parent.mkdir(parents=True)
+    bad.write_text("0.0\n" * 62)
+    store = AssetStore(root=tmp_path / "root", mirror=mirror, allow_download=False)
+    with pytest.raises(AssetError) as ei:
+        store.path(SMALL)
+    msg = str(ei.value)
+    _one_line_names(msg, SMALL)
+    assert "checksum" in msg
+    assert not store.local_path(SMALL).exists()
+    assert _parts(tmp_path / "root") == []
+
+
+def test_corrupted_local_file_is_reported(tmp_path, assets_dir, clean_env):
+    store = AssetStore(root=tmp_path, mirror=assets_dir)
+    dest = store.path(SMALL)
+    dest.write_text("tampered")
+    fresh = AssetStore(root=tmp_path, allow_download=False)
+    with pytest.raises(AssetError) as ei:
+        fresh.path(SMALL)
+    _one_line_names(str(ei.value), SMALL)
+    assert str(dest) in str(ei.value)
+
+
+@pytest.mark.parametrize("name", [SMALL, "compat-checkpoint"])
+def test_offline_miss_without_mirror_is_one_clear_line(tmp_path, clean_env, name):
+    store = AssetStore(root=tmp_path, allow_download=False)
+    with pytest.raises(AssetError) as ei:
+        store.path(name)
+    msg = str(ei.value)
+    _one_line_names(msg, name)
+    assert str(store.local_path(name)) in msg  # where to put it
+    if ASSETS[name].url:
+        assert ASSETS[name].url in msg  # where it comes from
+    assert not store.local_path(name).exists()
+
+
+def test_offline_env_switch_disables_download(tmp_path, clean_env):
+    clean_env.setenv("DAMDNET_OFFLINE", "1")
+    calls = []
+    store = AssetStore(root=tmp_path, downloader=lambda url, dest, label: calls.append(url))
+    with pytest.raises(AssetError):
+        store.path(SMALL)
+    assert calls == []
+
+
+def test_download_failure_is_one_clear_line(tmp_path, clean_env):
+    def offline(url, dest, label):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    store = AssetStore(root=tmp_path, downloader=offline)
+    with pytest.raises(AssetError) as ei:
+        store.path(SMALL)
+    msg = str(ei.value)
+    _one_line_names(msg, SMALL)
+    assert str(store.local_path(SMALL)) in msg and "download failed" in msg
+    assert not store.local_path(SMALL).exists()
+    assert _parts(tmp_path) == []
+
+
+def test_fake_downloader_installs_verified_bytes(tmp_path, assets_dir, clean_env):
+    payload = (assets_dir / ASSETS[SMALL].local).read_bytes()
+    seen = []
+
+    def fake(url, dest, label):
+        seen.append((url, label))
+        final = tmp_path / ASSETS[SMALL].local
+        assert not final.exists(), "written to the final path before the checksum"
+        assert dest.parent == final.parent and dest.name.endswith(".part")
+        dest.write_bytes(payload)
+
+    store = AssetStore(root=tmp_path, downloader=fake)
+    got = store.path(SMALL)
+    assert seen == [(ASSETS[SMALL].url, SMALL)]
+    assert "raw.githubusercontent.com/cleardusk/3DDFA/3545f355bfc71e5748fa915b13932958363135d7/" in seen[0][0]
+    assert got.read_bytes() == payload
+    assert _parts(tmp_path) == []
+
+
+def test_fake_downloader_with_wrong_bytes_installs_nothing(tmp_path, clean_env):
+    store = AssetStore(root=tmp_path, downloader=lambda url, dest, label: dest.write_bytes(b"<html>404</html>"))
+    with pytest.raises(AssetError) as ei:
+        store.path(SMALL)
+    _one_line_names(str(ei.value), SMALL)
+    assert not store.local_path(SMALL).exists()
+    assert _parts(tmp_path) == []
+
+
+def test_git_blob_id_matches_git_hash_object(tmp_path):
+    f = tmp_path / "blob.bin"
+    f.write_bytes(b"hello\x00world\n" * 1000)
+    if shutil.which("git") is None:
+        pytest.skip("git not installed")
+    want = subprocess.run(["git", "hash-object", str(f)], capture_output=True, text=True, check=True).stdout.strip()
+    assert file_git_blob(f) == want
+    # the well-known id of the empty blob
+    e = tmp_path / "empty"
+    e.write_bytes(b"")
+    assert file_git_blob(e) == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
+    assert file_sha256(e) == hashlib.sha256(b"").hexdigest()
+
+
+def test_git_blob_asset_check(tmp_path):
+    f = tmp_path / "x"
+    f.write_bytes(b"abc")
+    a = A.Asset("t", "t/x", git_blob=file_git_blob(f))
+    assert a.check(f)
+    f.write_bytes(b"abd")
+    assert not a.check(f)
+
+
+def test_resolution_order(tmp_path, monkeypatch):
+    monkeypatch.setenv(A.ENV_ROOT, str(tmp_path / "env"))
+    assert resolve_root(tmp_path / "flag") == tmp_path / "flag"  # --assets wins
+    assert resolve_root() == tmp_path / "env"  # then $DAMDNET_ASSETS
+    assert AssetStore().root == tmp_path / "env"
+    monkeypatch.delenv(A.ENV_ROOT)
+    assert resolve_root() == Path(os.path.expanduser("~")) / ".cache" / "damdnet"  # then the user cache
+    assert resolve_root("~/x") == Path.home() / "x"
+
+
+def test_unknown_asset_name(tmp_path):
+    with pytest.raises(AssetError, match="unknown asset 'nope'"):
+        AssetStore(root=tmp_path).path("nope")
+
+
+def _cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, DAMDNET_OFFLINE="1")
+    env.pop(A.ENV_MIRROR, None)
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "model.assets", *args], capture_output=True, text=True, env=env,
+                          cwd=Path(__file__).resolve().parent.parent, timeout=120)
+
+
+def test_cli_list_and_verify_against_shared_assets(assets_dir):
+    r = _cli("list", "--assets", str(assets_dir))
+    assert r.returncode == 0, r.stderr
+    lines = {l.split()[0]: l for l in r.stdout.splitlines() if l.strip()}
+    assert set(lines) == set(ASSETS)
+    store = AssetStore(root=assets_dir)
+    present = [n for n in ASSETS if store.has(n)]
+    assert "compat-checkpoint" in present and "yunet" in present
+    for n in ASSETS:
+        assert lines[n].split()[1] == ("present" if n in present else "missing"), lines[n]
+    r = _cli("verify", *present, "--assets", str(assets_dir))
+    assert r.returncode == 0, r.stdout + r.stderr
+    status = {l.split()[0]: l.split()[1] for l in r.stdout.splitlines() if l.strip()}
+    assert status == {n: "ok" for n in present}
+
+
+def test_cli_verify_flags_missing_and_unknown(tmp_path):
+    r = _cli("verify", SMALL, "--assets", str(tmp_path))
+    assert r.returncode == 1 and "missing" in r.stdout
+    r = _cli("verify", "no-such-asset", "--assets", str(tmp_path))
+    assert r.returncode == 2 and "unknown asset" in r.stderr
+
+
+def test_cli_fetch_from_mirror(tmp_path, assets_dir):
+    r = _cli("fetch", SMALL, "--assets", str(tmp_path), "--mirror", str(assets_dir))
+    assert r.returncode == 0, r.stderr
+    assert file_sha256(tmp_path / ASSETS[SMALL].local) == ASSETS[SMALL].sha256
