@@ -257,9 +257,9 @@ def matrix_to_angles(r: np.ndarray) -> np.ndarray:
     out = np.empty((r.shape[0], 3))
     for i, m in enumerate(r):
         if m[2, 0] > 0.998:
-            yaw, pitch, roll = np.pi / 2, np.arctan2(m[0, 1], m[0, 2]), 0.0
+            yaw, pitch, roll = np.pi / 2, np.arctan2(-m[0, 1], -m[0, 2]), 0.0
         elif m[2, 0] < -0.998:
-            yaw, pitch, roll = -np.pi / 2, np.arctan2(-m[0, 1], -m[0, 2]), 0.0
+            yaw, pitch, roll = -np.pi / 2, np.arctan2(m[0, 1], m[0, 2]), 0.0
         else:
             yaw = np.arcsin(m[2, 0])
             c = np.cos(yaw)
