@@ -59,6 +59,10 @@ class FaceAnalyzer:
                                    convention=self.convention,
                                    decode=lambda p, r: self._morph.landmarks(p, r, self.convention))
 
+    def close(self) -> None:
+        """Free the detection thread."""
+        self._pool.shutdown(wait=False)
+
     async def analyze(self, frame: Frame, stats: Stats) -> list[FaceRecord]:
         image = frame.image
         det = None

@@ -183,6 +183,9 @@ class Pipeline:
     def _shutdown(self) -> None:
         for pool in self._pools.values():
             pool.shutdown(wait=True)
+        close = getattr(self.analyzer, "close", None)
+        if close is not None:
+            close()
         self._close()
 
     def _close(self) -> None:

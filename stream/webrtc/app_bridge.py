@@ -1,0 +1,185 @@
+"""WebRTC peers on the product pipeline: each peer's frames go through the same ``Pipeline`` stages as files and
+webcams (a live ``PushSource`` in, the rendered frame out), with its own tracker state; all peers share one model
+through the ``AlignService`` (their crops are batched together). Optional recording per peer to the same sinks.
+"""
+from __future__ import annotations
+
+import asyncio
+import queue
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from stream.analyze import FaceAnalyzer, tracker_config
+from stream.frames import Frame, VideoInfo
+from stream.outputs import FrameRenderer, MeshesOut, TracksOut, VideoOut
+from stream.pipeline import Job, Pipeline
+
+_END = object()
+
+
+class PushSource:
+    """A live source fed from outside (``push``); ``read`` blocks for the next frame; latest frame wins."""
+
+    def __init__(self, info: VideoInfo) -> None:
+        self.info = info
+        self._q: queue.Queue = queue.Queue(maxsize=1)
+        self.dropped = 0
+
+    def push(self, frame: Frame) -> None:
+        while True:
+            try:
+                self._q.put_nowait(frame)
+                return
+            except queue.Full:
+                try:
+                    old = self._q.get_nowait()
+                    if old is _END:
+                        self._q.put_nowait(old)
+                        return
+                    self.dropped += 1
+                except queue.Empty:
+                    pass
+
+    def read(self) -> Frame | None:
+        item = self._q.get()
+        if item is _END:
+            self._q.put(_END)  # stay ended for any later read
+            return None
+        return item
+
+    def close(self) -> None:
+        try:
+            while True:
+                self._q.get_nowait()
+        except queue.Empty:
+            pass
+        self._q.put(_END)
+
+
+def _per_peer(path: str | None, peer_id: str) -> str | None:
+    if not path:
+        return None
+    p = Path(path)
+    return str(p.with_name(f"{p.stem}_{peer_id}{p.suffix}")) if p.suffix else str(p / peer_id)
+
+
+class PipelinePeer:
+    """``PeerProcessor`` backed by a live Pipeline (see ``stream.webrtc.peer.PeerProcessor``)."""
+
+    def __init__(self, engine, cfg: dict, peer_id: str, swap_texture=None) -> None:
+        self.engine = engine
+        self.peer_id = peer_id
+        self.cfg = cfg
+        self.source = PushSource(VideoInfo(width=0, height=0, fps=30.0, is_live=True, name=f"webrtc:{peer_id}"))
+        self.renderer = FrameRenderer(cfg["mode"] if cfg["mode"] != "none" else "landmarks", engine.aligner.morph,
+                                      cfg["draw_ids"])
+        if swap_texture is not None:
+            self.renderer.set_swap_texture(swap_texture)
+        self.analyzer = FaceAnalyzer(engine.service, engine.detector, tracker_config(cfg), dense=True)
+        self._sink_paths = (_per_peer(cfg["out"], peer_id), _per_peer(cfg["tracks"], peer_id),
+                            _per_peer(cfg["meshes"], peer_id))
+        self._sinks: list = []
+        self._pipeline: Pipeline | None = None
+        self._task: asyncio.Task | None = None
+        self._waiters: dict[int, tuple[asyncio.Future, np.ndarray]] = {}
+        self._n = 0
+        self._size: tuple[int, int] | None = None
+
+    def _start(self, image: np.ndarray) -> None:
+        h, w = image.shape[:2]
+        self.source.info = VideoInfo(width=w, height=h, fps=30.0, is_live=True, name=self.source.info.name)
+        out, tracks, meshes = self._sink_paths
+        if out:
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            self._sinks.append(VideoOut(out, self.source.info))
+        if tracks:
+            Path(tracks).parent.mkdir(parents=True, exist_ok=True)
+            self._sinks.append(TracksOut(tracks))
+        if meshes:
+            self._sinks.append(MeshesOut(meshes, self.engine.aligner.morph.tri, self.cfg["mesh_format"]))
+        self._pipeline = Pipeline(self.source, self.analyzer, self.renderer, self._sinks, live=True, queue_size=1,
+                                  on_frame=self._done)
+        self._task = asyncio.get_running_loop().create_task(self._pipeline.run())
+
+    def _done(self, job: Job) -> None:
+        idx = job.frame.index
+        for k in [k for k in self._waiters if k <= idx]:  # earlier ones were dropped: hand back their input
+            fut, img = self._waiters.pop(k)
+            if not fut.done():
+                fut.set_result(job.output if k == idx and job.output is not None else img)
+
+    async def process(self, image: np.ndarray, time: float) -> np.ndarray:
+        if self._pipeline is None:
+            self._start(image)
+        elif self._task is not None and self._task.done():
+            return image  # pipeline ended (error or closed): pass frames through
+        idx = self._n
+        self._n += 1
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters[idx] = (fut, image)
+        self.source.push(Frame(idx, float(time), image))
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout=2.0)
+        except asyncio.TimeoutError:
+            self._waiters.pop(idx, None)
+            return image
+
+    def set_controls(self, controls: dict) -> None:
+        mode = controls.get("mode")
+        if mode:
+            self.renderer.set_mode(mode)
+        if "smooth" in controls:
+            self.analyzer.set_smoothing("kalman" if controls["smooth"] else "none")
+
+    def set_swap_source(self, image: np.ndarray) -> None:
+        from model.roi import roi_from_box
+        from stream.render.swap import build_texture
+
+        boxes, _ = self.engine.detector(image)
+        if len(boxes) == 0:
+            raise ValueError("no face found in the uploaded image")
+        areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        res = self.engine.aligner.align(image, roi_from_box(boxes[int(np.argmax(areas))][None]), dense=True)
+        morph = self.engine.aligner.morph
+        self.renderer.set_swap_texture(build_texture(image, res.vertices[0], morph.tri, morph.grid_shape))
+
+    def stats(self) -> dict:
+        if self._pipeline is None:
+            return {"faces": 0}
+        s = self._pipeline.stats.summary()
+        s["dropped"] = {**s["dropped"], "push": self.source.dropped}
+        s["batches"] = self.engine.service.batches
+        return s
+
+    async def close(self) -> None:
+        self.source.close()
+        for fut, img in self._waiters.values():
+            if not fut.done():
+                fut.set_result(img)
+        self._waiters.clear()
+        if self._task is not None:
+            try:
+                await self._task
+            except Exception as exc:  # a failing sink must not keep the peer alive
+                print(f"peer {self.peer_id}: pipeline ended with {exc}", file=sys.stderr)
+
+
+def serve_pipeline(cfg: dict) -> int:
+    """Build the shared engine and run the WebRTC server with one ``PipelinePeer`` per browser."""
+    from stream.app import UserError, build_engine, load_swap_texture
+    from stream.webrtc.config import ConfigError as ServeConfigError
+    from stream.webrtc.config import ServeConfig
+    from stream.webrtc.server import serve
+
+    s = cfg["serve"]
+    try:
+        config = ServeConfig(host=s["host"], port=s["port"], token=s["token"], max_peers=s["max_peers"],
+                             max_upload_bytes=int(s["max_upload_mb"] * 1024 * 1024)).validate()
+    except ServeConfigError as exc:
+        raise UserError(str(exc)) from None
+    engine = build_engine(cfg)
+    texture = load_swap_texture(cfg["swap_source"], engine) if cfg["swap_source"] else None
+    serve(config, lambda peer_id: PipelinePeer(engine, cfg, peer_id, texture))
+    return 0
