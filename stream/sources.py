@@ -207,7 +207,7 @@ class VideoFileSource(Source):
         spec: str | os.PathLike[str],
         *,
         max_frames: int | None = None,
-        thread_type: str = "AUTO",
+        thread_type: str | None = None,
         threads: int = 0,
         live: bool | None = None,
         av_options: dict[str, str] | None = None,
@@ -234,7 +234,10 @@ class VideoFileSource(Source):
             if not container.streams.video:
                 raise SourceError(f"no video stream in {spec}")
             stream = container.streams.video[0]
-            stream.thread_type = thread_type
+            if live is None:
+                live = is_url and spec.split(":", 1)[0].lower() in LIVE_URL_SCHEMES
+            # frame threading adds a few frames of delay: fine for files, slice threading for live streams
+            stream.thread_type = thread_type or ("SLICE" if live else "AUTO")
             if threads:
                 stream.codec_context.thread_count = threads
             self._stream = stream
@@ -264,14 +267,16 @@ class VideoFileSource(Source):
         time_base = stream.time_base or Fraction(1, 1_000_000)
         frame_count: int | None = int(stream.frames) if stream.frames and stream.frames > 0 else None
         self._frame_count_exact = frame_count is not None
+        from_duration = None
+        if stream.duration and stream.time_base:
+            from_duration = int(round(float(stream.duration * stream.time_base) * fps)) or None
+        elif container.duration and not is_url:
+            from_duration = int(round(container.duration / 1e6 * fps)) or None
         if frame_count is None and not is_url:
-            if stream.duration and stream.time_base:
-                frame_count = int(round(float(stream.duration * stream.time_base) * fps))
-            elif container.duration:
-                frame_count = int(round(container.duration / 1e6 * fps))
-            frame_count = frame_count or None
-        if live is None:
-            live = is_url and spec.split(":", 1)[0].lower() in LIVE_URL_SCHEMES
+            frame_count = from_duration
+        elif frame_count is not None and from_duration is not None and from_duration < frame_count - 1:
+            # an edit list hides the first samples (the demuxer discards them): count only what is presented
+            frame_count = from_duration
         info = VideoInfo(
             width=int(width), height=int(height), fps=fps, time_base=Fraction(time_base), frame_count=frame_count,
             rotation=int(rotation), is_live=bool(live), name=path_name,

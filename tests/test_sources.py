@@ -82,13 +82,25 @@ def test_real_mp4_frames_times_and_info(assets_dir: Path) -> None:
     assert src.warnings == 0
 
 
-def test_real_video_landscape_info_and_max_frames(assets_dir: Path) -> None:
+def test_real_video_with_edit_list(assets_dir: Path) -> None:
+    """obama.mp4 holds 158 samples but an edit list presents only the last ~2.19 s (55 frames)."""
     path = _asset(assets_dir, OBAMA)
-    with open_source(path, max_frames=5) as src:
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        presented = float(s.duration * s.time_base * s.average_rate)  # what ffprobe's duration says
+    with open_source(path) as src:
         assert (src.info.width, src.info.height) == (1280, 720)
-        assert src.info.frame_count == _container_frames(path)
+        assert abs(src.info.frame_count - presented) <= 1
         frames = list(src)
-    assert len(frames) == 5 and frames[4].image.shape == (720, 1280, 3)
+    assert abs(len(frames) - presented) <= 1 and abs(len(frames) - src.info.frame_count) <= 1
+    assert frames[0].time == 0.0 and np.all(np.diff([f.time for f in frames]) > 0)
+    assert frames[-1].image.shape == (720, 1280, 3) and src.warnings == 0
+
+
+def test_max_frames(assets_dir: Path) -> None:
+    with open_source(_asset(assets_dir, D0), max_frames=5) as src:
+        frames = list(src)
+    assert len(frames) == 5
     assert src.read() is None  # closed
 
 
@@ -338,3 +350,71 @@ def test_file_named_like_a_source_kind(tmp_path: Path, assets_dir: Path, monkeyp
     monkeypatch.chdir(tmp_path)
     with open_source("webcam", max_frames=1) as src:
         assert src.info.name == "webcam"
+
+
+# ------------------------------------------------------------------------------------------------ webcam (faked)
+
+
+class _FakeCapture:
+    """Stands in for cv2.VideoCapture: 4 frames, then a hiccup, then 2 more, then the camera is gone."""
+
+    def __init__(self, device: object, *args: object) -> None:
+        self.device = device
+        self.props: dict[int, float] = {}
+        self.script = [True] * 4 + [False] + [True] * 2
+        self.released = False
+
+    def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
+        return self.device == 3
+
+    def set(self, prop: int, value: float) -> bool:
+        self.props[prop] = value
+        return True
+
+    def get(self, prop: int) -> float:
+        return 0.0
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        ok = self.script.pop(0) if self.script else False
+        w, h = int(self.props.get(cv2.CAP_PROP_FRAME_WIDTH, 64)), int(self.props.get(cv2.CAP_PROP_FRAME_HEIGHT, 48))
+        return (True, np.zeros((h, w, 3), np.uint8)) if ok else (False, None)
+
+    def release(self) -> None:
+        self.released = True
+
+
+def test_webcam_source_with_fake_camera(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cv2, "VideoCapture", _FakeCapture)
+    src = open_source("webcam:3", width=80, height=60, fps=15, max_failures=3)
+    assert src.info.is_live and src.info.frame_count is None and src.info.name == "webcam:3"
+    assert (src.info.width, src.info.height, src.info.fps) == (80, 60, 15.0)
+    frames = list(src)
+    assert [f.index for f in frames] == list(range(6))  # the hiccup is skipped, not an end
+    assert frames[0].time == 0.0 and np.all(np.diff([f.time for f in frames]) >= 0)
+    assert src.warnings >= 1
+    src.close()
+    assert src._cap.released
+    with pytest.raises(SourceError, match="cannot open webcam 5"):
+        open_source("webcam:5")
+    with pytest.raises(SourceError, match="unknown option"):
+        open_source("webcam:3", rotate=90)
+
+
+def test_close_while_another_thread_reads(assets_dir: Path) -> None:
+    import threading
+    import time
+
+    src = open_source(_asset(assets_dir, D0))
+    got: list[int] = []
+
+    def reader() -> None:
+        while (frame := src.read()) is not None:
+            got.append(frame.index)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    while not got:
+        time.sleep(0.001)
+    src.close()
+    thread.join(timeout=10)
+    assert not thread.is_alive() and got == list(range(len(got)))
