@@ -1,0 +1,73 @@
+"""ServeConfig: every knob of the WebRTC server, validated before anything listens."""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Optional
+
+MIN_TOKEN_CHARS = 8
+
+
+class ConfigError(ValueError):
+    """One line for the user: what is wrong and what to do."""
+
+
+@dataclass
+class RecordOptions:
+    """Placeholder for per-peer recording (the processor does the recording; the CLI closes over this when it
+    builds the processor factory). Nothing in the server reads it yet."""
+
+    dir: Optional[str] = None
+    video: bool = False
+    tracks: bool = False
+    meshes: bool = False
+
+
+@dataclass
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    token: Optional[str] = None            # required when host is not loopback; the page sends it with the offer
+    max_peers: int = 4                     # more peers get HTTP 503
+    max_upload_bytes: int = 5 * 1024 * 1024  # swap-source uploads
+    max_frame_pixels: int = 1920 * 1080    # larger incoming frames are downscaled (aspect kept) before processing
+    swap_source: Optional[str] = None      # image file given to every new peer's processor
+    ice_servers: tuple[str, ...] = ()      # e.g. ("stun:stun.example.org:3478",); none by default (LAN use)
+    stats_interval_s: float = 1.0
+    disconnect_grace_s: float = 5.0        # "disconnected" this long -> the peer is closed
+    connect_timeout_s: float = 30.0        # never connected this long after the offer -> closed
+    ssl_cert: Optional[str] = None         # serve HTTPS (browsers only allow the camera on https or localhost)
+    ssl_key: Optional[str] = None
+    record: RecordOptions = field(default_factory=RecordOptions)
+
+    def is_loopback(self) -> bool:
+        return is_loopback_host(self.host)
+
+    def validate(self) -> "ServeConfig":
+        if not (0 <= int(self.port) <= 65535):
+            raise ConfigError(f"port {self.port} is out of range (0-65535)")
+        if not self.is_loopback():
+            if not self.token or len(self.token) < MIN_TOKEN_CHARS:
+                raise ConfigError(
+                    f"refusing to listen on {self.host!r} without a token: pass --token with at least "
+                    f"{MIN_TOKEN_CHARS} characters (the page then needs ?token=...), or bind 127.0.0.1")
+        if self.max_peers < 1:
+            raise ConfigError(f"max_peers must be at least 1, got {self.max_peers}")
+        if self.max_upload_bytes < 1024:
+            raise ConfigError(f"max_upload_bytes must be at least 1024, got {self.max_upload_bytes}")
+        if self.max_frame_pixels < 64 * 64:
+            raise ConfigError(f"max_frame_pixels must be at least {64 * 64}, got {self.max_frame_pixels}")
+        if bool(self.ssl_cert) != bool(self.ssl_key):
+            raise ConfigError("HTTPS needs both --cert and --key")
+        return self
+
+
+def is_loopback_host(host: Optional[str]) -> bool:
+    if not host:
+        return False  # "" / None means every interface
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost: could resolve anywhere
