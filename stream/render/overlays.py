@@ -1,7 +1,7 @@
 """Overlays on video frames: 68 landmarks with pose axes, shaded mesh, wireframe, depth map, PNCC colouring.
 
-Entry point :func:`render_overlay`. A face is any mapping or object with (some of) the fields
-``landmarks`` (68, 2|3) frame px, ``vertices`` (V, 3) frame px (x right, y down, z toward the camera),
+Entry point :func:`render_overlay`; the landmarks mode draws with ``model.draw`` (shared with the model CLIs).
+A face is any mapping or object with (some of) the fields ``landmarks`` (68, 2|3) frame px, ``vertices`` (V, 3) frame px (x right, y down, z toward the camera),
 ``rotation`` (3, 3) model->camera rotation with model y up (``model.morphable.rotation_from_params``) or
 ``pose`` (>= 3,) yaw, pitch, roll in degrees (``model.morphable.pose_from_params``). Frames are (H, W, 3) uint8 BGR.
 """
@@ -10,27 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 
+from model.draw import CONTOURS, draw_landmarks, draw_pose_axes  # noqa: F401  (re-exported)
 from stream.render import composite
 from stream.render.mesh import front_cull, grid_lines, mesh_edges, vertex_normals
 from stream.render.raster import RasterBuffers, rasterize
 
 MODES = ("landmarks", "mesh", "depth", "pncc", "wireframe")
-
-# (first, last inclusive, closed) runs of the 68-point (iBUG / Multi-PIE) layout
-LANDMARK_GROUPS: tuple[tuple[int, int, bool], ...] = (
-    (0, 16, False),   # jaw
-    (17, 21, False),  # right brow (image left)
-    (22, 26, False),  # left brow
-    (27, 30, False),  # nose bridge
-    (31, 35, False),  # nostrils
-    (36, 41, True),   # right eye
-    (42, 47, True),   # left eye
-    (48, 59, True),   # outer lip
-    (60, 67, True),   # inner lip
-)
 
 DEFAULT_LIGHT = np.array([-0.3, -0.4, 0.866], np.float32)  # from upper left, toward the scene; frame axes (y down)
 DEFAULT_ALPHA = {"mesh": 0.65, "depth": 1.0, "pncc": 1.0, "wireframe": 0.9}
@@ -58,39 +45,6 @@ def rotation_from_angles(yaw: float, pitch: float, roll: float) -> np.ndarray:
     ry = np.array([[np.cos(y), 0, -np.sin(y)], [0, 1, 0], [np.sin(y), 0, np.cos(y)]])
     rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
     return rz @ ry @ rx
-
-
-def _pt(p: np.ndarray) -> tuple[int, int]:
-    return int(round(float(p[0]))), int(round(float(p[1])))
-
-
-def draw_landmarks(img: np.ndarray, landmarks: np.ndarray, colour: tuple[int, int, int] = (0, 255, 0),
-                   line_colour: tuple[int, int, int] = (255, 255, 255), radius: int = 2, lines: bool = True) -> None:
-    """Draw 68 landmarks (68, 2|3) frame px in place: the connectivity (jaw, brows, nose, eyes, lips) and the points."""
-    lm = np.asarray(landmarks, np.float64)[:, :2]
-    if not np.isfinite(lm).all():
-        return
-    pts = np.round(lm).astype(np.int32)
-    if lines and len(pts) == 68:
-        polys = [pts[a:b + 1].reshape(-1, 1, 2) for a, b, _ in LANDMARK_GROUPS]
-        for (_, _, closed), poly in zip(LANDMARK_GROUPS, polys):
-            cv2.polylines(img, [poly], closed, line_colour, 1, cv2.LINE_AA)
-    for p in pts:
-        cv2.circle(img, (int(p[0]), int(p[1])), radius, colour, -1, cv2.LINE_AA)
-
-
-def draw_pose_axes(img: np.ndarray, rotation: np.ndarray, origin: tuple[float, float], length: float,
-                   thickness: int = 2) -> None:
-    """Draw the head's axes in place: x red, y green (up), z blue (toward the camera when frontal).
-
-    rotation (3, 3) model->camera with model y up; each axis k is drawn from ``origin`` (frame px) to
-    origin + length * (R[0, k], -R[1, k]) (orthographic, the y flip of the 3DMM decode).
-    """
-    r = np.asarray(rotation, np.float64)
-    o = np.asarray(origin, np.float64)
-    for k, colour in ((2, (255, 0, 0)), (1, (0, 255, 0)), (0, (0, 0, 255))):
-        tip = o + length * np.array([r[0, k], -r[1, k]])
-        cv2.arrowedLine(img, _pt(o), _pt(tip), colour, thickness, cv2.LINE_AA, tipLength=0.15)
 
 
 def _face_rotation(face: Any) -> np.ndarray | None:
@@ -169,7 +123,8 @@ def render_overlay(frame: np.ndarray, faces: Sequence[Any], mode: str, tri: np.n
             if rot is not None and np.isfinite(lm).all():
                 size = float(np.ptp(lm[:, 0]) + np.ptp(lm[:, 1])) / 2
                 draw_pose_axes(out, rot, lm[30, :2] if len(lm) == 68 else lm[:, :2].mean(0), 0.5 * size)
-            draw_landmarks(out, lm)
+            if np.isfinite(lm).all():
+                draw_landmarks(out, lm)
         return out
 
     if tri is None:

@@ -1,0 +1,180 @@
+"""3DMM face swap: render a source texture with each target's geometry and blend it into the frame.
+
+Per frame: all targets are rasterized into one z-buffer (so faces occlude each other), then per target, inside its
+box only: texture lookup, mask (rendered face interior, eroded, the target's eyes and inner mouth cut out, feathered),
+colour transfer (mean/std in Lab over the mask), an optional low-frequency lighting ratio from the target, and a blend.
+The feather never reaches beyond the eroded mask, so every pixel outside the rendered faces keeps its exact input value.
+
+Blends (measured in ``bench/bench_render.py``, see bench/RESULTS.md "Renderer"): ``alpha`` (feathered alpha, the
+default: fastest, and with the colour transfer the seam is soft), ``pyramid`` (Laplacian pyramid blend, smoother
+low-frequency transition, a few ms more), ``seamless`` (``cv2.seamlessClone``, Poisson: best tone match but several
+times slower and it washes out texture near the border).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from stream.render import composite
+from stream.render.raster import RasterBuffers, rasterize
+from stream.render.texture import FaceTexture, build_texture, face_region, feature_polygons  # noqa: F401 (API)
+
+BLENDS = ("alpha", "pyramid", "seamless")
+_LAB8_SCALE = np.array([255 / 100, 1, 1], np.float32)  # OpenCV 8-bit Lab = (L * 255/100, a + 128, b + 128)
+_LAB8_OFFSET = np.array([0, 128, 128], np.float32)
+
+
+def _render_attrs(texture: FaceTexture) -> np.ndarray:
+    """Per-vertex attributes to rasterize: (u, v) texel coords or BGR colours, then the region weight."""
+    base = texture.uv if texture.image is not None else texture.colors
+    region = texture.region if texture.region is not None else np.ones(base.shape[0], np.float32)
+    return np.ascontiguousarray(np.concatenate([base, region[:, None]], 1), np.float32)
+
+
+def _lab_stats(lab: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std (3,) of an image over a uint8 mask."""
+    mean, std = cv2.meanStdDev(lab, mask=mask)
+    return mean.reshape(3).astype(np.float32), std.reshape(3).astype(np.float32) + 1e-3
+
+
+def _pyramid_blend(a: np.ndarray, b: np.ndarray, alpha: np.ndarray, levels: int) -> np.ndarray:
+    """Laplacian-pyramid blend of float32 images a (weight alpha) and b (weight 1 - alpha)."""
+    ga, gb, gm = [a], [b], [alpha]
+    for _ in range(levels):
+        ga.append(cv2.pyrDown(ga[-1]))
+        gb.append(cv2.pyrDown(gb[-1]))
+        gm.append(cv2.pyrDown(gm[-1]))
+    out = ga[-1] * gm[-1][..., None] + gb[-1] * (1 - gm[-1][..., None])
+    for i in range(levels - 1, -1, -1):
+        size = (ga[i].shape[1], ga[i].shape[0])
+        la = ga[i] - cv2.pyrUp(ga[i + 1], dstsize=size)
+        lb = gb[i] - cv2.pyrUp(gb[i + 1], dstsize=size)
+        out = cv2.pyrUp(out, dstsize=size) + la * gm[i][..., None] + lb * (1 - gm[i][..., None])
+    return out
+
+
+def swap_faces(frame: np.ndarray, targets: Sequence[np.ndarray], tri: np.ndarray, texture: FaceTexture, *,
+               landmarks: Sequence[np.ndarray] | None = None, out: np.ndarray | None = None,
+               buffers: RasterBuffers | None = None, blend: str = "alpha", color_match: bool = True,
+               relight: bool = True, erode: float = 0.03, feather: float = 0.03,
+               keep_features: bool = True) -> np.ndarray:
+    """Swap the source face (``texture``) onto every target face of a frame; returns the image.
+
+    frame (H, W, 3) uint8 BGR; targets: per face (V, 3) float32 vertices in frame px (same topology as ``tri`` (F, 3)
+    and the texture); landmarks: per face (68, 2|3) frame px, used to keep the target's eyes and inner mouth.
+    ``erode`` and ``feather`` are fractions of the face size (feather is capped at the erosion so the blend stays
+    inside the rendered face). ``blend`` is one of ``alpha``, ``pyramid``, ``seamless``. ``out`` may be ``frame``;
+    ``buffers`` (frame size) avoid per-frame allocation of the z-buffer.
+    Pixels outside the rendered faces are byte-identical to ``frame``.
+    """
+    if blend not in BLENDS:
+        raise ValueError(f"unknown blend '{blend}' (expected one of {', '.join(BLENDS)})")
+    frame = np.asarray(frame)
+    if out is None:
+        out = frame.copy()
+    elif out is not frame:
+        np.copyto(out, frame)
+    if len(targets) == 0:
+        return out
+    h, w = frame.shape[:2]
+    tri = np.ascontiguousarray(tri, np.int32)
+    n_tri = tri.shape[0]
+    attrs = _render_attrs(texture)
+    buffers = RasterBuffers.create(h, w, attrs.shape[1]) if buffers is None else buffers.ensure(h, w, attrs.shape[1])
+    buffers.clear()
+    boxes = []
+    for i, v in enumerate(targets):
+        v = np.ascontiguousarray(v, np.float32)
+        before = buffers.bbox.copy()
+        buffers.bbox[:] = (h, 0, w, 0)
+        rasterize(v, tri, attrs, buffers=buffers, clear=False, tri_offset=i * n_tri)
+        boxes.append(buffers.bbox.copy())
+        buffers.bbox[:] = (min(before[0], boxes[-1][0]), max(before[1], boxes[-1][1]),
+                           min(before[2], boxes[-1][2]), max(before[3], boxes[-1][3]))
+    # a later face can hide part of an earlier one but never grow its box: each face's pixels lie in its own box
+    for i, bb in enumerate(boxes):
+        y0, y1, x0, x1 = (int(b) for b in bb)
+        if y0 >= y1 or x0 >= x1:
+            continue
+        lm = None if landmarks is None or not keep_features else landmarks[i]
+        _swap_one(out, frame, buffers, texture, i * n_tri, (i + 1) * n_tri, (y0, y1, x0, x1), lm, blend, color_match,
+                  relight, erode, feather)
+    return out
+
+
+def _swap_one(out: np.ndarray, frame: np.ndarray, buf: RasterBuffers, texture: FaceTexture, id0: int, id1: int,
+              box: tuple[int, int, int, int], landmarks: np.ndarray | None, blend: str, color_match: bool,
+              relight: bool, erode: float, feather: float) -> None:
+    y0, y1, x0, x1 = box
+    ids = buf.tri_id[y0:y1, x0:x1]
+    attr = buf.attr[y0:y1, x0:x1]
+    face = (ids >= id0) & (ids < id1) & (attr[..., -1] > 0.5)
+    if not face.any():
+        return
+    size = float(np.sqrt((y1 - y0) * (x1 - x0)))
+    e = max(1, int(round(erode * size)))
+    f = max(1, min(e, int(round(feather * size))))
+    mask = face.astype(np.uint8)
+    mask = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * e + 1, 2 * e + 1)),
+                     borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    if landmarks is not None:
+        lm = np.asarray(landmarks, np.float64)[:, :2] - (x0, y0)
+        polys = [np.round(p * 16).astype(np.int32) for p in feature_polygons(lm)]
+        cv2.fillPoly(mask, polys, 0, cv2.LINE_AA, shift=4)
+    inner = mask > 0
+    if not inner.any():
+        return
+    # feather inside the eroded mask only: a box blur of radius f never spreads further than f <= e pixels
+    alpha = cv2.blur(mask.astype(np.float32), (2 * f + 1, 2 * f + 1), borderType=cv2.BORDER_CONSTANT)
+    alpha = cv2.blur(alpha, (2 * f + 1, 2 * f + 1), borderType=cv2.BORDER_CONSTANT)  # ~ tent: smoother
+    alpha *= face  # (a no-op when f <= e; keeps the guarantee exact)
+
+    # source colour, in Lab straight from the texture (converted once in build_texture)
+    if texture.image is not None:
+        src_lab = cv2.remap(texture.image_lab, np.ascontiguousarray(attr[..., 0]), np.ascontiguousarray(attr[..., 1]),
+                            cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    else:
+        src_lab = cv2.cvtColor(np.clip(attr[..., :3], 0, 255) * (1 / 255.0), cv2.COLOR_BGR2Lab)
+    if color_match or relight:
+        # target in 8-bit Lab (L * 255/100, a + 128, b + 128): converted back to float Lab units below
+        tgt = cv2.cvtColor(np.ascontiguousarray(frame[y0:y1, x0:x1]), cv2.COLOR_BGR2Lab)
+        if color_match:
+            ms, ss = _lab_stats(src_lab, mask)
+            mt, st = _lab_stats(tgt, mask)
+            mt = (mt - _LAB8_OFFSET) / _LAB8_SCALE
+            st = st / _LAB8_SCALE
+            gain = np.clip(st / ss, 0.5, 2.0).astype(np.float32)
+            src_lab = cv2.multiply(cv2.subtract(src_lab, tuple(float(v) for v in ms) + (0.0,)),
+                                   tuple(float(v) for v in gain) + (1.0,))
+            src_lab = cv2.add(src_lab, tuple(float(v) for v in mt) + (0.0,))
+        if relight:
+            k = max(3, int(size / 6) | 1)
+            wgt = cv2.blur(inner.astype(np.float32), (k, k)) + 1e-4
+            l_t = tgt[..., 0].astype(np.float32) * (1 / _LAB8_SCALE[0])
+            low_t = cv2.blur(l_t * inner, (k, k)) / wgt
+            low_s = cv2.blur(src_lab[..., 0] * inner, (k, k)) / wgt
+            ratio = np.clip((low_t + 1.0) / (low_s + 1.0), 0.6, 1.6)
+            src_lab[..., 0] *= ratio
+    colour = cv2.cvtColor(src_lab, cv2.COLOR_Lab2BGR)
+    colour *= 255.0
+
+    if blend == "alpha":
+        composite.blend_masked(out, out, colour.astype(np.float32, copy=False), alpha, y0, x0)
+    elif blend == "pyramid":
+        base = out[y0:y1, x0:x1].astype(np.float32)
+        levels = max(1, min(4, int(np.log2(max(2 * f, 2)))))
+        mixed = _pyramid_blend(colour.astype(np.float32), base, alpha, levels)
+        composite.blend_masked(out, out, mixed, (alpha > 0).astype(np.float32), y0, x0)
+    else:
+        src8 = np.clip(colour, 0, 255).astype(np.uint8)
+        m8 = (alpha > 0.5).astype(np.uint8) * 255
+        bx, by, bw, bh = cv2.boundingRect(m8)
+        hh, ww = m8.shape
+        if bw < 3 or bh < 3 or bx == 0 or by == 0 or bx + bw >= ww or by + bh >= hh:
+            composite.blend_masked(out, out, colour.astype(np.float32), alpha, y0, x0)
+            return
+        base = np.ascontiguousarray(out[y0:y1, x0:x1])
+        cloned = cv2.seamlessClone(src8, base, m8, (bx + bw // 2, by + bh // 2), cv2.NORMAL_CLONE)
+        composite.blend_masked(out, out, cloned.astype(np.float32), alpha, y0, x0)

@@ -1,0 +1,163 @@
+"""Face swap: texture sampling/visibility/symmetry fill, swap mask guarantees, colour transfer, several targets."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from stream.render.mesh import grid_mirror
+from stream.render.raster import rasterize
+from stream.render.swap import BLENDS, build_texture, face_region, swap_faces
+from tests.test_render_overlays import synthetic_face
+
+GRID = (16, 16)
+
+
+def gradient_image(h=120, w=200, seed=0):
+    """A smooth colourful image (so bilinear samples are predictable) plus a little noise."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.stack([x / w * 255, y / h * 255, 128 + 60 * np.sin(x / 9) * np.cos(y / 7)], -1)
+    img += np.random.default_rng(seed).normal(0, 3, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def texture():
+    v, tri, _ = synthetic_face(100, 60, size=70)
+    return build_texture(gradient_image(), v, tri, GRID, texture_size=64), tri
+
+
+def test_texture_samples_visible_vertices_bilinearly():
+    img = gradient_image()
+    v, tri, _ = synthetic_face(100, 60, size=70)
+    tex = build_texture(img, v, tri, GRID, texture_size=64)
+    assert tex.valid.mean() > 0.9
+    k = np.nonzero(tex.valid)[0]
+    x, y = v[k, 0], v[k, 1]
+    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    f = img.astype(np.float64)
+    expect = (f[y0, x0] * (1 - fx) * (1 - fy) + f[y0, x0 + 1] * fx * (1 - fy) + f[y0 + 1, x0] * (1 - fx) * fy
+              + f[y0 + 1, x0 + 1] * fx * fy)
+    np.testing.assert_allclose(tex.colors[k], expect, atol=0.6)  # OpenCV remap: 1/32 px weights
+    assert tex.image.shape == (64, 64, 3) and tex.image_valid.mean() > 0.8
+    np.testing.assert_allclose(tex.mean_color, tex.colors[tex.valid].mean(0), atol=1e-3)
+
+
+def test_out_of_image_vertices_are_filled_by_symmetry():
+    img = gradient_image()
+    v, tri, _ = synthetic_face(20, 60, size=70)  # left third of the face is left of x = 0
+    tex = build_texture(img, v, tri, GRID, texture_size=64)
+    mirror = grid_mirror(GRID)
+    out = ~tex.valid
+    assert out.sum() > 20 and (v[out, 0] < 0).any()
+    from_mirror = out & tex.valid[mirror]
+    assert from_mirror.sum() > 10
+    np.testing.assert_array_equal(tex.colors[from_mirror], tex.colors[mirror[from_mirror]])
+
+
+def test_occluded_vertices_are_invalid_and_mirrored():
+    # fold the grid in the middle: the left half lies exactly behind the right half (same x, y, lower z)
+    rows, cols = GRID
+    r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    x = 100 + np.abs(c - 7.5) * 4
+    z = np.where(c < 8, -20.0, 0.0)
+    v = np.stack([x, 30 + r * 4.0, z], -1).reshape(-1, 3).astype(np.float32)
+    _, tri, _ = synthetic_face(0, 0, rows=rows, cols=cols)
+    tex = build_texture(gradient_image(), v, tri, GRID, min_facing=-2.0, depth_tol=1.0, texture_size=64)
+    left = (c < 8).ravel()
+    assert not tex.valid[left].any()
+    assert tex.valid[~left].mean() > 0.8
+    mirror = grid_mirror(GRID)
+    k = left & tex.valid[mirror]
+    np.testing.assert_array_equal(tex.colors[k], tex.colors[mirror[k]])
+
+
+def test_eyes_and_mouth_of_the_source_are_not_trusted():
+    v, tri, _ = synthetic_face(100, 60, size=70)
+    lm = np.zeros((68, 2), np.float32)
+    lm[36:42] = [[75, 50], [80, 47], [85, 47], [90, 50], [85, 53], [80, 53]]
+    lm[42:48] = lm[36:42] + [35, 0]
+    lm[60:68] = [[90, 80], [100, 76], [110, 80], [110, 80], [110, 80], [100, 86], [90, 80], [90, 80]]
+    tex = build_texture(gradient_image(), v, tri, GRID, landmarks=lm, texture_size=64)
+    near_eye = np.hypot(v[:, 0] - 82.5, v[:, 1] - 50) < 5
+    near_mouth = np.hypot(v[:, 0] - 100, v[:, 1] - 81) < 3
+    assert near_eye.any() and near_mouth.any()
+    assert not tex.valid[near_eye].any() and not tex.valid[near_mouth].any()
+
+
+def test_face_region_from_landmark_outline():
+    rng = np.random.default_rng(0)
+    dense = rng.uniform(-2, 2, (500, 3))
+    t = np.linspace(np.pi, 2 * np.pi, 17)
+    lm = np.zeros((68, 3))
+    lm[:17, 0], lm[:17, 1] = np.cos(t), np.sin(t)      # jaw: lower half circle (y up)
+    lm[17:27, 0], lm[17:27, 1] = np.linspace(-1, 1, 10), 0.3
+    lm[8] = (0, -1, 0)
+    reg = face_region(dense, lm, forehead=0.5)
+    inside = (np.hypot(dense[:, 0], dense[:, 1]) < 0.95) & (dense[:, 1] < 0) | \
+             ((np.abs(dense[:, 0]) < 0.95) & (dense[:, 1] > 0.05) & (dense[:, 1] < 0.9))
+    outside = (np.abs(dense[:, 0]) > 1.05) | (dense[:, 1] > 1.0) | (dense[:, 1] < -1.05)
+    assert (reg[inside] == 1).all() and (reg[outside] == 0).all()
+
+
+@pytest.mark.parametrize("blend", BLENDS)
+def test_swap_leaves_pixels_outside_the_faces_untouched(texture, blend):
+    tex, tri = texture
+    frame = np.random.default_rng(3).integers(0, 256, (120, 200, 3), dtype=np.uint8)
+    v1, _, _ = synthetic_face(60, 60, size=64)
+    v2, _, _ = synthetic_face(150, 55, size=56)
+    before = frame.copy()
+    out = swap_faces(frame, [v1, v2], tri, tex, blend=blend)
+    assert np.array_equal(frame, before)
+    covered = np.zeros(frame.shape[:2], np.uint8)
+    for v in (v1, v2):
+        covered |= (rasterize(v, tri, None, *frame.shape[:2]).tri_id >= 0).astype(np.uint8)
+    dilated = cv2.dilate(covered, np.ones((3, 3), np.uint8)) > 0
+    changed = (out != frame).any(2)
+    assert np.array_equal(out[~dilated], frame[~dilated])
+    assert not (changed & ~(covered > 0)).any()  # in fact nothing changes outside the rendered faces
+    for cx, cy in ((60, 60), (150, 55)):  # both faces swapped
+        assert changed[cy - 10:cy + 10, cx - 10:cx + 10].mean() > 0.8
+
+
+def test_swap_in_place_with_buffers_matches(texture):
+    tex, tri = texture
+    frame = gradient_image(seed=5)
+    v, _, _ = synthetic_face(80, 60, size=70)
+    expected = swap_faces(frame, [v], tri, tex)
+    img = frame.copy()
+    assert swap_faces(img, [v], tri, tex, out=img) is img
+    assert np.array_equal(img, expected)
+    assert np.array_equal(swap_faces(frame, [], tri, tex), frame)
+
+
+def test_target_eyes_and_mouth_are_kept(texture):
+    tex, tri = texture
+    frame = np.random.default_rng(4).integers(0, 256, (120, 200, 3), dtype=np.uint8)
+    v, _, _ = synthetic_face(100, 60, size=80)
+    lm = np.zeros((68, 3), np.float32)
+    lm[36:42, :2] = [[72, 48], [77, 45], [82, 45], [88, 48], [82, 51], [77, 51]]  # target eye: centre (80, 48)
+    lm[42:48, :2] = lm[36:42, :2] + [40, 0]
+    lm[60:68, :2] = [[88, 80], [100, 75], [112, 80], [112, 80], [112, 80], [100, 88], [88, 80], [88, 80]]
+    out = swap_faces(frame, [v], tri, tex, landmarks=[lm])
+    assert np.array_equal(out[47:50, 79:82], frame[47:50, 79:82])      # right eye centre
+    assert np.array_equal(out[47:50, 119:122], frame[47:50, 119:122])  # left eye centre
+    assert np.array_equal(out[80:83, 99:102], frame[80:83, 99:102])    # inner mouth
+    assert (out[65:70, 95:105] != frame[65:70, 95:105]).any()          # between them: swapped
+
+
+def test_colour_matching_moves_to_the_target_skin():
+    tri = synthetic_face(0, 0)[1]
+    v, _, _ = synthetic_face(100, 60, size=80)
+    red = np.zeros((120, 200, 3), np.uint8)
+    red[..., 2] = 220
+    red[..., 1] = 40
+    tex = build_texture(red, v, tri, GRID, texture_size=64)
+    skin = np.full((120, 200, 3), (90, 140, 190), np.uint8)  # BGR, a plain warm skin tone
+    matched = swap_faces(skin, [v], tri, tex, relight=False)
+    raw = swap_faces(skin, [v], tri, tex, color_match=False, relight=False)
+    centre = (slice(50, 70), slice(90, 110))
+    err_matched = np.abs(matched[centre].astype(int) - skin[centre]).mean()
+    err_raw = np.abs(raw[centre].astype(int) - skin[centre]).mean()
+    assert err_matched < 6 < err_raw
