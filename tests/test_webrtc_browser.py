@@ -14,6 +14,7 @@ import secrets
 import time
 from pathlib import Path
 
+import cv2
 import pytest
 
 from tests import webrtc_helpers as H
@@ -31,8 +32,10 @@ def face_y4m(assets_dir, tmp_path) -> Path:
     return H.make_y4m(src, tmp_path / "face.y4m", size=(384, 384), max_seconds=5.0)
 
 
-def test_browser_camera_round_trip(face_y4m, tmp_path):
+def test_browser_camera_round_trip(face_y4m, assets_dir, tmp_path):
     out = tmp_path / "browser"
+    swap_png = tmp_path / "swap.png"
+    cv2.imwrite(str(swap_png), H.face_test_image(assets_dir, (320, 240)))
     token = secrets.token_urlsafe(12)
     with H.netns() as ns:
         port = H.free_port()
@@ -45,7 +48,7 @@ def test_browser_camera_round_trip(face_y4m, tmp_path):
                 req = urllib.request.Request(base + "/offer", data=b'{"sdp": "x", "type": "offer"}',
                                              headers={"Content-Type": "application/json"})
                 urllib.request.urlopen(req, timeout=5)  # noqa: S310
-            result = H.run_driver(ns, f"{base}/?token={token}", face_y4m, out, seconds=4.0)
+            result = H.run_driver(ns, f"{base}/?token={token}", face_y4m, out, seconds=4.0, swap_image=swap_png)
             # closing the tab freed the peer on the server
             deadline = time.monotonic() + 20
             peers = None
@@ -58,7 +61,7 @@ def test_browser_camera_round_trip(face_y4m, tmp_path):
             H.stop_process(server)
     log = (tmp_path / "server.log").read_text()
     summary = {k: result.get(k) for k in ("ok", "error", "frames_received", "video_width", "video_height",
-                                          "compare_landmarks", "compare_swap", "rtt_ms", "latency_misreads")}
+                                          "compare_landmarks", "compare_swap", "compare_upload", "swap_status", "rtt_ms", "latency_misreads")}
     print(json.dumps(summary, indent=1))
     assert result.get("ok"), f"driver failed: {result.get('error')}\n{(out / 'driver.log').read_text()[-3000:]}\n{log[-3000:]}"
 
@@ -79,6 +82,11 @@ def test_browser_camera_round_trip(face_y4m, tmp_path):
     assert cs["prev_diff"] > 30, cs
     assert cs["inside"] > 30, cs
 
+    # a swap source uploaded through the page's file input replaced the inverted box with that face
+    assert "320x240" in result["swap_status"], result["swap_status"]
+    cu = result["compare_upload"]
+    assert cu["prev_diff"] > 30, cu
+
     # latency measured by the page (probe: browser draw -> browser presents the processed frame)
     lat = [s[1] for s in result["latency_samples"]]
     assert len(lat) >= 20, f"only {len(lat)} latency samples ({result['latency_misreads']} misreads)"
@@ -89,7 +97,8 @@ def test_browser_camera_round_trip(face_y4m, tmp_path):
     (tmp_path / "latency.json").write_text(json.dumps({"loop_ms": pct, "server_ms": st["latency_ms"]}))
 
     # screenshots exist (page with both videos and stats)
-    for name in ("page.png", "page_landmarks.png", "out_landmarks.png", "out_swap.png", "local.png"):
+    for name in ("page.png", "page_landmarks.png", "out_landmarks.png", "out_swap.png", "out_uploaded.png",
+                 "local.png"):
         assert (out / name).stat().st_size > 1000, name
     if os.environ.get("WEBRTC_ARTIFACTS"):  # keep them for a human to look at
         import shutil

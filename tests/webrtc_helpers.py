@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
@@ -50,6 +51,8 @@ class HaarFaceProcessor:
         self.peer_id = peer_id
         self.detect_width = detect_width
         self.cascade = cv2.CascadeClassifier(HAAR)
+        self._lock = threading.Lock()  # the cascade is not thread-safe: process() runs in a worker thread while
+        # set_swap_source() runs on the event loop
         if self.cascade.empty():
             raise RuntimeError(f"cannot load {HAAR}")
         self.mode = "landmarks"
@@ -71,7 +74,8 @@ class HaarFaceProcessor:
         s = min(1.0, self.detect_width / float(w))
         small = cv2.resize(image, (int(w * s), int(h * s)), interpolation=cv2.INTER_AREA) if s < 1 else image
         gray = cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY))
-        found = self.cascade.detectMultiScale(gray, 1.15, 4, minSize=(24, 24))
+        with self._lock:
+            found = self.cascade.detectMultiScale(gray, 1.15, 4, minSize=(24, 24))
         if len(found) == 0:
             return None
         x, y, bw, bh = max(found, key=lambda r: r[2] * r[3])
@@ -300,13 +304,15 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
 
 
 def run_driver(ns: NetNS, url: str, video: Path, out_dir: Path, seconds: float = 8.0,
-               timeout: float = 240.0, soak: bool = False) -> dict:
+               timeout: float = 240.0, soak: bool = False, swap_image: Optional[Path] = None) -> dict:
     """Run the Playwright driver inside the namespace; returns its result.json (raises with its log on failure)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     cmd = ns.exec_prefix() + [sys.executable, "-m", "tests.webrtc_helpers", "drive", "--url", url,
                               "--video", str(video), "--out", str(out_dir), "--seconds", str(seconds)]
     if soak:
         cmd.append("--soak")
+    if swap_image is not None:
+        cmd += ["--swap-image", str(swap_image)]
     log_path = out_dir / "driver.log"
     with open(log_path, "wb") as log:
         r = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
@@ -469,6 +475,22 @@ async def _drive(args: argparse.Namespace, result: dict) -> dict:
                 step("compared swap", box=box2)
                 await page.screenshot(path=str(out / "page.png"))
 
+                if args.swap_image:  # upload through the page's file input: the face box shows that image
+                    await page.evaluate(_GRAB_JS, [box2, True])  # reference: the inverted box
+                    await page.set_input_files("#swap", args.swap_image)
+                    await page.wait_for_function(
+                        "document.getElementById('swap-status').textContent.includes('set')", timeout=20_000)
+                    result["swap_status"] = await page.text_content("#swap-status")
+                    await asyncio.sleep(1.5)
+                    stats = await page.evaluate("window.stats")
+                    box3 = _box_in_output(stats, info["w"], info["h"]) or box2
+                    grab3 = await page.evaluate(_GRAB_JS, [box3, False])
+                    if grab3:
+                        _save_data_url(grab3.pop("out_png"), out / "out_uploaded.png")
+                        grab3.pop("local_png")
+                    result["compare_upload"] = grab3
+                    step("uploaded swap source", status=result["swap_status"])
+
             # close the tab: the server must free the peer
             await page.close()
             step("page closed")
@@ -488,6 +510,7 @@ def _main(argv: Optional[list[str]] = None) -> int:
     d.add_argument("--video", required=True)
     d.add_argument("--out", required=True)
     d.add_argument("--seconds", type=float, default=8.0)
+    d.add_argument("--swap-image", default=None, help="image to upload as swap source through the page")
     d.add_argument("--soak", action="store_true", help="just stream for --seconds and collect latency")
     args = p.parse_args(argv)
     out = Path(args.out)

@@ -36,6 +36,9 @@ class ServeConfig:
     stats_interval_s: float = 1.0
     disconnect_grace_s: float = 5.0        # "disconnected" this long -> the peer is closed
     connect_timeout_s: float = 30.0        # never connected this long after the offer -> closed
+    default_controls: dict = field(default_factory=lambda: {"mode": "landmarks", "smooth": True})
+    # given to each new peer's processor (set_controls) and shown by the page on connect; e.g. {"mode": "swap"}
+    # for `serve --swap-source face.jpg`
     ssl_cert: Optional[str] = None         # serve HTTPS (browsers only allow the camera on https or localhost)
     ssl_key: Optional[str] = None
     record: RecordOptions = field(default_factory=RecordOptions)
@@ -57,6 +60,11 @@ class ServeConfig:
             raise ConfigError(f"max_upload_bytes must be at least 1024, got {self.max_upload_bytes}")
         if self.max_frame_pixels < 64 * 64:
             raise ConfigError(f"max_frame_pixels must be at least {64 * 64}, got {self.max_frame_pixels}")
+        from .peer import validate_controls
+        try:
+            self.default_controls = validate_controls(dict(self.default_controls))
+        except ValueError as exc:
+            raise ConfigError(f"default controls: {exc}") from None
         if bool(self.ssl_cert) != bool(self.ssl_key):
             raise ConfigError("HTTPS needs both --cert and --key")
         return self

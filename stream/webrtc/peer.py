@@ -37,7 +37,9 @@ _KEY = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 @runtime_checkable
 class PeerProcessor(Protocol):
-    """What the server needs from a per-peer processor. All methods are called on the event loop thread."""
+    """What the server needs from a per-peer processor. All methods are called on the event loop thread, but
+    `process` usually runs its work in an executor: `set_controls` / `set_swap_source` can then run while a
+    frame is being processed in another thread, so shared state (e.g. an OpenCV detector) needs a lock."""
 
     async def process(self, image: np.ndarray, time: float) -> np.ndarray:
         """(H, W, 3) uint8 BGR in -> same shape out. `time` is the frame's media time (s). May modify `image`.
@@ -117,7 +119,7 @@ class PeerSession:
     def __init__(self, peer_id: str, pc: RTCPeerConnection, processor: PeerProcessor, *,
                  max_frame_pixels: int, probe: bool = False, stats_interval_s: float = 1.0,
                  disconnect_grace_s: float = 5.0, connect_timeout_s: float = 30.0,
-                 on_closed: Optional[Callable[["PeerSession"], None]] = None):
+                 controls: Optional[dict] = None, on_closed: Optional[Callable[["PeerSession"], None]] = None):
         self.peer_id = peer_id
         self.pc = pc
         self.processor = processor
@@ -130,7 +132,7 @@ class PeerSession:
         self.created = time.monotonic()
         self.track: Optional[ProcessedTrack] = None
         self.channel = None
-        self.controls = dict(DEFAULT_CONTROLS)
+        self.controls = dict(DEFAULT_CONTROLS if controls is None else controls)
         self.closed = False
         self.close_reason: Optional[str] = None
         self._closing: Optional[asyncio.Task] = None

@@ -32,7 +32,7 @@ from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 
 from .config import ConfigError, RecordOptions, ServeConfig
-from .peer import PassthroughProcessor, PeerSession, ProcessorFactory
+from .peer import MODES, PassthroughProcessor, PeerSession, ProcessorFactory
 from .upload import UploadError, decode_image, load_image_file
 
 __all__ = ["ServeConfig", "RecordOptions", "ConfigError", "build_app", "serve", "main"]
@@ -101,7 +101,7 @@ async def _offer(request: web.Request) -> web.Response:
     session = PeerSession(peer_id, pc, processor, max_frame_pixels=config.max_frame_pixels,
                           probe=bool(params.get("probe", False)), stats_interval_s=config.stats_interval_s,
                           disconnect_grace_s=config.disconnect_grace_s, connect_timeout_s=config.connect_timeout_s,
-                          on_closed=lambda s: peers.pop(s.peer_id, None))
+                          controls=config.default_controls, on_closed=lambda s: peers.pop(s.peer_id, None))
     peers[peer_id] = session
     try:
         if app[SWAP_IMAGE] is not None:
@@ -267,6 +267,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--max-upload-bytes", type=int, default=d.max_upload_bytes)
     p.add_argument("--max-frame-pixels", type=int, default=d.max_frame_pixels)
     p.add_argument("--swap-source", default=None, help="image given to every peer's processor")
+    p.add_argument("--mode", choices=MODES, default=None, help="initial mode of each peer (default landmarks)")
     p.add_argument("--ice-server", action="append", default=[], help="STUN/TURN URL (repeatable)")
     p.add_argument("--cert", default=None, help="TLS certificate (PEM) to serve HTTPS")
     p.add_argument("--key", default=None, help="TLS private key (PEM)")
@@ -279,6 +280,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                          max_upload_bytes=args.max_upload_bytes, max_frame_pixels=args.max_frame_pixels,
                          swap_source=args.swap_source, ice_servers=tuple(args.ice_server),
                          ssl_cert=args.cert, ssl_key=args.key)
+    if args.mode:
+        config.default_controls = {**config.default_controls, "mode": args.mode}
     try:
         config.validate()
         factory = load_factory(args.processor)

@@ -171,7 +171,12 @@
     } else if (msg.type === "pong") {
       window.rttMs = performance.now() - msg.t;
     } else if (msg.type === "hello") {
+      // the server's controls win at connect (e.g. swap mode when it was started with a swap source)
       window.peerId = msg.peer_id;
+      if (msg.controls) {
+        if (msg.controls.mode) $("mode").value = msg.controls.mode;
+        if (typeof msg.controls.smooth === "boolean") $("smooth").checked = msg.controls.smooth;
+      }
     } else if (msg.type === "error") {
       showError("server: " + msg.message);
     }
@@ -245,7 +250,6 @@
       pc = new RTCPeerConnection({ iceServers: [] });
       channel = pc.createDataChannel("control");
       channel.onopen = () => {
-        sendControls();
         pingTimer = setInterval(() => send({ type: "ping", t: performance.now() }), 1000);
       };
       channel.onmessage = onMessage;
