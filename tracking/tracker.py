@@ -1,0 +1,343 @@
+"""Multi-face tracker: detection schedule, IoU association (Hungarian), track life, per-track parameter smoothing.
+
+One ``FaceTracker`` per video stream. Per frame, in this order::
+
+    tracker = FaceTracker(TrackerConfig(), param_scale=aligner.param_std, convention=aligner.convention,
+                          decode=lambda p, r: aligner.morph.landmarks(p, r, aligner.convention))
+    det = detector(frame) if tracker.need_detection(i) else None         # (boxes (N, 4), scores (N,)) or None
+    todo = tracker.rois_for_frame(det, frame_index=i)                     # [(track_id, roi (4,)), ...]
+    res = aligner.align(frame, np.array([r for _, r in todo]).reshape(-1, 4))
+    faces = tracker.update([t for t, _ in todo], res.params, res.landmarks, frame.shape, time=ts, rois=res.roi)
+    for f in faces:                                                       # list[TrackedFace], by track id
+        if f.is_confirmed: ... f.params (smoothed, decode with f.roi), f.landmarks (smoothed, when decode given)
+
+``update`` must be called once per processed frame, also with no faces (it counts the misses). Frames the caller
+skips (dropped live frames) just leave a gap in ``frame_index``; the filters predict across it.
+
+Policy (``TrackerConfig``):
+- Detection runs every ``detect_every`` frames, and on any frame where there are no tracks or a track is lost.
+- Between detections each track is cropped from its previous landmarks (``tracking.roi.next_roi``).
+- On detection frames, detector boxes become ROIs (``model.roi.roi_from_box``) and are matched one-to-one to the
+  tracks' ROIs by IoU (``scipy.optimize.linear_sum_assignment``), pairs under ``iou_threshold`` rejected. A matched
+  track keeps its landmark ROI unless the IoU is under ``redetect_iou`` (drift) or the track was lost: then the
+  detection's ROI replaces it. Unmatched detections start tentative tracks (new integer ids, never reused), unless
+  they overlap an existing track by ``duplicate_iou`` or more.
+- A track is confirmed after ``min_hits`` valid alignments. An alignment is invalid ("lost": out of frame,
+  degenerate or collapsed landmark box, low IoU with its ROI; ``tracking.roi.check_landmarks``); a lost track is not
+  cropped again until a detection matches it. It dies after ``max_misses`` consecutive frames without a valid
+  alignment, or when the detector has not seen it for ``max_unmatched_detections`` scheduled runs (a tentative
+  track after one miss of either kind). Of two tracks on the same face (landmark boxes overlapping ``duplicate_iou``) the one with fewer
+  hits is removed.
+- Smoothing: each track has a ``ParamKalman`` (``tracking.kalman``; ``smooth="none"`` passes through) over the real
+  62 parameters, reset at birth. Before each update the filter state is re-expressed in the crop of the ROI used this
+  frame (``tracking.roi.crop_change``), so ROI motion is not mistaken for head motion. The output for frame t is the
+  filtered estimate after the update with frame t (no added delay).
+- With ``decode`` the tracker decodes the smoothed parameters to landmarks (``TrackedFace.landmarks``) and takes the
+  next ROI from them (steadier crops); without it the next ROI comes from the raw landmarks.
+
+Parameters are the real 3DMM space of every backbone; the tracker never looks inside them except through the crop
+map (``convention`` "v1"/"v2" of the aligner).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from model.roi import box_from_landmarks, iou_matrix, roi_from_box
+from tracking.kalman import KalmanConfig, Smoother, make_smoother
+from tracking.roi import RoiConfig, check_landmarks, crop_change, next_roi
+
+DecodeFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+Detections = tuple[np.ndarray, np.ndarray] | np.ndarray
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Track life and detection schedule (defaults in brackets, chosen for 25-60 fps video).
+
+    ``detect_every`` [10]: run the detector every K frames (<= 1: every frame); also whenever a track is lost or
+    there is none. New faces therefore appear within K frames.
+    ``iou_threshold`` [0.3]: least IoU between a track's ROI and a detection's ROI to match them.
+    ``redetect_iou`` [0.5]: a matched track whose ROI overlaps its detection less is re-cropped from the detection.
+    ``min_hits`` [1]: valid alignments before a track is confirmed (1: a face is output from its first frame, which
+    files need for complete tracks; 2-3 hides one-frame false detections live).
+    ``max_misses`` [10]: consecutive frames without a valid alignment before a confirmed track is deleted (short
+    occlusions keep their id; the detector runs every frame meanwhile); a tentative track goes after 1.
+    ``max_unmatched_detections`` [3]: a confirmed, not lost track is deleted at a detector run that does not see it
+    when no detection has matched it for ``max_unmatched_detections * detect_every`` frames (0: never); a tentative
+    track at its first unmatched run. Bounds the life of false positives (in units of scheduled detections, however
+    often the detector runs for other reasons); it also ends tracks of faces the detector cannot see (strong
+    profiles) after about 3 K frames.
+    ``duplicate_iou`` [0.6]: overlap above which two tracks (or a detection and a track) are the same face.
+    ``max_tracks`` [32]: no new tracks beyond this many.
+    ``smooth`` ["kalman"]: "kalman" or "none". ``kalman``, ``roi``: sub-configs.
+    """
+
+    detect_every: int = 10
+    iou_threshold: float = 0.3
+    redetect_iou: float = 0.5
+    min_hits: int = 1
+    max_misses: int = 10
+    max_unmatched_detections: int = 3
+    duplicate_iou: float = 0.6
+    max_tracks: int = 32
+    smooth: str = "kalman"
+    kalman: KalmanConfig = field(default_factory=KalmanConfig)
+    roi: RoiConfig = field(default_factory=RoiConfig)
+
+    def __post_init__(self) -> None:
+        if self.smooth not in ("kalman", "none"):
+            raise ValueError(f"smooth must be 'kalman' or 'none', got '{self.smooth}'")
+        if self.min_hits < 1 or self.max_misses < 1 or self.max_unmatched_detections < 0:
+            raise ValueError("need min_hits >= 1, max_misses >= 1, max_unmatched_detections >= 0")
+        if not 0 < self.iou_threshold <= 1:
+            raise ValueError(f"iou_threshold must be in (0, 1]: {self.iou_threshold}")
+
+
+@dataclass
+class TrackedFace:
+    """One face of one frame, as output by ``FaceTracker.update``.
+
+    params (62,) float32: smoothed real 3DMM parameters, in the crop of ``roi`` (decode them with ``roi``);
+    raw_params (62,) float32: the aligner's parameters; roi (4,) float32 the crop ROI of this frame;
+    box (4,) float32 tight box of the (smoothed if decoded, else raw) landmarks, frame px;
+    landmarks (68, 3) float32 smoothed landmarks (None without ``decode``); raw_landmarks (68, 3) float32;
+    is_confirmed: hits >= min_hits; age: frames since the track's first frame (1 on it); hits: valid alignments;
+    reset: the parameter groups the filter reset at this frame (birth, cut, fast turn); frame_index, time: the frame's.
+    """
+
+    track_id: int
+    params: np.ndarray
+    raw_params: np.ndarray
+    roi: np.ndarray
+    box: np.ndarray
+    landmarks: np.ndarray | None
+    raw_landmarks: np.ndarray
+    is_confirmed: bool
+    age: int
+    hits: int
+    reset: tuple[str, ...]
+    frame_index: int
+    time: float | None = None
+
+
+@dataclass
+class Track:
+    """Internal state of one track (read-only for callers: ``FaceTracker.tracks``)."""
+
+    track_id: int
+    smoother: Smoother
+    roi: np.ndarray
+    born: int
+    hits: int = 0
+    misses: int = 0
+    last_matched: int | None = None
+    lost: bool = False
+    lost_reason: str = ""
+    last_frame: int | None = None
+    filter_roi: np.ndarray | None = None
+    box: np.ndarray | None = None
+
+    def confirmed(self, min_hits: int) -> bool:
+        return self.hits >= min_hits
+
+
+def _parse_detections(detections: Detections | None) -> tuple[np.ndarray, np.ndarray] | None:
+    if detections is None:
+        return None
+    if isinstance(detections, tuple):
+        boxes, scores = detections
+    else:
+        boxes, scores = detections, None
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    scores = np.ones(len(boxes), np.float32) if scores is None else np.asarray(scores, np.float32).reshape(-1)
+    if len(scores) != len(boxes):
+        raise ValueError(f"{len(boxes)} boxes but {len(scores)} scores")
+    return boxes, scores
+
+
+class FaceTracker:
+    """Multi-face tracker of one stream (see the module docstring for the per-frame protocol and the policy).
+
+    ``param_scale (62,)``: std unit of each real parameter for the filters (``Aligner.param_std``); None = ones.
+    ``convention``: the aligner's crop convention ("v1" DAMDNet, "v2" 3DDFA_V2).
+    ``decode``: optional ``(params (N, 62), rois (N, 4)) -> landmarks (N, 68, 3)`` frame px, to output smoothed
+    landmarks and crop the next frame from them.
+    """
+
+    def __init__(self, config: TrackerConfig | None = None, param_scale: np.ndarray | None = None,
+                 convention: str = "v1", decode: DecodeFn | None = None) -> None:
+        self.config = config or TrackerConfig()
+        self.param_scale = None if param_scale is None else np.asarray(param_scale, dtype=np.float64)
+        self.convention = convention
+        self.decode = decode
+        self._tracks: dict[int, Track] = {}
+        self._next_id = 1
+        self._frame = -1
+        self._last_detection: int | None = None
+        self._handed: dict[int, np.ndarray] = {}
+
+    # -- queries -----------------------------------------------------------------------------------------------------
+    @property
+    def tracks(self) -> list[Track]:
+        """Live tracks (tentative, confirmed and lost), by id."""
+        return [self._tracks[k] for k in sorted(self._tracks)]
+
+    def need_detection(self, frame_index: int) -> bool:
+        """Should the detector run on frame ``frame_index``? (no tracks, a lost track, or K frames since the last)."""
+        if not self._tracks or any(t.lost for t in self._tracks.values()):
+            return True
+        if self.config.detect_every <= 1 or self._last_detection is None:
+            return True
+        return frame_index - self._last_detection >= self.config.detect_every
+
+    # -- per frame ---------------------------------------------------------------------------------------------------
+    def rois_for_frame(self, detections: Detections | None = None,
+                       frame_index: int | None = None) -> list[tuple[int, np.ndarray]]:
+        """Start a frame: the ROIs to align, as ``[(track_id, roi (4,) float32), ...]``.
+
+        ``detections``: None when the detector did not run, else ``(boxes (N, 4), scores (N,))`` (or just boxes) in
+        frame px. Returns the tracked ROIs (from the last landmarks) of the live, not lost tracks, the detection ROIs
+        that re-crop drifting or lost tracks, and the ROIs of new tracks born from unmatched detections.
+        ``frame_index`` defaults to the previous frame's + 1.
+        """
+        fi = self._frame + 1 if frame_index is None else int(frame_index)
+        self._frame = fi
+        det = _parse_detections(detections)
+        if det is not None:
+            self._associate(*det, fi)
+        self._handed = {t.track_id: t.roi.copy() for t in self.tracks if not t.lost}
+        return list(self._handed.items())
+
+    def _associate(self, boxes: np.ndarray, scores: np.ndarray, fi: int) -> None:
+        cfg = self.config
+        self._last_detection = fi
+        det_rois = roi_from_box(boxes) if len(boxes) else np.zeros((0, 4), np.float32)
+        tracks = self.tracks
+        matched_t: set[int] = set()
+        matched_d: set[int] = set()
+        if tracks and len(det_rois):
+            iou = iou_matrix(np.stack([t.roi for t in tracks]), det_rois)
+            rows, cols = linear_sum_assignment(-iou)
+            for r, c in zip(rows, cols):
+                if iou[r, c] < cfg.iou_threshold:
+                    continue
+                t = tracks[r]
+                matched_t.add(t.track_id)
+                matched_d.add(int(c))
+                if t.lost or iou[r, c] < cfg.redetect_iou:
+                    t.roi = det_rois[c].astype(np.float32).copy()
+                    t.lost = False
+                    t.lost_reason = ""
+        for t in tracks:
+            if t.track_id in matched_t:
+                t.last_matched = fi
+                continue
+            if t.lost:  # a lost track lives on its miss count (max_misses)
+                continue
+            if not t.confirmed(cfg.min_hits):
+                del self._tracks[t.track_id]
+                continue
+            unseen = fi - (t.born if t.last_matched is None else t.last_matched)
+            if cfg.max_unmatched_detections and unseen >= cfg.max_unmatched_detections * max(cfg.detect_every, 1):
+                del self._tracks[t.track_id]
+        live = self.tracks
+        for c in np.argsort(-scores, kind="stable"):
+            if int(c) in matched_d or len(self._tracks) >= cfg.max_tracks:
+                continue
+            if live and float(iou_matrix(det_rois[c][None], np.stack([t.roi for t in live])).max()) >= cfg.duplicate_iou:
+                continue
+            t = Track(self._next_id, make_smoother(cfg.smooth, self.param_scale, cfg.kalman),
+                      det_rois[c].astype(np.float32).copy(), born=fi)
+            self._tracks[t.track_id] = t
+            live.append(t)
+            self._next_id += 1
+
+    def update(self, track_ids: Sequence[int], params: np.ndarray, landmarks: np.ndarray,
+               frame_shape: tuple[int, ...], time: float | None = None,
+               rois: np.ndarray | None = None) -> list[TrackedFace]:
+        """Finish the frame with the aligner's results for the ROIs ``rois_for_frame`` gave.
+
+        track_ids (N,) in any order; params (N, 62) real; landmarks (N, 68, 3) frame px (raw, from ``params``);
+        frame_shape (H, W[, C]); time: the frame's timestamp (s), carried to the output; rois (N, 4): the ROIs the
+        aligner actually cropped (``AlignResult.roi``, rounded), default the ROIs handed out.
+        Returns the validly aligned faces of this frame, by track id (tentative ones too: see ``is_confirmed``).
+        """
+        cfg = self.config
+        fi = self._frame
+        ids = [int(i) for i in track_ids]
+        params = np.asarray(params, dtype=np.float32).reshape(len(ids), 62)
+        landmarks = np.asarray(landmarks, dtype=np.float32)
+        landmarks = landmarks.reshape(len(ids), -1, landmarks.shape[-1]) if ids else landmarks.reshape(0, 68, 3)
+        if rois is not None:
+            rois = np.asarray(rois, dtype=np.float32).reshape(len(ids), 4)
+        faces: dict[int, TrackedFace] = {}
+        for k, tid in enumerate(ids):
+            if tid not in self._handed or tid not in self._tracks:
+                raise ValueError(f"track {tid} was not given out by rois_for_frame for this frame")
+            t = self._tracks[tid]
+            roi = rois[k] if rois is not None else self._handed[tid]
+            reason = "non-finite parameters" if not np.all(np.isfinite(params[k])) else \
+                check_landmarks(landmarks[k], roi, frame_shape, cfg.roi)
+            if reason:
+                t.lost, t.lost_reason = True, reason
+                continue
+            faces[tid] = self._observe(t, params[k], landmarks[k], roi, frame_shape, fi, time)
+        for t in self.tracks:
+            if t.track_id in faces:
+                continue
+            t.misses += 1
+            t.lost = True
+            t.lost_reason = t.lost_reason or "not aligned"
+            if t.misses >= (cfg.max_misses if t.confirmed(cfg.min_hits) else 1):
+                del self._tracks[t.track_id]
+        self._remove_duplicates(faces)
+        self._handed = {}
+        return [faces[k] for k in sorted(faces)]
+
+    def _observe(self, t: Track, p: np.ndarray, lm: np.ndarray, roi: np.ndarray, frame_shape: tuple[int, ...],
+                 fi: int, time: float | None) -> TrackedFace:
+        sm = t.smoother
+        if sm.initialized and t.filter_roi is not None:
+            sm.change_frame(*crop_change(t.filter_roi, roi, self.convention))
+        dt = 1.0 if t.last_frame is None else float(fi - t.last_frame)
+        smoothed = sm.update(p, dt)
+        t.filter_roi = np.asarray(roi, dtype=np.float32).copy()
+        lm_s = None
+        if self.decode is not None:
+            lm_s = np.asarray(self.decode(smoothed[None], t.filter_roi[None]), dtype=np.float32)[0]
+        lm_used = lm if lm_s is None else lm_s
+        t.roi = next_roi(lm_used, roi, frame_shape, self.config.roi)
+        t.box = box_from_landmarks(lm_used[None])[0]
+        t.hits += 1
+        t.misses = 0
+        t.lost, t.lost_reason = False, ""
+        t.last_frame = fi
+        return TrackedFace(t.track_id, smoothed, p.copy(), t.filter_roi.copy(), t.box.copy(), lm_s, lm.copy(),
+                           t.confirmed(self.config.min_hits), fi - t.born + 1, t.hits, tuple(sm.last_reset), fi, time)
+
+    def _remove_duplicates(self, faces: dict[int, TrackedFace]) -> None:
+        ids = sorted(faces)
+        if len(ids) < 2:
+            return
+        iou = iou_matrix(np.stack([faces[i].box for i in ids]), np.stack([faces[i].box for i in ids]))
+        gone: set[int] = set()
+        for a in range(len(ids)):
+            for b in range(a + 1, len(ids)):
+                if ids[a] in gone or ids[b] in gone or iou[a, b] < self.config.duplicate_iou:
+                    continue
+                ta, tb = self._tracks[ids[a]], self._tracks[ids[b]]
+                loser = tb if (ta.hits, -ta.track_id) >= (tb.hits, -tb.track_id) else ta
+                gone.add(loser.track_id)
+        for i in gone:
+            del self._tracks[i]
+            del faces[i]
+
+    def reset(self) -> None:
+        """Forget every track (ids keep counting up)."""
+        self._tracks.clear()
+        self._handed = {}
+        self._last_detection = None
