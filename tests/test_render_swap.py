@@ -1,6 +1,8 @@
 """Face swap: texture sampling/visibility/symmetry fill, swap mask guarantees, colour transfer, several targets."""
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -132,11 +134,22 @@ def test_swap_in_place_with_buffers_matches(texture):
     assert np.array_equal(swap_faces(frame, [], tri, tex), frame)
 
 
+def synthetic_landmarks(cx, cy, size):
+    """68 points: a jaw arc (chin at cy + 0.4 size), brows above the eyes; eyes and mouth left to the caller."""
+    lm = np.zeros((68, 3), np.float32)
+    t = np.linspace(np.pi, 0, 17)
+    lm[:17, 0] = cx + 0.45 * size * np.cos(t)
+    lm[:17, 1] = cy - 0.05 * size + 0.45 * size * np.sin(t)
+    lm[17:27, 0] = np.linspace(cx - 0.4 * size, cx + 0.4 * size, 10)
+    lm[17:27, 1] = cy - 0.28 * size
+    return lm
+
+
 def test_target_eyes_and_mouth_are_kept(texture):
     tex, tri = texture
     frame = np.random.default_rng(4).integers(0, 256, (120, 200, 3), dtype=np.uint8)
     v, _, _ = synthetic_face(100, 60, size=80)
-    lm = np.zeros((68, 3), np.float32)
+    lm = synthetic_landmarks(100, 60, 80)
     lm[36:42, :2] = [[72, 48], [77, 45], [82, 45], [88, 48], [82, 51], [77, 51]]  # target eye: centre (80, 48)
     lm[42:48, :2] = lm[36:42, :2] + [40, 0]
     lm[60:68, :2] = [[88, 80], [100, 75], [112, 80], [112, 80], [112, 80], [100, 88], [88, 80], [88, 80]]
@@ -144,7 +157,12 @@ def test_target_eyes_and_mouth_are_kept(texture):
     assert np.array_equal(out[47:50, 79:82], frame[47:50, 79:82])      # right eye centre
     assert np.array_equal(out[47:50, 119:122], frame[47:50, 119:122])  # left eye centre
     assert np.array_equal(out[80:83, 99:102], frame[80:83, 99:102])    # inner mouth
-    assert (out[65:70, 95:105] != frame[65:70, 95:105]).any()          # between them: swapped
+    assert (out[65:70, 95:105] != frame[65:70, 95:105]).all(2).mean() > 0.5  # between them: swapped
+    # without a per-vertex face region the mask stops at the landmark outline: the mesh corners stay untouched
+    corner = (slice(25, 29), slice(62, 65))  # inside the eroded mesh, outside the outline
+    assert np.array_equal(out[corner], frame[corner])
+    tex_region = dataclasses.replace(tex, region=np.ones(len(tex.colors), np.float32))
+    assert (swap_faces(frame, [v], tri, tex_region, landmarks=[lm])[corner] != frame[corner]).any()
 
 
 def test_colour_matching_moves_to_the_target_skin():

@@ -26,6 +26,15 @@ _LAB8_SCALE = np.array([255 / 100, 1, 1], np.float32)  # OpenCV 8-bit Lab = (L *
 _LAB8_OFFSET = np.array([0, 128, 128], np.float32)
 
 
+def outline_polygon(landmarks: np.ndarray, forehead: float = 0.3) -> np.ndarray:
+    """Face outline (27, 2) in frame px from 68 landmarks: the jaw, then the brows raised by ``forehead`` x the
+    brow-to-chin distance (image y down)."""
+    lm = np.asarray(landmarks, np.float64)[:, :2]
+    brows = lm[26:16:-1].copy()
+    brows[:, 1] -= forehead * (lm[8, 1] - lm[17:27, 1].mean())
+    return np.concatenate([lm[0:17], brows])
+
+
 def _render_attrs(texture: FaceTexture) -> np.ndarray:
     """Per-vertex attributes to rasterize: (u, v) texel coords or BGR colours, then the region weight."""
     base = texture.uv if texture.image is not None else texture.colors
@@ -121,15 +130,21 @@ def _swap_one(out: np.ndarray, frame: np.ndarray, buf: RasterBuffers, texture: F
                      borderType=cv2.BORDER_CONSTANT, borderValue=0)
     if landmarks is not None:
         lm = np.asarray(landmarks, np.float64)[:, :2] - (x0, y0)
+        if texture.region is None:  # no per-vertex face region: limit the mask to the target's landmark outline
+            outline = np.zeros_like(mask)
+            cv2.fillPoly(outline, [np.round(outline_polygon(lm) * 16).astype(np.int32)], 1, cv2.LINE_8, shift=4)
+            mask &= outline
         polys = [np.round(p * 16).astype(np.int32) for p in feature_polygons(lm)]
         cv2.fillPoly(mask, polys, 0, cv2.LINE_AA, shift=4)
     inner = mask > 0
     if not inner.any():
         return
-    # feather inside the eroded mask only: a box blur of radius f never spreads further than f <= e pixels
-    alpha = cv2.blur(mask.astype(np.float32), (2 * f + 1, 2 * f + 1), borderType=cv2.BORDER_CONSTANT)
-    alpha = cv2.blur(alpha, (2 * f + 1, 2 * f + 1), borderType=cv2.BORDER_CONSTANT)  # ~ tent: smoother
-    alpha *= face  # (a no-op when f <= e; keeps the guarantee exact)
+    # feather: two box blurs (a tent) of radii r1 + r2 = f <= e, so alpha never spreads beyond the rendered face
+    alpha = mask.astype(np.float32)
+    for r in ((f + 1) // 2, f // 2):
+        if r > 0:
+            alpha = cv2.blur(alpha, (2 * r + 1, 2 * r + 1), borderType=cv2.BORDER_CONSTANT)
+    alpha *= face  # a no-op by construction; keeps the guarantee exact
 
     # source colour, in Lab straight from the texture (converted once in build_texture)
     if texture.image is not None:
