@@ -120,7 +120,7 @@ class Basis:
             u, w = self.flat()
             u, w = u.astype(params.dtype, copy=False), w.astype(params.dtype, copy=False)
         s = u + coeffs @ w.T
-        return s.reshape(params.shape[0], -1, 3)
+        return s.reshape(params.shape[0], self.n, 3)  # explicit V: -1 cannot be inferred for N = 0
 
 
 def split_params(params: Any) -> tuple[Any, Any, Any, Any]:
