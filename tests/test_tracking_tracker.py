@@ -30,7 +30,7 @@ def params_for(face: tuple[float, float, float] | None, roi: np.ndarray) -> np.n
     sx, sy = (x2 - x1) / 120, (y2 - y1) / 120
     sz = (sx + sy) / 2
     if face is None:  # nothing in the crop: the network outputs some tiny blob in the middle
-        face, sx_eff = ((x1 + x2) / 2, (y1 + y2) / 2, 1.0), 1.0
+        face = ((x1 + x2) / 2, (y1 + y2) / 2, 1.0)
     cx, cy, s = face
     p = np.zeros(62)
     p[0:4] = [s / sx, 0, 0, (cx - x1) / sx]
