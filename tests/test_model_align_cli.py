@@ -1,0 +1,71 @@
+"""python -m model.align: annotated image + results.json on a real photo, clear messages for bad inputs."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE = "cleardusk/3DDFA/samples/test1.jpg"
+
+
+def _align(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, DAMDNET_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "model.align", *args, "--device", "cpu"], capture_output=True,
+                          text=True, env=env, cwd=REPO, timeout=300)
+
+
+def test_align_cli_on_test1(assets_dir, tmp_path):
+    src = assets_dir / SAMPLE
+    r = _align(str(src), "--out", str(tmp_path), "--weights", "3ddfa-v2-mb05")
+    assert r.returncode == 0, r.stderr
+    assert "2 face(s)" in r.stderr
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["model"] == "3ddfa-v2-mb05"
+    faces = data["results"][str(src)]
+    assert len(faces) == 2
+    for f in faces:
+        assert np.asarray(f["landmarks"]).shape == (68, 3) and len(f["params"]) == 62
+        assert len(f["box"]) == 4 and len(f["roi"]) == 4 and 0.6 <= f["score"] <= 1
+        assert all(abs(f[k]) < 45 for k in ("yaw", "pitch", "roll"))
+    # left and right debater
+    assert sorted(np.asarray(f["landmarks"])[:, 0].mean() for f in faces)[0] < 768 < \
+        sorted(np.asarray(f["landmarks"])[:, 0].mean() for f in faces)[1]
+    out = cv2.imread(str(tmp_path / faces[0]["image"]))
+    orig = cv2.imread(str(src))
+    assert out is not None and out.shape == orig.shape
+    diff = np.abs(out.astype(int) - orig.astype(int)).sum(2) > 60
+    # drawings are on the faces: around each face's landmarks many pixels changed, far away almost none
+    for f in faces:
+        x1, y1 = np.asarray(f["landmarks"])[:, :2].min(0).astype(int)
+        x2, y2 = np.asarray(f["landmarks"])[:, :2].max(0).astype(int)
+        assert diff[y1:y2, x1:x2].mean() > 0.02
+    assert diff[600:, 600:900].mean() < 0.01  # the empty lower middle (suits, lectern) is untouched
+
+
+def test_align_cli_bad_inputs(tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image at all")
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((240, 320, 3), 90, np.uint8))
+    missing = tmp_path / "missing.jpg"
+    r = _align(str(bad), str(blank), str(missing), "--out", str(tmp_path / "out"), "--weights", "3ddfa-v2-mb05")
+    assert r.returncode == 1  # nothing succeeded
+    assert f"{bad}: not a readable image" in r.stderr
+    assert f"{blank}: no face found" in r.stderr
+    assert f"{missing}: no such file" in r.stderr
+    assert "Traceback" not in r.stderr
+    data = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert data["results"] == {str(blank): []}
+
+
+def test_align_cli_unknown_weights_is_one_line(tmp_path, assets_dir):
+    r = _align(str(assets_dir / SAMPLE), "--out", str(tmp_path), "--weights", "no-such-model")
+    assert r.returncode == 2
+    assert r.stderr.strip().startswith("error: unknown model 'no-such-model'")
+    assert len(r.stderr.strip().splitlines()) == 1
