@@ -113,3 +113,30 @@ def test_se_layer_is_squeeze_excitation():
     with torch.no_grad():
         y = torch.sigmoid(torch.relu(x.mean((2, 3)) @ se.fc[0].weight.T) @ se.fc[2].weight.T)
         assert torch.allclose(se(x), x * y[:, :, None, None], atol=1e-6)
+
+
+def test_bench_baseline_is_the_same_network(store):
+    """bench/authors_structure.py (the speed baseline) loads the compat checkpoint and computes what ours does."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    try:
+        from authors_structure import AuthorsSGE, load_authors_checkpoint
+    finally:
+        sys.path.pop(0)
+    path = store.path("compat-checkpoint")
+    theirs = load_authors_checkpoint(str(path))
+    ours = load_file(path, store).net
+    assert sum(p.numel() for p in theirs.parameters()) == 2_755_456
+    io = np.load(store.path("compat-io"))
+    x = torch.from_numpy(io["input"])
+    with torch.no_grad():
+        assert np.abs(theirs(x).numpy() - io["output"]).max() < 1e-4
+        xr = torch.randn(3, 3, 120, 120)
+        assert (theirs(xr) - ours(xr)).abs().max().item() < 1e-4
+    sge = AuthorsSGE(4)
+    with torch.no_grad():
+        sge.weight.normal_()
+    xs = torch.randn(2, 8, 5, 6)
+    assert torch.allclose(sge(xs), _sge_reference(xs, 4, sge.weight, sge.bias), atol=1e-5)
