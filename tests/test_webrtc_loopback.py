@@ -373,3 +373,19 @@ def test_cli_refuses_non_loopback_without_token():
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "--token" in lines[0], r.stderr
+
+
+async def test_swap_source_from_config(face_image, tmp_path):
+    path = tmp_path / "face.png"
+    cv2.imwrite(str(path), face_image)
+    factory = Recorder()
+    config = ServeConfig(swap_source=str(path), default_controls={"mode": "swap"})
+    async with running_server(config, factory) as (app, url), aiohttp.ClientSession() as http:
+        async with http.post(url + "/offer", json={"sdp": await _offer_sdp(), "type": "offer"}) as r:
+            assert r.status == 200
+        p = factory.made[0]
+        assert p.swap is not None and p.mode == "swap"
+    with pytest.raises(ConfigError, match="swap-source"):
+        build_app(ServeConfig(swap_source=str(tmp_path / "missing.png")), factory)
+    with pytest.raises(ConfigError, match="mode"):
+        build_app(ServeConfig(default_controls={"mode": "cartoon"}), factory)

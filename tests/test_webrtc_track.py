@@ -161,3 +161,75 @@ def test_upload_checks():
     with pytest.raises(UploadError) as e:
         decode_image(b"\xff\xd8\xff\xe0\x00\x10JFIF", 10**6)
     assert e.value.status == 400
+
+
+class FakePC:
+    """Just enough of RTCPeerConnection for PeerSession's life cycle."""
+
+    def __init__(self):
+        from pyee.asyncio import AsyncIOEventEmitter
+        self.events = AsyncIOEventEmitter()
+        self.connectionState = "new"
+        self.closed = 0
+
+    def on(self, name, fn):
+        self.events.on(name, fn)
+
+    def addTrack(self, track):
+        pass
+
+    async def close(self):
+        self.closed += 1
+        self.connectionState = "closed"
+
+
+def _session(pc, **kw):
+    from stream.webrtc.peer import PassthroughProcessor, PeerSession
+
+    class Proc(PassthroughProcessor):
+        closed = 0
+
+        async def close(self):
+            Proc.closed += 1
+
+    gone = []
+    s = PeerSession("p", pc, Proc(), max_frame_pixels=10**6, on_closed=gone.append, **kw)
+    return s, Proc, gone
+
+
+async def test_disconnected_peer_closed_after_grace_unless_it_reconnects():
+    pc = FakePC()
+    s, proc, gone = _session(pc, disconnect_grace_s=0.3, connect_timeout_s=60)
+    s.start()
+    pc.connectionState = "connected"
+    s._on_state()
+    pc.connectionState = "disconnected"
+    s._on_state()
+    await asyncio.sleep(0.1)
+    pc.connectionState = "connected"  # came back within the grace period
+    s._on_state()
+    await asyncio.sleep(0.4)
+    assert not s.closed
+    pc.connectionState = "disconnected"
+    s._on_state()
+    await asyncio.sleep(0.6)
+    assert s.closed and gone == [s] and proc.closed == 1 and pc.closed == 1
+    assert "disconnected" in s.close_reason
+    await s.close("again")  # idempotent
+    assert proc.closed == 1 and pc.closed == 1
+
+
+async def test_failed_or_never_connected_peer_is_closed():
+    pc = FakePC()
+    s, proc, gone = _session(pc)
+    s.start()
+    pc.connectionState = "failed"
+    s._on_state()
+    await asyncio.sleep(0.1)
+    assert s.closed and proc.closed == 1 and gone == [s]
+
+    pc2 = FakePC()
+    s2, proc2, gone2 = _session(pc2, connect_timeout_s=0.2)
+    s2.start()
+    await asyncio.sleep(0.5)
+    assert s2.closed and "not connected" in s2.close_reason and proc2.closed == 1

@@ -430,8 +430,17 @@ async def _drive(args: argparse.Namespace, result: dict) -> dict:
             t_first = time.monotonic()
             step("receiving", frames=await page.evaluate("window.framesReceived"))
 
-            if args.soak:
-                await asyncio.sleep(args.seconds)
+            if args.soak:  # stream, sampling the server's stats once a second
+                series = result["stats_series"] = []
+                end = time.monotonic() + args.seconds
+                while time.monotonic() < end:
+                    await asyncio.sleep(1.0)
+                    st = await page.evaluate("window.stats")
+                    if st:
+                        series.append({"t": round(time.monotonic() - t_first, 2), "fps_in": st.get("fps_in"),
+                                       "fps_out": st.get("fps_out"), "drops_in": st.get("drops_in"),
+                                       "server": (st.get("latency_ms") or {}).get("server"),
+                                       "process": (st.get("latency_ms") or {}).get("process")})
             else:
                 await asyncio.sleep(min(3.0, args.seconds))
             lat = await page.evaluate("window.latency")
