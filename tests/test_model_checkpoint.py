@@ -164,3 +164,12 @@ def test_unverified_legacy_pickle_is_not_unpickled(tmp_path, store):
     assert not (tmp_path / "pwned").exists()
     # the same kind of file IS loaded when it is a checksum-verified asset (the compat checkpoint is one)
     assert load_file(store.path("compat-checkpoint"), store).backbone == "damdnet"
+
+
+def test_auto_picks_the_best_available_and_says_which(store):
+    """Offline without the authors' file: our committed weights when present, else the MobileNet peer."""
+    from model.checkpoint import OUR_WEIGHTS
+
+    m = load_model("auto", store)
+    want = "damdnet" if OUR_WEIGHTS["damdnet"].is_file() else "3ddfa-v2-mb05"
+    assert m.name == want
