@@ -102,7 +102,7 @@ def main() -> None:
                                                 blend=blend), max(20, n // 4 if blend == "seamless" else n // 2))))
     med, p90 = timeit(lambda: swap_faces(frame, list(verts), tri, tex, landmarks=list(lms), out=out, buffers=buf_s),
                       max(20, n // 2))
-    rows.append(("swap 2 faces (alpha), per face", med / 2, p90 / 2))
+    rows.append(("swap 2 faces (default blend: pyramid), per face", med / 2, p90 / 2))
 
     load = os.getloadavg()
     header = (f"## Renderer\n\n`python bench/bench_render.py` on {dt.date.today().isoformat()}: {platform.machine()}, "
@@ -111,7 +111,10 @@ def main() -> None:
               f"OpenCV {cv2.__version__}. Frame 640x480, dense PAF mesh (4096 vertices, {len(tri)} triangles), "
               f"face {height:.0f} px tall; times after JIT, median and 90th percentile of {n} runs "
               f"(swap: fewer).\n\n| what | median ms | p90 ms |\n|---|---:|---:|\n")
-    table = header + "".join(f"| {name} | {m:.2f} | {p:.2f} |\n" for name, m, p in rows)
+    note = ("\nThe banded `parallel=True` rasterizer gains ~0.3 ms on idle cores but took 8-15 ms in runs where other "
+            "processes were busy on the 2 cores (OpenMP threads wait on each other), so the serial kernel is the "
+            "default. Swap blends: see `stream/render/swap.py` for the look; default `pyramid`.\n")
+    table = header + "".join(f"| {name} | {m:.2f} | {p:.2f} |\n" for name, m, p in rows) + note
     print(table)
     if not args.no_write:
         path = REPO / "bench" / "RESULTS.md"

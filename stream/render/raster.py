@@ -31,9 +31,10 @@ import numpy as np
 
 EMPTY_ID = -1
 
-# Threading: measured on 2 cores (bench/RESULTS.md, "Renderer"): banding the image over 2 threads gains little for one
-# 4096-vertex face (~1 ms of work) and loses when the cores are busy, so the serial kernel is the default; the banded
-# parallel kernel is kept for large frames / many faces (``parallel=True``).
+# Threading, measured on the project's 2 shared cores (bench/bench_render.py; 640x480, one 4096-vertex face 253 px
+# tall, 3 channels): serial 1.0 ms; the banded prange kernel 0.7 ms when the machine is idle but 8-15 ms as soon as
+# other processes use the cores (OpenMP threads wait on each other). Serial is the default; ``parallel=True`` is
+# there for large frames on dedicated cores.
 PARALLEL_DEFAULT = False
 
 

@@ -5,10 +5,12 @@ box only: texture lookup, mask (rendered face interior, eroded, the target's eye
 colour transfer (mean/std in Lab over the mask), an optional low-frequency lighting ratio from the target, and a blend.
 The feather never reaches beyond the eroded mask, so every pixel outside the rendered faces keeps its exact input value.
 
-Blends (measured in ``bench/bench_render.py``, see bench/RESULTS.md "Renderer"): ``alpha`` (feathered alpha, the
-default: fastest, and with the colour transfer the seam is soft), ``pyramid`` (Laplacian pyramid blend, smoother
-low-frequency transition, a few ms more), ``seamless`` (``cv2.seamlessClone``, Poisson: best tone match but several
-times slower and it washes out texture near the border).
+Blends, per face of 253 px on a 640x480 frame, 2 shared x86_64 cores (``bench/bench_render.py``, whole swap):
+``alpha`` 3.1 ms (feathered alpha: the fastest, but where the mask edge crosses hair, e.g. a fringe on the forehead,
+the edge stays visible), ``pyramid`` 4.1 ms (Laplacian pyramid, 3 levels: that edge becomes a soft gradient),
+``seamless`` 13.5 ms (``cv2.seamlessClone``, Poisson: the most natural border, slightly flatter face tone, but 4x the
+cost of pyramid and 30+ ms per face when the cores are busy). Default: ``pyramid``, the best look within the budget
+for several faces per frame.
 """
 from __future__ import annotations
 
@@ -66,7 +68,7 @@ def _pyramid_blend(a: np.ndarray, b: np.ndarray, alpha: np.ndarray, levels: int)
 
 def swap_faces(frame: np.ndarray, targets: Sequence[np.ndarray], tri: np.ndarray, texture: FaceTexture, *,
                landmarks: Sequence[np.ndarray] | None = None, out: np.ndarray | None = None,
-               buffers: RasterBuffers | None = None, blend: str = "alpha", color_match: bool = True,
+               buffers: RasterBuffers | None = None, blend: str = "pyramid", color_match: bool = True,
                relight: bool = True, erode: float = 0.03, feather: float = 0.03,
                keep_features: bool = True) -> np.ndarray:
     """Swap the source face (``texture``) onto every target face of a frame; returns the image.
