@@ -162,8 +162,15 @@ def test_unverified_legacy_pickle_is_not_unpickled(tmp_path, store):
     with pytest.raises(CheckpointError, match="refusing to unpickle"):
         load_file(bad, store)
     assert not (tmp_path / "pwned").exists()
-    # the same kind of file IS loaded when it is a checksum-verified asset (the compat checkpoint is one)
-    assert load_file(store.path("compat-checkpoint"), store).backbone == "damdnet"
+    # a harmless legacy pickle (training args inside, as upstream checkpoints have) is refused unless trusted,
+    # i.e. unless it came through the asset store's checksum check
+    import argparse
+
+    legacy = tmp_path / "legacy_ok.pth.tar"
+    torch.save({"state_dict": sd, "args": argparse.Namespace(lr=0.1)}, legacy)
+    with pytest.raises(CheckpointError, match="refusing to unpickle"):
+        load_file(legacy, store)
+    assert load_file(legacy, store, trusted=True).backbone == "damdnet"
 
 
 def test_auto_picks_the_best_available_and_says_which(store):
