@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 
 import cv2
 import numpy as np
@@ -23,6 +24,7 @@ class FaceDetector:
     def __init__(self, score_threshold: float = 0.6, max_side: int = 640) -> None:
         self.score_threshold = score_threshold
         self.max_side = max_side
+        self._lock = threading.Lock()  # OpenCV detectors keep per-call state: one call at a time
 
     @staticmethod
     def create(kind: str = "auto", store: AssetStore | None = None, score_threshold: float = 0.6,
@@ -46,7 +48,8 @@ class FaceDetector:
         scale = min(1.0, self.max_side / max(h, w))
         small = frame if scale == 1.0 else cv2.resize(frame, (round(w * scale), round(h * scale)),
                                                        interpolation=cv2.INTER_AREA)
-        boxes, scores = self._detect(small)
+        with self._lock:
+            boxes, scores = self._detect(small)
         keep = scores >= self.score_threshold
         boxes, scores = boxes[keep] / scale, scores[keep]
         order = np.argsort(-scores)

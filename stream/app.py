@@ -54,18 +54,33 @@ def build_engine(cfg: dict) -> Engine:
     return Engine(store, aligner, AlignService(aligner), detector)
 
 
-def load_swap_texture(path: str, engine: Engine):
-    """Fit the 3DMM to the largest face of an image (or a video's first frame with a face) and sample its texture."""
-    import cv2
+def fit_swap_texture(image: np.ndarray, engine: Engine):
+    """Fit the 3DMM to the largest face of ``image`` and sample its texture (eyes and mouth masked, face region kept).
 
+    Raises ValueError when the image has no face.
+    """
     from model.roi import roi_from_box
-    from stream.render.swap import build_texture
+    from stream.render.texture import build_texture, face_region
+
+    boxes, _ = engine.detector(image)
+    if len(boxes) == 0:
+        raise ValueError("no face found in the swap source image")
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    res = engine.aligner.align(image, roi_from_box(boxes[int(np.argmax(areas))][None]), dense=True)
+    morph = engine.aligner.morph
+    return build_texture(image, res.vertices[0], morph.tri, morph.grid_shape, landmarks=res.landmarks[0],
+                         region=face_region(morph.dense_basis.u, morph.sparse.u))
+
+
+def load_swap_texture(path: str, engine: Engine):
+    """Swap texture from an image file, or from the first frame with a face among a video's first 60 frames."""
+    import cv2
 
     p = Path(path)
     if not p.is_file():
         raise UserError(f"swap source: no such file: {path}")
     img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-    if img is None:  # maybe a video: first frame with a face among the first 60
+    if img is None:  # maybe a video
         try:
             with open_source(str(p), max_frames=60) as src:
                 for frame in src:
@@ -75,14 +90,11 @@ def load_swap_texture(path: str, engine: Engine):
         except SourceError as exc:
             raise UserError(f"swap source {path}: {exc}") from None
     if img is None:
-        raise UserError(f"swap source {path}: not a readable image or video with a face")
-    boxes, _ = engine.detector(img)
-    if len(boxes) == 0:
-        raise UserError(f"swap source {path}: no face found in it")
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    box = boxes[int(np.argmax(areas))][None]
-    res = engine.aligner.align(img, roi_from_box(box), dense=True)
-    return build_texture(img, res.vertices[0], engine.aligner.morph.tri, engine.aligner.morph.grid_shape)
+        raise UserError(f"swap source {path}: not a readable image or a video with a face")
+    try:
+        return fit_swap_texture(img, engine)
+    except ValueError as exc:
+        raise UserError(f"swap source {path}: {exc}") from None
 
 
 def _display_available() -> str | None:

@@ -134,16 +134,9 @@ class PipelinePeer:
             self.analyzer.set_smoothing("kalman" if controls["smooth"] else "none")
 
     def set_swap_source(self, image: np.ndarray) -> None:
-        from model.roi import roi_from_box
-        from stream.render.swap import build_texture
+        from stream.app import fit_swap_texture
 
-        boxes, _ = self.engine.detector(image)
-        if len(boxes) == 0:
-            raise ValueError("no face found in the uploaded image")
-        areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        res = self.engine.aligner.align(image, roi_from_box(boxes[int(np.argmax(areas))][None]), dense=True)
-        morph = self.engine.aligner.morph
-        self.renderer.set_swap_texture(build_texture(image, res.vertices[0], morph.tri, morph.grid_shape))
+        self.renderer.set_swap_texture(fit_swap_texture(image, self.engine))
 
     def stats(self) -> dict:
         if self._pipeline is None:
@@ -171,12 +164,15 @@ def serve_pipeline(cfg: dict) -> int:
     from stream.app import UserError, build_engine, load_swap_texture
     from stream.webrtc.config import ConfigError as ServeConfigError
     from stream.webrtc.config import ServeConfig
+    from stream.webrtc.peer import MODES
     from stream.webrtc.server import serve
 
     s = cfg["serve"]
     try:
         config = ServeConfig(host=s["host"], port=s["port"], token=s["token"], max_peers=s["max_peers"],
-                             max_upload_bytes=int(s["max_upload_mb"] * 1024 * 1024)).validate()
+                             max_upload_bytes=int(s["max_upload_mb"] * 1024 * 1024),
+                             default_controls={"mode": cfg["mode"] if cfg["mode"] in MODES else "landmarks",
+                                               "smooth": cfg["smooth"] == "kalman"}).validate()
     except ServeConfigError as exc:
         raise UserError(str(exc)) from None
     engine = build_engine(cfg)
