@@ -124,7 +124,8 @@ def load_file(path: str | os.PathLike, store: AssetStore | None = None, trusted:
 def load_model(name_or_path: str = "auto", store: AssetStore | None = None) -> LoadedModel:
     """Load by name (``auto``, ``damdnet``, ``damdnet-authors``, ``3ddfa-v2-mb05``, ``3ddfa-v2-mb1``) or by path.
 
-    ``auto``: the authors' DAMDNet when present or fetchable, else our own ``damdnet`` weights, else the 3DDFA_V2
+    ``auto``: the authors' DAMDNet when present or fetchable, else our own ``damdnet`` weights when their metadata
+    marks them released (``meta["release"]``: accuracy within 1 NME point of the teacher), else the 3DDFA_V2
     MobileNet peer (``3ddfa-v2-mb05``); the returned ``name`` says which one loaded.
     """
     store = store or AssetStore()
@@ -132,9 +133,16 @@ def load_model(name_or_path: str = "auto", store: AssetStore | None = None) -> L
         errors = []
         for cand in ("damdnet-authors", "damdnet", "3ddfa-v2-mb05"):
             try:
-                return load_model(cand, store)
+                loaded = load_model(cand, store)
             except (CheckpointError, AssetError) as exc:
                 errors.append(f"{cand}: {exc}")
+                continue
+            if cand == "damdnet" and not loaded.meta.get("release", False):
+                # Our weights become the default only once their measured accuracy is released (meta "release":
+                # NME within 1 point of the 3DDFA_V2 teacher); until then the teacher peer serves.
+                errors.append("damdnet: weights not released for default use (still training)")
+                continue
+            return loaded
         raise CheckpointError("no model could be loaded: " + " | ".join(errors))
     if name_or_path in OUR_WEIGHTS:
         return load_file(OUR_WEIGHTS[name_or_path], store, name=name_or_path)
