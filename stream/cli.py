@@ -69,7 +69,7 @@ def parse(argv: list[str]) -> tuple[str, dict]:
 
 def _parse_scalar(text: str) -> Any:
     low = text.lower()
-    if low in ("null", "none"):
+    if low == "null":
         return None
     for cast in (int, float):
         try:
