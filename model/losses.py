@@ -1,0 +1,133 @@
+"""Training losses of DAMDNet (batched torch): WPDC, VDC, Wing loss, and their weighted combination.
+
+All losses take the network output and the target as WHITENED (N, 62) parameters plus the ``Whitening`` that maps them
+to real parameters (``real = w * std + mean``), and the ``MorphableModel`` whose bases give the vertices.
+
+- ``wpdc``: weighted parameter distance cost (3DDFA): ``mean(w * (pred - target)^2)`` over whitened parameters, each
+  weight the magnitude of the change of the 68 landmark vertices that the parameter's error alone causes
+  (pose entries: |dP_ij| * ||column j of the target's model vertices||; offsets: |dt| * sqrt(68); shape/expression:
+  |d alpha_i| * scale * ||basis column i||), normalised by the per-sample maximum, weights detached, z offset ignored.
+- ``vdc``: mean Euclidean distance of the 68 (or dense) vertices in crop coordinates.
+- ``wing``: Wing loss (Feng et al. 2018) on the 2D landmarks in crop pixels, ``w ln(1 + |x|/eps)`` below ``w`` else
+  ``|x| - C``; averaged over points and coordinates.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from model.morphable import MorphableModel, Whitening, project_crop
+
+N_POSE = 12
+
+
+def _real(p: torch.Tensor, whitening: Whitening) -> torch.Tensor:
+    return whitening.unwhiten(p)
+
+
+def crop_vertices(real: torch.Tensor, morph: MorphableModel, dense: bool = False) -> torch.Tensor:
+    """Real params (N, 62) -> projected vertices (N, V, 3) in crop coordinates (before the y flip)."""
+    basis = morph.dense_basis if dense else morph.sparse
+    return project_crop(real, basis.shape_model(real))
+
+
+def wpdc_weights(pred_real: torch.Tensor, target_real: torch.Tensor, morph: MorphableModel,
+                 whitening: Whitening) -> torch.Tensor:
+    """Per-parameter WPDC weights (N, 62) >= 0, max 1 per sample, no gradient.
+
+    Each weight is the landmark displacement caused by that parameter's error alone, measured in the WHITENED space's
+    units: the real-space effect of a unit whitened error is ``std_i`` times the real effect, and the loss multiplies
+    by the whitened squared error, so the weight uses the real error (|d real_i|) times the real sensitivity.
+    """
+    with torch.no_grad():
+        n = pred_real.shape[0]
+        diff = (pred_real - target_real).abs()
+        u, w = morph.sparse.torch(target_real.device, target_real.dtype)
+        v = (u + target_real[:, 12:] @ w.T).reshape(n, -1, 3)  # (N, 68, 3) target model vertices
+        nv = v.shape[1]
+        col_norm = v.norm(dim=1)  # (N, 3): ||x||, ||y||, ||z|| over vertices
+        weights = torch.zeros_like(pred_real)
+        pose = diff[:, :N_POSE].reshape(n, 3, 4)
+        wp = torch.cat([pose[:, :, :3] * col_norm[:, None, :], pose[:, :, 3:] * math.sqrt(nv)], dim=2)
+        weights[:, :N_POSE] = wp.reshape(n, N_POSE)
+        r = target_real[:, :N_POSE].reshape(n, 3, 4)[:, :, :3]
+        scale = r[:, :2].norm(dim=2).mean(dim=1, keepdim=True)  # (N, 1)
+        basis_norm = w.reshape(nv, 3, -1).norm(dim=(0, 1))  # (50,)
+        weights[:, N_POSE:] = diff[:, N_POSE:] * basis_norm[None] * scale
+        weights = weights + 1e-6
+        weights = weights / weights.max(dim=1, keepdim=True).values
+        weights[:, 11] = 0.0  # z offset: invisible in 2D, not learned
+    return weights
+
+
+def _reduce(per_sample: torch.Tensor, reduce: bool) -> torch.Tensor:
+    return per_sample.mean() if reduce else per_sample
+
+
+def wpdc(pred: torch.Tensor, target: torch.Tensor, morph: MorphableModel, whitening: Whitening,
+         reduce: bool = True) -> torch.Tensor:
+    """WPDC on whitened (N, 62) parameters -> scalar (or (N,) with ``reduce=False``)."""
+    w = wpdc_weights(_real(pred, whitening), _real(target, whitening), morph, whitening)
+    return _reduce((w * (pred - target) ** 2).mean(dim=1), reduce)
+
+
+def vdc(pred: torch.Tensor, target: torch.Tensor, morph: MorphableModel, whitening: Whitening,
+        dense: bool = False, reduce: bool = True) -> torch.Tensor:
+    """Mean vertex distance (crop pixels) between the decoded 68 (or dense) vertices -> scalar (or (N,))."""
+    vp = crop_vertices(_real(pred, whitening), morph, dense)
+    vt = crop_vertices(_real(target, whitening), morph, dense)
+    return _reduce((vp - vt).norm(dim=-1).mean(dim=1), reduce)
+
+
+def wing_from_error(err: torch.Tensor, w: float = 10.0, eps: float = 2.0) -> torch.Tensor:
+    """Elementwise Wing loss of errors ``err`` (any shape)."""
+    a = err.abs()
+    c = w - w * math.log(1.0 + w / eps)
+    return torch.where(a < w, w * torch.log1p(a / eps), a - c)
+
+
+def wing(pred: torch.Tensor, target: torch.Tensor, morph: MorphableModel, whitening: Whitening, w: float = 10.0,
+         eps: float = 2.0, reduce: bool = True) -> torch.Tensor:
+    """Wing loss on the 2D 68 landmarks (crop pixels) of whitened params -> scalar (mean over points and x, y)."""
+    lp = crop_vertices(_real(pred, whitening), morph)[..., :2]
+    lt = crop_vertices(_real(target, whitening), morph)[..., :2]
+    return _reduce(wing_from_error(lp - lt, w, eps).mean(dim=(1, 2)), reduce)
+
+
+@dataclass
+class LossWeights:
+    wpdc: float = 1.0
+    vdc: float = 0.0
+    vdc_dense: bool = False
+    wing: float = 0.1
+    wing_w: float = 10.0
+    wing_eps: float = 2.0
+
+
+class CombinedLoss:
+    """``wpdc * WPDC + vdc * VDC + wing * Wing``; ``__call__`` returns (total, {name: value})."""
+
+    def __init__(self, morph: MorphableModel, whitening: Whitening, weights: LossWeights | None = None) -> None:
+        self.morph = morph
+        self.whitening = whitening
+        self.weights = weights or LossWeights()
+
+    def __call__(self, pred: torch.Tensor, target: torch.Tensor,
+                 sample_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """Whitened (N, 62) prediction and target, optional per-sample weights (N,) -> (scalar loss, parts)."""
+        cfg = self.weights
+        parts: dict[str, torch.Tensor] = {}
+        if cfg.wpdc:
+            parts["wpdc"] = wpdc(pred, target, self.morph, self.whitening, reduce=False)
+        if cfg.vdc:
+            parts["vdc"] = vdc(pred, target, self.morph, self.whitening, cfg.vdc_dense, reduce=False)
+        if cfg.wing:
+            parts["wing"] = wing(pred, target, self.morph, self.whitening, cfg.wing_w, cfg.wing_eps, reduce=False)
+        if sample_weight is None:
+            sample_weight = torch.ones(pred.shape[0], dtype=pred.dtype, device=pred.device)
+        sw = sample_weight.to(pred.dtype) / sample_weight.sum().clamp_min(1e-12)
+        red = {k: (v * sw).sum() for k, v in parts.items()}
+        total = sum(getattr(cfg, k) * v for k, v in red.items()) if red else pred.sum() * 0.0
+        return total, {k: float(v.detach()) for k, v in red.items()}

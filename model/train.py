@@ -1,0 +1,326 @@
+"""Train DAMDNet: distillation from a teacher (3DDFA_V2 mb05) on augmented face photos, plus .mat ground truth.
+
+    python -m model.train --config configs/train.yaml [--resume] [--max-steps N] [--minutes M] [--out DIR]
+    python -m model.train --plot OUT/log.csv --png bench/train_curve.png
+
+Every batch is drawn fresh (new augmentation), labelled on the fly by the teacher on exactly the student's crop (flip
+averaged), and fitted with WPDC + VDC + Wing (``model.losses``). The student's last layer starts at zero, so it
+predicts whitened 0 = the mean parameters. Per step the sample indices and augmentation come from a generator seeded by
+(seed, step), so a resumed run draws the same batches as an uninterrupted one. ``OUT/last.pth`` (our checkpoint
+format, loadable by ``load_model``), ``OUT/last.optim.pth`` (optimizer, schedule, counters), ``OUT/best.pth`` (best
+evaluation NME) and ``OUT/log.csv`` (step, samples, loss, parts, lr, minutes, nme).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from model.backbones import build_backbone
+from model.checkpoint import LoadedModel, load_file, save_checkpoint
+from model.data.photos import Augment, PhotoDataset
+from model.data.teacher import Teacher
+from model.losses import CombinedLoss, LossWeights
+from model.morphable import MorphableModel, Whitening, crop_to_frame
+from model.roi import roi_from_landmarks
+
+LOG_FIELDS = ["step", "samples", "loss", "wpdc", "vdc", "wing", "lr", "minutes", "nme"]
+
+
+def load_config(path: str | os.PathLike) -> dict:
+    with open(path) as f:
+        cfg = yaml.safe_load(f)
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path}: not a mapping")
+    return cfg
+
+
+def resolve(path: str, base: Path) -> Path:
+    p = Path(os.path.expanduser(str(path)))
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+def init_student(seed: int) -> torch.nn.Module:
+    """DAMDNet with a zero last layer: the initial output is whitened 0, i.e. the mean parameters."""
+    torch.manual_seed(seed)
+    net = build_backbone("damdnet")
+    torch.nn.init.zeros_(net.head().weight)
+    return net
+
+
+def lr_at(step: int, cfg: dict) -> float:
+    base, lo = float(cfg["lr"]), float(cfg.get("min_lr", 0.0))
+    warm = int(cfg.get("warmup", 0))
+    if step < warm:
+        return base * (step + 1) / warm
+    if cfg.get("schedule", "cosine") == "step":
+        return base * float(cfg.get("step_gamma", 0.1)) ** (step // int(cfg.get("step_every", 1000)))
+    total = max(int(cfg["steps"]) - warm, 1)
+    t = min((step - warm) / total, 1.0)
+    return lo + 0.5 * (base - lo) * (1 + math.cos(math.pi * t))
+
+
+def machine() -> str:
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"{platform.processor() or 'cpu'}"
+    return f"{platform.node()} {dev}, {os.cpu_count()} cpus, torch {torch.__version__}, threads {torch.get_num_threads()}"
+
+
+class Trainer:
+    def __init__(self, cfg: dict, out: Path, base: Path) -> None:
+        self.cfg, self.out, self.base = cfg, out, base
+        dev = cfg.get("device", "auto")
+        self.device = torch.device("cuda" if dev == "auto" and torch.cuda.is_available() else
+                                   ("cpu" if dev == "auto" else dev))
+        self.seed = int(cfg.get("seed", 0))
+        self.morph = MorphableModel.load()
+        self.whitening = Whitening.load("v1")
+        tcfg = cfg.get("teacher", {}) or {}
+        self.teacher = Teacher(tcfg.get("name", "3ddfa-v2-mb05"), self.device, bool(tcfg.get("flip", True)))
+        dcfg = cfg.get("data", {}) or {}
+        aug = dcfg.get("augment", {}) or {}
+        if "scale" in aug:
+            aug["scale"] = tuple(aug["scale"])
+        self.photos = PhotoDataset.from_folder(resolve(dcfg["photos"], base), limit=dcfg.get("limit"),
+                                               augment=Augment(**aug), weights=dcfg.get("source_weights") or {})
+        self.mats = []
+        if dcfg.get("mat"):
+            from model.data.groundtruth import MatDataset
+
+            self.mats = [MatDataset.from_folder(resolve(d, base)) for d in dcfg["mat"]]
+        self.mat_fraction = float(dcfg.get("mat_fraction", 0.5)) if self.mats else 0.0
+        self.loss = CombinedLoss(self.morph, self.whitening, LossWeights(**(cfg.get("loss") or {})))
+        self.net = init_student(self.seed).to(self.device)
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=float(cfg["lr"]),
+                                     weight_decay=float(cfg.get("weight_decay", 0.0)))
+        self.step, self.samples, self.minutes, self.best_nme = 0, 0, 0.0, float("inf")
+        self.eval_labels = []
+        if cfg.get("eval_images"):
+            from model.groundtruth import find_labels
+
+            try:
+                self.eval_labels = find_labels(resolve(cfg["eval_images"], base))
+            except FileNotFoundError:
+                self.eval_labels = []
+
+    # -- data -------------------------------------------------------------------------------------------------
+    def refine_rois(self, idx: list[int]) -> None:
+        """Teacher landmarks on the whole-image crop -> the evaluation ROI rule for images seen the first time."""
+        todo = sorted({i for i in idx if not self.photos.has_roi(i)})
+        if not todo:
+            return
+        imgs = [self.photos.image(i) for i in todo]
+        rois = np.stack([self.photos.base_roi(i, im) for i, im in zip(todo, imgs)])
+        from model.data.photos import warp_crop
+
+        crops = np.stack([warp_crop(im, r) for im, r in zip(imgs, rois)])
+        real = self.teacher.real_params(crops).cpu()
+        lm = crop_to_frame(self.morph.landmarks_crop(real), torch.from_numpy(rois), "v1").numpy()
+        for i, r in zip(todo, roi_from_landmarks(lm)):
+            self.photos.set_roi(i, r)
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(crops normalised (B, 3, 120, 120), whitened targets (B, 62), weights (B,)) for ``step``."""
+        rng = np.random.default_rng([self.seed, step])
+        b = int(self.cfg["batch"])
+        n_mat = int(round(b * self.mat_fraction))
+        idx = rng.integers(0, len(self.photos), b - n_mat).tolist()
+        self.refine_rois(idx)
+        crops, weights = [], []
+        for i in idx:
+            c, w = self.photos.sample(i, rng)
+            crops.append(c)
+            weights.append(w)
+        crops_np = np.stack(crops)
+        targets = self.teacher(crops_np) if idx else torch.zeros(0, 62, device=self.device)
+        if n_mat:
+            mc, mp, mw = [], [], []
+            for _ in range(n_mat):
+                ds = self.mats[int(rng.integers(len(self.mats)))]
+                c, p, w = ds.sample(int(rng.integers(len(ds))), rng)
+                mc.append(c), mp.append(p), mw.append(w)
+            crops_np = np.concatenate([crops_np, np.stack(mc)])
+            gt = self.whitening.whiten(torch.from_numpy(np.stack(mp)).to(self.device))
+            targets = torch.cat([targets, gt])
+            weights += mw
+        x = torch.from_numpy(crops_np).to(self.device).permute(0, 3, 1, 2).float()
+        x = (x - 127.5) / 128.0
+        return x, targets.float(), torch.tensor(weights, dtype=torch.float32, device=self.device)
+
+    # -- state ------------------------------------------------------------------------------------------------
+    def meta(self, nme: float | None) -> dict:
+        d = self.cfg.get("data", {}) or {}
+        return {"backbone": "damdnet", "whitening": "v1", "convention": "v1", "parameter_space": "3ddfa-62 real",
+                "data": {"photos": str(d.get("photos")), "images": len(self.photos), "mat": list(d.get("mat") or []),
+                         "teacher": self.teacher.name, "teacher_flip": self.teacher.flip},
+                "steps": self.step, "samples_seen": self.samples, "minutes": round(self.minutes, 2),
+                "machine": machine(), "nme_aflw2000": nme, "seed": self.seed, "init": "random (no ImageNet), zero head"}
+
+    def save(self, nme: float | None = None) -> None:
+        save_checkpoint(self.out / "last.pth", self.net, "damdnet", self.whitening, "v1", meta=self.meta(nme))
+        tmp = self.out / ".last.optim.pth.part"
+        torch.save({"optimizer": self.opt.state_dict(), "step": self.step, "samples": self.samples,
+                    "minutes": self.minutes, "best_nme": self.best_nme}, tmp)
+        os.replace(tmp, self.out / "last.optim.pth")
+
+    def resume(self) -> bool:
+        ck, op = self.out / "last.pth", self.out / "last.optim.pth"
+        if not (ck.is_file() and op.is_file()):
+            return False
+        loaded = load_file(ck)
+        self.net.load_state_dict(loaded.net.state_dict())
+        st = torch.load(op, map_location=self.device, weights_only=True)
+        self.opt.load_state_dict(st["optimizer"])
+        self.step, self.samples = int(st["step"]), int(st["samples"])
+        self.minutes, self.best_nme = float(st["minutes"]), float(st.get("best_nme", float("inf")))
+        return True
+
+    def evaluate(self) -> float | None:
+        if not self.eval_labels:
+            return None
+        from model.aligner import Aligner
+        from model.evaluate import evaluate
+
+        net = copy.deepcopy(self.net).eval()
+        al = Aligner(LoadedModel(net, "damdnet", self.whitening, "v1", "training"), device=self.device, fast=False)
+        return float(evaluate(al, self.eval_labels).summary()["nme_all"])
+
+    def log(self, row: dict) -> None:
+        path = self.out / "log.csv"
+        new = not path.is_file()
+        with open(path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=LOG_FIELDS, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+    # -- loop -------------------------------------------------------------------------------------------------
+    def run(self, max_steps: int | None = None, minutes: float | None = None, progress: bool = True) -> None:
+        from tqdm import tqdm
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        total = int(self.cfg["steps"]) if max_steps is None else min(int(self.cfg["steps"]), self.step + max_steps)
+        t0, m0 = time.monotonic(), self.minutes
+        eval_every, ckpt_every = int(self.cfg.get("eval_every", 100)), int(self.cfg.get("ckpt_every", 50))
+        bar = tqdm(total=total, initial=self.step, disable=not progress, desc="train", dynamic_ncols=True)
+        if self.step == 0:
+            nme = self.evaluate()
+            self.log({"step": 0, "samples": 0, "minutes": 0.0, "nme": "" if nme is None else f"{nme:.4f}"})
+        self.net.train()
+        while self.step < total:
+            if minutes is not None and (time.monotonic() - t0) / 60 >= minutes:
+                break
+            lr = lr_at(self.step, self.cfg)
+            for g in self.opt.param_groups:
+                g["lr"] = lr
+            x, target, w = self.batch(self.step)
+            pred = self.net(x)
+            loss, parts = self.loss(pred, target, w)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), 10.0)
+            self.opt.step()
+            self.step += 1
+            self.samples += x.shape[0]
+            self.minutes = m0 + (time.monotonic() - t0) / 60
+            row = {"step": self.step, "samples": self.samples, "loss": f"{float(loss):.5f}", "lr": f"{lr:.6f}",
+                   "minutes": f"{self.minutes:.3f}", **{k: f"{v:.5f}" for k, v in parts.items()}}
+            nme = None
+            if eval_every and self.step % eval_every == 0:
+                nme = self.evaluate()
+                self.net.train()
+                if nme is not None:
+                    row["nme"] = f"{nme:.4f}"
+                    if nme < self.best_nme:
+                        self.best_nme = nme
+                        save_checkpoint(self.out / "best.pth", self.net, "damdnet", self.whitening, "v1",
+                                        meta=self.meta(nme))
+            self.log(row)
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss):.4f}", **({"nme": f"{nme:.2f}"} if nme is not None else {}))
+            if (ckpt_every and self.step % ckpt_every == 0) or nme is not None:
+                self.save(nme)
+        bar.close()
+        nme = self.evaluate()
+        if nme is not None:
+            self.log({"step": self.step, "samples": self.samples, "minutes": f"{self.minutes:.3f}",
+                      "nme": f"{nme:.4f}"})
+            if nme < self.best_nme:
+                self.best_nme = nme
+                save_checkpoint(self.out / "best.pth", self.net, "damdnet", self.whitening, "v1", meta=self.meta(nme))
+        self.save(nme)
+
+
+def plot_curve(csv_path: str | os.PathLike, png: str | os.PathLike) -> None:
+    """Loss (per step, smoothed) and evaluation NME against samples seen, from ``log.csv``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(open(csv_path)))
+    ls = [(int(r["samples"]), float(r["loss"])) for r in rows if r.get("loss")]
+    ns = [(int(r["samples"]), float(r["nme"])) for r in rows if r.get("nme")]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    if ls:
+        s, v = np.array(ls).T
+        k = max(1, len(v) // 50)
+        sm = np.convolve(v, np.ones(k) / k, mode="valid")
+        ax[0].plot(s, v, alpha=0.3, lw=0.6, label="loss")
+        ax[0].plot(s[k - 1:], sm, lw=1.5, label=f"mean of {k}")
+        ax[0].set_yscale("log")
+    ax[0].set_xlabel("samples seen"), ax[0].set_ylabel("training loss"), ax[0].legend(), ax[0].grid(alpha=0.3)
+    if ns:
+        s, v = np.array(ns).T
+        ax[1].plot(s, v, "o-")
+    ax[1].set_xlabel("samples seen"), ax[1].set_ylabel("NME % (AFLW2000-3D, report only)"), ax[1].grid(alpha=0.3)
+    fig.suptitle("DAMDNet distillation from 3DDFA_V2 mb05")
+    fig.tight_layout()
+    Path(png).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m model.train", description=__doc__.splitlines()[0])
+    p.add_argument("--config", default="configs/train.yaml")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pth and OUT/last.optim.pth")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many more steps")
+    p.add_argument("--minutes", type=float, default=None, help="stop after this many minutes of this run")
+    p.add_argument("--out", default=None, help="output folder (default: the config's out)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--plot", default=None, help="plot this log.csv to --png and exit")
+    p.add_argument("--png", default="bench/train_curve.png")
+    a = p.parse_args(argv)
+    if a.plot:
+        plot_curve(a.plot, a.png)
+        return 0
+    cfg_path = Path(a.config)
+    try:
+        cfg = load_config(cfg_path)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        print(f"error: cannot read config {cfg_path}: {exc}", file=sys.stderr)
+        return 2
+    base = Path.cwd()
+    torch.set_num_threads(int(cfg.get("threads") or torch.get_num_threads()))
+    out = resolve(a.out or cfg.get("out", "train_out"), base)
+    tr = Trainer(cfg, out, base)
+    if a.resume:
+        print(f"resumed at step {tr.step}" if tr.resume() else "nothing to resume: starting fresh", file=sys.stderr)
+    tr.run(a.max_steps, a.minutes, progress=not a.no_progress)
+    print(f"step {tr.step}, samples {tr.samples}, {tr.minutes:.1f} min, best NME {tr.best_nme:.3f}; "
+          f"checkpoint {out / 'last.pth'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Known values of the training losses (WPDC, VDC, Wing) and their gradients."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from model.losses import CombinedLoss, LossWeights, vdc, wing, wing_from_error, wpdc, wpdc_weights
+from model.morphable import MorphableModel, Whitening
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def mw(assets_dir):
+    return MorphableModel.load(), Whitening.load("v1")
+
+
+def _target(wh: Whitening, n: int = 3, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 62, generator=g) * 0.3  # whitened, near the mean face
+
+
+def test_wing_closed_form():
+    w, eps = 10.0, 2.0
+    small, large = torch.tensor([1.0, -1.0]), torch.tensor([15.0, -15.0])
+    assert torch.allclose(wing_from_error(small), torch.full((2,), w * math.log(1 + 1 / eps)))
+    c = w - w * math.log(1 + w / eps)
+    assert torch.allclose(wing_from_error(large), torch.full((2,), 15.0 - c))
+    # continuous at |x| = w
+    assert abs(float(wing_from_error(torch.tensor(w - 1e-4))) - float(wing_from_error(torch.tensor(w + 1e-4)))) < 1e-3
+    assert float(wing_from_error(torch.tensor(0.0))) == 0.0
+
+
+def test_wing_on_landmarks_of_offset(mw):
+    morph, wh = mw
+    t = _target(wh)
+    real = wh.unwhiten(t)
+    shifted = real.clone()
+    shifted[:, 3] += 1.0  # every landmark moves 1 px in x: per coordinate errors (1, 0)
+    p = wh.whiten(shifted)
+    expect = 0.5 * 10 * math.log(1 + 1 / 2.0)
+    assert float(wing(p, t, morph, wh)) == pytest.approx(expect, rel=1e-4)
+
+
+def test_vdc_zero_and_known_offset(mw):
+    morph, wh = mw
+    t = _target(wh)
+    assert float(vdc(t, t, morph, wh)) == pytest.approx(0.0, abs=1e-6)
+    real = wh.unwhiten(t)
+    moved = real.clone()
+    moved[:, 3] += 3.0
+    moved[:, 7] += 4.0
+    assert float(vdc(wh.whiten(moved), t, morph, wh)) == pytest.approx(5.0, rel=1e-4)
+    assert float(vdc(wh.whiten(moved), t, morph, wh, dense=True)) == pytest.approx(5.0, rel=1e-4)
+
+
+def test_wpdc_zero_positive_and_weights(mw):
+    morph, wh = mw
+    t = _target(wh)
+    assert float(wpdc(t, t, morph, wh)) == pytest.approx(0.0, abs=1e-12)
+    p = t.clone()
+    p[:, 20] += 0.5  # one shape coefficient wrong
+    w = wpdc_weights(wh.unwhiten(p), wh.unwhiten(t), morph, wh)
+    assert torch.allclose(w[:, 20], torch.ones(3))  # the only error gets the full (normalised) weight
+    assert float(w[:, [i for i in range(62) if i != 20]].max()) < 1e-3
+    assert float(wpdc(p, t, morph, wh)) == pytest.approx(float((w * (p - t) ** 2).mean()), rel=1e-6)
+    assert float(wpdc(p, t, morph, wh)) > 0
+    # x and y offsets move every landmark alike: equal real errors get equal weights; the z offset is ignored
+    real = wh.unwhiten(t)
+    q = real.clone()
+    q[:, 3] += 2.0
+    q[:, 7] += 2.0
+    q[:, 11] += 2.0
+    w = wpdc_weights(q, real, morph, wh)
+    assert torch.allclose(w[:, 3], w[:, 7]) and torch.all(w[:, 11] == 0)
+    # a larger error on a parameter gets a proportionally larger weight
+    q2 = real.clone()
+    q2[:, 3] += 2.0
+    q2[:, 7] += 1.0
+    w2 = wpdc_weights(q2, real, morph, wh)
+    assert torch.allclose(w2[:, 7] / w2[:, 3], torch.full((3,), 0.5), atol=1e-4)
+
+
+def test_gradients_flow_and_sample_weights(mw):
+    morph, wh = mw
+    t = _target(wh)
+    p = (t + 0.2 * torch.randn_like(t)).requires_grad_(True)
+    loss_fn = CombinedLoss(morph, wh, LossWeights(wpdc=1.0, vdc=0.5, wing=0.1))
+    loss, parts = loss_fn(p, t)
+    loss.backward()
+    assert set(parts) == {"wpdc", "vdc", "wing"}
+    assert torch.isfinite(p.grad).all() and float(p.grad.abs().sum()) > 0
+    # a zero-weight sample contributes nothing
+    sw = torch.tensor([1.0, 1.0, 0.0])
+    bad = p.detach().clone()
+    bad[2] += 5.0
+    l1, _ = loss_fn(p.detach(), t, sw)
+    l2, _ = loss_fn(bad, t, sw)
+    assert float(l1) == pytest.approx(float(l2), rel=1e-6)
