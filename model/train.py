@@ -225,6 +225,7 @@ class Trainer:
             x, target, w = self.batch(self.step)
             pred = self.net(x)
             loss, parts = self.loss(pred, target, w)
+            loss_value = float(loss.detach())
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), 10.0)
@@ -232,7 +233,7 @@ class Trainer:
             self.step += 1
             self.samples += x.shape[0]
             self.minutes = m0 + (time.monotonic() - t0) / 60
-            row = {"step": self.step, "samples": self.samples, "loss": f"{float(loss):.5f}", "lr": f"{lr:.6f}",
+            row = {"step": self.step, "samples": self.samples, "loss": f"{loss_value:.5f}", "lr": f"{lr:.6f}",
                    "minutes": f"{self.minutes:.3f}", **{k: f"{v:.5f}" for k, v in parts.items()}}
             nme = None
             if eval_every and self.step % eval_every == 0:
@@ -246,7 +247,7 @@ class Trainer:
                                         meta=self.meta(nme))
             self.log(row)
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.4f}", **({"nme": f"{nme:.2f}"} if nme is not None else {}))
+            bar.set_postfix(loss=f"{loss_value:.4f}", **({"nme": f"{nme:.2f}"} if nme is not None else {}))
             if (ckpt_every and self.step % ckpt_every == 0) or nme is not None:
                 self.save(nme)
         bar.close()
