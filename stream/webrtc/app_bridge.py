@@ -86,6 +86,7 @@ class PipelinePeer:
         self._waiters: dict[int, tuple[asyncio.Future, np.ndarray]] = {}
         self._n = 0
         self._size: tuple[int, int] | None = None
+        self._last_boxes: list[list[float]] = []
 
     def _start(self, image: np.ndarray) -> None:
         h, w = image.shape[:2]
@@ -104,6 +105,7 @@ class PipelinePeer:
         self._task = asyncio.get_running_loop().create_task(self._pipeline.run())
 
     def _done(self, job: Job) -> None:
+        self._last_boxes = [[float(v) for v in f.box] for f in job.faces]
         idx = job.frame.index
         for k in [k for k in self._waiters if k <= idx]:  # earlier ones were dropped: hand back their input
             fut, img = self._waiters.pop(k)
@@ -140,8 +142,10 @@ class PipelinePeer:
 
     def stats(self) -> dict:
         if self._pipeline is None:
-            return {"faces": 0}
+            return {"faces": 0, "mode": self.renderer.mode, "boxes": []}
         s = self._pipeline.stats.summary()
+        s["mode"] = self.renderer.mode
+        s["boxes"] = self._last_boxes
         s["dropped"] = {**s["dropped"], "push": self.source.dropped}
         s["batches"] = self.engine.service.batches
         return s
@@ -157,6 +161,23 @@ class PipelinePeer:
                 await self._task
             except Exception as exc:  # a failing sink must not keep the peer alive
                 print(f"peer {self.peer_id}: pipeline ended with {exc}", file=sys.stderr)
+
+
+_SHARED: dict = {}
+
+
+def make_processor(peer_id: str) -> PipelinePeer:
+    """Processor factory for ``python -m stream.webrtc.server --processor stream.webrtc.app_bridge:make_processor``:
+    the product pipeline with the default configuration (``$DAMDNET_CONFIG`` may name a YAML file), one shared engine."""
+    import os
+
+    from stream.app import build_engine
+    from stream.config import load_config
+
+    if "engine" not in _SHARED:
+        _SHARED["cfg"] = load_config(os.environ.get("DAMDNET_CONFIG"))
+        _SHARED["engine"] = build_engine(_SHARED["cfg"])
+    return PipelinePeer(_SHARED["engine"], _SHARED["cfg"], peer_id)
 
 
 def serve_pipeline(cfg: dict) -> int:
