@@ -186,7 +186,10 @@ async def _run(cfg: dict) -> int:
                    dynamic_ncols=True)
 
     def log(line: str) -> None:
-        (bar.write if bar is not None else lambda s: print(s, file=sys.stderr))(line)
+        if bar is not None:  # tqdm.write goes to stdout unless told: keep messages on stderr with the bar
+            bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr)
 
     window = "run_stream" if show else None
 
