@@ -1,0 +1,95 @@
+"""The real pipeline (detector, peer network, tracker, Kalman) on the synthetic video whose truth is known."""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stream.analyze import FaceAnalyzer, tracker_config
+from stream.app import build_engine
+from stream.config import load_config
+from stream.pipeline import Job, Pipeline
+from stream.sources import open_source
+from tracking.metrics import estimate_lag, nme, nmj_per_frame
+
+pytestmark = pytest.mark.slow
+
+SECONDS = 6.0
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.faces: dict[int, list] = {}
+
+    def write_job(self, job: Job) -> None:
+        self.faces[job.frame.index] = list(job.faces)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def runs(assets_dir: Path) -> dict:
+    cfg = load_config(None, {"weights": "3ddfa-v2-mb05", "device": "cpu", "progress": False})
+    engine = build_engine(cfg)
+    opts = {**cfg["synthetic"], "seconds": SECONDS}
+    out = {}
+    try:
+        for smooth in ("none", "kalman"):
+            source = open_source("synthetic", **opts)
+            truth = (source.ground_truth.astype(np.float64), list(source.cuts))
+            sink = Collect()
+            analyzer = FaceAnalyzer(engine.service, engine.detector, tracker_config({**cfg, "smooth": smooth}))
+            stats = asyncio.run(Pipeline(source, analyzer, None, [sink], live=False).run())
+            out[smooth] = (sink.faces, stats)
+    finally:
+        engine.service.close()
+    out["truth"] = truth
+    return out
+
+
+def _best(faces: dict[int, list], gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pred = np.full(gt.shape, np.nan)
+    err = np.full(len(gt), np.inf)
+    for i in range(len(gt)):
+        for f in faces.get(i, []):
+            e = float(nme(f.landmarks[None].astype(np.float64), gt[i:i + 1])[0])
+            if e < err[i]:
+                err[i], pred[i] = e, f.landmarks
+    return pred, err
+
+
+def test_every_frame_processed_and_the_face_followed(runs: dict) -> None:
+    gt, cuts = runs["truth"]
+    assert len(cuts) == 1
+    for smooth in ("none", "kalman"):
+        faces, stats = runs[smooth]
+        assert stats.frames_in == stats.frames_out == len(gt) and stats.total_dropped == 0
+        _, err = _best(faces, gt)
+        settled = np.ones(len(gt), bool)
+        settled[cuts[0]:cuts[0] + 8] = False  # the tracker re-finds the face after the cut
+        assert np.median(err[settled]) < 4.0, (smooth, np.median(err[settled]))
+        assert np.percentile(err[settled], 95) < 7.0, (smooth, np.percentile(err[settled], 95))
+        assert np.all(err[cuts[0] + 8:] < 10.0), smooth  # back on the face soon after the cut
+        # one track before the cut (ids may change at the cut, never in the middle of a shot)
+        ids = {f.track_id for i in range(cuts[0]) for f in faces[i]}
+        assert len(ids) == 1, ids
+
+
+def test_kalman_lowers_jitter_without_lag(runs: dict) -> None:
+    gt, cuts = runs["truth"]
+    raw, _ = _best(runs["none"][0], gt)
+    kal, _ = _best(runs["kalman"][0], gt)
+    c = cuts[0]
+    a, b = 10, c - 1  # the first shot, settled
+    j_raw = nmj_per_frame(raw[a:b], gt[a:b])
+    j_kal = nmj_per_frame(kal[a:b], gt[a:b])
+    rms = lambda x: float(np.sqrt(np.mean(x ** 2)))  # noqa: E731
+    assert rms(j_kal) < 0.8 * rms(j_raw), (rms(j_kal), rms(j_raw))
+    e_raw = np.mean(nme(raw[a:b], gt[a:b]))
+    e_kal = np.mean(nme(kal[a:b], gt[a:b]))
+    assert e_kal < 1.1 * e_raw
+    flat = lambda x: x[a:b, :, :2].reshape(b - a, -1)  # noqa: E731
+    assert abs(estimate_lag(flat(kal), flat(raw))) < 0.5  # no added frames of delay
