@@ -261,8 +261,9 @@ class Trainer:
         self.save(nme)
 
 
-def plot_curve(csv_path: str | os.PathLike, png: str | os.PathLike) -> None:
-    """Loss (per step, smoothed) and evaluation NME against samples seen, from ``log.csv``."""
+def plot_curve(csv_path: str | os.PathLike, png: str | os.PathLike, reference: float | None = None) -> None:
+    """Loss (per step, smoothed) and evaluation NME against samples seen, from ``log.csv``; ``reference``: the
+    teacher's NME, drawn as a line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -274,7 +275,7 @@ def plot_curve(csv_path: str | os.PathLike, png: str | os.PathLike) -> None:
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
     if ls:
         s, v = np.array(ls).T
-        k = max(1, len(v) // 50)
+        k = max(1, min(25, len(v) // 10))
         sm = np.convolve(v, np.ones(k) / k, mode="valid")
         ax[0].plot(s, v, alpha=0.3, lw=0.6, label="loss")
         ax[0].plot(s[k - 1:], sm, lw=1.5, label=f"mean of {k}")
@@ -282,7 +283,11 @@ def plot_curve(csv_path: str | os.PathLike, png: str | os.PathLike) -> None:
     ax[0].set_xlabel("samples seen"), ax[0].set_ylabel("training loss"), ax[0].legend(), ax[0].grid(alpha=0.3)
     if ns:
         s, v = np.array(ns).T
-        ax[1].plot(s, v, "o-")
+        ax[1].plot(s, v, "o-", label="student")
+    if reference is not None:
+        ax[1].axhline(reference, color="k", ls="--", lw=1, label=f"teacher {reference:.2f}")
+    if ns or reference is not None:
+        ax[1].legend()
     ax[1].set_xlabel("samples seen"), ax[1].set_ylabel("NME % (AFLW2000-3D, report only)"), ax[1].grid(alpha=0.3)
     fig.suptitle("DAMDNet distillation from 3DDFA_V2 mb05")
     fig.tight_layout()
@@ -301,9 +306,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--plot", default=None, help="plot this log.csv to --png and exit")
     p.add_argument("--png", default="bench/train_curve.png")
+    p.add_argument("--reference", type=float, default=None, help="teacher NME to draw on the plot")
     a = p.parse_args(argv)
     if a.plot:
-        plot_curve(a.plot, a.png)
+        plot_curve(a.plot, a.png, a.reference)
         return 0
     cfg_path = Path(a.config)
     try:
