@@ -88,10 +88,12 @@ def build_fast_path(net: nn.Module, device: torch.device | str = "cpu", channels
 def _fastest(forwards: list, x: torch.Tensor, rounds: int = 7) -> Forward:
     """The forward with the lowest median time on ``x`` over a few round-robin calls (all are verified)."""
     times: list[list[float]] = [[] for _ in forwards]
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
     for r in range(rounds + 2):
         for i, f in enumerate(forwards):
             t0 = time.perf_counter()
             f(x)
+            sync()
             if r >= 2:
                 times[i].append(time.perf_counter() - t0)
     best = min(range(len(forwards)), key=lambda i: sorted(times[i])[len(times[i]) // 2])
