@@ -175,22 +175,28 @@ class MorphableModel:
     """
 
     def __init__(self, sparse: Basis, dense: Basis, tri: np.ndarray, grid_shape: tuple[int, int] | None = (GRID, GRID),
-                 name: str = "bfm68+paf") -> None:
+                 name: str = "bfm68+paf", landmark_vertices: np.ndarray | None = None) -> None:
         self.sparse = sparse
         self.dense_basis = dense
         self.tri = tri
         self.grid_shape = grid_shape
         self.name = name
+        self.landmark_vertices = landmark_vertices  # (68,) dense vertex of each landmark when the grid follows them
 
     @property
     def n_dense(self) -> int:
         return self.dense_basis.n
 
     @classmethod
-    def load(cls, store: AssetStore | None = None) -> "MorphableModel":
-        """Load (cached per assets root) the 68-landmark BFM sub-basis and the 64x64 PAF grid surface."""
+    def load(cls, store: AssetStore | None = None, follow_landmarks: bool = True) -> "MorphableModel":
+        """Load (cached per assets root) the 68-landmark BFM sub-basis and the 64x64 PAF grid surface.
+
+        ``follow_landmarks``: fit the grid's bases to the 68-point model (``model.dense_fit``) so that the dense mesh
+        shows expressions and passes through the landmarks; False gives the raw PAF bases.
+        """
         store = store or AssetStore()
-        return _load_cached(str(store.root), str(store.mirror) if store.mirror else "", store)
+        raw = _load_cached(str(store.root), str(store.mirror) if store.mirror else "", store)
+        return _fitted(raw) if follow_landmarks else raw
 
     # -- decode -------------------------------------------------------------------------------------------------
     def landmarks_crop(self, params: Any) -> Any:
@@ -230,6 +236,15 @@ def _load_cached(_root: str, _mirror: str, store: AssetStore) -> MorphableModel:
 
     dense = Basis(grid(paf["mu_filter"])[..., 0], grid(paf["w_filter"]), grid(paf["w_exp_filter"]))
     return MorphableModel(sparse, dense, grid_triangles())
+
+
+@lru_cache(maxsize=4)
+def _fitted(raw: MorphableModel) -> MorphableModel:
+    from model.dense_fit import consistent_dense_model
+
+    model, k = consistent_dense_model(raw)
+    model.landmark_vertices = k
+    return model
 
 
 # -- pose -------------------------------------------------------------------------------------------------------

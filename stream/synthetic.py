@@ -43,6 +43,7 @@ import numba as nb
 import numpy as np
 
 from model.assets import AssetError
+from model.dense_fit import consistent_dense_model, landmark_vertices
 from model.morphable import MorphableModel, angles_to_matrix, params_from_pose, pose_from_params
 from stream.frames import Frame, VideoInfo
 from stream.render.mesh import grid_uv, vertex_normals
@@ -67,87 +68,14 @@ SMILE = np.array([0, 0, 0, 0, 0, -0.9, 0, 0, 0, -0.7], np.float32)
 # ----------------------------------------------------------------------------------------------------------------
 # A dense grid consistent with the 68 landmarks
 
-INNER_LIP_PAIRS = ((61, 67), (62, 66), (63, 65))  # upper / lower inner lip points facing each other
-
-
-def landmark_vertices(morph: MorphableModel) -> np.ndarray:
-    """(68,) int: the grid vertex standing for each landmark (distinct vertices, nearest in 3D on the mean shape).
-
-    The inner lips get vertically adjacent vertices of one column (upper above lower), so that opening the mouth
-    stretches the rows between them instead of shearing neighbours; the other points are matched by the Hungarian
-    method on the 3D distance.
-    """
-    from scipy.optimize import linear_sum_assignment
-
-    rows, cols = morph.grid_shape
-    u = morph.dense_basis.u.astype(np.float64)
-    lm = morph.sparse.u.astype(np.float64)
-    k = np.full(68, -1, np.int64)
-    for a, b in INNER_LIP_PAIRS:
-        mid = (lm[a] + lm[b]) / 2
-        v0 = int(np.argmin(((u[:, :2] - mid[:2]) ** 2).sum(1)))
-        r, c = divmod(v0, cols)
-        if u[v0, 1] < mid[1]:  # the vertex is below the lips' middle: it is the lower one
-            r -= 1
-        r = min(max(r, 0), rows - 2)
-        k[a], k[b] = r * cols + c, (r + 1) * cols + c
-    free = np.setdiff1d(np.arange(len(u)), k[k >= 0])
-    todo = np.nonzero(k < 0)[0]
-    d = np.sqrt(((lm[todo, None, :] - u[None, free, :]) ** 2).sum(-1))
-    ri, ci = linear_sum_assignment(d)
-    k[todo[ri]] = free[ci]
-    return k
-
-
-def _tps_operator(nodes: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """(P, N) linear operator of the thin-plate spline through N 2D ``nodes``, evaluated at ``points`` (P, 2)."""
-
-    def kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        r2 = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(r2 > 0, 0.5 * r2 * np.log(np.maximum(r2, 1e-300)), 0.0)
-
-    n = len(nodes)
-    aff = np.concatenate([np.ones((n, 1)), nodes], 1)
-    system = np.zeros((n + 3, n + 3))
-    system[:n, :n] = kernel(nodes, nodes)
-    system[:n, n:] = aff
-    system[n:, :n] = aff.T
-    inv = np.linalg.inv(system)[:, :n]
-    at = np.concatenate([kernel(points, nodes), np.ones((len(points), 1)), points], 1)
-    return at @ inv
-
-
-def consistent_dense_model(morph: MorphableModel) -> tuple[MorphableModel, np.ndarray]:
-    """A MorphableModel whose dense grid passes exactly through the 68 landmarks, for every shape and expression.
-
-    Why: the grid's own expression basis (``Model_PAF.pkl`` ``w_exp_filter``) barely moves it (about 1e-2 units per
-    unit coefficient, where the 68-point basis moves 5e3), so ``morph.dense`` shows no expression and a rendered
-    open mouth or smile would not be where the true landmarks say. Here the difference between the 68-point model
-    and the grid at the landmarks' vertices (``landmark_vertices``) is spread over the grid by a thin-plate spline
-    in grid coordinates; the difference is linear in the parameters, so the result is again a linear basis (mean,
-    40 shape, 10 expression) and decodes through the same ``MorphableModel.dense`` code. Returns (model, the (68,)
-    vertex index of each landmark): ``model.dense(p, roi, c)[:, k] == morph.landmarks(p, roi, c)``.
-    """
-    from model.morphable import Basis
-
-    k = landmark_vertices(morph)
-    rows, cols = morph.grid_shape
-    grid = np.stack(np.divmod(np.arange(rows * cols), cols), 1).astype(np.float64)
-    op = _tps_operator(grid[k], grid)  # (V, 68)
-    d, s = morph.dense_basis, morph.sparse
-    u = d.u.astype(np.float64) + op @ (s.u.astype(np.float64) - d.u[k].astype(np.float64))
-    w_shp = d.w_shp.astype(np.float64) + np.einsum("vn,nck->vck", op, s.w_shp - d.w_shp[k].astype(np.float64))
-    w_exp = d.w_exp.astype(np.float64) + np.einsum("vn,nck->vck", op, s.w_exp - d.w_exp[k].astype(np.float64))
-    dense = Basis(u.astype(np.float32), w_shp.astype(np.float32), w_exp.astype(np.float32))
-    return MorphableModel(s, dense, morph.tri, morph.grid_shape, name=f"{morph.name}+tps68"), k
-
-
 _MODELS: list[tuple[MorphableModel, tuple[MorphableModel, np.ndarray]]] = []
 
 
 def _consistent_model(morph: MorphableModel) -> tuple[MorphableModel, np.ndarray]:
-    """``consistent_dense_model(morph)``, computed once per model (``MorphableModel.load()`` is cached)."""
+    """The grid that passes through the 68 landmarks (``MorphableModel.load()`` gives it already), with the vertex
+    index of each landmark."""
+    if morph.landmark_vertices is not None:
+        return morph, morph.landmark_vertices
     for known, result in _MODELS:
         if known is morph:
             return result

@@ -35,7 +35,11 @@ def test_mesh_winding_and_normals(morph):
     assert v.shape == (4096, 3) and morph.tri.shape == (7938, 3)
     assert front_cull(v, morph.tri) == 1  # screen-CCW, as docs/INTERFACES.md says
     n = vertex_normals(v, morph.tri)
-    assert (n[:, 2] > 0).mean() > 0.95
+    front = (n[:, 2] > 0).reshape(64, 64)
+    # the face's sides turn away from the camera at the grid's side columns (5.3% of the landmark-fitted grid,
+    # 4.8% of the raw PAF grid); inside a 6-vertex border nearly everything faces the camera
+    assert front.mean() > 0.94
+    assert front[6:58, 6:58].mean() > 0.99
     g = v.reshape(64, 64, 3)
     assert g[32, 0, 0] < g[32, 63, 0] and g[0, 32, 1] < g[63, 32, 1]  # cols left->right, rows top->bottom
 
