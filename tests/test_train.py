@@ -54,3 +54,14 @@ def test_three_steps_checkpoint_and_resume(assets_dir, tmp_path, repo_root):
     assert all(float(r["loss"]) > 0 for r in rows if r["loss"])
     plot_curve(out / "log.csv", tmp_path / "curve.png")
     assert (tmp_path / "curve.png").stat().st_size > 1000
+
+
+def test_shipped_weights_load(assets_dir, repo_root):
+    path = repo_root / "model" / "weights" / "damdnet.pth"
+    if not path.is_file():
+        pytest.skip("no shipped weights")
+    from model.aligner import Aligner
+
+    a = Aligner.from_checkpoint("damdnet", device="cpu")
+    assert a.backbone == "damdnet" and a.convention == "v1" and a.whitening.name == "v1"
+    assert a.meta["steps"] > 0 and a.meta["samples_seen"] > 0 and "nme_aflw2000" in a.meta
