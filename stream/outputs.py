@@ -41,20 +41,24 @@ class FrameRenderer:
     def render(self, image: np.ndarray, faces: Sequence[FaceRecord]) -> np.ndarray:
         """(H, W, 3) uint8 BGR + the frame's faces -> a new annotated image."""
         from stream.render.overlays import render_overlay
+        from stream.render.raster import RasterBuffers
 
         mode = self.mode
+        h, w = image.shape[:2]
+        if self._buffers is None or self._buffers.shape != (h, w):  # reused frame to frame: no z-buffer allocation
+            self._buffers = RasterBuffers.create(h, w, 0)
         if mode == "none" or not faces:
             out = image.copy()
         elif mode == "swap" and self.texture is not None and all(f.vertices is not None for f in faces):
             from stream.render.swap import swap_faces
 
             out = swap_faces(image, [f.vertices for f in faces], self.morph.tri, self.texture,
-                             landmarks=[f.landmarks for f in faces])
+                             landmarks=[f.landmarks for f in faces], buffers=self._buffers)
         else:
             if mode == "swap" or (mode in MESH_MODES and any(f.vertices is None for f in faces)):
                 mode = "mesh" if all(f.vertices is not None for f in faces) else "landmarks"
             out = render_overlay(image, faces, mode, self.morph.tri, grid_shape=self.morph.grid_shape,
-                                 reference=self._reference)
+                                 reference=self._reference, buffers=self._buffers)
         if self.draw_ids and self.mode not in ("none", "swap"):
             for f in faces:
                 draw_box(out, f.box, label=f"#{f.track_id}")
