@@ -145,6 +145,10 @@ def load_model(name_or_path: str = "auto", store: AssetStore | None = None) -> L
             return loaded
         raise CheckpointError("no model could be loaded: " + " | ".join(errors))
     if name_or_path in OUR_WEIGHTS:
+        if not OUR_WEIGHTS[name_or_path].is_file():
+            raise CheckpointError(f"our '{name_or_path}' weights are not in this checkout yet "
+                                  f"({OUR_WEIGHTS[name_or_path]}): train them with `python -m model.train --config "
+                                  f"configs/train.yaml`, or use --weights 3ddfa-v2-mb05 / damdnet-authors")
         return load_file(OUR_WEIGHTS[name_or_path], store, name=name_or_path)
     if name_or_path in ASSET_WEIGHTS:
         path = store.path(ASSET_WEIGHTS[name_or_path])  # verified checksum -> trusted

@@ -174,9 +174,11 @@ def test_unverified_legacy_pickle_is_not_unpickled(tmp_path, store):
 
 
 def test_auto_picks_the_best_available_and_says_which(store):
-    """Offline without the authors' file: our committed weights when present, else the MobileNet peer."""
-    from model.checkpoint import OUR_WEIGHTS
+    """Offline without the authors' file: our committed weights when present and released, else the MobileNet peer."""
+    from model.checkpoint import OUR_WEIGHTS, load_file
 
     m = load_model("auto", store)
-    want = "damdnet" if OUR_WEIGHTS["damdnet"].is_file() else "3ddfa-v2-mb05"
+    ours = OUR_WEIGHTS["damdnet"]
+    released = ours.is_file() and load_file(ours, store).meta.get("release", False)
+    want = "damdnet" if released else "3ddfa-v2-mb05"
     assert m.name == want

@@ -56,10 +56,14 @@ def test_three_steps_checkpoint_and_resume(assets_dir, tmp_path, repo_root):
     assert (tmp_path / "curve.png").stat().st_size > 1000
 
 
-def test_shipped_weights_load(assets_dir, repo_root):
+def test_shipped_weights_load_or_say_how_to_train(assets_dir, repo_root):
+    from model.checkpoint import CheckpointError, load_model
+
     path = repo_root / "model" / "weights" / "damdnet.pth"
     if not path.is_file():
-        pytest.skip("no shipped weights")
+        with pytest.raises(CheckpointError, match="model.train"):
+            load_model("damdnet")
+        return
     from model.aligner import Aligner
 
     a = Aligner.from_checkpoint("damdnet", device="cpu")
