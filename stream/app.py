@@ -37,7 +37,20 @@ class Engine:
     detector: FaceDetector
 
 
+def set_threads(threads: int) -> int:
+    """Set torch's CPU threads: ``threads``, or for 0 one thread on <= 2 cores (decode, detection and rendering run
+    beside the network there), half the cores otherwise. Returns the number set."""
+    import os
+
+    import torch
+
+    n = threads or (1 if (os.cpu_count() or 1) <= 2 else max(1, (os.cpu_count() or 2) // 2))
+    torch.set_num_threads(n)
+    return n
+
+
 def build_engine(cfg: dict) -> Engine:
+    set_threads(cfg["threads"])
     store = AssetStore(cfg["assets"])
     try:
         aligner = Aligner.from_checkpoint(cfg["weights"], device=cfg["device"], store=store)
