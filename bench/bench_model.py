@@ -34,19 +34,10 @@ from authors_structure import load_authors_checkpoint  # noqa: E402
 from model.assets import AssetStore  # noqa: E402
 from model.checkpoint import load_file, load_model  # noqa: E402
 from model.fastpath import build_fast_path  # noqa: E402
+from bench.machine_info import cpu_model  # noqa: E402
 
 RESULTS = HERE / "RESULTS.md"
 TOL = 1e-4
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def eager(net: torch.nn.Module):

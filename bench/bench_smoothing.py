@@ -38,6 +38,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from bench.machine_info import cpu_model  # noqa: E402
 os.environ.setdefault("DAMDNET_ASSETS", str(REPO.parent / "shared" / "assets"))
 
 from stream.analyze import FaceAnalyzer, tracker_config  # noqa: E402
@@ -66,15 +67,7 @@ class Collect:
 
 
 def machine() -> str:
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.machine()}, {os.cpu_count()} cores, {cpu}"
+    return f"{platform.machine()}, {os.cpu_count()} cores, {cpu_model()}"
 
 
 def run_pipeline(engine: Engine, cfg: dict, spec: str, smooth: str, **source_options) -> tuple[Collect, dict]:

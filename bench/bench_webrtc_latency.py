@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import secrets
 import subprocess
 import sys
@@ -26,22 +25,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests import webrtc_helpers as H  # noqa: E402
+from bench.machine_info import cpu_model, load_average  # noqa: E402
 
 
 def machine() -> str:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        load = Path("/proc/loadavg").read_text().split()[0]
-    except OSError:
-        load = "?"
-    return f"{cpu}, {os.cpu_count()} cores visible (shared; load average {load} at the end)"
+    return f"{cpu_model()}, {os.cpu_count()} cores visible (shared; load average {load_average()} at the end)"
 
 
 def chromium_version() -> str:

@@ -51,6 +51,19 @@ def _reject_eval(path: Path) -> None:
         raise ValueError(f"{path} is an evaluation-only set; do not train on it")
 
 
+def _from_folder(cls, folder: str | Path, suffix: str, **kw):
+    """A dataset of ``cls`` over every ``suffix`` label with an image beside it under ``folder`` (recursive);
+    evaluation-only folders are refused unless ``allow_eval``."""
+    folder = Path(folder)
+    labels = sorted(p for p in folder.rglob(f"*{suffix}") if _image_for(p) is not None)
+    if not labels:
+        raise FileNotFoundError(f"no {suffix} labels beside images under {folder}")
+    ds = cls(labels, **kw)
+    if not ds.allow_eval:
+        _reject_eval(folder.resolve())
+    return ds
+
+
 @dataclass
 class MatDataset:
     """300W-LP style images with 3DMM fits: ``sample(i, rng) -> (crop uint8, real v1 params (62,), weight)``."""
@@ -64,14 +77,7 @@ class MatDataset:
 
     @classmethod
     def from_folder(cls, folder: str | Path, **kw) -> "MatDataset":
-        folder = Path(folder)
-        labels = sorted(p for p in folder.rglob("*.mat") if _image_for(p) is not None)
-        if not labels:
-            raise FileNotFoundError(f"no .mat labels beside images under {folder}")
-        ds = cls(labels, **kw)
-        if not ds.allow_eval:
-            _reject_eval(folder.resolve())
-        return ds
+        return _from_folder(cls, folder, ".mat", **kw)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -119,14 +125,7 @@ class PtsDataset:
 
     @classmethod
     def from_folder(cls, folder: str | Path, **kw) -> "PtsDataset":
-        folder = Path(folder)
-        labels = sorted(p for p in folder.rglob("*.pts") if _image_for(p) is not None)
-        if not labels:
-            raise FileNotFoundError(f"no .pts labels beside images under {folder}")
-        ds = cls(labels, **kw)
-        if not ds.allow_eval:
-            _reject_eval(folder.resolve())
-        return ds
+        return _from_folder(cls, folder, ".pts", **kw)
 
     def __len__(self) -> int:
         return len(self.labels)
