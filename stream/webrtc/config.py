@@ -52,7 +52,7 @@ class ServeConfig:
         if not self.is_loopback():
             if not self.token or len(self.token) < MIN_TOKEN_CHARS:
                 raise ConfigError(
-                    f"refusing to listen on {self.host!r} without a token: pass --token with at least "
+                    f"refusing to listen on {self.host!r} without a token: pass --token (run_stream.py serve: --serve.token) with at least "
                     f"{MIN_TOKEN_CHARS} characters (the page then needs ?token=...), or bind 127.0.0.1")
         if self.max_peers < 1:
             raise ConfigError(f"max_peers must be at least 1, got {self.max_peers}")
