@@ -63,7 +63,7 @@ def file_mode(video: Path, weights: str, threads: int | None) -> dict:
             "dropped": int(m.group(4)), "stats": stats[-1][len("stats: "):] if stats else "", "wall": wall}
 
 
-def live_mode(seconds: float, mode: str, weights: str) -> dict:
+def live_mode(seconds: float, mode: str, weights: str, extra: tuple[str, ...] = ()) -> dict:
     """The synthetic source paced at its 30 fps, live (latest frame wins), in this process; per-frame records."""
     from stream import app
     from stream.cli import parse
@@ -90,7 +90,7 @@ def live_mode(seconds: float, mode: str, weights: str) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         _, cfg = parse(["--source", f"synthetic:{seconds:g}", "--live", "true", "--mode", mode, "--weights", weights,
-                        "--out", f"{tmp}/live.mp4", "--progress", "false"])
+                        "--out", f"{tmp}/live.mp4", "--progress", "false", *extra])
         app.Stats, app.open_source = RecordingStats, paced_open
         try:
             t0 = time.perf_counter()

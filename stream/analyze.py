@@ -40,10 +40,14 @@ class FaceAnalyzer:
     """Per-stream detection schedule, tracking and smoothing around a shared AlignService."""
 
     def __init__(self, service: AlignService, detector: FaceDetector, config: TrackerConfig, dense: bool = False,
-                 detect_pool: ThreadPoolExecutor | None = None) -> None:
+                 detect_pool: ThreadPoolExecutor | None = None, async_detect: bool = False) -> None:
+        """``async_detect`` (live sources): while faces are tracked, the detector runs beside the alignment and its
+        boxes are associated on the next frame, so a detector frame costs no latency; with no track it is awaited."""
         self.service = service
         self.detector = detector
         self.dense = dense
+        self.async_detect = async_detect
+        self._pending: asyncio.Future | None = None
         al = service.aligner
         self.convention = al.convention
         self._morph = al.morph
@@ -63,14 +67,32 @@ class FaceAnalyzer:
         """Free the detection thread."""
         self._pool.shutdown(wait=False)
 
+    def _detect_timed(self, image: np.ndarray, stats: Stats) -> tuple[np.ndarray, np.ndarray]:
+        t0 = time.perf_counter()
+        det = self.detector(image)
+        stats.add_stage("detect", (time.perf_counter() - t0) * 1e3)
+        stats.detections += 1
+        return det
+
+    async def _detections(self, frame: Frame, stats: Stats):
+        """Detector boxes to associate on this frame, or None."""
+        loop = asyncio.get_running_loop()
+        if self._pending is not None:
+            if self._pending.done() or not self.tracker.tracks:  # ready, or nothing to track without it
+                det, self._pending = await self._pending, None
+                return det
+            return None  # still running: the tracks carry on from their landmarks
+        if not self.tracker.need_detection(frame.index):
+            return None
+        job = loop.run_in_executor(self._pool, self._detect_timed, frame.image, stats)
+        if self.async_detect and self.tracker.tracks:
+            self._pending = job
+            return None
+        return await job
+
     async def analyze(self, frame: Frame, stats: Stats) -> list[FaceRecord]:
         image = frame.image
-        det = None
-        if self.tracker.need_detection(frame.index):
-            t0 = time.perf_counter()
-            det = await asyncio.get_running_loop().run_in_executor(self._pool, self.detector, image)
-            stats.add_stage("detect", (time.perf_counter() - t0) * 1e3)
-            stats.detections += 1
+        det = await self._detections(frame, stats)
         todo = self.tracker.rois_for_frame(det, frame_index=frame.index)
         ids = [tid for tid, _ in todo]
         rois = np.array([r for _, r in todo], np.float32).reshape(-1, 4)

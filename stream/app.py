@@ -189,7 +189,8 @@ async def _run(cfg: dict) -> int:
         source.close()
         raise
     dense = bool(cfg["meshes"]) or (renderer is not None and renderer.needs_dense)
-    analyzer = FaceAnalyzer(engine.service, engine.detector, tracker_config(cfg), dense=dense)
+    analyzer = FaceAnalyzer(engine.service, engine.detector, tracker_config(cfg), dense=dense,
+                            async_detect=live if cfg["detect_async"] == "auto" else bool(cfg["detect_async"]))
     stats = Stats()
     bar = None
     if cfg["progress"] and not live:

@@ -19,6 +19,7 @@ CHOICES: dict[str, tuple] = {
     "detector": ("auto", "yunet", "haar"),
     "mesh_format": ("npz", "npz+obj", "npz+ply"),
     "live": ("auto", True, False),
+    "detect_async": ("auto", True, False),
 }
 POSITIVE = {"detect_every", "queue_size", "tracker.min_hits", "tracker.max_misses",
             "webcam.width", "webcam.height", "webcam.fps", "synthetic.width", "synthetic.height", "synthetic.fps",

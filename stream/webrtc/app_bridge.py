@@ -77,7 +77,8 @@ class PipelinePeer:
                                       cfg["draw_ids"])
         if swap_texture is not None:
             self.renderer.set_swap_texture(swap_texture)
-        self.analyzer = FaceAnalyzer(engine.service, engine.detector, tracker_config(cfg), dense=True)
+        self.analyzer = FaceAnalyzer(engine.service, engine.detector, tracker_config(cfg), dense=True,
+                                     async_detect=cfg["detect_async"] in ("auto", True))  # peers are live
         self._sink_paths = (_per_peer(cfg["out"], peer_id), _per_peer(cfg["tracks"], peer_id),
                             _per_peer(cfg["meshes"], peer_id))
         self._sinks: list = []
