@@ -25,6 +25,7 @@ class FrameRenderer:
         self.morph = morph
         self.draw_ids = draw_ids
         self.texture = None
+        self._color_states: dict[int, dict] = {}  # per track: colour-match statistics over time (swap)
         self._buffers = None
         self._reference = morph.dense_basis.u.astype(np.float32)
 
@@ -37,6 +38,7 @@ class FrameRenderer:
 
     def set_swap_texture(self, texture) -> None:
         self.texture = texture
+        self._color_states.clear()
 
     def render(self, image: np.ndarray, faces: Sequence[FaceRecord]) -> np.ndarray:
         """(H, W, 3) uint8 BGR + the frame's faces -> a new annotated image."""
@@ -53,7 +55,10 @@ class FrameRenderer:
             from stream.render.swap import swap_faces
 
             out = swap_faces(image, [f.vertices for f in faces], self.morph.tri, self.texture,
-                             landmarks=[f.landmarks for f in faces], buffers=self._buffers)
+                             landmarks=[f.landmarks for f in faces], buffers=self._buffers,
+                             color_states=[self._color_states.setdefault(f.track_id, {}) for f in faces])
+            for gone in set(self._color_states) - {f.track_id for f in faces}:
+                del self._color_states[gone]
         else:
             if mode == "swap" or (mode in MESH_MODES and any(f.vertices is None for f in faces)):
                 mode = "mesh" if all(f.vertices is not None for f in faces) else "landmarks"

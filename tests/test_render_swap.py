@@ -179,3 +179,24 @@ def test_colour_matching_moves_to_the_target_skin():
     err_matched = np.abs(matched[centre].astype(int) - skin[centre]).mean()
     err_raw = np.abs(raw[centre].astype(int) - skin[centre]).mean()
     assert err_matched < 6 < err_raw
+
+
+def test_colour_statistics_are_smoothed_over_time_per_target():
+    """With a per-target state, a one-frame change of the target's skin moves the swapped colour only partly
+    (exponential average, weight 0.8 on the past); without it, fully."""
+    tri = synthetic_face(0, 0)[1]
+    v, _, _ = synthetic_face(100, 60, size=80)
+    tex = build_texture(np.full((120, 200, 3), (80, 120, 200), np.uint8), v, tri, GRID, texture_size=64)
+    skin_a = np.full((120, 200, 3), (90, 140, 190), np.uint8)
+    skin_b = np.full((120, 200, 3), (60, 160, 120), np.uint8)  # a sudden colour change (light, exposure)
+    centre = (slice(50, 70), slice(90, 110))
+    state: dict = {}
+    for _ in range(5):
+        steady = swap_faces(skin_a, [v], tri, tex, relight=False, color_states=[state])
+    assert set(state) == {"mt", "st"}
+    smoothed = swap_faces(skin_b, [v], tri, tex, relight=False, color_states=[state])
+    direct = swap_faces(skin_b, [v], tri, tex, relight=False)
+    jump_smoothed = np.abs(smoothed[centre].astype(int) - steady[centre]).mean()
+    jump_direct = np.abs(direct[centre].astype(int) - steady[centre]).mean()
+    assert jump_direct > 10
+    assert jump_smoothed < 0.4 * jump_direct

@@ -70,7 +70,8 @@ def swap_faces(frame: np.ndarray, targets: Sequence[np.ndarray], tri: np.ndarray
                landmarks: Sequence[np.ndarray] | None = None, out: np.ndarray | None = None,
                buffers: RasterBuffers | None = None, blend: str = "pyramid", color_match: bool = True,
                relight: bool = True, erode: float = 0.03, feather: float = 0.03,
-               keep_features: bool = True) -> np.ndarray:
+               keep_features: bool = True, color_states: Sequence[dict] | None = None,
+               color_smoothing: float = 0.8) -> np.ndarray:
     """Swap the source face (``texture``) onto every target face of a frame; returns the image.
 
     frame (H, W, 3) uint8 BGR; targets: per face (V, 3) float32 vertices in frame px (same topology as ``tri`` (F, 3)
@@ -79,6 +80,9 @@ def swap_faces(frame: np.ndarray, targets: Sequence[np.ndarray], tri: np.ndarray
     inside the rendered face). ``blend`` is one of ``alpha``, ``pyramid``, ``seamless``. ``out`` may be ``frame``;
     ``buffers`` (frame size) avoid per-frame allocation of the z-buffer.
     Pixels outside the rendered faces are byte-identical to ``frame``.
+    ``color_states``: one dict per target kept by the caller across frames (e.g. per track id); the target's skin
+    colour statistics are then averaged over time (exponentially, weight ``color_smoothing`` on the past), so the
+    colour match does not flicker with per-frame mask changes.
     """
     if blend not in BLENDS:
         raise ValueError(f"unknown blend '{blend}' (expected one of {', '.join(BLENDS)})")
@@ -110,14 +114,16 @@ def swap_faces(frame: np.ndarray, targets: Sequence[np.ndarray], tri: np.ndarray
         if y0 >= y1 or x0 >= x1:
             continue
         lm = None if landmarks is None or not keep_features else landmarks[i]
+        state = None if color_states is None else color_states[i]
         _swap_one(out, frame, buffers, texture, i * n_tri, (i + 1) * n_tri, (y0, y1, x0, x1), lm, blend, color_match,
-                  relight, erode, feather)
+                  relight, erode, feather, state, color_smoothing)
     return out
 
 
 def _swap_one(out: np.ndarray, frame: np.ndarray, buf: RasterBuffers, texture: FaceTexture, id0: int, id1: int,
               box: tuple[int, int, int, int], landmarks: np.ndarray | None, blend: str, color_match: bool,
-              relight: bool, erode: float, feather: float) -> None:
+              relight: bool, erode: float, feather: float, state: dict | None = None,
+              smoothing: float = 0.8) -> None:
     y0, y1, x0, x1 = box
     ids = buf.tri_id[y0:y1, x0:x1]
     attr = buf.attr[y0:y1, x0:x1]
@@ -162,6 +168,11 @@ def _swap_one(out: np.ndarray, frame: np.ndarray, buf: RasterBuffers, texture: F
             mt, st = _lab_stats(tgt, mask)
             mt = (mt - _LAB8_OFFSET) / _LAB8_SCALE
             st = st / _LAB8_SCALE
+            if state is not None:  # temporal average of the target's statistics (no flicker)
+                if "mt" in state:
+                    mt = smoothing * state["mt"] + (1 - smoothing) * mt
+                    st = smoothing * state["st"] + (1 - smoothing) * st
+                state["mt"], state["st"] = mt, st
             gain = np.clip(st / ss, 0.5, 2.0).astype(np.float32)
             src_lab = cv2.multiply(cv2.subtract(src_lab, tuple(float(v) for v in ms) + (0.0,)),
                                    tuple(float(v) for v in gain) + (1.0,))
