@@ -9,6 +9,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_ASSETS = REPO.parent / "shared" / "assets"
 os.environ.setdefault("DAMDNET_ASSETS", str(DEFAULT_ASSETS))
+# absolute, so subprocesses started in other folders (the CLI tests) find the same assets
+os.environ["DAMDNET_ASSETS"] = str(Path(os.environ["DAMDNET_ASSETS"]).resolve())
 # No network in tests: upstream-only assets (e.g. the authors' weights) fail at once instead of trying to download.
 # Tests of the download path inject their own downloader and clear this variable.
 os.environ.setdefault("DAMDNET_OFFLINE", "1")
