@@ -67,6 +67,28 @@ def warp_crop(image: np.ndarray, roi: np.ndarray, angle_deg: float = 0.0, size: 
     return cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
 
 
+def random_background(rng: np.random.Generator, size: int = CROP_SIZE) -> np.ndarray:
+    """(size, size, 3) float32 clutter: a colour gradient, blurred noise and a few shapes.
+
+    Face photos in the training set are tight crops, so their crop ROIs reach past the image; filled with black the
+    student learns "a face inside a black frame", which no test or camera image looks like.
+    """
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    c0, c1, c2 = (rng.uniform(0, 255, 3).astype(np.float32) for _ in range(3))
+    img = c0 + np.multiply.outer(x, c1 - c0) + np.multiply.outer(y, c2 - c0) * 0.5
+    noise = cv2.GaussianBlur(rng.normal(0, 1, (size, size, 3)).astype(np.float32), (0, 0), rng.uniform(1, 6))
+    img += noise * rng.uniform(5, 40)
+    for _ in range(int(rng.integers(0, 5))):
+        colour = tuple(float(v) for v in rng.uniform(0, 255, 3))
+        p1 = tuple(int(v) for v in rng.integers(0, size, 2))
+        p2 = tuple(int(v) for v in rng.integers(0, size, 2))
+        if rng.random() < 0.5:
+            cv2.rectangle(img, p1, p2, colour, -1)
+        else:
+            cv2.line(img, p1, p2, colour, int(rng.integers(1, 8)))
+    return np.clip(img, 0, 255)
+
+
 def photometric(crop: np.ndarray, aug: Augment, rng: np.random.Generator) -> np.ndarray:
     """Colour, greyscale, blur, noise and occlusion on a uint8 crop (returns a new array)."""
     x = crop.astype(np.float32)
@@ -166,6 +188,10 @@ class PhotoDataset:
         roi = np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], np.float32)
         angle = rng.uniform(-1, 1) * self.augment.rotate
         crop = warp_crop(img, roi, angle)
+        inside = warp_crop(np.full(img.shape[:2], 255, np.uint8), roi, angle)
+        if inside.min() < 255:  # the crop reaches past the photo: put a background there, never plain black
+            alpha = (inside.astype(np.float32) / 255.0)[..., None]
+            crop = (crop * alpha + random_background(rng) * (1 - alpha)).astype(np.uint8)
         if rng.random() < self.augment.flip:
             crop = np.ascontiguousarray(crop[:, ::-1])
         return photometric(crop, self.augment, rng), self.weight(i)
