@@ -51,17 +51,19 @@ class FaceAnalyzer:
         al = service.aligner
         self.convention = al.convention
         self._morph = al.morph
-        self.tracker = FaceTracker(config, param_scale=al.param_std, convention=al.convention,
-                                   decode=lambda p, r: self._morph.landmarks(p, r, self.convention))
+        self.tracker = self._new_tracker(config)
         self._pool = detect_pool or ThreadPoolExecutor(1, thread_name_prefix="detect")
+
+    def _new_tracker(self, config: TrackerConfig) -> FaceTracker:
+        al = self.service.aligner
+        return FaceTracker(config, param_scale=al.param_std, convention=self.convention,
+                           decode=lambda p, r: self._morph.landmarks(p, r, self.convention))
 
     def set_smoothing(self, smooth: str) -> None:
         """Switch smoothing (``kalman`` / ``none``) for new tracks and reset the current ones."""
         from dataclasses import replace
 
-        self.tracker = FaceTracker(replace(self.tracker.config, smooth=smooth), param_scale=self.service.aligner.param_std,
-                                   convention=self.convention,
-                                   decode=lambda p, r: self._morph.landmarks(p, r, self.convention))
+        self.tracker = self._new_tracker(replace(self.tracker.config, smooth=smooth))
 
     def close(self) -> None:
         """Free the detection thread."""

@@ -16,7 +16,7 @@ from model.checkpoint import CheckpointError
 from model.detect import FaceDetector
 from stream.align_service import AlignService
 from stream.analyze import FaceAnalyzer, tracker_config
-from stream.outputs import FrameRenderer, MeshesOut, TracksOut, VideoOut
+from stream.outputs import FrameRenderer, open_outputs
 from stream.pipeline import Job, Pipeline
 from stream.sinks import SinkError
 from stream.sources import SourceError, open_source
@@ -164,28 +164,17 @@ async def _run(cfg: dict) -> int:
         print(f"note: --show ignored: {why}", file=sys.stderr)
         show = False
     renderer = FrameRenderer(cfg["mode"], engine.aligner.morph, cfg["draw_ids"]) if (cfg["out"] or show) else None
-    sinks: list = []
     try:
         if renderer is not None and cfg["mode"] == "swap":
             if not cfg["swap_source"]:
                 raise UserError("--mode swap needs --swap-source IMAGE")
             renderer.set_swap_texture(load_swap_texture(cfg["swap_source"], engine))
-        if cfg["out"]:
-            Path(cfg["out"]).parent.mkdir(parents=True, exist_ok=True)
-            sinks.append(VideoOut(cfg["out"], info))
-        if cfg["tracks"]:
-            Path(cfg["tracks"]).parent.mkdir(parents=True, exist_ok=True)
-            sinks.append(TracksOut(cfg["tracks"]))
-        if cfg["meshes"]:
-            sinks.append(MeshesOut(cfg["meshes"], engine.aligner.morph.tri, cfg["mesh_format"]))
+        sinks = open_outputs(cfg["out"], cfg["tracks"], cfg["meshes"], info, engine.aligner.morph.tri,
+                             cfg["mesh_format"])
     except (SinkError, OSError) as exc:
-        for s in sinks:
-            s.close()
         source.close()
         raise UserError(str(exc)) from None
     except BaseException:
-        for s in sinks:
-            s.close()
         source.close()
         raise
     dense = bool(cfg["meshes"]) or (renderer is not None and renderer.needs_dense)

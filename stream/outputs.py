@@ -109,3 +109,24 @@ class MeshesOut:
 
     def close(self) -> None:
         self.sink.close()
+
+
+def open_outputs(out: str | None, tracks: str | None, meshes: str | None, info: VideoInfo, tri: np.ndarray,
+                 mesh_format: str) -> list:
+    """The pipeline sinks for the given paths (None: not written), parent folders created. On an error the ones
+    already opened are closed before it propagates."""
+    sinks: list = []
+    try:
+        if out:
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            sinks.append(VideoOut(out, info))
+        if tracks:
+            Path(tracks).parent.mkdir(parents=True, exist_ok=True)
+            sinks.append(TracksOut(tracks))
+        if meshes:
+            sinks.append(MeshesOut(meshes, tri, mesh_format))
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
+    return sinks

@@ -13,7 +13,7 @@ import numpy as np
 
 from stream.analyze import FaceAnalyzer, tracker_config
 from stream.frames import Frame, VideoInfo
-from stream.outputs import FrameRenderer, MeshesOut, TracksOut, VideoOut
+from stream.outputs import FrameRenderer, open_outputs
 from stream.pipeline import Job, Pipeline
 
 _END = object()
@@ -92,15 +92,8 @@ class PipelinePeer:
     def _start(self, image: np.ndarray) -> None:
         h, w = image.shape[:2]
         self.source.info = VideoInfo(width=w, height=h, fps=30.0, is_live=True, name=self.source.info.name)
-        out, tracks, meshes = self._sink_paths
-        if out:
-            Path(out).parent.mkdir(parents=True, exist_ok=True)
-            self._sinks.append(VideoOut(out, self.source.info))
-        if tracks:
-            Path(tracks).parent.mkdir(parents=True, exist_ok=True)
-            self._sinks.append(TracksOut(tracks))
-        if meshes:
-            self._sinks.append(MeshesOut(meshes, self.engine.aligner.morph.tri, self.cfg["mesh_format"]))
+        self._sinks = open_outputs(*self._sink_paths, self.source.info, self.engine.aligner.morph.tri,
+                                   self.cfg["mesh_format"])
         self._pipeline = Pipeline(self.source, self.analyzer, self.renderer, self._sinks, live=True, queue_size=1,
                                   on_frame=self._done)
         self._task = asyncio.get_running_loop().create_task(self._pipeline.run())
