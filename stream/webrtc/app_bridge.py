@@ -16,46 +16,43 @@ from stream.frames import Frame, VideoInfo
 from stream.outputs import FrameRenderer, open_outputs
 from stream.pipeline import Job, Pipeline
 
-_END = object()
-
-
 class PushSource:
-    """A live source fed from outside (``push``); ``read`` blocks for the next frame; latest frame wins."""
+    """A live source fed from outside (``push``); ``read`` blocks for the next frame; latest frame wins.
+
+    The end is a sticky flag, not only a queue item, so no thread ever blocks putting a marker back: ``read`` polls
+    the flag while it waits, and frames pushed after ``close`` are ignored.
+    """
 
     def __init__(self, info: VideoInfo) -> None:
         self.info = info
         self._q: queue.Queue = queue.Queue(maxsize=1)
+        self._ended = False
         self.dropped = 0
 
     def push(self, frame: Frame) -> None:
+        if self._ended:
+            return
         while True:
             try:
                 self._q.put_nowait(frame)
                 return
             except queue.Full:
                 try:
-                    old = self._q.get_nowait()
-                    if old is _END:
-                        self._q.put_nowait(old)
-                        return
+                    self._q.get_nowait()
                     self.dropped += 1
                 except queue.Empty:
                     pass
 
     def read(self) -> Frame | None:
-        item = self._q.get()
-        if item is _END:
-            self._q.put(_END)  # stay ended for any later read
-            return None
-        return item
+        while not self._ended:
+            try:
+                return self._q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return None
 
     def close(self) -> None:
-        try:
-            while True:
-                self._q.get_nowait()
-        except queue.Empty:
-            pass
-        self._q.put(_END)
+        self._ended = True
 
 
 def _per_peer(path: str | None, peer_id: str) -> str | None:
@@ -152,7 +149,10 @@ class PipelinePeer:
         self._waiters.clear()
         if self._task is not None:
             try:
-                await self._task
+                # the frames in flight drain within a frame time; the bound only guards the server's peer slot
+                await asyncio.wait_for(self._task, timeout=10.0)
+            except asyncio.TimeoutError:
+                print(f"peer {self.peer_id}: pipeline did not finish within 10 s; cancelled", file=sys.stderr)
             except Exception as exc:  # a failing sink must not keep the peer alive
                 print(f"peer {self.peer_id}: pipeline ended with {exc}", file=sys.stderr)
 
