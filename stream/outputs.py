@@ -43,7 +43,7 @@ class FrameRenderer:
     def render(self, image: np.ndarray, faces: Sequence[FaceRecord]) -> np.ndarray:
         """(H, W, 3) uint8 BGR + the frame's faces -> a new annotated image."""
         from stream.render.overlays import render_overlay
-        from stream.render.raster import RasterBuffers
+        from model.render.raster import RasterBuffers
 
         mode = self.mode
         h, w = image.shape[:2]

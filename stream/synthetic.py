@@ -22,7 +22,7 @@ is cached in ``~/.cache/damdnet/synthetic/`` (keyed by the photo's sha256). With
 gets a drawn texture (skin, brows, eyes, lips) instead, with a warning. The inner-lip polygon is painted dark, so an
 opening mouth shows a dark opening. The mesh is cut along the face outline (no ears or neck: with a photo texture
 they look like a second face to the detector at strong yaw). Per frame: dense decode (batched per 64 frames),
-Lambert shading as a vertex attribute, the project's numba rasterizer (``stream.render.raster``) with (u, v, light)
+Lambert shading as a vertex attribute, the project's numba rasterizer (``model.render.raster``) with (u, v, light)
 attributes, a numba bilinear texture lookup inside the face box over a precomputed noisy background. About 2-4 ms
 per 640x480 frame.
 
@@ -46,8 +46,8 @@ from model.assets import AssetError
 from model.dense_fit import consistent_dense_model, landmark_vertices
 from model.morphable import MorphableModel, angles_to_matrix, params_from_pose, pose_from_params
 from stream.frames import Frame, VideoInfo
-from stream.render.mesh import grid_uv, vertex_normals
-from stream.render.raster import RasterBuffers, rasterize
+from model.render.mesh import grid_uv, vertex_normals
+from model.render.raster import RasterBuffers, rasterize
 from stream.sources import Source, SourceError, register_source
 
 log = logging.getLogger(__name__)

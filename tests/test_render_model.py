@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from stream.render.mesh import front_cull, grid_mirror, vertex_normals
+from model.render.mesh import front_cull, grid_mirror, vertex_normals
 from stream.render.overlays import MODES, render_overlay
-from stream.render.raster import rasterize
+from model.render.raster import rasterize
 from stream.render.swap import build_texture, face_region, swap_faces
 from tests.test_render_raster import reference_raster
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from stream.render.overlays import MODES, faces_from_arrays, render_overlay, rotation_from_angles
-from stream.render.raster import RasterBuffers
+from model.render.raster import RasterBuffers
 from tests.test_render_raster import grid_mesh
 
 

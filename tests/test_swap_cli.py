@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from model.morphable import MorphableModel
-from stream.render.raster import rasterize
+from model.render.raster import rasterize
 
 pytestmark = pytest.mark.slow
 

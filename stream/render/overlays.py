@@ -14,8 +14,8 @@ import numpy as np
 
 from model.draw import CONTOURS, draw_landmarks, draw_pose_axes  # noqa: F401  (re-exported)
 from stream.render import composite
-from stream.render.mesh import front_cull, grid_lines, mesh_edges, vertex_normals
-from stream.render.raster import RasterBuffers, rasterize
+from model.render.mesh import front_cull, grid_lines, mesh_edges, vertex_normals
+from model.render.raster import RasterBuffers, rasterize
 
 MODES = ("landmarks", "mesh", "depth", "pncc", "wireframe")
 

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from stream.render import composite
-from stream.render.raster import RasterBuffers, rasterize
+from model.render.raster import RasterBuffers, rasterize
 from stream.render.texture import FaceTexture, build_texture, face_region, feature_polygons  # noqa: F401 (API)
 
 BLENDS = ("alpha", "pyramid", "seamless")

@@ -13,8 +13,8 @@ import cv2
 import numba as nb
 import numpy as np
 
-from stream.render.mesh import grid_mirror, grid_uv, mesh_edges, vertex_normals
-from stream.render.raster import RasterBuffers, rasterize
+from model.render.mesh import grid_mirror, grid_uv, mesh_edges, vertex_normals
+from model.render.raster import RasterBuffers, rasterize
 
 LEFT_EYE = slice(42, 48)
 RIGHT_EYE = slice(36, 42)
