@@ -1,4 +1,4 @@
-"""GPU check: CUDA outputs of DAMDNet (compat weights) and 3DDFA_V2 mb05 against the CPU, then faces/s per batch.
+"""GPU check: CUDA outputs of DAMDNet (our shipped weights) and 3DDFA_V2 mb05 against the CPU, then faces/s per batch.
 
     python bench/gpu_check.py [--batches 1 8 64 256 1024] [--seconds 1.0] [--dry-run]
 
@@ -27,13 +27,13 @@ import torch  # noqa: E402
 
 from model.aligner import Aligner  # noqa: E402
 from model.assets import AssetStore  # noqa: E402
-from model.checkpoint import load_file, load_model  # noqa: E402
+from model.checkpoint import load_model  # noqa: E402
 
 TOL = {"fp32": 1e-3, "fp16": 5e-2, "bf16": 0.25}  # whitened outputs (std units); bf16 keeps 8 mantissa bits
 
 
 def models(store: AssetStore) -> dict:
-    return {"DAMDNet (compat)": lambda: load_file(store.path("compat-checkpoint"), store),
+    return {"DAMDNet (ours)": lambda: load_model("damdnet", store),
             "3DDFA_V2 mb05": lambda: load_model("3ddfa-v2-mb05", store)}
 
 

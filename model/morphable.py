@@ -90,16 +90,18 @@ class Basis:
     u: np.ndarray
     w_shp: np.ndarray
     w_exp: np.ndarray
-    _torch: dict = field(default_factory=dict, repr=False)
+    _torch: dict = field(default_factory=dict, repr=False)  # derived arrays: torch copies per device, the flat basis
 
     @property
     def n(self) -> int:
         return self.u.shape[0]
 
     def flat(self) -> tuple[np.ndarray, np.ndarray]:
-        """Mean (3V,) and the joint basis (3V, 50) with rows x, y, z interleaved per vertex."""
-        w = np.concatenate([self.w_shp, self.w_exp], axis=2).reshape(-1, N_SHAPE + N_EXP)
-        return self.u.reshape(-1), w
+        """Mean (3V,) and the joint basis (3V, 50) with rows x, y, z interleaved per vertex (built once)."""
+        if "flat" not in self._torch:
+            w = np.concatenate([self.w_shp, self.w_exp], axis=2).reshape(-1, N_SHAPE + N_EXP)
+            self._torch["flat"] = (self.u.reshape(-1), w)
+        return self._torch["flat"]
 
     def torch(self, device: Any, dtype: Any) -> tuple[Any, Any]:
         import torch

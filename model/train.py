@@ -46,7 +46,7 @@ def load_config(path: str | os.PathLike) -> dict:
 
 
 def resolve(path: str, base: Path) -> Path:
-    p = Path(os.path.expanduser(str(path)))
+    p = Path(os.path.expanduser(os.path.expandvars(str(path))))
     return p if p.is_absolute() else (base / p).resolve()
 
 
@@ -87,19 +87,43 @@ class Trainer:
         tcfg = cfg.get("teacher", {}) or {}
         self.teacher = Teacher(tcfg.get("name", "3ddfa-v2-mb05"), self.device, bool(tcfg.get("flip", True)))
         dcfg = cfg.get("data", {}) or {}
-        aug = dcfg.get("augment", {}) or {}
+        aug = dict(dcfg.get("augment", {}) or {})
         if "scale" in aug:
             aug["scale"] = tuple(aug["scale"])
-        self.photos = PhotoDataset.from_folder(resolve(dcfg["photos"], base), limit=dcfg.get("limit"),
-                                               augment=Augment(**aug), weights=dcfg.get("source_weights") or {})
         self.mats = []
         if dcfg.get("mat"):
             from model.data.groundtruth import MatDataset
 
             self.mats = [MatDataset.from_folder(resolve(d, base)) for d in dcfg["mat"]]
         self.mat_fraction = float(dcfg.get("mat_fraction", 0.5)) if self.mats else 0.0
+        self.photos, self.maker = None, None
+        self.workers = int(cfg.get("workers", 0) or 0)
+        if dcfg.get("cache"):  # teacher-fitted photo cache (model.data.cache): face profiling, worker processes
+            from model.data.cache import PhotoCache
+            from model.data.sampler import BatchMaker, CacheSampler, ProfileConfig
+
+            cache = PhotoCache.load(resolve(dcfg["cache"], base))
+            sampler = CacheSampler(cache, self.morph, Augment(**aug), ProfileConfig(**(dcfg.get("profile") or {})),
+                                   dcfg.get("source_weights") or {})
+            self.maker = BatchMaker(sampler, int(cfg["batch"]), self.seed, self.mats, self.mat_fraction)
+            warm = np.random.default_rng(0)  # compile the numba kernels once, before data-loader workers fork
+            sampler.sample(0, warm, profiled=True), sampler.sample(0, warm, profiled=False)
+            self.n_images = len(cache)
+        else:
+            self.photos = PhotoDataset.from_folder(resolve(dcfg["photos"], base), limit=dcfg.get("limit"),
+                                                   augment=Augment(**aug), weights=dcfg.get("source_weights") or {})
+            self.n_images = len(self.photos)
         self.loss = CombinedLoss(self.morph, self.whitening, LossWeights(**(cfg.get("loss") or {})))
-        self.net = init_student(self.seed).to(self.device)
+        self.net = init_student(self.seed)
+        if cfg.get("init"):  # start from a checkpoint's weights (fine-tuning; the optimizer starts fresh)
+            self.net.load_state_dict(load_file(resolve(cfg["init"], base)).net.state_dict())
+        self.net = self.net.to(self.device)
+        amp = str(cfg.get("amp", "auto"))
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
+            amp, torch.bfloat16 if amp == "auto" and self.device.type == "cuda" else None)
+        if self.device.type == "cuda":
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self._batches = None
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=float(cfg["lr"]),
                                      weight_decay=float(cfg.get("weight_decay", 0.0)))
         self.step, self.samples, self.minutes, self.best_nme = 0, 0, 0.0, float("inf")
@@ -128,8 +152,44 @@ class Trainer:
         for i, r in zip(todo, roi_from_landmarks(lm)):
             self.photos.set_roi(i, r)
 
+    def batches(self, start: int, stop: int):
+        """Cache mode: an iterator of CPU batches (dicts of tensors) for steps [start, stop), built by ``workers``
+        processes (``BatchMaker``: each step's batch depends only on (seed, step))."""
+        from torch.utils.data import DataLoader, Dataset
+
+        from model.data.sampler import worker_init
+
+        maker = self.maker
+
+        class Steps(Dataset):
+            def __len__(self) -> int:
+                return max(stop - start, 0)
+
+            def __getitem__(self, k: int) -> dict:
+                return {key: torch.from_numpy(v) for key, v in maker.make(start + k).items()}
+
+        kw = {"prefetch_factor": 4, "worker_init_fn": worker_init} if self.workers else {}
+        return iter(DataLoader(Steps(), batch_size=None, shuffle=False, num_workers=self.workers,
+                               pin_memory=self.device.type == "cuda", **kw))
+
+    def cache_batch(self, d: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A ``BatchMaker`` batch on the device: the teacher labels the rows without a label (NaN), all whitened."""
+        crops = d["crops"].to(self.device, non_blocking=True)
+        labels = d["labels"].to(self.device, non_blocking=True)
+        todo = torch.isnan(labels[:, 0])
+        if bool(todo.any()):
+            labels[todo] = self.teacher.real_params(crops[todo]).to(labels.dtype)
+        x = (crops.permute(0, 3, 1, 2).float() - 127.5) / 128.0
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, self.whitening.whiten(labels).float(), d["weights"].to(self.device, non_blocking=True)
+
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(crops normalised (B, 3, 120, 120), whitened targets (B, 62), weights (B,)) for ``step``."""
+        if self.maker is not None:
+            if self._batches is None:
+                return self.cache_batch({k: torch.from_numpy(v) for k, v in self.maker.make(step).items()})
+            return self.cache_batch(next(self._batches))
         rng = np.random.default_rng([self.seed, step])
         b = int(self.cfg["batch"])
         n_mat = int(round(b * self.mat_fraction))
@@ -160,10 +220,11 @@ class Trainer:
     def meta(self, nme: float | None) -> dict:
         d = self.cfg.get("data", {}) or {}
         return {"backbone": "damdnet", "whitening": "v1", "convention": "v1", "parameter_space": "3ddfa-62 real",
-                "data": {"photos": str(d.get("photos")), "images": len(self.photos), "mat": list(d.get("mat") or []),
+                "data": {"photos": str(d.get("photos")), "cache": str(d.get("cache")), "images": self.n_images,
+                         "profile": d.get("profile"), "mat": list(d.get("mat") or []),
                          "teacher": self.teacher.name, "teacher_flip": self.teacher.flip},
                 "steps": self.step, "samples_seen": self.samples, "minutes": round(self.minutes, 2),
-                "machine": machine(), "nme_aflw2000": nme, "seed": self.seed, "init": "random (no ImageNet), zero head"}
+                "machine": machine(), "nme_aflw2000": nme, "seed": self.seed, "init": str(self.cfg.get("init") or "random (no ImageNet), zero head")}
 
     def save(self, nme: float | None = None) -> None:
         save_checkpoint(self.out / "last.pth", self.net, "damdnet", self.whitening, "v1", meta=self.meta(nme))
@@ -216,15 +277,25 @@ class Trainer:
             nme = self.evaluate()
             self.log({"step": 0, "samples": 0, "minutes": 0.0, "nme": "" if nme is None else f"{nme:.4f}"})
         self.net.train()
+        if self.maker is not None and self.workers:
+            self._batches = self.batches(self.step, total)
         while self.step < total:
             if minutes is not None and (time.monotonic() - t0) / 60 >= minutes:
                 break
-            lr = lr_at(self.step, self.cfg)
+            sched = float(self.cfg.get("schedule_minutes") or 0)
+            if sched:  # a time budget (a lent GPU): the cosine runs over minutes of this run, not steps
+                lr = lr_at(int(1e6 * min((time.monotonic() - t0) / 60 / sched, 1.0)),
+                           {**self.cfg, "steps": 1_000_000, "warmup": 0})
+                if self.step < int(self.cfg.get("warmup", 0)):
+                    lr = lr * (self.step + 1) / int(self.cfg.get("warmup", 0))
+            else:
+                lr = lr_at(self.step, self.cfg)
             for g in self.opt.param_groups:
                 g["lr"] = lr
             x, target, w = self.batch(self.step)
-            pred = self.net(x)
-            loss, parts = self.loss(pred, target, w)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                pred = self.net(x)
+            loss, parts = self.loss(pred.float(), target, w)
             loss_value = float(loss.detach())
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -251,6 +322,7 @@ class Trainer:
             if (ckpt_every and self.step % ckpt_every == 0) or nme is not None:
                 self.save(nme)
         bar.close()
+        self._batches = None
         nme = self.evaluate()
         if nme is not None:
             self.log({"step": self.step, "samples": self.samples, "minutes": f"{self.minutes:.3f}",

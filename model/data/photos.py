@@ -52,8 +52,8 @@ class Augment:
         return cls(0.0, (1.0, 1.0), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 
 
-def warp_crop(image: np.ndarray, roi: np.ndarray, angle_deg: float = 0.0, size: int = CROP_SIZE) -> np.ndarray:
-    """Crop a square ROI (4,) rotated by ``angle_deg`` about its centre to (size, size, 3) uint8 (zero padding)."""
+def crop_matrix(roi: np.ndarray, angle_deg: float = 0.0, size: int = CROP_SIZE) -> np.ndarray:
+    """The (2, 3) float64 affine map image px -> crop px of :func:`warp_crop` (a similarity: scale x rotation)."""
     x1, y1, x2, y2 = (float(v) for v in roi)
     side = max(x2 - x1, 1.0)
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
@@ -63,8 +63,14 @@ def warp_crop(image: np.ndarray, roi: np.ndarray, angle_deg: float = 0.0, size: 
     # maps image -> crop: rotate about the ROI centre, scale, move the centre to the crop centre; pixel centres at
     # +0.5 like cv2.resize, so without rotation this equals ``model.roi.crop_roi`` (the inference crop)
     cx, cy, h = cx - 0.5, cy - 0.5, size / 2 - 0.5
-    m = np.array([[c, si, h - c * cx - si * cy], [-si, c, h + si * cx - c * cy]], np.float64)
-    return cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    return np.array([[c, si, h - c * cx - si * cy], [-si, c, h + si * cx - c * cy]], np.float64)
+
+
+def warp_crop(image: np.ndarray, roi: np.ndarray, angle_deg: float = 0.0, size: int = CROP_SIZE,
+              border: int = cv2.BORDER_CONSTANT) -> np.ndarray:
+    """Crop a square ROI (4,) rotated by ``angle_deg`` about its centre to (size, size, 3) uint8 (zero padding)."""
+    m = crop_matrix(roi, angle_deg, size)
+    return cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=border)
 
 
 def random_background(rng: np.random.Generator, size: int = CROP_SIZE) -> np.ndarray:
@@ -87,6 +93,54 @@ def random_background(rng: np.random.Generator, size: int = CROP_SIZE) -> np.nda
         else:
             cv2.line(img, p1, p2, colour, int(rng.integers(1, 8)))
     return np.clip(img, 0, 255)
+
+
+def jitter_roi(roi: np.ndarray, aug: Augment, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """A randomly scaled, shifted square ROI (4,) around ``roi`` and an in-plane angle (degrees)."""
+    x1, y1, x2, y2 = (float(v) for v in roi)
+    side = (x2 - x1) * rng.uniform(*aug.scale)
+    cx = (x1 + x2) / 2 + rng.uniform(-1, 1) * aug.shift * (x2 - x1)
+    cy = (y1 + y2) / 2 + rng.uniform(-1, 1) * aug.shift * (y2 - y1)
+    out = np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], np.float32)
+    return out, float(rng.uniform(-1, 1) * aug.rotate)
+
+
+_BACKGROUNDS: list[np.ndarray] = []
+
+
+def pooled_background(rng: np.random.Generator, pool: int = 96) -> np.ndarray:
+    """A clutter background from a fixed pool (built once per process from seed 0), randomly flipped and rolled:
+    ``random_background`` costs about 1 ms, this a few microseconds."""
+    if not _BACKGROUNDS:
+        g = np.random.default_rng(0)
+        _BACKGROUNDS.extend(random_background(g) for _ in range(pool))
+    b = _BACKGROUNDS[int(rng.integers(len(_BACKGROUNDS)))]
+    k = int(rng.integers(8))
+    if k & 1:
+        b = b[:, ::-1]
+    if k & 2:
+        b = b[::-1]
+    if k & 4:
+        b = b.transpose(1, 0, 2)
+    return b
+
+
+def crop_with_clutter(image: np.ndarray, inside: np.ndarray | None, roi: np.ndarray, angle: float,
+                      rng: np.random.Generator, pooled: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The rotated ROI crop (CROP_SIZE, CROP_SIZE, 3) uint8 with clutter wherever it leaves the photo, and its map.
+
+    ``inside`` (H, W) bool marks the photo's real pixels (None: the whole image). Returns (crop, image -> crop
+    affine (2, 3)). ``pooled``: take the clutter from :func:`pooled_background` (fast) rather than a new one.
+    """
+    m = crop_matrix(roi, angle)
+    crop = cv2.warpAffine(image, m, (CROP_SIZE, CROP_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    mask = np.full(image.shape[:2], 255, np.uint8) if inside is None else inside.astype(np.uint8) * 255
+    ins = cv2.warpAffine(mask, m, (CROP_SIZE, CROP_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    if ins.min() < 255:  # the crop reaches past the photo: put a background there, never plain black
+        alpha = (ins.astype(np.float32) / 255.0)[..., None]
+        bg = pooled_background(rng) if pooled else random_background(rng)
+        crop = (crop * alpha + bg * (1 - alpha)).astype(np.uint8)
+    return crop, m
 
 
 def photometric(crop: np.ndarray, aug: Augment, rng: np.random.Generator) -> np.ndarray:
@@ -181,17 +235,8 @@ class PhotoDataset:
 
     def sample(self, i: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
         img = self.image(i)
-        x1, y1, x2, y2 = self.base_roi(i, img)
-        side = (x2 - x1) * rng.uniform(*self.augment.scale)
-        cx = (x1 + x2) / 2 + rng.uniform(-1, 1) * self.augment.shift * (x2 - x1)
-        cy = (y1 + y2) / 2 + rng.uniform(-1, 1) * self.augment.shift * (y2 - y1)
-        roi = np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], np.float32)
-        angle = rng.uniform(-1, 1) * self.augment.rotate
-        crop = warp_crop(img, roi, angle)
-        inside = warp_crop(np.full(img.shape[:2], 255, np.uint8), roi, angle)
-        if inside.min() < 255:  # the crop reaches past the photo: put a background there, never plain black
-            alpha = (inside.astype(np.float32) / 255.0)[..., None]
-            crop = (crop * alpha + random_background(rng) * (1 - alpha)).astype(np.uint8)
+        roi, angle = jitter_roi(self.base_roi(i, img), self.augment, rng)
+        crop, _ = crop_with_clutter(img, None, roi, angle, rng)
         if rng.random() < self.augment.flip:
             crop = np.ascontiguousarray(crop[:, ::-1])
         return photometric(crop, self.augment, rng), self.weight(i)

@@ -98,16 +98,25 @@ class Teacher:
     @torch.no_grad()
     def real_params(self, crops: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Crops (N, 120, 120, 3) uint8 (numpy or tensor) -> real v1 params (N, 62), flip-averaged when enabled."""
+        if not self.flip:
+            return self._real(crops, False)
+        direct, mirrored = self.real_params_pair(crops)
+        return 0.5 * (direct + mirrored)
+
+    @torch.no_grad()
+    def real_params_pair(self, crops: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Crops -> (direct, mirrored-back) real v1 params, each (N, 62): their disagreement measures how sure the
+        teacher is (``flip_disagreement``)."""
+        real = self._real(crops, True)
+        n = real.shape[0] // 2
+        return real[:n], mirror_params(real[n:], MIRROR_C, self.x0)
+
+    def _real(self, crops: np.ndarray | torch.Tensor, both: bool) -> torch.Tensor:
         x = torch.as_tensor(np.ascontiguousarray(crops)).to(self.device)
         x = (x.permute(0, 3, 1, 2).float() - 127.5) / 128.0
-        n = x.shape[0]
-        batch = torch.cat([x, x.flip(3)]) if self.flip else x
+        batch = torch.cat([x, x.flip(3)]) if both else x
         real = self.src_whitening.unwhiten(self.net(batch).float())
-        if self.src_convention == "v2":
-            real = v2_to_v1(real)
-        if not self.flip:
-            return real
-        return 0.5 * (real[:n] + mirror_params(real[n:], MIRROR_C, self.x0))
+        return v2_to_v1(real) if self.src_convention == "v2" else real
 
     def __call__(self, crops: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Crops -> v1-WHITENED targets (N, 62) for DAMDNet."""
