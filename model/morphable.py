@@ -96,6 +96,11 @@ class Basis:
     def n(self) -> int:
         return self.u.shape[0]
 
+    def __getstate__(self) -> dict:  # pickled into data-loader workers: never ship device tensors
+        d = self.__dict__.copy()
+        d["_torch"] = {k: v for k, v in self._torch.items() if k == "flat"}
+        return d
+
     def flat(self) -> tuple[np.ndarray, np.ndarray]:
         """Mean (3V,) and the joint basis (3V, 50) with rows x, y, z interleaved per vertex (built once)."""
         if "flat" not in self._torch:

@@ -107,7 +107,7 @@ class Trainer:
                                    dcfg.get("source_weights") or {})
             self.maker = BatchMaker(sampler, int(cfg["batch"]), self.seed, self.mats, self.mat_fraction)
             warm = np.random.default_rng(0)  # compile the numba kernels once, before data-loader workers fork
-            sampler.sample(0, warm, profiled=True), sampler.sample(0, warm, profiled=False)
+            sampler.sample(0, warm, profiled=True), sampler.sample(0, warm, profiled=False)  # numba cache on disk for workers
             self.n_images = len(cache)
         else:
             self.photos = PhotoDataset.from_folder(resolve(dcfg["photos"], base), limit=dcfg.get("limit"),
@@ -155,22 +155,16 @@ class Trainer:
     def batches(self, start: int, stop: int):
         """Cache mode: an iterator of CPU batches (dicts of tensors) for steps [start, stop), built by ``workers``
         processes (``BatchMaker``: each step's batch depends only on (seed, step))."""
-        from torch.utils.data import DataLoader, Dataset
+        from torch.utils.data import DataLoader
 
-        from model.data.sampler import worker_init
+        from model.data.sampler import StepBatches, worker_init
 
-        maker = self.maker
-
-        class Steps(Dataset):
-            def __len__(self) -> int:
-                return max(stop - start, 0)
-
-            def __getitem__(self, k: int) -> dict:
-                return {key: torch.from_numpy(v) for key, v in maker.make(start + k).items()}
-
-        kw = {"prefetch_factor": 4, "worker_init_fn": worker_init} if self.workers else {}
-        return iter(DataLoader(Steps(), batch_size=None, shuffle=False, num_workers=self.workers,
-                               pin_memory=self.device.type == "cuda", **kw))
+        # spawned, not forked, workers: a fork after CUDA, OpenMP or OpenCV thread pools are up can deadlock the
+        # child (it did, silently, on a lent H100); ``timeout`` turns any stall into an error instead of a hang
+        kw = {"prefetch_factor": 4, "worker_init_fn": worker_init, "multiprocessing_context": "spawn",
+              "persistent_workers": False, "timeout": 300} if self.workers else {}
+        return iter(DataLoader(StepBatches(self.maker, start, stop), batch_size=None, shuffle=False,
+                               num_workers=self.workers, pin_memory=self.device.type == "cuda", **kw))
 
     def cache_batch(self, d: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """A ``BatchMaker`` batch on the device: the teacher labels the rows without a label (NaN), all whitened."""
@@ -317,6 +311,9 @@ class Trainer:
                         save_checkpoint(self.out / "best.pth", self.net, "damdnet", self.whitening, "v1",
                                         meta=self.meta(nme))
             self.log(row)
+            if nme is not None and not progress:
+                print(f"step {self.step} samples {self.samples} loss {loss_value:.4f} nme {nme:.3f} "
+                      f"minutes {self.minutes:.2f}", flush=True)
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}", **({"nme": f"{nme:.2f}"} if nme is not None else {}))
             if (ckpt_every and self.step % ckpt_every == 0) or nme is not None:

@@ -147,6 +147,22 @@ class BatchMaker:
         return {"crops": crops, "labels": labels, "weights": weights}
 
 
+class StepBatches:
+    """A map-style dataset of the batches of steps [start, stop) (tensors), for a ``DataLoader`` with
+    ``batch_size=None``: picklable, so workers may be spawned."""
+
+    def __init__(self, maker: BatchMaker, start: int, stop: int) -> None:
+        self.maker, self.start, self.stop = maker, start, stop
+
+    def __len__(self) -> int:
+        return max(self.stop - self.start, 0)
+
+    def __getitem__(self, k: int) -> dict:
+        import torch
+
+        return {key: torch.from_numpy(v) for key, v in self.maker.make(self.start + k).items()}
+
+
 def worker_init(_: int) -> None:
     """Data-loader worker: one thread each for OpenCV and torch (the workers are the parallelism)."""
     import torch

@@ -112,8 +112,8 @@ class Teacher:
         return real[:n], mirror_params(real[n:], MIRROR_C, self.x0)
 
     def _real(self, crops: np.ndarray | torch.Tensor, both: bool) -> torch.Tensor:
-        x = torch.as_tensor(np.ascontiguousarray(crops)).to(self.device)
-        x = (x.permute(0, 3, 1, 2).float() - 127.5) / 128.0
+        x = crops if isinstance(crops, torch.Tensor) else torch.as_tensor(np.ascontiguousarray(crops))
+        x = (x.to(self.device).permute(0, 3, 1, 2).float() - 127.5) / 128.0
         batch = torch.cat([x, x.flip(3)]) if both else x
         real = self.src_whitening.unwhiten(self.net(batch).float())
         return v2_to_v1(real) if self.src_convention == "v2" else real
