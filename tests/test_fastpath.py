@@ -91,3 +91,16 @@ def test_fast_path_falls_back_to_eager_when_not_within_tolerance():
     x = torch.randn(1, 3, 120, 120)
     with torch.inference_mode():
         assert torch.equal(fwd(x), net(x))
+
+
+def test_exact_fp32_turns_tf32_off_and_restores_it():
+    from model.fastpath import exact_fp32
+
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        with exact_fp32():
+            assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        assert torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before

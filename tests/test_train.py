@@ -56,6 +56,32 @@ def test_three_steps_checkpoint_and_resume(assets_dir, tmp_path, repo_root):
     assert (tmp_path / "curve.png").stat().st_size > 1000
 
 
+def test_cache_mode_profiles_with_spawned_workers(assets_dir, tmp_path, repo_root):
+    """configs/train_gpu.yaml's path on the CPU: photo cache, face profiling, one spawned worker, bf16 off."""
+    from model.data.cache import build
+
+    faces = assets_dir / "faces" / "utkface_crop_part1"
+    if not faces.is_dir():
+        pytest.skip("no faces")
+    cache = tmp_path / "cache"
+    build(faces, cache, limit=6, progress=False)
+    cfg = yaml.safe_load((repo_root / "configs" / "train_gpu.yaml").read_text())
+    cfg.update(device="cpu", threads=1, workers=1, batch=4, warmup=1, eval_every=0, ckpt_every=0, eval_images=None,
+               schedule_minutes=None, steps=20)
+    cfg["data"]["cache"] = str(cache)
+    cfg["init"] = str(repo_root / "model" / "weights" / "damdnet.pth")
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    assert main(["--config", str(path), "--out", str(out), "--max-steps", "2", "--no-progress"]) == 0
+    loaded = load_model(str(out / "last.pth"))
+    assert loaded.meta["steps"] == 2 and loaded.meta["samples_seen"] == 8
+    assert loaded.meta["data"]["images"] == 6 and loaded.meta["data"]["profile"]["fraction"] == 0.5
+    assert loaded.meta["init"].endswith("damdnet.pth")
+    rows = [r for r in csv.DictReader(open(out / "log.csv")) if r["loss"]]
+    assert len(rows) == 2 and all(0 < float(r["loss"]) < 1e3 for r in rows)
+
+
 def test_shipped_weights_load_or_say_how_to_train(assets_dir, repo_root):
     from model.checkpoint import CheckpointError, load_model
 

@@ -123,3 +123,13 @@ def test_groundtruth_loaders_refuse_evaluation_sets(assets_dir):
     assert crop.shape == (120, 120, 3) and p.shape == (62,)
     lm = MorphableModel.load().landmarks_crop(p[None])[0]
     assert 0 < lm[:, 0].min() and lm[:, 0].max() < 120
+
+
+def test_teacher_takes_numpy_or_tensor_crops_alike(assets_dir):
+    t = Teacher()
+    crops = np.random.default_rng(0).integers(0, 256, (2, 120, 120, 3), dtype=np.uint8)
+    a = t.real_params(crops)
+    b = t.real_params(torch.from_numpy(crops))
+    assert torch.allclose(a, b)
+    d, m = t.real_params_pair(crops)
+    assert torch.allclose(0.5 * (d + m), a, atol=1e-4)
