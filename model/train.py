@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import itertools
 import math
 import os
 import platform
@@ -163,6 +164,12 @@ class Trainer:
         # child (it did, silently, on a lent H100); ``timeout`` turns any stall into an error instead of a hang
         kw = {"prefetch_factor": 4, "worker_init_fn": worker_init, "multiprocessing_context": "spawn",
               "persistent_workers": False, "timeout": 300} if self.workers else {}
+        if self.workers:
+            # spawned workers read these when they import numpy/torch/numba: one thread each, or 14 workers x 16
+            # BLAS/OpenMP threads spin against each other on a 16-core machine (this process's pools are set up
+            # already and keep their size)
+            for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+                os.environ[var] = "1"
         return iter(DataLoader(StepBatches(self.maker, start, stop), batch_size=None, shuffle=False,
                                num_workers=self.workers, pin_memory=self.device.type == "cuda", **kw))
 
@@ -271,8 +278,13 @@ class Trainer:
             nme = self.evaluate()
             self.log({"step": 0, "samples": 0, "minutes": 0.0, "nme": "" if nme is None else f"{nme:.4f}"})
         self.net.train()
-        if self.maker is not None and self.workers:
+        if self.maker is not None and self.workers and self.step < total:
+            t_data = time.monotonic()
             self._batches = self.batches(self.step, total)
+            first = next(self._batches)
+            print(f"data: {self.workers} spawned workers, first batch after {time.monotonic() - t_data:.1f} s",
+                  file=sys.stderr, flush=True)
+            self._batches = itertools.chain([first], self._batches)
         while self.step < total:
             if minutes is not None and (time.monotonic() - t0) / 60 >= minutes:
                 break
