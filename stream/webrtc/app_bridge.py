@@ -177,7 +177,7 @@ def make_processor(peer_id: str) -> PipelinePeer:
 def serve_pipeline(cfg: dict) -> int:
     """Build the shared engine and run the WebRTC server with one ``PipelinePeer`` per browser."""
     from stream.app import UserError, build_engine, load_swap_texture
-    from stream.webrtc.config import ConfigError as ServeConfigError
+    from stream.config import ConfigError
     from stream.webrtc.config import ServeConfig
     from stream.webrtc.peer import MODES
     from stream.webrtc.server import serve
@@ -188,7 +188,7 @@ def serve_pipeline(cfg: dict) -> int:
                              max_upload_bytes=int(s["max_upload_mb"] * 1024 * 1024),
                              default_controls={"mode": cfg["mode"] if cfg["mode"] in MODES else "landmarks",
                                                "smooth": cfg["smooth"] == "kalman"}).validate()
-    except ServeConfigError as exc:
+    except ConfigError as exc:
         raise UserError(str(exc)) from None
     engine = build_engine(cfg)
     texture = load_swap_texture(cfg["swap_source"], engine) if cfg["swap_source"] else None

@@ -5,11 +5,9 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Optional
 
+from stream.config import ConfigError  # one error type for every configuration mistake (CLI, YAML, server)
+
 MIN_TOKEN_CHARS = 8
-
-
-class ConfigError(ValueError):
-    """One line for the user: what is wrong and what to do."""
 
 
 @dataclass
