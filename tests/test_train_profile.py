@@ -128,3 +128,24 @@ def test_cache_round_trip_and_errors(cache, tmp_path):
     assert np.median(cache.flip_gap) < 0.08  # aligned UTKFace crops: the teacher agrees with its mirror
     with pytest.raises(FileNotFoundError, match="build it"):
         PhotoCache.load(tmp_path)
+
+
+def test_extend_grid_continues_the_lattice_and_keeps_the_face():
+    from model.data.profile import extend_grid
+
+    r, c = np.meshgrid(np.arange(5.0), np.arange(4.0), indexing="ij")
+    pts = np.stack([c, r, 0.5 * c + 0.25 * r], -1).reshape(-1, 3).astype(np.float32)  # a plane: exact continuation
+    big = extend_grid(pts, (5, 4), 2).reshape(9, 8, 3)
+    rr, cc = np.meshgrid(np.arange(-2.0, 7.0), np.arange(-2.0, 6.0), indexing="ij")
+    assert np.allclose(big, np.stack([cc, rr, 0.5 * cc + 0.25 * rr], -1), atol=1e-5)
+    assert np.array_equal(big[2:7, 2:6].reshape(-1, 3), pts)
+    assert extend_grid(pts, (5, 4), 0) is pts
+
+
+def test_ring_render_at_zero_rotation_is_the_photo(cache, morph):
+    s = CacheSampler(cache, morph, profile=ProfileConfig(ring=12))
+    assert s.profiler.tri.max() == (64 + 24) ** 2 - 1 and s.profiler.inner.sum() == 64 * 64
+    img = cache.image(1)
+    out, _, mask = s.profiler.render(img, s.context_affine(1), cache.params[1], 0.0, 0.0)
+    inner = mask & np.roll(mask, 2, 0) & np.roll(mask, -2, 0) & np.roll(mask, 2, 1) & np.roll(mask, -2, 1)
+    assert np.abs(out.astype(np.float32) - img)[inner].mean() < 4.0

@@ -81,6 +81,27 @@ def apply_affine(f: np.ndarray, model_points: np.ndarray) -> np.ndarray:
     return (model_points @ f[:, :3].T + f[:, 3]).astype(np.float32)
 
 
+def extend_grid(points: np.ndarray, grid_shape: tuple[int, int], ring: int) -> np.ndarray:
+    """Grid points (rows*cols, 3) -> the grid grown by ``ring`` rows/columns on every side ((rows+2r)*(cols+2r), 3).
+
+    New points continue the border linearly (the last cell's step repeated), so the surface goes on along its edge
+    tangent: past the cheeks it keeps turning away like the side of a head, above the brows it keeps rising like a
+    forehead. Rendered with the face, the hair, ears and neck next to it turn with it instead of staying behind.
+    """
+    rows, cols = grid_shape
+    if ring <= 0:
+        return points
+    g = points.reshape(rows, cols, 3)
+    k = np.arange(ring, 0, -1, dtype=points.dtype)[:, None, None]
+    top = g[0] + k * (g[0] - g[1])
+    bottom = g[-1] + k[::-1] * (g[-1] - g[-2])
+    g = np.concatenate([top, g, bottom], 0)
+    k = k.transpose(1, 0, 2)
+    left = g[:, :1] + k * (g[:, :1] - g[:, 1:2])
+    right = g[:, -1:] + k[:, ::-1] * (g[:, -1:] - g[:, -2:-1])
+    return np.ascontiguousarray(np.concatenate([left, g, right], 1).reshape(-1, 3))
+
+
 def fill_region(image: np.ndarray, mask: np.ndarray, sigma: float, down: int = 4) -> np.ndarray:
     """``image`` with the pixels where ``mask`` is set replaced by a normalised Gaussian average of the others.
 
@@ -107,16 +128,28 @@ class Profiler:
     dense_basis: object
     tri: np.ndarray
     mirror: np.ndarray
+    grid_shape: tuple[int, int] = (64, 64)
+    ring: int = 0  # grid rows/columns added around the face (``extend_grid``); ``tri``/``mirror`` include them
+    inner: np.ndarray | None = None  # (V,) bool: the face grid's own vertices (the ring's are never mirrored)
     depth_tol: float = 0.05  # x face size: a vertex this far behind the z-buffer counts as hidden
     mirror_margin: float = 0.25  # facing (normal z) by which the mirror vertex must win to lend its texture
     fill_sigma: float = 10.0
     _buffers: dict | None = None
 
     @classmethod
-    def from_morphable(cls, morph) -> "Profiler":
+    def from_morphable(cls, morph, ring: int = 0) -> "Profiler":
+        """``ring``: grid rows/columns of surrounding head (hair, ears, neck) rotated with the face."""
+        from model.morphable import grid_triangles
+
         if morph.grid_shape is None:
             raise ValueError("face profiling needs a grid mesh (for the left-right mirror of hidden vertices)")
-        return cls(morph.dense_basis, np.ascontiguousarray(morph.tri, np.int32), grid_mirror(morph.grid_shape))
+        rows, cols = morph.grid_shape
+        big = (rows + 2 * ring, cols + 2 * ring)
+        tri = morph.tri if ring == 0 else grid_triangles(*big)
+        inner = np.zeros(big, bool)
+        inner[ring:ring + rows, ring:ring + cols] = True
+        return cls(morph.dense_basis, np.ascontiguousarray(tri, np.int32), grid_mirror(big), morph.grid_shape, ring,
+                   inner.ravel())
 
     def _buf(self, h: int, w: int, c: int) -> RasterBuffers:
         if self._buffers is None:
@@ -133,7 +166,8 @@ class Profiler:
         Returns (new image (H, W, 3) uint8, new F (3, 4), face mask (H, W) bool where the rotated face was drawn).
         """
         h, w = image.shape[:2]
-        x = self.dense_basis.shape_model(np.asarray(real, np.float32)[None])[0]
+        x = extend_grid(self.dense_basis.shape_model(np.asarray(real, np.float32)[None])[0], self.grid_shape,
+                        self.ring)
         v0 = apply_affine(f, x)
         src = rasterize(v0, self.tri, None, buffers=self._buf(h, w, 0))
         src_mask = src.tri_id >= 0
@@ -150,6 +184,8 @@ class Profiler:
         # (blend weight ramps over 0.2 of facing; colours are blended per pixel, never the positions: a triangle
         # between an own-textured and a mirror-textured vertex would otherwise sample across the whole face)
         gain = facing[self.mirror] - facing - self.mirror_margin
+        if self.inner is not None:  # hair, ears and background around the face are not symmetric: never mirrored
+            gain = np.where(self.inner, gain, -1.0)
         attrs = np.empty((len(v0), 5), np.float32)
         attrs[:, :2] = v0[:, :2]
         attrs[:, 2:4] = v0[self.mirror, :2]

@@ -39,6 +39,7 @@ class ProfileConfig:
     min_delta: float = 10.0
     pitch: float = 20.0
     max_flip_gap: float = 0.08  # only photos whose teacher fit agrees with its mirror this well are profiled
+    ring: int = 12  # grid rows/columns of surrounding head turned with the face (``profile.extend_grid``)
 
 
 @dataclass
@@ -50,7 +51,7 @@ class CacheSampler:
     weights: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.profiler = Profiler.from_morphable(self.morph)
+        self.profiler = Profiler.from_morphable(self.morph, self.profile.ring)
         self.x0 = model_mirror_plane(self.morph)
         self.base = np.array([OFFSET, OFFSET, OFFSET + CROP_SIZE, OFFSET + CROP_SIZE], np.float32)
         self.profilable = np.flatnonzero(self.cache.flip_gap <= self.profile.max_flip_gap)
