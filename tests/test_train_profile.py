@@ -149,3 +149,17 @@ def test_ring_render_at_zero_rotation_is_the_photo(cache, morph):
     out, _, mask = s.profiler.render(img, s.context_affine(1), cache.params[1], 0.0, 0.0)
     inner = mask & np.roll(mask, 2, 0) & np.roll(mask, -2, 0) & np.roll(mask, 2, 1) & np.roll(mask, -2, 1)
     assert np.abs(out.astype(np.float32) - img)[inner].mean() < 4.0
+
+
+def test_cache_takes_video_frames(assets_dir, tmp_path):
+    from model.data.cache import main as cache_main
+
+    video = assets_dir / "KwaiVGI" / "LivePortrait" / "assets" / "examples" / "driving" / "d0.mp4"
+    if not video.is_file():
+        pytest.skip("no shared video")
+    out = tmp_path / "vc"
+    assert cache_main(["build", "--videos", str(video), "--every", "40", "--out", str(out), "--no-progress"]) == 0
+    c = PhotoCache.load(out)
+    assert len(c) >= 2 and all(str(s) == "video:d0" for s in c.source)
+    assert "#0." in str(c.name[0]) and np.median(c.flip_gap) < 0.08
+    assert cache_main(["build", "--out", str(tmp_path / "none")]) == 2  # nothing to cache: a clear error

@@ -1,6 +1,7 @@
 """A compact, teacher-fitted cache of face photos: one binary file of encoded context crops and one index.
 
     python -m model.data.cache build --photos ../shared/assets/faces --out ~/.cache/damdnet/photocache [--limit N]
+        [--videos a.mp4 b.mp4 --every 15]
     python -m model.data.cache info ~/.cache/damdnet/photocache
 
 Why: training on a lent GPU machine needs its data carried there (64 MiB for everything), and re-reading and
@@ -92,50 +93,123 @@ class PhotoCache:
         return img
 
 
-def build(photos: str | os.PathLike, out: str | os.PathLike, limit: int | None = None, batch: int = 64,
-          teacher_name: str = "3ddfa-v2-mb05", device: str = "cpu", progress: bool = True) -> int:
-    """Fit every photo under ``photos`` with the teacher and write the cache to ``out``; returns the entry count.
+@dataclass
+class Item:
+    """One face to cache: its image, a face box (x1, y1, x2, y2) or None for "the whole image", name and source."""
 
-    Two teacher passes per photo: on the whole-photo crop (``roi_from_box`` of the image) to place the landmarks,
-    then, flip-averaged, on the evaluation-rule crop framed by them, whose parameters are stored.
-    """
-    import torch
-    from tqdm import tqdm
+    image: np.ndarray
+    box: np.ndarray | None
+    name: str
+    source: str
 
-    from model.data.photos import crop_matrix, list_images, warp_crop
-    from model.data.teacher import Teacher
-    from model.morphable import MorphableModel, crop_to_frame
 
-    root = Path(photos)
+def photo_items(root: str | os.PathLike, limit: int | None = None) -> tuple[int, object]:
+    """(count, iterator of ``Item``) for the photos under ``root`` (each a face crop: box None); unreadable or tiny
+    files are skipped with a count on stderr at the end."""
+    from model.data.photos import list_images
+
+    root = Path(root)
     paths = list_images(root)[: limit or None]
     if not paths:
         raise FileNotFoundError(f"no images under {root}")
+
+    def gen():
+        skipped = 0
+        for p in paths:
+            img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+            if img is None or min(img.shape[:2]) < 24:
+                skipped += 1
+                continue
+            rel = p.relative_to(root).parts
+            yield Item(img, None, "/".join(rel), rel[0] if len(rel) > 1 else "")
+        if skipped:
+            print(f"skipped {skipped} unreadable or tiny images", file=sys.stderr)
+
+    return len(paths), gen()
+
+
+def video_items(paths: list[str | os.PathLike], every: int = 15, min_face: int = 48,
+                detector: str = "auto") -> tuple[int, object]:
+    """(approximate count, iterator of ``Item``): every ``every``-th frame of each video, one item per detected face
+    at least ``min_face`` px tall; the source is ``video:<file stem>``."""
+    from model.detect import FaceDetector
+
+    det = FaceDetector.create(detector)
+    total = 0
+    for v in paths:
+        cap = cv2.VideoCapture(str(v))
+        if not cap.isOpened():
+            raise FileNotFoundError(f"cannot open video {v}")
+        total += int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) // max(every, 1) + 1
+        cap.release()
+
+    def gen():
+        for v in paths:
+            cap = cv2.VideoCapture(str(v))
+            k = 0
+            while True:
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                if k % every == 0:
+                    boxes, _ = det(frame)
+                    for j, b in enumerate(boxes):
+                        if b[3] - b[1] >= min_face:
+                            yield Item(frame, np.asarray(b[:4], np.float32), f"{Path(v).name}#{k}.{j}",
+                                       f"video:{Path(v).stem}")
+                k += 1
+            cap.release()
+
+    return total, gen()
+
+
+def build(photos: str | os.PathLike | None, out: str | os.PathLike, limit: int | None = None, batch: int = 64,
+          teacher_name: str = "3ddfa-v2-mb05", device: str = "cpu", progress: bool = True,
+          videos: list | None = None, every: int = 15) -> int:
+    """Fit every photo under ``photos`` (and faces in every ``every``-th frame of ``videos``) with the teacher and
+    write the cache to ``out``; returns the entry count.
+
+    Two teacher passes per face: on the crop of its box (``roi_from_box``; a photo's box is the whole image) to place
+    the landmarks, then, flip-averaged, on the evaluation-rule crop framed by them, whose parameters are stored.
+    """
+    import itertools
+
+    import torch
+    from tqdm import tqdm
+
+    from model.data.photos import crop_matrix, warp_crop
+    from model.data.teacher import Teacher
+    from model.morphable import MorphableModel, crop_to_frame
+
+    sources = []
+    if photos is not None:
+        sources.append(photo_items(photos, limit))
+    if videos:
+        sources.append(video_items(list(videos), every))
+    if not sources:
+        raise ValueError("nothing to cache: give photos and/or videos")
+    total = sum(n for n, _ in sources)
+    items = itertools.chain.from_iterable(it for _, it in sources)
     teacher = Teacher(teacher_name, device, flip=True)
     morph = MorphableModel.load()
     out = Path(os.path.expanduser(str(out)))
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / ".images.bin.part"
     offsets, params, grey, source, name, inside, flip_gap = [0], [], [], [], [], [], []
-    skipped = 0
-    with open(tmp, "wb") as f, tqdm(total=len(paths), disable=not progress, desc="cache", unit="img") as bar:
-        for k in range(0, len(paths), batch):
-            chunk, imgs = [], []
-            for p in paths[k:k + batch]:
-                img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-                if img is None or min(img.shape[:2]) < 24:
-                    skipped += 1
-                    continue
-                chunk.append(p)
-                imgs.append(img)
-            bar.update(len(paths[k:k + batch]))
-            if not imgs:
-                continue
-            rois = np.stack([roi_from_box(np.array([[0, 0, im.shape[1], im.shape[0]]], np.float32))[0] for im in imgs])
+    with open(tmp, "wb") as f, tqdm(total=total, disable=not progress, desc="cache", unit="face") as bar:
+        while True:
+            chunk = list(itertools.islice(items, batch))
+            if not chunk:
+                break
+            bar.update(len(chunk))
+            boxes = [np.array([0, 0, it.image.shape[1], it.image.shape[0]], np.float32) if it.box is None else it.box
+                     for it in chunk]
+            rois = roi_from_box(np.stack(boxes))
             with torch.no_grad():
-                real = teacher.real_params(np.stack([warp_crop(im, r) for im, r in zip(imgs, rois)])).cpu()
+                real = teacher.real_params(np.stack([warp_crop(it.image, r) for it, r in zip(chunk, rois)])).cpu()
             lm = crop_to_frame(morph.landmarks_crop(real), torch.from_numpy(rois), "v1").numpy()
             ctx_rois = context_roi(roi_from_landmarks(lm))
-            ctx = [warp_crop(im, r, 0.0, CONTEXT, cv2.BORDER_REPLICATE) for im, r in zip(imgs, ctx_rois)]
+            ctx = [warp_crop(it.image, r, 0.0, CONTEXT, cv2.BORDER_REPLICATE) for it, r in zip(chunk, ctx_rois)]
             centre = np.stack([c[OFFSET:OFFSET + CROP_SIZE, OFFSET:OFFSET + CROP_SIZE] for c in ctx])
             with torch.no_grad():
                 direct, mirrored = teacher.real_params_pair(centre)
@@ -143,12 +217,12 @@ def build(photos: str | os.PathLike, out: str | os.PathLike, limit: int | None =
                 a, b = morph.landmarks_crop(direct.cpu()).numpy(), morph.landmarks_crop(mirrored.cpu()).numpy()
             gap = np.linalg.norm((a - b)[..., :2], axis=-1).mean(1) / np.sqrt(
                 np.ptp(a[..., 0], axis=1) * np.ptp(a[..., 1], axis=1)).clip(1.0)
-            for p, img, c, r, prm, gp in zip(chunk, imgs, ctx, ctx_rois, fit, gap):
-                g = is_grey(img)
-                # beyond the photo the context repeats its edge (cheap to encode); ``inside`` keeps the photo's
+            for it, c, r, prm, gp in zip(chunk, ctx, ctx_rois, fit, gap):
+                g = is_grey(it.image)
+                # beyond the image the context repeats its edge (cheap to encode); ``inside`` keeps the image's
                 # rectangle in context pixels so training can put clutter there instead
                 m = crop_matrix(r, 0.0, CONTEXT)
-                h, w = img.shape[:2]
+                h, w = it.image.shape[:2]
                 inside.append([m[0, 0] * -0.5 + m[0, 2], m[1, 1] * -0.5 + m[1, 2],
                                m[0, 0] * (w - 0.5) + m[0, 2], m[1, 1] * (h - 0.5) + m[1, 2]])
                 enc = cv2.imencode(".webp", c[..., 0] if g else c, [cv2.IMWRITE_WEBP_QUALITY, WEBP_QUALITY])[1]
@@ -157,17 +231,18 @@ def build(photos: str | os.PathLike, out: str | os.PathLike, limit: int | None =
                 params.append(prm)
                 flip_gap.append(gp)
                 grey.append(g)
-                rel = p.relative_to(root).parts
-                source.append(rel[0] if len(rel) > 1 else "")
-                name.append("/".join(rel))
+                source.append(it.source)
+                name.append(it.name)
+    if not params:
+        tmp.unlink(missing_ok=True)
+        raise ValueError("no faces found to cache")
     os.replace(tmp, out / "images.bin")
     tmp_idx = out / ".index.part.npz"
-    np.savez_compressed(tmp_idx, offsets=np.array(offsets, np.int64), params=np.array(params, np.float32), flip_gap=np.array(flip_gap, np.float32),
-             grey=np.array(grey, bool), inside=np.array(inside, np.float32), source=np.array(source), name=np.array(name), teacher=np.array(teacher_name),
-             context=np.array(CONTEXT), offset=np.array(OFFSET))
+    np.savez_compressed(tmp_idx, offsets=np.array(offsets, np.int64), params=np.array(params, np.float32),
+                        flip_gap=np.array(flip_gap, np.float32), grey=np.array(grey, bool),
+                        inside=np.array(inside, np.float32), source=np.array(source), name=np.array(name),
+                        teacher=np.array(teacher_name), context=np.array(CONTEXT), offset=np.array(OFFSET))
     os.replace(tmp_idx, out / "index.npz")
-    if skipped:
-        print(f"skipped {skipped} unreadable or tiny images", file=sys.stderr)
     return len(params)
 
 
@@ -175,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m model.data.cache", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="fit the photos with the teacher and write the cache")
-    b.add_argument("--photos", required=True, help="folder of face photos (searched recursively)")
+    b.add_argument("--photos", default=None, help="folder of face photos (searched recursively)")
+    b.add_argument("--videos", nargs="+", default=None, help="video files: faces detected every --every frames")
+    b.add_argument("--every", type=int, default=15, help="video frame step")
     b.add_argument("--out", required=True, help="cache folder (outside the repository)")
     b.add_argument("--limit", type=int, default=None, help="only the first N photos")
     b.add_argument("--device", default="cpu")
@@ -185,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     try:
         if a.cmd == "build":
-            n = build(a.photos, a.out, a.limit, device=a.device, progress=not a.no_progress)
+            n = build(a.photos, a.out, a.limit, device=a.device, progress=not a.no_progress, videos=a.videos,
+                      every=a.every)
             print(f"{n} photos cached in {a.out}")
         else:
             c = PhotoCache.load(a.folder)
