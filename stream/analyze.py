@@ -17,6 +17,7 @@ from model.morphable import pose_from_params
 from stream.align_service import AlignService
 from stream.frames import FaceRecord, Frame
 from stream.stats import Stats
+from tracking.cut import CutDetector
 from tracking.kalman import GroupNoise, KalmanConfig
 from tracking.tracker import FaceTracker, TrackerConfig
 
@@ -33,7 +34,8 @@ def tracker_config(cfg: dict) -> TrackerConfig:
         adapt_gate=k["adapt_gate"])
     return TrackerConfig(detect_every=cfg["detect_every"], iou_threshold=t["iou_threshold"],
                          min_hits=t["min_hits"], max_misses=t["max_misses"],
-                         max_unmatched_detections=t["max_unmatched_detections"], smooth=cfg["smooth"], kalman=kal)
+                         max_unmatched_detections=t["max_unmatched_detections"], cut_threshold=t["cut_threshold"],
+                         smooth=cfg["smooth"], kalman=kal)
 
 
 class FaceAnalyzer:
@@ -52,6 +54,7 @@ class FaceAnalyzer:
         self.convention = al.convention
         self._morph = al.morph
         self.tracker = self._new_tracker(config)
+        self._cuts = CutDetector(config.cut_threshold)
         self._pool = detect_pool or ThreadPoolExecutor(1, thread_name_prefix="detect")
 
     def _new_tracker(self, config: TrackerConfig) -> FaceTracker:
@@ -77,8 +80,16 @@ class FaceAnalyzer:
         return det
 
     async def _detections(self, frame: Frame, stats: Stats):
-        """Detector boxes to associate on this frame, or None."""
+        """Detector boxes to associate on this frame, or None. On a scene cut the tracks are stale: the detector runs
+        on this frame and is awaited (a detection still running on the last shot is dropped)."""
         loop = asyncio.get_running_loop()
+        cut = self._cuts(frame.image) and bool(self.tracker.tracks)
+        if cut:
+            self.tracker.scene_cut()
+            stats.cuts += 1
+            if self._pending is not None:
+                self._pending.cancel()
+                self._pending = None
         if self._pending is not None:
             if self._pending.done() or not self.tracker.tracks:  # ready, or nothing to track without it
                 det, self._pending = await self._pending, None
@@ -87,7 +98,7 @@ class FaceAnalyzer:
         if not self.tracker.need_detection(frame.index):
             return None
         job = loop.run_in_executor(self._pool, self._detect_timed, frame.image, stats)
-        if self.async_detect and self.tracker.tracks:
+        if self.async_detect and self.tracker.tracks and not cut:
             self._pending = job
             return None
         return await job

@@ -24,6 +24,7 @@ class Stats:
         self.dropped: dict[str, int] = defaultdict(int)
         self.faces = 0
         self.detections = 0
+        self.cuts = 0  # scene cuts seen (the tracks re-detected on that frame)
         self.started = time.perf_counter()
         self._last_out: deque = deque(maxlen=120)
 
@@ -67,7 +68,7 @@ class Stats:
                 "e2e": {"p50": self._pct(self.e2e_ms, 50), "p95": self._pct(self.e2e_ms, 95)},
                 "fps": self.fps(), "recent_fps": self.recent_fps(), "frames_in": self.frames_in,
                 "frames_out": self.frames_out, "dropped": dict(self.dropped), "faces": self.faces,
-                "detections": self.detections, "seconds": time.perf_counter() - self.started}
+                "detections": self.detections, "cuts": self.cuts, "seconds": time.perf_counter() - self.started}
 
     def line(self) -> str:
         """One human-readable line."""

@@ -68,11 +68,11 @@ def test_every_frame_processed_and_the_face_followed(runs: dict) -> None:
         faces, stats = runs[smooth]
         assert stats.frames_in == stats.frames_out == len(gt) and stats.total_dropped == 0
         _, err = _best(faces, gt)
-        settled = np.ones(len(gt), bool)
-        settled[cuts[0]:cuts[0] + 8] = False  # the tracker re-finds the face after the cut
-        assert np.median(err[settled]) < 4.0, (smooth, np.median(err[settled]))
-        assert np.percentile(err[settled], 95) < 7.0, (smooth, np.percentile(err[settled], 95))
-        assert np.all(err[cuts[0] + 8:] < 10.0), smooth  # back on the face soon after the cut
+        assert np.median(err) < 4.0, (smooth, np.median(err))
+        assert np.percentile(err, 95) < 7.0, (smooth, np.percentile(err, 95))
+        # the cut is seen on its own frame: detection re-crops there, so no frame after it is off the face
+        assert np.all(err[cuts[0]:] < 10.0), (smooth, err[cuts[0]:cuts[0] + 4])
+        assert stats.cuts == 1, stats.cuts
         # one track before the cut (ids may change at the cut, never in the middle of a shot)
         ids = {f.track_id for i in range(cuts[0]) for f in faces[i]}
         assert len(ids) == 1, ids

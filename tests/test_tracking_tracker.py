@@ -306,3 +306,25 @@ def test_track_the_detector_no_longer_sees_ends_after_n_scheduled_runs():
         alive_at[i] = [f.track_id for f in out]
     assert all(alive_at[i] == [1] for i in range(8))
     assert alive_at[8] == []  # not matched for 2 x 4 frames at the run of frame 8
+
+
+@pytest.mark.parametrize("same_place", [True, False])
+def test_scene_cut_recrops_on_the_cut_frame(same_place):
+    """A cut: the tracks go lost and the detection of that very frame re-crops (same place: the track continues with a
+    restarted filter) or replaces them (elsewhere: the old track is gone at once, a new one aligns this frame)."""
+    tr = FaceTracker(TrackerConfig(detect_every=10, smooth="kalman"), param_scale=P_SCALE, convention="v1",
+                     decode=decode)
+    for i in range(12):
+        out, _ = step(tr, i, [(320.0, 240.0, 70.0)])
+    new = (330.0, 245.0, 72.0) if same_place else (150.0, 300.0, 60.0)
+    tr.scene_cut()
+    assert tr.need_detection(12) and all(t.lost for t in tr.tracks)
+    out, ran = step(tr, 12, [new])
+    assert ran and len(out) == 1 and len(tr.tracks) == 1
+    assert nme(out[0].raw_landmarks[None].astype(np.float64), truth_landmarks(new)[None])[0] < 1e-3
+    if same_place:
+        assert out[0].track_id == 1 and set(out[0].reset) == {"pose", "shape", "expression"}
+    else:
+        assert out[0].track_id == 2
+    out, ran = step(tr, 13, [new])
+    assert not ran and len(out) == 1  # no lost track left behind to keep the detector running every frame

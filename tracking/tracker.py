@@ -84,6 +84,7 @@ class TrackerConfig:
     max_unmatched_detections: int = 3
     duplicate_iou: float = 0.6
     max_tracks: int = 32
+    cut_threshold: float = 0.5
     smooth: str = "kalman"
     kalman: KalmanConfig = field(default_factory=KalmanConfig)
     roi: RoiConfig = field(default_factory=RoiConfig)
@@ -140,6 +141,7 @@ class Track:
     last_frame: int | None = None
     filter_roi: np.ndarray | None = None
     box: np.ndarray | None = None
+    restart: bool = False  # a scene cut: the next valid alignment restarts the filter instead of updating it
 
     def confirmed(self, min_hits: int) -> bool:
         return self.hits >= min_hits
@@ -185,6 +187,13 @@ class FaceTracker:
     def tracks(self) -> list[Track]:
         """Live tracks (tentative, confirmed and lost), by id."""
         return [self._tracks[k] for k in sorted(self._tracks)]
+
+    def scene_cut(self) -> None:
+        """The frame about to start begins a new shot: every track's crop is stale. Tracks become lost (so only a
+        detection on this frame re-crops them: call ``need_detection``, it says yes) and their filters restart at
+        their next valid alignment instead of blending two shots."""
+        for t in self._tracks.values():
+            t.lost, t.lost_reason, t.restart = True, "scene cut", True
 
     def need_detection(self, frame_index: int) -> bool:
         """Should the detector run on frame ``frame_index``? (no tracks, a lost track, or K frames since the last)."""
@@ -235,6 +244,9 @@ class FaceTracker:
         for t in tracks:
             if t.track_id in matched_t:
                 t.last_matched = fi
+                continue
+            if t.lost and t.lost_reason == "scene cut":  # its shot ended and no face of the new one matches it
+                del self._tracks[t.track_id]
                 continue
             if t.lost:  # a lost track lives on its miss count (max_misses)
                 continue
@@ -301,10 +313,14 @@ class FaceTracker:
     def _observe(self, t: Track, p: np.ndarray, lm: np.ndarray, roi: np.ndarray, frame_shape: tuple[int, ...],
                  fi: int, time: float | None) -> TrackedFace:
         sm = t.smoother
-        if sm.initialized and t.filter_roi is not None:
-            sm.change_frame(*crop_change(t.filter_roi, roi, self.convention))
-        dt = 1.0 if t.last_frame is None else float(fi - t.last_frame)
-        smoothed = sm.update(p, dt)
+        if t.restart:
+            smoothed = sm.reset(p)
+            t.restart = False
+        else:
+            if sm.initialized and t.filter_roi is not None:
+                sm.change_frame(*crop_change(t.filter_roi, roi, self.convention))
+            dt = 1.0 if t.last_frame is None else float(fi - t.last_frame)
+            smoothed = sm.update(p, dt)
         t.filter_roi = np.asarray(roi, dtype=np.float32).copy()
         lm_s = None
         if self.decode is not None:
