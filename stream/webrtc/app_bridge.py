@@ -180,14 +180,16 @@ def serve_pipeline(cfg: dict) -> int:
     from stream.config import ConfigError
     from stream.webrtc.config import ServeConfig
     from stream.webrtc.peer import MODES
-    from stream.webrtc.server import serve
+    from stream.webrtc.server import serve, tls_context
 
     s = cfg["serve"]
     try:
         config = ServeConfig(host=s["host"], port=s["port"], token=s["token"], max_peers=s["max_peers"],
+                             ssl_cert=s["cert"], ssl_key=s["key"],
                              max_upload_bytes=int(s["max_upload_mb"] * 1024 * 1024),
                              default_controls={"mode": cfg["mode"] if cfg["mode"] in MODES else "landmarks",
                                                "smooth": cfg["smooth"] == "kalman"}).validate()
+        tls_context(config)  # a bad certificate fails here, before the model loads
     except ConfigError as exc:
         raise UserError(str(exc)) from None
     engine = build_engine(cfg)

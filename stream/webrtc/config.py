@@ -64,7 +64,7 @@ class ServeConfig:
         except ValueError as exc:
             raise ConfigError(f"default controls: {exc}") from None
         if bool(self.ssl_cert) != bool(self.ssl_key):
-            raise ConfigError("HTTPS needs both --cert and --key")
+            raise ConfigError("HTTPS needs both a TLS certificate and its private key (serve.cert and serve.key)")
         return self
 
 

@@ -224,16 +224,23 @@ def page_url(config: ServeConfig, port: Optional[int] = None) -> str:
     return url + (f"?token={config.token}" if config.token else "")
 
 
+def tls_context(config: ServeConfig) -> ssl.SSLContext | None:
+    """The server's TLS context when ``ssl_cert`` is set (None for plain HTTP); ConfigError if it does not load."""
+    if not config.ssl_cert:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(config.ssl_cert, config.ssl_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load the TLS certificate {config.ssl_cert} with key {config.ssl_key}: "
+                          f"{exc}") from None
+    return ctx
+
+
 def serve(config: ServeConfig, processor_factory: ProcessorFactory) -> None:
     """Blocking: run the server until Ctrl-C. ConfigError (one line for the user) before anything listens."""
+    ssl_context = tls_context(config)
     app = build_app(config, processor_factory)
-    ssl_context = None
-    if config.ssl_cert:
-        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        try:
-            ssl_context.load_cert_chain(config.ssl_cert, config.ssl_key)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"cannot load --cert/--key: {exc}") from None
     url = page_url(config)
     web.run_app(app, host=config.host, port=config.port, ssl_context=ssl_context, access_log=None,
                 print=lambda *_: print(f"serving on {url}  (Ctrl-C to stop)", flush=True))
