@@ -4,7 +4,7 @@
 #      log to $OUT/train (last.pth, best.pth, log.csv; the optimizer state stays behind);
 #   2. bench/gpu_check.py: CUDA/CPU agreement and faces/s at batch 1..1024, to $OUT/gpu_check.md.
 # Training goes first so that a failing check cannot cost the run; each part has its own time limit.
-# Needs: the photo cache at $PHOTOCACHE (python -m model.data.cache build ...), assets at $DAMDNET_ASSETS.
+# Needs: the photo cache at $PHOTOCACHE and assets at $DAMDNET_ASSETS: bench/gpu_prepare.sh stages both in the checkout.
 #   OUT=/tmp/out PHOTOCACHE=.carry/photocache DAMDNET_ASSETS=shared/assets bash bench/gpu_session.sh 6
 set -uo pipefail
 cd "$(dirname "$0")/.."
