@@ -19,6 +19,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _stop(proc: subprocess.Popen) -> str:
+    """Ctrl-C the server (killed after 20 s) -> everything it printed."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        out, _ = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out
+
+
 @pytest.mark.slow
 def test_serve_starts_and_serves_the_page(repo_root):
     port = _free_port()
@@ -43,12 +54,7 @@ def test_serve_starts_and_serves_the_page(repo_root):
             urllib.request.urlopen(bad, timeout=5)  # noqa: S310
         assert err.value.code == 400
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            out, _ = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
+        out = _stop(proc)
     assert "Traceback" not in out, out
 
 
@@ -111,12 +117,7 @@ def test_serve_over_https(repo_root, tmp_path):
         with pytest.raises(OSError):  # plain HTTP on the TLS port is refused
             urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=2).read()  # noqa: S310
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            out, _ = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
+        out = _stop(proc)
     assert f"https://127.0.0.1:{port}/" in out and "Traceback" not in out, out
 
 
