@@ -59,16 +59,25 @@ def init_student(seed: int) -> torch.nn.Module:
     return net
 
 
-def lr_at(step: int, cfg: dict) -> float:
+def cosine(base: float, lo: float, t: float) -> float:
+    """Cosine from ``base`` (t = 0) down to ``lo`` (t >= 1)."""
+    return lo + 0.5 * (base - lo) * (1 + math.cos(math.pi * min(max(t, 0.0), 1.0)))
+
+
+def lr_at(step: int, cfg: dict, minutes: float | None = None) -> float:
+    """Learning rate at ``step``: linear warm-up, then a step or cosine schedule. With ``schedule_minutes`` in the
+    config and ``minutes`` (of this run) given, the cosine runs over that time budget instead of ``steps``."""
     base, lo = float(cfg["lr"]), float(cfg.get("min_lr", 0.0))
     warm = int(cfg.get("warmup", 0))
+    budget = float(cfg.get("schedule_minutes") or 0)
+    if budget and minutes is not None:  # a time budget (a lent GPU): warm-up by steps, cosine by minutes
+        return cosine(base, lo, minutes / budget) * (min((step + 1) / warm, 1.0) if warm else 1.0)
     if step < warm:
         return base * (step + 1) / warm
     if cfg.get("schedule", "cosine") == "step":
         return base * float(cfg.get("step_gamma", 0.1)) ** (step // int(cfg.get("step_every", 1000)))
     total = max(int(cfg["steps"]) - warm, 1)
-    t = min((step - warm) / total, 1.0)
-    return lo + 0.5 * (base - lo) * (1 + math.cos(math.pi * t))
+    return cosine(base, lo, (step - warm) / total)
 
 
 def machine() -> str:
@@ -107,8 +116,10 @@ class Trainer:
             sampler = CacheSampler(cache, self.morph, Augment(**aug), ProfileConfig(**(dcfg.get("profile") or {})),
                                    dcfg.get("source_weights") or {})
             self.maker = BatchMaker(sampler, int(cfg["batch"]), self.seed, self.mats, self.mat_fraction)
-            warm = np.random.default_rng(0)  # compile the numba kernels once, before data-loader workers fork
-            sampler.sample(0, warm, profiled=True), sampler.sample(0, warm, profiled=False)  # numba cache on disk for workers
+            # compile the numba kernels here once: spawned workers then load them from numba's on-disk cache
+            warm = np.random.default_rng(0)
+            sampler.sample(0, warm, profiled=True)
+            sampler.sample(0, warm, profiled=False)
             self.n_images = len(cache)
         else:
             self.photos = PhotoDataset.from_folder(resolve(dcfg["photos"], base), limit=dcfg.get("limit"),
@@ -288,14 +299,7 @@ class Trainer:
         while self.step < total:
             if minutes is not None and (time.monotonic() - t0) / 60 >= minutes:
                 break
-            sched = float(self.cfg.get("schedule_minutes") or 0)
-            if sched:  # a time budget (a lent GPU): the cosine runs over minutes of this run, not steps
-                lr = lr_at(int(1e6 * min((time.monotonic() - t0) / 60 / sched, 1.0)),
-                           {**self.cfg, "steps": 1_000_000, "warmup": 0})
-                if self.step < int(self.cfg.get("warmup", 0)):
-                    lr = lr * (self.step + 1) / int(self.cfg.get("warmup", 0))
-            else:
-                lr = lr_at(self.step, self.cfg)
+            lr = lr_at(self.step, self.cfg, (time.monotonic() - t0) / 60)
             for g in self.opt.param_groups:
                 g["lr"] = lr
             x, target, w = self.batch(self.step)

@@ -27,6 +27,11 @@ def test_lr_schedule():
     assert lr_at(60, cfg) == pytest.approx(0.5)
     assert lr_at(110, cfg) == pytest.approx(0.0, abs=1e-9)
     assert lr_at(25, {**cfg, "schedule": "step", "step_every": 10, "step_gamma": 0.5}) == pytest.approx(0.25)
+    timed = {**cfg, "schedule_minutes": 10.0}  # cosine over minutes, warm-up still by steps
+    assert lr_at(4, timed, 0.0) == pytest.approx(0.5)
+    assert lr_at(60, timed, 5.0) == pytest.approx(0.5)
+    assert lr_at(60, timed, 12.0) == pytest.approx(0.0, abs=1e-9)
+    assert lr_at(60, timed) == lr_at(60, cfg)  # no minutes given: the step schedule
 
 
 def test_three_steps_checkpoint_and_resume(assets_dir, tmp_path, repo_root):

@@ -245,7 +245,7 @@ class FaceTracker:
             if t.track_id in matched_t:
                 t.last_matched = fi
                 continue
-            if t.lost and t.lost_reason == "scene cut":  # its shot ended and no face of the new one matches it
+            if t.restart:  # lost at a scene cut: its shot ended and no face of the new one matches it
                 del self._tracks[t.track_id]
                 continue
             if t.lost:  # a lost track lives on its miss count (max_misses)
