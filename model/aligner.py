@@ -17,7 +17,7 @@ import torch
 
 from model.assets import AssetStore
 from model.checkpoint import LoadedModel, load_model
-from model.fastpath import _eager, build_fast_path
+from model.fastpath import build_fast_path
 from model.morphable import MorphableModel, Whitening, pose_from_params
 from model.roi import CROP_SIZE, crop_roi, rounded_roi
 
@@ -61,7 +61,7 @@ def normalise_crops(crops: np.ndarray, device: torch.device) -> torch.Tensor:
 class Aligner:
     """Batched 3DMM regression on face crops with a verified inference fast path."""
 
-    def __init__(self, loaded: LoadedModel, device: str | torch.device = "auto", fast: bool = True,
+    def __init__(self, loaded: LoadedModel, device: str | torch.device = "auto", fast_path: str = "auto",
                  store: AssetStore | None = None) -> None:
         self.device = select_device(device) if isinstance(device, str) else device
         self.net = loaded.net.to(self.device).eval()
@@ -71,16 +71,17 @@ class Aligner:
         self.name = loaded.name
         self.meta = loaded.meta
         self.morph = MorphableModel.load(store)
-        self._forward = build_fast_path(self.net, self.device) if fast else _eager(self.net)
-        self.fast = fast
+        self._forward = build_fast_path(self.net, self.device, kind=fast_path)
+        self.fast_path: str = getattr(self._forward, "kind", "eager")  # what runs: onnxruntime, torchscript, eager
         self.last_timing: dict[str, float] = {}
 
     @classmethod
     def from_checkpoint(cls, name_or_path: str = "auto", device: str = "auto", store: AssetStore | None = None,
-                        fast: bool = True) -> "Aligner":
-        """Load a model by name (see ``model.checkpoint.MODEL_NAMES``) or checkpoint path."""
+                        fast_path: str = "auto") -> "Aligner":
+        """Load a model by name (see ``model.checkpoint.MODEL_NAMES``) or checkpoint path; ``fast_path`` as in
+        ``model.fastpath.build_fast_path`` (auto, onnxruntime, torchscript, none)."""
         store = store or AssetStore()
-        return cls(load_model(name_or_path, store), device=device, fast=fast, store=store)
+        return cls(load_model(name_or_path, store), device=device, fast_path=fast_path, store=store)
 
     @property
     def param_std(self) -> np.ndarray:

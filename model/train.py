@@ -264,7 +264,7 @@ class Trainer:
         from model.evaluate import evaluate
 
         net = copy.deepcopy(self.net).eval()
-        al = Aligner(LoadedModel(net, "damdnet", self.whitening, "v1", "training"), device=self.device, fast=False)
+        al = Aligner(LoadedModel(net, "damdnet", self.whitening, "v1", "training"), device=self.device, fast_path="none")
         return float(evaluate(al, self.eval_labels).summary()["nme_all"])
 
     def log(self, row: dict) -> None:

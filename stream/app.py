@@ -53,7 +53,8 @@ def build_engine(cfg: dict) -> Engine:
     set_threads(cfg["threads"])
     store = AssetStore(cfg["assets"])
     try:
-        aligner = Aligner.from_checkpoint(cfg["weights"], device=cfg["device"], store=store)
+        aligner = Aligner.from_checkpoint(cfg["weights"], device=cfg["device"], store=store,
+                                          fast_path=cfg["fast_path"])
         if cfg["backbone"] and cfg["backbone"] != aligner.backbone:
             raise UserError(f"--backbone {cfg['backbone']} but the weights '{cfg['weights']}' are a {aligner.backbone}")
         detector = FaceDetector.create(cfg["detector"], store, score_threshold=cfg["detect_score"],
@@ -62,7 +63,8 @@ def build_engine(cfg: dict) -> Engine:
         raise UserError(str(exc)) from None
     except RuntimeError as exc:
         raise UserError(str(exc)) from None
-    print(f"model: {aligner.name} ({aligner.backbone}) on {aligner.device}; detector: {detector.kind}",
+    print(f"model: {aligner.name} ({aligner.backbone}) on {aligner.device} via {aligner.fast_path}; "
+          f"detector: {detector.kind}",
           file=sys.stderr)
     return Engine(store, aligner, AlignService(aligner), detector)
 

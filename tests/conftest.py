@@ -14,6 +14,12 @@ os.environ["DAMDNET_ASSETS"] = str(Path(os.environ["DAMDNET_ASSETS"]).resolve())
 # No network in tests: upstream-only assets (e.g. the authors' weights) fail at once instead of trying to download.
 # Tests of the download path inject their own downloader and clear this variable.
 os.environ.setdefault("DAMDNET_OFFLINE", "1")
+# ONNX exports of the fast path are cached per weights; the tests (and the CLIs they start) keep theirs apart from
+# the user's cache, in one folder per test run.
+if "DAMDNET_ONNX_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["DAMDNET_ONNX_CACHE"] = tempfile.mkdtemp(prefix="damdnet-onnx-")
 
 
 @pytest.fixture(scope="session")

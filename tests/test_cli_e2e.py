@@ -104,3 +104,23 @@ def test_synthetic_source_through_the_cli(tmp_path: Path) -> None:
     assert count_video_frames(tmp_path / "s.mp4") == 60
     _, rows = read_csv_rows(tmp_path / "s.csv")
     assert len(rows) == 60
+
+
+def test_fast_paths_give_the_same_tracks(tmp_path: Path, d0: Path) -> None:
+    """ONNX Runtime (the CPU default), TorchScript and eager: the same DAMDNet tracks through the whole CLI."""
+    tracks = {}
+    for kind in ("onnxruntime", "torchscript", "none"):
+        res = run_cli(["--source", str(d0), "--max-frames", "20", "--weights", "damdnet", "--fast-path", kind,
+                       "--tracks", f"{kind}.npz"], tmp_path)
+        assert res.returncode == 0, res.stderr
+        assert f"via {'eager' if kind == 'none' else kind}" in res.stderr
+        tracks[kind] = load_tracks(tmp_path / f"{kind}.npz")[1]["landmarks"]
+    assert tracks["onnxruntime"].shape == (20, 68, 3)
+    for kind in ("torchscript", "none"):
+        assert np.abs(tracks["onnxruntime"] - tracks[kind]).max() < 0.01  # pixels
+
+
+def test_unknown_fast_path_is_one_line(tmp_path: Path) -> None:
+    res = run_cli(["--source", "synthetic:1", "--fast-path", "tensorrt"], tmp_path)
+    assert res.returncode != 0 and "fast_path" in res.stderr and "tensorrt" in res.stderr
+    assert "Traceback" not in res.stderr

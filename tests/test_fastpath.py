@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from model.damdnet import DAMDNet, SpatialGroupEnhance
-from model.fastpath import build_fast_path
+from model.fastpath import FastPathError, build_fast_path, build_torchscript, fold_all_bn
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -61,9 +61,10 @@ def compat_net():
 
 
 @pytest.mark.parametrize("channels_last", [None, True, False])
-def test_fast_path_within_1e4_of_eager_on_compat_weights(compat_net, channels_last):
+def test_torchscript_within_1e4_of_eager_on_compat_weights(compat_net, channels_last):
     torch.manual_seed(1)
-    fast = build_fast_path(compat_net, channels_last=channels_last)
+    fast = build_torchscript(compat_net, channels_last=channels_last)
+    assert fast.kind == "torchscript"
     for n in (1, 5):
         x = torch.randn(n, 3, 120, 120)
         with torch.inference_mode():
@@ -104,3 +105,120 @@ def test_exact_fp32_turns_tf32_off_and_restores_it():
         assert torch.backends.cudnn.allow_tf32
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+# -- ONNX Runtime ---------------------------------------------------------------------------------------------------
+def _trained_like(net: DAMDNet) -> DAMDNet:
+    """Random BatchNorm statistics and SGE affines, so folding and the SGE rewrite have something to get wrong."""
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+            elif isinstance(m, SpatialGroupEnhance):
+                m.weight.normal_(generator=gen)
+                m.bias.normal_(generator=gen)
+    return net.eval()
+
+
+@pytest.mark.parametrize("shape", [(1, 16, 60, 60), (3, 64, 8, 8), (2, 320, 4, 4)])
+def test_export_sge_equals_sge(shape):
+    from model.ort_forward import ExportSGE
+
+    torch.manual_seed(2)
+    b, c, h, w = shape
+    sge = SpatialGroupEnhance(c // 2)
+    with torch.no_grad():
+        sge.weight.normal_()
+        sge.bias.normal_()
+        x = torch.randn(shape) * 3
+        assert (ExportSGE(sge, c, h, w)(x) - sge(x)).abs().max().item() < 1e-5
+
+
+def test_export_damdnet_equals_eager_and_folds_the_head():
+    from model.ort_forward import ExportDAMDNet
+
+    net = _trained_like(DAMDNet())
+    export = ExportDAMDNet(fold_all_bn(net))
+    assert export.head.shape == (62, 320)
+    x = torch.randn(3, 3, 120, 120)
+    with torch.no_grad():
+        assert (export(x) - net(x)).abs().max().item() < 1e-4
+
+
+def test_ort_fast_path_matches_eager_and_authors(compat_net):
+    sys.path.insert(0, str(REPO / "bench"))
+    from authors_structure import load_authors_checkpoint
+    from model.assets import AssetStore
+
+    fast = build_fast_path(compat_net, kind="onnxruntime")
+    assert fast.kind == "onnxruntime"
+    authors = load_authors_checkpoint(str(AssetStore().path("compat-checkpoint")))
+    torch.manual_seed(3)
+    for n in (1, 5, 17):
+        x = torch.randn(n, 3, 120, 120)
+        with torch.inference_mode():
+            assert (fast(x) - compat_net(x)).abs().max().item() < 1e-4
+            assert (fast(x) - authors(x)).abs().max().item() < 1e-4
+    assert fast(torch.randn(2, 3, 120, 120).contiguous(memory_format=torch.channels_last)).shape == (2, 62)
+
+
+def test_ort_export_has_no_shape_arithmetic():
+    """The constant-size SGE keeps Shape/Gather/Concat chains out of the graph (they cost ~1.4 ms at batch 1)."""
+    import onnx
+    from model.ort_forward import export_module, export_onnx_bytes
+
+    model = onnx.load_from_string(export_onnx_bytes(export_module(fold_all_bn(DAMDNet().eval()))))
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("Shape") == 0 and ops.count("Gather") == 0, sorted(set(ops))
+    assert ops.count("MatMul") >= 17  # one per SGE (17 blocks) + the head
+
+
+def test_ort_export_cache_reused_and_repaired(tmp_path, monkeypatch):
+    import model.ort_forward as of
+
+    monkeypatch.setenv("DAMDNET_ONNX_CACHE", str(tmp_path))
+    net = _trained_like(DAMDNet())
+    calls = []
+    real_export = of.export_onnx_bytes
+    monkeypatch.setattr(of, "export_onnx_bytes", lambda m: calls.append(1) or real_export(m))
+    x = torch.randn(1, 3, 120, 120)
+    with torch.inference_mode():
+        ref = net(x)
+    f1 = build_fast_path(net, kind="onnxruntime")
+    files = list(tmp_path.glob("*.onnx"))
+    assert len(calls) == 1 and len(files) == 1
+    f2 = build_fast_path(net, kind="onnxruntime")
+    assert len(calls) == 1  # read from the cache
+    assert (f2(x) - ref).abs().max().item() < 1e-4 and torch.equal(f1(x), f2(x))
+    files[0].write_bytes(files[0].read_bytes()[:1000])  # a truncated file is exported again
+    f3 = build_fast_path(net, kind="onnxruntime")
+    assert len(calls) == 2 and (f3(x) - ref).abs().max().item() < 1e-4
+    other = _trained_like(DAMDNet())
+    with torch.no_grad():
+        other.conv9.weight.mul_(2)  # other weights, other file
+    build_fast_path(other, kind="onnxruntime")
+    assert len(list(tmp_path.glob("*.onnx"))) == 2
+
+
+def test_fast_path_kinds_and_fallbacks(monkeypatch):
+    import model.ort_forward as of
+
+    net = DAMDNet().eval()
+    with pytest.raises(FastPathError, match="not one of"):
+        build_fast_path(net, kind="tensorrt")
+    with pytest.raises(FastPathError, match="runs on the CPU"):
+        build_fast_path(net, device="cuda", kind="onnxruntime")
+    assert build_fast_path(net, kind="none").kind == "eager"
+
+    def unavailable(*a, **k):
+        raise of.OrtUnavailable("onnxruntime is not installed (test)")
+
+    monkeypatch.setattr(of, "build_ort_forward", unavailable)
+    with pytest.raises(FastPathError, match="not installed"):
+        build_fast_path(net, kind="onnxruntime")
+    with pytest.warns(UserWarning, match="using TorchScript"):
+        assert build_fast_path(net, kind="auto").kind == "torchscript"
