@@ -276,7 +276,7 @@ def start_server(ns: NetNS, port: int, token: str, log_path: Path,
     """`python -m stream.webrtc.server` inside the namespace, bound to its address; waits until /status answers
     (polled from the host through the veth pair)."""
     cmd = ns.exec_prefix() + [sys.executable, "-m", "stream.webrtc.server", "--host", ns.ns_addr,
-                              "--port", str(port), "--token", token, "--processor", processor, *extra]
+                              "--port", str(port), f"--token={token}", "--processor", processor, *extra]
     log = open(log_path, "wb")
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ,
                             "PYTHONUNBUFFERED": "1"})
