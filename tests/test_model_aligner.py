@@ -11,6 +11,7 @@ import torch
 from model.aligner import Aligner, normalise_crops
 from model.assets import AssetStore
 from model.fastpath import build_fast_path, fold_all_bn
+from model.morphable import pose_from_params
 from model.roi import box_from_landmarks, crop_roi, iou_matrix, roi_from_box, roi_from_landmarks, rounded_roi
 
 SAMPLE = "cleardusk/3DDFA/samples/test1.jpg"
@@ -126,6 +127,7 @@ def test_align_many_is_one_forward_pass_and_equals_align(aligners, sample):
     for s, m in zip(single, many):
         assert m.params.shape == (len(m), 62) and m.landmarks.shape == (len(m), 68, 3)
         assert m.pose.shape == (len(m), 6) and m.roi.shape == (len(m), 4) and m.vertices is None
+        assert np.array_equal(m.pose, pose_from_params(m.params)) and m.pose is m.pose  # computed once, when read
         assert np.allclose(s.params, m.params, atol=1e-4, rtol=1e-4)
         assert np.allclose(s.landmarks, m.landmarks, atol=1e-2)
         assert m.landmarks.dtype == np.float32
