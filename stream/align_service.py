@@ -2,6 +2,8 @@
 
 Every pipeline (a file, a webcam, each WebRTC peer) awaits ``service.align(image, rois)``; while the network runs on
 one batch, new requests queue up and go together in the next one. The network runs in a single worker thread.
+When one stream is open (a file, a webcam: ``open_stream`` / ``close_stream``) and nothing is queued or running, a
+request goes straight to that thread, skipping the hand-off through the batching task.
 """
 from __future__ import annotations
 
@@ -25,17 +27,29 @@ class AlignService:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="align")
         self.batches = 0
         self.batched_requests = 0
+        self.direct_requests = 0  # lone requests that skipped the batching task
+        self.streams = 0  # open streams (see open_stream)
+        self._in_flight = 0  # forward passes submitted to the thread and not finished
 
     async def align(self, image: np.ndarray, rois: np.ndarray, dense: bool = False) -> AlignResult:
         """Align the faces at ``rois`` (N, 4) in ``image``; returns when its batch is done."""
         loop = asyncio.get_running_loop()
         if len(rois) == 0:
             return self.aligner.decode(np.zeros((0, 62), np.float32), np.zeros((0, 4), np.float32), dense)
+        rois = np.asarray(rois, np.float32)
+        if self.streams == 1 and not self._pending and not self._in_flight:  # alone: no one to batch with
+            self._in_flight += 1
+            try:
+                res = await loop.run_in_executor(self._pool, self.aligner.align_many, [(image, rois)], dense)
+            finally:
+                self._in_flight -= 1
+            self.direct_requests += 1
+            return res[0]
         if self._worker is None or self._worker.done() or self._worker.get_loop() is not loop:
             self._wake = asyncio.Event()
             self._worker = loop.create_task(self._run())
         fut = loop.create_future()
-        self._pending.append((image, np.asarray(rois, np.float32), dense, fut))
+        self._pending.append((image, rois, dense, fut))
         self._wake.set()
         return await fut
 
@@ -55,6 +69,7 @@ class AlignService:
             while self._pending:
                 batch = self._take_batch()
                 dense = any(item[2] for item in batch)
+                self._in_flight += 1
                 try:
                     results = await loop.run_in_executor(
                         self._pool, self.aligner.align_many, [(img, rois) for img, rois, _, _ in batch], dense)
@@ -63,6 +78,8 @@ class AlignService:
                         if not fut.done():
                             fut.set_exception(exc)
                     continue
+                finally:
+                    self._in_flight -= 1
                 self.batches += 1
                 self.batched_requests += len(batch)
                 for (_, _, want_dense, fut), res in zip(batch, results):
@@ -70,6 +87,14 @@ class AlignService:
                         res.vertices = None
                     if not fut.done():
                         fut.set_result(res)
+
+    def open_stream(self) -> None:
+        """A stream (one FaceAnalyzer) starts using the service."""
+        self.streams += 1
+
+    def close_stream(self) -> None:
+        """That stream is done."""
+        self.streams = max(0, self.streams - 1)
 
     def close(self) -> None:
         if self._worker is not None:

@@ -56,6 +56,8 @@ class FaceAnalyzer:
         self.tracker = self._new_tracker(config)
         self._cuts = CutDetector(config.cut_threshold)
         self._pool = detect_pool or ThreadPoolExecutor(1, thread_name_prefix="detect")
+        self._open = True
+        service.open_stream()
 
     def _new_tracker(self, config: TrackerConfig) -> FaceTracker:
         al = self.service.aligner
@@ -69,8 +71,11 @@ class FaceAnalyzer:
         self.tracker = self._new_tracker(replace(self.tracker.config, smooth=smooth))
 
     def close(self) -> None:
-        """Free the detection thread."""
+        """Free the detection thread and leave the align service (idempotent)."""
         self._pool.shutdown(wait=False)
+        if self._open:
+            self._open = False
+            self.service.close_stream()
 
     def _detect_timed(self, image: np.ndarray, stats: Stats) -> tuple[np.ndarray, np.ndarray]:
         t0 = time.perf_counter()
