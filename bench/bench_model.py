@@ -1,4 +1,5 @@
-"""Model latency: the authors' DAMDNet structure (eager) versus ours (eager and fast path), and the 3DDFA_V2 peer.
+"""Model latency: the authors' DAMDNet structure (eager) versus ours (eager, TorchScript and ONNX Runtime fast paths),
+and the 3DDFA_V2 peer.
 
     python bench/bench_model.py [--runs 60] [--batches 1 8 32] [--threads N] [--no-append]
 
@@ -33,7 +34,7 @@ from authors_structure import load_authors_checkpoint  # noqa: E402
 
 from model.assets import AssetStore  # noqa: E402
 from model.checkpoint import load_file, load_model  # noqa: E402
-from model.fastpath import build_fast_path  # noqa: E402
+from model.fastpath import build_fast_path, build_torchscript  # noqa: E402
 from bench.machine_info import cpu_model  # noqa: E402
 
 RESULTS = HERE / "RESULTS.md"
@@ -79,11 +80,14 @@ def main(argv: list[str] | None = None) -> int:
         checks["ours vs recorded output"] = max_err(ours(x_ref), y_ref)
         xr = torch.randn(8, 3, 120, 120)
         checks["ours vs authors structure (random batch of 8)"] = max_err(ours(xr), authors(xr))
-    ours_fast = build_fast_path(ours)
-    mb_fast = build_fast_path(mb)
+    ours_ort, ours_ts = build_fast_path(ours, kind="onnxruntime"), build_torchscript(ours)
+    mb_ort, mb_ts = build_fast_path(mb, kind="onnxruntime"), build_torchscript(mb)
     with torch.inference_mode():
-        checks["ours fast path vs eager"] = max_err(ours_fast(xr), ours(xr))
-        checks["mb05 fast path vs eager"] = max_err(mb_fast(xr), mb(xr))
+        checks["ours ONNX Runtime vs eager"] = max_err(ours_ort(xr), ours(xr))
+        checks["ours TorchScript vs eager"] = max_err(ours_ts(xr), ours(xr))
+        checks["ours ONNX Runtime vs authors structure"] = max_err(ours_ort(xr), authors(xr))
+        checks["mb05 ONNX Runtime vs eager"] = max_err(mb_ort(xr), mb(xr))
+        checks["mb05 TorchScript vs eager"] = max_err(mb_ts(xr), mb(xr))
     for k, v in checks.items():
         print(f"check: {k}: max abs error {v:.2e}")
     bad = [k for k, v in checks.items() if not v <= TOL]
@@ -94,9 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     variants = {
         "DAMDNet, authors' structure, eager": eager(authors),
         "DAMDNet, ours, eager": eager(ours),
-        "DAMDNet, ours, fast path": ours_fast,
+        "DAMDNet, ours, fast path TorchScript": ours_ts,
+        "DAMDNet, ours, fast path ONNX Runtime (default)": ours_ort,
         "3DDFA_V2 MobileNetV1 x0.5, eager": eager(mb),
-        "3DDFA_V2 MobileNetV1 x0.5, fast path": mb_fast,
+        "3DDFA_V2 MobileNetV1 x0.5, fast path TorchScript": mb_ts,
+        "3DDFA_V2 MobileNetV1 x0.5, fast path ONNX Runtime (default)": mb_ort,
     }
 
     # -- timing ----------------------------------------------------------------------------------------------------
@@ -154,8 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         "Ratio = authors' structure time / this time (higher is faster). The authors' structure is "
         "`bench/authors_structure.py`, an eager re-implementation of LeiJiangJNU/DAMDNet's `DAMDNet_v1` forward "
         "(view-based SGE, Sequential SE layer, unfused BatchNorm); 'ours' is `model.damdnet.DAMDNet`; "
-        "'fast path' is `model.fastpath.build_fast_path` (BatchNorm folded, traced, frozen TorchScript), what "
-        "`Aligner` runs. Both DAMDNets carry the same weights (compat checkpoint).",
+        "'fast path TorchScript' is `model.fastpath.build_torchscript` (BatchNorm folded, traced, frozen); "
+        "'fast path ONNX Runtime' is `model.ort_forward` (folded, constant-size SGE, linear head as one matrix), "
+        "what `Aligner` runs on a CPU. Both DAMDNets carry the same weights (compat checkpoint).",
         "",
         *rows,
         "",

@@ -5,9 +5,10 @@
 
 1. Model latency (batch 1/8/32; authors' structure eager vs ours eager / fast path vs the mobilenet_v1 peer, one
    process, round-robin, median of >= 50 calls): runs ``bench/bench_model.py``, which appends its own section.
-2. File mode: ``run_stream.py --source VIDEO --tracks T.csv`` (no video out, no progress bar), once per weights
-   (``3ddfa-v2-mb05`` and DAMDNet with the compat weights: random, but the same compute), ``--repeats`` times each in
-   fresh processes, alternating; the pipeline's own frames/s (model loading excluded) and per-stage p50/p95.
+2. File mode: ``run_stream.py --source VIDEO --tracks T.csv`` (no video out, no progress bar), once per case
+   (the shipped ``damdnet`` and the ``3ddfa-v2-mb05`` peer, each through the ONNX Runtime and the TorchScript fast
+   path), ``--repeats`` times each in fresh processes, alternating; the pipeline's own frames/s (model loading
+   excluded) and per-stage p50/p95.
 3. Simulated live mode: the synthetic source paced at 30 fps for ``--live-seconds`` with ``--live true --mode mesh``
    and an annotated video out, in this process; drops and end-to-end (capture -> sink) p50/p95 per 10-s window.
 
@@ -45,10 +46,10 @@ def load() -> str:
     return "(" + ", ".join(f"{v:.2f}" for v in os.getloadavg()) + ")"
 
 
-def file_mode(video: Path, weights: str, threads: int | None) -> dict:
+def file_mode(video: Path, args: list[str], threads: int | None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, str(REPO / "run_stream.py"), "--source", str(video), "--tracks", f"{tmp}/t.csv",
-               "--weights", weights, "--stats", "true", "--stats-every", "0", "--progress", "false"]
+               *args, "--stats", "true", "--stats-every", "0", "--progress", "false"]
         env = dict(os.environ)
         if threads:
             env["OMP_NUM_THREADS"] = str(threads)
@@ -139,22 +140,24 @@ def main(argv: list[str] | None = None) -> int:
 
     lines = [f"## Pipeline speed ({dt.datetime.now().strftime('%Y-%m-%d %H:%M')})", ""]
     video = Path(a.video)
-    weights = {"3DDFA_V2 MobileNetV1 x0.5 (`3ddfa-v2-mb05`)": "3ddfa-v2-mb05",
-               "DAMDNet (compat weights: random, same compute)": str(COMPAT)}
-    runs: dict[str, list[dict]] = {k: [] for k in weights}
+    cases = {f"{label}, fast path {kind}": ["--weights", w, "--fast-path", kind]
+             for label, w in (("DAMDNet (`damdnet`)", "damdnet"), ("3DDFA_V2 MobileNetV1 x0.5 (`3ddfa-v2-mb05`)",
+                                                                   "3ddfa-v2-mb05"))
+             for kind in ("onnxruntime", "torchscript")}
+    runs: dict[str, list[dict]] = {k: [] for k in cases}
     load_before = load()
     for _ in range(a.repeats):
-        for name, w in weights.items():
-            r = file_mode(video, w, a.threads)
+        for name, args in cases.items():
+            r = file_mode(video, args, a.threads)
             runs[name].append(r)
             print(f"file mode {name}: {r['fps']:.1f} fps ({r['frames']} frames); {r['stats']}; load {load()}",
                   flush=True)
     lines += [f"Threads: {a.threads or 'torch default'}.", ""]
     lines += [f"File mode: `run_stream.py --source {video.name} --tracks T.csv --stats true --progress false` (no "
-              f"video out, default detector/tracker: detect every 10 frames, detect_max_side 640), {a.repeats} runs "
-              "per weights in fresh processes, alternating; frames/s as the pipeline reports it (model loading "
+              f"video out, default detector/tracker), {a.repeats} runs "
+              "per case in fresh processes, alternating; frames/s as the pipeline reports it (model loading "
               "excluded). Stages p50/p95 ms from the median run.", "",
-              "| weights | frames | frames/s (median; min-max) | stages p50/p95 ms (median run) |", "|---|---:|---:|---|"]
+              "| case | frames | frames/s (median; min-max) | stages p50/p95 ms (median run) |", "|---|---:|---:|---|"]
     for name, rs in runs.items():
         fps = [r["fps"] for r in rs]
         mid = sorted(rs, key=lambda r: r["fps"])[len(rs) // 2]
