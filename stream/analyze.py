@@ -3,6 +3,10 @@
 ``FaceAnalyzer.analyze(frame, stats)`` returns one ``FaceRecord`` per confirmed track with smoothed parameters,
 landmarks, pose, box and ROI (and dense vertices when ``dense``). The aligner is shared through ``AlignService`` so
 several streams batch their crops together.
+
+File sources call ``prefetch(frame)`` as each frame is decoded, ahead of ``analyze``: the detector starts on frames
+that the schedule will run it on, on its own thread, so detection overlaps the network instead of stalling the
+stream (the result is used only on exactly that frame, so the tracks are the same as detecting on demand).
 """
 from __future__ import annotations
 
@@ -58,6 +62,8 @@ class FaceAnalyzer:
         self._pool = detect_pool or ThreadPoolExecutor(1, thread_name_prefix="detect")
         self._open = True
         service.open_stream()
+        self._prefetched: dict[int, asyncio.Future] = {}  # frame index -> detector job started by prefetch
+        self.prefetch_used = 0  # detections that had started ahead (file sources)
 
     def _new_tracker(self, config: TrackerConfig) -> FaceTracker:
         al = self.service.aligner
@@ -72,17 +78,43 @@ class FaceAnalyzer:
 
     def close(self) -> None:
         """Free the detection thread and leave the align service (idempotent)."""
+        for job in self._prefetched.values():
+            job.cancel()
+        self._prefetched.clear()
         self._pool.shutdown(wait=False)
         if self._open:
             self._open = False
             self.service.close_stream()
 
     def _detect_timed(self, image: np.ndarray, stats: Stats) -> tuple[np.ndarray, np.ndarray]:
+        det, ms = self._detect_ms(image)
+        self._count_detection(stats, ms)
+        return det
+
+    def _detect_ms(self, image: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], float]:
         t0 = time.perf_counter()
         det = self.detector(image)
-        stats.add_stage("detect", (time.perf_counter() - t0) * 1e3)
+        return det, (time.perf_counter() - t0) * 1e3
+
+    @staticmethod
+    def _count_detection(stats: Stats, ms: float) -> None:
+        stats.add_stage("detect", ms)
         stats.detections += 1
-        return det
+
+    def prefetch(self, frame: Frame) -> None:
+        """Start the detector on ``frame`` now if the schedule will probably run it there
+        (``FaceTracker.detection_expected``). Call in frame order, from the event loop, before ``analyze`` of that
+        frame; synchronous detection only (not ``async_detect``)."""
+        if self.async_detect or not self.tracker.detection_expected(frame.index):
+            return
+        loop = asyncio.get_running_loop()
+        self._prefetched[frame.index] = loop.run_in_executor(self._pool, self._detect_ms, frame.image)
+
+    def _take_prefetched(self, index: int) -> asyncio.Future | None:
+        """The prefetched detector job of frame ``index`` (if any); jobs of earlier frames are dropped."""
+        for i in [i for i in self._prefetched if i < index]:
+            self._prefetched.pop(i).cancel()
+        return self._prefetched.pop(index, None)
 
     async def _detections(self, frame: Frame, stats: Stats):
         """Detector boxes to associate on this frame, or None. On a scene cut the tracks are stale: the detector runs
@@ -100,8 +132,16 @@ class FaceAnalyzer:
                 det, self._pending = await self._pending, None
                 return det
             return None  # still running: the tracks carry on from their landmarks
+        ahead = self._take_prefetched(frame.index) if self._prefetched else None
         if not self.tracker.need_detection(frame.index):
+            if ahead is not None:
+                ahead.cancel()
             return None
+        if ahead is not None:
+            det, ms = await ahead
+            self._count_detection(stats, ms)
+            self.prefetch_used += 1
+            return det
         job = loop.run_in_executor(self._pool, self._detect_timed, frame.image, stats)
         if self.async_detect and self.tracker.tracks and not cut:
             self._pending = job

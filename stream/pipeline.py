@@ -97,6 +97,7 @@ class Pipeline:
         self.on_stats = on_stats
         self.stats_every = stats_every
         self._stop = asyncio.Event()
+        self._prefetch = None if live else getattr(analyzer, "prefetch", None)
         self._pools = {name: ThreadPoolExecutor(1, thread_name_prefix=f"stage-{name}")
                        for name in ("decode", "render", "sink")}
 
@@ -116,6 +117,8 @@ class Pipeline:
                     break
                 self.stats.add_stage("decode", (time.perf_counter() - t0) * 1e3)
                 self.stats.frames_in += 1
+                if self._prefetch is not None:  # file sources: every frame is analysed, so work can start early
+                    self._prefetch(frame)
                 await out.put(Job(frame))
         finally:
             await out.put(EOS)

@@ -203,6 +203,16 @@ class FaceTracker:
             return True
         return frame_index - self._last_detection >= self.config.detect_every
 
+    def detection_expected(self, frame_index: int) -> bool:
+        """Will the detector run on ``frame_index``, a frame not started yet, if tracking goes on as it is now? (no
+        tracks or a lost track: every frame; else every K frames counted from the last detection)."""
+        if not self._tracks or any(t.lost for t in self._tracks.values()):
+            return True
+        if self.config.detect_every <= 1 or self._last_detection is None:
+            return True
+        ahead = frame_index - self._last_detection
+        return ahead > 0 and ahead % self.config.detect_every == 0
+
     # -- per frame ---------------------------------------------------------------------------------------------------
     def rois_for_frame(self, detections: Detections | None = None,
                        frame_index: int | None = None) -> list[tuple[int, np.ndarray]]:
