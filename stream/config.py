@@ -20,7 +20,7 @@ CHOICES: dict[str, tuple] = {
     "mesh_format": ("npz", "npz+obj", "npz+ply"),
     "live": ("auto", True, False),
     "detect_async": ("auto", True, False),
-    "fast_path": ("auto", "onnxruntime", "torchscript", "none"),
+    "fast_path": ("auto", "onnxruntime", "torchscript", "none"),  # model.fastpath.FAST_PATHS (not imported: torch)
 }
 POSITIVE = {"detect_every", "queue_size", "tracker.min_hits", "tracker.max_misses",
             "webcam.width", "webcam.height", "webcam.fps", "synthetic.width", "synthetic.height", "synthetic.fps",

@@ -222,3 +222,10 @@ def test_fast_path_kinds_and_fallbacks(monkeypatch):
         build_fast_path(net, kind="onnxruntime")
     with pytest.warns(UserWarning, match="using TorchScript"):
         assert build_fast_path(net, kind="auto").kind == "torchscript"
+
+
+def test_config_offers_exactly_the_fast_paths():
+    from model.fastpath import FAST_PATHS
+    from stream.config import CHOICES
+
+    assert CHOICES["fast_path"] == FAST_PATHS
