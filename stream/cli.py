@@ -36,7 +36,8 @@ def build_parser(command: str) -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(
         prog=f"run_stream.py{' serve' if command == 'serve' else ''}",
-        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False)  # a flag is a whole config key: a misspelt prefix is an error, not another key
     p.add_argument("--config", default=None, help="YAML file merged over configs/default.yaml")
     comments = _yaml_comments()
     for key, default in config_keys():

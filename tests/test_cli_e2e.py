@@ -118,9 +118,3 @@ def test_fast_paths_give_the_same_tracks(tmp_path: Path, d0: Path) -> None:
     assert tracks["onnxruntime"].shape == (20, 68, 3)
     for kind in ("torchscript", "none"):
         assert np.abs(tracks["onnxruntime"] - tracks[kind]).max() < 0.01  # pixels
-
-
-def test_unknown_fast_path_is_one_line(tmp_path: Path) -> None:
-    res = run_cli(["--source", "synthetic:1", "--fast-path", "tensorrt"], tmp_path)
-    assert res.returncode != 0 and "fast_path" in res.stderr and "tensorrt" in res.stderr
-    assert "Traceback" not in res.stderr

@@ -27,6 +27,7 @@ def test_help_mentions_every_use(tmp_path: Path) -> None:
     (["--mode", "nope"], "mode"),
     (["--smooth", "sometimes"], "smooth"),
     (["--queue-size", "lots"], "queue_size"),
+    (["--fast-path", "tensorrt"], "fast_path"),
 ])
 def test_bad_values_one_line_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:
     res = run_cli([*args, "--out", "o.mp4", "--tracks", "o.csv"], tmp_path)
@@ -54,6 +55,12 @@ def test_unknown_config_key_one_line_exit_2(tmp_path: Path) -> None:
 def test_unknown_flag_exits_2(tmp_path: Path) -> None:
     res = run_cli(["--no-such-flag"], tmp_path)
     assert res.returncode == 2 and "--no-such-flag" in res.stderr
+
+
+def test_flags_are_whole_config_keys_not_prefixes(tmp_path: Path) -> None:
+    """A misspelt key that is a prefix of a real one (--kalman.pose-gat) is refused, not taken as that key."""
+    res = run_cli(["--kalman.pose-gat", "3", "--source", "synthetic:1"], tmp_path)
+    assert res.returncode == 2 and "--kalman.pose-gat" in res.stderr
 
 
 def test_missing_source_one_line_exit_2(tmp_path: Path) -> None:
