@@ -11,19 +11,9 @@ from stream.analyze import FaceAnalyzer, tracker_config
 from stream.app import build_engine
 from stream.config import load_config
 from stream.frames import Frame
-from stream.pipeline import Job, Pipeline
+from stream.pipeline import Pipeline
 from stream.sources import open_source
-
-
-class Collect:
-    def __init__(self) -> None:
-        self.faces: dict[int, list] = {}
-
-    def write_job(self, job: Job) -> None:
-        self.faces[job.frame.index] = list(job.faces)
-
-    def close(self) -> None:
-        pass
+from tests.test_pipeline_synthetic import Collect
 
 
 class ListSource:

@@ -27,7 +27,10 @@ def authors_sge(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, group
 
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("shape", [(1, 16, 60, 60), (3, 64, 8, 8), (2, 320, 4, 4)])
-def test_fused_sge_equals_authors_reference(shape, channels_last):
+def test_fused_and_export_sge_equal_authors_reference(shape, channels_last):
+    """Ours (any layout) and the constant-size export form (model.ort_forward.ExportSGE) against the authors' SGE."""
+    from model.ort_forward import ExportSGE
+
     torch.manual_seed(0)
     b, c, h, w = shape
     sge = SpatialGroupEnhance(c // 2)
@@ -39,8 +42,10 @@ def test_fused_sge_equals_authors_reference(shape, channels_last):
     with torch.no_grad():
         out = sge(xin)
         ref = authors_sge(x, sge.weight, sge.bias, c // 2)
-    assert out.shape == ref.shape
+        export = ExportSGE(sge, c, h, w)(xin)
+    assert out.shape == ref.shape == export.shape
     assert (out - ref).abs().max().item() < 1e-5
+    assert (export - ref).abs().max().item() < 1e-5
 
 
 def test_sge_state_dict_keys_unchanged():
@@ -122,20 +127,6 @@ def _trained_like(net: DAMDNet) -> DAMDNet:
                 m.weight.normal_(generator=gen)
                 m.bias.normal_(generator=gen)
     return net.eval()
-
-
-@pytest.mark.parametrize("shape", [(1, 16, 60, 60), (3, 64, 8, 8), (2, 320, 4, 4)])
-def test_export_sge_equals_sge(shape):
-    from model.ort_forward import ExportSGE
-
-    torch.manual_seed(2)
-    b, c, h, w = shape
-    sge = SpatialGroupEnhance(c // 2)
-    with torch.no_grad():
-        sge.weight.normal_()
-        sge.bias.normal_()
-        x = torch.randn(shape) * 3
-        assert (ExportSGE(sge, c, h, w)(x) - sge(x)).abs().max().item() < 1e-5
 
 
 def test_export_damdnet_equals_eager_and_folds_the_head():
