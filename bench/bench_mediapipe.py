@@ -6,6 +6,7 @@ Run with the MediaPipe venv's python, never the project's (mediapipe's dependenc
     python3 -m venv /tmp/mpvenv
     /tmp/mpvenv/bin/pip install --no-deps mediapipe==0.10.14 absl-py flatbuffers attrs 'protobuf>=4.25.3,<5' \\
         numpy==1.26.4 opencv-python-headless==4.10.0.84
+    /tmp/mpvenv/bin/pip install matplotlib numpy==1.26.4    # mediapipe.solutions imports it
     /tmp/mpvenv/bin/python bench/bench_mediapipe.py VIDEO [--passes 3] [--json]
 
 All frames are decoded with OpenCV up front (decode not timed), converted to RGB, then

@@ -5,7 +5,7 @@
 
 Per video, ``--rounds`` rounds, each: (a) our pipeline in file mode, in-process (``bench_pipeline.run_case``: the
 pipeline as ``run_stream.py --source V --tracks T.csv`` builds it, no video out), once with ``3ddfa-v2-mb05`` and once
-with DAMDNet compute (compat weights: random init, same network), torch threads 1; frames/s as the pipeline's Stats
+with the shipped DAMDNet (``damdnet``), torch threads 1; frames/s as the pipeline's Stats
 report it (model load excluded, decode/detect/track/align/smooth/sink included); (b) ``bench/bench_mediapipe.py``
 (one warm-up pass + 1 timed pass of FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=False) over
 the pre-decoded RGB frames; decode not timed) as a subprocess of the MediaPipe venv's python (``--mp-python``; it is
@@ -35,7 +35,7 @@ sys.path.insert(0, str(HERE))
 os.environ.setdefault("DAMDNET_ASSETS", str(REPO.parent / "shared" / "assets"))
 
 from bench_pipeline import run_case  # noqa: E402
-from bench_pipeline_speed import COMPAT, DEFAULT_VIDEO, load  # noqa: E402
+from bench_pipeline_speed import DEFAULT_VIDEO, load  # noqa: E402
 from bench_smoothing import append_results, machine  # noqa: E402
 
 ASSETS = Path(os.environ["DAMDNET_ASSETS"])
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     from stream.app import build_engine
     from stream.config import load_config
 
-    weights = {"ours, 3DDFA_V2 mb05": "3ddfa-v2-mb05", "ours, DAMDNet (compat weights)": str(COMPAT)}
+    weights = {"ours, 3DDFA_V2 mb05": "3ddfa-v2-mb05", "ours, DAMDNet (`damdnet`)": "damdnet"}
     engines = {}
     for name, w in weights.items():
         cfg = load_config(None, {"weights": w, "device": "cpu", "threads": a.threads, "progress": False})
@@ -133,8 +133,7 @@ def main(argv: list[str] | None = None) -> int:
              f"Ours: in-process file mode as `run_stream.py --source V --tracks T.csv` builds it (no video out; "
              f"detector {first['detector']} every {first['detect_every']} frames, Kalman on), torch threads "
              f"{a.threads}; frames/s from the pipeline's Stats (model load excluded; decode, detection, tracking, "
-             "alignment, smoothing and the tracks sink included). DAMDNet runs the compat weights (random init, same "
-             "compute), so its faces-found figure says nothing about accuracy. MediaPipe: `bench/bench_mediapipe.py` "
+             "alignment, smoothing and the tracks sink included), through the CPU fast path (ONNX Runtime). MediaPipe: `bench/bench_mediapipe.py` "
              "in its own venv, `FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=False)` on every "
              "RGB frame, pre-decoded (decode not timed, which favours MediaPipe slightly), 1 warm-up + 1 timed pass "
              f"per round. {a.rounds} rounds per video; median frames/s (all rounds in brackets); faces found and load "
