@@ -38,7 +38,6 @@ os.environ.setdefault("DAMDNET_ASSETS", str(REPO.parent / "shared" / "assets"))
 RESULTS = HERE / "RESULTS.md"
 ASSETS = Path(os.environ["DAMDNET_ASSETS"])
 DEFAULT_VIDEO = ASSETS / "KwaiVGI/LivePortrait/assets/examples/driving/d0.mp4"
-COMPAT = ASSETS / "compat/damdnet_v1_random_init.pth.tar"
 DONE = re.compile(r"done: (\d+) frames in ([\d.]+) s \(([\d.]+) fps\), (\d+) dropped")
 
 
@@ -117,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="file-mode runs per weights (median reported)")
     p.add_argument("--live-seconds", type=float, default=60.0)
     p.add_argument("--live-mode", default="mesh")
-    p.add_argument("--live-weights", default=str(COMPAT), help="weights of the live run (default: DAMDNet compat)")
+    p.add_argument("--live-weights", default="damdnet", help="weights of the live run (default: the shipped DAMDNet)")
     p.add_argument("--model-runs", type=int, default=60)
     p.add_argument("--skip-model", action="store_true", help="skip the model latency table (bench_model.py)")
     p.add_argument("--skip-live", action="store_true")
