@@ -3,7 +3,7 @@ frozen TorchScript graph (CPU fallback, CUDA).
 
 ``build_fast_path(net, kind=...)`` returns a callable (N, 3, 120, 120) -> (N, 62) that matches the eager network
 within ``tol`` (checked at build time on a random batch). Its ``kind`` attribute says what runs: ``onnxruntime``,
-``torchscript`` or ``eager``. ``kind="auto"`` takes ONNX Runtime on the CPU (2.8-3x faster than TorchScript for
+``torchscript`` or ``eager``. ``kind="auto"`` takes ONNX Runtime on the CPU (2.4-2.5x faster than TorchScript for
 DAMDNet at batch 1: bench/RESULTS.md, "Fast path: ONNX Runtime"), TorchScript on CUDA, and falls back with a warning
 (ORT -> TorchScript -> eager) when a build fails or disagrees with eager.
 """

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,6 @@ os.environ.setdefault("DAMDNET_OFFLINE", "1")
 # ONNX exports of the fast path are cached per weights; the tests (and the CLIs they start) keep theirs apart from
 # the user's cache, in one folder per test run.
 if "DAMDNET_ONNX_CACHE" not in os.environ:
-    import tempfile
-
     os.environ["DAMDNET_ONNX_CACHE"] = tempfile.mkdtemp(prefix="damdnet-onnx-")
 
 

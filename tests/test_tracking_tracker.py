@@ -191,12 +191,17 @@ def test_detect_every_k_schedule():
     k = 4
     tr = FaceTracker(TrackerConfig(detect_every=k), decode=decode)
     assert all(tr.need_detection(i) for i in range(3))  # no tracks: every frame
-    ran_at = []
+    ran_at, expected = [], []
     for i in range(3, 30):
+        # what a look-ahead (file prefetch) predicts for the next frames must be what then happens
+        expected.append([j for j in range(i, i + 6) if tr.detection_expected(j)])
         _, ran = step(tr, i, [(320.0, 240.0, 80.0)])
         if ran:
             ran_at.append(i)
     assert ran_at == list(range(3, 30, k))
+    assert expected[0] == list(range(3, 9))  # no track yet: every frame
+    for i, exp in zip(range(4, 30), expected[1:]):
+        assert exp == [j for j in range(i, i + 6) if (j - 3) % k == 0], (i, exp)
     tr2 = FaceTracker(TrackerConfig(detect_every=1), decode=decode)
     assert all(step(tr2, i, [(320.0, 240.0, 80.0)])[1] for i in range(5))
 

@@ -197,21 +197,23 @@ class FaceTracker:
 
     def need_detection(self, frame_index: int) -> bool:
         """Should the detector run on frame ``frame_index``? (no tracks, a lost track, or K frames since the last)."""
-        if not self._tracks or any(t.lost for t in self._tracks.values()):
-            return True
-        if self.config.detect_every <= 1 or self._last_detection is None:
-            return True
-        return frame_index - self._last_detection >= self.config.detect_every
+        since = self._frames_since_detection(frame_index)
+        return since is None or since >= self.config.detect_every
 
     def detection_expected(self, frame_index: int) -> bool:
         """Will the detector run on ``frame_index``, a frame not started yet, if tracking goes on as it is now? (no
         tracks or a lost track: every frame; else every K frames counted from the last detection)."""
+        since = self._frames_since_detection(frame_index)
+        return since is None or (since > 0 and since % self.config.detect_every == 0)
+
+    def _frames_since_detection(self, frame_index: int) -> int | None:
+        """Frames from the last detection to ``frame_index``; None where every frame needs the detector now (no
+        tracks, a lost track, ``detect_every`` <= 1, no detection yet)."""
         if not self._tracks or any(t.lost for t in self._tracks.values()):
-            return True
+            return None
         if self.config.detect_every <= 1 or self._last_detection is None:
-            return True
-        ahead = frame_index - self._last_detection
-        return ahead > 0 and ahead % self.config.detect_every == 0
+            return None
+        return frame_index - self._last_detection
 
     # -- per frame ---------------------------------------------------------------------------------------------------
     def rois_for_frame(self, detections: Detections | None = None,
