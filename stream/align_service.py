@@ -38,11 +38,7 @@ class AlignService:
             return self.aligner.decode(np.zeros((0, 62), np.float32), np.zeros((0, 4), np.float32), dense)
         rois = np.asarray(rois, np.float32)
         if self.streams == 1 and not self._pending and not self._in_flight:  # alone: no one to batch with
-            self._in_flight += 1
-            try:
-                res = await loop.run_in_executor(self._pool, self.aligner.align_many, [(image, rois)], dense)
-            finally:
-                self._in_flight -= 1
+            res = await self._forward([(image, rois)], dense)
             self.direct_requests += 1
             return res[0]
         if self._worker is None or self._worker.done() or self._worker.get_loop() is not loop:
@@ -53,6 +49,14 @@ class AlignService:
         self._wake.set()
         return await fut
 
+    async def _forward(self, items: list, dense: bool) -> list[AlignResult]:
+        """One forward pass over ``items`` [(image, rois)] on the network thread, counted as in flight."""
+        self._in_flight += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, self.aligner.align_many, items, dense)
+        finally:
+            self._in_flight -= 1
+
     def _take_batch(self) -> list:
         batch, faces = [], 0
         while self._pending and (not batch or faces + len(self._pending[0][1]) <= self.max_faces):
@@ -62,24 +66,19 @@ class AlignService:
         return batch
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
                 batch = self._take_batch()
                 dense = any(item[2] for item in batch)
-                self._in_flight += 1
                 try:
-                    results = await loop.run_in_executor(
-                        self._pool, self.aligner.align_many, [(img, rois) for img, rois, _, _ in batch], dense)
+                    results = await self._forward([(img, rois) for img, rois, _, _ in batch], dense)
                 except Exception as exc:  # hand the error to every waiter
                     for *_, fut in batch:
                         if not fut.done():
                             fut.set_exception(exc)
                     continue
-                finally:
-                    self._in_flight -= 1
                 self.batches += 1
                 self.batched_requests += len(batch)
                 for (_, _, want_dense, fut), res in zip(batch, results):
