@@ -1,7 +1,7 @@
 """CPU fast path through ONNX Runtime: the BatchNorm-folded network, rewritten for export, run by an ORT session.
 
 ``build_ort_forward(folded_net)`` returns a callable (N, 3, 120, 120) float32 tensor -> (N, 62) tensor, or raises
-``OrtUnavailable`` (onnxruntime or onnx not installed, or the export failed). Exports are kept on disk by a hash of
+``OrtUnavailable`` (onnxruntime not installed, or the export failed). Exports are kept on disk by a hash of
 the folded weights (``$DAMDNET_ONNX_CACHE``, else ``~/.cache/damdnet/onnx``), so a second load skips the export; a
 damaged file in the cache is exported again.
 
@@ -116,16 +116,13 @@ def export_onnx_bytes(module: nn.Module) -> bytes:
     return buf.getvalue()
 
 
-def cached_export(module: nn.Module) -> bytes:
-    """The export of ``module`` from the cache when present and loadable, else exported and written atomically."""
-    import onnx
-
+def cached_session(module: nn.Module, threads: int | None = None):
+    """An ORT session of ``module``'s export: from the cache when the file there loads, else exported now and written
+    to the cache atomically (a damaged or truncated file is replaced)."""
     path = cache_dir() / f"{weights_digest(module)}.onnx"
     if path.is_file():
         try:
-            data = path.read_bytes()
-            onnx.checker.check_model(onnx.load_from_string(data))
-            return data
+            return make_session(path.read_bytes(), threads)
         except Exception:  # damaged or truncated: export again
             pass
     data = export_onnx_bytes(module)
@@ -137,7 +134,7 @@ def cached_export(module: nn.Module) -> bytes:
         os.replace(tmp, path)
     except OSError:  # a read-only home: run without the cache
         pass
-    return data
+    return make_session(data, threads)
 
 
 def make_session(model_bytes: bytes, threads: int | None = None):
@@ -156,14 +153,13 @@ def make_session(model_bytes: bytes, threads: int | None = None):
 def build_ort_forward(folded: nn.Module, threads: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """(N, 3, 120, 120) float32 CPU tensor -> (N, 62) float32 tensor through ONNX Runtime (see the module doc).
 
-    Raises ``OrtUnavailable`` when onnx/onnxruntime are missing or the export fails."""
+    Raises ``OrtUnavailable`` when onnxruntime is missing or the export fails."""
     try:
-        import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
     except ImportError as exc:
         raise OrtUnavailable(f"onnxruntime is not installed ({exc})") from exc
     try:
-        session = make_session(cached_export(export_module(folded.cpu().eval())), threads)
+        session = cached_session(export_module(folded.cpu().eval()), threads)
     except Exception as exc:  # export or session failure depends on the torch/ORT build
         raise OrtUnavailable(f"ONNX export or session failed ({type(exc).__name__}: {exc})") from exc
     run = session.run
