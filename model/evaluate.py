@@ -3,6 +3,8 @@
 Crop from the ground-truth 68-point box (square of side max(w, h) enlarged to its diagonal) or from the detector,
 predict, map back; per image NME = mean 2D point distance / sqrt(w * h) of the ground-truth box; bins by |yaw|
 (ground-truth yaw when the label has one, else the predicted yaw); "mean of bins" is the mean of the non-empty bins.
+Head pose (labels with ``Pose_Para``): mean absolute yaw, pitch and roll error in degrees, the predicted rotation read
+in ``Pose_Para``'s own convention; images with a ground-truth angle beyond 99 degrees are left out (SynergyNet's rule).
 
     python -m model.evaluate --weights 3ddfa-v2-mb05 --images DIR [--crop gt|detector] [--json out.json]
 """
@@ -18,7 +20,8 @@ import cv2
 import numpy as np
 
 from model.assets import AssetError, AssetStore
-from model.metrics import YAW_BINS, nme, yaw_bin
+from model.metrics import POSE_KEYS, POSE_LIMIT, YAW_BINS, angle_error, nme, pose_para_angles, yaw_bin
+from model.morphable import rotation_from_params
 from model.roi import box_from_landmarks, iou_matrix, roi_from_box, roi_from_landmarks
 
 FAIL_NME = 10.0  # an image whose NME exceeds this counts as a failure
@@ -31,6 +34,17 @@ class EvalReport:
     per_image: dict[str, float] = field(default_factory=dict)
     yaw: dict[str, float] = field(default_factory=dict)
     missed: list[str] = field(default_factory=list)  # detector crops: no face found
+    pose_error: dict[str, list[float]] = field(default_factory=dict)  # |yaw|, |pitch|, |roll| error, degrees
+    pose_excluded: list[str] = field(default_factory=list)  # ground-truth angle beyond POSE_LIMIT
+
+    def pose_summary(self) -> dict | None:
+        """Mean absolute yaw / pitch / roll error (degrees) and their mean, over images with usable ``Pose_Para``."""
+        if not self.pose_error:
+            return None
+        e = np.array(list(self.pose_error.values()))
+        out = {k: float(v) for k, v in zip(POSE_KEYS, e.mean(axis=0))}
+        out.update(mean=float(e.mean()), count=len(e), excluded=len(self.pose_excluded))
+        return out
 
     def summary(self) -> dict:
         names = list(self.per_image)
@@ -44,6 +58,7 @@ class EvalReport:
                 "nme_mean_of_bins": float(np.mean(means)) if means else None,
                 "bins": bins, "count": len(names),
                 "failures": sorted(n for n in names if self.per_image[n] > FAIL_NME), "missed": self.missed,
+                "pose_mae": self.pose_summary(),
                 "per_image": self.per_image, "yaw": self.yaw}
 
 
@@ -70,6 +85,13 @@ def evaluate(aligner, labels: list[Path], crop: str = "gt", detector=None, flip:
         name = gt.image.name
         report.per_image[name] = float(nme(res.landmarks[0], gt.landmarks))
         report.yaw[name] = gt.yaw if gt.yaw is not None else float(res.pose[0, 0])
+        if gt.mat is not None and "Pose_Para" in gt.mat:
+            pp = np.degrees(np.asarray(gt.mat["Pose_Para"], np.float64).ravel()[[1, 0, 2]])  # yaw, pitch, roll
+            if np.all(np.abs(pp) <= POSE_LIMIT):
+                pred = pose_para_angles(rotation_from_params(res.params[:1]))[0]
+                report.pose_error[name] = angle_error(pred, pp).tolist()
+            else:
+                report.pose_excluded.append(name)
     return report
 
 
@@ -83,6 +105,12 @@ def format_table(summary: dict, title: str) -> str:
     rows.append(f"| mean of bins | | {'-' if mob is None else f'{mob:.3f}'} |")
     rows.append(f"| all images | {summary['count']} | {summary['nme_all']:.3f} |" if summary["nme_all"] is not None
                 else "| all images | 0 | - |")
+    pm = summary.get("pose_mae")
+    if pm:
+        rows.append("")
+        rows.append(f"head pose MAE (degrees, {pm['count']} images, {pm['excluded']} with a ground-truth angle over "
+                    f"{POSE_LIMIT:.0f} left out): yaw {pm['yaw']:.2f}, pitch {pm['pitch']:.2f}, roll {pm['roll']:.2f}, "
+                    f"mean {pm['mean']:.2f}")
     rows.append("")
     rows.append(f"failures (NME > {FAIL_NME}%): {', '.join(summary['failures']) or 'none'}"
                 + (f"; no face detected: {', '.join(summary['missed'])}" if summary["missed"] else ""))

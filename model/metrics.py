@@ -25,3 +25,24 @@ def yaw_bin(yaw_deg: float) -> int:
         if a <= hi:
             return i
     return len(YAW_BINS) - 1
+
+
+POSE_KEYS = ("yaw", "pitch", "roll")
+POSE_LIMIT = 99.0  # degrees: ground truth beyond this on any angle is left out of pose MAE (SynergyNet's rule)
+
+
+def pose_para_angles(rotation: np.ndarray) -> np.ndarray:
+    """Rotations (N, 3, 3) of our model->image transform -> (N, 3) yaw, pitch, roll in degrees, in the convention of
+    AFLW2000-3D / 300W-LP ``Pose_Para`` (``R = Rx(-pitch) Ry(-yaw) Rz(-roll)``, see
+    ``model.groundtruth.rotation_from_pose_para``), so predictions compare with ``Pose_Para`` directly."""
+    r = np.asarray(rotation, np.float64)
+    b = np.arcsin(np.clip(r[:, 0, 2], -1.0, 1.0))
+    c = np.arctan2(-r[:, 0, 1], r[:, 0, 0])
+    a = np.arctan2(-r[:, 1, 2], r[:, 2, 2])
+    return np.degrees(np.stack([-b, -a, -c], axis=1))
+
+
+def angle_error(pred_deg: np.ndarray, gt_deg: np.ndarray) -> np.ndarray:
+    """Absolute angle differences in degrees, wrapped to [0, 180]; same shapes in and out."""
+    d = (np.asarray(pred_deg, np.float64) - np.asarray(gt_deg, np.float64) + 180.0) % 360.0 - 180.0
+    return np.abs(d)

@@ -35,7 +35,7 @@ from model.losses import CombinedLoss, LossWeights
 from model.morphable import MorphableModel, Whitening, crop_to_frame
 from model.roi import roi_from_landmarks
 
-LOG_FIELDS = ["step", "samples", "loss", "wpdc", "vdc", "wing", "lr", "minutes", "nme"]
+LOG_FIELDS = ["step", "samples", "loss", "wpdc", "vdc", "wing", "lr", "minutes", "nme", "nme_bins", "pose_mae"]
 
 
 def load_config(path: str | os.PathLike) -> dict:
@@ -139,6 +139,7 @@ class Trainer:
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=float(cfg["lr"]),
                                      weight_decay=float(cfg.get("weight_decay", 0.0)))
         self.step, self.samples, self.minutes, self.best_nme = 0, 0, 0.0, float("inf")
+        self.last_eval: dict = {}
         self.eval_labels = []
         if cfg.get("eval_images"):
             from model.groundtruth import find_labels
@@ -236,7 +237,9 @@ class Trainer:
                          "profile": d.get("profile"), "mat": list(d.get("mat") or []),
                          "teacher": self.teacher.name, "teacher_flip": self.teacher.flip},
                 "steps": self.step, "samples_seen": self.samples, "minutes": round(self.minutes, 2),
-                "machine": machine(), "nme_aflw2000": nme, "seed": self.seed, "init": str(self.cfg.get("init") or "random (no ImageNet), zero head")}
+                "machine": machine(), "nme_eval": nme, "nme_eval_bins": self.last_eval.get("nme_bins"),
+                "pose_mae_eval": self.last_eval.get("pose_mae"), "eval_images": str(self.cfg.get("eval_images")),
+                "seed": self.seed, "init": str(self.cfg.get("init") or "random (no ImageNet), zero head")}
 
     def save(self, nme: float | None = None) -> None:
         save_checkpoint(self.out / "last.pth", self.net, "damdnet", self.whitening, "v1", meta=self.meta(nme))
@@ -258,6 +261,8 @@ class Trainer:
         return True
 
     def evaluate(self) -> float | None:
+        """NME (%) on the evaluation images: the mean of the yaw bins (the selection metric; with the validation
+        set's equal bins it is also the all-image mean). The bins and the pose MAE go to ``self.last_eval``."""
         if not self.eval_labels:
             return None
         from model.aligner import Aligner
@@ -265,7 +270,11 @@ class Trainer:
 
         net = copy.deepcopy(self.net).eval()
         al = Aligner(LoadedModel(net, "damdnet", self.whitening, "v1", "training"), device=self.device, fast_path="none")
-        return float(evaluate(al, self.eval_labels).summary()["nme_all"])
+        s = evaluate(al, self.eval_labels).summary()
+        pm = s.get("pose_mae")
+        self.last_eval = {"nme_bins": "/".join(f"{b['nme']:.3f}" if b["nme"] is not None else "-" for b in s["bins"]),
+                          "pose_mae": "" if not pm else f"{pm['yaw']:.2f}/{pm['pitch']:.2f}/{pm['roll']:.2f}"}
+        return float(s["nme_mean_of_bins"])
 
     def log(self, row: dict) -> None:
         path = self.out / "log.csv"
@@ -287,7 +296,8 @@ class Trainer:
         bar = tqdm(total=total, initial=self.step, disable=not progress, desc="train", dynamic_ncols=True)
         if self.step == 0:
             nme = self.evaluate()
-            self.log({"step": 0, "samples": 0, "minutes": 0.0, "nme": "" if nme is None else f"{nme:.4f}"})
+            self.log({"step": 0, "samples": 0, "minutes": 0.0, "nme": "" if nme is None else f"{nme:.4f}",
+                      **self.last_eval})
         self.net.train()
         if self.maker is not None and self.workers and self.step < total:
             t_data = time.monotonic()
@@ -322,6 +332,7 @@ class Trainer:
                 self.net.train()
                 if nme is not None:
                     row["nme"] = f"{nme:.4f}"
+                    row.update(self.last_eval)
                     if nme < self.best_nme:
                         self.best_nme = nme
                         save_checkpoint(self.out / "best.pth", self.net, "damdnet", self.whitening, "v1",
@@ -329,6 +340,7 @@ class Trainer:
             self.log(row)
             if nme is not None and not progress:
                 print(f"step {self.step} samples {self.samples} loss {loss_value:.4f} nme {nme:.3f} "
+                      f"bins {self.last_eval.get('nme_bins')} pose {self.last_eval.get('pose_mae')} "
                       f"minutes {self.minutes:.2f}", flush=True)
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}", **({"nme": f"{nme:.2f}"} if nme is not None else {}))
@@ -339,7 +351,7 @@ class Trainer:
         nme = self.evaluate()
         if nme is not None:
             self.log({"step": self.step, "samples": self.samples, "minutes": f"{self.minutes:.3f}",
-                      "nme": f"{nme:.4f}"})
+                      "nme": f"{nme:.4f}", **self.last_eval})
             if nme < self.best_nme:
                 self.best_nme = nme
                 save_checkpoint(self.out / "best.pth", self.net, "damdnet", self.whitening, "v1", meta=self.meta(nme))

@@ -46,6 +46,11 @@ def test_evaluate_mb05_on_aflw2000(assets_dir, tmp_path):
     assert [b["count"] for b in s["bins"]] == counts
     assert s["failures"] == []
     assert "| all images | 8 |" in r.stdout
+    pm = s["pose_mae"]  # head pose against Pose_Para: the teacher is within a few degrees on these 8
+    assert pm["count"] + pm["excluded"] == 8 and pm["count"] >= 6
+    assert 0 < pm["yaw"] < 8 and 0 < pm["pitch"] < 15 and 0 < pm["roll"] < 12, pm
+    assert np.isclose(pm["mean"], (pm["yaw"] + pm["pitch"] + pm["roll"]) / 3)
+    assert "head pose MAE" in r.stdout
 
 
 def test_evaluate_backbone_mismatch_is_an_error(assets_dir):
@@ -105,3 +110,22 @@ def test_ground_truth_readers(assets_dir, tmp_path):
     assert len(labels) == 8 and all(p.suffix == ".mat" for p in labels)
     with pytest.raises(FileNotFoundError):
         find_labels(tmp_path / "nope")
+
+
+def test_pose_para_angles_reads_pose_para_back():
+    """Our rotation of a Pose_Para (pitch, yaw, roll in radians) decomposes back to the same angles, in degrees."""
+    from model.groundtruth import rotation_from_pose_para
+    from model.metrics import pose_para_angles
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        pitch, yaw, roll = rng.uniform(-1.4, 1.4, 3) * np.array([0.5, 1.0, 0.5])
+        r = rotation_from_pose_para(np.array([pitch, yaw, roll, 0, 0, 0, 1.0]))
+        got = pose_para_angles(r[None])[0]
+        assert np.allclose(got, np.degrees([yaw, pitch, roll]), atol=1e-6)
+
+
+def test_angle_error_wraps():
+    from model.metrics import angle_error
+
+    assert np.allclose(angle_error(np.array([179.0, -10.0, 0.0]), np.array([-179.0, 10.0, 360.0])), [2.0, 20.0, 0.0])
