@@ -7,7 +7,6 @@ yaw/pitch/roll (degrees), 68 landmarks (x, y, z pixels) and the 62 real 3DMM par
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import cv2
 import numpy as np
 
 from model.assets import AssetError, AssetStore
+from model.cliparse import OneLineParser
 from model.draw import draw_box, draw_landmarks, draw_mesh_outline, draw_pose_axes
 from model.morphable import rotation_from_params
 from model.roi import roi_from_box
@@ -38,7 +38,7 @@ def annotate(img: np.ndarray, res, boxes: np.ndarray, grid_shape: tuple[int, int
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m model.align", description=(
+    p = OneLineParser(prog="python -m model.align", description=(
         "Find and align every face in images; writes annotated copies and results.json. "
         "Example: python -m model.align ../shared/assets/cleardusk/3DDFA/samples/test1.jpg --out out/align"))
     p.add_argument("images", nargs="+", help="image files")

@@ -1,7 +1,8 @@
 """Third-party files the project loads at run time: where they come from, where they live, and how to get them.
 
 Every file is known by name (see ``ASSETS``) with its upstream repository, pinned commit, path and checksum. A local copy
-lives at ``ROOT/OWNER/REPO/PATH``; ROOT is resolved as ``--assets DIR`` > ``$DAMDNET_ASSETS`` > ``~/.cache/damdnet``.
+lives at ``ROOT/OWNER/REPO/PATH``; ROOT is resolved as ``--assets DIR`` > ``$DAMDNET_ASSETS`` > ``~/.cache/damdnet``
+(or, while that holds nothing, ``../shared/assets`` beside a source checkout when present: ``resolve_root``).
 A missing file is copied from a local mirror laid out the same way (``$DAMDNET_MIRROR``) or downloaded once from upstream
 (progress bar, checksum, atomic rename). Offline with no mirror: one clear error naming the file, where to put it and the
 command that fetches it.
@@ -10,7 +11,6 @@ CLI: ``python -m model.assets list|fetch|verify [NAME...] [--assets DIR] [--mirr
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import shutil
@@ -20,6 +20,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
+
+from model.cliparse import OneLineParser
 
 ENV_ROOT = "DAMDNET_ASSETS"
 ENV_MIRROR = "DAMDNET_MIRROR"
@@ -144,13 +146,33 @@ def file_git_blob(path: Path) -> str:
     return h.hexdigest()
 
 
+CHECKOUT = Path(__file__).resolve().parent.parent  # the repository root when running from a source checkout
+MARKER = "cleardusk"  # every assets root holds the 3DMM bases under cleardusk/3DDFA
+
+
+def checkout_assets(checkout: Path | None = None) -> Path | None:
+    """``../shared/assets`` beside a source checkout (a git clone or worktree: the layout of this repository's CI)
+    when it holds assets, else None (always None for an installed package)."""
+    checkout = checkout or CHECKOUT
+    if not ((checkout / ".git").exists() or (checkout / "pyproject.toml").is_file()):
+        return None
+    sibling = checkout.parent / "shared" / "assets"
+    return sibling if (sibling / MARKER).is_dir() else None
+
+
 def resolve_root(flag: str | os.PathLike | None = None) -> Path:
-    """Assets root: the ``--assets`` flag, else ``$DAMDNET_ASSETS``, else ``~/.cache/damdnet``."""
+    """Assets root: the ``--assets`` flag, else ``$DAMDNET_ASSETS``, else ``~/.cache/damdnet`` (the user cache,
+    where ``fetch`` downloads to) -- unless that holds no assets yet and ``checkout_assets()`` finds a folder beside
+    this checkout, so the README's commands work on a fresh clone without setting a variable."""
     if flag:
         return Path(flag).expanduser()
     env = os.environ.get(ENV_ROOT)
     if env:
         return Path(env).expanduser()
+    if not (DEFAULT_ROOT / MARKER).is_dir():
+        sibling = checkout_assets()
+        if sibling is not None:
+            return sibling
     return DEFAULT_ROOT
 
 
@@ -269,7 +291,7 @@ def _names(args: Iterable[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m model.assets", description=(
+    p = OneLineParser(prog="python -m model.assets", description=(
         "List, fetch and verify the third-party files (3DMM bases, weights, detector) the project loads. "
         "Example: python -m model.assets fetch yunet --assets ~/.cache/damdnet"))
     p.add_argument("command", choices=["list", "fetch", "verify"])

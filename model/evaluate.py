@@ -10,7 +10,6 @@ in ``Pose_Para``'s own convention; images with a ground-truth angle beyond 99 de
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import cv2
 import numpy as np
 
 from model.assets import AssetError, AssetStore
+from model.cliparse import OneLineParser
 from model.metrics import POSE_KEYS, POSE_LIMIT, YAW_BINS, angle_error, nme, pose_para_angles, yaw_bin
 from model.morphable import rotation_from_params
 from model.roi import box_from_landmarks, iou_matrix, roi_from_box, roi_from_landmarks
@@ -118,7 +118,7 @@ def format_table(summary: dict, title: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m model.evaluate", description=(
+    p = OneLineParser(prog="python -m model.evaluate", description=(
         "NME of a model on images with 68-point ground truth (.mat with pt3d_68/Pose_Para, or .pts), 3DDFA protocol. "
         "Example: python -m model.evaluate --weights 3ddfa-v2-mb05 --images "
         "../shared/assets/YadiraF/PRNet/TestImages/AFLW2000 --json nme.json"))

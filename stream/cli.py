@@ -6,6 +6,7 @@ import re
 import sys
 from typing import Any
 
+from model.cliparse import OneLineParser
 from stream.config import DEFAULT_PATH, ConfigError, config_keys, load_config
 
 COMMANDS = ("run", "serve")
@@ -31,11 +32,12 @@ def flag_of(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
-def build_parser(command: str) -> argparse.ArgumentParser:
+def build_parser(command: str, prog: str = "run_stream.py") -> argparse.ArgumentParser:
+    """The parser of ``command`` (run or serve); errors are one line with the closest flag (``OneLineParser``)."""
     from run_stream import __doc__ as doc
 
-    p = argparse.ArgumentParser(
-        prog=f"run_stream.py{' serve' if command == 'serve' else ''}",
+    p = OneLineParser(
+        prog=f"{prog}{' serve' if command == 'serve' else ''}",
         description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False)  # a flag is a whole config key: a misspelt prefix is an error, not another key
     p.add_argument("--config", default=None, help="YAML file merged over configs/default.yaml")
@@ -54,12 +56,12 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     return p
 
 
-def parse(argv: list[str]) -> tuple[str, dict]:
-    """-> (command, validated config). Raises ConfigError for bad keys/values."""
+def parse(argv: list[str], prog: str = "run_stream.py") -> tuple[str, dict]:
+    """-> (command, validated config). Raises ConfigError for bad keys/values; a bad flag exits 2 with one line."""
     command = "run"
     if argv and argv[0] in COMMANDS:
         command, argv = argv[0], argv[1:]
-    args = build_parser(command).parse_args(argv)
+    args = build_parser(command, prog).parse_args(argv)
     overrides: dict[str, Any] = {}
     for key, _ in config_keys():
         value = getattr(args, key, None)
@@ -80,9 +82,10 @@ def _parse_scalar(text: str) -> Any:
     return text
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], prog: str = "run_stream.py") -> int:
+    """The command line (``prog``: the name shown in usage lines); returns the exit status."""
     try:
-        command, cfg = parse(argv)
+        command, cfg = parse(argv, prog)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -168,8 +168,29 @@ def test_resolution_order(tmp_path, monkeypatch):
     assert resolve_root() == tmp_path / "env"  # then $DAMDNET_ASSETS
     assert AssetStore().root == tmp_path / "env"
     monkeypatch.delenv(A.ENV_ROOT)
+    monkeypatch.setattr(A, "CHECKOUT", tmp_path / "not-a-checkout")  # no ../shared/assets fallback here
     assert resolve_root() == Path(os.path.expanduser("~")) / ".cache" / "damdnet"  # then the user cache
     assert resolve_root("~/x") == Path.home() / "x"
+
+
+def test_checkout_fallback_beside_a_clone(tmp_path, monkeypatch):
+    """A fresh clone next to shared/assets finds them with no variable set; the user cache wins once it has
+    assets; an installed package (no .git, no pyproject.toml beside it) never looks beside itself."""
+    monkeypatch.delenv(A.ENV_ROOT, raising=False)
+    repo, cache = tmp_path / "repo", tmp_path / "home" / ".cache" / "damdnet"
+    (repo / ".git").mkdir(parents=True)
+    (tmp_path / "shared" / "assets" / A.MARKER).mkdir(parents=True)
+    cache.mkdir(parents=True)
+    monkeypatch.setattr(A, "CHECKOUT", repo)
+    monkeypatch.setattr(A, "DEFAULT_ROOT", cache)
+    assert resolve_root() == tmp_path / "shared" / "assets"
+    assert AssetStore().root == tmp_path / "shared" / "assets"
+    assert resolve_root(tmp_path / "flag") == tmp_path / "flag"
+    (cache / A.MARKER).mkdir()  # the user fetched the assets: their cache is the default again
+    assert resolve_root() == cache
+    (cache / A.MARKER).rmdir()
+    (repo / ".git").rmdir()  # not a checkout (an installed package)
+    assert resolve_root() == cache
 
 
 def test_unknown_asset_name(tmp_path):
