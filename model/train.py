@@ -133,8 +133,12 @@ class Trainer:
         amp = str(cfg.get("amp", "auto"))
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
             amp, torch.bfloat16 if amp == "auto" and self.device.type == "cuda" else None)
-        if self.device.type == "cuda":
+        # NHWC activations: the default on CUDA; a config choice on the CPU (bench/bench_train_step.py measures it)
+        self.channels_last = bool(cfg.get("channels_last", self.device.type == "cuda"))
+        if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
+        # the training forward, optionally compiled (inductor); the module itself is what is saved and evaluated
+        self.forward = torch.compile(self.net) if cfg.get("compile") else self.net
         self._batches = None
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=float(cfg["lr"]),
                                      weight_decay=float(cfg.get("weight_decay", 0.0)))
@@ -193,7 +197,7 @@ class Trainer:
         if bool(todo.any()):
             labels[todo] = self.teacher.real_params(crops[todo]).to(labels.dtype)
         x = (crops.permute(0, 3, 1, 2).float() - 127.5) / 128.0
-        if self.device.type == "cuda":
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, self.whitening.whiten(labels).float(), d["weights"].to(self.device, non_blocking=True)
 
@@ -314,7 +318,7 @@ class Trainer:
                 g["lr"] = lr
             x, target, w = self.batch(self.step)
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                pred = self.net(x)
+                pred = self.forward(x)
             loss, parts = self.loss(pred.float(), target, w)
             loss_value = float(loss.detach())
             self.opt.zero_grad(set_to_none=True)
