@@ -21,14 +21,15 @@ from model.morphable import rotation_from_params
 from model.roi import roi_from_box
 
 
-def annotate(img: np.ndarray, res, boxes: np.ndarray, grid_shape: tuple[int, int] | None) -> np.ndarray:
+def annotate(img: np.ndarray, res, boxes: np.ndarray, grid_shape: tuple[int, int] | None,
+             tri: np.ndarray | None = None) -> np.ndarray:
     """Copy of ``img`` with every face's landmarks, pose axes, mesh outline and box drawn."""
     out = img.copy()
     rots = rotation_from_params(res.params)
     for i in range(len(res)):
         lm = res.landmarks[i]
-        if res.vertices is not None and grid_shape is not None:
-            draw_mesh_outline(out, res.vertices[i], grid_shape)
+        if res.vertices is not None and (grid_shape is not None or tri is not None):
+            draw_mesh_outline(out, res.vertices[i], grid_shape, tri=tri)
         draw_landmarks(out, lm)
         size = float(np.ptp(lm[:, 0]) + np.ptp(lm[:, 1])) / 2
         draw_pose_axes(out, rots[i], lm[30], size * 0.5)
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         res = aligner.align(img, roi_from_box(boxes), dense=True)
         name = Path(path).stem + "_aligned.jpg"
-        cv2.imwrite(str(out_dir / name), annotate(img, res, boxes, aligner.morph.grid_shape))
+        cv2.imwrite(str(out_dir / name), annotate(img, res, boxes, aligner.morph.grid_shape, aligner.morph.tri))
         results[path] = [{"box": boxes[i].tolist(), "score": float(scores[i]), "roi": res.roi[i].tolist(),
                           "yaw": float(res.pose[i, 0]), "pitch": float(res.pose[i, 1]), "roll": float(res.pose[i, 2]),
                           "landmarks": res.landmarks[i].round(2).tolist(), "params": res.params[i].tolist(),

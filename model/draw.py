@@ -60,9 +60,16 @@ def grid_outline(vertices: np.ndarray, grid_shape: tuple[int, int]) -> np.ndarra
     return np.concatenate([g[0, :], g[1:, -1], g[-1, -2::-1], g[-2:0:-1, 0]])
 
 
-def draw_mesh_outline(img: np.ndarray, vertices: np.ndarray, grid_shape: tuple[int, int],
-                      color: tuple[int, int, int] = (255, 255, 0)) -> np.ndarray:
-    """Draw the outline of a grid mesh (V, 3) in frame pixels."""
+def draw_mesh_outline(img: np.ndarray, vertices: np.ndarray, grid_shape: tuple[int, int] | None,
+                      color: tuple[int, int, int] = (255, 255, 0), tri: np.ndarray | None = None) -> np.ndarray:
+    """Draw the outline of a mesh (V, 3) in frame pixels: the boundary edges of ``tri`` (F, 3) when given (the
+    face's outline and the lips' slit), else the border of a row-major grid."""
+    if tri is not None:
+        from model.face_mesh import boundary_edges
+
+        seg = np.round(np.asarray(vertices)[boundary_edges(tri)][..., :2] * 16).astype(np.int32)
+        cv2.polylines(img, list(seg), False, color, 1, cv2.LINE_AA, shift=4)
+        return img
     poly = np.round(grid_outline(vertices, grid_shape) * 16).astype(np.int32)
     cv2.polylines(img, [poly], True, color, 1, cv2.LINE_AA, shift=4)
     return img

@@ -179,6 +179,9 @@ class MorphableModel:
 
     ``sparse``: the 68 landmarks. ``dense_basis``: the 64x64 PAF grid surface (4096 vertices), vertices reordered
     row-major with rows top->bottom and columns left->right (the mirror of column c is 63 - c); ``tri`` its triangles.
+    ``load()`` gives the face-shaped topology (``with_face_topology``): ``tri`` covers the face only (forehead to
+    chin, between the ears, open between the inner lips), ``uv`` (V, 2) its texture coordinates; ``dense_full`` and
+    ``tri_full`` the whole grid (hair, ears, neck).
     """
 
     def __init__(self, sparse: Basis, dense: Basis, tri: np.ndarray, grid_shape: tuple[int, int] | None = (GRID, GRID),
@@ -189,6 +192,38 @@ class MorphableModel:
         self.grid_shape = grid_shape
         self.name = name
         self.landmark_vertices = landmark_vertices  # (68,) dense vertex of each landmark when the grid follows them
+        # the whole grid, before the face was cut out (``with_face_topology``): face profiling renders hair and ears
+        self.dense_full = dense
+        self.tri_full = tri
+        self.uv: np.ndarray | None = None  # (V, 2) float32 in [0, 1], texture coordinates of the face (v down)
+        self.face_vertices: np.ndarray | None = None  # (V,) bool: vertices that ``tri`` uses
+        self.topology = None  # model.face_mesh.FaceTopology of the cut, when cut
+
+    def with_face_topology(self) -> "MorphableModel":
+        """This model restricted to the face (``model.face_mesh``): ``tri`` the face triangles, ``dense_basis`` with
+        the boundary ring moved onto the outline, ``uv`` its texture coordinates; ``dense_full`` / ``tri_full`` keep
+        the whole grid. Vertex count and order do not change (``grid_shape``, mirror and landmark vertices hold)."""
+        from model.face_mesh import face_topology, grid_face_uv
+
+        d, s = self.dense_basis, self.sparse
+        pairs = ((61, 67), (62, 66), (63, 65))
+        g = sum(s.w_exp[a, 1] - s.w_exp[b, 1] for a, b in pairs).astype(np.float64)  # d(inner-lip gap)/d(exp)
+        width = float(np.linalg.norm(s.u[64, :2] - s.u[60, :2]))
+        gap0 = float(sum(s.u[a, 1] - s.u[b, 1] for a, b in pairs))
+        exp = g / (g @ g) * (3 * 0.3 * width - gap0)  # mean gap of 0.3 x the mouth width
+        lips = (s.u + s.w_exp @ exp)[60:68]
+        opened = np.concatenate([d.u + d.w_exp @ exp, lips])
+        lm = s.u.copy()
+        topo = face_topology(d.u, self.tri, lm, opened)
+        out = MorphableModel(s, Basis(topo.blend(d.u), topo.blend(d.w_shp), topo.blend(d.w_exp)), topo.tri,
+                             self.grid_shape, name=f"{self.name}+face", landmark_vertices=self.landmark_vertices)
+        out.dense_full, out.tri_full, out.topology = d, self.tri, topo
+        used = np.zeros(d.n, bool)
+        used[topo.tri.ravel()] = True
+        out.face_vertices = used
+        if self.grid_shape is not None:
+            out.uv = grid_face_uv(topo, self.grid_shape)
+        return out
 
     @property
     def n_dense(self) -> int:
@@ -251,7 +286,7 @@ def _fitted(raw: MorphableModel) -> MorphableModel:
 
     model, k = consistent_dense_model(raw)
     model.landmark_vertices = k
-    return model
+    return model.with_face_topology()
 
 
 # -- pose -------------------------------------------------------------------------------------------------------

@@ -73,13 +73,17 @@ _MODELS: list[tuple[MorphableModel, tuple[MorphableModel, np.ndarray]]] = []
 
 def _consistent_model(morph: MorphableModel) -> tuple[MorphableModel, np.ndarray]:
     """The grid that passes through the 68 landmarks (``MorphableModel.load()`` gives it already), with the vertex
-    index of each landmark."""
-    if morph.landmark_vertices is not None:
-        return morph, morph.landmark_vertices
+    index of each landmark. The whole grid (``dense_full``, ``tri_full``): the synthetic face makes its own cut
+    (``face_triangles``), wider than the product's, so that every landmark lies on the rendered face."""
     for known, result in _MODELS:
         if known is morph:
             return result
-    result = consistent_dense_model(morph)
+    if morph.landmark_vertices is not None:
+        k = morph.landmark_vertices
+        result = (MorphableModel(morph.sparse, morph.dense_full, morph.tri_full, morph.grid_shape,
+                                 name=f"{morph.name}/full", landmark_vertices=k), k)
+    else:
+        result = consistent_dense_model(morph)
     _MODELS.append((morph, result))
     return result
 

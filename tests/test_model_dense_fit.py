@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.morphable import MorphableModel, angles_to_matrix, params_from_pose
+from model.morphable import MorphableModel, angles_to_matrix, crop_to_frame, params_from_pose, project_crop
 
 
 def _params(exp: np.ndarray, yaw: float = 0.3) -> np.ndarray:
@@ -19,8 +19,14 @@ def test_grid_passes_through_the_landmarks(assets_dir):
     roi = np.array([[10.0, 20.0, 250.0, 260.0]], np.float32)
     dense = mm.dense(p, roi, "v1")[0]
     lm = mm.landmarks(p, roi, "v1")[0]
-    assert mm.landmark_vertices is not None and len(set(mm.landmark_vertices.tolist())) == 68
-    np.testing.assert_allclose(dense[mm.landmark_vertices], lm, atol=1e-2)
+    k = mm.landmark_vertices
+    assert k is not None and len(set(k.tolist())) == 68
+    # the whole fitted grid passes through all 68; the face cut moves a few jaw vertices onto its outline
+    full = crop_to_frame(project_crop(p, mm.dense_full.shape_model(p)), roi, "v1")[0]
+    np.testing.assert_allclose(full[k], lm, atol=1e-2)
+    fixed = ~np.isin(k, mm.topology.moved)
+    assert fixed.sum() >= 60 and fixed[17:].all()  # only jaw points may sit on the outline
+    np.testing.assert_allclose(dense[k[fixed]], lm[fixed], atol=1e-2)
 
 
 def test_expression_moves_the_fitted_grid_not_the_raw_one(assets_dir):

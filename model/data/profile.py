@@ -145,10 +145,11 @@ class Profiler:
             raise ValueError("face profiling needs a grid mesh (for the left-right mirror of hidden vertices)")
         rows, cols = morph.grid_shape
         big = (rows + 2 * ring, cols + 2 * ring)
-        tri = morph.tri if ring == 0 else grid_triangles(*big)
+        # the whole grid (``dense_full``, ``tri_full``), not the face cut: profiling re-renders hair and ears too
+        tri = getattr(morph, "tri_full", morph.tri) if ring == 0 else grid_triangles(*big)
         inner = np.zeros(big, bool)
         inner[ring:ring + rows, ring:ring + cols] = True
-        return cls(morph.dense_basis, np.ascontiguousarray(tri, np.int32), grid_mirror(big), morph.grid_shape, ring,
+        return cls(getattr(morph, "dense_full", morph.dense_basis), np.ascontiguousarray(tri, np.int32), grid_mirror(big), morph.grid_shape, ring,
                    inner.ravel())
 
     def _buf(self, h: int, w: int, c: int) -> RasterBuffers:

@@ -117,6 +117,26 @@ def grid_lines(grid_shape: tuple[int, int], step: int = 2) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([horiz, vert]), dtype=np.int32)
 
 
+def face_grid_lines(grid_shape: tuple[int, int], tri: np.ndarray, step: int = 2) -> np.ndarray:
+    """Wireframe edges (E, 2) int32 of a grid mesh cut to the triangles ``tri`` (F, 3): the ``grid_lines`` that are
+    edges of ``tri``, and the mesh's own boundary (the face outline, the lips' slit). Cached per topology."""
+    tris = np.ascontiguousarray(tri, np.int32)
+    key = ("lines", tuple(grid_shape), step, tris.shape, hash(tris.tobytes()))
+    edges = _EDGE_CACHE.get(key)
+    if edges is None:
+        from model.face_mesh import boundary_edges
+
+        lines = np.sort(grid_lines(tuple(grid_shape), step), axis=1)
+        mesh = mesh_edges(tris)
+        n = int(max(lines.max(), mesh.max())) + 1
+        on_mesh = np.isin(lines[:, 0].astype(np.int64) * n + lines[:, 1], mesh[:, 0].astype(np.int64) * n + mesh[:, 1])
+        edges = np.unique(np.concatenate([lines[on_mesh], boundary_edges(tris)]), axis=0).astype(np.int32)
+        if len(_EDGE_CACHE) > 16:
+            _EDGE_CACHE.clear()
+        _EDGE_CACHE[key] = edges
+    return edges
+
+
 def grid_mirror(grid_shape: tuple[int, int]) -> np.ndarray:
     """Left-right mirror index (V,) int32 of a row-major grid: vertex (r, c) <-> (r, cols - 1 - c)."""
     rows, cols = grid_shape

@@ -14,7 +14,7 @@ import numpy as np
 
 from model.draw import CONTOURS, draw_landmarks, draw_pose_axes  # noqa: F401  (re-exported)
 from stream.render import composite
-from model.render.mesh import front_cull, grid_lines, mesh_edges, vertex_normals
+from model.render.mesh import face_grid_lines, front_cull, mesh_edges, vertex_normals
 from model.render.raster import RasterBuffers, rasterize
 
 MODES = ("landmarks", "mesh", "depth", "pncc", "wireframe")
@@ -93,8 +93,8 @@ def render_overlay(frame: np.ndarray, faces: Sequence[Any], mode: str, tri: np.n
     """Draw one overlay for all faces of a frame; returns the image (``out``, a copy of ``frame`` by default).
 
     mode: ``landmarks`` (68 points, connectivity, pose axes when the face has a pose), ``mesh`` (Lambert-shaded
-    mesh blended with ``alpha``), ``wireframe`` (grid lines every ``wire_step`` when ``grid_shape`` is given, else
-    all triangle edges; hidden lines removed), ``depth`` (near = bright), ``pncc`` (``reference`` (V, 3), e.g. the
+    mesh blended with ``alpha``), ``wireframe`` (grid lines every ``wire_step`` that are edges of ``tri`` plus its
+    outline when ``grid_shape`` is given, else all triangle edges; hidden lines removed), ``depth`` (near = bright), ``pncc`` (``reference`` (V, 3), e.g. the
     model's mean shape, normalised per axis to 0..1 as colour: B = z, G = y, R = x).
     tri (F, 3) int32 is needed for all modes but ``landmarks``; ``buffers`` (the frame's size) avoid allocation;
     ``out`` may be ``frame`` for in-place drawing. Pixels away from the faces are left unchanged.
@@ -161,7 +161,7 @@ def render_overlay(frame: np.ndarray, faces: Sequence[Any], mode: str, tri: np.n
                                   np.float32(z.max()), np.float32(a))
     else:  # wireframe
         buf = _raster_faces(verts, tri, [None] * len(verts), h, w, buffers, cull=False)
-        edges = grid_lines(grid_shape, wire_step) if grid_shape is not None else mesh_edges(tri)
+        edges = face_grid_lines(grid_shape, tri, wire_step) if grid_shape is not None else mesh_edges(tri)
         col = np.asarray(colour, np.float32)
         for v in verts:
             size = float(np.ptp(v[:, 0]) + np.ptp(v[:, 1])) / 2
