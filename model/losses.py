@@ -10,6 +10,10 @@ to real parameters (``real = w * std + mean``), and the ``MorphableModel`` whose
 - ``vdc``: mean Euclidean distance of the 68 (or dense) vertices in crop coordinates.
 - ``wing``: Wing loss (Feng et al. 2018) on the 2D landmarks in crop pixels, ``w ln(1 + |x|/eps)`` below ``w`` else
   ``|x| - C``; averaged over points and coordinates.
+- ``landmark_wing``: Wing loss of the predicted 68 landmarks against HUMAN 2D landmarks (image px of the crop, y down;
+  NaN where a row has none). The 300-W contour points 0-16 are silhouette points, not the model's fixed 3D jaw
+  points: their weight ``jaw`` ramps down linearly to 0 at ``jaw_yaw`` degrees of |yaw| (the label's yaw), where the
+  silhouette leaves the 3D jaw line.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from model.morphable import MorphableModel, Whitening, project_crop
+from model.morphable import CROP_SIZE, MorphableModel, Whitening, project_crop
 
 N_POSE = 12
 
@@ -96,6 +100,41 @@ def wing(pred: torch.Tensor, target: torch.Tensor, morph: MorphableModel, whiten
     return _reduce(wing_from_error(lp - lt, w, eps).mean(dim=(1, 2)), reduce)
 
 
+def yaw_sin(real: torch.Tensor) -> torch.Tensor:
+    """|sin(yaw)| (N,) of real params (N, 62) (``matrix_to_angles``: yaw = asin(R[2, 0])), no gradient."""
+    with torch.no_grad():
+        p = real[:, :12].reshape(-1, 3, 4)[:, :, :3]
+        r1 = p[:, 0] / p[:, 0].norm(dim=1, keepdim=True).clamp_min(1e-12)
+        r2 = p[:, 1] / p[:, 1].norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return torch.linalg.cross(r1, r2, dim=1)[:, 0].abs().clamp(max=1.0)
+
+
+def landmark_point_weights(real: torch.Tensor, jaw: float = 1.0, jaw_yaw: float = 30.0) -> torch.Tensor:
+    """Per-point weights (N, 68): 1 for points 17-67; contour points 0-16 ``jaw * max(0, 1 - |yaw| / jaw_yaw)``."""
+    yaw = torch.rad2deg(torch.asin(yaw_sin(real)))
+    w = torch.ones(real.shape[0], 68, dtype=real.dtype, device=real.device)
+    ramp = (1.0 - yaw / max(jaw_yaw, 1e-6)).clamp(min=0.0) if jaw_yaw > 0 else torch.zeros_like(yaw)
+    w[:, :17] = jaw * ramp[:, None]
+    return w
+
+
+def landmark_wing(pred: torch.Tensor, landmarks: torch.Tensor, morph: MorphableModel, whitening: Whitening,
+                  target: torch.Tensor | None = None, w: float = 10.0, eps: float = 2.0, jaw: float = 1.0,
+                  jaw_yaw: float = 30.0, size: int = CROP_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+    """Wing loss (N,) of the whitened prediction's 68 landmarks against human landmarks (N, 68, 2) in crop image px
+    (y down), and the (N,) bool mask of rows that have landmarks. NaN points count zero; the contour weight follows
+    the yaw of ``target`` (whitened, the exact label) or else of the prediction (``landmark_point_weights``)."""
+    real = _real(pred, whitening)
+    lp = crop_vertices(real, morph)[..., :2]
+    lp = torch.stack([lp[..., 0], size + 1 - lp[..., 1]], dim=-1)
+    valid = torch.isfinite(landmarks).all(dim=-1)  # (N, 68)
+    ref = _real(target, whitening) if target is not None else real.detach()
+    pw = landmark_point_weights(ref, jaw, jaw_yaw) * valid.to(pred.dtype)
+    err = torch.where(valid[..., None], lp - torch.nan_to_num(landmarks.to(pred.dtype)), torch.zeros_like(lp))
+    per = (wing_from_error(err, w, eps).mean(dim=-1) * pw).sum(dim=1) / pw.sum(dim=1).clamp_min(1e-12)
+    return per, valid.any(dim=1) & (pw.sum(dim=1) > 0)
+
+
 @dataclass
 class LossWeights:
     wpdc: float = 1.0
@@ -104,19 +143,26 @@ class LossWeights:
     wing: float = 0.1
     wing_w: float = 10.0
     wing_eps: float = 2.0
+    human2d: float = 0.0  # Wing loss on the human landmarks of plain human-fit rows (mean over those rows)
+    human2d_jaw: float = 1.0  # contour points 0-16 weight at yaw 0 ...
+    human2d_jaw_yaw: float = 30.0  # ... ramping to 0 at this |yaw| (degrees; silhouette points)
 
 
 class CombinedLoss:
-    """``wpdc * WPDC + vdc * VDC + wing * Wing``; ``__call__`` returns (total, {name: value})."""
+    """``wpdc * WPDC + vdc * VDC + wing * Wing + human2d * landmark Wing``; ``__call__`` returns (total, parts).
+
+    The human 2D term is averaged over the rows that have human landmarks (weighted like the others), so its scale
+    does not depend on how many such rows a batch holds."""
 
     def __init__(self, morph: MorphableModel, whitening: Whitening, weights: LossWeights | None = None) -> None:
         self.morph = morph
         self.whitening = whitening
         self.weights = weights or LossWeights()
 
-    def __call__(self, pred: torch.Tensor, target: torch.Tensor,
-                 sample_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-        """Whitened (N, 62) prediction and target, optional per-sample weights (N,) -> (scalar loss, parts)."""
+    def __call__(self, pred: torch.Tensor, target: torch.Tensor, sample_weight: torch.Tensor | None = None,
+                 landmarks: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """Whitened (N, 62) prediction and target, optional per-sample weights (N,) and human landmarks (N, 68, 2)
+        crop px (NaN rows: none) -> (scalar loss, parts)."""
         cfg = self.weights
         parts: dict[str, torch.Tensor] = {}
         if cfg.wpdc:
@@ -129,5 +175,10 @@ class CombinedLoss:
             sample_weight = torch.ones(pred.shape[0], dtype=pred.dtype, device=pred.device)
         sw = sample_weight.to(pred.dtype) / sample_weight.sum().clamp_min(1e-12)
         red = {k: (v * sw).sum() for k, v in parts.items()}
+        if cfg.human2d and landmarks is not None:
+            per, has = landmark_wing(pred, landmarks.to(pred.device), self.morph, self.whitening, target, cfg.wing_w,
+                                     cfg.wing_eps, cfg.human2d_jaw, cfg.human2d_jaw_yaw)
+            hw = sample_weight.to(pred.dtype) * has.to(pred.dtype)
+            red["human2d"] = (torch.nan_to_num(per) * hw).sum() / hw.sum() if bool(has.any()) else pred.sum() * 0.0
         total = sum(getattr(cfg, k) * v for k, v in red.items()) if red else pred.sum() * 0.0
         return total, {k: float(v.detach()) for k, v in red.items()}

@@ -12,6 +12,12 @@
   label is the rotated fit carried through every image transform exactly. The teacher never labels these: large
   poses are where it is weakest.
 
+**Human-fit rows** (``cache.human``: fits to 68 human landmarks, ``model.data.cache build-human``) are exact labels:
+a plain sample carries the fit through the crop transforms like a profiled one (never the teacher), plus the human
+landmarks themselves moved by the same transforms (``landmarks`` (68, 2) crop px, permuted and mirrored on a flip)
+for a 2D landmark loss; a profiled one is the rotated fit (its human landmarks no longer apply: NaN). ``HumanConfig``:
+their loss weight (times the source weight), their share of each batch and how many of them are profiled.
+
 ``BatchMaker(step)`` draws one whole batch from a generator seeded by (seed, step), so a run is reproducible whatever
 the number of data-loader workers that build batches in parallel.
 """
@@ -25,7 +31,7 @@ import numpy as np
 from model.data.cache import CONTEXT, OFFSET, PhotoCache
 from model.data.photos import Augment, crop_with_clutter, jitter_roi, photometric
 from model.data.profile import Profiler, affine_to_params, apply_affine, params_to_affine, transform_affine
-from model.data.teacher import MIRROR_C, mirror_params, model_mirror_plane
+from model.data.teacher import FLIP_68, MIRROR_C, mirror_params, model_mirror_plane
 from model.morphable import pose_from_params
 from model.roi import CROP_SIZE, roi_from_landmarks
 
@@ -43,18 +49,60 @@ class ProfileConfig:
 
 
 @dataclass
+class HumanConfig:
+    """Human-fit rows in the mix (config ``data.human``)."""
+
+    weight: float = 2.0  # loss weight of a human-fit row (plain or profiled) relative to a teacher row (x source)
+    fraction: float | None = 0.25  # share of each batch drawn from human-fit rows; None: their share of the cache
+    profile_fraction: float = 0.5  # share of those re-rendered at a new pose (``ProfileConfig`` ranges)
+    max_fit_nme: float = 5.0  # % of the landmark box: worse fits (a mislabelled or odd face) are left out
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "HumanConfig":
+        """From a config mapping; an unknown key is an error naming it."""
+        d = dict(d or {})
+        known = set(cls.__dataclass_fields__)
+        for k in d:
+            if k not in known:
+                raise ValueError(f"data.human.{k}: unknown key (expected one of {', '.join(sorted(known))})")
+        return cls(**d)
+
+
+@dataclass
+class Sample:
+    """One training sample: crop (120, 120, 3) uint8, label (62,) real v1 params or None (teacher), human
+    landmarks (68, 2) crop px or None, loss weight."""
+
+    crop: np.ndarray
+    label: np.ndarray | None
+    landmarks: np.ndarray | None
+    weight: float
+
+
+@dataclass
 class CacheSampler:
     cache: PhotoCache
     morph: object
     augment: Augment = field(default_factory=Augment)
     profile: ProfileConfig = field(default_factory=ProfileConfig)
     weights: dict = field(default_factory=dict)
+    human: HumanConfig = field(default_factory=HumanConfig)
 
     def __post_init__(self) -> None:
         self.profiler = Profiler.from_morphable(self.morph, self.profile.ring)
         self.x0 = model_mirror_plane(self.morph)
         self.base = np.array([OFFSET, OFFSET, OFFSET + CROP_SIZE, OFFSET + CROP_SIZE], np.float32)
-        self.profilable = np.flatnonzero(self.cache.flip_gap <= self.profile.max_flip_gap)
+        c = self.cache
+        is_h = c.human
+        self.human_rows = np.flatnonzero(is_h & (np.nan_to_num(c.fit_nme, nan=np.inf) <= self.human.max_fit_nme))
+        good = (~is_h & (c.flip_gap <= self.profile.max_flip_gap)) | np.isin(np.arange(len(c)), self.human_rows)
+        if self.human.fraction is not None and len(self.human_rows):
+            # human rows come in their own share of the batch: the rest is drawn from the teacher rows
+            self.plain_pool = np.flatnonzero(~is_h)
+            self.profilable = np.flatnonzero(good & ~is_h)
+        else:
+            self.plain_pool = np.flatnonzero(~is_h | np.isin(np.arange(len(c)), self.human_rows))
+            self.profilable = np.flatnonzero(good)
         yy, xx = np.mgrid[0:CONTEXT, 0:CONTEXT]
         self._xx, self._yy = xx, yy
 
@@ -62,7 +110,8 @@ class CacheSampler:
         return len(self.cache)
 
     def weight(self, i: int) -> float:
-        return float(self.weights.get(str(self.cache.source[i]), 1.0))
+        w = float(self.weights.get(str(self.cache.source[i]), 1.0))
+        return w * self.human.weight if self.cache.human[i] else w
 
     def inside_mask(self, i: int) -> np.ndarray:
         x1, y1, x2, y2 = self.cache.inside[i]
@@ -87,29 +136,42 @@ class CacheSampler:
 
     def sample(self, i: int, rng: np.random.Generator, profiled: bool | None = None
                ) -> tuple[np.ndarray, np.ndarray | None, float]:
+        """(crop, label or None, weight) of ``sample_full``."""
+        out = self.sample_full(i, rng, profiled)
+        return out.crop, out.label, out.weight
+
+    def sample_full(self, i: int, rng: np.random.Generator, profiled: bool | None = None) -> Sample:
+        """A sample of photo ``i``: profiled (``profiled`` None: with probability ``profile.fraction``) or plain."""
         img = self.cache.image(i)
         inside = self.inside_mask(i)
         real = self.cache.params[i]
+        exact = bool(self.cache.human[i])
         if profiled is None:
             profiled = rng.random() < self.profile.fraction
-        label = None
+        label, lm = None, None
         base = self.base
+        f = self.context_affine(i)
         if profiled:
             dyaw, dpitch = self.target_pose(real, rng)
             # image-space yaw about the vertical axis turns the v1 parameter yaw the other way (y is flipped)
-            img, f, face = self.profiler.render(img, self.context_affine(i), real, -dyaw, dpitch)
+            img, f, face = self.profiler.render(img, f, real, -dyaw, dpitch)
             inside = inside | face
-            lm = apply_affine(f, self.morph.sparse.shape_model(real[None])[0])
-            base = roi_from_landmarks(lm[None])[0]
+            lm3 = apply_affine(f, self.morph.sparse.shape_model(real[None])[0])
+            base = roi_from_landmarks(lm3[None])[0]
         roi, angle = jitter_roi(base, self.augment, rng)
         crop, m = crop_with_clutter(img, inside, roi, angle, rng, pooled=True)
-        if profiled:
+        if profiled or exact:  # exact labels follow every image transform
             label = affine_to_params(transform_affine(f, m), real)
+        if exact and not profiled:
+            lm = (self.cache.landmarks[i].astype(np.float64) @ m[:, :2].T + m[:, 2]).astype(np.float32)
         if rng.random() < self.augment.flip:
             crop = np.ascontiguousarray(crop[:, ::-1])
             if label is not None:
                 label = mirror_params(label[None], MIRROR_C, self.x0)[0]
-        return photometric(crop, self.augment, rng), label, self.weight(i)
+            if lm is not None:
+                lm = lm[FLIP_68]
+                lm[:, 0] = MIRROR_C - lm[:, 0]
+        return Sample(photometric(crop, self.augment, rng), label, lm, self.weight(i))
 
 
 @dataclass
@@ -117,7 +179,8 @@ class BatchMaker:
     """Picklable batch builder for data-loader workers: ``make(step)`` -> dict of numpy arrays.
 
     ``crops`` (B, 120, 120, 3) uint8; ``labels`` (B, 62) float32 real v1 params, NaN rows for the teacher to label;
-    ``weights`` (B,) float32. ``mats``: ground-truth datasets (``MatDataset``) drawn for ``mat_fraction`` of a batch.
+    ``weights`` (B,) float32; ``landmarks`` (B, 68, 2) float32 human landmarks in crop px, NaN rows where none.
+    The first ``round(B * human.fraction)`` rows are human-fit rows (when the cache has any). ``mats``: ground-truth datasets (``MatDataset``) drawn for ``mat_fraction`` of a batch.
     """
 
     sampler: CacheSampler
@@ -132,20 +195,31 @@ class BatchMaker:
         crops = np.empty((self.batch, CROP_SIZE, CROP_SIZE, 3), np.uint8)
         labels = np.full((self.batch, 62), np.nan, np.float32)
         weights = np.ones(self.batch, np.float32)
+        lms = np.full((self.batch, 68, 2), np.nan, np.float32)
         s = self.sampler
+        h = s.human
+        n_h = int(round(self.batch * h.fraction)) if (h.fraction is not None and len(s.human_rows)) else 0
+        n_h = min(n_h, self.batch - n_mat)
         for k in range(self.batch - n_mat):
-            profiled = len(s.profilable) > 0 and rng.random() < s.profile.fraction
-            i = s.profilable[rng.integers(len(s.profilable))] if profiled else rng.integers(len(s))
-            c, lab, w = s.sample(int(i), rng, profiled)
-            crops[k] = c
-            weights[k] = w
-            if lab is not None:
-                labels[k] = lab
+            if k < n_h:
+                profiled = rng.random() < h.profile_fraction
+                i = s.human_rows[rng.integers(len(s.human_rows))]
+            else:
+                profiled = len(s.profilable) > 0 and rng.random() < s.profile.fraction
+                i = s.profilable[rng.integers(len(s.profilable))] if profiled else \
+                    s.plain_pool[rng.integers(len(s.plain_pool))]
+            out = s.sample_full(int(i), rng, profiled)
+            crops[k] = out.crop
+            weights[k] = out.weight
+            if out.label is not None:
+                labels[k] = out.label
+            if out.landmarks is not None:
+                lms[k] = out.landmarks
         for k in range(self.batch - n_mat, self.batch):
             ds = self.mats[int(rng.integers(len(self.mats)))]
             c, p, w = ds.sample(int(rng.integers(len(ds))), rng)
             crops[k], labels[k], weights[k] = c, p, w
-        return {"crops": crops, "labels": labels, "weights": weights}
+        return {"crops": crops, "labels": labels, "weights": weights, "landmarks": lms}
 
 
 class StepBatches:
