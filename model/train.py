@@ -35,7 +35,8 @@ from model.losses import CombinedLoss, LossWeights
 from model.morphable import MorphableModel, Whitening, crop_to_frame
 from model.roi import roi_from_landmarks
 
-LOG_FIELDS = ["step", "samples", "loss", "wpdc", "vdc", "wing", "lr", "minutes", "nme", "nme_bins", "pose_mae"]
+LOG_FIELDS = ["step", "samples", "loss", "wpdc", "vdc", "wing", "lr", "minutes", "nme", "nme_bins", "pose_mae",
+              "human2d"]
 
 
 def load_config(path: str | os.PathLike) -> dict:
@@ -110,11 +111,13 @@ class Trainer:
         self.workers = int(cfg.get("workers", 0) or 0)
         if dcfg.get("cache"):  # teacher-fitted photo cache (model.data.cache): face profiling, worker processes
             from model.data.cache import PhotoCache
-            from model.data.sampler import BatchMaker, CacheSampler, ProfileConfig
+            from model.data.sampler import BatchMaker, CacheSampler, HumanConfig, ProfileConfig
 
-            cache = PhotoCache.load(resolve(dcfg["cache"], base))
+            folders = dcfg["cache"] if isinstance(dcfg["cache"], list) else [dcfg["cache"]]
+            cache = PhotoCache.load_many([resolve(f, base) for f in folders])
+            # human-fit rows (model.data.cache build-human): exact labels, weighted apart (data.human)
             sampler = CacheSampler(cache, self.morph, Augment(**aug), ProfileConfig(**(dcfg.get("profile") or {})),
-                                   dcfg.get("source_weights") or {})
+                                   dcfg.get("source_weights") or {}, HumanConfig.from_dict(dcfg.get("human")))
             self.maker = BatchMaker(sampler, int(cfg["batch"]), self.seed, self.mats, self.mat_fraction)
             # compile the numba kernels here once: spawned workers then load them from numba's on-disk cache
             warm = np.random.default_rng(0)
@@ -189,8 +192,9 @@ class Trainer:
         return iter(DataLoader(StepBatches(self.maker, start, stop), batch_size=None, shuffle=False,
                                num_workers=self.workers, pin_memory=self.device.type == "cuda", **kw))
 
-    def cache_batch(self, d: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """A ``BatchMaker`` batch on the device: the teacher labels the rows without a label (NaN), all whitened."""
+    def cache_batch(self, d: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """A ``BatchMaker`` batch on the device: the teacher labels the rows without a label (NaN), all whitened;
+        the human landmarks (B, 68, 2) (NaN rows: none) ride along."""
         crops = d["crops"].to(self.device, non_blocking=True)
         labels = d["labels"].to(self.device, non_blocking=True)
         todo = torch.isnan(labels[:, 0])
@@ -199,10 +203,13 @@ class Trainer:
         x = (crops.permute(0, 3, 1, 2).float() - 127.5) / 128.0
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return x, self.whitening.whiten(labels).float(), d["weights"].to(self.device, non_blocking=True)
+        lm = d.get("landmarks")
+        lm = lm.to(self.device, non_blocking=True) if lm is not None and bool(torch.isfinite(lm).any()) else None
+        return x, self.whitening.whiten(labels).float(), d["weights"].to(self.device, non_blocking=True), lm
 
-    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(crops normalised (B, 3, 120, 120), whitened targets (B, 62), weights (B,)) for ``step``."""
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(crops normalised (B, 3, 120, 120), whitened targets (B, 62), weights (B,), human landmarks (B, 68, 2)
+        crop px or None) for ``step``."""
         if self.maker is not None:
             if self._batches is None:
                 return self.cache_batch({k: torch.from_numpy(v) for k, v in self.maker.make(step).items()})
@@ -231,14 +238,14 @@ class Trainer:
             weights += mw
         x = torch.from_numpy(crops_np).to(self.device).permute(0, 3, 1, 2).float()
         x = (x - 127.5) / 128.0
-        return x, targets.float(), torch.tensor(weights, dtype=torch.float32, device=self.device)
+        return x, targets.float(), torch.tensor(weights, dtype=torch.float32, device=self.device), None
 
     # -- state ------------------------------------------------------------------------------------------------
     def meta(self, nme: float | None) -> dict:
         d = self.cfg.get("data", {}) or {}
         return {"backbone": "damdnet", "whitening": "v1", "convention": "v1", "parameter_space": "3ddfa-62 real",
                 "data": {"photos": str(d.get("photos")), "cache": str(d.get("cache")), "images": self.n_images,
-                         "profile": d.get("profile"), "mat": list(d.get("mat") or []),
+                         "profile": d.get("profile"), "mat": list(d.get("mat") or []), "human": d.get("human"),
                          "teacher": self.teacher.name, "teacher_flip": self.teacher.flip},
                 "steps": self.step, "samples_seen": self.samples, "minutes": round(self.minutes, 2),
                 "machine": machine(), "nme_eval": nme, "nme_eval_bins": self.last_eval.get("nme_bins"),
@@ -283,8 +290,12 @@ class Trainer:
     def log(self, row: dict) -> None:
         path = self.out / "log.csv"
         new = not path.is_file()
+        fields = LOG_FIELDS
+        if not new:  # a resumed run keeps its log's columns (one written by older code has fewer)
+            with open(path, newline="") as f:
+                fields = next(csv.reader(f), None) or LOG_FIELDS
         with open(path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=LOG_FIELDS, extrasaction="ignore")
+            w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
             if new:
                 w.writeheader()
             w.writerow(row)
@@ -316,10 +327,10 @@ class Trainer:
             lr = lr_at(self.step, self.cfg, (time.monotonic() - t0) / 60)
             for g in self.opt.param_groups:
                 g["lr"] = lr
-            x, target, w = self.batch(self.step)
+            x, target, w, lm = self.batch(self.step)
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                 pred = self.forward(x)
-            loss, parts = self.loss(pred.float(), target, w)
+            loss, parts = self.loss(pred.float(), target, w, lm)
             loss_value = float(loss.detach())
             self.opt.zero_grad(set_to_none=True)
             loss.backward()

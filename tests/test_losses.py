@@ -100,3 +100,57 @@ def test_gradients_flow_and_sample_weights(mw):
     l1, _ = loss_fn(p.detach(), t, sw)
     l2, _ = loss_fn(bad, t, sw)
     assert float(l1) == pytest.approx(float(l2), rel=1e-6)
+
+
+def _crop_landmarks(morph, wh, whitened: torch.Tensor) -> torch.Tensor:
+    """Image px (N, 68, 2) of whitened params in the crop (y down: 121 - y)."""
+    lm = morph.landmarks_crop(wh.unwhiten(whitened))[..., :2]
+    return torch.stack([lm[..., 0], 121 - lm[..., 1]], -1)
+
+
+def test_human_landmark_loss_zero_for_exact_and_ignores_nan_rows(mw):
+    from model.losses import landmark_point_weights, landmark_wing
+
+    morph, wh = mw
+    t = _target(wh, 4)
+    lm = _crop_landmarks(morph, wh, t)
+    per, has = landmark_wing(t, lm, morph, wh, t)
+    assert torch.allclose(per, torch.zeros(4), atol=1e-4) and has.all()
+    pred = (t + 0.2 * torch.randn(4, 62, generator=torch.Generator().manual_seed(1))).requires_grad_(True)
+    lm_nan = lm.clone()
+    lm_nan[2] = float("nan")
+    loss = CombinedLoss(morph, wh, LossWeights(wpdc=0.0, wing=0.0, human2d=1.0))
+    total, parts = loss(pred, t, None, lm_nan)
+    total.backward()
+    assert parts["human2d"] > 0 and torch.isfinite(pred.grad).all()
+    assert torch.all(pred.grad[2] == 0)  # the row without landmarks adds nothing ...
+    ref, _ = loss(pred[[0, 1, 3]], t[[0, 1, 3]], None, lm[[0, 1, 3]])
+    assert float(total.detach()) == pytest.approx(float(ref), rel=1e-5)  # ... and does not dilute the mean
+    # no landmarks at all: the term is zero, the others unchanged
+    both = CombinedLoss(morph, wh, LossWeights(wpdc=1.0, wing=0.0, human2d=1.0))
+    assert float(both(pred, t, None, torch.full_like(lm, float("nan")))[0]) == pytest.approx(
+        float(both(pred, t)[0]), rel=1e-6)
+    # single NaN points are skipped, the rest still counts
+    lm_pt = lm.clone()
+    lm_pt[:, 30] = float("nan")
+    per_pt, has_pt = landmark_wing(pred.detach(), lm_pt, morph, wh, t)
+    assert has_pt.all() and torch.isfinite(per_pt).all()
+    # the contour points count fully frontal and not at all past jaw_yaw
+    w0 = landmark_point_weights(wh.unwhiten(t), jaw=0.5, jaw_yaw=30.0)
+    assert torch.all(w0[:, 17:] == 1) and torch.all(w0[:, :17] <= 0.5)
+
+
+def test_human_landmark_loss_jaw_weight_follows_the_yaw(mw):
+    from model.losses import landmark_wing
+    from model.morphable import angles_to_matrix, params_from_pose
+
+    morph, wh = mw
+    r = angles_to_matrix(np.radians([0.0, 45.0]), np.zeros(2), np.zeros(2))
+    real = params_from_pose(np.full(2, 4.2e-4), r, np.array([[60, 60, -70.0]] * 2), np.tile(wh.mean[12:52], (2, 1)),
+                            np.tile(wh.mean[52:], (2, 1)))
+    t = wh.whiten(torch.from_numpy(real))
+    lm = _crop_landmarks(morph, wh, t)
+    off = lm.clone()
+    off[:, :17, 0] += 4.0  # only the contour is off
+    per, _ = landmark_wing(t, off, morph, wh, t, jaw=1.0, jaw_yaw=30.0)
+    assert per[0] > 0.5 and float(per[1]) == pytest.approx(0.0, abs=1e-4)  # at 45 deg the contour is ignored
