@@ -3,8 +3,8 @@
     fitter = LandmarkFitter.create(MorphableModel.load(), Whitening.load("v1"))
     result = fitter.fit(start_params, landmarks_crop_px)      # start: e.g. the teacher's flip-averaged fit
 
-Model: a landmark's model point is a vertex of the dense grid (``MorphableModel.dense_basis``, which passes through
-the 68 BFM landmarks exactly), ``X = u + W a``; its crop position ``p = s R X + t`` (v1 projection, before the y
+Model: a landmark's model point is a vertex of the dense grid (``MorphableModel.dense_full``, the whole grid, which
+passes through the 68 BFM landmarks exactly), ``X = u + W a``; its crop position ``p = s R X + t`` (v1 projection, before the y
 flip: image ``y = size + 1 - p_y``). Unknowns: log scale, a rotation update (axis-angle, right-multiplied), the 2D
 offset and the 50 coefficients in whitened units ``b = (a - mean) / std`` (the v1 parameter whitening is the
 distribution of 300W-LP fits: a Gaussian prior). The offset z and the third row of the camera follow the rotation.
@@ -246,7 +246,8 @@ class LandmarkFitter:
         cfg = cfg or FitConfig()
         if morph.landmark_vertices is None or morph.grid_shape is None:
             raise ValueError("landmark fitting needs the grid model that follows the landmarks")
-        d = morph.dense_basis
+        # the whole grid that passes through the 68 landmarks (a face-cut model keeps it as ``dense_full``)
+        d = getattr(morph, "dense_full", None) or morph.dense_basis
         w = np.concatenate([d.w_shp, d.w_exp], axis=2).astype(np.float64)
         k = np.asarray(morph.landmark_vertices, np.int64)
         return cls(d.u.astype(np.float64), w, k, marching_lines(k, morph.grid_shape, cfg.midline_margin),
