@@ -127,6 +127,32 @@ def _display_available() -> str | None:
     return None
 
 
+def open_run_stages(cfg: dict, engine: Engine, source, *, live: bool, show: bool = False,
+                    swap_texture=None) -> tuple:
+    """The renderer, sinks and analyzer of one ``run`` over ``source`` (what ``run`` and each file of ``batch`` use):
+    ``(renderer | None, sinks, analyzer)`` from ``cfg``'s ``out``/``tracks``/``meshes``/``mode`` keys. ``swap_texture``
+    skips fitting ``swap_source`` again. Raises UserError for outputs that cannot be opened; closes ``source`` on
+    any error."""
+    renderer = FrameRenderer(cfg["mode"], engine.aligner.morph, cfg["draw_ids"]) if (cfg["out"] or show) else None
+    try:
+        if renderer is not None and cfg["mode"] == "swap":
+            if swap_texture is None and not cfg["swap_source"]:
+                raise UserError("--mode swap needs --swap-source IMAGE")
+            renderer.set_swap_texture(swap_texture or load_swap_texture(cfg["swap_source"], engine))
+        sinks = open_outputs(cfg["out"], cfg["tracks"], cfg["meshes"], source.info, engine.aligner.morph.tri,
+                             cfg["mesh_format"])
+    except (SinkError, OSError) as exc:
+        source.close()
+        raise UserError(str(exc)) from None
+    except BaseException:
+        source.close()
+        raise
+    dense = bool(cfg["meshes"]) or (renderer is not None and renderer.needs_dense)
+    analyzer = FaceAnalyzer(engine.service, engine.detector, tracker_config(cfg), dense=dense,
+                            async_detect=live if cfg["detect_async"] == "auto" else bool(cfg["detect_async"]))
+    return renderer, sinks, analyzer
+
+
 def run(cfg: dict) -> int:
     """``run_stream.py [run]``: one source through the pipeline into the configured sinks."""
     try:
@@ -165,23 +191,7 @@ async def _run(cfg: dict) -> int:
     if show and (why := _display_available()):
         print(f"note: --show ignored: {why}", file=sys.stderr)
         show = False
-    renderer = FrameRenderer(cfg["mode"], engine.aligner.morph, cfg["draw_ids"]) if (cfg["out"] or show) else None
-    try:
-        if renderer is not None and cfg["mode"] == "swap":
-            if not cfg["swap_source"]:
-                raise UserError("--mode swap needs --swap-source IMAGE")
-            renderer.set_swap_texture(load_swap_texture(cfg["swap_source"], engine))
-        sinks = open_outputs(cfg["out"], cfg["tracks"], cfg["meshes"], info, engine.aligner.morph.tri,
-                             cfg["mesh_format"])
-    except (SinkError, OSError) as exc:
-        source.close()
-        raise UserError(str(exc)) from None
-    except BaseException:
-        source.close()
-        raise
-    dense = bool(cfg["meshes"]) or (renderer is not None and renderer.needs_dense)
-    analyzer = FaceAnalyzer(engine.service, engine.detector, tracker_config(cfg), dense=dense,
-                            async_detect=live if cfg["detect_async"] == "auto" else bool(cfg["detect_async"]))
+    renderer, sinks, analyzer = open_run_stages(cfg, engine, source, live=live, show=show)
     stats = Stats()
     bar = None
     if cfg["progress"] and not live:

@@ -9,9 +9,12 @@ from typing import Any
 from model.cliparse import OneLineParser
 from stream.config import DEFAULT_PATH, ConfigError, config_keys, load_config
 
-COMMANDS = ("run", "serve")
+COMMANDS = ("run", "serve", "batch")
 # Flags of the run command that belong to the serve command only, and vice versa.
 SERVE_ONLY = ("serve.",)
+BATCH_ONLY = ("batch.",)
+# Keys of one run's I/O that batch replaces with its own (batch.out, batch.tracks, batch.meshes name per-file outputs).
+NOT_IN_BATCH = ("source", "out", "tracks", "meshes", "show", "serve", "webcam", "synthetic")
 
 
 def _yaml_comments() -> dict[str, str]:
@@ -33,26 +36,34 @@ def flag_of(key: str) -> str:
 
 
 def build_parser(command: str, prog: str = "run_stream.py") -> argparse.ArgumentParser:
-    """The parser of ``command`` (run or serve); errors are one line with the closest flag (``OneLineParser``)."""
+    """The parser of ``command`` (run, serve, batch); errors are one line with the closest flag (``OneLineParser``)."""
     from run_stream import __doc__ as doc
 
     p = OneLineParser(
-        prog=f"{prog}{' serve' if command == 'serve' else ''}",
+        prog=f"{prog}{'' if command == 'run' else ' ' + command}",
         description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False)  # a flag is a whole config key: a misspelt prefix is an error, not another key
     p.add_argument("--config", default=None, help="YAML file merged over configs/default.yaml")
     comments = _yaml_comments()
+    if command == "batch":
+        p.add_argument("batch.inputs", nargs="*", metavar="INPUT", help=comments.get("batch.inputs", ""))
     for key, default in config_keys():
         if command == "run" and key.startswith(SERVE_ONLY):
             continue
+        if command != "batch" and key.startswith(BATCH_ONLY):
+            continue
+        if command == "batch" and (key == "batch.inputs" or key.split(".")[0] in NOT_IN_BATCH):
+            continue
+        # batch's own keys also go without the prefix: --outdir, --workers, --ray-address, --tracks, --out, ...
+        names = [flag_of(key)] + ([flag_of(key[len("batch."):])] if key.startswith(BATCH_ONLY) else [])
         kind = "flag" if isinstance(default, bool) else "value"
         help_text = comments.get(key, "")
         help_text = f"{help_text} (default: {default})".replace("%", "%%")
         if kind == "flag":
-            p.add_argument(flag_of(key), dest=key, nargs="?", const="true", default=None, metavar="true|false",
+            p.add_argument(*names, dest=key, nargs="?", const="true", default=None, metavar="true|false",
                            help=help_text)
         else:
-            p.add_argument(flag_of(key), dest=key, default=None, metavar=key.split(".")[-1].upper(), help=help_text)
+            p.add_argument(*names, dest=key, default=None, metavar=key.split(".")[-1].upper(), help=help_text)
     return p
 
 
@@ -65,7 +76,10 @@ def parse(argv: list[str], prog: str = "run_stream.py") -> tuple[str, dict]:
     overrides: dict[str, Any] = {}
     for key, _ in config_keys():
         value = getattr(args, key, None)
-        if value is not None:
+        if isinstance(value, list):
+            if value:
+                overrides[key] = value
+        elif value is not None:
             overrides[key] = _parse_scalar(value)
     return command, load_config(args.config, overrides)
 
@@ -93,6 +107,10 @@ def main(argv: list[str], prog: str = "run_stream.py") -> int:
         from stream.app import serve
 
         return serve(cfg)
+    if command == "batch":
+        from stream.batch.driver import batch
+
+        return batch(cfg)
     from stream.app import run
 
     return run(cfg)

@@ -21,11 +21,14 @@ CHOICES: dict[str, tuple] = {
     "live": ("auto", True, False),
     "detect_async": ("auto", True, False),
     "fast_path": ("auto", "onnxruntime", "torchscript", "none"),  # model.fastpath.FAST_PATHS (not imported: torch)
+    "batch.tracks": ("csv", "jsonl", "npz", "none"),
+    "batch.out": (None, "mp4", "mkv", "mov", "m4v", "webm", "avi"),
+    "batch.transfer": ("auto", "shared", "object_store"),
 }
 POSITIVE = {"detect_every", "queue_size", "tracker.min_hits", "tracker.max_misses",
             "webcam.width", "webcam.height", "webcam.fps", "synthetic.width", "synthetic.height", "synthetic.fps",
-            "serve.max_peers", "serve.max_upload_mb", "detect_max_side"}
-NULLABLE_TYPES: dict[str, type] = {"max_frames": int}
+            "serve.max_peers", "serve.max_upload_mb", "detect_max_side", "batch.cpus_per_worker"}
+NULLABLE_TYPES: dict[str, type] = {"max_frames": int, "batch.gpus_per_worker": float}
 
 
 class ConfigError(ValueError):
@@ -61,7 +64,15 @@ def _set(d: dict, key: str, value: Any) -> None:
 
 
 def _check_value(key: str, value: Any, default: Any) -> Any:
+    if isinstance(default, list):  # a list of strings (batch.inputs)
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, (str, int, float)) for v in value):
+            raise ConfigError(f"config key '{key}': expected a list of strings, got {value!r}")
+        return [str(v) for v in value]
     if key in CHOICES:
+        if value in ("null", "none", "None") and None in CHOICES[key]:
+            value = None
         if isinstance(value, str) and value.lower() in ("true", "false") and True in CHOICES[key]:
             value = value.lower() == "true"
         if value not in CHOICES[key]:
