@@ -1,6 +1,7 @@
 """Train DAMDNet: distillation from a teacher (3DDFA_V2 mb05) on augmented face photos, plus .mat ground truth.
 
     python -m model.train --config configs/train.yaml [--resume] [--max-steps N] [--minutes M] [--out DIR]
+        [--set KEY=VALUE ...]
     python -m model.train --plot OUT/log.csv --png bench/train_curve.png
 
 Every batch is drawn fresh (new augmentation), labelled on the fly by the teacher on exactly the student's crop (flip
@@ -44,6 +45,31 @@ def load_config(path: str | os.PathLike) -> dict:
         cfg = yaml.safe_load(f)
     if not isinstance(cfg, dict):
         raise ValueError(f"{path}: not a mapping")
+    return cfg
+
+
+def apply_overrides(cfg: dict, items: list[str]) -> dict:
+    """``KEY=VALUE`` overrides (dotted keys into the config, values parsed as YAML) applied to ``cfg`` in place.
+
+    The key must exist in the config (a typo is an error naming it), except a new leaf under an existing mapping
+    that the code reads with a default (``loss.*``, ``data.human.*``, ``data.profile.*``, ``data.augment.*``)."""
+    open_maps = ("loss", "data.human", "data.profile", "data.augment")
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item}: expected KEY=VALUE")
+        parts = key.split(".")
+        node = cfg
+        for i, part in enumerate(parts[:-1]):
+            if not isinstance(node.get(part), dict):
+                if node.get(part) is None and ".".join(parts[:i + 1]) in open_maps:
+                    node[part] = {}
+                else:
+                    raise ValueError(f"--set {key}: {'.'.join(parts[:i + 1])} is not a mapping in the config")
+            node = node[part]
+        if parts[-1] not in node and ".".join(parts[:-1]) not in open_maps:
+            raise ValueError(f"--set {key}: no such key in the config")
+        node[parts[-1]] = yaml.safe_load(raw)
     return cfg
 
 
@@ -416,6 +442,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=None, help="stop after this many minutes of this run")
     p.add_argument("--out", default=None, help="output folder (default: the config's out)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (dotted, YAML value), e.g. --set data.human.fraction=0; repeatable")
     p.add_argument("--plot", default=None, help="plot this log.csv to --png and exit")
     p.add_argument("--png", default="bench/train_curve.png")
     p.add_argument("--reference", type=float, default=None, help="teacher NME to draw on the plot")
@@ -429,10 +457,19 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, yaml.YAMLError) as exc:
         print(f"error: cannot read config {cfg_path}: {exc}", file=sys.stderr)
         return 2
+    try:
+        apply_overrides(cfg, a.set)
+    except (ValueError, yaml.YAMLError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     base = Path.cwd()
     torch.set_num_threads(int(cfg.get("threads") or torch.get_num_threads()))
     out = resolve(a.out or cfg.get("out", "train_out"), base)
-    tr = Trainer(cfg, out, base)
+    try:
+        tr = Trainer(cfg, out, base)
+    except (FileNotFoundError, ValueError, TypeError) as exc:  # a missing cache, a bad data.human or loss key: one line
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if a.resume:
         print(f"resumed at step {tr.step}" if tr.resume() else "nothing to resume: starting fresh", file=sys.stderr)
     tr.run(a.max_steps, a.minutes, progress=not a.no_progress)

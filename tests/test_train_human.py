@@ -173,13 +173,14 @@ def test_build_human_refuses_evaluation_sets(assets_dir, tmp_path):
 
 
 def test_human_training_config_runs(caches, tmp_path, repo_root):
-    """configs/train_human.yaml's path: teacher + human caches, one spawned worker, the human 2D loss logged."""
+    """configs/train_human.yaml's path: teacher + human caches, the human 2D loss logged (in-process batches: the
+    spawned-worker path is test_train.py's)."""
     from model.checkpoint import load_model
     from model.train import main
 
     teacher, human = caches
     cfg = yaml.safe_load((repo_root / "configs" / "train_human.yaml").read_text())
-    cfg.update(threads=1, workers=1, batch=4, warmup=1, eval_every=0, ckpt_every=0, eval_images=None, steps=20)
+    cfg.update(threads=1, workers=0, batch=4, warmup=1, eval_every=0, ckpt_every=0, eval_images=None, steps=20)
     cfg["data"]["cache"] = [str(teacher), str(human)]
     cfg["data"]["human"]["fraction"] = 0.5
     cfg["init"] = str(repo_root / "model" / "weights" / "damdnet.pth")
@@ -193,3 +194,63 @@ def test_human_training_config_runs(caches, tmp_path, repo_root):
     rows = [r for r in csv.DictReader(open(out / "log.csv")) if r["loss"]]
     assert len(rows) == 2 and all(0 < float(r["loss"]) < 1e3 for r in rows)
     assert any(r["human2d"] for r in rows)  # some plain human rows had their landmarks
+
+
+def test_trainer_keeps_exact_human_labels_and_passes_landmarks(caches, repo_root):
+    """The teacher labels only the NaN rows: human rows (plain and profiled) reach the loss with their own labels."""
+    from pathlib import Path
+
+    from model.train import Trainer
+
+    teacher, human = caches
+    cfg = yaml.safe_load((repo_root / "configs" / "train_human.yaml").read_text())
+    cfg.update(workers=0, batch=6, eval_images=None, init=None)
+    cfg["data"]["cache"] = [str(teacher), str(human)]
+    cfg["data"]["human"]["fraction"] = 0.5
+    tr = Trainer(cfg, Path("/nonexistent-out"), repo_root)
+    raw = tr.maker.make(0)
+    x, target, w, lm = tr.cache_batch({k: torch.from_numpy(v) for k, v in raw.items()})
+    assert x.shape == (6, 3, 120, 120) and torch.isfinite(target).all()
+    assert torch.allclose(target[:3], tr.whitening.whiten(torch.from_numpy(raw["labels"][:3])), atol=1e-5)
+    assert torch.allclose(w[:3], torch.full((3,), 2.0)) and torch.allclose(w[3:], torch.ones(3))
+    has = torch.isfinite(torch.from_numpy(raw["landmarks"])).all(-1).all(-1)
+    assert (lm is None) == (not bool(has.any()))
+
+
+def test_set_overrides_name_bad_keys():
+    from model.train import apply_overrides
+
+    cfg = {"lr": 1.0, "data": {"human": {"weight": 2.0}, "cache": "x"}, "loss": {"wpdc": 1.0}}
+    apply_overrides(cfg, ["lr=0.5", "data.human.fraction=0", "loss.human2d=0.2", "data.cache=[a, b]"])
+    assert cfg["lr"] == 0.5 and cfg["data"]["human"] == {"weight": 2.0, "fraction": 0}
+    assert cfg["loss"]["human2d"] == 0.2 and cfg["data"]["cache"] == ["a", "b"]
+    for bad, msg in (("lrr=1", "lrr: no such key"), ("data.cach.x=1", "data.cach is not a mapping"), ("lr", "KEY=VALUE")):
+        with pytest.raises(ValueError, match=msg):
+            apply_overrides(cfg, [bad])
+
+
+def test_ablation_helper_commands_and_table(tmp_path, repo_root):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ablation_human", repo_root / "bench" / "ablation_human.py")
+    ab = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ab)
+    cmd = ab.command("teacher-only", 40, tmp_path, "configs/train_human.yaml")
+    assert cmd[:3] == ["nice", "-n", "19"] and "data.human.fraction=0" in cmd and "steps=40" in cmd
+    # every variant's overrides are valid for the config
+    from model.train import apply_overrides
+
+    for name, sets in ab.VARIANTS.items():
+        apply_overrides(yaml.safe_load((repo_root / "configs" / "train_human.yaml").read_text()), sets)
+    run = tmp_path / "full"
+    run.mkdir()
+    (run / "log.csv").write_text("step,samples,loss,nme,nme_bins,pose_mae\n40,1280,0.5,,,\n40,1280,,4.1234,"
+                                 "3.0/4.0/5.3,3.1/4.2/2.9\n")
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Results\n\n## Other\n\nkeep me\n")
+    assert ab.main(["--collect", "--root", str(tmp_path), "--results", str(results), "--steps", "40"]) == 0
+    assert ab.main(["--collect", "--root", str(tmp_path), "--results", str(results), "--steps", "40"]) == 0
+    text = results.read_text()
+    assert text.count(ab.SECTION) == 1 and "keep me" in text
+    assert "| full | - | 40 | 1280 | 4.123 | 3.0/4.0/5.3 | 3.1/4.2/2.9 |" in text and "| teacher-only |" in text
+    assert ab.main(["--variants", "nope", "--dry-run"]) == 2
