@@ -12,8 +12,9 @@ to real parameters (``real = w * std + mean``), and the ``MorphableModel`` whose
   ``|x| - C``; averaged over points and coordinates.
 - ``landmark_wing``: Wing loss of the predicted 68 landmarks against HUMAN 2D landmarks (image px of the crop, y down;
   NaN where a row has none). The 300-W contour points 0-16 are silhouette points, not the model's fixed 3D jaw
-  points: their weight ``jaw`` ramps down linearly to 0 at ``jaw_yaw`` degrees of |yaw| (the label's yaw), where the
-  silhouette leaves the 3D jaw line.
+  points. Two treatments: ``march`` (default; ``JawMarcher``) compares them with the prediction's own silhouette,
+  chosen by the same landmark marching as the fit (``model.fit_landmarks``), weight ``jaw`` at every yaw; or the
+  fixed jaw points with their weight ``jaw`` ramped down linearly to 0 at ``jaw_yaw`` degrees of |yaw| (the label's).
 """
 from __future__ import annotations
 
@@ -118,18 +119,74 @@ def landmark_point_weights(real: torch.Tensor, jaw: float = 1.0, jaw_yaw: float 
     return w
 
 
+class JawMarcher:
+    """Landmark marching in torch: the silhouette point (N, 17, 3) (crop coordinates before the y flip) of each
+    contour line of ``model.fit_landmarks.marching_lines`` for real params (N, 62). The choice of vertex follows
+    the params' own pose (no gradient through it); the chosen point's position is differentiable."""
+
+    def __init__(self, morph: MorphableModel, margin: int = 6) -> None:
+        import numpy as np
+
+        from model.fit_landmarks import CHIN, marching_lines
+
+        lines = marching_lines(morph.landmark_vertices, morph.grid_shape, margin)
+        allv = np.concatenate(lines)
+        width = max(len(line) for line in lines)
+        idx = np.zeros((len(lines), width), np.int64)
+        mask = np.zeros((len(lines), width), bool)
+        k = 0
+        for j, line in enumerate(lines):
+            idx[j, :len(line)] = np.arange(k, k + len(line))
+            idx[j, len(line):] = k  # padding repeats the first candidate (masked out)
+            mask[j, :len(line)] = True
+            k += len(line)
+        d = morph.dense_full
+        w = np.concatenate([d.w_shp, d.w_exp], axis=2)[allv]  # (C, 3, 50)
+        self.u = torch.from_numpy(np.ascontiguousarray(d.u[allv]))
+        self.w = torch.from_numpy(np.ascontiguousarray(w.reshape(-1, w.shape[-1])))
+        self.idx, self.mask = torch.from_numpy(idx), torch.from_numpy(mask)
+        side = np.where(np.arange(len(lines)) < CHIN, -1.0, 1.0)  # outward: toward -x on the left, +x on the right
+        self.side = torch.from_numpy(side.astype(np.float32))
+        self.n = len(allv)
+
+    def __call__(self, real: torch.Tensor) -> torch.Tensor:
+        dev, dt = real.device, real.dtype
+        u, w = self.u.to(dev, dt), self.w.to(dev, dt)
+        x = (u.reshape(-1) + real[:, 12:] @ w.T).reshape(-1, self.n, 3)
+        p = project_crop(real, x)  # (N, C, 3)
+        with torch.no_grad():
+            axis = real[:, :12].reshape(-1, 3, 4)[:, :2, 0]
+            axis = axis / axis.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            q = (p[..., :2] * axis[:, None]).sum(-1)  # (N, C) along the face's projected x axis
+            q = q[:, self.idx.to(dev)] * self.side.to(dev, dt)[None, :, None]
+            q = torch.where(self.mask.to(dev)[None], q, torch.full_like(q, -float("inf")))
+            best = self.idx.to(dev)[None].expand(q.shape[0], -1, -1).gather(2, q.argmax(2, keepdim=True))[..., 0]
+        return p.gather(1, best[..., None].expand(-1, -1, 3))
+
+
 def landmark_wing(pred: torch.Tensor, landmarks: torch.Tensor, morph: MorphableModel, whitening: Whitening,
                   target: torch.Tensor | None = None, w: float = 10.0, eps: float = 2.0, jaw: float = 1.0,
-                  jaw_yaw: float = 30.0, size: int = CROP_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+                  jaw_yaw: float = 30.0, size: int = CROP_SIZE, marcher: JawMarcher | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Wing loss (N,) of the whitened prediction's 68 landmarks against human landmarks (N, 68, 2) in crop image px
-    (y down), and the (N,) bool mask of rows that have landmarks. NaN points count zero; the contour weight follows
-    the yaw of ``target`` (whitened, the exact label) or else of the prediction (``landmark_point_weights``)."""
+    (y down), and the (N,) bool mask of rows that have landmarks. NaN points count zero. With a ``marcher`` the
+    contour points 0-16 are the prediction's silhouette (weight ``jaw``); without, the fixed jaw points with their
+    weight ramped by the yaw of ``target`` (whitened, the exact label) or else of the prediction
+    (``landmark_point_weights``)."""
     real = _real(pred, whitening)
-    lp = crop_vertices(real, morph)[..., :2]
+    lp = crop_vertices(real, morph)
+    if marcher is not None:
+        lp = torch.cat([marcher(real), lp[:, 17:]], dim=1)
+    lp = lp[..., :2]
     lp = torch.stack([lp[..., 0], size + 1 - lp[..., 1]], dim=-1)
     valid = torch.isfinite(landmarks).all(dim=-1)  # (N, 68)
     ref = _real(target, whitening) if target is not None else real.detach()
-    pw = landmark_point_weights(ref, jaw, jaw_yaw) * valid.to(pred.dtype)
+    if marcher is not None:
+        pw = torch.ones(real.shape[0], 68, dtype=pred.dtype, device=pred.device)
+        pw[:, :17] = jaw
+        pw = pw * valid.to(pred.dtype)
+    else:
+        pw = landmark_point_weights(ref, jaw, jaw_yaw) * valid.to(pred.dtype)
     err = torch.where(valid[..., None], lp - torch.nan_to_num(landmarks.to(pred.dtype)), torch.zeros_like(lp))
     per = (wing_from_error(err, w, eps).mean(dim=-1) * pw).sum(dim=1) / pw.sum(dim=1).clamp_min(1e-12)
     return per, valid.any(dim=1) & (pw.sum(dim=1) > 0)
@@ -144,8 +201,9 @@ class LossWeights:
     wing_w: float = 10.0
     wing_eps: float = 2.0
     human2d: float = 0.0  # Wing loss on the human landmarks of plain human-fit rows (mean over those rows)
-    human2d_jaw: float = 1.0  # contour points 0-16 weight at yaw 0 ...
-    human2d_jaw_yaw: float = 30.0  # ... ramping to 0 at this |yaw| (degrees; silhouette points)
+    human2d_jaw: float = 0.5  # weight of the contour points 0-16 (silhouette points: noisier than the inner ones)
+    human2d_march: bool = True  # contour vs the prediction's marched silhouette; False: fixed jaw points, ramped ...
+    human2d_jaw_yaw: float = 30.0  # ... to 0 at this |yaw| (degrees)
 
 
 class CombinedLoss:
@@ -158,6 +216,7 @@ class CombinedLoss:
         self.morph = morph
         self.whitening = whitening
         self.weights = weights or LossWeights()
+        self.marcher = JawMarcher(morph) if self.weights.human2d and self.weights.human2d_march else None
 
     def __call__(self, pred: torch.Tensor, target: torch.Tensor, sample_weight: torch.Tensor | None = None,
                  landmarks: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
@@ -177,7 +236,7 @@ class CombinedLoss:
         red = {k: (v * sw).sum() for k, v in parts.items()}
         if cfg.human2d and landmarks is not None:
             per, has = landmark_wing(pred, landmarks.to(pred.device), self.morph, self.whitening, target, cfg.wing_w,
-                                     cfg.wing_eps, cfg.human2d_jaw, cfg.human2d_jaw_yaw)
+                                     cfg.wing_eps, cfg.human2d_jaw, cfg.human2d_jaw_yaw, marcher=self.marcher)
             hw = sample_weight.to(pred.dtype) * has.to(pred.dtype)
             red["human2d"] = (torch.nan_to_num(per) * hw).sum() / hw.sum() if bool(has.any()) else pred.sum() * 0.0
         total = sum(getattr(cfg, k) * v for k, v in red.items()) if red else pred.sum() * 0.0

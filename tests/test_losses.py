@@ -125,7 +125,7 @@ def test_human_landmark_loss_zero_for_exact_and_ignores_nan_rows(mw):
     assert parts["human2d"] > 0 and torch.isfinite(pred.grad).all()
     assert torch.all(pred.grad[2] == 0)  # the row without landmarks adds nothing ...
     ref, _ = loss(pred[[0, 1, 3]], t[[0, 1, 3]], None, lm[[0, 1, 3]])
-    assert float(total.detach()) == pytest.approx(float(ref), rel=1e-5)  # ... and does not dilute the mean
+    assert float(total.detach()) == pytest.approx(float(ref.detach()), rel=1e-5)  # ... and does not dilute the mean
     # no landmarks at all: the term is zero, the others unchanged
     both = CombinedLoss(morph, wh, LossWeights(wpdc=1.0, wing=0.0, human2d=1.0))
     assert float(both(pred, t, None, torch.full_like(lm, float("nan")))[0]) == pytest.approx(
@@ -154,3 +154,35 @@ def test_human_landmark_loss_jaw_weight_follows_the_yaw(mw):
     off[:, :17, 0] += 4.0  # only the contour is off
     per, _ = landmark_wing(t, off, morph, wh, t, jaw=1.0, jaw_yaw=30.0)
     assert per[0] > 0.5 and float(per[1]) == pytest.approx(0.0, abs=1e-4)  # at 45 deg the contour is ignored
+
+
+def test_jaw_marcher_matches_the_fit_marching(mw):
+    """The loss's torch marching picks the same silhouette as the fit's (numpy): a fit's own marched landmarks give
+    a zero 2D loss at any yaw, and the fixed-jaw variant does not."""
+    from model.fit_landmarks import LandmarkFitter
+    from model.losses import JawMarcher, landmark_wing
+    from model.morphable import angles_to_matrix, params_from_pose
+
+    morph, wh = mw
+    f = LandmarkFitter.create(morph, wh)
+    yaws = np.array([0.0, 25.0, -50.0, 70.0])
+    r = angles_to_matrix(np.radians(yaws), np.radians([5.0, -8, 3, 0]), np.radians([0.0, 6, -4, 2]))
+    coef = wh.mean[12:] + np.random.default_rng(2).normal(0, 0.6, (4, 50)) * wh.std[12:]
+    real = params_from_pose(np.full(4, 4.2e-4), r, np.array([[60, 60, -70.0]] * 4), coef[:, :40], coef[:, 40:])
+    human = torch.from_numpy(np.stack([f.landmarks(p) for p in real]).astype(np.float32))
+    got = JawMarcher(morph)(torch.from_numpy(real).double())[..., :2].numpy()
+    got[..., 1] = 121 - got[..., 1]
+    assert np.abs(got - human[:, :17].numpy()).max() < 1e-3
+    t = wh.whiten(torch.from_numpy(real))
+    per, has = landmark_wing(t, human, morph, wh, t, marcher=JawMarcher(morph), jaw=1.0)
+    assert has.all() and float(per.abs().max()) < 1e-3
+    fixed, _ = landmark_wing(t, human, morph, wh, t, jaw=1.0, jaw_yaw=90.0)
+    assert float(fixed[2]) > 0.1  # at 50 degrees the fixed jaw points are off the silhouette
+    # gradients reach the parameters through the chosen silhouette points
+    pred = t.clone().requires_grad_(True)
+    off = human.clone()
+    off[:, :17, 0] += 3.0
+    loss = CombinedLoss(morph, wh, LossWeights(wpdc=0.0, wing=0.0, human2d=1.0, human2d_jaw=1.0))
+    total, _ = loss(pred, t, None, off)
+    total.backward()
+    assert float(total.detach()) > 0 and float(pred.grad.abs().sum()) > 0
