@@ -17,7 +17,7 @@ CHOICES: dict[str, tuple] = {
     "mode": ("landmarks", "mesh", "wireframe", "depth", "pncc", "swap", "none"),
     "smooth": ("kalman", "none"),
     "detector": ("auto", "yunet", "haar"),
-    "mesh_format": ("npz", "npz+obj", "npz+ply"),
+    "mesh_format": ("npz", "npz+obj", "npz+ply", "glb", "npz+glb"),
     "live": ("auto", True, False),
     "detect_async": ("auto", True, False),
     "fast_path": ("auto", "onnxruntime", "torchscript", "none"),  # model.fastpath.FAST_PATHS (not imported: torch)

@@ -98,23 +98,43 @@ class TracksOut:
 
 
 class MeshesOut:
-    """Dense meshes per track (NPZ, optionally OBJ/PLY per frame) into a folder."""
+    """Dense meshes per track into a folder: ``fmt`` is ``npz``, ``npz+obj`` / ``npz+ply`` (also a mesh file per
+    frame, OBJ with UVs), ``glb`` (one animated glTF per track, :mod:`stream.gltf`) or ``npz+glb`` (both)."""
 
-    def __init__(self, directory: str, tri: np.ndarray, fmt: str) -> None:
-        per_frame = fmt.split("+")[1] if "+" in fmt else None
-        self.sink = MeshSink(Path(directory), tri, per_frame=per_frame)
+    def __init__(self, directory: str, tri: np.ndarray, fmt: str, morph=None, info: VideoInfo | None = None) -> None:
+        from stream.gltf import GLBSink, mesh_uv
+
+        parts = fmt.split("+")
+        self.sinks: list = []
+        if "npz" in parts:
+            per_frame = next((p for p in parts if p in ("obj", "ply")), None)
+            uv = mesh_uv(morph) if morph is not None and per_frame == "obj" else None
+            self.sinks.append(MeshSink(Path(directory), tri, per_frame=per_frame, uv=uv))
+        if "glb" in parts:
+            if morph is None:
+                raise ValueError("glb meshes need the morphable model")
+            size = (info.width, info.height) if info is not None and info.width else None
+            self.sinks.append(GLBSink(Path(directory), morph, tri, frame_size=size))
+
+    @property
+    def sink(self):
+        """The first sink (the NPZ one when written)."""
+        return self.sinks[0]
 
     def write_job(self, job: Job) -> None:
-        self.sink.write(job.frame.index, job.frame.time, job.faces)
+        for sink in self.sinks:
+            sink.write_job(job)
 
     def close(self) -> None:
-        self.sink.close()
+        for sink in self.sinks:
+            sink.close()
 
 
 def open_outputs(out: str | None, tracks: str | None, meshes: str | None, info: VideoInfo, tri: np.ndarray,
-                 mesh_format: str) -> list:
-    """The pipeline sinks for the given paths (None: not written), parent folders created. On an error the ones
-    already opened are closed before it propagates."""
+                 mesh_format: str, morph=None) -> list:
+    """The pipeline sinks for the given paths (None: not written), parent folders created; ``morph`` (the
+    MorphableModel) is needed for glb meshes and OBJ UVs. On an error the ones already opened are closed before it
+    propagates."""
     sinks: list = []
     try:
         if out:
@@ -124,7 +144,7 @@ def open_outputs(out: str | None, tracks: str | None, meshes: str | None, info: 
             Path(tracks).parent.mkdir(parents=True, exist_ok=True)
             sinks.append(TracksOut(tracks))
         if meshes:
-            sinks.append(MeshesOut(meshes, tri, mesh_format))
+            sinks.append(MeshesOut(meshes, tri, mesh_format, morph, info))
     except BaseException:
         for sink in sinks:
             sink.close()

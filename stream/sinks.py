@@ -559,10 +559,13 @@ class MeshSink(_RecordSink):
 
     Vertices are appended to a hidden raw file in ``directory`` as they come (RAM stays flat on long videos) and
     packed into the NPZ at close (temp + rename). ``per_frame="obj"|"ply"`` also writes
-    ``track{ID}_frame{N:06d}.obj|ply`` per frame (OBJ text with 1-based faces; PLY binary little-endian).
+    ``track{ID}_frame{N:06d}.obj|ply`` per frame (OBJ text with 1-based faces; PLY binary little-endian). With ``uv``
+    (V, 2) in [0, 1] (origin top-left, as :func:`stream.gltf.mesh_uv` gives) the OBJ files carry ``vt`` lines
+    (OBJ's v points up: ``1 - v``) and ``f v/vt`` faces.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], tri: np.ndarray, per_frame: str | None = None) -> None:
+    def __init__(self, directory: str | os.PathLike[str], tri: np.ndarray, per_frame: str | None = None,
+                 uv: np.ndarray | None = None) -> None:
         super().__init__(directory)
         if per_frame not in (None, "obj", "ply"):
             raise SinkError(f"per-frame mesh format must be obj or ply, got {per_frame!r}")
@@ -573,6 +576,7 @@ class MeshSink(_RecordSink):
             raise SinkError(f"cannot create mesh folder {self.directory}: {e.strerror or e}") from e
         self.tri = np.ascontiguousarray(np.asarray(tri, dtype=np.int32).reshape(-1, 3))
         self.per_frame = per_frame
+        self.uv = None if uv is None else np.asarray(uv, np.float64).reshape(-1, 2)
         self._tracks: dict[int, _MeshTrack] = {}
         self._obj_faces: bytes | None = None
         self._ply_faces: bytes | None = None
@@ -610,7 +614,13 @@ class MeshSink(_RecordSink):
     def _obj_bytes(self, v: np.ndarray, frame_index: int, time: float, tid: int) -> bytes:
         if self._obj_faces is None:
             faces = self.tri.astype(np.int64) + 1
-            self._obj_faces = (("f %d %d %d\n" * len(faces)) % tuple(faces.ravel().tolist())).encode()
+            if self.uv is not None and len(self.uv) == len(v):
+                vt = np.stack([self.uv[:, 0], 1 - self.uv[:, 1]], 1)
+                self._obj_faces = (("vt %.6f %.6f\n" * len(vt)) % tuple(vt.ravel().tolist())).encode()
+                self._obj_faces += (("f %d/%d %d/%d %d/%d\n" * len(faces))
+                                    % tuple(np.repeat(faces.ravel(), 2).tolist())).encode()
+            else:
+                self._obj_faces = (("f %d %d %d\n" * len(faces)) % tuple(faces.ravel().tolist())).encode()
         head = f"# track {tid} frame {frame_index} time {time:.6f}; frame pixels, y down\n".encode()
         verts = (("v %.3f %.3f %.3f\n" * len(v)) % tuple(v.ravel().tolist())).encode()
         return head + verts + self._obj_faces
