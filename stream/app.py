@@ -21,6 +21,7 @@ from stream.pipeline import Job, Pipeline
 from stream.sinks import SinkError
 from stream.sources import SourceError, open_source
 from stream.stats import Stats
+from stream.window import Window, display_problem
 
 
 class UserError(RuntimeError):
@@ -112,21 +113,6 @@ def load_swap_texture(path: str, engine: Engine):
         raise UserError(f"swap source {path}: {exc}") from None
 
 
-def _display_available() -> str | None:
-    """None when cv2.imshow can work, else the reason."""
-    import os
-
-    import cv2
-
-    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) and sys.platform.startswith("linux"):
-        return "no display (DISPLAY is not set)"
-    info = cv2.getBuildInformation()
-    gui = [line for line in info.splitlines() if "GUI:" in line]
-    if gui and "NONE" in gui[0].upper():
-        return "this OpenCV build has no GUI (opencv-python-headless); install opencv-python for --show"
-    return None
-
-
 def open_run_stages(cfg: dict, engine: Engine, source, *, live: bool, show: bool = False,
                     swap_texture=None) -> tuple:
     """The renderer, sinks and analyzer of one ``run`` over ``source`` (what ``run`` and each file of ``batch`` use):
@@ -188,7 +174,7 @@ async def _run(cfg: dict) -> int:
     info = source.info
     live = info.is_live if cfg["live"] == "auto" else bool(cfg["live"])
     show = bool(cfg["show"])
-    if show and (why := _display_available()):
+    if show and (why := display_problem()):
         print(f"note: --show ignored: {why}", file=sys.stderr)
         show = False
     renderer, sinks, analyzer = open_run_stages(cfg, engine, source, live=live, show=show)
@@ -206,17 +192,21 @@ async def _run(cfg: dict) -> int:
         else:
             print(line, file=sys.stderr)
 
-    window = "run_stream" if show else None
+    window = None
+    if show:
+        def set_mode(mode: str) -> None:
+            renderer.set_mode(mode)
+            analyzer.dense = analyzer.dense or renderer.needs_dense  # mesh modes need the dense vertices
+            log(f"show: mode {mode}")
+
+        window = Window(f"run_stream: {info.name or source_spec}", renderer.mode, set_mode,
+                        lambda: pipeline.stop())
 
     def on_frame(job: Job) -> None:
         if bar is not None:
             bar.update(1)
         if window is not None:
-            import cv2
-
-            cv2.imshow(window, job.output if job.output is not None else job.frame.image)
-            if cv2.waitKey(1) & 0xFF in (27, ord("q")):
-                pipeline.stop()
+            window.show(job.output if job.output is not None else job.frame.image, stats)
 
     pipeline = Pipeline(source, analyzer, renderer, sinks, live=live, queue_size=cfg["queue_size"], stats=stats,
                         on_frame=on_frame, on_stats=(lambda s: log("stats: " + s.line())) if cfg["stats"] else None,
@@ -254,9 +244,7 @@ async def _run(cfg: dict) -> int:
             bar.close()
         engine.service.close()
         if window is not None:
-            import cv2
-
-            cv2.destroyAllWindows()
+            window.close()
     s = stats.summary()
     outputs = [x for x in (cfg["out"], cfg["tracks"], cfg["meshes"]) if x]
     print(f"done: {s['frames_out']} frames in {s['seconds']:.1f} s ({s['fps']:.1f} fps), "
