@@ -107,8 +107,11 @@ def test_glb_catches_a_broken_file(tmp_path: Path, morph: MorphableModel) -> Non
 
 
 def test_uv_from_grid_attribute_or_plane(morph: MorphableModel) -> None:
-    uv = mesh_uv(morph)
     rows, cols = morph.grid_shape
+    if getattr(morph, "uv", None) is not None:  # the model's own texture coordinates win
+        np.testing.assert_array_equal(mesh_uv(morph), morph.uv)
+    grid = SimpleNamespace(n_dense=morph.n_dense, grid_shape=morph.grid_shape, dense_basis=morph.dense_basis)
+    uv = mesh_uv(grid)
     assert uv.shape == (morph.n_dense, 2) and uv.min() == 0 and uv.max() == 1
     np.testing.assert_allclose(uv[cols + 2], [2 / (cols - 1), 1 / (rows - 1)])  # k = row*cols + col
     flat = SimpleNamespace(n_dense=morph.n_dense, grid_shape=None, dense_basis=morph.dense_basis)
