@@ -4,20 +4,22 @@
 #      log to $OUT/train (last.pth, best.pth, log.csv; the optimizer state stays behind);
 #   2. bench/gpu_check.py: CUDA/CPU agreement and faces/s at batch 1..1024, to $OUT/gpu_check.md.
 # Training goes first so that a failing check cannot cost the run; each part has its own time limit.
-# Needs: the photo cache at $PHOTOCACHE and assets at $DAMDNET_ASSETS: bench/gpu_prepare.sh stages both in the checkout.
-#   OUT=/tmp/out PHOTOCACHE=.carry/photocache DAMDNET_ASSETS=shared/assets bash bench/gpu_session.sh 6
+# Needs: the photo cache at $PHOTOCACHE, the human-fit cache at $HUMANCACHE and assets at $DAMDNET_ASSETS:
+# bench/gpu_prepare.sh stages them in the checkout.
+#   OUT=/tmp/out PHOTOCACHE=.carry/photocache HUMANCACHE=.carry/humancache DAMDNET_ASSETS=shared/assets bash bench/gpu_session.sh 6
 set -uo pipefail
 cd "$(dirname "$0")/.."
 MINUTES="${1:-6}"
 OUT="${OUT:-/tmp/gpu_session}"
 PHOTOCACHE="${PHOTOCACHE:-$HOME/.cache/damdnet/photocache}"
+HUMANCACHE="${HUMANCACHE:-$HOME/.cache/damdnet/humancache}"
 export DAMDNET_ASSETS="${DAMDNET_ASSETS:-$PWD/shared/assets}"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD"
 PY="${PYTHON:-python3}"
 mkdir -p "$OUT/train"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; "$PY" -c "import torch, cv2, numba, numpy; print('torch', torch.__version__, 'cv2', cv2.__version__, 'numba', numba.__version__, 'numpy', numpy.__version__)"; } 2>&1 | tee "$OUT/machine.txt"
-sed -e "s#^  cache: .*#  cache: $PHOTOCACHE#" -e "s#^schedule_minutes: .*#schedule_minutes: $MINUTES#" \
-    configs/train_gpu.yaml > "$OUT/train/config.yaml"
+sed -e "s#^    - ~/.cache/damdnet/photocache #    - $PHOTOCACHE #" -e "s#^    - ~/.cache/damdnet/humancache #    - $HUMANCACHE #" \
+    -e "s#^schedule_minutes: .*#schedule_minutes: $MINUTES#" configs/train_gpu.yaml > "$OUT/train/config.yaml"
 timeout $(( ${MINUTES%.*} * 60 + 150 )) "$PY" -m model.train --config "$OUT/train/config.yaml" --out "$OUT/train" \
     --minutes "$MINUTES" --no-progress 2>&1 | grep --line-buffered -v Warning | tee "$OUT/train/train.txt"
 rm -f "$OUT/train/last.optim.pth"
