@@ -38,6 +38,25 @@ def annotate(img: np.ndarray, res, boxes: np.ndarray, grid_shape: tuple[int, int
     return out
 
 
+class ImageError(ValueError):
+    """An image that cannot be read (one line: ``PATH: no such file`` / ``PATH: not a readable image``)."""
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """(H, W, 3) uint8 BGR pixels of the image file ``path``; raises ImageError."""
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR) if Path(path).is_file() else None
+    if img is None:
+        raise ImageError(f"{path}: {'no such file' if not Path(path).exists() else 'not a readable image'}")
+    return img
+
+
+def detect_and_align(img: np.ndarray, aligner, detector, dense: bool = True):
+    """Every face of ``img`` (H, W, 3) uint8 BGR: detector boxes (N, 4), scores (N,) and the AlignResult of their
+    crops (``model.roi.roi_from_box``), dense vertices when ``dense``."""
+    boxes, scores = detector(img)
+    return boxes, scores, aligner.align(img, roi_from_box(boxes), dense=dense)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = OneLineParser(prog="python -m model.align", description=(
         "Find and align every face in images; writes annotated copies and results.json. "
@@ -66,19 +85,18 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     results, problems = {}, 0
     for path in a.images:
-        img = cv2.imread(path, cv2.IMREAD_COLOR) if Path(path).is_file() else None
-        if img is None:
-            why = "no such file" if not Path(path).exists() else "not a readable image"
-            print(f"{path}: {why}; skipped", file=sys.stderr)
+        try:
+            img = read_image(path)
+        except ImageError as exc:
+            print(f"{exc}; skipped", file=sys.stderr)
             problems += 1
             continue
-        boxes, scores = detector(img)
+        boxes, scores, res = detect_and_align(img, aligner, detector, dense=True)
         if len(boxes) == 0:
             print(f"{path}: no face found (try --detector haar or a lower --score)", file=sys.stderr)
             problems += 1
             results[path] = []
             continue
-        res = aligner.align(img, roi_from_box(boxes), dense=True)
         name = Path(path).stem + "_aligned.jpg"
         cv2.imwrite(str(out_dir / name), annotate(img, res, boxes, aligner.morph.grid_shape, aligner.morph.tri))
         results[path] = [{"box": boxes[i].tolist(), "score": float(scores[i]), "roi": res.roi[i].tolist(),

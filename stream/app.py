@@ -6,7 +6,7 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import numpy as np
 
@@ -114,11 +114,11 @@ def load_swap_texture(path: str, engine: Engine):
 
 
 def open_run_stages(cfg: dict, engine: Engine, source, *, live: bool, show: bool = False,
-                    swap_texture=None) -> tuple:
+                    swap_texture=None, dense: bool = False) -> tuple:
     """The renderer, sinks and analyzer of one ``run`` over ``source`` (what ``run`` and each file of ``batch`` use):
     ``(renderer | None, sinks, analyzer)`` from ``cfg``'s ``out``/``tracks``/``meshes``/``mode`` keys. ``swap_texture``
-    skips fitting ``swap_source`` again. Raises UserError for outputs that cannot be opened; closes ``source`` on
-    any error."""
+    skips fitting ``swap_source`` again; ``dense`` asks for vertices without meshes (the API). Raises UserError for
+    outputs that cannot be opened; closes ``source`` on any error."""
     renderer = FrameRenderer(cfg["mode"], engine.aligner.morph, cfg["draw_ids"]) if (cfg["out"] or show) else None
     try:
         if renderer is not None and cfg["mode"] == "swap":
@@ -133,7 +133,7 @@ def open_run_stages(cfg: dict, engine: Engine, source, *, live: bool, show: bool
     except BaseException:
         source.close()
         raise
-    dense = bool(cfg["meshes"]) or (renderer is not None and renderer.needs_dense)
+    dense = dense or bool(cfg["meshes"]) or (renderer is not None and renderer.needs_dense)
     analyzer = FaceAnalyzer(engine.service, engine.detector, tracker_config(cfg), dense=dense,
                             async_detect=live if cfg["detect_async"] == "auto" else bool(cfg["detect_async"]))
     return renderer, sinks, analyzer
@@ -151,9 +151,14 @@ def run(cfg: dict) -> int:
         return 130
 
 
-async def _run(cfg: dict) -> int:
+async def _run(cfg: dict, engine: Engine | None = None,
+               on_job: Callable[[Job], Awaitable[bool | None]] | None = None, dense: bool = False) -> int:
+    """The run command. The Python API (``damdnet.api``) passes its loaded ``engine``, an ``on_job`` awaited for
+    every finished frame, in order (returning False stops the run as Ctrl-C does; no demo outputs and no summary
+    lines then), and ``dense`` for vertices."""
+    api = on_job is not None
     source_spec = cfg["source"]
-    if source_spec.startswith("synthetic") and not (cfg["out"] or cfg["tracks"] or cfg["meshes"] or cfg["show"]):
+    if source_spec.startswith("synthetic") and not (api or cfg["out"] or cfg["tracks"] or cfg["meshes"] or cfg["show"]):
         cfg = {**cfg, "out": "out/demo.mp4", "tracks": "out/demo_tracks.csv"}
         print("demo: synthetic face -> out/demo.mp4 and out/demo_tracks.csv (give --source to use a video, "
               "webcam:0 or images)", file=sys.stderr)
@@ -167,7 +172,7 @@ async def _run(cfg: dict) -> int:
     except SourceError as exc:
         raise UserError(str(exc)) from None
     try:
-        engine = build_engine(cfg)
+        engine = build_engine(cfg) if engine is None else engine
     except BaseException:
         source.close()
         raise
@@ -177,7 +182,7 @@ async def _run(cfg: dict) -> int:
     if show and (why := display_problem()):
         print(f"note: --show ignored: {why}", file=sys.stderr)
         show = False
-    renderer, sinks, analyzer = open_run_stages(cfg, engine, source, live=live, show=show)
+    renderer, sinks, analyzer = open_run_stages(cfg, engine, source, live=live, show=show, dense=dense)
     stats = Stats()
     bar = None
     if cfg["progress"] and not live:
@@ -207,6 +212,14 @@ async def _run(cfg: dict) -> int:
             bar.update(1)
         if window is not None:
             window.show(job.output if job.output is not None else job.frame.image, stats)
+
+    if on_job is not None:  # the Python API: its consumer runs after the progress bar and the window
+        ui_frame = on_frame
+
+        async def on_frame(job: Job) -> None:  # noqa: F811
+            ui_frame(job)
+            if await on_job(job) is False:  # the consumer left: finish the frames in flight, close the outputs
+                pipeline.stop()
 
     pipeline = Pipeline(source, analyzer, renderer, sinks, live=live, queue_size=cfg["queue_size"], stats=stats,
                         on_frame=on_frame, on_stats=(lambda s: log("stats: " + s.line())) if cfg["stats"] else None,
@@ -245,6 +258,8 @@ async def _run(cfg: dict) -> int:
         engine.service.close()
         if window is not None:
             window.close()
+    if api:
+        return 130 if interrupts else 0
     s = stats.summary()
     outputs = [x for x in (cfg["out"], cfg["tracks"], cfg["meshes"]) if x]
     print(f"done: {s['frames_out']} frames in {s['seconds']:.1f} s ({s['fps']:.1f} fps), "

@@ -39,6 +39,8 @@ def build_parser(command: str, prog: str = "run_stream.py") -> argparse.Argument
     """The parser of ``command`` (run, serve, batch); errors are one line with the closest flag (``OneLineParser``)."""
     from run_stream import __doc__ as doc
 
+    if prog != "run_stream.py":  # the installed console command: its examples under its own name
+        doc = (doc or "").replace("python run_stream.py", prog)
     p = OneLineParser(
         prog=f"{prog}{'' if command == 'run' else ' ' + command}",
         description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,

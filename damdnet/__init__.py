@@ -1,0 +1,34 @@
+"""DAMDNet real-time 3D face alignment: the installable package and its Python API.
+
+    import damdnet
+    faces = damdnet.align_image("photo.jpg")            # [Face]: landmarks (68, 3), pose, params (62,), box
+    for frame in damdnet.track_video("talk.mp4"):       # FrameResult per frame: faces with track ids
+        ...
+    async for frame in damdnet.stream("webcam:0"):      # live sources, on your event loop
+        ...
+
+Results: ``Face``, ``FrameResult`` (dataclasses; shapes and units in their docstrings). Errors: ``DamdnetError``
+with the CLI's one-line message. ``Session(weights=..., device=...)`` keeps a model loaded for many calls.
+The console command ``damdnet-stream`` is ``run_stream.py``. Attributes load on first use (``import damdnet`` alone
+does not import torch).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "Face", "FrameResult", "Session", "DamdnetError", "VideoTracks", "align_image",
+           "track_video", "stream", "session"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from damdnet import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'damdnet' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,165 @@
+"""The Python API (damdnet): typed results from the product's own pipeline, errors with the CLI's messages."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import damdnet
+from damdnet import DamdnetError, Face, FrameResult
+from tests.test_cli_helpers import TEST1, error_lines, run_cli
+
+REPO = Path(__file__).resolve().parent.parent
+WEIGHTS = {"weights": "damdnet"}  # our committed weights: offline, the same in every run
+
+
+@pytest.fixture(scope="module")
+def session() -> damdnet.Session:
+    return damdnet.session(**WEIGHTS)  # the module-level functions below share this one
+
+
+def test_version_and_lazy_import() -> None:
+    res = subprocess.run([sys.executable, "-c", "import sys, damdnet; print(damdnet.__version__, 'torch' in "
+                          "sys.modules)"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    version, torch_loaded = res.stdout.split()
+    assert res.returncode == 0 and version == damdnet.__version__ and version.count(".") == 2
+    assert torch_loaded == "False"  # `import damdnet` alone stays light
+
+
+def test_align_image_faces(session: damdnet.Session, assets_dir: Path) -> None:
+    import cv2
+
+    from model.align import detect_and_align
+
+    path = assets_dir / TEST1
+    faces = damdnet.align_image(path, **WEIGHTS)
+    assert len(faces) >= 2 and all(isinstance(f, Face) for f in faces)
+    f = faces[0]
+    assert f.landmarks.shape == (68, 3) and f.landmarks.dtype == np.float32
+    assert f.params.shape == (62,) and f.pose.shape == (6,) and f.box.shape == (4,) and f.roi.shape == (4,)
+    assert f.camera.shape == (3, 4) and f.shape.shape == (40,) and f.expression.shape == (10,)
+    assert f.vertices is None and f.track_id is None and 0 < f.score <= 1
+    assert -90 <= f.yaw <= 90 and isinstance(f.pitch, float) and isinstance(f.roll, float)
+    # inside the detector box, and exactly what `python -m model.align` computes
+    x1, y1, x2, y2 = f.box
+    inside = ((f.landmarks[:, 0] > x1 - 0.2 * (x2 - x1)) & (f.landmarks[:, 0] < x2 + 0.2 * (x2 - x1))).mean()
+    assert inside > 0.9
+    img = cv2.imread(str(path))
+    _, _, ref = detect_and_align(img, session._engine.aligner, session._engine.detector, dense=False)
+    np.testing.assert_array_equal(np.stack([g.landmarks for g in faces]), ref.landmarks)
+    # arrays work too; dense vertices on request, with the session's triangles
+    dense = session.align_image(img, dense=True)
+    np.testing.assert_allclose(dense[0].landmarks, f.landmarks, atol=1e-4)
+    v = dense[0].vertices
+    assert v.ndim == 2 and v.shape[1] == 3 and session.triangles.max() < v.shape[0]
+    assert session.align_image(np.zeros((240, 320, 3), np.uint8)) == []  # no face: no result, no error
+
+
+def test_align_image_errors_carry_the_cli_message(session: damdnet.Session, tmp_path: Path) -> None:
+    missing = tmp_path / "missing.jpg"
+    with pytest.raises(DamdnetError) as exc:
+        damdnet.align_image(missing, **WEIGHTS)
+    res = subprocess.run([sys.executable, "-m", "model.align", str(missing), "--out", str(tmp_path / "o"),
+                          "--weights", "damdnet"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert f"{exc.value}; skipped" in error_lines(res.stderr)
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    with pytest.raises(DamdnetError, match="bad.jpg: not a readable image"):
+        session.align_image(tmp_path / "bad.jpg")
+    with pytest.raises(DamdnetError, match="expected an"):
+        session.align_image(np.zeros((4, 4), np.float32))
+    with pytest.raises(DamdnetError, match="not a model option: tracks"):
+        damdnet.align_image(missing, tracks="x.csv")
+
+
+class Collect:
+    """A user sink: write(FrameResult) per frame, close() once."""
+
+    def __init__(self) -> None:
+        self.results: list[FrameResult] = []
+        self.closed = 0
+
+    def write(self, result: FrameResult) -> None:
+        self.results.append(result)
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_track_video_frames_tracks_and_sinks(session: damdnet.Session, tmp_path: Path) -> None:
+    from stream.sinks import load_tracks
+
+    sink = Collect()
+    frames = list(damdnet.track_video("synthetic:1", tracks=str(tmp_path / "t.csv"), sinks=[sink], **WEIGHTS))
+    assert [fr.index for fr in frames] == list(range(30))  # every frame, in order
+    assert all(isinstance(fr, FrameResult) and fr.image.shape == (480, 640, 3) for fr in frames)
+    assert np.all(np.diff([fr.time for fr in frames]) > 0)
+    assert sink.closed == 1 and [r.index for r in sink.results] == list(range(30))
+    faces = [(fr.index, f) for fr in frames for f in fr.faces]
+    assert len(faces) >= 25 and all(f.track_id is not None and f.landmarks.shape == (68, 3) for _, f in faces)
+    tracks = load_tracks(tmp_path / "t.csv")  # the tracks file holds exactly the faces the iterator gave
+    assert sum(len(t["frames"]) for t in tracks.values()) == len(faces)
+    for index, f in faces:
+        t = tracks[f.track_id]
+        row = int(np.flatnonzero(t["frames"] == index)[0])
+        np.testing.assert_allclose(t["landmarks"][row], f.landmarks, atol=2e-3)
+    assert {f.track_id for _, f in faces} == set(tracks)
+
+
+def test_track_video_left_early_closes_outputs(session: damdnet.Session, tmp_path: Path) -> None:
+    from stream.sinks import load_tracks
+
+    out = tmp_path / "t.csv"
+    with session.track_video("synthetic:3", tracks=str(out), dense=True) as frames:
+        for fr in frames:
+            if fr.index == 4:
+                break
+    assert fr.faces and fr.faces[0].vertices.shape[1] == 3  # dense=True
+    written = sorted({int(i) for t in load_tracks(out).values() for i in t["frames"]})
+    assert written[:5] == [0, 1, 2, 3, 4] and len(written) < 90  # the frames so far, not the whole source
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv"]  # finalised, no temporary file left
+
+
+def test_track_video_errors_carry_the_cli_message(session: damdnet.Session, tmp_path: Path) -> None:
+    with pytest.raises(DamdnetError) as exc:
+        next(iter(session.track_video(str(tmp_path / "nofile.mp4"))))
+    res = run_cli(["--source", str(tmp_path / "nofile.mp4"), "--weights", "damdnet"], tmp_path)
+    assert error_lines(res.stderr) == [f"error: {exc.value}"]
+    with pytest.raises(DamdnetError) as exc:  # option errors come at the call, as the CLI's config errors
+        damdnet.track_video("synthetic:1", detect_every=-3, **WEIGHTS)
+    res = run_cli(["--detect-every", "-3"], tmp_path)
+    assert error_lines(res.stderr) == [f"error: {exc.value}"]
+    with pytest.raises(DamdnetError, match="unknown config key 'kalman.pose_gat'"):
+        session.track_video("synthetic:1", kalman={"pose_gat": 3.0})
+    with pytest.raises(DamdnetError, match="weights is a model option"):
+        session.track_video("synthetic:1", weights="3ddfa-v2-mb05")
+
+    class Broken(Collect):
+        def write(self, result: FrameResult) -> None:
+            raise OSError("disk full")
+
+    broken = Broken()
+    with pytest.raises(OSError, match="disk full"):
+        list(session.track_video("synthetic:1", sinks=[broken]))
+    assert broken.closed == 1
+
+
+async def test_stream_async_and_live_policy(session: damdnet.Session) -> None:
+    got = [fr async for fr in session.stream("synthetic:1", detect_every=5)]
+    assert [fr.index for fr in got] == list(range(30)) and sum(len(fr.faces) for fr in got) >= 25
+    # live: a slow consumer gets the newest frames (the pipeline drops the stale ones), never a growing delay
+    seen = []
+    async with contextlib.aclosing(session.stream("synthetic:4", live=True)) as frames:
+        async for fr in frames:
+            seen.append(fr.index)
+            await asyncio.sleep(0.5)
+            if len(seen) == 6:
+                break
+    assert seen == sorted(set(seen)) and seen[-1] > 5  # frames were skipped while the consumer slept
+    with pytest.raises(DamdnetError, match="no such file"):
+        async for _ in damdnet.stream("nofile.mp4", **WEIGHTS):
+            pass
