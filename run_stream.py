@@ -9,6 +9,7 @@ Uses:
   python run_stream.py --source talk.mp4 --mode swap --swap-source face.jpg --out swapped.mp4
   python run_stream.py --source talk.mp4 --meshes meshes/ record the dense mesh per frame and track
   python run_stream.py serve [--port 8080]               WebRTC: open http://127.0.0.1:8080 in a browser
+  python run_stream.py batch videos/ --outdir out/       many files on Ray (local, or --ray-address): docs/SCALING.md
 
 Every flag is a key of configs/default.yaml (a dotted key such as kalman.gate is --kalman.gate); --config FILE merges
 a YAML file over the defaults first, then the flags apply.

@@ -140,6 +140,26 @@ def test_batch_user_errors_without_ray(tmp_path: Path) -> None:
     assert res.returncode == 2 and res.stderr.strip().splitlines()[-1].startswith("error: no such file")
 
 
+def test_worker_plan_cpu_and_gpu_clusters(monkeypatch) -> None:
+    """Actor resources from the cluster's (faked) resources: the GPU path is planned even where no GPU is."""
+    ray = pytest.importorskip("ray")
+    from stream.batch.driver import worker_plan
+
+    def plan(res: dict, todo: int = 100, **batch) -> tuple:
+        monkeypatch.setattr(ray, "cluster_resources", lambda: res)
+        p = worker_plan(_cfg(**batch), todo)
+        return p["workers"], p["files_per_worker"], p["num_cpus"], p["num_gpus"]
+
+    assert plan({"CPU": 16}) == (16, 1, 1.0, 0.0)  # one CPU actor per core
+    assert plan({"CPU": 16}, todo=3) == (3, 1, 1.0, 0.0)  # never more actors than files
+    assert plan({"CPU": 16, "GPU": 2}) == (2, 4, 4.0, 1.0)  # one per GPU, 4 files each, a core per file
+    assert plan({"CPU": 16, "GPU": 2}, todo=5) == (2, 4, 4.0, 1.0)
+    assert plan({"CPU": 16, "GPU": 2}, todo=3) == (1, 4, 4.0, 1.0)
+    assert plan({"CPU": 16, "GPU": 1}, workers=2) == (2, 4, 4.0, 0.5)  # two actors share the GPU
+    assert plan({"CPU": 16, "GPU": 2}, gpus_per_worker=0, cpus_per_worker=2) == (8, 1, 2.0, 0.0)  # CPU only
+    assert plan({"CPU": 8, "GPU": 1}, files_per_worker=2, cpus_per_worker=1.5) == (1, 2, 3.0, 1.0)
+
+
 # ------------------------------------------------------------------------------------------ on Ray
 
 

@@ -88,17 +88,19 @@ def start_ray(cfg: dict, log: Callable[[str], None] = _log) -> float:
 
     if ray.is_initialized():
         return 0.0
+    import logging
+
     b = cfg["batch"]
     address = b["ray_address"] or os.environ.get("RAY_ADDRESS") or None
     t0 = time.perf_counter()
     try:
         if address:
-            ray.init(address=str(address), log_to_driver=bool(b["worker_logs"]))
+            ray.init(address=str(address), log_to_driver=bool(b["worker_logs"]), logging_level=logging.WARNING)
         else:
             cores = os.cpu_count() or 1
             need = math.ceil(b["workers"] * b["cpus_per_worker"]) if b["workers"] else 0
             ray.init(num_cpus=max(cores, need), include_dashboard=bool(b["dashboard"]),
-                     log_to_driver=bool(b["worker_logs"]))
+                     log_to_driver=bool(b["worker_logs"]), logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         raise BatchError(f"cannot start {where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") \
@@ -123,15 +125,17 @@ def choose_transfer(setting: str) -> str:
 
 
 def worker_plan(cfg: dict, todo: int) -> dict[str, Any]:
-    """Actor count and resources: GPU actors (one per GPU by default, several files each) where the cluster has
-    GPUs, else CPU actors (one per ``cpus_per_worker`` cores, one file each). Never more actors than files need."""
+    """Actor count and resources: GPU actors (one per GPU by default, several files each; ``--workers`` above the
+    GPU count gives each a fraction of one) where the cluster has GPUs, else CPU actors (one per
+    ``cpus_per_worker`` cores, one file each). Never more actors than files need."""
     import ray
 
     b = cfg["batch"]
     res = ray.cluster_resources()
     gpus = b["gpus_per_worker"]
-    if gpus is None:
-        gpus = 1.0 if res.get("GPU", 0) >= 1 else 0.0
+    if gpus is None:  # auto: a GPU each, or a share of one when more workers than GPUs are asked for
+        have = res.get("GPU", 0)
+        gpus = 0.0 if have < 1 else min(1.0, have / b["workers"]) if b["workers"] else 1.0
     k = b["files_per_worker"] or (GPU_FILES_PER_WORKER if gpus > 0 else 1)
     cpus = float(b["cpus_per_worker"]) * (k if gpus > 0 else 1)  # a core per file in flight decodes and renders
     if b["workers"]:
@@ -340,6 +344,15 @@ def run_batch(cfg: dict, controls: Controls | None = None, log: Callable[[str], 
         if controls.stop.is_set() or controls.abort.is_set():
             report.interrupted = True
             report.unfinished = [i.rel for i, _, _ in inflight.values()] + [i.rel for i in todo]
+        else:  # every worker of the pool is gone (each died past its retries): say so for what is left
+            for item in [i for i, _, _ in inflight.values()] + list(todo):
+                rec = {**base_record(item, chash), "status": "failed", "permanent": False, "outputs": {},
+                       "error": "not run: no worker left (each died more often than batch.retries allows)",
+                       "frames": 0, "faces": 0, "tracks": 0, "fps": 0.0, "seconds": 0.0, "node": None,
+                       "worker": None, "finished": now_iso()}
+                manifest.append(rec)
+                report.records.append(rec)
+                report.failed += 1
         return report
     finally:
         if bar is not None:
@@ -427,7 +440,11 @@ def batch(cfg: dict) -> int:
             controls.abort.set()
 
     previous = signal.getsignal(signal.SIGINT)
-    import ray
+    try:
+        import ray
+    except ImportError:
+        print("error: batch needs Ray: pip install 'ray[default]==2.60.0' (see requirements.txt)", file=sys.stderr)
+        return 2
 
     started_ray = not ray.is_initialized()
     signal.signal(signal.SIGINT, on_signal)
