@@ -67,7 +67,7 @@ class Face:
 
     @property
     def yaw(self) -> float:
-        """Degrees, positive: the face turns to the image's left."""
+        """Degrees (``pose[0]``; 3DDFA's matrix2angle convention, ``model.morphable.matrix_to_angles``)."""
         return float(self.pose[0])
 
     @property
@@ -102,7 +102,7 @@ class FrameResult:
 
     index: 0-based frame number; time: seconds from the source's timestamps.
     faces: the confirmed tracks of this frame (``Face.track_id`` set).
-    image: (H, W, 3) uint8 BGR, the decoded frame.
+    image: (H, W, 3) uint8 BGR, the decoded frame (keep only the results you need: frames are large).
     rendered: (H, W, 3) uint8 BGR overlay when the run renders (``out=`` or ``show=True``), else None.
     """
 
