@@ -67,7 +67,9 @@ def _decode_elsewhere(onnx_path: Path, crops: np.ndarray, rois: np.ndarray, tmp:
 
 
 @pytest.mark.slow
-def test_export_decodes_without_our_code_and_matches_the_aligner(tmp_path: Path, assets_dir: Path) -> None:
+@pytest.mark.parametrize("weights", ["damdnet", "3ddfa-v2-mb05"])  # conventions v1 and v2
+def test_export_decodes_without_our_code_and_matches_the_aligner(tmp_path: Path, assets_dir: Path,
+                                                                 weights: str) -> None:
     import cv2
     import onnx
 
@@ -76,8 +78,8 @@ def test_export_decodes_without_our_code_and_matches_the_aligner(tmp_path: Path,
     from model.detect import FaceDetector
     from model.roi import crop_roi, roi_from_box
 
-    out = tmp_path / "exp" / "damdnet.onnx"
-    res = subprocess.run([sys.executable, "-m", "model.export", "--weights", "damdnet", "--format", "onnx",
+    out = tmp_path / "exp" / f"{weights}.onnx"
+    res = subprocess.run([sys.executable, "-m", "model.export", "--weights", weights, "--format", "onnx",
                           "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
     assert out.is_file() and out.with_suffix(".json").is_file()
@@ -89,7 +91,7 @@ def test_export_decodes_without_our_code_and_matches_the_aligner(tmp_path: Path,
     img = cv2.imread(str(assets_dir / "cleardusk/3DDFA/samples/test1.jpg"))
     boxes, _ = FaceDetector.create("auto", store)(img)
     assert len(boxes) >= 2
-    aligner = Aligner.from_checkpoint("damdnet", device="cpu", store=store, fast_path="none")  # the eager network
+    aligner = Aligner.from_checkpoint(weights, device="cpu", store=store, fast_path="none")  # the eager network
     for n in (1, len(boxes)):  # one face, then all of them in one batch
         ours = aligner.align(img, roi_from_box(boxes[:n]))
         crops = np.stack([crop_roi(img, r) for r in ours.roi])
