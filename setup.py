@@ -104,7 +104,8 @@ else:
     options = dict(
         packages=packages,
         package_dir={TOP: TOP, **{f"{TOP}.{p}": p.replace(".", "/") for p in _internal()}},
-        package_data={f"{TOP}.model": ["weights/*.pth", "weights/*.md"], f"{TOP}.stream.webrtc": ["static/*"]},
+        package_data={f"{TOP}.model": ["weights/*.pth", "weights/*.md"],
+                      f"{TOP}.stream.webrtc": ["static/*", "static/**/*"]},
         cmdclass={"build_py": BuildPy},
     )
 

@@ -84,6 +84,8 @@ def test_pip_install_into_a_fresh_venv_then_command_and_examples(tmp_path: Path,
     assert {t for t in tops if not t.startswith("damdnet_stream-") and t != ".."} == {"damdnet"}, tops
     assert (site / "damdnet" / "model" / "weights" / "damdnet.pth").stat().st_size > 5e6
     assert (site / "damdnet" / "configs" / "default.yaml").is_file()
+    static = [p.relative_to(src / "stream") for p in (src / "stream" / "webrtc" / "static").rglob("*") if p.is_file()]
+    assert static and all((site / "damdnet" / "stream" / rel).is_file() for rel in static)  # the page, vendored js
 
     cmd = venv / "bin" / "damdnet-stream"
     res = _run([str(cmd), "--help"], elsewhere, env)
