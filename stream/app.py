@@ -71,12 +71,13 @@ def build_engine(cfg: dict) -> Engine:
 
 
 def fit_swap_texture(image: np.ndarray, engine: Engine):
-    """Fit the 3DMM to the largest face of ``image`` and sample its texture (eyes and mouth masked, face region kept).
+    """Fit the 3DMM to the largest face of ``image`` and sample its skin texture (``build_texture``: UV image of the
+    face mesh, eyes, inner mouth and non-skin left out and filled).
 
     Raises ValueError when the image has no face.
     """
     from model.roi import roi_from_box
-    from stream.render.texture import build_texture, face_region
+    from stream.render.texture import build_texture
 
     boxes, _ = engine.detector(image)
     if len(boxes) == 0:
@@ -85,7 +86,7 @@ def fit_swap_texture(image: np.ndarray, engine: Engine):
     res = engine.aligner.align(image, roi_from_box(boxes[int(np.argmax(areas))][None]), dense=True)
     morph = engine.aligner.morph
     return build_texture(image, res.vertices[0], morph.tri, morph.grid_shape, landmarks=res.landmarks[0],
-                         region=face_region(morph.dense_basis.u, morph.sparse.u))
+                         uv=morph.uv)
 
 
 def load_swap_texture(path: str, engine: Engine):

@@ -69,15 +69,18 @@ def test_texture_fills_self_occluded_side_from_the_mirror(morph):
     img = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
     img = cv2.GaussianBlur(img, (0, 0), 3)
     v, _ = face(morph, yaw=55.0)
-    tex = build_texture(img, v, morph.tri, morph.grid_shape)
-    mirror = grid_mirror(morph.grid_shape)
-    cols = np.arange(4096) % 64
-    left, right = cols < 20, cols > 43
+    tex = build_texture(img, v, morph.tri, morph.grid_shape, uv=morph.uv)
+    u = tex.uv[:, 0] / (tex.image.shape[1] - 1)
+    left, right = morph.face_vertices & (u < 0.3), morph.face_vertices & (u > 0.7)
     # the far side is the one with the lower mean z; most of it is not trusted, the near side mostly is
     far, near = (left, right) if v[left, 2].mean() < v[right, 2].mean() else (right, left)
     assert tex.valid[far].mean() < 0.5 < tex.valid[near].mean()
-    k = ~tex.valid & tex.valid[mirror]
-    np.testing.assert_array_equal(tex.colors[k], tex.colors[mirror[k]])
+    ok = tex.image_valid
+    filled = cv2.erode((~ok & ok[:, ::-1]).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    assert filled.sum() > 1000
+    lap = lambda a: cv2.Laplacian(np.ascontiguousarray(a, np.float32), cv2.CV_32F)  # noqa: E731
+    diff = np.abs(lap(tex.image) - lap(tex.image[:, ::-1]))[filled]
+    assert diff.mean() < 0.1 * np.abs(lap(tex.image))[filled].mean() + 0.5
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -98,7 +101,7 @@ def test_swap_on_real_faces_keeps_outside_pixels(morph):
     sv, slm = face(morph)
     region = face_region(morph.dense_basis.u, morph.sparse.u)
     assert 0.3 < region.mean() < 0.9
-    tex = build_texture(src, sv, morph.tri, morph.grid_shape, landmarks=slm, region=region)
+    tex = build_texture(src, sv, morph.tri, morph.grid_shape, landmarks=slm, uv=morph.uv)  # as the product does
     frame = np.random.default_rng(3).integers(0, 256, (480, 640, 3), dtype=np.uint8)
     targets = [face(morph, yaw=y, roi=r) for y, r in ((25.0, (40, 100, 300, 360)), (-20.0, (330, 60, 620, 350)))]
     for blend in ("alpha", "seamless"):
@@ -109,4 +112,5 @@ def test_swap_on_real_faces_keeps_outside_pixels(morph):
             covered |= rasterize(v, morph.tri, None, 480, 640).tri_id >= 0
         changed = (out != frame).any(2)
         assert np.array_equal(out[~covered], frame[~covered])
-        assert changed.sum() > 20000
+        # most of the face is swapped (not its feathered rim, eyes, brows and mouth)
+        assert covered.sum() > 15000 and changed.sum() > 0.5 * covered.sum()

@@ -80,3 +80,30 @@ async def test_swap_source_without_face_is_refused(engine):
             peer.set_swap_source(np.full((200, 200, 3), 127, np.uint8))
     finally:
         await peer.close()
+
+
+def test_page_offers_every_render_mode(repo_root):
+    """The browser's selector lists every render mode the server accepts, and those are the CLI's modes."""
+    import re
+
+    from stream.config import CHOICES
+    from stream.webrtc.peer import MODES
+
+    html = (repo_root / "stream/webrtc/static/index.html").read_text()
+    select = re.search(r'<select id="mode">(.*?)</select>', html, re.S).group(1)
+    offered = tuple(re.findall(r'<option value="([a-z]+)"', select))
+    assert set(offered) == set(MODES) == set(CHOICES["mode"])
+
+
+@pytest.mark.parametrize("mode", ["wireframe", "pncc"])
+async def test_peer_renders_the_new_page_modes(engine, face, mode):
+    from stream.webrtc.app_bridge import PipelinePeer
+
+    peer = PipelinePeer(engine, load_config(overrides={"weights": "3ddfa-v2-mb05"}), f"p-{mode}")
+    try:
+        peer.set_controls({"mode": mode})
+        outs = [await peer.process(face.copy(), i / 30) for i in range(6)]
+    finally:
+        await peer.close()
+    changed = [float((np.abs(o.astype(int) - face.astype(int)).max(2) > 20).mean()) for o in outs]
+    assert max(changed) > 0.02, f"{mode}: the face was not drawn ({max(changed):.3f} of the frame changed)"

@@ -1,9 +1,12 @@
 """3DMM face swap: render a source texture with each target's geometry and blend it into the frame.
 
 Per frame: all targets are rasterized into one z-buffer (so faces occlude each other), then per target, inside its
-box only: texture lookup, mask (rendered face interior, eroded, the target's eyes and inner mouth cut out, feathered),
-colour transfer (mean/std in Lab over the mask), an optional low-frequency lighting ratio from the target, and a blend.
-The feather never reaches beyond the eroded mask, so every pixel outside the rendered faces keeps its exact input value.
+box only: texture lookup, alpha, colour transfer (mean/std in Lab over the mask), an optional low-frequency lighting
+ratio from the target, and a blend. Alpha is the product of smooth ramps: along the face's contour from the per-vertex
+UV distance to the mesh boundary (interpolated by the rasterizer, so no staircase from the mask's pixels), from the
+rendered silhouette (distance transform, where the face turns away or another face covers it), and around the
+target's own eyes, brows and inner mouth (its landmarks' polygons, alpha exactly 0 inside: they always show through,
+at every degree of opening). Every pixel outside the rendered faces and inside those polygons keeps its exact value.
 
 Blends, per face of 253 px on a 640x480 frame, 2 shared x86_64 cores (``bench/bench_render.py``, whole swap):
 ``alpha`` 3.1 ms (feathered alpha: the fastest, but where the mask edge crosses hair, e.g. a fringe on the forehead,
@@ -21,9 +24,11 @@ import numpy as np
 
 from stream.render import composite
 from model.render.raster import RasterBuffers, rasterize
-from stream.render.texture import FaceTexture, build_texture, face_region, feature_polygons  # noqa: F401 (API)
+from stream.render.texture import (FaceTexture, brow_polygons, build_texture, face_region,  # noqa: F401 (API)
+                                   feature_polygons)
 
 BLENDS = ("alpha", "pyramid", "seamless")
+EDGE_FEATHER = 0.12  # UV units (about a fraction of the face width) of the feather along the face's contour
 _LAB8_SCALE = np.array([255 / 100, 1, 1], np.float32)  # OpenCV 8-bit Lab = (L * 255/100, a + 128, b + 128)
 _LAB8_OFFSET = np.array([0, 128, 128], np.float32)
 
@@ -38,10 +43,22 @@ def outline_polygon(landmarks: np.ndarray, forehead: float = 0.3) -> np.ndarray:
 
 
 def _render_attrs(texture: FaceTexture) -> np.ndarray:
-    """Per-vertex attributes to rasterize: (u, v) texel coords or BGR colours, then the region weight."""
+    """Per-vertex attributes to rasterize: (u, v) texel coords or BGR colours, the region weight, then the UV
+    distance from the mesh's outer boundary (large where unknown). Cached on the texture."""
+    key = (id(texture.uv), id(texture.colors), id(texture.region), id(texture.edge), id(texture.image))
+    cached = texture.__dict__.get("_attrs")
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    attrs = _build_attrs(texture)
+    texture.__dict__["_attrs"] = (key, attrs)
+    return attrs
+
+
+def _build_attrs(texture: FaceTexture) -> np.ndarray:
     base = texture.uv if texture.image is not None else texture.colors
     region = texture.region if texture.region is not None else np.ones(base.shape[0], np.float32)
-    return np.ascontiguousarray(np.concatenate([base, region[:, None]], 1), np.float32)
+    edge = texture.edge if texture.edge is not None else np.full(base.shape[0], 1e3, np.float32)
+    return np.ascontiguousarray(np.concatenate([base, region[:, None], edge[:, None]], 1), np.float32)
 
 
 def _lab_stats(lab: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -127,32 +144,38 @@ def _swap_one(out: np.ndarray, frame: np.ndarray, buf: RasterBuffers, texture: F
     y0, y1, x0, x1 = box
     ids = buf.tri_id[y0:y1, x0:x1]
     attr = buf.attr[y0:y1, x0:x1]
-    face = (ids >= id0) & (ids < id1) & (attr[..., -1] > 0.5)
+    face = (ids >= id0) & (ids < id1) & (attr[..., -2] > 0.5)
     if not face.any():
         return
     size = float(np.sqrt((y1 - y0) * (x1 - x0)))
-    e = max(1, int(round(erode * size)))
-    f = max(1, min(e, int(round(feather * size))))
-    mask = face.astype(np.uint8)
-    mask = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * e + 1, 2 * e + 1)),
-                     borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    e = erode * size
+    f = max(1.0, feather * size)
+    # alpha: a smooth ramp from the face's own contour (the per-vertex UV distance from the mesh boundary,
+    # interpolated: no pixel staircase), times one ramp from the nearest of the rendered silhouette (where the face
+    # turns away or another face covers it) and the target's eyes, brows and inner mouth (their polygons, from its
+    # landmarks): a distance transform, 0 on and inside them
+    keep = face.astype(np.uint8)
     if landmarks is not None:
         lm = np.asarray(landmarks, np.float64)[:, :2] - (x0, y0)
-        if texture.region is None:  # no per-vertex face region: limit the mask to the target's landmark outline
-            outline = np.zeros_like(mask)
+        if texture.region is None and texture.edge is None:  # no face region: limit to the target's outline
+            outline = np.zeros_like(keep)
             cv2.fillPoly(outline, [np.round(outline_polygon(lm) * 16).astype(np.int32)], 1, cv2.LINE_8, shift=4)
-            mask &= outline
-        polys = [np.round(p * 16).astype(np.int32) for p in feature_polygons(lm)]
-        cv2.fillPoly(mask, polys, 0, cv2.LINE_AA, shift=4)
+            keep &= outline
+        polys = [np.round(p * 16).astype(np.int32) for p in feature_polygons(lm) + brow_polygons(lm)]
+        cv2.fillPoly(keep, polys, 0, cv2.LINE_8, shift=4)
+    dist = cv2.distanceTransform(cv2.copyMakeBorder(keep, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0), cv2.DIST_L2,
+                                 3)[1:-1, 1:-1]
+    alpha = np.clip((dist - 0.25 * e) * (1.0 / f), 0.0, 1.0)
+    if texture.edge is not None:
+        alpha = np.minimum(alpha, np.clip(attr[..., -1] * (1.0 / EDGE_FEATHER), 0.0, 1.0))
+    alpha = alpha * alpha * (3 - 2 * alpha)  # smoothstep: no kink where the ramp starts or ends
+    alpha *= face
+    alpha = alpha.astype(np.float32)
+    mask = (alpha > 0.5).astype(np.uint8)
     inner = mask > 0
     if not inner.any():
         return
-    # feather: two box blurs (a tent) of radii r1 + r2 = f <= e, so alpha never spreads beyond the rendered face
-    alpha = mask.astype(np.float32)
-    for r in ((f + 1) // 2, f // 2):
-        if r > 0:
-            alpha = cv2.blur(alpha, (2 * r + 1, 2 * r + 1), borderType=cv2.BORDER_CONSTANT)
-    alpha *= face  # a no-op by construction; keeps the guarantee exact
+    f = int(round(f))
 
     # source colour, in Lab straight from the texture (converted once in build_texture)
     if texture.image is not None:

@@ -1,9 +1,12 @@
-"""Face texture from a source photo for the 3DMM face swap: per-vertex colours and, for grid meshes, a UV image.
+"""Face texture from a source photo for the 3DMM face swap: a UV image of the source's skin (and per-vertex colours).
 
-Occluded, grazing and out-of-image parts are not trusted: they are filled from the left-right mirror (grid meshes:
-column c <-> cols-1-c), then by diffusion along mesh edges from trusted neighbours, then by the mean colour. Given the
-source's 68 landmarks, its eyes and inner mouth are treated the same way, so that a swapped face shows the target's
-own eyes and mouth (cut out of the swap mask) over neutral skin, never the source's open eyes or teeth.
+The mesh is rasterized in UV space (``MorphableModel.uv``) and each texel samples the source photo once, at a size
+that follows the source face. Only the source's visible skin is trusted: hidden, grazing and out-of-image texels,
+the eyes and inner mouth (from the source's landmarks) and whatever fails a skin-colour model fitted to the source's
+cheeks and nose (hair, fringe, glasses, hands, background) are filled from the mirrored texel when that one is
+trusted (its detail over the local skin tone), else from the low-frequency colour of the trusted skin; the inner
+mouth gets the lip colour, so a source's teeth never reach the texture. Meshes without UVs get per-vertex colours
+(mirror, then diffusion along mesh edges, then the mean).
 """
 from __future__ import annotations
 
@@ -13,9 +16,10 @@ import cv2
 import numba as nb
 import numpy as np
 
-from model.render.mesh import grid_mirror, grid_uv, mesh_edges, vertex_normals
+from model.render.mesh import mesh_edges, vertex_normals
 from model.render.raster import RasterBuffers, rasterize
 
+BLACKHAT_L = 9.0  # L units (0..100): a thin structure this much darker than its surroundings is not skin
 LEFT_EYE = slice(42, 48)
 RIGHT_EYE = slice(36, 42)
 INNER_MOUTH = slice(60, 68)
@@ -28,7 +32,8 @@ class FaceTexture:
     colors (V, 3) float32 BGR 0..255 (every vertex, filled); valid (V,) bool: seen in the source (not filled);
     mean_color (3,) float32 mean of the valid colours (skin); region (V,) float32 0..1 or None: the face interior
     (see :func:`face_region`); image (T, T, 3) float32 BGR UV texture or None, image_lab the same in float Lab
-    (L 0..100), image_valid (T, T) bool, and uv (V, 2) float32 texel coordinates of the vertices (grid meshes only).
+    (L 0..100), image_valid (T, T) bool (trusted skin), uv (V, 2) float32 texel coordinates of the vertices and edge
+    (V,) float32 their UV distance from the mesh's outer boundary (meshes with UVs only).
     """
 
     colors: np.ndarray
@@ -39,6 +44,7 @@ class FaceTexture:
     image_lab: np.ndarray | None = None
     image_valid: np.ndarray | None = None
     uv: np.ndarray | None = None
+    edge: np.ndarray | None = None  # (V,) float32 distance from the mesh's outer boundary in UV units (the feather)
 
 
 def _inside_polygon(pts: np.ndarray, poly: np.ndarray) -> np.ndarray:
@@ -89,6 +95,14 @@ def feature_polygons(landmarks: np.ndarray, eye_scale: float = 1.6, mouth_scale:
     mouth = lm[INNER_MOUTH]
     polys.append(mouth.mean(0) + (mouth - mouth.mean(0)) * mouth_scale)
     return polys
+
+
+def brow_polygons(landmarks: np.ndarray, scale: float = 1.25) -> list[np.ndarray]:
+    """The two brows as bands (K, 2) float64 around landmarks 17-21 and 22-26 (frame px): the swap keeps the
+    target's own brows (they follow its expression), so the texture never needs the source's (which hair often
+    covers)."""
+    lm = np.asarray(landmarks, np.float64)[:, :2]
+    return [_grown(lm[17:22], scale), _grown(lm[22:27], scale)]
 
 
 @nb.njit(cache=True, nogil=True)
@@ -146,19 +160,89 @@ def _visible(verts: np.ndarray, depth: np.ndarray, tol: float) -> np.ndarray:
     return ok & (z >= depth[py, px] - tol)
 
 
+def auto_texture_size(face_px: float, lo: int = 256, hi: int = 1024) -> int:
+    """UV image side for a source face ``face_px`` pixels across: about one texel per source pixel, a multiple of
+    32 within [lo, hi] (a large source face keeps its detail; a small one is not upsampled past 256)."""
+    return int(np.clip(32 * round(1.15 * face_px / 32), lo, hi))
+
+
+def skin_model(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Robust skin colour model from Lab samples (N, 3) float (L 0..100) of a central face region: median L,
+    its robust spread, and the (a, b) mean (2,) with inverse covariance (2, 2) of the inliers."""
+    lab = np.asarray(lab, np.float64)
+    med = np.median(lab, 0)
+    mad = np.median(np.abs(lab - med), 0) * 1.4826 + 1e-3
+    inl = (np.abs(lab - med) < 2.5 * mad).all(1)
+    if inl.sum() < 10:
+        inl = np.ones(len(lab), bool)
+    ab = lab[inl, 1:]
+    mu = ab.mean(0)
+    cov = np.cov(ab.T) + np.eye(2) * 4.0  # at least 2 units of chroma spread: flat-lit skin is not a point
+    l_med = float(np.median(lab[inl, 0]))
+    l_sd = float(max(np.std(lab[inl, 0]), 4.0))
+    return np.array([l_med, l_sd]), mu, np.linalg.inv(cov)
+
+
+def skin_test(lab: np.ndarray, model: tuple, chroma: float = 3.5, dark: float = 4.0, dark_min: float = 25.0,
+              bright: float = 45.0) -> np.ndarray:
+    """(...) bool: Lab pixels (..., 3) that fit the skin ``model``: chroma within ``chroma`` Mahalanobis units, L no
+    more than max(``dark`` sd, ``dark_min``) below the median (hair, shadows of glasses) nor ``bright`` above."""
+    (l_med, l_sd), mu, icov = model
+    d = lab[..., 1:] - mu
+    m2 = np.einsum("...i,ij,...j->...", d, icov, d)
+    l = lab[..., 0]
+    return (m2 < chroma ** 2) & (l > l_med - max(dark * l_sd, dark_min)) & (l < l_med + bright)
+
+
+def _smooth_fill(img: np.ndarray, weight: np.ndarray, coarse: int = 32) -> np.ndarray:
+    """Low-frequency image (t, t, C) defined everywhere: push-pull of the ``weight``-normalised ``img`` over a
+    Gaussian pyramid (down to 4 texels), kept from the level about ``coarse`` texels wide and upsampled smoothly
+    from there. Untrusted texels (weight 0) get the colour of the trusted ones around them, never their own; a
+    trusted texel gets its neighbourhood's tone, without its own detail."""
+    iw, w = [img * weight[..., None]], [weight.astype(np.float32)]
+    while iw[-1].shape[0] > 4:
+        iw.append(cv2.pyrDown(iw[-1]))
+        w.append(cv2.pyrDown(w[-1]))
+    total = float(w[-1].sum())
+    mean = iw[-1].reshape(-1, img.shape[2]).sum(0) / total if total > 0 else np.full(img.shape[2], 128.0)
+    est = np.where(w[-1][..., None] > 1e-4, iw[-1] / np.maximum(w[-1], 1e-4)[..., None], mean).astype(np.float32)
+    for level in range(len(iw) - 2, -1, -1):
+        size = (iw[level].shape[1], iw[level].shape[0])
+        est = cv2.pyrUp(est, dstsize=size)
+        if iw[level].shape[0] <= coarse:  # coarse levels take the trusted colour where there is some
+            a = np.clip(w[level] * 2, 0, 1)[..., None]
+            est = a * (iw[level] / np.maximum(w[level], 1e-4)[..., None]) + (1 - a) * est
+    return est.astype(np.float32)
+
+
+def _polygon_mask(shape: tuple[int, int], polys: list[np.ndarray]) -> np.ndarray:
+    m = np.zeros(shape, np.uint8)
+    for p in polys:
+        if len(p) >= 3:
+            cv2.fillPoly(m, [np.round(np.asarray(p) * 16).astype(np.int32)], 1, cv2.LINE_8, shift=4)
+    return m > 0
+
+
 def build_texture(src_image: np.ndarray, src_vertices: np.ndarray, tri: np.ndarray,
                   grid_shape: tuple[int, int] | None = None, *, landmarks: np.ndarray | None = None,
-                  region: np.ndarray | None = None, mirror: np.ndarray | None = None, texture_size: int = 256,
-                  min_facing: float = 0.25, depth_tol: float | None = None,
-                  buffers: RasterBuffers | None = None) -> FaceTexture:
-    """Sample a source face's colours onto its mesh.
+                  region: np.ndarray | None = None, mirror: np.ndarray | None = None, uv: np.ndarray | None = None,
+                  texture_size: int | None = None, min_facing: float = 0.3, depth_tol: float | None = None,
+                  skin: bool = True, buffers: RasterBuffers | None = None) -> FaceTexture:
+    """Sample a source face's skin onto its mesh.
 
     src_image (H, W, 3) uint8 BGR; src_vertices (V, 3) float32 frame px of the fitted source face; tri (F, 3) int32.
-    A vertex is trusted when inside the image, not hidden (z-buffer test within ``depth_tol`` px, default 2% of the
-    face size) and facing the camera (normal z >= ``min_facing``), and not inside the source's eyes or mouth (when
-    its ``landmarks`` (68, 2|3) are given). Untrusted vertices are filled from ``mirror`` (V,) (default: the grid's
-    left-right mirror when ``grid_shape`` is given), then from neighbours, then with the mean colour. With a
-    ``grid_shape`` a ``texture_size``^2 UV image is also built the same way, for full-resolution swaps.
+    With ``uv`` (V, 2) in [0, 1] (``MorphableModel.uv``; or, with a ``grid_shape``, the grid's own normalised
+    positions) a UV image is built: the mesh is rasterized in UV space and every texel samples the source once,
+    at full resolution (``texture_size`` None: :func:`auto_texture_size` of the source face). A texel is trusted
+    when it is in the image, not hidden (z-buffer within ``depth_tol`` px, default 2% of the face size), facing
+    the camera (interpolated normal z >= ``min_facing``: grazing samples are smeared), outside the source's eyes
+    and inner mouth (given its ``landmarks`` (68, 2|3)), and skin: ``skin_test`` against a colour model fitted to
+    the source's cheeks and nose (hair, fringe, glasses, hands, background and the brows fail it; lips are kept;
+    the swap shows the target's own brows).
+    Untrusted texels take the mirrored texel (u -> 1 - u) when that one is trusted, with its detail over the local
+    low-frequency skin tone, else the low-frequency skin colour (``_smooth_fill`` of trusted texels only); the
+    source's inner mouth is filled with its lip colour. Per-vertex ``colors`` are read from that image. Without
+    uv, per-vertex colours only (mirror ``mirror`` (V,), neighbours, mean), as for any mesh.
     ``region`` (V,) float32 (see :func:`face_region`) is stored for the swap mask.
     """
     img = np.ascontiguousarray(src_image)
@@ -167,7 +251,10 @@ def build_texture(src_image: np.ndarray, src_vertices: np.ndarray, tri: np.ndarr
     h, w = img.shape[:2]
     n_v = verts.shape[0]
     finite = np.isfinite(verts).all(1)
-    size = float(np.ptp(verts[finite, 0]) + np.ptp(verts[finite, 1])) / 2 if finite.any() else 1.0
+    used = np.zeros(n_v, bool)
+    used[tris.ravel()] = True
+    fv = finite & used
+    size = float(np.ptp(verts[fv, 0]) + np.ptp(verts[fv, 1])) / 2 if fv.any() else 1.0
     tol = 0.02 * size if depth_tol is None else float(depth_tol)
 
     buf = rasterize(verts, tris, None, h, w, buffers=buffers)
@@ -178,42 +265,139 @@ def build_texture(src_image: np.ndarray, src_vertices: np.ndarray, tri: np.ndarr
     for poly in holes:
         if len(poly) >= 3:
             valid &= ~_inside_polygon(verts[:, :2].astype(np.float64), poly)
-    colors = _sample(img, verts[:, 0:1], verts[:, 1:2]).reshape(n_v, -1)[:, :3].copy()
-
-    if mirror is None and grid_shape is not None:
-        mirror = grid_mirror(grid_shape)
-    filled = _fill(colors, valid, mirror, tris)
-    mean = colors[valid].mean(0) if valid.any() else np.full(3, 128.0, np.float32)
-    tex = FaceTexture(filled, valid, mean.astype(np.float32),
-                      None if region is None else np.asarray(region, np.float32))
-
-    if grid_shape is not None:
+    if uv is None and grid_shape is not None:
         rows, cols = grid_shape
-        t = int(texture_size)
-        gr, gc = np.meshgrid(np.arange(t) * ((rows - 1) / (t - 1)), np.arange(t) * ((cols - 1) / (t - 1)),
-                             indexing="ij")
-        gc32, gr32 = gc.astype(np.float32), gr.astype(np.float32)
+        r, c = np.divmod(np.arange(rows * cols), cols)
+        uv = np.stack([c / (cols - 1), r / (rows - 1)], 1).astype(np.float32)
+    if uv is None:
+        colors = _sample(img, verts[:, 0:1], verts[:, 1:2]).reshape(n_v, -1)[:, :3].copy()
+        filled = _fill(colors, valid, mirror, tris)
+        mean = colors[valid].mean(0) if valid.any() else np.full(3, 128.0, np.float32)
+        return FaceTexture(filled, valid, mean.astype(np.float32),
+                           None if region is None else np.asarray(region, np.float32))
 
-        def up(a: np.ndarray) -> np.ndarray:  # per-vertex values (V, C) -> texel values (t, t, C), bilinear
-            a = np.ascontiguousarray(a.reshape(rows, cols, -1), np.float32)
-            return cv2.remap(a, gc32, gr32, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).reshape(t, t, -1)
+    t = auto_texture_size(max(np.ptp(verts[fv, 0]), np.ptp(verts[fv, 1])) if fv.any() else 256) \
+        if texture_size is None else int(texture_size)
+    uvp = np.asarray(uv, np.float32) * (t - 1)
+    attrs = np.concatenate([np.where(finite[:, None], verts, 0), normals[:, 2:3]], 1).astype(np.float32)
+    ubuf = rasterize(np.concatenate([uvp, np.zeros((n_v, 1), np.float32)], 1), tris, attrs, t, t)
+    covered = ubuf.tri_id >= 0
+    tv = ubuf.attr[..., :3].reshape(-1, 3)
+    ok = covered.reshape(-1) & _visible(tv, depth, tol) & (ubuf.attr[..., 3].reshape(-1) >= min_facing)
+    ok = ok.reshape(t, t)
+    image = _sample(img, ubuf.attr[..., 0], ubuf.attr[..., 1])[..., :3]
+    lab = cv2.cvtColor(np.clip(image, 0, 255) * (1 / 255.0), cv2.COLOR_BGR2Lab)
+    mouth_fill = None
+    if landmarks is not None:
+        lm = np.asarray(landmarks, np.float64)[:, :2]
+        sx, sy = ubuf.attr[..., 0].astype(np.float64), ubuf.attr[..., 1].astype(np.float64)
+        pts = np.stack([sx.ravel(), sy.ravel()], 1)
 
-        tv = up(np.where(finite[:, None], verts, 0)).reshape(-1, 3)
-        ok = (up(valid.astype(np.float32)).reshape(-1) > 0.999) & _visible(tv, depth, tol)
-        for poly in holes:
-            if len(poly) >= 3:
-                ok &= ~_inside_polygon(tv[:, :2].astype(np.float64), poly)
-        image = _sample(img, tv[:, 0].reshape(t, t), tv[:, 1].reshape(t, t))[..., :3]
-        ok = ok.reshape(t, t)
-        fill = up(filled)
-        mirrored = image[:, ::-1]
-        ok_m = ok[:, ::-1]
-        image = np.where(ok[..., None], image, np.where(ok_m[..., None], mirrored, fill))
-        tex.image = np.ascontiguousarray(image, np.float32)
-        tex.image_lab = cv2.cvtColor(np.clip(tex.image, 0, 255) * (1 / 255.0), cv2.COLOR_BGR2Lab)
-        tex.image_valid = ok
-        tex.uv = grid_uv(grid_shape, t)
+        def texels_in(polys: list[np.ndarray]) -> np.ndarray:  # texels whose source point lies in the polygons
+            m = _polygon_mask((h, w), polys)
+            px = np.clip(np.round(pts[:, 0]), 0, w - 1).astype(np.intp)
+            py = np.clip(np.round(pts[:, 1]), 0, h - 1).astype(np.intp)
+            return (m[py, px] & covered.reshape(-1)).reshape(t, t)
+
+        eyes_mouth = texels_in(holes)
+        ok &= ~eyes_mouth
+        inner = texels_in([holes[2]]) if len(holes) > 2 else np.zeros((t, t), bool)
+        lips = texels_in([lm[48:60]]) & ~inner
+        if skin:
+            idx = [1, 2, 3, 31, 33, 35, 13, 14, 15, 47, 42, 39, 40]
+            central = texels_in([lm[idx][_hull_order(lm[idx])]]) & ok & ~lips
+            if central.sum() >= 50:
+                model = skin_model(lab[central])
+                is_skin = skin_test(lab, model)
+                # thin dark structures (glasses frames, hair strands, brows) whatever the lighting: the black-hat
+                # of L over about 4% of the face; the nostrils and lips are features, not occluders
+                l_img = np.where(covered, lab[..., 0], model[0][0]).astype(np.float32)
+                k = max(3, int(0.04 * t) | 1)
+                bh = cv2.morphologyEx(l_img, cv2.MORPH_BLACKHAT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+                nose = texels_in([_grown(lm[31:36], 1.6)])
+                is_skin &= (bh < BLACKHAT_L) | nose | lips
+                loose = skin_test(lab, model, chroma=15.0, dark=99.0, dark_min=999.0, bright=999.0)
+                is_skin = np.where(lips, loose, is_skin)  # lips: only gross chroma outliers go
+                # teeth (less red than skin, bright) and the dark interior between the lips, wherever the
+                # landmarks put the inner lips: the mouth interior, filled with lip colour below
+                (l_med, l_sd), mu, _ = model
+                inner |= lips & (((lab[..., 1] < mu[0] - 2) & (lab[..., 0] > l_med - l_sd)) | (lab[..., 0] < l_med - 25))
+                inner = cv2.morphologyEx(inner.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8)) > 0
+                lips &= ~inner
+                # hair edges and strands blend into skin over a few texels: widen what is not skin
+                r = max(1, int(round(0.008 * t)))
+                not_skin = cv2.dilate((~is_skin & covered).astype(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8))
+                ok &= not_skin == 0
+        ok &= ~inner
+        ok_lips = ok & lips
+        if inner.any():
+            mouth_fill = np.median(image[ok_lips], 0) if ok_lips.sum() >= 5 else None
+            if mouth_fill is None:
+                mouth_fill = np.median(image[covered & ok], 0) if (covered & ok).any() else None
+            if mouth_fill is not None:
+                image[inner] = mouth_fill
+                ok |= inner
+    low = _smooth_fill(image, ok.astype(np.float32))
+    ok_m = ok[:, ::-1]
+    mirrored = image[:, ::-1] - low[:, ::-1] + low  # the mirror's detail over the local skin tone
+    image = np.where(ok[..., None], image, np.where(ok_m[..., None], mirrored, low))
+    image = np.where(covered[..., None], image, low)
+    tex_image = np.ascontiguousarray(image, np.float32)
+    colors = cv2.remap(tex_image, np.ascontiguousarray(uvp[:, 0:1]), np.ascontiguousarray(uvp[:, 1:2]),
+                       cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).reshape(n_v, 3)
+    vpx = np.clip(np.round(uvp), 0, t - 1).astype(np.intp)
+    valid = ok[vpx[:, 1], vpx[:, 0]] & used
+    mean = tex_image[ok].mean(0) if ok.any() else np.full(3, 128.0, np.float32)
+    tex = FaceTexture(colors.astype(np.float32), valid, mean.astype(np.float32),
+                      None if region is None else np.asarray(region, np.float32))
+    tex.image = tex_image
+    tex.image_lab = cv2.cvtColor(np.clip(tex.image, 0, 255) * (1 / 255.0), cv2.COLOR_BGR2Lab)
+    tex.image_valid = ok
+    tex.uv = uvp
+    tex.edge = boundary_distance(np.asarray(uv, np.float32), tris)
     return tex
+
+
+def _hull_order(pts: np.ndarray) -> np.ndarray:
+    hull = cv2.convexHull(np.asarray(pts, np.float32), returnPoints=False)
+    return hull.reshape(-1)
+
+
+def _grown(pts: np.ndarray, scale: float) -> np.ndarray:
+    """A band (K, 2) around a polyline of points (brows), 0.4 x its length tall, scaled by ``scale`` about its centre."""
+    pts = np.asarray(pts, np.float64)
+    d = np.array([0.0, 0.2 * np.linalg.norm(pts[-1] - pts[0])])
+    poly = np.concatenate([pts - d, pts[::-1] + d])
+    c = poly.mean(0)
+    return c + (poly - c) * scale
+
+
+def boundary_distance(uv: np.ndarray, tri: np.ndarray) -> np.ndarray:
+    """Per-vertex distance (V,) float32 in UV units from the mesh's outer boundary (its longest boundary loop; the
+    lips' slit and other holes do not count): the face's contour feather, smooth across triangles."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from model.face_mesh import boundary_edges
+
+    e = boundary_edges(tri)
+    n = len(uv)
+    if len(e) == 0:
+        return np.full(n, 1.0, np.float32)
+    g = coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n))
+    _, labels = connected_components(g, directed=False)
+    lab_e = labels[e[:, 0]]
+    outer = e[lab_e == np.bincount(lab_e).argmax()]
+    a, b = uv[outer[:, 0]].astype(np.float64), uv[outer[:, 1]].astype(np.float64)
+    ab = b - a
+    d = np.full(n, np.inf)
+    p = uv.astype(np.float64)
+    for i in range(0, len(outer), 256):
+        aa, bb = a[i:i + 256], ab[i:i + 256]
+        tt = np.clip(((p[:, None] - aa[None]) * bb[None]).sum(-1) / np.maximum((bb ** 2).sum(-1), 1e-12)[None], 0, 1)
+        q = aa[None] + tt[..., None] * bb[None]
+        d = np.minimum(d, np.linalg.norm(p[:, None] - q, axis=-1).min(1))
+    return d.astype(np.float32)
 
 
 def _fill(colors: np.ndarray, valid: np.ndarray, mirror: np.ndarray | None, tri: np.ndarray) -> np.ndarray:

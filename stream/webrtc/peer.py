@@ -5,7 +5,7 @@ result only through `PeerProcessor`. The real pipeline (stream/pipeline.py) and 
 (tests/webrtc_helpers.py) both plug in here.
 
 Control channel protocol (data channel labelled "control", created by the page, JSON text messages):
-  page -> server  {"type": "controls", "mode": "landmarks|mesh|depth|swap", "smooth": true, ...}
+  page -> server  {"type": "controls", "mode": "landmarks|mesh|wireframe|depth|pncc|swap|none", "smooth": true, ...}
                   {"type": "ping", "t": <page ms>}
   server -> page  {"type": "hello", "peer_id": ..., "controls": {...}}
                   {"type": "controls", "controls": {...}}            (ack: the controls now in force)
@@ -30,7 +30,7 @@ from .track import ProcessedTrack
 
 log = logging.getLogger(__name__)
 
-MODES = ("landmarks", "mesh", "depth", "swap")
+MODES = ("landmarks", "mesh", "wireframe", "depth", "pncc", "swap", "none")  # every render mode (stream.config)
 DEFAULT_CONTROLS: dict = {"mode": "landmarks", "smooth": True}
 _KEY = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 

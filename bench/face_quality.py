@@ -1,0 +1,200 @@
+"""Render and swap quality on shared videos (issue 16): mesh coverage, occluder, mouth, seam, hidden side, and a
+contact sheet of mesh modes and swaps. Runs the product code of a tree (``--tree``, default this one) so that
+the same measures are taken before and after a change; fits come from bench/face_fits.py (cached).
+
+    python bench/face_quality.py [--tree DIR] [--tag after] [--sheet bench/i16_sheet_after.jpg]
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+
+def _load(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+ASSETS = Path(os.environ.setdefault("DAMDNET_ASSETS", str(REPO.parent / "shared" / "assets")))
+LP = ASSETS / "KwaiVGI/LivePortrait/assets/examples"
+VIDEOS = {"d0": (LP / "driving/d0.mp4", 78, 1), "d10": (LP / "driving/d10.mp4", 40, 3)}
+SOURCES = {"plain": ASSETS / "LeiJiangJNU/DAMDNet/imgs/jolie.jpg"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tree", default=str(REPO))
+    ap.add_argument("--tag", default="after")
+    ap.add_argument("--sheet", default=None)
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--fringe", default=str(ASSETS / "faces/deepface_tests/img20.jpg"))
+    ap.add_argument("--turned", default=None)
+    args = ap.parse_args()
+    sys.path.insert(0, args.tree)
+    import model  # noqa: F401  (the tree's package; the measures' outline comes from this tree's face_mesh)
+
+    if not (Path(args.tree) / "model/face_mesh.py").is_file():
+        _load(REPO / "model/face_mesh.py", "model.face_mesh")
+    quality = _load(REPO / "stream/render/quality.py", "_quality")
+    fits = _load(HERE / "face_fits.py", "_fits")
+    import cv2
+
+    from model.morphable import MorphableModel
+    from model.render.raster import rasterize
+    from stream.app import fit_swap_texture
+    from stream.render.overlays import render_overlay
+    from stream.render.swap import swap_faces
+
+    morph = MorphableModel.load()
+    aligner, detector = fits.engine()
+    engine = types.SimpleNamespace(aligner=aligner, detector=detector)
+    sources = dict(SOURCES)
+    sources["fringe"] = Path(args.fringe)
+    if args.turned:
+        sources["turned"] = Path(args.turned)
+    textures, photos = {}, {}
+    for name, path in sources.items():
+        img = cv2.imread(str(path))
+        photos[name] = img
+        textures[name] = fit_swap_texture(img, engine)
+    res: dict = {"tag": args.tag, "tree": args.tree}
+
+    def decode(f):
+        return morph.dense(f.params[None], f.roi[None])[0].astype(np.float32)
+
+    # -- mesh coverage, seam, mouth -----------------------------------------------------------------------------
+    sheet_rows = []
+    t_swap = []
+    for vname, (path, n, step) in VIDEOS.items():
+        frames, vfits = fits.fit_video(path, n, step)
+        outside, cover, seams, mouth_bad, mouth_n = [], [], [], [], 0
+        for k, (frame, f) in enumerate(zip(frames, vfits)):
+            if f is None:
+                continue
+            v = decode(f)
+            lm = f.landmarks
+            h, w = frame.shape[:2]
+            mask = rasterize(v, morph.tri, None, h, w).tri_id >= 0
+            hull = quality.face_hull(lm, morph.sparse.u)
+            o, c = quality.mesh_coverage(mask, hull, quality.face_size(lm))
+            outside.append(o)
+            cover.append(c)
+            t0 = time.perf_counter()
+            out = swap_faces(frame, [v], morph.tri, textures["plain"], landmarks=[lm])
+            t_swap.append(time.perf_counter() - t0)
+            seams.append(quality.seam_ratio(out, frame))
+            size = quality.face_size(lm)
+            if lm[66, 1] - lm[62, 1] > 0.04 * size:  # the inner-lip gap is open
+                inner = quality.polygon_mask((h, w), lm[60:68, :2])
+                inner = cv2.erode(inner.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+                d = np.abs(out.astype(int) - frame.astype(int)).max(2)[inner]
+                mouth_bad.append(float((d > 3).mean()) if d.size else 0.0)
+                mouth_n += 1
+            if k in (len(frames) // 3,):
+                row = [frame]
+                for mode in ("mesh", "wireframe", "depth", "pncc"):
+                    row.append(render_overlay(frame, [{"vertices": v}], mode, morph.tri, grid_shape=morph.grid_shape,
+                                              reference=morph.dense_basis.u))
+                for name in textures:
+                    row.append(swap_faces(frame, [v], morph.tri, textures[name], landmarks=[lm]))
+                box = lm[:, :2]
+                cx, cy = box.mean(0)
+                half = 0.75 * max(np.ptp(box[:, 0]), np.ptp(box[:, 1]))
+                x0, y0 = int(max(0, cx - half)), int(max(0, cy - half * 1.1))
+                x1, y1 = int(min(w, cx + half)), int(min(h, cy + half * 0.9))
+                sheet_rows.append([cv2.resize(np.ascontiguousarray(im[y0:y1, x0:x1]), (200, 200),
+                                              interpolation=cv2.INTER_AREA) for im in row])
+        res[vname] = {"frames": len(outside), "mesh_outside_p95": float(np.percentile(outside, 95)),
+                      "mesh_outside_mean": float(np.mean(outside)), "hull_cover_min": float(np.min(cover)),
+                      "hull_cover_mean": float(np.mean(cover)), "seam_ratio_mean": float(np.nanmean(seams)),
+                      "mouth_open_frames": mouth_n,
+                      "mouth_changed_max": float(np.max(mouth_bad)) if mouth_bad else None}
+    res["swap_ms_median"] = float(np.median(t_swap) * 1e3)
+
+    # -- occluder: the plain source with a band and strands vs without, onto d10 ---------------------------------
+    src = photos["plain"]
+    src_fit = fits.fit_image(src, refine=2)
+    occ = quality.occluder(src, src_fit.landmarks)
+    tex_occ = fit_swap_texture(occ, engine)
+    frames, vfits = fits.fit_video(*VIDEOS["d10"])
+    fr = []
+    for frame, f in list(zip(frames, vfits))[::4]:
+        if f is None:
+            continue
+        v = decode(f)
+        a = swap_faces(frame, [v], morph.tri, textures["plain"], landmarks=[f.landmarks])
+        b = swap_faces(frame, [v], morph.tri, tex_occ, landmarks=[f.landmarks])
+        face = rasterize(v, morph.tri, None, *frame.shape[:2]).tri_id >= 0
+        d = np.abs(a.astype(int) - b.astype(int)).max(2)
+        fr.append(float((d[face] > 30).mean()))
+        occ_pair = (a, b, f.landmarks)
+    res["occluder_changed_mean"] = float(np.mean(fr))
+    res["occluder_changed_max"] = float(np.max(fr))
+
+    # -- hidden side / teeth ----------------------------------------------------------------------------------------
+    if "turned" in textures:
+        res["hidden"] = hidden_side(textures["turned"], fits.fit_image(photos["turned"], refine=2), quality)
+
+    if args.sheet:
+        a, b, lm = occ_pair
+        extra = [cv2.resize(im, (200, 200), interpolation=cv2.INTER_AREA) for im in
+                 (_crop(src, src_fit.landmarks), _crop(occ, src_fit.landmarks), _crop(a, lm), _crop(b, lm))]
+        extra += [cv2.resize(_crop(photos[n], fits.fit_image(photos[n], refine=2).landmarks), (200, 200))
+                  for n in photos if n != "plain"]
+        width = max(len(r) for r in sheet_rows)
+        rows = [np.concatenate(r + [np.zeros_like(r[0])] * (width - len(r)), 1) for r in sheet_rows]
+        extra = extra[:width] + [np.zeros_like(extra[0])] * (width - len(extra))
+        rows.append(np.concatenate(extra, 1))
+        sheet = np.concatenate(rows, 0)
+        cv2.putText(sheet, args.tag, (5, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 255, 255), 2)
+        cv2.imwrite(args.sheet, sheet, [cv2.IMWRITE_JPEG_QUALITY, 80])
+    print(json.dumps(res, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1))
+
+
+def _crop(img: np.ndarray, lm: np.ndarray) -> np.ndarray:
+    box = np.asarray(lm)[:, :2]
+    cx, cy = box.mean(0)
+    half = 0.75 * max(np.ptp(box[:, 0]), np.ptp(box[:, 1]))
+    h, w = img.shape[:2]
+    x0, y0 = int(max(0, cx - half)), int(max(0, cy - half * 1.1))
+    x1, y1 = int(min(w, cx + half)), int(min(h, cy + half * 0.9))
+    return np.ascontiguousarray(img[y0:y1, x0:x1])
+
+
+def hidden_side(tex, fit, quality) -> dict:
+    """Darkest region on the source's far cheek of the UV texture (L, 0..100) below the mean of the skin."""
+    import cv2
+
+    img = np.clip(tex.image, 0, 255).astype(np.uint8)
+    lab = cv2.cvtColor(img, cv2.COLOR_BGR2Lab).astype(np.float32)
+    L = lab[..., 0] * (100 / 255)
+    t = img.shape[0]
+    sig = max(1.0, 0.03 * t)
+    blur = cv2.GaussianBlur(L, (0, 0), sig)
+    yaw = float(fit.pose[0])
+    # the far cheek: with the source's yaw > 0 its left side (u > 0.5) turns away, and the reverse
+    u0, u1 = (0.6, 0.9) if yaw > 0 else (0.1, 0.4)
+    far = blur[int(0.45 * t):int(0.75 * t), int(u0 * t):int(u1 * t)]
+    skin = L[tex.image_valid] if tex.image_valid is not None and tex.image_valid.any() else L.ravel()
+    return {"yaw": yaw, "skin_mean_L": float(skin.mean()), "far_min_L": float(far.min()),
+            "darker_by": float(skin.mean() - far.min())}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Measures of how a render or a swap looks, for the tests and bench/face_quality.py.
+
+- :func:`face_hull`: the hull of the 68 landmarks extended to the forehead by the mean shape (frame px).
+- :func:`mesh_coverage`: how much of a rendered mesh mask lies outside that hull, and how much of the hull it covers.
+- :func:`seam_ratio`: gradient energy in a thin band along the blend boundary over the same band in the original.
+- :func:`occluder`: a saturated band across the forehead and hair strands drawn on a photo (the occluder test).
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def face_size(landmarks: np.ndarray) -> float:
+    """sqrt(width x height) of the landmarks' box, px."""
+    lm = np.asarray(landmarks, np.float64)[:, :2]
+    return float(np.sqrt(np.ptp(lm[:, 0]) * np.ptp(lm[:, 1])))
+
+
+def face_hull(landmarks: np.ndarray, mean_landmarks: np.ndarray, forehead: float | None = None) -> np.ndarray:
+    """Convex hull (K, 2) float64 frame px of the 68 landmarks (68, 2|3) and the forehead of the mean shape: the
+    upper arc of ``model.face_mesh.face_outline`` (mean 68 points ``mean_landmarks`` (68, 3), model space, y up)
+    mapped into the frame by the least-squares affine map of the mean landmarks onto these."""
+    from model.face_mesh import FOREHEAD, face_outline
+
+    lm = np.asarray(landmarks, np.float64)[:, :2]
+    ref = np.asarray(mean_landmarks, np.float64)[:, :2]
+    a = np.concatenate([ref, np.ones((68, 1))], 1)
+    m, *_ = np.linalg.lstsq(a, lm, rcond=None)  # (3, 2)
+    outline = face_outline(ref, FOREHEAD if forehead is None else forehead, jaw_inset=0.0)
+    top = outline[outline[:, 1] > ref[17:27, 1].mean()]
+    pts = np.concatenate([lm, np.concatenate([top, np.ones((len(top), 1))], 1) @ m])
+    return pts[cv2.convexHull(pts.astype(np.float32), returnPoints=False).reshape(-1)]
+
+
+def polygon_mask(shape: tuple[int, int], poly: np.ndarray) -> np.ndarray:
+    """(H, W) bool: pixels inside a polygon (K, 2) px."""
+    m = np.zeros(shape, np.uint8)
+    cv2.fillPoly(m, [np.round(np.asarray(poly) * 16).astype(np.int32)], 1, cv2.LINE_8, shift=4)
+    return m > 0
+
+
+def mesh_coverage(mask: np.ndarray, hull: np.ndarray, size: float, margin: float = 0.05) -> tuple[float, float]:
+    """(fraction of the mask's pixels more than ``margin`` x ``size`` px outside the hull, fraction of the hull's
+    pixels the mask covers)."""
+    inside = polygon_mask(mask.shape, hull)
+    dist = cv2.distanceTransform((~inside).astype(np.uint8), cv2.DIST_L2, 5)
+    n = max(int(mask.sum()), 1)
+    return float((mask & (dist > margin * size)).sum() / n), float((mask & inside).sum() / max(int(inside.sum()), 1))
+
+
+def _grad_energy(img: np.ndarray) -> np.ndarray:
+    g = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3)
+    return gx * gx + gy * gy
+
+
+def blend_band(out: np.ndarray, frame: np.ndarray, radius: int = 2) -> np.ndarray:
+    """(H, W) bool: pixels within ``radius`` px of the boundary of the changed region (out != frame), holes
+    (the kept eyes and mouth) included: where a seam would show."""
+    changed = (np.abs(out.astype(np.int16) - frame.astype(np.int16)).max(2) > 0).astype(np.uint8)
+    changed = cv2.morphologyEx(changed, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))  # pixels equal by chance
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    return (cv2.dilate(changed, k) - cv2.erode(changed, k)) > 0
+
+
+def seam_ratio(out: np.ndarray, frame: np.ndarray, radius: int = 2) -> float:
+    """Mean gradient energy (Sobel, grey) of ``out`` over that of ``frame`` in the blend band; nan without one."""
+    band = blend_band(out, frame, radius)
+    if band.sum() < 10:
+        return float("nan")
+    return float(_grad_energy(out)[band].mean() / max(_grad_energy(frame)[band].mean(), 1e-6))
+
+
+def occluder(image: np.ndarray, landmarks: np.ndarray, colour: tuple[int, int, int] = (255, 0, 255),
+             strands: int = 7, seed: int = 0) -> np.ndarray:
+    """A copy of a photo with a saturated ``colour`` band across the forehead (from just above the brows up
+    0.25 x the brow-to-chin height, wider than the face) and dark hair strands hanging over the forehead and
+    temples down to the brows."""
+    lm = np.asarray(landmarks, np.float64)[:, :2]
+    out = image.copy()
+    brow = lm[17:27, 1].min()
+    height = lm[8, 1] - lm[17:27, 1].mean()
+    x0, x1 = lm[0, 0] - 0.1 * height, lm[16, 0] + 0.1 * height
+    cv2.rectangle(out, (int(x0), int(brow - 0.28 * height)), (int(x1), int(brow - 0.05 * height)), colour, -1)
+    rng = np.random.default_rng(seed)
+    for i in range(strands):
+        xs = np.linspace(lm[17, 0], lm[26, 0], strands)[i] + rng.uniform(-5, 5)
+        ys = np.linspace(brow - 0.45 * height, brow - 0.02 * height, 12)
+        wig = xs + np.cumsum(rng.normal(0, 0.02 * height, 12)) + np.linspace(0, 0.15 * height * (i - strands / 2)
+                                                                             / strands, 12)
+        pts = np.stack([wig, ys], 1)
+        cv2.polylines(out, [np.round(pts * 16).astype(np.int32)], False, (25, 35, 50), max(2, int(0.015 * height)),
+                      cv2.LINE_AA, shift=4)
+    return out

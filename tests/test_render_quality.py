@@ -1,0 +1,183 @@
+"""Renders and swaps that look like faces (issue 16), on shared videos and photos with the product aligner:
+the mesh stays within the face, an occluder on the source does not reach the swap, the target's open mouth shows
+through, a source's teeth never land on a closed mouth, the blend boundary adds no edge, a turned source's hidden
+side is not dark. Measures: ``stream.render.quality``; the same on more frames: bench/face_quality.py."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from model.morphable import MorphableModel
+from model.render.raster import rasterize
+from stream.render import quality
+from stream.render.swap import swap_faces
+from stream.render.texture import build_texture
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+import face_fits  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+LP = "KwaiVGI/LivePortrait/assets/examples/driving"
+
+
+@pytest.fixture(scope="module")
+def morph(assets_dir):
+    return MorphableModel.load()
+
+
+@pytest.fixture(scope="module")
+def videos(assets_dir):
+    """A talking head (d0, mouth opening and closing) and a second face (d10): frames and fits."""
+    out = {}
+    for name, n, step in (("d0", 78, 4), ("d10", 60, 6)):
+        frames = face_fits.read_frames(assets_dir / LP / f"{name}.mp4", n, step)
+        out[name] = [(f, fit) for f, fit in zip(frames, map(face_fits.fit_image, frames)) if fit is not None]
+        assert len(out[name]) >= len(frames) - 1
+    return out
+
+
+def _texture(img: np.ndarray, morph, fit=None):
+    fit = fit or face_fits.fit_image(img, refine=2)
+    v = morph.dense(fit.params[None], fit.roi[None])[0]
+    return build_texture(img, v, morph.tri, morph.grid_shape, landmarks=fit.landmarks, uv=morph.uv), fit
+
+
+def _verts(morph, fit):
+    return morph.dense(fit.params[None], fit.roi[None])[0].astype(np.float32)
+
+
+@pytest.mark.parametrize("video", ["d0", "d10"])
+def test_mesh_lies_within_the_face(morph, videos, video):
+    for frame, fit in videos[video]:
+        mask = rasterize(_verts(morph, fit), morph.tri, None, *frame.shape[:2]).tri_id >= 0
+        hull = quality.face_hull(fit.landmarks, morph.sparse.u)
+        outside, cover = quality.mesh_coverage(mask, hull, quality.face_size(fit.landmarks))
+        assert outside <= 0.02, f"{outside:.1%} of the mesh is more than 5% of the face outside the face"
+        assert cover >= 0.90, f"the mesh covers {cover:.1%} of the face"
+    # the whole grid (ears, neck, hair) does stick out: the measure can fail
+    frame, fit = videos[video][0]
+    full = rasterize(_verts(morph, fit), morph.tri_full, None, *frame.shape[:2]).tri_id >= 0
+    hull = quality.face_hull(fit.landmarks, morph.sparse.u)
+    assert quality.mesh_coverage(full, hull, quality.face_size(fit.landmarks))[0] > 0.03
+
+
+@pytest.fixture(scope="module")
+def jolie(assets_dir, morph):
+    img = cv2.imread(str(assets_dir / "LeiJiangJNU/DAMDNet/imgs/jolie.jpg"))
+    tex, fit = _texture(img, morph)
+    return img, tex, fit
+
+
+def test_occluder_on_the_source_does_not_reach_the_swap(morph, videos, jolie):
+    img, clean, fit = jolie
+    occluded, _ = _texture(quality.occluder(img, fit.landmarks), morph, fit)
+    for frame, f in videos["d10"][::3]:
+        v = _verts(morph, f)
+        a = swap_faces(frame, [v], morph.tri, clean, landmarks=[f.landmarks])
+        b = swap_faces(frame, [v], morph.tri, occluded, landmarks=[f.landmarks])
+        face = rasterize(v, morph.tri, None, *frame.shape[:2]).tri_id >= 0
+        changed = float((np.abs(a.astype(int) - b.astype(int)).max(2)[face] > 30).mean())
+        assert changed <= 0.01, f"the occluder changed {changed:.1%} of the face"
+
+
+def test_target_open_mouth_shows_through(morph, videos, jolie):
+    _, tex, _ = jolie
+    n_open = 0
+    for frame, f in videos["d0"] + videos["d10"]:
+        lm = f.landmarks
+        if lm[66, 1] - lm[62, 1] <= 0.04 * quality.face_size(lm):
+            continue
+        n_open += 1
+        out = swap_faces(frame, [_verts(morph, f)], morph.tri, tex, landmarks=[lm])
+        inner = quality.polygon_mask(frame.shape[:2], lm[60:68, :2])
+        inner = cv2.erode(inner.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        assert inner.sum() > 20
+        np.testing.assert_array_equal(out[inner], frame[inner])  # in process: exactly the target's own pixels
+        # and the swap reached the face around it
+        assert (out != frame).any(2).sum() > 50 * inner.sum() ** 0.5
+    assert n_open >= 5
+
+
+def _toothy(img: np.ndarray, skin: np.ndarray) -> np.ndarray:
+    """Teeth-coloured pixels: brighter than the median of ``skin`` pixels by 20 L levels (8-bit Lab), chroma < 14."""
+    lab = cv2.cvtColor(np.clip(img, 0, 255).astype(np.uint8), cv2.COLOR_BGR2Lab).astype(np.float32)
+    chroma = np.hypot(lab[..., 1] - 128, lab[..., 2] - 128)
+    return (lab[..., 0] > np.median(lab[..., 0][skin]) + 20) & (chroma < 14)
+
+
+def test_source_teeth_never_enter_the_texture(morph, assets_dir):
+    """A source smiling with its teeth out (the fitted inner lips do not reach the teeth): the texture between its
+    lips holds lip colour, so a closed target mouth never gets teeth."""
+    smile = cv2.imread(str(assets_dir / "faces/deepface_tests/img24.jpg"))
+    tex, fit = _texture(smile, morph)
+    lips_src = quality.polygon_mask(smile.shape[:2], fit.landmarks[48:60, :2])
+    cheeks = quality.polygon_mask(smile.shape[:2], fit.landmarks[[1, 2, 3, 31, 35, 13, 14, 15], :2])
+    assert _toothy(smile, cheeks)[lips_src].sum() > 30  # the photo does show teeth
+    k = morph.landmark_vertices
+    t = tex.image.shape[0]
+    lips_uv = quality.polygon_mask((t, t), tex.uv[k[48:60]])
+    skin_uv = quality.polygon_mask((t, t), tex.uv[k[[1, 2, 3, 31, 35, 13, 14, 15]]])
+    assert _toothy(tex.image, skin_uv)[lips_uv].sum() == 0
+
+
+def test_blend_boundary_adds_no_edge(morph, videos, jolie):
+    _, tex, _ = jolie
+    ratios = [quality.seam_ratio(swap_faces(frame, [_verts(morph, f)], morph.tri, tex, landmarks=[f.landmarks]),
+                                 frame) for frame, f in videos["d10"]]
+    assert np.nanmean(ratios) <= 1.3, f"seam gradient energy {np.nanmean(ratios):.2f}x the original's"
+
+
+def test_seam_measure_sees_a_hard_edge(videos):
+    frame, f = videos["d10"][0]
+    out = frame.copy()
+    poly = quality.face_hull(f.landmarks, MorphableModel.load().sparse.u)
+    m = quality.polygon_mask(frame.shape[:2], poly)
+    out[m] = np.clip(out[m].astype(int) + 40, 0, 255).astype(np.uint8)  # a pasted, unblended patch
+    assert quality.seam_ratio(out, frame) > 2.0
+
+
+def turned_photo(morph, tex, fit, yaw: float, size=(480, 640)):
+    """A photo of the source's face turned by ``yaw`` degrees: its texture rendered on its mesh at that pose, over a
+    dark background and hair-coloured surround (what a real turned photo has past the face's silhouette)."""
+    from model.morphable import angles_to_matrix, params_from_pose, scale_rotation
+
+    s, r, t = scale_rotation(fit.params[None])
+    rot = angles_to_matrix(np.radians([yaw]), [0.0], [0.0])
+    p = params_from_pose(s, rot, t, fit.params[None, 12:52], fit.params[None, 52:])
+    h, w = size
+    roi = np.array([[w / 2 - 200, h / 2 - 200, w / 2 + 200, h / 2 + 200]], np.float32)
+    v = morph.dense(p, roi)[0].astype(np.float32)
+    lm = morph.landmarks(p, roi)[0]
+    buf = rasterize(v, morph.tri, tex.uv, h, w)
+    img = np.full((h, w, 3), (40, 45, 60), np.uint8)  # dark brown hair around the face
+    face = buf.tri_id >= 0
+    col = cv2.remap(tex.image, buf.attr[..., 0], buf.attr[..., 1], cv2.INTER_LINEAR)
+    img[face] = np.clip(col[face], 0, 255).astype(np.uint8)
+    return img, v, lm
+
+
+def far_cheek_darkness(tex, verts: np.ndarray, uv: np.ndarray) -> float:
+    """How much darker (L, 0..100) the darkest smoothed spot of the far cheek of a UV texture is than its skin mean."""
+    img = np.clip(tex.image, 0, 255).astype(np.uint8)
+    L = cv2.cvtColor(img, cv2.COLOR_BGR2Lab)[..., 0].astype(np.float32) * (100 / 255)
+    t = img.shape[0]
+    blur = cv2.GaussianBlur(L, (0, 0), 0.02 * t)
+    left = uv[:, 0] < 0.5
+    far_left = verts[left, 2].mean() < verts[~left, 2].mean()
+    u0, u1 = (0.08, 0.35) if far_left else (0.65, 0.92)
+    far = blur[int(0.45 * t):int(0.75 * t), int(u0 * t):int(u1 * t)]
+    return float(L[tex.image_valid].mean() - far.min())
+
+
+@pytest.mark.parametrize("yaw", [45.0, 55.0])
+def test_turned_source_fills_its_hidden_side_from_the_visible_one(morph, jolie, yaw):
+    _, tex, fit = jolie
+    photo, v, lm = turned_photo(morph, tex, fit, yaw)
+    turned = build_texture(photo, v, morph.tri, morph.grid_shape, landmarks=lm, uv=morph.uv)
+    dark = far_cheek_darkness(turned, v, morph.uv)
+    assert dark < 12.0, f"the hidden cheek has a spot {dark:.1f} L darker than the skin"
