@@ -15,6 +15,7 @@ import pytest
 
 from model.morphable import MorphableModel
 from model.render.raster import rasterize
+from stream.render.texture import brow_polygons, feature_polygons
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +43,8 @@ def test_swap_changes_face_only(repo_root, assets_dir, tmp_path):
     swapped, plain = _frames(tmp_path / "swap.mp4"), _frames(tmp_path / "plain.mp4")
     assert len(swapped) == len(plain) == N_FRAMES
     meshes = np.load(tmp_path / "meshes" / "track1.npz")
-    tri = MorphableModel.load().tri
+    morph = MorphableModel.load()
+    tri = morph.tri
     h, w = plain[0].shape[:2]
     inside_diffs, outside_diffs = [], []
     for k, fi in enumerate(meshes["frames"]):
@@ -50,7 +52,13 @@ def test_swap_changes_face_only(repo_root, assets_dir, tmp_path):
         face = (buf.tri_id >= 0).astype(np.uint8)
         near = cv2.dilate(face, np.ones((41, 41), np.uint8)) > 0  # face + coding spill-over margin
         diff = np.abs(swapped[fi].astype(int) - plain[fi].astype(int)).mean(axis=2)
-        inside_diffs.append(diff[face > 0].mean())
+        # the swapped skin: the face less its feathered rim and the target's own eyes, brows and mouth
+        lm = meshes["vertices"][k][morph.landmark_vertices]
+        kept = np.zeros_like(face)
+        polys = feature_polygons(lm) + brow_polygons(lm) + [lm[48:60, :2]]
+        cv2.fillPoly(kept, [np.round(p).astype(np.int32) for p in polys], 1)
+        core = (cv2.erode(face, np.ones((15, 15), np.uint8)) > 0) & (cv2.dilate(kept, np.ones((9, 9), np.uint8)) == 0)
+        inside_diffs.append(diff[core].mean())
         outside_diffs.append(diff[~near].mean())
     assert len(inside_diffs) >= N_FRAMES - 2, "the face should be tracked in (nearly) every frame"
     assert np.median(inside_diffs) > 8.0, f"face region barely changed: {np.median(inside_diffs):.2f}"
