@@ -183,7 +183,7 @@ def skin_model(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.array([l_med, l_sd]), mu, np.linalg.inv(cov)
 
 
-def skin_test(lab: np.ndarray, model: tuple, chroma: float = 3.5, dark: float = 4.0, dark_min: float = 25.0,
+def skin_test(lab: np.ndarray, model: tuple, chroma: float = 3.5, dark: float = 3.0, dark_min: float = 20.0,
               bright: float = 45.0) -> np.ndarray:
     """(...) bool: Lab pixels (..., 3) that fit the skin ``model``: chroma within ``chroma`` Mahalanobis units, L no
     more than max(``dark`` sd, ``dark_min``) below the median (hair, shadows of glasses) nor ``bright`` above."""
