@@ -103,6 +103,13 @@ def main() -> None:
     med, p90 = timeit(lambda: swap_faces(frame, list(verts), tri, tex, landmarks=list(lms), out=out, buffers=buf_s),
                       max(20, n // 2))
     rows.append(("swap 2 faces (default blend: pyramid), per face", med / 2, p90 / 2))
+    from stream.synthetic import SyntheticSource  # the test videos' renderer (was a timing assertion in the tests)
+
+    syn = SyntheticSource(seconds=8)
+    syn.render(0)
+    k = iter(range(10**9))
+    rows.append(("synthetic source frame (stream.synthetic, default size)",
+                 *timeit(lambda: syn.render(next(k) % len(syn.params)), n)))
 
     load = os.getloadavg()
     header = (f"## Renderer\n\n`python bench/bench_render.py` on {dt.date.today().isoformat()}: {platform.machine()}, "

@@ -1,7 +1,6 @@
 """The synthetic source: deterministic frames of a textured 3DMM face whose ground truth is known."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import cv2
@@ -177,16 +176,6 @@ def test_face_mesh_is_cut_to_the_face() -> None:
     from scipy import ndimage
 
     assert ndimage.label(kept.reshape(morph.grid_shape))[1] == 1
-
-
-def test_render_is_fast(src: SyntheticSource) -> None:
-    src.render(0)
-    times = []
-    for i in range(0, 240, 8):
-        t0 = time.perf_counter()
-        src.render(i)
-        times.append(time.perf_counter() - t0)
-    assert np.median(times) < 0.010, f"median render {np.median(times) * 1e3:.1f} ms"
 
 
 def test_drawn_texture_without_photo(assets_dir: Path) -> None:
