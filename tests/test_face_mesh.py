@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from model.face_mesh import boundary_edges, face_outline, inside_polygon
+from model.face_mesh import boundary_edges, face_outline, face_topology, inside_polygon
 from model.morphable import MorphableModel, Whitening, angles_to_matrix, params_from_pose, scale_rotation
 from model.render.mesh import face_grid_lines, grid_mirror
 from model.render.raster import rasterize
@@ -111,3 +111,27 @@ def test_outline_from_landmarks_is_closed_and_ordered(morph):
     x, y = outline[:, 0], outline[:, 1]
     area = 0.5 * (x * np.roll(y, -1) - np.roll(x, -1) * y).sum()
     assert abs(area) > 0
+
+
+def test_full_bfm_mean_mesh_gets_the_same_cut(assets_dir):
+    """The cut works on any dense set: the full BFM mean mesh (53,215 vertices; its bases are upstream-only) is cut
+    along the same smooth outline, as one connected face."""
+    import scipy.io as sio
+
+    from model.assets import AssetStore
+
+    store = AssetStore()
+    u = (np.load(store.path("bfm-u-shp")) + np.load(store.path("bfm-u-exp"))).reshape(-1, 3).astype(np.float64)
+    lm = u[np.load(store.path("keypoints"))[::3] // 3]
+    tri = sio.loadmat(store.path("bfm-tri"))["tri"]
+    tri = (tri.T if tri.shape[0] == 3 else tri).astype(np.int64) - 1
+    topo = face_topology(u, tri, lm)
+    assert 0.3 * len(tri) < len(topo.tri) < 0.8 * len(tri)
+    moved = topo.blend(u)
+    used = np.unique(topo.tri)
+    height = lm[17:27, 1].mean() - lm[8, 1]
+    b = np.unique(boundary_edges(topo.tri))
+    d = _dist_to_polyline(moved[b, :2], topo.outline)
+    outer = d < 0.05 * height  # the rest are the mesh's own holes (eyes, mouth)
+    assert outer.sum() > 300 and d[outer].max() < 1e-3 * height
+    assert np.abs(moved[used, 0]).max() <= np.abs(lm[0:17, 0]).max()
