@@ -43,6 +43,38 @@ LIMITS = {"test-processor": {"inside": 30, "ratio": 3.0, "swap_prev": 30, "uploa
           "pipeline": {"inside": 15, "ratio": 2.0, "swap_prev": None, "upload_prev": 4}}
 
 
+def check_face_data(fd: dict, box: list, size: tuple[int, int]) -> None:
+    """The browser's record of the "faces" channel against the schema of docs/INTERFACES.md and the video."""
+    import numpy as np
+
+    assert fd["parseErrors"] == 0 and fd["messages"] >= 20, fd["messages"]
+    assert fd["messages"] >= 0.5 * fd["frames"], (fd["messages"], fd["frames"])  # at the frame rate
+    last = fd["last"]
+    assert {"seq", "frame", "time", "width", "height", "faces", "probe", "dropped", "truncated"} <= set(last)
+    assert (last["width"], last["height"]) == size and last["truncated"] == 0
+    face = last["faces"][0]
+    assert isinstance(face["id"], int) and len(face["box"]) == 4 and len(face["params"]) == 62
+    assert np.asarray(face["landmarks"]).shape == (68, 3)
+    assert all(isinstance(face[k], (int, float)) for k in ("yaw", "pitch", "roll"))
+    times = [m["time"] for m in fd["recent"]]
+    assert all(b > a for a, b in zip(times, times[1:])), "message times must increase"
+    shown = set(fd["presented"])
+    matched = [m for m in fd["recent"] if m["probe"] is not None and m["probe"] in shown and m["faces"]]
+    assert len(matched) >= 10, f"{len(matched)} of {len(fd['recent'])} messages name a frame the page was shown"
+    boxes = np.array([m["faces"][0]["box"] for m in matched])
+    lms = np.concatenate([np.asarray(m["faces"][0]["landmarks"])[:, :2] for m in matched])
+    b = np.median(boxes, axis=0)
+    ix = max(0.0, min(b[2], box[2]) - max(b[0], box[0])) * max(0.0, min(b[3], box[3]) - max(b[1], box[1]))
+    iou = ix / ((b[2] - b[0]) * (b[3] - b[1]) + (box[2] - box[0]) * (box[3] - box[1]) - ix)
+    assert iou > 0.5, (b.tolist(), box)
+    pad = 0.15 * (b[2] - b[0])
+    inside = ((lms[:, 0] > b[0] - pad) & (lms[:, 0] < b[2] + pad) & (lms[:, 1] > b[1] - pad) & (lms[:, 1] < b[3] + pad))
+    assert inside.mean() > 0.95, inside.mean()
+    assert fd["viewFrames"] > 5
+    print(f"face data: {fd['messages']} messages for {fd['frames']} frames, {len(matched)} of the last "
+          f"{len(fd['recent'])} matched to presented frames by probe, box IoU {iou:.2f}")
+
+
 @pytest.mark.parametrize("processor", list(PROCESSORS))
 def test_browser_camera_round_trip(face_y4m, assets_dir, tmp_path, processor):
     out = tmp_path / "browser"
@@ -77,6 +109,13 @@ def test_browser_camera_round_trip(face_y4m, assets_dir, tmp_path, processor):
                                           "compare_landmarks", "compare_swap", "compare_upload", "swap_status", "rtt_ms", "latency_misreads")}
     print(json.dumps(summary, indent=1))
     assert result.get("ok"), f"driver failed: {result.get('error')}\n{(out / 'driver.log').read_text()[-3000:]}\n{log[-3000:]}"
+
+    # face data channel (the pipeline's processor): one JSON message per processed frame that parses, has the
+    # documented fields, and names the frame it describes: its probe value is one the page decoded from a frame
+    # it was shown; its face sits where the server found the face (the stats' box)
+    fd = result["face_data"]
+    if processor == "pipeline":
+        check_face_data(fd, result["box"], (384, 384))
 
     # frames came back, at the camera's size
     assert result["frames_received"] > 30
@@ -114,7 +153,7 @@ def test_browser_camera_round_trip(face_y4m, assets_dir, tmp_path, processor):
 
     # screenshots exist (page with both videos and stats)
     for name in ("page.png", "page_landmarks.png", "out_landmarks.png", "out_swap.png", "out_uploaded.png",
-                 "local.png"):
+                 "local.png", "page_face3d.png"):
         assert (out / name).stat().st_size > 1000, name
     if os.environ.get("WEBRTC_ARTIFACTS"):  # keep them for a human to look at
         import shutil

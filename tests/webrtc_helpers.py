@@ -456,6 +456,18 @@ async def _drive(args: argparse.Namespace, result: dict) -> dict:
             result["latency_misreads"] = lat["misreads"]
             result["seconds_receiving"] = round(time.monotonic() - t_first, 2)
 
+            # face data channel: messages and the live 3D view (the pipeline processor sends them)
+            if await page.evaluate("window.faceData.messages") > 0:
+                await page.wait_for_function("window.faceData.viewFrames > 5", timeout=30_000)
+            result["face_data"] = await page.evaluate(
+                "({messages: window.faceData.messages, parseErrors: window.faceData.parseErrors,"
+                " last: window.faceData.last, recent: window.faceData.recent.slice(-150),"
+                " presented: window.faceData.presentedProbes.slice(-3000), viewFrames: window.faceData.viewFrames,"
+                " frames: window.framesReceived, view: document.getElementById('face3d').toDataURL('image/png')})")
+            _save_data_url(result["face_data"].pop("view"), out / "face3d.png")
+            await page.locator(".videos").screenshot(path=str(out / "page_face3d.png"))
+            step("face data", messages=result["face_data"]["messages"])
+
             box = _box_in_output(info["stats"], info["w"], info["h"])
             grab = await page.evaluate(_GRAB_JS, [box, True])
             if grab:

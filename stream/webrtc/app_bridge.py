@@ -85,6 +85,9 @@ class PipelinePeer:
         self._n = 0
         self._size: tuple[int, int] | None = None
         self._last_boxes: list[list[float]] = []
+        self.face_listener = None  # set by the peer session when the client opened the "faces" channel
+        self.face_probe = False
+        self._face_seq = 0
 
     def _start(self, image: np.ndarray) -> None:
         h, w = image.shape[:2]
@@ -97,11 +100,26 @@ class PipelinePeer:
 
     def _done(self, job: Job) -> None:
         self._last_boxes = [[float(v) for v in f.box] for f in job.faces]
+        if self.face_listener is not None:
+            self._send_faces(job)
         idx = job.frame.index
         for k in [k for k in self._waiters if k <= idx]:  # earlier ones were dropped: hand back their input
             fut, img = self._waiters.pop(k)
             if not fut.done():
                 fut.set_result(job.output if k == idx and job.output is not None else img)
+
+    def _send_faces(self, job: Job) -> None:
+        from stream.webrtc.facedata import face_message
+        from stream.webrtc.probe import decode_probe
+
+        img = job.frame.image
+        probe = decode_probe(img) if self.face_probe else None
+        msg = face_message(self._face_seq, job.frame.index, job.frame.time, (img.shape[1], img.shape[0]), job.faces,
+                           probe)
+        self._face_seq += 1
+        listener = self.face_listener
+        if listener is not None:
+            listener(msg)
 
     async def process(self, image: np.ndarray, time: float) -> np.ndarray:
         if self._pipeline is None:
@@ -160,6 +178,14 @@ class PipelinePeer:
 _SHARED: dict = {}
 
 
+def _face_model(engine) -> bytes:
+    from stream.webrtc.facedata import face_model_bytes
+
+    if "face_model" not in _SHARED:
+        _SHARED["face_model"] = face_model_bytes(engine.aligner.morph)
+    return _SHARED["face_model"]
+
+
 def make_processor(peer_id: str) -> PipelinePeer:
     """Processor factory for ``python -m stream.webrtc.server --processor stream.webrtc.app_bridge:make_processor``:
     the product pipeline with the default configuration (``$DAMDNET_CONFIG`` may name a YAML file), one shared engine."""
@@ -172,6 +198,15 @@ def make_processor(peer_id: str) -> PipelinePeer:
         _SHARED["cfg"] = load_config(os.environ.get("DAMDNET_CONFIG"))
         _SHARED["engine"] = build_engine(_SHARED["cfg"])
     return PipelinePeer(_SHARED["engine"], _SHARED["cfg"], peer_id)
+
+
+def _shared_face_model() -> bytes:
+    if "engine" not in _SHARED:
+        make_processor("model")  # builds the shared engine
+    return _face_model(_SHARED["engine"])
+
+
+make_processor.face_model = _shared_face_model  # served as GET /face-model (stream.webrtc.server)
 
 
 def serve_pipeline(cfg: dict) -> int:
@@ -194,5 +229,5 @@ def serve_pipeline(cfg: dict) -> int:
         raise UserError(str(exc)) from None
     engine = build_engine(cfg)
     texture = load_swap_texture(cfg["swap_source"], engine) if cfg["swap_source"] else None
-    serve(config, lambda peer_id: PipelinePeer(engine, cfg, peer_id, texture))
+    serve(config, lambda peer_id: PipelinePeer(engine, cfg, peer_id, texture), face_model=lambda: _face_model(engine))
     return 0

@@ -12,6 +12,11 @@ Control channel protocol (data channel labelled "control", created by the page, 
                   {"type": "pong", "t": <echoed>, "server_ms": <epoch ms>}
                   {"type": "stats", ...}                             (every `stats_interval_s`, see `stats()`)
                   {"type": "error", "message": "..."}
+
+Face data (data channel labelled "faces", opened by the client to subscribe; see stream/webrtc/facedata.py):
+  server -> client {"type": "faces", ...}  one message per processed frame, dropped when the channel is backed up.
+  A processor that produces face data has a ``face_listener`` attribute (None or a callable taking the message
+  dict) and reads ``face_probe`` (True when the page paints latency probes, so messages can name their frame).
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ import numpy as np
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from .facedata import FACES_LABEL, FaceChannel
 from .track import ProcessedTrack
 
 log = logging.getLogger(__name__)
@@ -132,6 +138,7 @@ class PeerSession:
         self.created = time.monotonic()
         self.track: Optional[ProcessedTrack] = None
         self.channel = None
+        self.faces: Optional[FaceChannel] = None
         self.controls = dict(DEFAULT_CONTROLS if controls is None else controls)
         self.closed = False
         self.close_reason: Optional[str] = None
@@ -171,6 +178,12 @@ class PeerSession:
         self._tasks.append(asyncio.ensure_future(self._connect_watchdog()))
 
     def _on_datachannel(self, channel) -> None:
+        if channel.label == FACES_LABEL:
+            self.faces = FaceChannel(channel)
+            if hasattr(self.processor, "face_listener"):
+                self.processor.face_probe = self.probe
+                self.processor.face_listener = self.faces.send
+            return
         if channel.label != "control":
             return
         self.channel = channel
@@ -265,6 +278,7 @@ class PeerSession:
             "probe": self.probe,
             **track,
             "faces": proc.get("faces") if isinstance(proc, dict) else None,
+            "face_data": self.faces.stats() if self.faces is not None else None,
             "processor": proc,
         }
 
@@ -286,6 +300,8 @@ class PeerSession:
         self.close_reason = reason
         log.info("peer %s: closing (%s)", self.peer_id, reason)
         current = asyncio.current_task()
+        if hasattr(self.processor, "face_listener"):
+            self.processor.face_listener = None
         tasks = [t for t in self._tasks + self._drains + ([self._grace] if self._grace else []) if t is not current]
         for t in tasks:
             t.cancel()

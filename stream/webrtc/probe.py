@@ -63,8 +63,9 @@ def decode_probe(image: np.ndarray) -> Optional[int]:
     if w < CELLS * 2 or h < MIN_STRIP_ROWS:
         return None
     rows = strip_rows(h)
-    gray = image if image.ndim == 2 else image.mean(axis=2)
-    y0, y1 = h - rows + rows // 4, h - rows // 4
+    strip = image[h - rows:]  # only the strip: the rest of the frame is never read
+    gray = strip if strip.ndim == 2 else strip.mean(axis=2)
+    y0, y1 = rows // 4, rows - rows // 4
     bits = []
     for i in range(CELLS):
         x0, x1 = (i * w) // CELLS, ((i + 1) * w) // CELLS

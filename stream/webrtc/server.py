@@ -25,7 +25,7 @@ import secrets
 import ssl
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 from aiohttp import web
@@ -44,6 +44,7 @@ CONFIG = web.AppKey("webrtc_config", ServeConfig)
 FACTORY = web.AppKey("webrtc_factory", object)
 PEERS = web.AppKey("webrtc_peers", dict)
 SWAP_IMAGE = web.AppKey("webrtc_swap_image", object)
+FACE_MODEL = web.AppKey("webrtc_face_model", object)
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -189,13 +190,28 @@ async def _swap_source(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, "width": w, "height": h})
 
 
+async def _face_model(request: web.Request) -> web.Response:
+    """The dense mesh the "faces" messages' params decode to (stream.webrtc.facedata.face_model_bytes)."""
+    app = request.app
+    if not _token_ok(app[CONFIG], request.headers.get("X-Token") or request.query.get("token")):
+        return _error(403, _TOKEN_MSG)
+    provider = app[FACE_MODEL]
+    if provider is None:
+        return _error(404, "this server's processor has no face model")
+    data = await asyncio.get_running_loop().run_in_executor(None, provider)
+    return web.Response(body=data, content_type="application/octet-stream",
+                        headers={"Cache-Control": "max-age=3600"})
+
+
 async def _on_shutdown(app: web.Application) -> None:
     sessions = [s for s in list(app[PEERS].values()) if s is not None]
     await asyncio.gather(*(s.close("server shutting down") for s in sessions), return_exceptions=True)
 
 
-def build_app(config: ServeConfig, processor_factory: ProcessorFactory) -> web.Application:
-    """The aiohttp application (no socket yet). Raises ConfigError for an invalid config or swap source."""
+def build_app(config: ServeConfig, processor_factory: ProcessorFactory,
+              face_model: Optional[Callable[[], bytes]] = None) -> web.Application:
+    """The aiohttp application (no socket yet). Raises ConfigError for an invalid config or swap source.
+    ``face_model`` (default: the factory's ``face_model`` attribute, if any) gives the bytes of ``GET /face-model``."""
     config.validate()
     swap_image: Optional[np.ndarray] = None
     if config.swap_source:
@@ -208,7 +224,9 @@ def build_app(config: ServeConfig, processor_factory: ProcessorFactory) -> web.A
     app[FACTORY] = processor_factory
     app[PEERS] = {}
     app[SWAP_IMAGE] = swap_image
+    app[FACE_MODEL] = face_model or getattr(processor_factory, "face_model", None)
     app.router.add_get("/", _index)
+    app.router.add_get("/face-model", _face_model)
     app.router.add_get("/status", _status)
     app.router.add_post("/offer", _offer)
     app.router.add_post("/swap-source", _swap_source)
@@ -237,10 +255,11 @@ def tls_context(config: ServeConfig) -> ssl.SSLContext | None:
     return ctx
 
 
-def serve(config: ServeConfig, processor_factory: ProcessorFactory) -> None:
+def serve(config: ServeConfig, processor_factory: ProcessorFactory,
+          face_model: Optional[Callable[[], bytes]] = None) -> None:
     """Blocking: run the server until Ctrl-C. ConfigError (one line for the user) before anything listens."""
     ssl_context = tls_context(config)
-    app = build_app(config, processor_factory)
+    app = build_app(config, processor_factory, face_model)
     url = page_url(config)
     web.run_app(app, host=config.host, port=config.port, ssl_context=ssl_context, access_log=None,
                 print=lambda *_: print(f"serving on {url}  (Ctrl-C to stop)", flush=True))

@@ -10,6 +10,12 @@
 //   window.rttMs            data-channel round trip (ping/pong), ms
 //   window.appState, window.peerId, window.lastError
 //   window.app              {start, stop, sendControls}
+//   window.faceData         face data channel ("faces"): {messages, parseErrors, last, recent: [{seq, time, probe,
+//                           faces}], presentedProbes: probe values of presented frames (probe=1), viewFrames}
+//
+// Face data: the page opens a second data channel, "faces" (unordered, no retransmits), and the server sends one
+// JSON message per processed frame (docs/INTERFACES.md); the first face's 3DMM parameters drive the 3D view
+// (face3d.js, the mesh from GET /face-model).
 //
 // Latency probe (see stream/webrtc/probe.py, same layout): with probe=1 the page draws each camera frame into
 // a canvas, paints 32 black/white cells along the bottom that encode performance.now() (ms, 24 bits + 6-bit
@@ -37,6 +43,9 @@
   window.appState = "idle";
   window.peerId = null;
   window.lastError = null;
+  window.faceData = { messages: 0, parseErrors: 0, last: null, recent: [], presentedProbes: [], viewFrames: 0 };
+  const view3d = window.Face3D ? window.Face3D.create($("face3d")) : null;
+  let modelLoading = null;
 
   let pc = null, channel = null, camStream = null, pingTimer = null, probeTrack = null, running = false;
 
@@ -130,6 +139,8 @@
     const lat = ((Math.round(shown) & MASK) - value + MASK + 1) % (MASK + 1);
     if (lat > 60000) { L.misreads++; return; }
     L.samples.push([Math.round(performance.now()), lat]);
+    window.faceData.presentedProbes.push(value);
+    if (window.faceData.presentedProbes.length > MAX_SAMPLES) window.faceData.presentedProbes.shift();
     if (meta && meta.receiveTime) {
       L.receiveSamples.push([Math.round(performance.now()), ((Math.round(meta.receiveTime) & MASK) - value + MASK + 1) % (MASK + 1)]);
       if (L.receiveSamples.length > MAX_SAMPLES) L.receiveSamples.shift();
@@ -182,6 +193,49 @@
     }
   }
 
+  function onFaces(ev) {
+    const F = window.faceData;
+    let msg;
+    try {
+      msg = JSON.parse(ev.data);
+      if (msg.type !== "faces" || !Array.isArray(msg.faces)) throw new Error("not a faces message");
+    } catch (e) { F.parseErrors++; return; }
+    F.messages++;
+    F.last = msg;
+    F.recent.push({ seq: msg.seq, time: msg.time, probe: msg.probe, faces: msg.faces });
+    if (F.recent.length > 300) F.recent.shift();
+    const face = msg.faces[0];
+    $("face-info").textContent = face
+      ? `#${face.id} yaw ${face.yaw.toFixed(0)} pitch ${face.pitch.toFixed(0)} roll ${face.roll.toFixed(0)}` : "no face";
+    if (face && view3d && view3d.loaded) {
+      pendingParams = face.params;  // drawn on the next animation frame, at most VIEW_FPS times a second
+      if (!viewScheduled) { viewScheduled = true; requestAnimationFrame(drawView); }
+    }
+  }
+
+  const VIEW_FPS = 15;
+  let pendingParams = null, viewScheduled = false, lastViewMs = 0;
+  function drawView(now) {
+    if (now - lastViewMs < 1000 / VIEW_FPS - 2) { requestAnimationFrame(drawView); return; }
+    viewScheduled = false;
+    lastViewMs = now;
+    if (pendingParams) { view3d.update(pendingParams); pendingParams = null; }
+    window.faceData.viewFrames = view3d.framesDrawn;
+  }
+
+  function openFaceChannel(conn) {
+    const ch = conn.createDataChannel("faces", { ordered: false, maxRetransmits: 0 });
+    ch.onmessage = onFaces;
+    if (view3d && !view3d.error && !modelLoading) {
+      modelLoading = view3d.load(`/face-model?token=${encodeURIComponent(token)}`)
+        .catch((e) => {  // a server without a face model (a test processor): no 3D view, not an error
+          if (e.status === 404) $("face-info").textContent = "(this server sends no face model)";
+          else { modelLoading = null; showError(String(e.message || e)); }
+        });
+    }
+    return ch;
+  }
+
   function fmt(v) {
     if (v === null || v === undefined) return "–";
     if (typeof v === "number") return Number.isInteger(v) ? String(v) : v.toFixed(1);
@@ -204,6 +258,7 @@
       ["frames in / out / received", `${fmt(s.frames_in)} / ${fmt(s.frames_out)} / ${window.framesReceived}`],
       ["frame size", `${fmt(s.frame_size)}${s.downscaled ? " (downscaled from " + fmt(s.source_size) + ")" : ""}`],
       ["errors", s.errors ? `${s.errors}: ${s.last_error}` : "0"],
+      ["face data sent / dropped (received)", s.face_data ? `${fmt(s.face_data.sent)} / ${fmt(s.face_data.dropped)} (${window.faceData.messages})` : "–"],
       ["mode", `${s.controls && s.controls.mode} (smoothing ${s.controls && s.controls.smooth ? "on" : "off"})`],
     ];
     const proc = s.processor && s.processor.latency_ms;
@@ -249,6 +304,7 @@
       setState("connecting");
       pc = new RTCPeerConnection({ iceServers: [] });
       channel = pc.createDataChannel("control");
+      openFaceChannel(pc);
       channel.onopen = () => {
         pingTimer = setInterval(() => send({ type: "ping", t: performance.now() }), 1000);
       };
