@@ -17,6 +17,7 @@ import torch
 
 from model.assets import AssetStore
 from model.checkpoint import LoadedModel, load_model
+from model.confidence import FaceScorer
 from model.fastpath import build_fast_path
 from model.morphable import MorphableModel, Whitening, pose_from_params
 from model.roi import CROP_SIZE, crop_roi, rounded_roi
@@ -27,7 +28,8 @@ class AlignResult:
     """Per-face results of one frame (N faces).
 
     params (N, 62) float32 real 3DMM parameters; landmarks (N, 68, 3) float32 frame px; roi (N, 4) float32 the crop
-    boxes used; vertices (N, V, 3) or None; pose (N, 6) float32 (yaw, pitch, roll in degrees, scale, tx, ty), computed
+    boxes used; vertices (N, V, 3) or None; confidence (N,) float32 in [0, 1]: how surely each crop holds a face
+    (``model.confidence``, the same classifier for every model; None when the aligner runs without it); pose (N, 6) float32 (yaw, pitch, roll in degrees, scale, tx, ty), computed
     when first read (the streaming pipeline reads the pose of the smoothed parameters instead: ~90 us per frame saved).
     """
 
@@ -35,6 +37,7 @@ class AlignResult:
     landmarks: np.ndarray
     roi: np.ndarray
     vertices: np.ndarray | None = None
+    confidence: np.ndarray | None = None
     _pose: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -69,7 +72,9 @@ class Aligner:
     """Batched 3DMM regression on face crops with a verified inference fast path."""
 
     def __init__(self, loaded: LoadedModel, device: str | torch.device = "auto", fast_path: str = "auto",
-                 store: AssetStore | None = None) -> None:
+                 store: AssetStore | None = None, confidence: bool = True) -> None:
+        """``confidence``: also score every crop with the face classifier (``model.confidence.FaceScorer``, on
+        the same device, in the same batch) into ``AlignResult.confidence``."""
         self.device = select_device(device) if isinstance(device, str) else device
         self.net = loaded.net.to(self.device).eval()
         self.backbone = loaded.backbone
@@ -81,14 +86,16 @@ class Aligner:
         self._forward = build_fast_path(self.net, self.device, kind=fast_path)
         self.fast_path: str = getattr(self._forward, "kind", "eager")  # what runs: onnxruntime, torchscript, eager
         self.last_timing: dict[str, float] = {}
+        self.scorer: FaceScorer | None = FaceScorer.load(device=self.device) if confidence else None
 
     @classmethod
     def from_checkpoint(cls, name_or_path: str = "auto", device: str = "auto", store: AssetStore | None = None,
-                        fast_path: str = "auto") -> "Aligner":
+                        fast_path: str = "auto", confidence: bool = True) -> "Aligner":
         """Load a model by name (see ``model.checkpoint.MODEL_NAMES``) or checkpoint path; ``fast_path`` as in
-        ``model.fastpath.build_fast_path`` (auto, onnxruntime, torchscript, none)."""
+        ``model.fastpath.build_fast_path`` (auto, onnxruntime, torchscript, none); ``confidence`` as in ``__init__``."""
         store = store or AssetStore()
-        return cls(load_model(name_or_path, store), device=device, fast_path=fast_path, store=store)
+        return cls(load_model(name_or_path, store), device=device, fast_path=fast_path, store=store,
+                   confidence=confidence)
 
     @property
     def param_std(self) -> np.ndarray:
@@ -101,19 +108,28 @@ class Aligner:
 
     def predict_params(self, crops: np.ndarray) -> np.ndarray:
         """uint8 crops (N, 120, 120, 3) BGR -> real parameters (N, 62) float32."""
+        return self._predict(crops)[0]
+
+    def _predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """uint8 crops (N, 120, 120, 3) -> (real parameters (N, 62), face confidence (N,) or None)."""
         if len(crops) == 0:
-            return np.zeros((0, 62), np.float32)
+            return np.zeros((0, 62), np.float32), (None if self.scorer is None else np.zeros(0, np.float32))
         x = normalise_crops(crops, self.device)
         out = self.forward_crops(x).float()
-        return self.whitening.unwhiten(out.cpu().numpy()).astype(np.float32)
+        conf = None if self.scorer is None else self.scorer.score_tensor(x)
+        return self.whitening.unwhiten(out.cpu().numpy()).astype(np.float32), conf
 
-    def decode(self, params: np.ndarray, rois: np.ndarray, dense: bool = False) -> AlignResult:
-        """Real params (N, 62) + the ROIs they were predicted in (N, 4) -> AlignResult in frame pixels."""
+    def decode(self, params: np.ndarray, rois: np.ndarray, dense: bool = False,
+               confidence: np.ndarray | None = None) -> AlignResult:
+        """Real params (N, 62) + the ROIs they were predicted in (N, 4) [+ their crops' confidence (N,)] ->
+        AlignResult in frame pixels."""
         params = np.asarray(params, dtype=np.float32)
         rois = np.asarray(rois, dtype=np.float32).reshape(-1, 4)
         lm = self.morph.landmarks(params, rois, self.convention).astype(np.float32)
         verts = self.morph.dense(params, rois, self.convention).astype(np.float32) if dense else None
-        return AlignResult(params, lm, rois, verts)
+        if confidence is None and self.scorer is not None and len(params) == 0:
+            confidence = np.zeros(0, np.float32)  # no faces: an empty score array, like the other fields
+        return AlignResult(params, lm, rois, verts, confidence)
 
     def align(self, frame: np.ndarray, rois: np.ndarray, dense: bool = False) -> AlignResult:
         """One frame (H, W, 3) uint8 BGR and crop ROIs (N, 4) -> AlignResult."""
@@ -131,11 +147,11 @@ class Aligner:
                 crops[k] = crop_roi(frame, roi)
                 k += 1
         t1 = time.perf_counter()
-        params = self.predict_params(crops)
+        params, conf = self._predict(crops)
         t2 = time.perf_counter()
         out, k = [], 0
         for n, rr in zip(counts, rois):
-            out.append(self.decode(params[k:k + n], rr, dense=dense))
+            out.append(self.decode(params[k:k + n], rr, dense=dense, confidence=None if conf is None else conf[k:k + n]))
             k += n
         self.last_timing = {"crop_ms": (t1 - t0) * 1e3, "net_ms": (t2 - t1) * 1e3,
                             "decode_ms": (time.perf_counter() - t2) * 1e3, "faces": float(k)}

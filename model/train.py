@@ -306,7 +306,8 @@ class Trainer:
         from model.evaluate import evaluate
 
         net = copy.deepcopy(self.net).eval()
-        al = Aligner(LoadedModel(net, "damdnet", self.whitening, "v1", "training"), device=self.device, fast_path="none")
+        al = Aligner(LoadedModel(net, "damdnet", self.whitening, "v1", "training"), device=self.device,
+                     fast_path="none", confidence=False)
         s = evaluate(al, self.eval_labels).summary()
         pm = s.get("pose_mae")
         self.last_eval = {"nme_bins": "/".join(f"{b['nme']:.3f}" if b["nme"] is not None else "-" for b in s["bins"]),

@@ -39,6 +39,9 @@ def tracker_config(cfg: dict) -> TrackerConfig:
     return TrackerConfig(detect_every=cfg["detect_every"], iou_threshold=t["iou_threshold"],
                          min_hits=t["min_hits"], max_misses=t["max_misses"],
                          max_unmatched_detections=t["max_unmatched_detections"], cut_threshold=t["cut_threshold"],
+                         confirm_confidence=t["confirm_confidence"], drop_confidence=t["drop_confidence"],
+                         confidence_memory=t["confidence_memory"], min_face_size=t["min_face_size"],
+                         confidence_keeps_tracks=t["confidence_keeps_tracks"],
                          smooth=cfg["smooth"], kalman=kal)
 
 
@@ -158,7 +161,9 @@ class FaceAnalyzer:
         res = await self.service.align(image, rois)
         t1 = time.perf_counter()
         stats.add_stage("align", (t1 - t0) * 1e3)
-        faces = self.tracker.update(ids, res.params, res.landmarks, image.shape, time=frame.time, rois=res.roi)
+        faces = self.tracker.update(ids, res.params, res.landmarks, image.shape, time=frame.time, rois=res.roi,
+                                    confidence=res.confidence)
+        stats.note_confidence(self.tracker.dropped, [f.confidence for f in faces if f.is_confirmed])
         faces = [f for f in faces if f.is_confirmed]
         records = []
         if faces:
@@ -170,6 +175,7 @@ class FaceAnalyzer:
             for i, f in enumerate(faces):
                 records.append(FaceRecord(frame=frame.index, time=frame.time, track_id=f.track_id, box=f.box,
                                           roi=rois_f[i], pose=poses[i], landmarks=lms[i].astype(np.float32),
-                                          params=params[i], vertices=None if verts is None else verts[i]))
+                                          params=params[i], vertices=None if verts is None else verts[i],
+                                          confidence=f.confidence))
         stats.add_stage("smooth", (time.perf_counter() - t1) * 1e3)
         return records

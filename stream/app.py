@@ -60,7 +60,7 @@ def build_engine(cfg: dict) -> Engine:
             raise UserError(f"--backbone {cfg['backbone']} but the weights '{cfg['weights']}' are a {aligner.backbone}")
         detector = FaceDetector.create(cfg["detector"], store, score_threshold=cfg["detect_score"],
                                        max_side=cfg["detect_max_side"])
-    except (AssetError, CheckpointError, ValueError) as exc:
+    except (AssetError, CheckpointError, ValueError, FileNotFoundError) as exc:
         raise UserError(str(exc)) from None
     except RuntimeError as exc:
         raise UserError(str(exc)) from None

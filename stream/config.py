@@ -29,6 +29,7 @@ POSITIVE = {"detect_every", "queue_size", "tracker.min_hits", "tracker.max_misse
             "webcam.width", "webcam.height", "webcam.fps", "synthetic.width", "synthetic.height", "synthetic.fps",
             "serve.max_peers", "serve.max_upload_mb", "detect_max_side", "batch.cpus_per_worker"}
 NULLABLE_TYPES: dict[str, type] = {"max_frames": int, "batch.gpus_per_worker": float}
+UNIT_INTERVAL = {"tracker.confirm_confidence", "tracker.drop_confidence", "tracker.confidence_memory"}
 
 
 class ConfigError(ValueError):
@@ -108,6 +109,8 @@ def _check_value(key: str, value: Any, default: Any) -> Any:
         raise ConfigError(f"config key '{key}' must be positive, got {value!r}")
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
         raise ConfigError(f"config key '{key}' must not be negative, got {value!r}")
+    if key in UNIT_INTERVAL and value > 1:
+        raise ConfigError(f"config key '{key}' must be between 0 and 1, got {value!r}")
     return value
 
 
@@ -150,6 +153,10 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
                 d = d.setdefault(part, {})
             d[parts[-1]] = value
         cfg = merge(cfg, nested, "command line")
+    t = cfg["tracker"]
+    if t["drop_confidence"] > t["confirm_confidence"]:
+        raise ConfigError(f"config key 'tracker.drop_confidence' ({t['drop_confidence']}) must not exceed "
+                          f"'tracker.confirm_confidence' ({t['confirm_confidence']})")
     return cfg
 
 

@@ -80,6 +80,8 @@ class FaceRecord:
     pose: ``(6,)`` yaw, pitch, roll (degrees), scale, tx, ty.
     landmarks: ``(68, 3) float32`` frame pixels. params: ``(62,)`` REAL 3DMM parameters.
     vertices: ``(V, 3) float32`` dense mesh in frame pixels, or None when not computed.
+    confidence: face confidence in [0, 1] (``model.confidence``: the track's average classifier score, independent
+    of the detector), or None when unknown.
     """
 
     frame: int
@@ -91,3 +93,4 @@ class FaceRecord:
     landmarks: np.ndarray
     params: np.ndarray
     vertices: np.ndarray | None = None
+    confidence: float | None = None

@@ -66,7 +66,8 @@ class FrameRenderer:
                                  reference=self._reference, buffers=self._buffers)
         if self.draw_ids and self.mode not in ("none", "swap"):
             for f in faces:
-                draw_box(out, f.box, label=f"#{f.track_id}")
+                conf = "" if f.confidence is None else f" {f.confidence:.2f}"
+                draw_box(out, f.box, label=f"#{f.track_id}{conf}")
         return out
 
 

@@ -289,11 +289,12 @@ def _f(values: Iterable[float], fmt: str) -> list[str]:
 
 
 def tracks_csv_header(include_params: bool = False, include_roi: bool = False) -> list[str]:
-    """Column names: frame, time, track_id, box_x1..box_y2, pose (6), x0,y0,z0..x67,y67,z67 [, roi] [, p0..p61].
+    """Column names: frame, time, track_id, box_x1..box_y2, pose (6), confidence, x0,y0,z0..x67,y67,z67 [, roi]
+    [, p0..p61]. ``confidence``: the face confidence in [0, 1] (``FaceRecord.confidence``; nan when unknown).
 
     The box columns carry a ``box_`` prefix: plain x1, y1, x2, y2 would collide with landmark 1 and 2 columns.
     """
-    cols = ["frame", "time", "track_id", "box_x1", "box_y1", "box_x2", "box_y2", *POSE_NAMES]
+    cols = ["frame", "time", "track_id", "box_x1", "box_y1", "box_x2", "box_y2", *POSE_NAMES, "confidence"]
     cols += [f"{a}{i}" for i in range(68) for a in "xyz"]
     if include_roi:
         cols += ["roi_x1", "roi_y1", "roi_x2", "roi_y2"]
@@ -360,6 +361,7 @@ class TracksCSVSink(_TextTracksSink):
         parts = [str(int(frame_index)), format(float(time), ".6f"), str(int(r.track_id))]
         parts += _f(np.ravel(r.box)[:4], ".3f")
         parts += _f(np.ravel(r.pose)[:6], ".7g")
+        parts.append(format(_confidence(r), ".4f"))
         parts += _f(np.ravel(np.asarray(r.landmarks)[:68, :3]), ".3f")
         if self.include_roi:
             parts += _f(np.ravel(r.roi)[:4], ".3f")
@@ -372,8 +374,10 @@ class TracksJSONLSink(_TextTracksSink):
     """JSON Lines, one object per frame x track::
 
         {"frame": 0, "time": 0.0, "track_id": 1, "box": [4], "roi": [4],
-         "pose": {"yaw": .., "pitch": .., "roll": .., "scale": .., "tx": .., "ty": ..},
+         "pose": {"yaw": .., "pitch": .., "roll": .., "scale": .., "tx": .., "ty": ..}, "confidence": 0.97,
          "landmarks": [[x, y, z] x 68], "params": [62]}
+
+    ``confidence`` is null when unknown.
     """
 
     def _row(self, frame_index: int, time: float, r: FaceRecord) -> str:
@@ -390,13 +394,19 @@ class TracksJSONLSink(_TextTracksSink):
             "box": px(r.box),
             "roi": px(r.roi),
             "pose": dict(zip(POSE_NAMES, sig(r.pose))),
+            "confidence": None if r.confidence is None else round(float(r.confidence), 4),
             "landmarks": [px(p) for p in np.asarray(r.landmarks)[:, :3]],
             "params": sig(r.params),
         }
         return json.dumps(obj, separators=(",", ":"), allow_nan=True) + "\n"
 
 
-_NPZ_KEYS = ("frames", "times", "landmarks", "params", "pose", "boxes", "rois")
+_NPZ_KEYS = ("frames", "times", "landmarks", "params", "pose", "boxes", "rois", "confidence")
+
+
+def _confidence(r: FaceRecord) -> float:
+    """The record's face confidence, nan when unknown."""
+    return float("nan") if r.confidence is None else float(r.confidence)
 
 
 class TracksNPZSink(_RecordSink):
@@ -404,7 +414,7 @@ class TracksNPZSink(_RecordSink):
 
         track_ids (K,) int64
         track{ID}_frames (T,) int64, _times (T,) float64, _landmarks (T,68,3) float32, _params (T,62) float32,
-        _pose (T,6) float32, _boxes (T,4) float32, _rois (T,4) float32
+        _pose (T,6) float32, _boxes (T,4) float32, _rois (T,4) float32, _confidence (T,) float32 (nan: unknown)
     """
 
     def __init__(self, path: str | os.PathLike[str], *, compress: bool = False) -> None:
@@ -428,13 +438,14 @@ class TracksNPZSink(_RecordSink):
                 t["pose"].append(np.asarray(r.pose, np.float32).reshape(-1))
                 t["boxes"].append(np.asarray(r.box, np.float32).reshape(-1))
                 t["rois"].append(np.asarray(r.roi, np.float32).reshape(-1))
+                t["confidence"].append(_confidence(r))
             self.rows_written += len(records)
             self.frames_written += 1
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The arrays the NPZ will hold (see class docstring)."""
         out: dict[str, np.ndarray] = {"track_ids": np.array(sorted(self._tracks), dtype=np.int64)}
-        shapes = {"landmarks": (68, 3), "params": (62,), "pose": (6,), "boxes": (4,), "rois": (4,)}
+        shapes = {"landmarks": (68, 3), "params": (62,), "pose": (6,), "boxes": (4,), "rois": (4,), "confidence": ()}
         for tid in sorted(self._tracks):
             t = self._tracks[tid]
             out[f"track{tid}_frames"] = np.asarray(t["frames"], np.int64)
@@ -476,14 +487,15 @@ def open_tracks_sink(path: str | os.PathLike[str], **options: Any) -> TracksSink
 
 def load_tracks(path: str | os.PathLike[str]) -> dict[int, dict[str, np.ndarray]]:
     """Read a tracks file written by any track sink: ``{track_id: {"frames", "times", "boxes", "pose",
-    "landmarks", ["params"], ["rois"]}}`` with the NPZ shapes. CSV has params/rois only when written with them."""
+    "landmarks", ["params"], ["rois"], ["confidence"]}}`` with the NPZ shapes. CSV has params/rois only when
+    written with them; files written before the confidence column have no ``confidence``."""
     path = Path(path)
     suffix = path.suffix.lower()
     out: dict[int, dict[str, np.ndarray]] = {}
     if suffix == ".npz":
         with np.load(path) as z:
             for tid in z["track_ids"].tolist():
-                out[int(tid)] = {k: z[f"track{tid}_{k}"] for k in _NPZ_KEYS}
+                out[int(tid)] = {k: z[f"track{tid}_{k}"] for k in _NPZ_KEYS if f"track{tid}_{k}" in z}
         return out
     rows: dict[int, dict[str, list[Any]]] = {}
     if suffix == ".csv":
@@ -500,6 +512,8 @@ def load_tracks(path: str | os.PathLike[str]) -> dict[int, dict[str, np.ndarray]
                 t.setdefault("boxes", []).append(vals[[col[f"box_{c}"] for c in ("x1", "y1", "x2", "y2")]])
                 t.setdefault("pose", []).append(vals[[col[c] for c in POSE_NAMES]])
                 t.setdefault("landmarks", []).append(vals[lm_idx].reshape(68, 3))
+                if "confidence" in col:
+                    t.setdefault("confidence", []).append(vals[col["confidence"]])
                 if "roi_x1" in col:
                     t.setdefault("rois", []).append(vals[[col[f"roi_{c}"] for c in ("x1", "y1", "x2", "y2")]])
                 if "p0" in col:
@@ -518,6 +532,8 @@ def load_tracks(path: str | os.PathLike[str]) -> dict[int, dict[str, np.ndarray]
                 t.setdefault("pose", []).append([o["pose"][k] for k in POSE_NAMES])
                 t.setdefault("landmarks", []).append(o["landmarks"])
                 t.setdefault("params", []).append(o["params"])
+                if "confidence" in o:
+                    t.setdefault("confidence", []).append(np.nan if o["confidence"] is None else o["confidence"])
     else:
         raise SinkError(f"cannot read tracks from {path}: use a .csv, .jsonl or .npz file")
     for tid, t in rows.items():

@@ -25,6 +25,8 @@ class Stats:
         self.faces = 0
         self.detections = 0
         self.cuts = 0  # scene cuts seen (the tracks re-detected on that frame)
+        self.tracks_dropped: dict[str, int] = {"confidence": 0, "small": 0}  # tracks deleted, by reason
+        self.confidence: deque = deque(maxlen=window)  # face confidence of the faces reported
         self.started = time.perf_counter()
         self._last_out: deque = deque(maxlen=120)
 
@@ -37,6 +39,12 @@ class Stats:
         self.frames_out += 1
         self.faces = faces
         self._last_out.append(now)
+
+    def note_confidence(self, tracks_dropped: dict[str, int], confidences: list) -> None:
+        """After a frame: the tracker's running counts of tracks deleted (low confidence, collapsed box) and the
+        confidence of each face reported on the frame (None entries are skipped)."""
+        self.tracks_dropped = dict(tracks_dropped)
+        self.confidence.extend(float(c) for c in confidences if c is not None)
 
     def drop(self, where: str, n: int = 1) -> None:
         self.dropped[where] += n
@@ -68,7 +76,10 @@ class Stats:
                 "e2e": {"p50": self._pct(self.e2e_ms, 50), "p95": self._pct(self.e2e_ms, 95)},
                 "fps": self.fps(), "recent_fps": self.recent_fps(), "frames_in": self.frames_in,
                 "frames_out": self.frames_out, "dropped": dict(self.dropped), "faces": self.faces,
-                "detections": self.detections, "cuts": self.cuts, "seconds": time.perf_counter() - self.started}
+                "detections": self.detections, "cuts": self.cuts, "seconds": time.perf_counter() - self.started,
+                "confidence": {"p5": self._pct(self.confidence, 5), "p50": self._pct(self.confidence, 50),
+                               "min": min(self.confidence) if self.confidence else None},
+                "tracks_dropped": dict(self.tracks_dropped)}
 
     def line(self) -> str:
         """One human-readable line."""
@@ -81,4 +92,7 @@ class Stats:
         if s["e2e"]["p50"] is not None:
             parts.append(f"e2e {s['e2e']['p50']:.1f}/{s['e2e']['p95']:.1f} ms (p50/p95)")
         parts.append(f"drops {self.total_dropped}")
+        if s["confidence"]["p50"] is not None:
+            parts.append(f"confidence p50 {s['confidence']['p50']:.2f} (tracks dropped: "
+                         f"{self.tracks_dropped['confidence']} doubtful, {self.tracks_dropped['small']} small)")
         return " | ".join(parts)

@@ -160,6 +160,7 @@ def _record(frame: int, track: int, rng: np.random.Generator, dense: int | None 
         landmarks=rng.uniform(0, 500, (68, 3)).astype(np.float32),
         params=(rng.normal(size=62) * np.r_[np.full(12, 1e-3), np.full(50, 1e4)]).astype(np.float32),
         vertices=None if dense is None else rng.uniform(0, 500, (dense, 3)).astype(np.float32),
+        confidence=float(rng.uniform(0.5, 1.0)),
     )
 
 
@@ -191,6 +192,7 @@ def _check_roundtrip(path: Path, written: dict[int, list[FaceRecord]], with_para
         np.testing.assert_allclose(t["boxes"], np.stack([r.box for r in recs]), atol=1e-3)
         np.testing.assert_allclose(t["pose"], np.stack([r.pose for r in recs]), rtol=1e-6)
         assert t["landmarks"].shape == (len(recs), 68, 3) and t["pose"].shape == (len(recs), 6)
+        np.testing.assert_allclose(t["confidence"], [r.confidence for r in recs], atol=1e-4)
         if with_params:
             np.testing.assert_allclose(t["params"], np.stack([r.params for r in recs]), rtol=1e-6)
         if with_rois:
@@ -207,7 +209,8 @@ def test_csv_header_rows_and_roundtrip(tmp_path: Path) -> None:
     header = lines[0].split(",")
     assert header[:13] == ["frame", "time", "track_id", "box_x1", "box_y1", "box_x2", "box_y2",
                            "yaw", "pitch", "roll", "scale", "tx", "ty"]
-    assert header[13:16] == ["x0", "y0", "z0"] and header[-3:] == ["x67", "y67", "z67"] and len(header) == 13 + 204
+    assert header[13] == "confidence"
+    assert header[14:17] == ["x0", "y0", "z0"] and header[-3:] == ["x67", "y67", "z67"] and len(header) == 14 + 204
     assert len(set(header)) == len(header)
     assert len(lines) == 1 + 8  # one row per frame x track; frame 2 had nobody: no row
     assert sorted({int(l.split(",")[0]) for l in lines[1:]}) == [0, 1, 3, 4, 5]
@@ -241,7 +244,7 @@ def test_jsonl_roundtrip(tmp_path: Path) -> None:
     lines = path.read_text().splitlines()
     assert len(lines) == 8
     first = json.loads(lines[0])
-    assert set(first) == {"frame", "time", "track_id", "box", "roi", "pose", "landmarks", "params"}
+    assert set(first) == {"frame", "time", "track_id", "box", "roi", "pose", "confidence", "landmarks", "params"}
     assert set(first["pose"]) == {"yaw", "pitch", "roll", "scale", "tx", "ty"}
     _check_roundtrip(path, written)
 
@@ -259,6 +262,7 @@ def test_npz_arrays_and_roundtrip(tmp_path: Path) -> None:
         assert z["track1_landmarks"].shape == (5, 68, 3) and z["track1_landmarks"].dtype == np.float32
         assert z["track7_params"].shape == (3, 62) and z["track7_pose"].shape == (3, 6)
         assert z["track7_boxes"].shape == (3, 4) and z["track1_times"].dtype == np.float64
+        assert z["track7_confidence"].shape == (3,) and z["track7_confidence"].dtype == np.float32
     _check_roundtrip(path, written)
     assert _leftovers(tmp_path) == []
 

@@ -7,9 +7,11 @@ One ``FaceTracker`` per video stream. Per frame, in this order::
     det = detector(frame) if tracker.need_detection(i) else None         # (boxes (N, 4), scores (N,)) or None
     todo = tracker.rois_for_frame(det, frame_index=i)                     # [(track_id, roi (4,)), ...]
     res = aligner.align(frame, np.array([r for _, r in todo]).reshape(-1, 4))
-    faces = tracker.update([t for t, _ in todo], res.params, res.landmarks, frame.shape, time=ts, rois=res.roi)
+    faces = tracker.update([t for t, _ in todo], res.params, res.landmarks, frame.shape, time=ts, rois=res.roi,
+                           confidence=res.confidence)
     for f in faces:                                                       # list[TrackedFace], by track id
-        if f.is_confirmed: ... f.params (smoothed, decode with f.roi), f.landmarks (smoothed, when decode given)
+        if f.is_confirmed: ... f.params (smoothed, decode with f.roi), f.landmarks (smoothed, when decode given),
+                           f.confidence (the track's face confidence in [0, 1])
 
 ``update`` must be called once per processed frame, also with no faces (it counts the misses). Frames the caller
 skips (dropped live frames) just leave a gap in ``frame_index``; the filters predict across it.
@@ -28,6 +30,13 @@ Policy (``TrackerConfig``):
   alignment, or when the detector has not seen it for ``max_unmatched_detections`` scheduled runs (a tentative
   track after one miss of either kind). Of two tracks on the same face (landmark boxes overlapping ``duplicate_iou``) the one with fewer
   hits is removed.
+- Face confidence (``update(..., confidence=)``, the aligner's per-crop face classifier, ``model.confidence``): each
+  track keeps an exponential average (``confidence_memory``) of its crops' scores. A track is confirmed only once its
+  confidence reaches ``confirm_confidence`` (and ``min_hits``); it is deleted (never output again) as soon as its
+  confidence falls under ``drop_confidence`` or its landmark box collapses under ``min_face_size`` px (sqrt of the
+  box area). With ``confidence_keeps_tracks`` a confirmed track at ``confirm_confidence`` or more is not deleted
+  because the detector stopped seeing it (the detector fails at profile; the classifier does not). Without
+  confidence (None) these rules are off, except ``min_face_size``.
 - Smoothing: each track has a ``ParamKalman`` (``tracking.kalman``; ``smooth="none"`` passes through) over the real
   62 parameters, reset at birth. Before each update the filter state is re-expressed in the crop of the ROI used this
   frame (``tracking.roi.crop_change``), so ROI motion is not mistaken for head motion. The output for frame t is the
@@ -73,6 +82,11 @@ class TrackerConfig:
     profiles) after about 3 K frames.
     ``duplicate_iou`` [0.6]: overlap above which two tracks (or a detection and a track) are the same face.
     ``max_tracks`` [32]: no new tracks beyond this many.
+    ``confirm_confidence`` [0.5]: least track confidence (in [0, 1]) to confirm a track (0: off).
+    ``drop_confidence`` [0.3]: a track whose confidence falls under this is deleted (0: off).
+    ``confidence_memory`` [0.5]: weight of the previous confidence in the per-track average (0: this frame only).
+    ``min_face_size`` [20]: a track whose landmark box (sqrt of its area, px) is smaller is deleted (0: off).
+    ``confidence_keeps_tracks`` [True]: a confirmed, confident track outlives ``max_unmatched_detections``.
     ``smooth`` ["kalman"]: "kalman" or "none". ``kalman``, ``roi``: sub-configs.
     """
 
@@ -84,6 +98,11 @@ class TrackerConfig:
     max_unmatched_detections: int = 3
     duplicate_iou: float = 0.6
     max_tracks: int = 32
+    confirm_confidence: float = 0.5
+    drop_confidence: float = 0.3
+    confidence_memory: float = 0.5
+    min_face_size: float = 20.0
+    confidence_keeps_tracks: bool = True
     cut_threshold: float = 0.5
     smooth: str = "kalman"
     kalman: KalmanConfig = field(default_factory=KalmanConfig)
@@ -96,6 +115,14 @@ class TrackerConfig:
             raise ValueError("need min_hits >= 1, max_misses >= 1, max_unmatched_detections >= 0")
         if not 0 < self.iou_threshold <= 1:
             raise ValueError(f"iou_threshold must be in (0, 1]: {self.iou_threshold}")
+        for name in ("confirm_confidence", "drop_confidence", "confidence_memory"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1]: {getattr(self, name)}")
+        if self.drop_confidence > self.confirm_confidence:
+            raise ValueError(f"drop_confidence ({self.drop_confidence}) must not exceed confirm_confidence "
+                             f"({self.confirm_confidence})")
+        if self.min_face_size < 0:
+            raise ValueError(f"min_face_size must be >= 0: {self.min_face_size}")
 
 
 @dataclass
@@ -106,7 +133,9 @@ class TrackedFace:
     raw_params (62,) float32: the aligner's parameters; roi (4,) float32 the crop ROI of this frame;
     box (4,) float32 tight box of the (smoothed if decoded, else raw) landmarks, frame px;
     landmarks (68, 3) float32 smoothed landmarks (None without ``decode``); raw_landmarks (68, 3) float32;
-    is_confirmed: hits >= min_hits; age: frames since the track's first frame (1 on it); hits: valid alignments;
+    is_confirmed: hits >= min_hits and the track's confidence reached ``confirm_confidence``; age: frames since the
+    track's first frame (1 on it); hits: valid alignments; confidence: the track's face confidence in [0, 1] (average
+    of its crops' scores, what confirms and drops it) and raw_confidence this frame's score (None without scores);
     reset: the parameter groups the filter reset at this frame (birth, cut, fast turn); frame_index, time: the frame's.
     """
 
@@ -123,6 +152,8 @@ class TrackedFace:
     reset: tuple[str, ...]
     frame_index: int
     time: float | None = None
+    confidence: float | None = None
+    raw_confidence: float | None = None
 
 
 @dataclass
@@ -142,9 +173,11 @@ class Track:
     filter_roi: np.ndarray | None = None
     box: np.ndarray | None = None
     restart: bool = False  # a scene cut: the next valid alignment restarts the filter instead of updating it
+    confidence: float | None = None  # average face confidence of its crops (None: no scores given)
+    trusted: bool = False  # its confidence reached confirm_confidence once (stays until the track is deleted)
 
     def confirmed(self, min_hits: int) -> bool:
-        return self.hits >= min_hits
+        return self.hits >= min_hits and self.trusted
 
 
 def _parse_detections(detections: Detections | None) -> tuple[np.ndarray, np.ndarray] | None:
@@ -181,6 +214,7 @@ class FaceTracker:
         self._frame = -1
         self._last_detection: int | None = None
         self._handed: dict[int, np.ndarray] = {}
+        self.dropped = {"confidence": 0, "small": 0}  # tracks deleted for low confidence / a collapsed box
 
     # -- queries -----------------------------------------------------------------------------------------------------
     @property
@@ -265,6 +299,9 @@ class FaceTracker:
             if not t.confirmed(cfg.min_hits):
                 del self._tracks[t.track_id]
                 continue
+            if cfg.confidence_keeps_tracks and t.confidence is not None and cfg.confirm_confidence > 0 \
+                    and t.confidence >= cfg.confirm_confidence:
+                continue  # the classifier still sees a face where the detector does not (profile)
             unseen = fi - (t.born if t.last_matched is None else t.last_matched)
             if cfg.max_unmatched_detections and unseen >= cfg.max_unmatched_detections * max(cfg.detect_every, 1):
                 del self._tracks[t.track_id]
@@ -282,13 +319,15 @@ class FaceTracker:
 
     def update(self, track_ids: Sequence[int], params: np.ndarray, landmarks: np.ndarray,
                frame_shape: tuple[int, ...], time: float | None = None,
-               rois: np.ndarray | None = None) -> list[TrackedFace]:
+               rois: np.ndarray | None = None, confidence: np.ndarray | None = None) -> list[TrackedFace]:
         """Finish the frame with the aligner's results for the ROIs ``rois_for_frame`` gave.
 
         track_ids (N,) in any order; params (N, 62) real; landmarks (N, 68, 3) frame px (raw, from ``params``);
         frame_shape (H, W[, C]); time: the frame's timestamp (s), carried to the output; rois (N, 4): the ROIs the
-        aligner actually cropped (``AlignResult.roi``, rounded), default the ROIs handed out.
-        Returns the validly aligned faces of this frame, by track id (tentative ones too: see ``is_confirmed``).
+        aligner actually cropped (``AlignResult.roi``, rounded), default the ROIs handed out; confidence (N,) in
+        [0, 1]: each crop's face score (``AlignResult.confidence``), None: no confidence rules.
+        Returns the validly aligned faces of this frame, by track id (tentative ones too: see ``is_confirmed``);
+        tracks deleted for low confidence or a collapsed box on this frame are not among them.
         """
         cfg = self.config
         fi = self._frame
@@ -298,7 +337,10 @@ class FaceTracker:
         landmarks = landmarks.reshape(len(ids), -1, landmarks.shape[-1]) if ids else landmarks.reshape(0, 68, 3)
         if rois is not None:
             rois = np.asarray(rois, dtype=np.float32).reshape(len(ids), 4)
+        if confidence is not None:
+            confidence = np.asarray(confidence, dtype=np.float32).reshape(len(ids))
         faces: dict[int, TrackedFace] = {}
+        dropped: list[int] = []
         for k, tid in enumerate(ids):
             if tid not in self._handed or tid not in self._tracks:
                 raise ValueError(f"track {tid} was not given out by rois_for_frame for this frame")
@@ -309,7 +351,14 @@ class FaceTracker:
             if reason:
                 t.lost, t.lost_reason = True, reason
                 continue
-            faces[tid] = self._observe(t, params[k], landmarks[k], roi, frame_shape, fi, time)
+            face = self._observe(t, params[k], landmarks[k], roi, frame_shape, fi, time,
+                                 None if confidence is None else float(confidence[k]))
+            if self._collapsed_or_doubtful(t):
+                dropped.append(tid)
+                continue
+            faces[tid] = face
+        for tid in dropped:
+            del self._tracks[tid]
         for t in self.tracks:
             if t.track_id in faces:
                 continue
@@ -322,8 +371,30 @@ class FaceTracker:
         self._handed = {}
         return [faces[k] for k in sorted(faces)]
 
+    def _collapsed_or_doubtful(self, t: Track) -> bool:
+        """Should track ``t`` be deleted after this frame's alignment? (box under ``min_face_size``, confidence
+        under ``drop_confidence``)."""
+        cfg = self.config
+        b = t.box
+        if cfg.min_face_size > 0 and b is not None and \
+                float(np.sqrt(max(b[2] - b[0], 0.0) * max(b[3] - b[1], 0.0))) < cfg.min_face_size:
+            self.dropped["small"] += 1
+            return True
+        if t.confidence is not None and cfg.drop_confidence > 0 and t.confidence < cfg.drop_confidence:
+            self.dropped["confidence"] += 1
+            return True
+        return False
+
     def _observe(self, t: Track, p: np.ndarray, lm: np.ndarray, roi: np.ndarray, frame_shape: tuple[int, ...],
-                 fi: int, time: float | None) -> TrackedFace:
+                 fi: int, time: float | None, conf: float | None = None) -> TrackedFace:
+        cfg = self.config
+        if conf is not None:
+            m = cfg.confidence_memory
+            t.confidence = conf if t.confidence is None else m * t.confidence + (1 - m) * conf
+            if t.confidence >= cfg.confirm_confidence:
+                t.trusted = True
+        else:
+            t.trusted = True
         sm = t.smoother
         if t.restart:
             smoothed = sm.reset(p)
@@ -345,7 +416,8 @@ class FaceTracker:
         t.lost, t.lost_reason = False, ""
         t.last_frame = fi
         return TrackedFace(t.track_id, smoothed, p.copy(), t.filter_roi.copy(), t.box.copy(), lm_s, lm.copy(),
-                           t.confirmed(self.config.min_hits), fi - t.born + 1, t.hits, tuple(sm.last_reset), fi, time)
+                           t.confirmed(self.config.min_hits), fi - t.born + 1, t.hits, tuple(sm.last_reset), fi, time,
+                           t.confidence, conf)
 
     def _remove_duplicates(self, faces: dict[int, TrackedFace]) -> None:
         ids = sorted(faces)

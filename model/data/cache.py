@@ -307,9 +307,10 @@ class CacheWriter:
 
 def build(photos: str | os.PathLike | None, out: str | os.PathLike, limit: int | None = None, batch: int = 64,
           teacher_name: str = "3ddfa-v2-mb05", device: str = "cpu", progress: bool = True,
-          videos: list | None = None, every: int = 15) -> int:
+          videos: list | None = None, every: int = 15, items: tuple[int, object] | None = None) -> int:
     """Fit every photo under ``photos`` (and faces in every ``every``-th frame of ``videos``) with the teacher and
-    write the cache to ``out``; returns the entry count.
+    write the cache to ``out``; returns the entry count. ``items``: more faces, as ``(count, iterator of Item)``
+    (e.g. photos with a known face box).
 
     Two teacher passes per face: on the crop of its box (``roi_from_box``; a photo's box is the whole image) to place
     the landmarks, then, flip-averaged, on the evaluation-rule crop framed by them, whose parameters are stored.
@@ -328,6 +329,8 @@ def build(photos: str | os.PathLike | None, out: str | os.PathLike, limit: int |
         sources.append(photo_items(photos, limit))
     if videos:
         sources.append(video_items(list(videos), every))
+    if items is not None:
+        sources.append(items)
     if not sources:
         raise ValueError("nothing to cache: give photos and/or videos")
     total = sum(n for n, _ in sources)
