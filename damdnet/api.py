@@ -54,6 +54,8 @@ class Face:
         ``Session.triangles``.
     score: detector score in [0, 1] (images), None for tracked faces.
     track_id: stable id of the tracked face across frames (videos, streams), None for images.
+    confidence: face confidence in [0, 1] from the face classifier on the crop (``model.confidence``; independent of
+        the detector): the track's running value for videos, the crop's score for images.
     """
 
     box: np.ndarray
@@ -64,6 +66,7 @@ class Face:
     vertices: np.ndarray | None = None
     score: float | None = None
     track_id: int | None = None
+    confidence: float | None = None
 
     @property
     def yaw(self) -> float:
@@ -123,7 +126,7 @@ class ResultSink(Protocol):
 def _face_of_record(rec: Any) -> Face:
     return Face(box=np.asarray(rec.box, np.float32), landmarks=rec.landmarks, pose=np.asarray(rec.pose, np.float32),
                 params=rec.params, roi=np.asarray(rec.roi, np.float32), vertices=rec.vertices,
-                track_id=int(rec.track_id))
+                track_id=int(rec.track_id), confidence=getattr(rec, "confidence", None))
 
 
 def _frame_result(job: Job) -> FrameResult:
@@ -191,9 +194,10 @@ class Session:
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
             raise DamdnetError(f"image: expected an (H, W, 3) uint8 BGR array, got {img.dtype} {img.shape}")
         boxes, scores, res = detect_and_align(img, self._engine.aligner, self._engine.detector, dense=dense)
+        conf = [None] * len(res) if res.confidence is None else [float(c) for c in res.confidence]
         return [Face(box=np.asarray(boxes[i], np.float32), landmarks=res.landmarks[i], pose=res.pose[i],
                      params=res.params[i], roi=res.roi[i], vertices=None if res.vertices is None else res.vertices[i],
-                     score=float(scores[i])) for i in range(len(res))]
+                     score=float(scores[i]), confidence=conf[i]) for i in range(len(res))]
 
     def _run_config(self, source: str | Path, options: dict[str, Any]) -> dict:
         flat = _flatten(options)

@@ -151,7 +151,8 @@ class Aligner:
         t2 = time.perf_counter()
         out, k = [], 0
         for n, rr in zip(counts, rois):
-            out.append(self.decode(params[k:k + n], rr, dense=dense, confidence=None if conf is None else conf[k:k + n]))
+            c = None if conf is None else conf[k:k + n]
+            out.append(self.decode(params[k:k + n], rr, dense=dense, confidence=c))
             k += n
         self.last_timing = {"crop_ms": (t1 - t0) * 1e3, "net_ms": (t2 - t1) * 1e3,
                             "decode_ms": (time.perf_counter() - t2) * 1e3, "faces": float(k)}

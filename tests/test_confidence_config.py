@@ -12,7 +12,7 @@ from stream.stats import Stats
 
 def test_defaults_and_cli_flags_reach_the_tracker():
     t = tracker_config(load_config())
-    assert (t.confirm_confidence, t.drop_confidence, t.min_face_size) == (0.5, 0.3, 20.0)
+    assert (t.confirm_confidence, t.drop_confidence, t.min_face_size) == (0.7, 0.5, 20.0)
     _, cfg = parse(["--tracker.confirm-confidence", "0.8", "--tracker.drop-confidence", "0.6",
                     "--tracker.min-face-size", "32", "--tracker.confidence-keeps-tracks", "false"])
     t = tracker_config(cfg)

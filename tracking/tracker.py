@@ -82,8 +82,8 @@ class TrackerConfig:
     profiles) after about 3 K frames.
     ``duplicate_iou`` [0.6]: overlap above which two tracks (or a detection and a track) are the same face.
     ``max_tracks`` [32]: no new tracks beyond this many.
-    ``confirm_confidence`` [0.5]: least track confidence (in [0, 1]) to confirm a track (0: off).
-    ``drop_confidence`` [0.3]: a track whose confidence falls under this is deleted (0: off).
+    ``confirm_confidence`` [0.7]: least track confidence (in [0, 1]) to confirm a track (0: off).
+    ``drop_confidence`` [0.5]: a track whose confidence falls under this is deleted (0: off).
     ``confidence_memory`` [0.5]: weight of the previous confidence in the per-track average (0: this frame only).
     ``min_face_size`` [20]: a track whose landmark box (sqrt of its area, px) is smaller is deleted (0: off).
     ``confidence_keeps_tracks`` [True]: a confirmed, confident track outlives ``max_unmatched_detections``.
@@ -98,8 +98,8 @@ class TrackerConfig:
     max_unmatched_detections: int = 3
     duplicate_iou: float = 0.6
     max_tracks: int = 32
-    confirm_confidence: float = 0.5
-    drop_confidence: float = 0.3
+    confirm_confidence: float = 0.7
+    drop_confidence: float = 0.5
     confidence_memory: float = 0.5
     min_face_size: float = 20.0
     confidence_keeps_tracks: bool = True
