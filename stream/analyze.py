@@ -7,6 +7,10 @@ several streams batch their crops together.
 File sources call ``prefetch(frame)`` as each frame is decoded, ahead of ``analyze``: the detector starts on frames
 that the schedule will run it on, on its own thread, so detection overlaps the network instead of stalling the
 stream (the result is used only on exactly that frame, so the tracks are the same as detecting on demand).
+
+``stills=True`` (unrelated photos, ``VideoInfo.stills``): every frame is analysed on its own: a fresh tracker per
+frame (ids start at 1 in each image, nothing carried from the previous image), the detector on every frame, the
+raw alignment (no smoothing, no confirmation delay).
 """
 from __future__ import annotations
 
@@ -49,9 +53,17 @@ class FaceAnalyzer:
     """Per-stream detection schedule, tracking and smoothing around a shared AlignService."""
 
     def __init__(self, service: AlignService, detector: FaceDetector, config: TrackerConfig, dense: bool = False,
-                 detect_pool: ThreadPoolExecutor | None = None, async_detect: bool = False) -> None:
+                 detect_pool: ThreadPoolExecutor | None = None, async_detect: bool = False,
+                 stills: bool = False) -> None:
         """``async_detect`` (live sources): while faces are tracked, the detector runs beside the alignment and its
-        boxes are associated on the next frame, so a detector frame costs no latency; with no track it is awaited."""
+        boxes are associated on the next frame, so a detector frame costs no latency; with no track it is awaited.
+        ``stills``: each frame on its own (see the module docstring)."""
+        from dataclasses import replace
+
+        self.stills = stills
+        if stills:
+            async_detect = False
+            config = replace(config, min_hits=1, smooth="none")
         self.service = service
         self.detector = detector
         self.dense = dense
@@ -108,7 +120,7 @@ class FaceAnalyzer:
         """Start the detector on ``frame`` now if the schedule will probably run it there
         (``FaceTracker.detection_expected``). Call in frame order, from the event loop, before ``analyze`` of that
         frame; synchronous detection only (not ``async_detect``)."""
-        if self.async_detect or not self.tracker.detection_expected(frame.index):
+        if self.async_detect or not (self.stills or self.tracker.detection_expected(frame.index)):
             return
         loop = asyncio.get_running_loop()
         self._prefetched[frame.index] = loop.run_in_executor(self._pool, self._detect_ms, frame.image)
@@ -153,6 +165,8 @@ class FaceAnalyzer:
 
     async def analyze(self, frame: Frame, stats: Stats) -> list[FaceRecord]:
         image = frame.image
+        if self.stills:  # a new photo: nothing of the previous one carries over
+            self.tracker = self._new_tracker(self.tracker.config)
         det = await self._detections(frame, stats)
         todo = self.tracker.rois_for_frame(det, frame_index=frame.index)
         ids = [tid for tid, _ in todo]

@@ -16,7 +16,7 @@ from model.checkpoint import CheckpointError
 from model.detect import FaceDetector
 from stream.align_service import AlignService
 from stream.analyze import FaceAnalyzer, tracker_config
-from stream.outputs import FrameRenderer, open_outputs
+from stream.outputs import FrameRenderer, check_not_inputs, open_outputs
 from stream.pipeline import Job, Pipeline
 from stream.sinks import SinkError
 from stream.sources import SourceError, open_source
@@ -127,7 +127,7 @@ def open_run_stages(cfg: dict, engine: Engine, source, *, live: bool, show: bool
                 raise UserError("--mode swap needs --swap-source IMAGE")
             renderer.set_swap_texture(swap_texture or load_swap_texture(cfg["swap_source"], engine))
         sinks = open_outputs(cfg["out"], cfg["tracks"], cfg["meshes"], source.info, engine.aligner.morph.tri,
-                             cfg["mesh_format"], morph=engine.aligner.morph)
+                             cfg["mesh_format"], morph=engine.aligner.morph, inputs=run_inputs(cfg, source))
     except (SinkError, OSError) as exc:
         source.close()
         raise UserError(str(exc)) from None
@@ -136,8 +136,14 @@ def open_run_stages(cfg: dict, engine: Engine, source, *, live: bool, show: bool
         raise
     dense = dense or bool(cfg["meshes"]) or (renderer is not None and renderer.needs_dense)
     analyzer = FaceAnalyzer(engine.service, engine.detector, tracker_config(cfg), dense=dense,
-                            async_detect=live if cfg["detect_async"] == "auto" else bool(cfg["detect_async"]))
+                            async_detect=live if cfg["detect_async"] == "auto" else bool(cfg["detect_async"]),
+                            stills=source.info.stills)
     return renderer, sinks, analyzer
+
+
+def run_inputs(cfg: dict, source) -> list:
+    """The files a run reads (the source's, the swap image, a weights file): no output may be one of them."""
+    return [*getattr(source, "input_paths", []), cfg["swap_source"], cfg["weights"]]
 
 
 def run(cfg: dict) -> int:
@@ -163,7 +169,7 @@ async def _run(cfg: dict, engine: Engine | None = None,
         cfg = {**cfg, "out": "out/demo.mp4", "tracks": "out/demo_tracks.csv"}
         print("demo: synthetic face -> out/demo.mp4 and out/demo_tracks.csv (give --source to use a video, "
               "webcam:0 or images)", file=sys.stderr)
-    options: dict[str, Any] = {"max_frames": cfg["max_frames"]}
+    options: dict[str, Any] = {"max_frames": cfg["max_frames"], "sequence": cfg["sequence"]}
     if source_spec.startswith("webcam"):
         options.update(cfg["webcam"])
     elif source_spec.startswith("synthetic"):
@@ -171,6 +177,12 @@ async def _run(cfg: dict, engine: Engine | None = None,
     try:
         source = open_source(source_spec, **options)
     except SourceError as exc:
+        raise UserError(str(exc)) from None
+    inputs = run_inputs(cfg, source)
+    try:  # before the model loads: an output that would replace an input is refused at once
+        check_not_inputs({"--out": cfg["out"], "--tracks": cfg["tracks"], "--meshes": cfg["meshes"]}, inputs)
+    except SinkError as exc:
+        source.close()
         raise UserError(str(exc)) from None
     try:
         engine = build_engine(cfg) if engine is None else engine
@@ -248,6 +260,8 @@ async def _run(cfg: dict, engine: Engine | None = None,
     except asyncio.CancelledError:
         log("aborted; outputs were closed with the frames written so far")
         return 130
+    except SinkError as exc:  # a full disk, a read-only or failing device: the outputs were removed
+        raise UserError(f"{exc} (the run stopped; its unfinished outputs were removed)") from None
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:

@@ -6,9 +6,13 @@ choose the format from it; it starts with a dot so it is hidden, and a crash lea
 """
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import threading
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 _counter = 0
 _counter_lock = threading.Lock()
@@ -24,16 +28,21 @@ def temp_path_for(path: str | os.PathLike[str]) -> Path:
     return path.with_name(f".{path.name}.partial-{os.getpid()}-{n}{path.suffix}")
 
 
+_FSYNC_UNSUPPORTED = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF, errno.EACCES, errno.EPERM}
+
+
 def fsync_path(path: str | os.PathLike[str]) -> None:
-    """Flush a closed file's data to disk (best effort: ignored where the OS refuses)."""
+    """Flush a closed file's data to disk. Ignored where the file system has no fsync; a real failure (EIO,
+    ENOSPC on a delayed write) raises OSError, so a file whose data may be lost is never committed."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
         return
     try:
         os.fsync(fd)
-    except OSError:
-        pass
+    except OSError as exc:
+        if exc.errno not in _FSYNC_UNSUPPORTED:
+            raise
     finally:
         os.close(fd)
 
@@ -50,8 +59,9 @@ class AtomicPath:
 
     def __init__(self, final: str | os.PathLike[str], *, fsync: bool = True) -> None:
         self.final = Path(final)
-        self.final.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = temp_path_for(self.final)
+        self.done = False
+        self.final.parent.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
         self.done = False
 
@@ -66,14 +76,18 @@ class AtomicPath:
         return self.final
 
     def abort(self) -> None:
-        """Delete the temporary file; the final name is left untouched."""
+        """Delete the temporary file; the final name is left untouched. Never raises: it runs on error paths
+        (a read-only or full folder, where the temporary file may never have been created)."""
         if self.done:
             return
         self.done = True
         try:
-            os.unlink(self.tmp)
+            if os.path.lexists(self.tmp):
+                os.unlink(self.tmp)
         except FileNotFoundError:
             pass
+        except OSError as exc:  # pragma: no cover - a file we created but may not delete
+            log.warning("could not remove the temporary file %s: %s", self.tmp, exc.strerror or exc)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

@@ -19,6 +19,7 @@ CHOICES: dict[str, tuple] = {
     "detector": ("auto", "yunet", "haar"),
     "mesh_format": ("npz", "npz+obj", "npz+ply", "glb", "npz+glb"),
     "live": ("auto", True, False),
+    "sequence": ("auto", True, False),
     "detect_async": ("auto", True, False),
     "fast_path": ("auto", "onnxruntime", "torchscript", "none"),  # model.fastpath.FAST_PATHS (not imported: torch)
     "batch.tracks": ("csv", "jsonl", "npz", "none"),

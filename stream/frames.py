@@ -49,6 +49,8 @@ class VideoInfo:
         convention), already applied to the frames; 0 when none.
     is_live: True for webcams and network streams (latency matters more than completeness).
     name: short human-readable name of the source (file name, ``webcam:0``...).
+    stills: True when the frames are unrelated still images (an image folder that is not a numbered sequence):
+        every frame is analysed on its own (detector on each, no tracking across frames, ids per image).
     """
 
     width: int
@@ -59,6 +61,7 @@ class VideoInfo:
     rotation: int = 0
     is_live: bool = False
     name: str = ""
+    stills: bool = False
 
     @property
     def duration(self) -> float | None:

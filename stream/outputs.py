@@ -1,15 +1,16 @@
 """The render stage and the sinks of a run, as the pipeline sees them (``render(image, faces)``, ``write_job(job)``)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
 from model.draw import draw_box
 from stream.frames import FaceRecord, VideoInfo
 from stream.pipeline import Job
-from stream.sinks import MeshSink, VideoSink, open_tracks_sink
+from stream.sinks import MeshSink, SinkError, VideoSink, open_tracks_sink, write_error
 
 MESH_MODES = ("mesh", "wireframe", "depth", "pncc", "swap")
 
@@ -84,6 +85,10 @@ class VideoOut:
     def close(self) -> None:
         self.sink.close()
 
+    def abort(self) -> None:
+        """Discard what was written (a failed run); the final path is left as it was."""
+        self.sink.abort()
+
 
 class TracksOut:
     """Per-frame face records to a .csv / .jsonl / .npz track file."""
@@ -96,6 +101,10 @@ class TracksOut:
 
     def close(self) -> None:
         self.sink.close()
+
+    def abort(self) -> None:
+        """Discard what was written (a failed run); the final path is left as it was."""
+        self.sink.abort()
 
 
 class MeshesOut:
@@ -130,24 +139,71 @@ class MeshesOut:
         for sink in self.sinks:
             sink.close()
 
+    def abort(self) -> None:
+        """Discard what was written (a failed run); the final path is left as it was."""
+        for sink in self.sinks:
+            sink.abort()
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def check_not_inputs(outputs: dict[str, str | os.PathLike[str] | None],
+                     inputs: Iterable[str | os.PathLike[str] | None]) -> None:
+    """Refuse any output that is one of the inputs: the same path, a symlink to it, a hard link of it (same device
+    and inode). ``outputs``: {what (e.g. ``--out``): path or None}.
+
+    Raises SinkError (one line) naming both paths; checked before anything is opened, so the input stays untouched.
+    """
+    ins: list[tuple[str, str, os.stat_result | None]] = []
+    for p in inputs:
+        if not p:
+            continue
+        try:
+            st: os.stat_result | None = os.stat(p)
+        except OSError:
+            st = None
+        ins.append((os.fspath(p), os.path.realpath(p), st))
+    for what, out in outputs.items():
+        if not out:
+            continue
+        real = os.path.realpath(out)
+        try:
+            out_st: os.stat_result | None = os.stat(out)
+        except OSError:
+            out_st = None
+        for name, in_real, in_st in ins:
+            same = real == in_real or (out_st is not None and in_st is not None and _same_file(out_st, in_st))
+            if same:
+                raise SinkError(f"refusing to write {what} {out}: it is the input {name} (it would be replaced); "
+                                "choose another output path")
+
 
 def open_outputs(out: str | None, tracks: str | None, meshes: str | None, info: VideoInfo, tri: np.ndarray,
-                 mesh_format: str, morph=None) -> list:
+                 mesh_format: str, morph=None, inputs: Sequence[str | os.PathLike[str] | None] = ()) -> list:
     """The pipeline sinks for the given paths (None: not written), parent folders created; ``morph`` (the
-    MorphableModel) is needed for glb meshes and OBJ UVs. On an error the ones already opened are closed before it
-    propagates."""
+    MorphableModel) is needed for glb meshes and OBJ UVs. An output that is one of ``inputs`` (the source's files,
+    the swap image...) is refused first (:func:`check_not_inputs`). On an error the ones already opened are aborted
+    (their temporary files removed) before it propagates; errors are SinkError (one line naming the path and the
+    cause)."""
+    check_not_inputs({"--out": out, "--tracks": tracks, "--meshes": meshes}, inputs)
     sinks: list = []
     try:
+        for path in (out, tracks):
+            if path:
+                try:
+                    Path(path).parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise write_error(path, exc) from exc
         if out:
-            Path(out).parent.mkdir(parents=True, exist_ok=True)
             sinks.append(VideoOut(out, info))
         if tracks:
-            Path(tracks).parent.mkdir(parents=True, exist_ok=True)
             sinks.append(TracksOut(tracks))
         if meshes:
             sinks.append(MeshesOut(meshes, tri, mesh_format, morph, info))
     except BaseException:
         for sink in sinks:
-            sink.close()
+            sink.abort()
         raise
     return sinks

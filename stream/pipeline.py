@@ -6,6 +6,11 @@ for I/O and WebRTC). Live sources favour latency: when a stage falls behind, the
 counted, so delay never grows. File sources favour completeness: nothing is dropped; back-pressure slows decoding.
 One end-of-stream marker flows through every stage; ``stop()`` (Ctrl-C, SIGTERM, a peer leaving) ends the source
 early and the frames already read still reach the sinks, which are then closed (files finalised).
+
+Errors: when any stage raises (a sink on a full disk, a source, the analyser), every other stage is cancelled at
+once (no stage waits on a queue whose other end is gone), the source is closed, every sink is *aborted* (its
+temporary file removed, the final name left as it was: a failed run never commits a truncated file) and the first
+error propagates from ``run()``. Sink write/close errors come as ``SinkError`` naming the file and the cause.
 """
 from __future__ import annotations
 
@@ -49,6 +54,8 @@ class Renderer(Protocol):
 
 
 class Sink(Protocol):
+    """``close()`` commits what was written; ``abort()`` (optional: sinks without it are closed) discards it."""
+
     def write_job(self, job: Job) -> None: ...
 
     def close(self) -> None: ...
@@ -109,19 +116,19 @@ class Pipeline:
         return await asyncio.get_running_loop().run_in_executor(self._pools[pool], fn, *args)
 
     async def _read(self, out: StageQueue) -> None:
-        try:
-            while not self._stop.is_set():
-                t0 = time.perf_counter()
-                frame = await self._in("decode", self.source.read)
-                if frame is None:
-                    break
-                self.stats.add_stage("decode", (time.perf_counter() - t0) * 1e3)
-                self.stats.frames_in += 1
-                if self._prefetch is not None:  # file sources: every frame is analysed, so work can start early
-                    self._prefetch(frame)
-                await out.put(Job(frame))
-        finally:
-            await out.put(EOS)
+        # The end marker goes out only at a normal end (source finished or stop()). On an error or a cancel it must
+        # not be awaited: the downstream stages are being cancelled, a full queue would never drain (a hang).
+        while not self._stop.is_set():
+            t0 = time.perf_counter()
+            frame = await self._in("decode", self.source.read)
+            if frame is None:
+                break
+            self.stats.add_stage("decode", (time.perf_counter() - t0) * 1e3)
+            self.stats.frames_in += 1
+            if self._prefetch is not None:  # file sources: every frame is analysed, so work can start early
+                self._prefetch(frame)
+            await out.put(Job(frame))
+        await out.put(EOS)
 
     async def _analyze(self, inp: StageQueue, out: StageQueue) -> None:
         while (job := await inp.get()) is not EOS:
@@ -161,16 +168,20 @@ class Pipeline:
                 self.on_stats(self.stats)
 
     async def run(self) -> Stats:
-        """Run to the end of the source (or ``stop()``); always closes the source and the sinks."""
+        """Run to the end of the source (or ``stop()``); always closes the source and the sinks (aborts the sinks
+        when a stage failed, see the module docstring). A cancel (a second Ctrl-C) closes them with what was
+        written."""
         q1 = StageQueue(self.queue_size, self.live, self.stats, "analyze")
         q2 = StageQueue(self.queue_size, self.live, self.stats, "render")
         q3 = StageQueue(self.queue_size, self.live, self.stats, "sink")
         tasks = [asyncio.create_task(c) for c in (self._read(q1), self._analyze(q1, q2), self._render(q2, q3),
                                                   self._sink(q3))]
         reporter = asyncio.create_task(self._report()) if self.stats_every > 0 and self.on_stats else None
+        failed = False
         try:
             await asyncio.gather(*tasks)
-        except BaseException:
+        except BaseException as exc:
+            failed = not isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt))
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -179,24 +190,38 @@ class Pipeline:
             if reporter is not None:
                 reporter.cancel()
             # Wait for work already handed to the stage threads (a cancelled task leaves its thread running), then
-            # close the source and every sink, so files are finalised exactly once and never mid-write.
-            await asyncio.get_running_loop().run_in_executor(None, self._shutdown)
+            # close the source and every sink, so files are finalised exactly once and never mid-write. Shielded:
+            # a cancel arriving now must not leave the sinks half closed.
+            shutdown = asyncio.get_running_loop().run_in_executor(None, self._shutdown, not failed)
+            try:
+                await asyncio.shield(shutdown)
+            except asyncio.CancelledError:
+                await shutdown
+                raise
         return self.stats
 
-    def _shutdown(self) -> None:
+    def _shutdown(self, commit: bool = True) -> None:
+        """Close the source (a blocked ``read`` returns), drain the stage threads, then close (``commit``) or
+        abort every sink. The first sink error is raised unless an error is already on its way (``not commit``)."""
+        errors: list[BaseException] = []
+        self._call(self.source.close, errors)
         for pool in self._pools.values():
             pool.shutdown(wait=True)
         close = getattr(self.analyzer, "close", None)
         if close is not None:
-            close()
-        self._close()
-
-    def _close(self) -> None:
-        errors = []
-        for closer in [self.source.close, *(s.close for s in self.sinks)]:
-            try:
-                closer()
-            except Exception as exc:  # close every sink even when one fails
-                errors.append(exc)
-        if errors:
+            self._call(close, errors)
+        sink_failed = False
+        for sink in self.sinks:  # after a sink fails to finish, the rest are aborted, not committed
+            ok = commit and not sink_failed
+            sink_failed |= not self._call(sink.close if ok else getattr(sink, "abort", sink.close), errors) and ok
+        if errors and commit:
             raise errors[0]
+
+    @staticmethod
+    def _call(fn: Callable[[], Any], errors: list[BaseException]) -> bool:
+        try:
+            fn()
+            return True
+        except Exception as exc:  # close every sink even when one fails
+            errors.append(exc)
+            return False

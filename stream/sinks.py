@@ -37,6 +37,17 @@ class SinkError(Exception):
     """A problem with an output the user can fix; ``str(error)`` is one line meant for them."""
 
 
+def os_reason(exc: BaseException) -> str:
+    """The cause of an OS-level error in a few words (``No space left on device``), for one-line messages."""
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return str(reason).strip().rstrip(".")
+
+
+def write_error(path: str | os.PathLike[str], exc: BaseException) -> SinkError:
+    """``SinkError("cannot write PATH: CAUSE")`` for an OSError while writing ``path``."""
+    return SinkError(f"cannot write {path}: {os_reason(exc)}")
+
+
 class _Sink:
     """Shared close/abort/context-manager logic; subclasses implement ``_finish()`` and ``_discard()``.
 
@@ -64,16 +75,31 @@ class _Sink:
         if self._closed:
             raise ValueError(f"write to a closed sink ({self.path})")
 
+    def _failed(self, exc: BaseException) -> BaseException:
+        """A write failed: discard what was written (a later ``close()`` commits nothing), and return the error to
+        raise (an OSError becomes a one-line ``SinkError`` naming the file and the cause)."""
+        if not self._closed:
+            self._closed = True
+            try:
+                self._discard()
+            except Exception:  # the first error is the one the user needs
+                log.debug("discard after a failed write of %s failed", self.path, exc_info=True)
+        return write_error(self.path, exc) if isinstance(exc, OSError) else exc
+
     def close(self) -> Path | None:
-        """Finish and rename into place; returns the final path (None when nothing was written). Idempotent."""
+        """Finish and rename into place; returns the final path (None when nothing was written). Idempotent.
+        After a failed write it commits nothing (returns None). An OSError while finishing (a full disk on the last
+        flush) removes the temporary file and raises ``SinkError``."""
         with self._lock:
             if self._closed:
                 return self._result
             self._closed = True
             try:
                 self._result = self._finish()
-            except BaseException:
+            except BaseException as exc:
                 self._discard()
+                if isinstance(exc, OSError):
+                    raise write_error(self.path, exc) from exc
                 raise
             return self._result
 
@@ -188,7 +214,7 @@ class VideoSink(_Sink):
             self._container = av.open(str(self._target.tmp), mode="w", options=container_options)
         except (av.error.FFmpegError, OSError) as e:
             self._target.abort()
-            raise SinkError(f"cannot write video {self.path}: {getattr(e, 'strerror', None) or e}") from e
+            raise SinkError(f"cannot write video {self.path}: {os_reason(e)}") from e
         stream = self._container.add_stream(chosen, rate=rate)
         stream.pix_fmt = "yuv420p"
         stream.codec_context.time_base = self.time_base
@@ -218,44 +244,54 @@ class VideoSink(_Sink):
         return Fraction(1, 60000) if codec == "mpeg4" else Fraction(1, 90000)
 
     def write(self, frame_index: int, time: float | None, image_bgr: np.ndarray) -> None:
-        """Encode one ``(H, W, 3) uint8 BGR`` image shown at ``time`` seconds (None: previous + 1/fps)."""
+        """Encode one ``(H, W, 3) uint8 BGR`` image shown at ``time`` seconds (None: previous + 1/fps).
+
+        A disk or encoder error (full disk, read-only or failing device) discards the file and raises SinkError."""
         import av
-        import cv2
 
         with self._lock:
             self._check_open()
-            image = np.asarray(image_bgr)
-            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-                raise ValueError(f"VideoSink.write expects (H, W, 3) uint8 BGR, got {image.shape} {image.dtype}")
-            if self._size is None:
+            try:
+                self._encode(time, image_bgr)
+            except (OSError, av.error.FFmpegError) as exc:  # the disk or the encoder failed: the file is lost
+                raise self._failed(exc) from exc
+
+    def _encode(self, time: float | None, image_bgr: np.ndarray) -> None:
+        import av
+        import cv2
+
+        image = np.asarray(image_bgr)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"VideoSink.write expects (H, W, 3) uint8 BGR, got {image.shape} {image.dtype}")
+        if self._size is None:
+            image = _even(image)
+            h, w = image.shape[:2]
+            self._size = (w, h)
+            self._stream.width, self._stream.height = w, h
+        elif (image.shape[1], image.shape[0]) != self._size:
+            w, h = self._size
+            if image.shape[1] in (w, w - 1) and image.shape[0] in (h, h - 1):  # odd size of the first one
                 image = _even(image)
-                h, w = image.shape[:2]
-                self._size = (w, h)
-                self._stream.width, self._stream.height = w, h
-            elif (image.shape[1], image.shape[0]) != self._size:
-                w, h = self._size
-                if image.shape[1] in (w, w - 1) and image.shape[0] in (h, h - 1):  # odd size of the first one
-                    image = _even(image)
-                else:
-                    if self.resized_frames == 0:
-                        log.warning("%s: frame size changed from %dx%d to %dx%d; resizing", self.path.name,
-                                    *self._size, image.shape[1], image.shape[0])
-                    self.resized_frames += 1
-                    image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
-            if time is None or not math.isfinite(time):
-                pts = 0 if self._last_pts is None else self._last_pts + max(1, round(1 / (self.fps * self.time_base)))
             else:
-                pts = int(round(time / self.time_base))
-            if self._last_pts is not None and pts <= self._last_pts:
-                pts = self._last_pts + 1
-            self._last_pts = pts
-            yuv = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_BGR2YUV_I420)
-            frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
-            frame.pts = pts
-            frame.time_base = self.time_base
-            for packet in self._stream.encode(frame):
-                self._container.mux(packet)
-            self.frames_written += 1
+                if self.resized_frames == 0:
+                    log.warning("%s: frame size changed from %dx%d to %dx%d; resizing", self.path.name,
+                                *self._size, image.shape[1], image.shape[0])
+                self.resized_frames += 1
+                image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
+        if time is None or not math.isfinite(time):
+            pts = 0 if self._last_pts is None else self._last_pts + max(1, round(1 / (self.fps * self.time_base)))
+        else:
+            pts = int(round(time / self.time_base))
+        if self._last_pts is not None and pts <= self._last_pts:
+            pts = self._last_pts + 1
+        self._last_pts = pts
+        yuv = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_BGR2YUV_I420)
+        frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        frame.pts = pts
+        frame.time_base = self.time_base
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self.frames_written += 1
 
     def write_job(self, job: Any) -> None:
         """Pipeline adapter: writes ``job.output`` (the rendered image) or else ``job.frame.image``."""
@@ -308,21 +344,28 @@ class _TextTracksSink(_RecordSink):
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         super().__init__(path)
-        self._target = AtomicPath(self.path)
         try:
+            self._target = AtomicPath(self.path)
             self._file = open(self._target.tmp, "w", encoding="utf-8", newline="")
         except OSError as e:
-            raise SinkError(f"cannot write {self.path}: {e.strerror or e}") from e
+            raise write_error(self.path, e) from e
         self.rows_written = 0
         self.frames_written = 0
+
+    def _put(self, text: str) -> None:
+        """Write and flush ``text``; a failure discards the file and raises SinkError (see ``_failed``)."""
+        try:
+            self._file.write(text)
+            self._file.flush()
+        except OSError as exc:
+            raise self._failed(exc) from exc
 
     def write(self, frame_index: int, time: float, records: list[FaceRecord]) -> None:
         """Write the faces of one frame (an empty list writes nothing) and flush."""
         with self._lock:
             self._check_open()
             if records:
-                self._file.write("".join(self._row(frame_index, time, r) for r in records))
-                self._file.flush()
+                self._put("".join(self._row(frame_index, time, r) for r in records))
                 self.rows_written += len(records)
             self.frames_written += 1
 
@@ -354,8 +397,7 @@ class TracksCSVSink(_TextTracksSink):
         self.include_params = include_params
         self.include_roi = include_roi
         self.columns = tracks_csv_header(include_params, include_roi)
-        self._file.write(",".join(self.columns) + "\n")
-        self._file.flush()
+        self._put(",".join(self.columns) + "\n")
 
     def _row(self, frame_index: int, time: float, r: FaceRecord) -> str:
         parts = [str(int(frame_index)), format(float(time), ".6f"), str(int(r.track_id))]
@@ -420,7 +462,10 @@ class TracksNPZSink(_RecordSink):
     def __init__(self, path: str | os.PathLike[str], *, compress: bool = False) -> None:
         super().__init__(path)
         self.compress = compress
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise write_error(self.path, e) from e
         self._tracks: dict[int, dict[str, list[Any]]] = {}
         self.rows_written = 0
         self.frames_written = 0
@@ -549,7 +594,7 @@ def load_tracks(path: str | os.PathLike[str]) -> dict[int, dict[str, np.ndarray]
 def _write_npz_streamed(path: Path, small: dict[str, np.ndarray], big_name: str, raw_path: Path,
                         shape: tuple[int, ...], dtype: np.dtype) -> None:
     """Write an uncompressed NPZ whose array ``big_name`` is copied from raw C-order bytes on disk (no RAM copy)."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+    with open(path, "wb") as out, zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for name, arr in small.items():
             with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
                 np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
@@ -558,6 +603,13 @@ def _write_npz_streamed(path: Path, small: dict[str, np.ndarray], big_name: str,
             np.lib.format.write_array_header_1_0(f, header)
             with open(raw_path, "rb") as raw:
                 shutil.copyfileobj(raw, f, 1 << 20)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:  # pragma: no cover - e.g. the folder turned read-only
+        log.warning("could not remove %s: %s", path, os_reason(exc))
 
 
 class _MeshTrack:
@@ -604,28 +656,34 @@ class MeshSink(_RecordSink):
         """Append the dense vertices of each record; records without vertices are skipped (and counted)."""
         with self._lock:
             self._check_open()
-            for r in records:
-                if r.vertices is None:
-                    self.skipped_records += 1
-                    continue
-                v = np.ascontiguousarray(np.asarray(r.vertices, dtype=np.float32)[:, :3])
-                tid = int(r.track_id)
-                track = self._tracks.get(tid)
-                if track is None:
-                    raw = temp_path_for(self.directory / f"track{tid}.vertices")
-                    track = self._tracks[tid] = _MeshTrack(raw)
-                    track.n_vertices = v.shape[0]
-                if v.shape[0] != track.n_vertices:
-                    raise ValueError(f"track {tid}: {v.shape[0]} vertices, expected {track.n_vertices}")
-                track.raw.write(v.tobytes())
-                track.frames.append(int(frame_index))
-                track.times.append(float(time))
-                self.meshes_written += 1
-                if self.per_frame:
-                    name = self.directory / f"track{tid}_frame{int(frame_index):06d}.{self.per_frame}"
-                    encode = self._obj_bytes if self.per_frame == "obj" else self._ply_bytes
-                    data = encode(v, frame_index, time, tid)
-                    self.files.append(atomic_write_bytes(name, data))
+            try:
+                self._append(frame_index, time, records)
+            except OSError as exc:
+                raise self._failed(exc) from exc
+
+    def _append(self, frame_index: int, time: float, records: list[FaceRecord]) -> None:
+        for r in records:
+            if r.vertices is None:
+                self.skipped_records += 1
+                continue
+            v = np.ascontiguousarray(np.asarray(r.vertices, dtype=np.float32)[:, :3])
+            tid = int(r.track_id)
+            track = self._tracks.get(tid)
+            if track is None:
+                raw = temp_path_for(self.directory / f"track{tid}.vertices")
+                track = self._tracks[tid] = _MeshTrack(raw)
+                track.n_vertices = v.shape[0]
+            if v.shape[0] != track.n_vertices:
+                raise ValueError(f"track {tid}: {v.shape[0]} vertices, expected {track.n_vertices}")
+            track.raw.write(v.tobytes())
+            track.frames.append(int(frame_index))
+            track.times.append(float(time))
+            self.meshes_written += 1
+            if self.per_frame:
+                name = self.directory / f"track{tid}_frame{int(frame_index):06d}.{self.per_frame}"
+                encode = self._obj_bytes if self.per_frame == "obj" else self._ply_bytes
+                data = encode(v, frame_index, time, tid)
+                self.files.append(atomic_write_bytes(name, data))
 
     def _obj_bytes(self, v: np.ndarray, frame_index: int, time: float, tid: int) -> bytes:
         if self._obj_faces is None:
@@ -678,13 +736,18 @@ class MeshSink(_RecordSink):
         return self.directory
 
     def _discard(self) -> None:
+        """Remove the raw vertex files and every file this sink already committed (per-frame meshes, the NPZ of
+        earlier tracks when a later one failed): a failed run leaves no part of its meshes behind."""
         for track in self._tracks.values():
             try:
                 track.raw.close()
             except Exception:
                 pass
-            track.raw_path.unlink(missing_ok=True)
+            _unlink_quietly(track.raw_path)
         self._tracks.clear()
+        for path in self.files:
+            _unlink_quietly(path)
+        self.files.clear()
 
 
 __all__ = [

@@ -5,7 +5,9 @@
 - ``webcam`` / ``webcam:N`` / ``webcam:/dev/videoN``: OpenCV capture; options ``width``, ``height``, ``fps``.
 - ``synthetic`` / ``synthetic:SECONDS`` and any other name registered with :func:`register_source`.
 - a folder, a glob (``frames/*.png``) or a single image file: images in natural sorted order; option ``fps``
-  (default 25) gives ``time = index / fps``.
+  (default 25) gives ``time = index / fps``. They are *stills* (``info.stills``: each image analysed on its own)
+  unless they are a numbered frame sequence (``frame_0001.png``, ``frame_0002.png``... of one size, see
+  :func:`is_frame_sequence`) or option ``sequence=True`` says so; ``sequence=False`` forces stills.
 - anything else: a video file or URL decoded by PyAV (mp4, webm, avi, mkv, mov, rtsp://...). Rotation metadata
   (display matrix) is applied so frames come out upright; times come from the PTS (relative to the first frame).
 
@@ -64,6 +66,7 @@ class Source:
         self._lock = threading.RLock()
         self._gen: Iterator[Frame] | None = None
         self._closed = False
+        self.input_paths: list[Path] = []  # files read (outputs must never be one of them)
 
     # subclasses -------------------------------------------------------------------------------------------
     def _frames(self) -> Iterator[Frame]:  # pragma: no cover - abstract
@@ -283,6 +286,7 @@ class VideoFileSource(Source):
         )
         super().__init__(info, max_frames)
         self._time_base = float(time_base)
+        self.input_paths = [] if is_url else [Path(spec)]
 
     @staticmethod
     def _orientation_of(frame: Any, stream: Any) -> tuple[tuple[bool, bool, bool], int]:
@@ -482,10 +486,50 @@ def list_images(spec: str) -> list[Path]:
     return sorted((p for p in candidates if p.suffix.lower() in IMAGE_EXTENSIONS), key=_natural_key)
 
 
-class ImageSource(Source):
-    """Still images as a video: ``time = index / fps``; unreadable images are skipped and counted."""
+_NUMBERED = re.compile(r"^(.*?)(\d+)$")
 
-    def __init__(self, paths: list[Path], *, name: str, fps: float = DEFAULT_FPS, max_frames: int | None = None):
+
+def _image_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the file header (no decoding), or None when it cannot be read."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return im.size
+    except Exception:
+        return None
+
+
+def is_frame_sequence(paths: list[Path]) -> bool:
+    """True when ``paths`` look like frames of one video: at least two files with one name pattern
+    (``PREFIX<number>.EXT``, the same prefix and extension), numbers without gaps, and all of one size."""
+    if len(paths) < 2:
+        return False
+    prefixes, exts, numbers = set(), set(), []
+    for p in paths:
+        m = _NUMBERED.match(p.stem)
+        if m is None:
+            return False
+        prefixes.add(m.group(1))
+        exts.add(p.suffix.lower())
+        numbers.append(int(m.group(2)))
+    if len(prefixes) != 1 or len(exts) != 1 or len(set(numbers)) != len(numbers):
+        return False
+    if max(numbers) - min(numbers) + 1 != len(numbers):
+        return False
+    sizes = {_image_size(p) for p in paths}
+    return len(sizes) == 1 and None not in sizes
+
+
+class ImageSource(Source):
+    """Images in order: ``time = index / fps``; unreadable images are skipped and counted.
+
+    ``stills`` (default True): unrelated photos, each analysed on its own (``info.stills``); False: frames of one
+    video (tracked across images).
+    """
+
+    def __init__(self, paths: list[Path], *, name: str, fps: float = DEFAULT_FPS, max_frames: int | None = None,
+                 stills: bool = True):
         import cv2
 
         if not paths:
@@ -506,10 +550,11 @@ class ImageSource(Source):
         info = VideoInfo(
             width=int(first.shape[1]), height=int(first.shape[0]), fps=float(fps),
             time_base=Fraction(fps).limit_denominator(1_000_000) ** -1, frame_count=len(self._paths),
-            rotation=0, is_live=False, name=name,
+            rotation=0, is_live=False, name=name, stills=bool(stills),
         )
         super().__init__(info, max_frames)
         self.warnings = skipped
+        self.input_paths = list(paths)
 
     def _frames(self) -> Iterator[Frame]:
         import cv2
@@ -594,6 +639,7 @@ def open_source(spec: str | os.PathLike[str], **options: Any) -> Source:
     spec = os.fspath(spec)
     if not spec:
         raise SourceError("empty source: give a video file, an image folder/glob, webcam:N or synthetic")
+    sequence = options.pop("sequence", None)  # images only: "auto"/None, True, False
     match = re.match(r"^([A-Za-z][\w-]*)(?::(.*))?$", spec, flags=re.S)
     if match and not _is_url(spec):
         name = match.group(1).lower()
@@ -614,7 +660,9 @@ def open_source(spec: str | os.PathLike[str], **options: Any) -> Source:
         if not paths:
             what = "no images match" if is_glob else "no images in folder"
             raise SourceError(f"{what} {spec}")
-        return ImageSource(paths, name=spec, **options)
+        if sequence in (None, "auto"):
+            sequence = is_frame_sequence(paths)
+        return ImageSource(paths, name=spec, stills=not sequence, **options)
 
     options = _check_options("video", options, {"max_frames", "thread_type", "threads", "live", "av_options"})
     return VideoFileSource(spec, **options)
