@@ -69,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--assets", default=None, help="assets root (default $DAMDNET_ASSETS or ~/.cache/damdnet)")
     a = p.parse_args(argv)
+    out_dir = Path(a.out)
+    why = _unwritable(out_dir)
+    if why:  # before the model loads
+        print(f"error: cannot write to --out {out_dir}: {why}", file=sys.stderr)
+        return 2
     from model.aligner import Aligner
     from model.checkpoint import CheckpointError
     from model.detect import FaceDetector
@@ -81,10 +86,46 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"model: {aligner.name} ({aligner.backbone}); detector: {detector.kind}", file=sys.stderr)
-    out_dir = Path(a.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _align_all(a.images, out_dir, aligner, detector)
+    except OSError as exc:  # the disk filled up or went away mid-run
+        print(f"error: cannot write {getattr(exc, 'filename', None) or out_dir}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 2
+
+
+def _unwritable(out_dir: Path) -> str | None:
+    """None when files can be created in ``out_dir`` (made if missing), else the reason (read-only, no space...)."""
+    import tempfile
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+def _write_file(path: Path, data: bytes, inputs: list[str]) -> None:
+    """Write ``data`` to ``path`` through a temporary file + rename; refuses a path that is one of the inputs."""
+    import os
+
+    if path.exists() and any(Path(i).exists() and os.path.samefile(path, i) for i in inputs):
+        raise OSError(17, "it is one of the input images; choose another --out", str(path))
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _align_all(images: list[str], out_dir: Path, aligner, detector) -> int:
     results, problems = {}, 0
-    for path in a.images:
+    for path in images:
         try:
             img = read_image(path)
         except ImageError as exc:
@@ -98,14 +139,18 @@ def main(argv: list[str] | None = None) -> int:
             results[path] = []
             continue
         name = Path(path).stem + "_aligned.jpg"
-        cv2.imwrite(str(out_dir / name), annotate(img, res, boxes, aligner.morph.grid_shape, aligner.morph.tri))
+        ok, jpg = cv2.imencode(".jpg", annotate(img, res, boxes, aligner.morph.grid_shape, aligner.morph.tri))
+        if not ok:
+            raise OSError(5, "JPEG encoding failed", str(out_dir / name))
+        _write_file(out_dir / name, jpg.tobytes(), images)
         results[path] = [{"box": boxes[i].tolist(), "score": float(scores[i]), "roi": res.roi[i].tolist(),
                           "yaw": float(res.pose[i, 0]), "pitch": float(res.pose[i, 1]), "roll": float(res.pose[i, 2]),
                           "landmarks": res.landmarks[i].round(2).tolist(), "params": res.params[i].tolist(),
                           "image": name} for i in range(len(res))]
         print(f"{path}: {len(res)} face(s) -> {out_dir / name}", file=sys.stderr)
-    (out_dir / "results.json").write_text(json.dumps({"model": aligner.name, "results": results}, indent=1))
-    return 1 if problems == len(a.images) else 0
+    _write_file(out_dir / "results.json", json.dumps({"model": aligner.name, "results": results}, indent=1).encode(),
+                images)
+    return 1 if problems == len(images) else 0
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from model.checkpoint import CheckpointError
 from model.detect import FaceDetector
 from stream.align_service import AlignService
 from stream.analyze import FaceAnalyzer, tracker_config
-from stream.outputs import FrameRenderer, check_not_inputs, open_outputs
+from stream.outputs import FrameRenderer, check_not_inputs, check_writable, open_outputs
 from stream.pipeline import Job, Pipeline
 from stream.sinks import SinkError
 from stream.sources import SourceError, open_source
@@ -153,9 +153,9 @@ def run(cfg: dict) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # before the run's own handlers (model loading): a signal ends it here
         print("interrupted", file=sys.stderr)
-        return 130
+        return 128 + int(getattr(exc, "signum", 2))
 
 
 async def _run(cfg: dict, engine: Engine | None = None,
@@ -179,8 +179,10 @@ async def _run(cfg: dict, engine: Engine | None = None,
     except SourceError as exc:
         raise UserError(str(exc)) from None
     inputs = run_inputs(cfg, source)
-    try:  # before the model loads: an output that would replace an input is refused at once
-        check_not_inputs({"--out": cfg["out"], "--tracks": cfg["tracks"], "--meshes": cfg["meshes"]}, inputs)
+    outputs = {"--out": cfg["out"], "--tracks": cfg["tracks"], "--meshes": cfg["meshes"]}
+    try:  # before the model loads: an output that would replace an input, or cannot be written, is refused at once
+        check_not_inputs(outputs, inputs)
+        check_writable(outputs)
     except SinkError as exc:
         source.close()
         raise UserError(str(exc)) from None

@@ -6,6 +6,7 @@ or numbers); a few keys accept only listed choices. Errors are ``ConfigError`` w
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -96,14 +97,19 @@ def _check_value(key: str, value: Any, default: Any) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(f"config key '{key}': expected true or false, got {value!r}")
     elif isinstance(default, (int, float)):
+        given = value
         try:
-            value = type(default)(value) if not isinstance(value, bool) else None
+            number = float(value) if not isinstance(value, bool) else None
         except (TypeError, ValueError):
-            value = None
-        if value is None:
-            raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
-        if isinstance(default, int) and not isinstance(value, int):
-            raise ConfigError(f"config key '{key}': expected an integer")
+            number = None
+        if number is None or not math.isfinite(number):
+            raise ConfigError(f"config key '{key}': expected a number, got {given!r}")
+        if isinstance(default, int):
+            if not number.is_integer():
+                raise ConfigError(f"config key '{key}': expected an integer, got {given!r}")
+            value = int(number)
+        else:
+            value = number
     elif isinstance(default, str) and not isinstance(value, str):
         value = str(value)
     if key in POSITIVE and value is not None and value <= 0:
@@ -139,7 +145,11 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         if not p.is_file():
             raise ConfigError(f"no such config file: {p}")
         try:
-            user = yaml.safe_load(p.read_text()) or {}
+            user = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError:
+            raise ConfigError(f"{p}: not a text file (a YAML config is UTF-8 text)") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {p}: {exc.strerror or exc}") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
         if not isinstance(user, dict):

@@ -180,6 +180,25 @@ def check_not_inputs(outputs: dict[str, str | os.PathLike[str] | None],
                                 "choose another output path")
 
 
+def check_writable(outputs: dict[str, str | os.PathLike[str] | None]) -> None:
+    """SinkError (one line) when an output's folder cannot take a new file (read-only, permission, full inode
+    table): tried with a temporary file that is removed at once, so the user hears before the model loads."""
+    import tempfile
+
+    for what, out in outputs.items():
+        if not out:
+            continue
+        folder = Path(out) if what == "--meshes" else Path(out).parent
+        probe = folder
+        while not probe.exists() and probe != probe.parent:  # created later: the first existing parent decides
+            probe = probe.parent
+        try:
+            with tempfile.NamedTemporaryFile(dir=probe, prefix=".write-check-"):
+                pass
+        except OSError as exc:
+            raise write_error(out, exc) from exc
+
+
 def open_outputs(out: str | None, tracks: str | None, meshes: str | None, info: VideoInfo, tri: np.ndarray,
                  mesh_format: str, morph=None, inputs: Sequence[str | os.PathLike[str] | None] = ()) -> list:
     """The pipeline sinks for the given paths (None: not written), parent folders created; ``morph`` (the

@@ -232,3 +232,47 @@ def test_real_readonly_tmpfs(tmp_path: Path) -> None:
             assert err is not None and "Read-only file system" in str(err), (kind, err)
             assert str(final_path(mnt / "out", kind)) in str(err)
             assert list((mnt / "out").iterdir()) == []
+
+
+class FailingSink:
+    """Fails on its 4th frame like a disk filling up; counts closes and aborts."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.closed = self.aborted = 0
+
+    def write_job(self, job) -> None:  # noqa: ANN001
+        self.n += 1
+        if self.n == 4:
+            raise SinkError("cannot write x.csv: No space left on device")
+
+    def close(self) -> None:
+        self.closed += 1
+
+    def abort(self) -> None:
+        self.aborted += 1
+
+
+class Endless(Frames):
+    def read(self) -> Frame | None:
+        if self.closed:
+            return None
+        self.i += 1
+        return Frame(self.i, self.i / 25.0, np.zeros((8, 8, 3), np.uint8))
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_a_failing_sink_ends_the_run_with_full_queues(live: bool) -> None:
+    """The hang of issue 15: the sink stage dies while the reader waits on a full queue; the reader must not then
+    wait to put its end marker on a queue nobody reads. run() raises the sink's error; the other sink is aborted."""
+    failing, other, source = FailingSink(), FailingSink(), Endless()
+    other.n = -10 ** 9  # never fails
+
+    async def go() -> None:
+        await asyncio.wait_for(Pipeline(source, TwoFaces(), None, [failing, other], live=live, queue_size=1).run(),
+                               HANG_GUARD_S)
+
+    with pytest.raises(SinkError, match="No space left"):
+        asyncio.run(go())
+    assert source.closed
+    assert (other.closed, other.aborted) == (0, 1) and (failing.closed, failing.aborted) == (0, 1)

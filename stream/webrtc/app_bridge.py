@@ -215,7 +215,7 @@ def serve_pipeline(cfg: dict) -> int:
     from stream.config import ConfigError
     from stream.webrtc.config import ServeConfig
     from stream.webrtc.peer import MODES
-    from stream.webrtc.server import serve, tls_context
+    from stream.webrtc.server import check_listen, serve, tls_context
 
     s = cfg["serve"]
     try:
@@ -225,9 +225,13 @@ def serve_pipeline(cfg: dict) -> int:
                              default_controls={"mode": cfg["mode"] if cfg["mode"] in MODES else "landmarks",
                                                "smooth": cfg["smooth"] == "kalman"}).validate()
         tls_context(config)  # a bad certificate fails here, before the model loads
+        check_listen(config)  # and a port in use
     except ConfigError as exc:
         raise UserError(str(exc)) from None
     engine = build_engine(cfg)
     texture = load_swap_texture(cfg["swap_source"], engine) if cfg["swap_source"] else None
-    serve(config, lambda peer_id: PipelinePeer(engine, cfg, peer_id, texture), face_model=lambda: _face_model(engine))
+    try:
+        serve(config, lambda peer_id: PipelinePeer(engine, cfg, peer_id, texture), face_model=lambda: _face_model(engine))
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
     return 0

@@ -255,14 +255,42 @@ def tls_context(config: ServeConfig) -> ssl.SSLContext | None:
     return ctx
 
 
+def check_listen(config: ServeConfig) -> None:
+    """ConfigError (one line) when ``host:port`` cannot be listened on (in use, not an address of this machine,
+    a privileged port): checked before the model loads, so the user hears at once."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(config.host or None, config.port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp does: TIME_WAIT is no conflict
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise ConfigError(_listen_error(config, exc)) from None
+
+
+def _listen_error(config: ServeConfig, exc: OSError) -> str:
+    hint = " (another server is using it: stop it or pass --serve.port)" if exc.errno == 98 else ""
+    return f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}{hint}"
+
+
 def serve(config: ServeConfig, processor_factory: ProcessorFactory,
           face_model: Optional[Callable[[], bytes]] = None) -> None:
-    """Blocking: run the server until Ctrl-C. ConfigError (one line for the user) before anything listens."""
+    """Blocking: run the server until Ctrl-C. ConfigError (one line for the user) before anything listens, and
+    when the address cannot be listened on (port in use)."""
     ssl_context = tls_context(config)
     app = build_app(config, processor_factory, face_model)
     url = page_url(config)
-    web.run_app(app, host=config.host, port=config.port, ssl_context=ssl_context, access_log=None,
-                print=lambda *_: print(f"serving on {url}  (Ctrl-C to stop)", flush=True))
+    try:
+        web.run_app(app, host=config.host, port=config.port, ssl_context=ssl_context, access_log=None,
+                    print=lambda *_: print(f"serving on {url}  (Ctrl-C to stop)", flush=True))
+    except OSError as exc:  # the port was taken between the check and the bind
+        raise ConfigError(_listen_error(config, exc)) from None
 
 
 def load_factory(spec: str) -> ProcessorFactory:
