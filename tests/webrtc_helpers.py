@@ -35,6 +35,13 @@ CHROMIUM = "/usr/bin/chromium"
 FACE_VIDEO = "KwaiVGI/LivePortrait/assets/examples/driving/d0.mp4"
 FACE_IMAGE = "LeiJiangJNU/DAMDNet/imgs/obama.jpg"
 HAAR = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
+# The browser driver waits on events (frames presented, acks in the stats), never for fixed times; these limits
+# only guard against a hang and are generous for a busy machine (the pipeline loads its model at the first offer).
+FIRST_FRAMES_MS = 300_000
+GUARD_MS = 120_000
+MIN_LATENCY_SAMPLES = 20
+MIN_FRAMES = 30
+FRAMES_AFTER_CHANGE = 10
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -272,9 +279,10 @@ def http_json(url: str, timeout: float = 2.0) -> dict:
 
 def start_server(ns: NetNS, port: int, token: str, log_path: Path,
                  processor: str = "tests.webrtc_helpers:make_processor", extra: tuple[str, ...] = (),
-                 timeout: float = 30.0) -> subprocess.Popen:
+                 timeout: float = 180.0) -> subprocess.Popen:
     """`python -m stream.webrtc.server` inside the namespace, bound to its address; waits until /status answers
-    (polled from the host through the veth pair)."""
+    (polled from the host through the veth pair). ``timeout`` only guards a server that never comes up: on a busy
+    machine the imports alone can take tens of seconds."""
     cmd = ns.exec_prefix() + [sys.executable, "-m", "stream.webrtc.server", "--host", ns.ns_addr,
                               "--port", str(port), f"--token={token}", "--processor", processor, *extra]
     log = open(log_path, "wb")
@@ -304,7 +312,7 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
 
 
 def run_driver(ns: NetNS, url: str, video: Path, out_dir: Path, seconds: float = 8.0,
-               timeout: float = 240.0, soak: bool = False, swap_image: Optional[Path] = None) -> dict:
+               timeout: float = 480.0, soak: bool = False, swap_image: Optional[Path] = None) -> dict:
     """Run the Playwright driver inside the namespace; returns its result.json (raises with its log on failure)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     cmd = ns.exec_prefix() + [sys.executable, "-m", "tests.webrtc_helpers", "drive", "--url", url,
@@ -421,9 +429,9 @@ async def _drive(args: argparse.Namespace, result: dict) -> dict:
             try:
                 await page.wait_for_function(
                     "window.framesReceived > 30 && document.getElementById('out').videoWidth > 0"
-                    " && window.stats && window.stats.faces >= 1", timeout=90_000)
+                    " && window.stats && window.stats.faces >= 1", timeout=FIRST_FRAMES_MS)
             except Exception:
-                result["error"] = "no processed frames with a face within 90 s"
+                result["error"] = f"no processed frames with a face within {FIRST_FRAMES_MS / 1000:g} s"
                 result["page"] = await page.evaluate(
                     "({state: window.appState, err: window.lastError, frames: window.framesReceived, stats: window.stats})")
                 raise
@@ -441,8 +449,10 @@ async def _drive(args: argparse.Namespace, result: dict) -> dict:
                                        "fps_out": st.get("fps_out"), "drops_in": st.get("drops_in"),
                                        "server": (st.get("latency_ms") or {}).get("server"),
                                        "process": (st.get("latency_ms") or {}).get("process")})
-            else:
-                await asyncio.sleep(min(3.0, args.seconds))
+            else:  # events, not times: enough latency samples and frames, however slow the machine is
+                await page.wait_for_function(
+                    f"window.latency.samples.length >= {MIN_LATENCY_SAMPLES}"
+                    f" && window.framesReceived > {MIN_FRAMES}", timeout=GUARD_MS)
             lat = await page.evaluate("window.latency")
             info = await page.evaluate(
                 "({frames: window.framesReceived, w: document.getElementById('out').videoWidth,"
@@ -482,8 +492,8 @@ async def _drive(args: argparse.Namespace, result: dict) -> dict:
                 await page.select_option("#mode", "swap")
                 await page.wait_for_function(
                     "window.stats && window.stats.controls && window.stats.controls.mode === 'swap'"
-                    " && window.stats.processor && window.stats.processor.mode === 'swap'", timeout=20_000)
-                await asyncio.sleep(1.5)
+                    " && window.stats.processor && window.stats.processor.mode === 'swap'", timeout=GUARD_MS)
+                await _frames_after(page, FRAMES_AFTER_CHANGE)  # frames processed in the new mode are shown
                 stats = await page.evaluate("window.stats")
                 w, h = info["w"], info["h"]
                 box2 = _box_in_output(stats, w, h) or box
@@ -500,9 +510,9 @@ async def _drive(args: argparse.Namespace, result: dict) -> dict:
                     await page.evaluate(_GRAB_JS, [box2, True])  # reference: the inverted box
                     await page.set_input_files("#swap", args.swap_image)
                     await page.wait_for_function(
-                        "document.getElementById('swap-status').textContent.includes('set')", timeout=20_000)
+                        "document.getElementById('swap-status').textContent.includes('set')", timeout=GUARD_MS)
                     result["swap_status"] = await page.text_content("#swap-status")
-                    await asyncio.sleep(1.5)
+                    await _frames_after(page, FRAMES_AFTER_CHANGE)
                     stats = await page.evaluate("window.stats")
                     box3 = _box_in_output(stats, info["w"], info["h"]) or box2
                     grab3 = await page.evaluate(_GRAB_JS, [box3, False])
@@ -521,6 +531,13 @@ async def _drive(args: argparse.Namespace, result: dict) -> dict:
             await ctx.close()
             shutil.rmtree(user_data, ignore_errors=True)
     return result
+
+
+async def _frames_after(page, n: int) -> None:  # noqa: ANN001 - a Playwright page
+    """Wait until ``n`` more processed frames (than now) have been presented: after a change acknowledged by the
+    server (mode, swap source), the frames shown then were processed with it."""
+    start = await page.evaluate("window.framesReceived")
+    await page.wait_for_function(f"window.framesReceived >= {start + n}", timeout=GUARD_MS)
 
 
 def _main(argv: Optional[list[str]] = None) -> int:

@@ -220,6 +220,7 @@ def serve_pipeline(cfg: dict) -> int:
     s = cfg["serve"]
     try:
         config = ServeConfig(host=s["host"], port=s["port"], token=s["token"], max_peers=s["max_peers"],
+                             media_timeout_s=float(s["media_timeout"]),
                              ssl_cert=s["cert"], ssl_key=s["key"],
                              max_upload_bytes=int(s["max_upload_mb"] * 1024 * 1024),
                              default_controls={"mode": cfg["mode"] if cfg["mode"] in MODES else "landmarks",

@@ -34,6 +34,8 @@ class ServeConfig:
     stats_interval_s: float = 1.0
     disconnect_grace_s: float = 5.0        # "disconnected" this long -> the peer is closed
     connect_timeout_s: float = 30.0        # never connected this long after the offer -> closed
+    media_timeout_s: float = 1.0           # no video this long after the first frame -> closed (recording
+    # finalised): a peer that vanished without closing is otherwise noticed only by ICE after ~30 s; 0: off
     default_controls: dict = field(default_factory=lambda: {"mode": "landmarks", "smooth": True})
     # given to each new peer's processor (set_controls) and shown by the page on connect; e.g. {"mode": "swap"}
     # for `serve --swap-source face.jpg`
@@ -54,6 +56,8 @@ class ServeConfig:
                     f"{MIN_TOKEN_CHARS} characters (the page then needs ?token=...), or bind 127.0.0.1")
         if self.max_peers < 1:
             raise ConfigError(f"max_peers must be at least 1, got {self.max_peers}")
+        if self.media_timeout_s < 0:
+            raise ConfigError(f"media timeout must not be negative, got {self.media_timeout_s}")
         if self.max_upload_bytes < 1024:
             raise ConfigError(f"max_upload_bytes must be at least 1024, got {self.max_upload_bytes}")
         if self.max_frame_pixels < 64 * 64:

@@ -124,7 +124,7 @@ class PeerSession:
 
     def __init__(self, peer_id: str, pc: RTCPeerConnection, processor: PeerProcessor, *,
                  max_frame_pixels: int, probe: bool = False, stats_interval_s: float = 1.0,
-                 disconnect_grace_s: float = 5.0, connect_timeout_s: float = 30.0,
+                 disconnect_grace_s: float = 5.0, connect_timeout_s: float = 30.0, media_timeout_s: float = 1.0,
                  controls: Optional[dict] = None, on_closed: Optional[Callable[["PeerSession"], None]] = None):
         self.peer_id = peer_id
         self.pc = pc
@@ -134,6 +134,7 @@ class PeerSession:
         self.stats_interval_s = stats_interval_s
         self.disconnect_grace_s = disconnect_grace_s
         self.connect_timeout_s = connect_timeout_s
+        self.media_timeout_s = media_timeout_s
         self._on_closed = on_closed
         self.created = time.monotonic()
         self.track: Optional[ProcessedTrack] = None
@@ -176,6 +177,8 @@ class PeerSession:
             self.track.start()
         self._tasks.append(asyncio.ensure_future(self._stats_loop()))
         self._tasks.append(asyncio.ensure_future(self._connect_watchdog()))
+        if self.media_timeout_s > 0:
+            self._tasks.append(asyncio.ensure_future(self._media_watchdog()))
 
     def _on_datachannel(self, channel) -> None:
         if channel.label == FACES_LABEL:
@@ -221,6 +224,18 @@ class PeerSession:
         await asyncio.sleep(self.connect_timeout_s)
         if self.pc.connectionState != "connected" and not self.closed:
             self.close_soon(f"not connected after {self.connect_timeout_s:g} s")
+
+    async def _media_watchdog(self) -> None:
+        """A peer that vanished without saying so (browser killed, network gone) is seen only by ICE consent
+        checks, after ~30 s; its recording would stay unfinished all that time. No video for ``media_timeout_s``
+        after the first frame closes the peer, which finalises its recordings."""
+        period = max(0.05, min(0.25, self.media_timeout_s / 4))
+        while not self.closed:
+            await asyncio.sleep(period)
+            idle = self.track.media_idle_s() if self.track is not None else None
+            if idle is not None and idle > self.media_timeout_s:
+                self.close_soon(f"no video for {idle:.1f} s")
+                return
 
     # ---- control channel -------------------------------------------------------------------------
     def send(self, obj: dict) -> bool:

@@ -102,7 +102,7 @@ async def _offer(request: web.Request) -> web.Response:
     session = PeerSession(peer_id, pc, processor, max_frame_pixels=config.max_frame_pixels,
                           probe=bool(params.get("probe", False)), stats_interval_s=config.stats_interval_s,
                           disconnect_grace_s=config.disconnect_grace_s, connect_timeout_s=config.connect_timeout_s,
-                          controls=config.default_controls, on_closed=lambda s: peers.pop(s.peer_id, None))
+                          media_timeout_s=config.media_timeout_s, controls=config.default_controls, on_closed=lambda s: peers.pop(s.peer_id, None))
     peers[peer_id] = session
     try:
         if app[SWAP_IMAGE] is not None:

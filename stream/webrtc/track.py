@@ -95,6 +95,7 @@ class ProcessedTrack(MediaStreamTrack):
         self._tasks: list[asyncio.Task] = []
         # counters
         self.frames_in = 0
+        self.last_in: Optional[float] = None  # time.monotonic() of the last incoming frame
         self.frames_processed = 0
         self.frames_out = 0
         self.drops_in = 0
@@ -139,6 +140,19 @@ class ProcessedTrack(MediaStreamTrack):
                 except Exception:  # noqa: BLE001 - a callback must not break the track
                     log.exception("on_ended callback failed")
 
+    def media_idle_s(self, now: Optional[float] = None) -> Optional[float]:
+        """Seconds since the last incoming frame (None before the first); 0 when a decoded frame is already waiting
+        in aiortc's queue (a busy event loop is no sign of a peer gone)."""
+        if self.last_in is None:
+            return None
+        queue = getattr(self._source, "_queue", None)
+        try:
+            if queue is not None and queue.qsize() > 0:
+                return 0.0
+        except Exception:  # noqa: BLE001 - another track type
+            pass
+        return (time.monotonic() if now is None else now) - self.last_in
+
     # ---- loops -----------------------------------------------------------------------------------
     async def _reader(self) -> None:
         try:
@@ -148,6 +162,7 @@ class ProcessedTrack(MediaStreamTrack):
                 if self._in is not None:
                     self.drops_in += 1
                 self._in = (frame, now)
+                self.last_in = now
                 self.frames_in += 1
                 self._in_times.add(1.0, now)
                 self._in_event.set()
