@@ -10,7 +10,9 @@ early and the frames already read still reach the sinks, which are then closed (
 Errors: when any stage raises (a sink on a full disk, a source, the analyser), every other stage is cancelled at
 once (no stage waits on a queue whose other end is gone), the source is closed, every sink is *aborted* (its
 temporary file removed, the final name left as it was: a failed run never commits a truncated file) and the first
-error propagates from ``run()``. Sink write/close errors come as ``SinkError`` naming the file and the cause.
+error propagates from ``run()``. Sink write/close errors come as ``SinkError`` naming the file and the cause. When a
+sink fails only while finishing (a full disk on its last write), the sinks after it are aborted too; those already
+closed are complete files.
 """
 from __future__ import annotations
 

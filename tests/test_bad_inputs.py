@@ -343,3 +343,37 @@ def test_full_disk_under_the_cli_is_one_line(tmp_path: Path, outputs: tuple[str,
         assert res.returncode == 2
         left = [str(p.relative_to(mnt)) for p in mnt.rglob("*") if p.is_file()]
         assert left == [], left
+
+
+# ------------------------------------------------------------------------------------------ odd images
+
+
+def test_odd_pixel_formats_and_a_huge_image_come_out_as_bgr(tmp_path: Path) -> None:
+    """Gray, 16-bit, RGBA and paletted PNGs and a 6000x4000 JPEG: every frame is (H, W, 3) uint8 BGR with the
+    colours of the file (16-bit scaled to 8), in natural order; each is a still (different sizes and names)."""
+    from PIL import Image
+
+    from stream.sources import open_source
+
+    d = tmp_path / "odd"
+    d.mkdir()
+    _write(d / "a_gray.png", np.full((30, 40), 100, np.uint8))
+    _write(d / "b_16bit.png", np.full((30, 41, 3), 200 * 257, np.uint16))
+    rgba = np.zeros((31, 40, 4), np.uint8)
+    rgba[..., :3] = (10, 20, 30)  # BGR as OpenCV writes it
+    rgba[..., 3] = 0  # fully transparent: the colour is still the pixel's
+    _write(d / "c_rgba.png", rgba)
+    pal = Image.new("P", (40, 32))
+    pal.putpalette([255, 0, 0] * 256)  # every index is red
+    pal.save(d / "d_palette.png")
+    _write(d / "e_huge.jpg", np.full((4000, 6000, 3), (0, 128, 255), np.uint8))
+    with open_source(str(d)) as src:
+        assert src.info.stills
+        frames = list(src)
+    assert [f.image.shape for f in frames] == [(30, 40, 3), (30, 41, 3), (31, 40, 3), (32, 40, 3), (4000, 6000, 3)]
+    assert all(f.image.dtype == np.uint8 for f in frames)
+    np.testing.assert_array_equal(frames[0].image[0, 0], [100, 100, 100])
+    np.testing.assert_array_equal(frames[1].image[0, 0], [200, 200, 200])
+    np.testing.assert_array_equal(frames[2].image[0, 0], [10, 20, 30])
+    np.testing.assert_array_equal(frames[3].image[0, 0], [0, 0, 255])  # red in BGR
+    assert np.abs(frames[4].image[2000, 3000].astype(int) - [0, 128, 255]).max() <= 3  # JPEG
