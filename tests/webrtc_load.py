@@ -68,6 +68,22 @@ class FileTrack(VideoStreamTrack):
         return frame
 
 
+class _BlackHole:
+    """A datagram transport that sends nothing; closing it closes the real one."""
+
+    def __init__(self, real) -> None:  # noqa: ANN001
+        self.real = real
+
+    def sendto(self, data, addr=None) -> None:  # noqa: ANN001
+        pass
+
+    def get_extra_info(self, name, default=None):  # noqa: ANN001
+        return self.real.get_extra_info(name, default)
+
+    def close(self) -> None:
+        self.real.close()
+
+
 class LoadClient:
     """One aiortc peer: sends FileTrack, reads the processed video back, records (time, loop latency ms)."""
 
@@ -112,13 +128,16 @@ class LoadClient:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=data["sdp"], type=data["type"]))
 
     def sever(self) -> None:
-        """Leave abruptly: close the UDP sockets under the connection (no DTLS close_notify, no BYE)."""
+        """Leave abruptly: the connection's UDP sockets turn into black holes (nothing sent, nothing read; no DTLS
+        close_notify, no BYE, no more ICE consent answers), as when a browser is killed or its network drops. The
+        sockets themselves are closed by ``close()`` later."""
         for transceiver in self.pc.getTransceivers():
             ice = transceiver.sender.transport.transport
             for protocol in list(getattr(ice._connection, "_protocols", [])):
-                transport = getattr(protocol, "transport", None)
-                if transport is not None:
-                    transport.close()
+                real = getattr(protocol, "transport", None)
+                if real is not None and not isinstance(real, _BlackHole):
+                    protocol.transport = _BlackHole(real)
+                    protocol.datagram_received = lambda data, addr: None
 
     async def close(self) -> None:
         if self._reader is not None:

@@ -26,7 +26,7 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     token: Optional[str] = None            # required when host is not loopback; the page sends it with the offer
-    max_peers: int = 4                     # more peers get HTTP 503
+    max_peers: int = 2                     # more peers get HTTP 503 (sized by bench/bench_webrtc_load.py)
     max_upload_bytes: int = 5 * 1024 * 1024  # swap-source uploads
     max_frame_pixels: int = 1920 * 1080    # larger incoming frames are downscaled (aspect kept) before processing
     swap_source: Optional[str] = None      # image file given to every new peer's processor

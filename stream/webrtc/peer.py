@@ -227,15 +227,46 @@ class PeerSession:
 
     async def _media_watchdog(self) -> None:
         """A peer that vanished without saying so (browser killed, network gone) is seen only by ICE consent
-        checks, after ~30 s; its recording would stay unfinished all that time. No video for ``media_timeout_s``
-        after the first frame closes the peer, which finalises its recordings."""
+        checks, after ~30 s; its recording would stay unfinished all that time. No media for ``media_timeout_s``
+        after the first frame closes the peer, which finalises its recordings.
+
+        "No media" means neither decoded frames nor RTP packets arrived: a decoder waiting for a key frame after
+        losses still receives packets. Time while the event loop itself was stalled (a tick late by more than a
+        period: an overloaded server) counts as activity, so a busy server does not drop live peers."""
         period = max(0.05, min(0.25, self.media_timeout_s / 4))
+        loop = asyncio.get_running_loop()
+        last_tick = last_activity = loop.time()
+        last_packets: Optional[int] = None
         while not self.closed:
             await asyncio.sleep(period)
+            now = loop.time()
+            stalled = now - last_tick > 2 * period
+            last_tick = now
             idle = self.track.media_idle_s() if self.track is not None else None
-            if idle is not None and idle > self.media_timeout_s:
-                self.close_soon(f"no video for {idle:.1f} s")
+            if idle is None:  # no frame yet: the connect watchdog is in charge
+                last_activity = now
+                continue
+            packets = await self._packets_received()
+            if stalled or idle < period or (packets is not None and packets != last_packets):
+                last_activity, last_packets = now, packets
+                continue
+            if now - last_activity > self.media_timeout_s:
+                self.close_soon(f"no video for {now - last_activity:.1f} s")
                 return
+
+    async def _packets_received(self) -> Optional[int]:
+        """RTP packets received on the incoming video so far (None when aiortc does not say)."""
+        source = getattr(self.track, "_source", None)
+        for transceiver in self.pc.getTransceivers():
+            receiver = transceiver.receiver
+            if receiver is not None and receiver.track is source:
+                try:
+                    report = await receiver.getStats()
+                except Exception:  # noqa: BLE001 - stats are a hint, never a reason to fail
+                    return None
+                return sum(int(getattr(st, "packetsReceived", 0) or 0) for st in report.values()
+                           if getattr(st, "type", "") == "inbound-rtp")
+        return None
 
     # ---- control channel -------------------------------------------------------------------------
     def send(self, obj: dict) -> bool:
