@@ -1,6 +1,6 @@
 """WebRTC server under load and churn, in process, on the product pipeline with per-peer recording.
 
-    python bench/bench_webrtc_load.py [--peers 8] [--seconds 60] [--window 10] [--churn 50] [--sweep 1,2,4,8]
+    python bench/bench_webrtc_load.py [--peers 8] [--seconds 60] [--window 10] [--churn 50] [--sweep 1,2,4]
         [--sweep-seconds 15] [--size 320x240] [--weights 3ddfa-v2-mb05] [--no-append]
 
 1. Sweep: for each peer count, that many aiortc clients (loopback, ICE pinned to 127.0.0.1) send d0.mp4 (looped,
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--window", type=float, default=10.0)
     p.add_argument("--churn", type=int, default=50)
-    p.add_argument("--sweep", default="1,2,4,8", help="peer counts of the sizing sweep ('' for none)")
+    p.add_argument("--sweep", default="1,2,4", help="peer counts of the sizing sweep ('' for none)")
     p.add_argument("--sweep-seconds", type=float, default=15.0)
     p.add_argument("--size", default="320x240")
     p.add_argument("--weights", default="3ddfa-v2-mb05")
