@@ -32,7 +32,7 @@ def _digest(path: Path) -> str:
 
 def _one_error(res: subprocess.CompletedProcess, *needles: str) -> str:
     """The run failed with exactly one line starting with ``error:`` that holds every needle."""
-    lines = error_lines(res.stderr)
+    lines = [ln for ln in error_lines(res.stderr) if not ln.startswith("model: ")]  # what was loaded, not an error
     assert res.returncode != 0, res.stderr
     assert "Traceback" not in res.stderr, res.stderr
     assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
