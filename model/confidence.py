@@ -2,13 +2,13 @@
 the 3DMM regressor, so it scores every model's crops alike (ours, the authors', 3DDFA_V2's) and holds at profile,
 where the detector fails.
 
-    scorer = FaceScorer.load()                   # model/weights/face_confidence.pt (trained by model.train_confidence)
+    scorer = FaceScorer.load()                   # model/weights/face_confidence.pth (trained by model.train_confidence)
     conf = scorer(crops)                         # crops (N, 120, 120, 3) uint8 BGR -> (N,) float32 in [0, 1]
 
 Input: the crop exactly as the aligner cut it (``model.roi.crop_roi``: zero padding beyond the frame), 2x2
 average-pooled to 60x60, normalised ``(x - 127.5) / 128``. Network: four 3x3 stride-2 conv + BN + ReLU layers
-(16, 32, 48, 64 channels: 60 -> 30 -> 15 -> 8 -> 4), a linear layer on the 4x4x64 map, a sigmoid. About 52k
-parameters; the weights file is about 0.2 MB. It runs with plain torch on the aligner's device (batched with the
+(16, 32, 48, 64 channels: 60 -> 30 -> 15 -> 8 -> 4), a linear layer on the 4x4x64 map, a sigmoid. 47,857
+parameters; the weights file is 0.2 MB. It runs with plain torch on the aligner's device (batched with the
 aligner's crops). A face counts as present when roughly the crop a tracker would cut holds it: framed within about
 0.2 of the crop side, 0.75-1.4x the usual scale, any yaw up to profile, partly occluded or cut by the frame border.
 Parts of a face (shifted off by more than half a face, zoomed into an eye), tiny faces and non-faces score low.

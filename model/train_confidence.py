@@ -1,7 +1,7 @@
 """Train the face/no-face classifier of ``model.confidence`` on this machine (minutes on 2 CPU cores).
 
     python -m model.train_confidence cache [--out ~/.cache/damdnet/confcache]   # teacher-fit a photo subset (~2 min)
-    python -m model.train_confidence train [--cache DIR] [--out model/weights/face_confidence.pt]
+    python -m model.train_confidence train [--cache DIR] [--out model/weights/face_confidence.pth]
 
 Data (all generated here from training images; evaluation-only photos never enter, ``photos.EXCLUDE``):
 
