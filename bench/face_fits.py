@@ -57,6 +57,13 @@ def fit_image(img: np.ndarray, refine: int = 1) -> Fit | None:
                res.pose[0, :3].astype(np.float32))
 
 
+def padded_chip(img: np.ndarray, scale: float = 1.5, pad: int = 90) -> np.ndarray:
+    """A small, tightly cropped face photo (a 200 px UTKFace chip) as the detector needs it: upscaled ``scale``x
+    (bilinear) with ``pad`` px of replicated border on each side (200 px -> 480 px)."""
+    big = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+    return cv2.copyMakeBorder(big, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+
+
 def _key(path: Path, extra: str) -> Path:
     h = hashlib.sha1(f"{path.resolve()}|{path.stat().st_size}|{extra}".encode()).hexdigest()[:16]
     return CACHE / f"{path.stem}-{h}.npz"

@@ -69,6 +69,8 @@ def main() -> None:
     textures, photos = {}, {}
     for name, path in sources.items():
         img = cv2.imread(str(path))
+        if name == "turned" and max(img.shape[:2]) <= 256:  # a UTKFace chip: too tight for the detector
+            img = fits.padded_chip(img)
         photos[name] = img
         textures[name] = fit_swap_texture(img, engine)
     res: dict = {"tag": args.tag, "tree": args.tree}
@@ -147,7 +149,7 @@ def main() -> None:
 
     # -- hidden side / teeth ----------------------------------------------------------------------------------------
     if "turned" in textures:
-        res["hidden"] = hidden_side(textures["turned"], fits.fit_image(photos["turned"], refine=2), quality)
+        res["hidden"] = hidden_side(textures["turned"], fits.fit_image(photos["turned"], refine=2), quality, morph)
 
     if args.sheet:
         a, b, lm = occ_pair
@@ -177,23 +179,14 @@ def _crop(img: np.ndarray, lm: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img[y0:y1, x0:x1])
 
 
-def hidden_side(tex, fit, quality) -> dict:
-    """Darkest region on the source's far cheek of the UV texture (L, 0..100) below the mean of the skin."""
-    import cv2
-
-    img = np.clip(tex.image, 0, 255).astype(np.uint8)
-    lab = cv2.cvtColor(img, cv2.COLOR_BGR2Lab).astype(np.float32)
-    L = lab[..., 0] * (100 / 255)
-    t = img.shape[0]
-    sig = max(1.0, 0.03 * t)
-    blur = cv2.GaussianBlur(L, (0, 0), sig)
-    yaw = float(fit.pose[0])
-    # the far cheek: with the source's yaw > 0 its left side (u > 0.5) turns away, and the reverse
-    u0, u1 = (0.6, 0.9) if yaw > 0 else (0.1, 0.4)
-    far = blur[int(0.45 * t):int(0.75 * t), int(u0 * t):int(u1 * t)]
-    skin = L[tex.image_valid] if tex.image_valid is not None and tex.image_valid.any() else L.ravel()
-    return {"yaw": yaw, "skin_mean_L": float(skin.mean()), "far_min_L": float(far.min()),
-            "darker_by": float(skin.mean() - far.min())}
+def hidden_side(tex, fit, quality, morph) -> dict:
+    """The source's far cheek (by depth of its fitted vertices) and nose in the UV texture against its skin (L)."""
+    if getattr(tex, "image", None) is None or getattr(morph, "uv", None) is None:
+        return {}  # a tree without UV textures (before issue 16)
+    v = morph.dense(fit.params[None], fit.roi[None])[0]
+    nose = tex.uv[morph.landmark_vertices[[27, 31, 32, 33, 34, 35]]]
+    return {"yaw": float(fit.pose[0]), "far_cheek_darker_by": quality.far_cheek_darkness(tex, v, morph.uv),
+            "nose_brighter_by": quality.nose_highlight(tex, nose)}
 
 
 if __name__ == "__main__":

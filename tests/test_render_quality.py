@@ -161,23 +161,31 @@ def turned_photo(morph, tex, fit, yaw: float, size=(480, 640)):
     return img, v, lm
 
 
-def far_cheek_darkness(tex, verts: np.ndarray, uv: np.ndarray) -> float:
-    """How much darker (L, 0..100) the darkest smoothed spot of the far cheek of a UV texture is than its skin mean."""
-    img = np.clip(tex.image, 0, 255).astype(np.uint8)
-    L = cv2.cvtColor(img, cv2.COLOR_BGR2Lab)[..., 0].astype(np.float32) * (100 / 255)
-    t = img.shape[0]
-    blur = cv2.GaussianBlur(L, (0, 0), 0.02 * t)
-    left = uv[:, 0] < 0.5
-    far_left = verts[left, 2].mean() < verts[~left, 2].mean()
-    u0, u1 = (0.08, 0.35) if far_left else (0.65, 0.92)
-    far = blur[int(0.45 * t):int(0.75 * t), int(u0 * t):int(u1 * t)]
-    return float(L[tex.image_valid].mean() - far.min())
-
-
 @pytest.mark.parametrize("yaw", [45.0, 55.0])
 def test_turned_source_fills_its_hidden_side_from_the_visible_one(morph, jolie, yaw):
     _, tex, fit = jolie
     photo, v, lm = turned_photo(morph, tex, fit, yaw)
     turned = build_texture(photo, v, morph.tri, morph.grid_shape, landmarks=lm, uv=morph.uv)
-    dark = far_cheek_darkness(turned, v, morph.uv)
+    dark = quality.far_cheek_darkness(turned, v, morph.uv)
     assert dark < 12.0, f"the hidden cheek has a spot {dark:.1f} L darker than the skin"
+
+
+# real photos of turned faces (not evaluation data), both small and tight, padded for the detector: a 200 px UTKFace
+# chip and a 123x192 LFW/IMFDb photo that the product aligner puts at 39 and 42 deg
+TURNED = ["faces/utkface_crop_part1/21_0_0_20170104230101545.jpg.chip.jpg",
+          "faces/lfw_imfdb_muxspace/images/KatrinaKaif_6.jpg"]
+
+
+@pytest.mark.parametrize("path", TURNED, ids=["utkface-39deg", "lfw-42deg"])
+def test_real_turned_source_has_no_dark_hidden_side_nor_nose_streak(morph, assets_dir, path):
+    """On a real turned photo the hidden cheek is filled from the visible one (not dark), and the source's
+    specular highlight on the nose ridge (which the far flank projects onto, and the mirror would double) does not
+    enter the texture as a bright streak."""
+    img = face_fits.padded_chip(cv2.imread(str(assets_dir / path)))
+    tex, fit = _texture(img, morph)
+    assert abs(fit.pose[0]) > 35
+    v = _verts(morph, fit)
+    dark = quality.far_cheek_darkness(tex, v, morph.uv)
+    assert dark < 12.0, f"the hidden cheek has a spot {dark:.1f} L darker than the skin"
+    bright = quality.nose_highlight(tex, tex.uv[morph.landmark_vertices[[27, 31, 32, 33, 34, 35]]])
+    assert bright < 12.0, f"the nose has a streak {bright:.1f} L brighter than the skin"

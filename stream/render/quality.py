@@ -4,6 +4,7 @@
 - :func:`mesh_coverage`: how much of a rendered mesh mask lies outside that hull, and how much of the hull it covers.
 - :func:`seam_ratio`: gradient energy in a thin band along the blend boundary over the same band in the original.
 - :func:`occluder`: a saturated band across the forehead and hair strands drawn on a photo (the occluder test).
+- :func:`far_cheek_darkness`, :func:`nose_highlight`: a swap texture's hidden cheek and nose against its skin.
 """
 from __future__ import annotations
 
@@ -94,3 +95,34 @@ def occluder(image: np.ndarray, landmarks: np.ndarray, colour: tuple[int, int, i
         cv2.polylines(out, [np.round(pts * 16).astype(np.int32)], False, (25, 35, 50), max(2, int(0.015 * height)),
                       cv2.LINE_AA, shift=4)
     return out
+
+
+def _texture_l(tex) -> np.ndarray:
+    img = np.clip(tex.image, 0, 255).astype(np.uint8)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2Lab)[..., 0].astype(np.float32) * (100 / 255)
+
+
+def far_cheek_darkness(tex, verts: np.ndarray, uv: np.ndarray) -> float:
+    """How much darker (L, 0..100) the darkest smoothed spot (Gaussian, 2% of the UV side) of the far cheek of a UV
+    swap texture (``FaceTexture``) is than the mean of its trusted skin. The far cheek is the UV half (u < 0.5 or
+    u > 0.5) whose source vertices ``verts`` (V, 3) frame px (z towards the camera) lie deeper; ``uv`` (V, 2) in
+    [0, 1]. Its box: v 0.45-0.75, u 0.08-0.35 of that half."""
+    L = _texture_l(tex)
+    t = L.shape[0]
+    blur = cv2.GaussianBlur(L, (0, 0), 0.02 * t)
+    left = np.asarray(uv)[:, 0] < 0.5
+    far_left = verts[left, 2].mean() < verts[~left, 2].mean()
+    u0, u1 = (0.08, 0.35) if far_left else (0.65, 0.92)
+    far = blur[int(0.45 * t):int(0.75 * t), int(u0 * t):int(u1 * t)]
+    return float(L[tex.image_valid].mean() - far.min())
+
+
+def nose_highlight(tex, nose_uv: np.ndarray) -> float:
+    """How much brighter (L, 0..100) the brightest smoothed spot (Gaussian, 1% of the UV side) of a UV swap
+    texture's nose is than the mean of its trusted skin: a source's specular streak pasted into the texture.
+    ``nose_uv`` (K, 2) texel coordinates of the nose outline (landmarks 27, 31-35 of the texture's ``uv``)."""
+    L = _texture_l(tex)
+    t = L.shape[0]
+    blur = cv2.GaussianBlur(L, (0, 0), max(1.0, 0.01 * t))
+    nose = polygon_mask((t, t), nose_uv[cv2.convexHull(np.asarray(nose_uv, np.float32), returnPoints=False).ravel()])
+    return float(blur[nose].max() - L[tex.image_valid].mean())

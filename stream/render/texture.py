@@ -3,7 +3,8 @@
 The mesh is rasterized in UV space (``MorphableModel.uv``) and each texel samples the source photo once, at a size
 that follows the source face. Only the source's visible skin is trusted: hidden, grazing and out-of-image texels,
 the eyes and inner mouth (from the source's landmarks) and whatever fails a skin-colour model fitted to the source's
-cheeks and nose (hair, fringe, glasses, hands, background) are filled from the mirrored texel when that one is
+cheeks and nose (hair, fringe, glasses, hands, background), and the source's specular highlights (bright, pale spots
+over the trusted skin: the photo's light, not its skin) are filled from the mirrored texel when that one is
 trusted (its detail over the local skin tone), else from the low-frequency colour of the trusted skin; the inner
 mouth gets the lip colour, so a source's teeth never reach the texture. Meshes without UVs get per-vertex colours
 (mirror, then diffusion along mesh edges, then the mean).
@@ -20,6 +21,7 @@ from model.render.mesh import mesh_edges, vertex_normals
 from model.render.raster import RasterBuffers, rasterize
 
 BLACKHAT_L = 9.0  # L units (0..100): a thin structure this much darker than its surroundings is not skin
+TOPHAT_L = 9.0  # L units: a spot this much brighter than its surroundings and paler than the skin is a highlight
 LEFT_EYE = slice(42, 48)
 RIGHT_EYE = slice(36, 42)
 INNER_MOUTH = slice(60, 68)
@@ -238,7 +240,9 @@ def build_texture(src_image: np.ndarray, src_vertices: np.ndarray, tri: np.ndarr
     the camera (interpolated normal z >= ``min_facing``: grazing samples are smeared), outside the source's eyes
     and inner mouth (given its ``landmarks`` (68, 2|3)), and skin: ``skin_test`` against a colour model fitted to
     the source's cheeks and nose (hair, fringe, glasses, hands, background and the brows fail it; lips are kept;
-    the swap shows the target's own brows).
+    the swap shows the target's own brows), and not a specular highlight (``TOPHAT_L`` brighter than the trusted
+    skin around it and less red or less saturated than the skin: on a turned source the nose ridge, which the far
+    flank also projects onto).
     Untrusted texels take the mirrored texel (u -> 1 - u) when that one is trusted, with its detail over the local
     low-frequency skin tone, else the low-frequency skin colour (``_smooth_fill`` of trusted texels only); the
     source's inner mouth is filled with its lip colour. Per-vertex ``colors`` are read from that image. Without
@@ -316,6 +320,18 @@ def build_texture(src_image: np.ndarray, src_vertices: np.ndarray, tri: np.ndarr
                 bh = cv2.morphologyEx(l_img, cv2.MORPH_BLACKHAT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
                 nose = texels_in([_grown(lm[31:36], 1.6)])
                 is_skin &= (bh < BLACKHAT_L) | nose | lips
+                # specular highlights (the source's light, not its skin; on a turned face the nose ridge and the
+                # near flank): brighter than the trusted skin around them over about 8% of the face, and less red
+                # or less saturated than the skin (light adds white). Kept, they paste the source's light as a
+                # streak wherever the target's nose is, and the mirror doubles it. The top-hat runs on trusted
+                # texels only: hidden texels sample the same bright pixels (the far flank projects onto the ridge)
+                # and would hide the highlight inside a wide plateau.
+                k2 = max(5, int(0.08 * t) | 1)
+                l_ok = np.where(ok, lab[..., 0], model[0][0]).astype(np.float32)
+                th = cv2.morphologyEx(l_ok, cv2.MORPH_TOPHAT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k2, k2)))
+                mu_ab = model[1]
+                pale = (lab[..., 1] < 0.6 * mu_ab[0]) | (np.hypot(lab[..., 1], lab[..., 2]) < 0.8 * np.hypot(*mu_ab))
+                is_skin &= ~((th > TOPHAT_L) & pale) | lips
                 loose = skin_test(lab, model, chroma=15.0, dark=99.0, dark_min=999.0, bright=999.0)
                 is_skin = np.where(lips, loose, is_skin)  # lips: only gross chroma outliers go
                 # teeth (less red than skin, bright) and the dark interior between the lips, wherever the
