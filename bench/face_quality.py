@@ -2,7 +2,7 @@
 contact sheet of mesh modes and swaps. Runs the product code of a tree (``--tree``, default this one) so that
 the same measures are taken before and after a change; fits come from bench/face_fits.py (cached).
 
-    python bench/face_quality.py [--tree DIR] [--tag after] [--sheet bench/i16_sheet_after.jpg]
+    python bench/face_quality.py [--tree DIR] [--tag after] [--sheet bench/_work/i16_sheet_after.jpg]
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Contact sheet of face-profiled training samples (model.data.profile), label landmarks drawn in green.
 
     python bench/profile_samples.py [--cache ~/.cache/damdnet/photocache] [--png bench/profile_samples.png]
-    python bench/profile_samples.py --human --cache ~/.cache/damdnet/humancache --png bench/human_samples.jpg
+    python bench/profile_samples.py --human --cache ~/.cache/damdnet/humancache --png bench/_work/human_samples.jpg
 
 Each row: the cached photo's centre crop (what the teacher fitted), then training crops re-rendered at target yaws
 -75, -45, -20, +20, +45, +75 degrees with augmentation on (jitter, rotation, flips, colour), so a flip can show a
