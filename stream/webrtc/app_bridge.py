@@ -166,13 +166,16 @@ class PipelinePeer:
                 fut.set_result(img)
         self._waiters.clear()
         if self._task is not None:
-            try:
-                # the frames in flight drain within a frame time; the bound only guards the server's peer slot
-                await asyncio.wait_for(self._task, timeout=10.0)
-            except asyncio.TimeoutError:
+            # the frames in flight drain within a frame time; the bound only guards the server's peer slot (wait,
+            # not wait_for: after a cancel, wait_for would also wait, unbounded, for the pipeline to unwind)
+            done, _ = await asyncio.wait({self._task}, timeout=10.0)
+            if not done:
                 print(f"peer {self.peer_id}: pipeline did not finish within 10 s; cancelled", file=sys.stderr)
-            except Exception as exc:  # a failing sink must not keep the peer alive
-                print(f"peer {self.peer_id}: pipeline ended with {exc}", file=sys.stderr)
+                self._task.cancel()
+                await asyncio.wait({self._task}, timeout=10.0)
+            elif not self._task.cancelled() and self._task.exception() is not None:
+                # a failing sink must not keep the peer alive
+                print(f"peer {self.peer_id}: pipeline ended with {self._task.exception()}", file=sys.stderr)
 
 
 _SHARED: dict = {}

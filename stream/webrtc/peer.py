@@ -338,6 +338,16 @@ class PeerSession:
         if self._closing is None:
             self._closing = asyncio.ensure_future(self.close(reason))
 
+    async def _bounded(self, aw, timeout: float, what: str) -> None:
+        """Await ``aw`` for at most ``timeout`` s; a failure or a hang is logged, never raised (teardown goes on)."""
+        task = asyncio.ensure_future(aw)
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if not done:
+            log.error("peer %s: %s did not finish within %g s; left behind", self.peer_id, what, timeout)
+            task.cancel()
+        elif not task.cancelled() and task.exception() is not None:
+            log.error("peer %s: %s failed: %s", self.peer_id, what, task.exception())
+
     async def close(self, reason: str = "closed") -> None:
         """Idempotent: cancel tasks, stop the track, close the processor, then the connection."""
         if self.closed:
@@ -351,13 +361,13 @@ class PeerSession:
         tasks = [t for t in self._tasks + self._drains + ([self._grace] if self._grace else []) if t is not current]
         for t in tasks:
             t.cancel()
+        # Each teardown step is bounded (asyncio.wait, which does not wait for a cancelled step to unwind the way
+        # wait_for does): a step that hangs is logged and left behind, and the slot is freed all the same.
         if self.track is not None:
-            await self.track.wait_stopped()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        try:
-            await asyncio.wait_for(self.processor.close(), timeout=30.0)
-        except Exception:  # noqa: BLE001 - must still close the connection and free the slot
-            log.exception("peer %s: processor.close() failed", self.peer_id)
+            await self._bounded(self.track.wait_stopped(), 5.0, "stopping the track")
+        if tasks:
+            await self._bounded(asyncio.gather(*tasks, return_exceptions=True), 5.0, "ending the peer tasks")
+        await self._bounded(self.processor.close(), 30.0, "closing the processor")
         try:
             await self.pc.close()
         except Exception:  # noqa: BLE001
