@@ -125,7 +125,8 @@ def load_model(name_or_path: str = "auto", store: AssetStore | None = None) -> L
     """Load by name (``auto``, ``damdnet``, ``damdnet-authors``, ``3ddfa-v2-mb05``, ``3ddfa-v2-mb1``) or by path.
 
     ``auto``: the authors' DAMDNet when present or fetchable, else our own ``damdnet`` weights when their metadata
-    marks them released (``meta["release"]``: accuracy within 1 NME point of the teacher), else the 3DDFA_V2
+    marks them released (``meta["release"]``, set by ``python -m model.ship``: mean-of-bins NME on the validation set
+    within 1 point of the teacher), else the 3DDFA_V2
     MobileNet peer (``3ddfa-v2-mb05``); the returned ``name`` says which one loaded.
     """
     store = store or AssetStore()
@@ -139,7 +140,7 @@ def load_model(name_or_path: str = "auto", store: AssetStore | None = None) -> L
                 continue
             if cand == "damdnet" and not loaded.meta.get("release", False):
                 # Our weights become the default only once their measured accuracy is released (meta "release":
-                # NME within 1 point of the 3DDFA_V2 teacher); until then the teacher peer serves.
+                # mean-of-bins NME on the validation set within 1 point of the 3DDFA_V2 teacher); until then the teacher serves.
                 errors.append("damdnet: weights not released for default use (still training)")
                 continue
             return loaded

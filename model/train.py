@@ -427,7 +427,7 @@ def plot_curve(csv_path: str | os.PathLike, png: str | os.PathLike, reference: f
         ax[1].axhline(reference, color="k", ls="--", lw=1, label=f"teacher {reference:.2f}")
     if ns or reference is not None:
         ax[1].legend()
-    ax[1].set_xlabel("samples seen"), ax[1].set_ylabel("NME % (AFLW2000-3D, report only)"), ax[1].grid(alpha=0.3)
+    ax[1].set_xlabel("samples seen"), ax[1].set_ylabel("NME % (validation set, mean of bins)"), ax[1].grid(alpha=0.3)
     fig.suptitle("DAMDNet distillation from 3DDFA_V2 mb05")
     fig.tight_layout()
     Path(png).parent.mkdir(parents=True, exist_ok=True)
