@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.atomic import AtomicPath
+from stream.atomic import atomic_write_bytes
 
 ANIMATIONS = ("morph", "frames")  # morph: 50 3DMM targets + weights; frames: one target per frame (the comparison)
 _FLOAT, _U16, _U32 = 5126, 5123, 5125
@@ -421,18 +421,6 @@ def load_glb_frames(path: str | os.PathLike[str]) -> dict[str, Any]:
             "uv": _read_accessor(gltf, blob, prim.attributes.TEXCOORD_0)}
 
 
-def write_glb(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp + rename)."""
-    target = AtomicPath(Path(path))
-    try:
-        with open(target.tmp, "wb") as f:
-            f.write(data)
-        return target.commit()
-    except BaseException:
-        target.abort()
-        raise
-
-
 class _GLBTrack:
     def __init__(self) -> None:
         self.frames: list[int] = []
@@ -530,7 +518,7 @@ class GLBSink:
                 anim = TrackAnimation(tid, np.asarray(t.times), np.asarray(t.frames), np.stack(t.params),
                                       np.stack(t.affines), t.fit_error)
                 data = build_glb(anim, self.morph, self.tri, self.frame_size or (640, 480), tex)
-                self.files.append(write_glb(self.directory / f"track{tid}.glb", data))
+                self.files.append(atomic_write_bytes(self.directory / f"track{tid}.glb", data))
             self._tracks.clear()
             return self.directory
 

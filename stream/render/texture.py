@@ -17,6 +17,7 @@ import cv2
 import numba as nb
 import numpy as np
 
+from model.face_mesh import inside_polygon
 from model.render.mesh import mesh_edges, vertex_normals
 from model.render.raster import RasterBuffers, rasterize
 
@@ -49,17 +50,6 @@ class FaceTexture:
     edge: np.ndarray | None = None  # (V,) float32 distance from the mesh's outer boundary in UV units (the feather)
 
 
-def _inside_polygon(pts: np.ndarray, poly: np.ndarray) -> np.ndarray:
-    """Even-odd test of points (N, 2) against a polygon (K, 2) -> (N,) bool."""
-    x, y = pts[:, 0:1], pts[:, 1:2]
-    x0, y0 = poly[:, 0][None], poly[:, 1][None]
-    x1, y1 = np.roll(poly[:, 0], -1)[None], np.roll(poly[:, 1], -1)[None]
-    crosses = (y0 > y) != (y1 > y)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        xi = x0 + (y - y0) * (x1 - x0) / (y1 - y0)
-    return (crosses & (x < xi)).sum(1) % 2 == 1
-
-
 def face_region(dense_reference: np.ndarray, landmark_reference: np.ndarray, forehead: float = 0.3) -> np.ndarray:
     """Per-vertex weight (V,) float32, 1 inside the face outline, 0 outside (ears, neck, hair border of the mesh).
 
@@ -72,7 +62,7 @@ def face_region(dense_reference: np.ndarray, landmark_reference: np.ndarray, for
     brows = lm[26:16:-1].copy()
     brows[:, 1] += up
     poly = np.concatenate([lm[0:17], brows])
-    return _inside_polygon(np.asarray(dense_reference, np.float64)[:, :2], poly).astype(np.float32)
+    return inside_polygon(np.asarray(dense_reference, np.float64)[:, :2], poly).astype(np.float32)
 
 
 def feature_polygons(landmarks: np.ndarray, eye_scale: float = 1.6, mouth_scale: float = 1.15) -> list[np.ndarray]:
@@ -268,7 +258,7 @@ def build_texture(src_image: np.ndarray, src_vertices: np.ndarray, tri: np.ndarr
     holes = [p for p in feature_polygons(landmarks)] if landmarks is not None else []
     for poly in holes:
         if len(poly) >= 3:
-            valid &= ~_inside_polygon(verts[:, :2].astype(np.float64), poly)
+            valid &= ~inside_polygon(verts[:, :2].astype(np.float64), poly)
     if uv is None and grid_shape is not None:
         rows, cols = grid_shape
         r, c = np.divmod(np.arange(rows * cols), cols)
