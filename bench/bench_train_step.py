@@ -39,6 +39,15 @@ VARIANTS = {
     "channels_last": {"channels_last": True},
     "bf16": {"amp": "bf16"},
     "compile": {"compile": True},
+    "fold": {"fold_bn": True},
+    "fold_cl": {"fold_bn": True, "channels_last": True},
+    "fold_cl_stem": {"fold_bn": True, "channels_last": True, "freeze": "stem"},
+    "fold_cl_layer1": {"fold_bn": True, "channels_last": True, "freeze": "layer1"},
+    "fold_cl_layer2": {"fold_bn": True, "channels_last": True, "freeze": "layer2"},
+    "cached": {"data.cached_labels": True},
+    "fold_cl_layer1_cached": {"fold_bn": True, "channels_last": True, "freeze": "layer1", "data.cached_labels": True},
+    "fold_cl_layer1_cached_w1": {"fold_bn": True, "channels_last": True, "freeze": "layer1",
+                                 "data.cached_labels": True, "workers": 1},
 }
 
 
@@ -55,12 +64,15 @@ def cpu_model() -> str:
 
 def run_variant(cfg: dict, name: str, steps: int, warmup: int, out: Path) -> dict:
     c = copy.deepcopy(cfg)
-    c.update(VARIANTS[name])
+    for key, value in VARIANTS[name].items():  # dotted keys go into their mapping
+        node, *path = key.split(".")
+        if path:
+            c.setdefault(node, {})[path[0]] = value
+        else:
+            c[key] = value
     c.update(eval_every=0, ckpt_every=0, eval_images=None, init=c.get("init"))
     torch.set_num_threads(int(c.get("threads") or 2))
     tr = Trainer(c, out / name, Path.cwd())
-    if c.get("channels_last"):
-        tr.net = tr.net.to(memory_format=torch.channels_last)
     tr.run(max_steps=warmup, progress=False)
     log0 = sum(1 for _ in open(out / name / "log.csv"))
     t0 = time.perf_counter()

@@ -119,16 +119,27 @@ class DAMDNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, 120, 120) -> (N, 32, 60, 60): the first convolution."""
+        return self.relu(self.bn1(self.conv1(x)))
+
+    def stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Stage ``i`` (1-based, ``len(STAGES)`` of them): its MobDense blocks, then its channel attention."""
+        return getattr(self, f"seLayer{i}")(getattr(self, f"layer{i}")(x))
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, 120, 120) -> (N, 320, 4, 4) after the last stage's attention."""
-        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.stem(x)
         for i in range(1, len(STAGES) + 1):
-            x = getattr(self, f"seLayer{i}")(getattr(self, f"layer{i}")(x))
+            x = self.stage(i, x)
         return x
 
+    def regress(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, 320, 4, 4) features -> (N, num_classes) whitened parameters."""
+        return self.conv9(self.avgpool(self.conv8(features))).flatten(1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv9(self.avgpool(self.conv8(self.features(x))))
-        return x.flatten(1)
+        return self.regress(self.features(x))
 
     def head(self) -> nn.Conv2d:
         """The last layer (initialised by the trainer so the net starts at the mean parameters)."""

@@ -18,47 +18,14 @@ from typing import Callable
 import torch
 from torch import nn
 
+from model.bn_fold import fold_all_bn, fold_bn  # noqa: F401  (re-exported: the fast paths fold first)
+
 Forward = Callable[[torch.Tensor], torch.Tensor]
 FAST_PATHS = ("auto", "onnxruntime", "torchscript", "none")
 
 
 class FastPathError(RuntimeError):
     """A fast path that was asked for by name cannot be built here (one line)."""
-
-
-def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """A new conv equal to ``bn(conv(x))`` in eval mode (BatchNorm folded into weight and bias)."""
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                      conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode)
-    with torch.no_grad():
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
-        b = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-        fused.bias.copy_((b - bn.running_mean) * scale + bn.bias)
-    return fused.to(conv.weight.device)
-
-
-def fold_all_bn(net: nn.Module) -> nn.Module:
-    """Copy of ``net`` (eval) with every Conv2d immediately followed by a BatchNorm2d folded, in Sequentials and in
-    modules whose attributes are named ``convX``/``bnX`` or ``conv_Y``/``bn_Y`` pairs; the BatchNorms become Identity."""
-    net = copy.deepcopy(net).eval()
-    for module in list(net.modules()):
-        if isinstance(module, nn.Sequential):
-            items = list(module._modules.items())
-            for (ka, a), (kb, b) in zip(items, items[1:]):
-                if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d):
-                    module._modules[ka] = fold_bn(a, b)
-                    module._modules[kb] = nn.Identity()
-        children = dict(module.named_children())
-        for name, child in children.items():
-            if not isinstance(child, nn.Conv2d) or not name.startswith("conv"):
-                continue
-            bn_name = "bn" + name[len("conv"):]
-            bn = children.get(bn_name)
-            if isinstance(bn, nn.BatchNorm2d):
-                setattr(module, name, fold_bn(child, bn))
-                setattr(module, bn_name, nn.Identity())
-    return net
 
 
 @contextlib.contextmanager

@@ -29,13 +29,16 @@ import torch
 import yaml
 
 from model.backbones import build_backbone
+from model.bn_fold import fold_all_bn, unfold_bn
 from model.checkpoint import LoadedModel, load_file, save_checkpoint
+from model.damdnet import STAGES
 from model.data.photos import Augment, PhotoDataset
 from model.data.teacher import Teacher
 from model.losses import CombinedLoss, LossWeights
 from model.morphable import MorphableModel, Whitening, crop_to_frame
 from model.roi import roi_from_landmarks
 
+N_STAGES = len(STAGES)
 LOG_FIELDS = ["step", "samples", "loss", "wpdc", "vdc", "wing", "lr", "minutes", "nme", "nme_bins", "pose_mae",
               "human2d"]
 
@@ -84,6 +87,19 @@ def init_student(seed: int) -> torch.nn.Module:
     net = build_backbone("damdnet")
     torch.nn.init.zeros_(net.head().weight)
     return net
+
+
+def frozen_stages(value: str | int | None) -> int:
+    """Config ``freeze`` -> the last frozen stage: -1 (``none``: nothing frozen), 0 (``stem``), K (``layerK``: the
+    stem and stages 1..K). A bad value is an error naming the key."""
+    v = "none" if value is None else str(value)
+    if v == "none":
+        return -1
+    if v == "stem":
+        return 0
+    if v.startswith("layer") and v[5:].isdigit() and 1 <= int(v[5:]) < N_STAGES:
+        return int(v[5:])
+    raise ValueError(f"freeze: {value!r} is not none, stem or layer1..layer{N_STAGES - 1}")
 
 
 def cosine(base: float, lo: float, t: float) -> float:
@@ -143,7 +159,8 @@ class Trainer:
             cache = PhotoCache.load_many([resolve(f, base) for f in folders])
             # human-fit rows (model.data.cache build-human): exact labels, weighted apart (data.human)
             sampler = CacheSampler(cache, self.morph, Augment(**aug), ProfileConfig(**(dcfg.get("profile") or {})),
-                                   dcfg.get("source_weights") or {}, HumanConfig.from_dict(dcfg.get("human")))
+                                   dcfg.get("source_weights") or {}, HumanConfig.from_dict(dcfg.get("human")),
+                                   cached_labels=bool(dcfg.get("cached_labels", False)))
             self.maker = BatchMaker(sampler, int(cfg["batch"]), self.seed, self.mats, self.mat_fraction)
             # compile the numba kernels here once: spawned workers then load them from numba's on-disk cache
             warm = np.random.default_rng(0)
@@ -159,6 +176,16 @@ class Trainer:
         if cfg.get("init"):  # start from a checkpoint's weights (fine-tuning; the optimizer starts fresh)
             self.net.load_state_dict(load_file(resolve(cfg["init"], base)).net.state_dict())
         self.net = self.net.to(self.device)
+        # BN-free training (``fold_bn``): the network trains with every BatchNorm folded into its conv (running
+        # statistics frozen at the init's); checkpoints are written back in the plain layout (``unfold_bn``)
+        self.fold = bool(cfg.get("fold_bn", False))
+        self.template = copy.deepcopy(self.net).cpu() if self.fold else None
+        if self.fold:
+            self.net = fold_all_bn(self.net).to(self.device)
+        # ``freeze``: the stem and the stages up to ``layerK`` run without gradients (and with frozen BatchNorm)
+        self.frozen = frozen_stages(cfg.get("freeze", "none"))
+        for module in self.frozen_modules():
+            module.requires_grad_(False)
         amp = str(cfg.get("amp", "auto"))
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
             amp, torch.bfloat16 if amp == "auto" and self.device.type == "cuda" else None)
@@ -167,9 +194,9 @@ class Trainer:
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         # the training forward, optionally compiled (inductor); the module itself is what is saved and evaluated
-        self.forward = torch.compile(self.net) if cfg.get("compile") else self.net
+        self.forward = torch.compile(self.train_forward) if cfg.get("compile") else self.train_forward
         self._batches = None
-        self.opt = torch.optim.AdamW(self.net.parameters(), lr=float(cfg["lr"]),
+        self.opt = torch.optim.AdamW([p for p in self.net.parameters() if p.requires_grad], lr=float(cfg["lr"]),
                                      weight_decay=float(cfg.get("weight_decay", 0.0)))
         self.step, self.samples, self.minutes, self.best_nme = 0, 0, 0.0, float("inf")
         self.last_eval: dict = {}
@@ -181,6 +208,38 @@ class Trainer:
                 self.eval_labels = find_labels(resolve(cfg["eval_images"], base))
             except FileNotFoundError:
                 self.eval_labels = []
+
+    # -- network ----------------------------------------------------------------------------------------------
+    def frozen_modules(self) -> list[torch.nn.Module]:
+        """The modules ``freeze`` keeps fixed: the stem (conv1, bn1), then ``layerK`` + ``seLayerK`` up to K."""
+        if self.frozen < 0:
+            return []
+        mods = [self.net.conv1, self.net.bn1]
+        for i in range(1, self.frozen + 1):
+            mods += [getattr(self.net, f"layer{i}"), getattr(self.net, f"seLayer{i}")]
+        return mods
+
+    def train_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The training forward: frozen stem and stages under ``no_grad`` (no activations kept for backward)."""
+        if self.frozen < 0:
+            return self.net(x)
+        with torch.no_grad():
+            h = self.net.stem(x)
+            for i in range(1, self.frozen + 1):
+                h = self.net.stage(i, h)
+        for i in range(self.frozen + 1, N_STAGES + 1):
+            h = self.net.stage(i, h)
+        return self.net.regress(h)
+
+    def train_mode(self) -> None:
+        """``net.train()``, with the frozen part in eval mode (its BatchNorm statistics stay fixed)."""
+        self.net.train()
+        for module in self.frozen_modules():
+            module.eval()
+
+    def plain_net(self) -> torch.nn.Module:
+        """The network in the checkpoint layout (unfolded when training folded)."""
+        return unfold_bn(self.net, self.template) if self.fold else self.net
 
     # -- data -------------------------------------------------------------------------------------------------
     def refine_rois(self, idx: list[int]) -> None:
@@ -279,20 +338,34 @@ class Trainer:
                 "seed": self.seed, "init": str(self.cfg.get("init") or "random (no ImageNet), zero head")}
 
     def save(self, nme: float | None = None) -> None:
-        save_checkpoint(self.out / "last.pth", self.net, "damdnet", self.whitening, "v1", meta=self.meta(nme))
+        save_checkpoint(self.out / "last.pth", self.plain_net(), "damdnet", self.whitening, "v1",
+                        meta=self.meta(nme))
         tmp = self.out / ".last.optim.pth.part"
-        torch.save({"optimizer": self.opt.state_dict(), "step": self.step, "samples": self.samples,
+        torch.save({"optimizer": self.opt.state_dict(), "layout": self.layout(), "step": self.step,
+                    "samples": self.samples,
                     "minutes": self.minutes, "best_nme": self.best_nme}, tmp)
         os.replace(tmp, self.out / "last.optim.pth")
+
+    def layout(self) -> dict:
+        """What the optimizer's parameter list depends on."""
+        return {"fold_bn": self.fold, "freeze": self.frozen}
 
     def resume(self) -> bool:
         ck, op = self.out / "last.pth", self.out / "last.optim.pth"
         if not (ck.is_file() and op.is_file()):
             return False
         loaded = load_file(ck)
-        self.net.load_state_dict(loaded.net.state_dict())
+        if self.fold:
+            self.template.load_state_dict(loaded.net.state_dict())
+            self.net.load_state_dict(fold_all_bn(self.template).to(self.device).state_dict())
+        else:
+            self.net.load_state_dict(loaded.net.state_dict())
         st = torch.load(op, map_location=self.device, weights_only=True)
-        self.opt.load_state_dict(st["optimizer"])
+        if st.get("layout", {"fold_bn": False, "freeze": -1}) == self.layout():
+            self.opt.load_state_dict(st["optimizer"])
+        else:  # the optimizer's parameters differ (fold_bn / freeze changed): its state cannot be carried over
+            print(f"resume: the optimizer state was saved for {st.get('layout')}, this run is {self.layout()}: "
+                  "the weights resume, the optimizer starts fresh", file=sys.stderr)
         self.step, self.samples = int(st["step"]), int(st["samples"])
         self.minutes, self.best_nme = float(st["minutes"]), float(st.get("best_nme", float("inf")))
         return True
@@ -305,7 +378,7 @@ class Trainer:
         from model.aligner import Aligner
         from model.evaluate import evaluate
 
-        net = copy.deepcopy(self.net).eval()
+        net = copy.deepcopy(self.net).eval()  # folded or not: the same function in eval mode
         al = Aligner(LoadedModel(net, "damdnet", self.whitening, "v1", "training"), device=self.device,
                      fast_path="none", confidence=False)
         s = evaluate(al, self.eval_labels).summary()
@@ -340,7 +413,7 @@ class Trainer:
             nme = self.evaluate()
             self.log({"step": 0, "samples": 0, "minutes": 0.0, "nme": "" if nme is None else f"{nme:.4f}",
                       **self.last_eval})
-        self.net.train()
+        self.train_mode()
         if self.maker is not None and self.workers and self.step < total:
             t_data = time.monotonic()
             self._batches = self.batches(self.step, total)
@@ -361,7 +434,7 @@ class Trainer:
             loss_value = float(loss.detach())
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.net.parameters(), 10.0)
+            torch.nn.utils.clip_grad_norm_([p for p in self.net.parameters() if p.requires_grad], 10.0)
             self.opt.step()
             self.step += 1
             self.samples += x.shape[0]
@@ -371,13 +444,13 @@ class Trainer:
             nme = None
             if eval_every and self.step % eval_every == 0:
                 nme = self.evaluate()
-                self.net.train()
+                self.train_mode()
                 if nme is not None:
                     row["nme"] = f"{nme:.4f}"
                     row.update(self.last_eval)
                     if nme < self.best_nme:
                         self.best_nme = nme
-                        save_checkpoint(self.out / "best.pth", self.net, "damdnet", self.whitening, "v1",
+                        save_checkpoint(self.out / "best.pth", self.plain_net(), "damdnet", self.whitening, "v1",
                                         meta=self.meta(nme))
             self.log(row)
             if nme is not None and not progress:
@@ -396,7 +469,8 @@ class Trainer:
                       "nme": f"{nme:.4f}", **self.last_eval})
             if nme < self.best_nme:
                 self.best_nme = nme
-                save_checkpoint(self.out / "best.pth", self.net, "damdnet", self.whitening, "v1", meta=self.meta(nme))
+                save_checkpoint(self.out / "best.pth", self.plain_net(), "damdnet", self.whitening, "v1",
+                                meta=self.meta(nme))
         self.save(nme)
 
 

@@ -4,7 +4,8 @@
 
 - with probability ``1 - profile.fraction`` a plain sample: the cached context is jittered (scale, shift, in-plane
   rotation), filled with clutter beyond the photo, maybe flipped, photometrically augmented; the label is None: the
-  teacher labels exactly this crop on the fly;
+  teacher labels exactly this crop on the fly; with ``cached_labels`` it is the cached (flip-averaged) teacher fit
+  carried through the same transforms, as for a profiled sample, and the teacher never runs in training;
 - otherwise a **profiled** sample (``model.data.profile``) of a photo whose fit is trustworthy (flip gap at most
   ``max_flip_gap``, see ``model.data.cache``): the cached teacher fit is rotated to a new yaw (uniform in
   ``[-max_yaw, max_yaw]``, at least ``min_delta`` from the photo's) and pitch (``+-pitch``), re-rendered, framed with
@@ -87,13 +88,14 @@ class CacheSampler:
     profile: ProfileConfig = field(default_factory=ProfileConfig)
     weights: dict = field(default_factory=dict)
     human: HumanConfig = field(default_factory=HumanConfig)
+    cached_labels: bool = False  # plain teacher rows: the cached fit carried through the crop (no teacher pass)
 
     def __post_init__(self) -> None:
         self.profiler = Profiler.from_morphable(self.morph, self.profile.ring)
         self.x0 = model_mirror_plane(self.morph)
         self.base = np.array([OFFSET, OFFSET, OFFSET + CROP_SIZE, OFFSET + CROP_SIZE], np.float32)
         c = self.cache
-        is_h = c.human
+        is_h = self.is_human = c.human  # kept: ``cache.human`` compares the whole label column each call
         self.human_rows = np.flatnonzero(is_h & (np.nan_to_num(c.fit_nme, nan=np.inf) <= self.human.max_fit_nme))
         good = (~is_h & (c.flip_gap <= self.profile.max_flip_gap)) | np.isin(np.arange(len(c)), self.human_rows)
         if self.human.fraction is not None and len(self.human_rows):
@@ -111,7 +113,7 @@ class CacheSampler:
 
     def weight(self, i: int) -> float:
         w = float(self.weights.get(str(self.cache.source[i]), 1.0))
-        return w * self.human.weight if self.cache.human[i] else w
+        return w * self.human.weight if self.is_human[i] else w
 
     def inside_mask(self, i: int) -> np.ndarray:
         x1, y1, x2, y2 = self.cache.inside[i]
@@ -145,7 +147,7 @@ class CacheSampler:
         img = self.cache.image(i)
         inside = self.inside_mask(i)
         real = self.cache.params[i]
-        exact = bool(self.cache.human[i])
+        exact = bool(self.is_human[i])
         if profiled is None:
             profiled = rng.random() < self.profile.fraction
         label, lm = None, None
@@ -160,7 +162,7 @@ class CacheSampler:
             base = roi_from_landmarks(lm3[None])[0]
         roi, angle = jitter_roi(base, self.augment, rng)
         crop, m = crop_with_clutter(img, inside, roi, angle, rng, pooled=True)
-        if profiled or exact:  # exact labels follow every image transform
+        if profiled or exact or self.cached_labels:  # exact (or cached) labels follow every image transform
             label = affine_to_params(transform_affine(f, m), real)
         if exact and not profiled:
             lm = (self.cache.landmarks[i].astype(np.float64) @ m[:, :2].T + m[:, 2]).astype(np.float32)
