@@ -1,4 +1,4 @@
-"""Fits of the product aligner to shared videos and photos, cached as parameters (so a run on another tree of the
+"""Fits of our aligner (``WEIGHTS``) to shared videos and photos, cached as parameters (so a run on another tree of the
 code decodes them with its own mesh): used by bench/face_quality.py and the render-quality tests.
 
     python bench/face_fits.py PHOTO...     prints yaw, pitch, face size of each photo's largest face
@@ -15,6 +15,9 @@ import cv2
 import numpy as np
 
 CACHE = Path(os.environ.get("DAMDNET_FIT_CACHE", Path.home() / ".cache" / "damdnet" / "fits"))
+# the aligner is pinned to our weights, not ``auto``: what the render tests see must not change with the release
+# verdict (``model.ship``), which decides whether ``auto`` serves our weights or the teacher's
+WEIGHTS = os.environ.get("DAMDNET_FIT_WEIGHTS", "damdnet")
 
 
 @dataclass
@@ -31,12 +34,12 @@ _ENGINE: list = []
 
 
 def engine():
-    """(aligner, detector) of the product defaults, built once."""
+    """(aligner on ``WEIGHTS``, the default detector), built once."""
     if not _ENGINE:
         from model.aligner import Aligner
         from model.detect import FaceDetector
 
-        _ENGINE.append((Aligner.from_checkpoint("auto", device="cpu"), FaceDetector.create("auto", quiet=True)))
+        _ENGINE.append((Aligner.from_checkpoint(WEIGHTS, device="cpu"), FaceDetector.create("auto", quiet=True)))
     return _ENGINE[0]
 
 
@@ -65,7 +68,7 @@ def padded_chip(img: np.ndarray, scale: float = 1.5, pad: int = 90) -> np.ndarra
 
 
 def _key(path: Path, extra: str) -> Path:
-    h = hashlib.sha1(f"{path.resolve()}|{path.stat().st_size}|{extra}".encode()).hexdigest()[:16]
+    h = hashlib.sha1(f"{path.resolve()}|{path.stat().st_size}|{extra}|{WEIGHTS}".encode()).hexdigest()[:16]
     return CACHE / f"{path.stem}-{h}.npz"
 
 

@@ -56,7 +56,7 @@ def apply_overrides(cfg: dict, items: list[str]) -> dict:
 
     The key must exist in the config (a typo is an error naming it), except a new leaf under an existing mapping
     that the code reads with a default (``loss.*``, ``data.human.*``, ``data.profile.*``, ``data.augment.*``)."""
-    open_maps = ("loss", "data.human", "data.profile", "data.augment")
+    open_maps = ("loss", "data.human", "data.profile", "data.augment", "data.turned")
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
@@ -153,14 +153,15 @@ class Trainer:
         self.workers = int(cfg.get("workers", 0) or 0)
         if dcfg.get("cache"):  # teacher-fitted photo cache (model.data.cache): face profiling, worker processes
             from model.data.cache import PhotoCache
-            from model.data.sampler import BatchMaker, CacheSampler, HumanConfig, ProfileConfig
+            from model.data.sampler import BatchMaker, CacheSampler, HumanConfig, ProfileConfig, TurnedConfig
 
             folders = dcfg["cache"] if isinstance(dcfg["cache"], list) else [dcfg["cache"]]
             cache = PhotoCache.load_many([resolve(f, base) for f in folders])
             # human-fit rows (model.data.cache build-human): exact labels, weighted apart (data.human)
             sampler = CacheSampler(cache, self.morph, Augment(**aug), ProfileConfig(**(dcfg.get("profile") or {})),
                                    dcfg.get("source_weights") or {}, HumanConfig.from_dict(dcfg.get("human")),
-                                   cached_labels=bool(dcfg.get("cached_labels", False)))
+                                   cached_labels=bool(dcfg.get("cached_labels", False)),
+                                   turned=TurnedConfig.from_dict(dcfg.get("turned")))
             self.maker = BatchMaker(sampler, int(cfg["batch"]), self.seed, self.mats, self.mat_fraction)
             # compile the numba kernels here once: spawned workers then load them from numba's on-disk cache
             warm = np.random.default_rng(0)
@@ -330,7 +331,8 @@ class Trainer:
         d = self.cfg.get("data", {}) or {}
         return {"backbone": "damdnet", "whitening": "v1", "convention": "v1", "parameter_space": "3ddfa-62 real",
                 "data": {"photos": str(d.get("photos")), "cache": str(d.get("cache")), "images": self.n_images,
-                         "profile": d.get("profile"), "mat": list(d.get("mat") or []), "human": d.get("human"),
+                         "profile": d.get("profile"), "turned": d.get("turned"), "mat": list(d.get("mat") or []),
+                         "human": d.get("human"),
                          "teacher": self.teacher.name, "teacher_flip": self.teacher.flip},
                 "steps": self.step, "samples_seen": self.samples, "minutes": round(self.minutes, 2),
                 "machine": machine(), "nme_eval": nme, "nme_eval_bins": self.last_eval.get("nme_bins"),

@@ -254,3 +254,31 @@ def test_ablation_helper_commands_and_table(tmp_path, repo_root):
     assert text.count(ab.SECTION) == 1 and "keep me" in text
     assert "| full | - | 40 | 1280 | 4.123 | 3.0/4.0/5.3 | 3.1/4.2/2.9 |" in text and "| teacher-only |" in text
     assert ab.main(["--variants", "nope", "--dry-run"]) == 2
+
+
+def test_turned_share_draws_real_turned_photos(morph):
+    """``data.turned``: about ``fraction`` of the plain teacher rows come from the photos at |yaw| >= min_yaw (still
+    teacher-labelled); human rows never enter that pool; a bad key or value is one error naming it."""
+    from model.data.sampler import TurnedConfig
+
+    rows = (TEACHER_LABEL,) * 10 + (HUMAN_LABEL,)
+    cache, _ = _synthetic_cache(morph, rows)
+    for k in (1, 4, 10):  # rows 1 and 4 (teacher) and 10 (human) turned to 40 degrees, the rest at 15
+        cache.params[k] = _params(40.0)
+    s = CacheSampler(cache, morph, Augment.off(), ProfileConfig(fraction=0.0, ring=0), {},
+                     HumanConfig(fraction=0.0), turned=TurnedConfig(0.5, 30.0))
+    assert sorted(s.turned_pool.tolist()) == [1, 4]
+    drawn = []
+    real = s.sample_full
+    s.sample_full = lambda i, rng, profiled=None: drawn.append(i) or real(i, rng, profiled)
+    for step in range(40):
+        b = BatchMaker(s, 8, seed=1).make(step)
+        assert np.isnan(b["labels"][:, 0]).all()  # plain teacher rows: the teacher labels them
+    share = np.isin(drawn, [1, 4]).mean()
+    assert 0.52 < share < 0.68, share  # expected 0.6: half drawn from the pool, 2/10 of the other half
+    off = CacheSampler(cache, morph, Augment.off(), ProfileConfig(fraction=0.0, ring=0), {}, HumanConfig(fraction=0.0))
+    assert off.turned.fraction == 0.0
+    with pytest.raises(ValueError, match="data.turned.share"):
+        TurnedConfig.from_dict({"share": 0.5})
+    with pytest.raises(ValueError, match="data.turned.fraction"):
+        TurnedConfig.from_dict({"fraction": 1.5})

@@ -18,6 +18,7 @@ a plain sample carries the fit through the crop transforms like a profiled one (
 landmarks themselves moved by the same transforms (``landmarks`` (68, 2) crop px, permuted and mirrored on a flip)
 for a 2D landmark loss; a profiled one is the rotated fit (its human landmarks no longer apply: NaN). ``HumanConfig``:
 their loss weight (times the source weight), their share of each batch and how many of them are profiled.
+``TurnedConfig``: a share of the plain teacher rows drawn from the real photos at ``|yaw| >= min_yaw``.
 
 ``BatchMaker(step)`` draws one whole batch from a generator seeded by (seed, step), so a run is reproducible whatever
 the number of data-loader workers that build batches in parallel.
@@ -70,6 +71,28 @@ class HumanConfig:
 
 
 @dataclass
+class TurnedConfig:
+    """Real turned faces in the mix (config ``data.turned``): a share of the plain teacher rows drawn from the photos
+    whose cached fit has ``|yaw| >= min_yaw`` (degrees). Real photos beyond 30 degrees are 6% of the photo cache, and
+    the student trained on them at that rate stays far from the teacher on them (bench/RESULTS.md, issue 12)."""
+
+    fraction: float = 0.0  # share of the plain (teacher-labelled) rows drawn from the turned photos
+    min_yaw: float = 30.0
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "TurnedConfig":
+        """From a config mapping; an unknown key is an error naming it."""
+        d = dict(d or {})
+        for k in d:
+            if k not in cls.__dataclass_fields__:
+                raise ValueError(f"data.turned.{k}: unknown key (expected one of fraction, min_yaw)")
+        out = cls(**d)
+        if not 0.0 <= out.fraction <= 1.0:
+            raise ValueError(f"data.turned.fraction: {out.fraction} is not within 0..1")
+        return out
+
+
+@dataclass
 class Sample:
     """One training sample: crop (120, 120, 3) uint8, label (62,) real v1 params or None (teacher), human
     landmarks (68, 2) crop px or None, loss weight."""
@@ -89,6 +112,7 @@ class CacheSampler:
     weights: dict = field(default_factory=dict)
     human: HumanConfig = field(default_factory=HumanConfig)
     cached_labels: bool = False  # plain teacher rows: the cached fit carried through the crop (no teacher pass)
+    turned: TurnedConfig = field(default_factory=TurnedConfig)
 
     def __post_init__(self) -> None:
         self.profiler = Profiler.from_morphable(self.morph, self.profile.ring)
@@ -105,6 +129,8 @@ class CacheSampler:
         else:
             self.plain_pool = np.flatnonzero(~is_h | np.isin(np.arange(len(c)), self.human_rows))
             self.profilable = np.flatnonzero(good)
+        yaw = np.abs(pose_from_params(c.params[self.plain_pool])[:, 0]) if len(self.plain_pool) else np.zeros(0)
+        self.turned_pool = self.plain_pool[yaw >= self.turned.min_yaw]
         yy, xx = np.mgrid[0:CONTEXT, 0:CONTEXT]
         self._xx, self._yy = xx, yy
 
@@ -208,8 +234,12 @@ class BatchMaker:
                 i = s.human_rows[rng.integers(len(s.human_rows))]
             else:
                 profiled = len(s.profilable) > 0 and rng.random() < s.profile.fraction
-                i = s.profilable[rng.integers(len(s.profilable))] if profiled else \
-                    s.plain_pool[rng.integers(len(s.plain_pool))]
+                if profiled:
+                    i = s.profilable[rng.integers(len(s.profilable))]
+                elif len(s.turned_pool) and s.turned.fraction > 0 and rng.random() < s.turned.fraction:
+                    i = s.turned_pool[rng.integers(len(s.turned_pool))]
+                else:
+                    i = s.plain_pool[rng.integers(len(s.plain_pool))]
             out = s.sample_full(int(i), rng, profiled)
             crops[k] = out.crop
             weights[k] = out.weight
