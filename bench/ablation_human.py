@@ -12,7 +12,8 @@ evaluation of the run's ``log.csv``. Variants:
 - ``human-plain``: human rows, never profiled, no 2D loss;
 - ``human-profiled``: human rows plain and profiled, no 2D loss;
 - ``full``: + the 2D Wing loss on the human landmarks;
-- ``full-w1``: like full with human rows weighted 1 (as teacher rows).
+- ``full-w1``: like full with human rows weighted 1 (as teacher rows);
+- ``full-no-turned``: like full without the share of real turned photos (``data.turned``).
 """
 from __future__ import annotations
 
@@ -32,13 +33,15 @@ VARIANTS: dict[str, list[str]] = {
     "human-profiled": ["loss.human2d=0"],
     "full": [],
     "full-w1": ["data.human.weight=1"],
+    "full-no-turned": ["data.turned.fraction=0"],
 }
 SECTION = "## Human-fit ablation (issue 12, item 4)"
 
 
 def command(name: str, steps: int, root: Path, config: str, python: str = sys.executable) -> list[str]:
     """The training command line of one variant: ``steps`` steps, one evaluation at the end."""
-    sets = VARIANTS[name] + [f"steps={steps}", f"eval_every={steps}", "ckpt_every=0", "warmup=10"]
+    sets = VARIANTS[name] + [f"steps={steps}", "schedule_minutes=null", f"eval_every={steps}", "ckpt_every=0",
+                             "warmup=10"]
     cmd = ["nice", "-n", "19", python, "-m", "model.train", "--config", config, "--out", str(root / name),
            "--max-steps", str(steps), "--no-progress"]
     for s in sets:
