@@ -197,7 +197,8 @@ class Trainer:
         # the training forward, optionally compiled (inductor); the module itself is what is saved and evaluated
         self.forward = torch.compile(self.train_forward) if cfg.get("compile") else self.train_forward
         self._batches = None
-        self.opt = torch.optim.AdamW([p for p in self.net.parameters() if p.requires_grad], lr=float(cfg["lr"]),
+        self.trainable = [p for p in self.net.parameters() if p.requires_grad]  # not the frozen part
+        self.opt = torch.optim.AdamW(self.trainable, lr=float(cfg["lr"]),
                                      weight_decay=float(cfg.get("weight_decay", 0.0)))
         self.step, self.samples, self.minutes, self.best_nme = 0, 0, 0.0, float("inf")
         self.last_eval: dict = {}
@@ -436,7 +437,7 @@ class Trainer:
             loss_value = float(loss.detach())
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for p in self.net.parameters() if p.requires_grad], 10.0)
+            torch.nn.utils.clip_grad_norm_(self.trainable, 10.0)
             self.opt.step()
             self.step += 1
             self.samples += x.shape[0]

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from model.confidence import INPUT, POOL, WEIGHTS, FaceNet, save_scorer
-from model.data.cache import CONTEXT, Item, PhotoCache
+from model.data.cache import CONTEXT, Item, PhotoCache, every_nth_frame
 from model.data.photos import (Augment, crop_with_clutter, jitter_roi, list_images, photometric,
                                random_background)
 from model.roi import CROP_SIZE, box_from_landmarks, crop_roi
@@ -321,16 +321,8 @@ def load_backgrounds(assets: Path, videos: tuple[str, ...], photos: bool, train:
                 img = cv2.imread(str(p))
                 out.append((img, padded(det(img)[0])))
     for v in videos:
-        cap = cv2.VideoCapture(str(assets / f"KwaiVGI/LivePortrait/assets/examples/driving/{v}.mp4"))
-        k = 0
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            if k % every == 0:
-                out.append((frame, padded(det(frame)[0])))
-            k += 1
-        cap.release()
+        for _, frame in every_nth_frame(assets / f"KwaiVGI/LivePortrait/assets/examples/driving/{v}.mp4", every):
+            out.append((frame, padded(det(frame)[0])))
     return out
 
 

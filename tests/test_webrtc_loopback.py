@@ -19,12 +19,12 @@ import pytest
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 from aiortc.mediastreams import MediaStreamError
-from av import VideoFrame
 
 from stream.webrtc import probe
 from stream.webrtc.config import ConfigError, ServeConfig
 from stream.webrtc.server import build_app
 from tests.webrtc_helpers import REPO, HaarFaceProcessor, face_test_image
+from tests.webrtc_load import FileTrack
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -65,28 +65,10 @@ async def running_server(config: ServeConfig, factory):
         await runner.cleanup()
 
 
-class FaceTrack(VideoStreamTrack):
-    """The face photo at 30 fps, each frame stamped with the latency probe (ms clock, 24 bits)."""
-
-    def __init__(self, image: np.ndarray):
-        super().__init__()
-        self.image = image
-        self.sent = 0
-
-    async def recv(self):
-        pts, time_base = await self.next_timestamp()
-        img = self.image.copy()
-        probe.encode_probe(img, int(time.monotonic() * 1000) & probe.VALUE_MASK)
-        frame = VideoFrame.from_ndarray(img, format="bgr24")
-        frame.pts, frame.time_base = pts, time_base
-        self.sent += 1
-        return frame
-
-
 class Client:
     def __init__(self, image: np.ndarray):
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.track = FaceTrack(image)
+        self.track = FileTrack([image])  # the one image, sent again and again with a time probe
         self.frames: list[np.ndarray] = []
         self.received = 0
         self.latencies: list[float] = []

@@ -186,6 +186,22 @@ def photo_items(root: str | os.PathLike, limit: int | None = None) -> tuple[int,
     return len(paths), gen()
 
 
+def every_nth_frame(path: str | os.PathLike, every: int = 1):
+    """(frame index, BGR frame) of every ``every``-th frame of a video, from frame 0; nothing if it does not open."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        k = 0
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            if k % every == 0:
+                yield k, frame
+            k += 1
+    finally:
+        cap.release()
+
+
 def video_items(paths: list[str | os.PathLike], every: int = 15, min_face: int = 48,
                 detector: str = "auto") -> tuple[int, object]:
     """(approximate count, iterator of ``Item``): every ``every``-th frame of each video, one item per detected face
@@ -203,20 +219,12 @@ def video_items(paths: list[str | os.PathLike], every: int = 15, min_face: int =
 
     def gen():
         for v in paths:
-            cap = cv2.VideoCapture(str(v))
-            k = 0
-            while True:
-                ok, frame = cap.read()
-                if not ok:
-                    break
-                if k % every == 0:
-                    boxes, _ = det(frame)
-                    for j, b in enumerate(boxes):
-                        if b[3] - b[1] >= min_face:
-                            yield Item(frame, np.asarray(b[:4], np.float32), f"{Path(v).name}#{k}.{j}",
-                                       f"video:{Path(v).stem}")
-                k += 1
-            cap.release()
+            for k, frame in every_nth_frame(v, every):
+                boxes, _ = det(frame)
+                for j, b in enumerate(boxes):
+                    if b[3] - b[1] >= min_face:
+                        yield Item(frame, np.asarray(b[:4], np.float32), f"{Path(v).name}#{k}.{j}",
+                                   f"video:{Path(v).stem}")
 
     return total, gen()
 

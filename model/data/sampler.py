@@ -50,6 +50,17 @@ class ProfileConfig:
     ring: int = 12  # grid rows/columns of surrounding head turned with the face (``profile.extend_grid``)
 
 
+def known_keys(cls, d: dict | None, name: str) -> dict:
+    """``d`` (a config mapping, or None) checked against the fields of dataclass ``cls``: an unknown key is an error
+    naming it as ``name.key``."""
+    d = dict(d or {})
+    known = set(cls.__dataclass_fields__)
+    for k in d:
+        if k not in known:
+            raise ValueError(f"{name}.{k}: unknown key (expected one of {', '.join(sorted(known))})")
+    return d
+
+
 @dataclass
 class HumanConfig:
     """Human-fit rows in the mix (config ``data.human``)."""
@@ -62,12 +73,7 @@ class HumanConfig:
     @classmethod
     def from_dict(cls, d: dict | None) -> "HumanConfig":
         """From a config mapping; an unknown key is an error naming it."""
-        d = dict(d or {})
-        known = set(cls.__dataclass_fields__)
-        for k in d:
-            if k not in known:
-                raise ValueError(f"data.human.{k}: unknown key (expected one of {', '.join(sorted(known))})")
-        return cls(**d)
+        return cls(**known_keys(cls, d, "data.human"))
 
 
 @dataclass
@@ -81,12 +87,8 @@ class TurnedConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "TurnedConfig":
-        """From a config mapping; an unknown key is an error naming it."""
-        d = dict(d or {})
-        for k in d:
-            if k not in cls.__dataclass_fields__:
-                raise ValueError(f"data.turned.{k}: unknown key (expected one of fraction, min_yaw)")
-        out = cls(**d)
+        """From a config mapping; an unknown key or a fraction outside 0..1 is an error naming it."""
+        out = cls(**known_keys(cls, d, "data.turned"))
         if not 0.0 <= out.fraction <= 1.0:
             raise ValueError(f"data.turned.fraction: {out.fraction} is not within 0..1")
         return out
