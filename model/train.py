@@ -10,6 +10,11 @@ predicts whitened 0 = the mean parameters. Per step the sample indices and augme
 (seed, step), so a resumed run draws the same batches as an uninterrupted one. ``OUT/last.pth`` (our checkpoint
 format, loadable by ``load_model``), ``OUT/last.optim.pth`` (optimizer, schedule, counters), ``OUT/best.pth`` (best
 evaluation NME) and ``OUT/log.csv`` (step, samples, loss, parts, lr, minutes, nme).
+
+``ema: DECAY`` keeps an exponential moving average of the weights (and BatchNorm statistics) next to the trained ones
+(``torch.optim.swa_utils.AveragedModel``): the average is what is evaluated and written to ``best.pth``, the raw
+weights keep training (``OUT/last.pth``; the average resumes from ``OUT/last.ema.pth``). A ``schedule_minutes``
+cosine runs over the run's own minutes, so ``--resume`` continues it where it stopped.
 """
 from __future__ import annotations
 
@@ -28,6 +33,8 @@ import numpy as np
 import torch
 import yaml
 
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
 from model.backbones import build_backbone
 from model.bn_fold import fold_all_bn, unfold_bn
 from model.checkpoint import LoadedModel, load_file, save_checkpoint
@@ -40,7 +47,7 @@ from model.roi import roi_from_landmarks
 
 N_STAGES = len(STAGES)
 LOG_FIELDS = ["step", "samples", "loss", "wpdc", "vdc", "wing", "lr", "minutes", "nme", "nme_bins", "pose_mae",
-              "human2d"]
+              "human2d", "nme_raw"]
 
 
 def load_config(path: str | os.PathLike) -> dict:
@@ -87,6 +94,19 @@ def init_student(seed: int) -> torch.nn.Module:
     net = build_backbone("damdnet")
     torch.nn.init.zeros_(net.head().weight)
     return net
+
+
+def ema_decay(value) -> float:
+    """The ``ema`` key: a decay in [0, 1) per step (0 or null: no weight average)."""
+    if value is None or value is False:
+        return 0.0
+    try:
+        decay = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"ema: {value!r} is not a number (a decay such as 0.998, or null)") from None
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(f"ema: {decay} is not a decay in [0, 1)")
+    return decay
 
 
 def frozen_stages(value: str | int | None) -> int:
@@ -200,6 +220,8 @@ class Trainer:
         self.trainable = [p for p in self.net.parameters() if p.requires_grad]  # not the frozen part
         self.opt = torch.optim.AdamW(self.trainable, lr=float(cfg["lr"]),
                                      weight_decay=float(cfg.get("weight_decay", 0.0)))
+        self.ema_decay = ema_decay(cfg.get("ema"))
+        self.ema = self.new_ema()
         self.step, self.samples, self.minutes, self.best_nme = 0, 0, 0.0, float("inf")
         self.last_eval: dict = {}
         self.eval_labels = []
@@ -233,15 +255,26 @@ class Trainer:
             h = self.net.stage(i, h)
         return self.net.regress(h)
 
+    def new_ema(self) -> AveragedModel | None:
+        """The moving average of the weights and buffers as they are now (None when ``ema`` is off)."""
+        if not self.ema_decay:
+            return None
+        return AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(self.ema_decay), use_buffers=True)
+
+    def eval_module(self) -> torch.nn.Module:
+        """What is evaluated and kept as best: the weight average when ``ema`` is on, else the trained net."""
+        return self.ema.module if self.ema is not None else self.net
+
     def train_mode(self) -> None:
         """``net.train()``, with the frozen part in eval mode (its BatchNorm statistics stay fixed)."""
         self.net.train()
         for module in self.frozen_modules():
             module.eval()
 
-    def plain_net(self) -> torch.nn.Module:
-        """The network in the checkpoint layout (unfolded when training folded)."""
-        return unfold_bn(self.net, self.template) if self.fold else self.net
+    def plain_net(self, net: torch.nn.Module | None = None) -> torch.nn.Module:
+        """``net`` (default: the trained one) in the checkpoint layout (unfolded when training folded)."""
+        net = self.net if net is None else net
+        return unfold_bn(net, self.template) if self.fold else net
 
     # -- data -------------------------------------------------------------------------------------------------
     def refine_rois(self, idx: list[int]) -> None:
@@ -338,7 +371,8 @@ class Trainer:
                 "steps": self.step, "samples_seen": self.samples, "minutes": round(self.minutes, 2),
                 "machine": machine(), "nme_eval": nme, "nme_eval_bins": self.last_eval.get("nme_bins"),
                 "pose_mae_eval": self.last_eval.get("pose_mae"), "eval_images": str(self.cfg.get("eval_images")),
-                "seed": self.seed, "init": str(self.cfg.get("init") or "random (no ImageNet), zero head")}
+                "seed": self.seed, "init": str(self.cfg.get("init") or "random (no ImageNet), zero head"),
+                "ema": self.ema_decay or None}
 
     def save(self, nme: float | None = None) -> None:
         save_checkpoint(self.out / "last.pth", self.plain_net(), "damdnet", self.whitening, "v1",
@@ -348,6 +382,14 @@ class Trainer:
                     "samples": self.samples,
                     "minutes": self.minutes, "best_nme": self.best_nme}, tmp)
         os.replace(tmp, self.out / "last.optim.pth")
+        if self.ema is not None:
+            tmp = self.out / ".last.ema.pth.part"
+            torch.save(self.ema.state_dict(), tmp)
+            os.replace(tmp, self.out / "last.ema.pth")
+
+    def save_best(self, nme: float) -> None:
+        save_checkpoint(self.out / "best.pth", self.plain_net(self.eval_module()), "damdnet", self.whitening, "v1",
+                        meta=self.meta(nme))
 
     def layout(self) -> dict:
         """What the optimizer's parameter list depends on."""
@@ -371,17 +413,23 @@ class Trainer:
                   "the weights resume, the optimizer starts fresh", file=sys.stderr)
         self.step, self.samples = int(st["step"]), int(st["samples"])
         self.minutes, self.best_nme = float(st["minutes"]), float(st.get("best_nme", float("inf")))
+        if self.ema is not None:  # the average resumes; a run saved without one starts it at the resumed weights
+            self.ema = self.new_ema()
+            if (self.out / "last.ema.pth").is_file():
+                self.ema.load_state_dict(torch.load(self.out / "last.ema.pth", map_location=self.device,
+                                                    weights_only=True))
         return True
 
-    def evaluate(self) -> float | None:
-        """NME (%) on the evaluation images: the mean of the yaw bins (the selection metric; with the validation
-        set's equal bins it is also the all-image mean). The bins and the pose MAE go to ``self.last_eval``."""
+    def evaluate(self, net: torch.nn.Module | None = None) -> float | None:
+        """NME (%) of ``net`` (default: ``eval_module()``) on the evaluation images: the mean of the yaw bins (the
+        selection metric; with the validation set's equal bins it is also the all-image mean). The bins and the pose
+        MAE go to ``self.last_eval``."""
         if not self.eval_labels:
             return None
         from model.aligner import Aligner
         from model.evaluate import evaluate
 
-        net = copy.deepcopy(self.net).eval()  # folded or not: the same function in eval mode
+        net = copy.deepcopy(self.eval_module() if net is None else net).eval()  # folded or not: the same function
         al = Aligner(LoadedModel(net, "damdnet", self.whitening, "v1", "training"), device=self.device,
                      fast_path="none", confidence=False)
         s = evaluate(al, self.eval_labels).summary()
@@ -427,7 +475,7 @@ class Trainer:
         while self.step < total:
             if minutes is not None and (time.monotonic() - t0) / 60 >= minutes:
                 break
-            lr = lr_at(self.step, self.cfg, (time.monotonic() - t0) / 60)
+            lr = lr_at(self.step, self.cfg, self.minutes)  # the run's minutes: a resumed cosine goes on
             for g in self.opt.param_groups:
                 g["lr"] = lr
             x, target, w, lm = self.batch(self.step)
@@ -439,6 +487,8 @@ class Trainer:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.trainable, 10.0)
             self.opt.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.net)
             self.step += 1
             self.samples += x.shape[0]
             self.minutes = m0 + (time.monotonic() - t0) / 60
@@ -446,20 +496,23 @@ class Trainer:
                    "minutes": f"{self.minutes:.3f}", **{k: f"{v:.5f}" for k, v in parts.items()}}
             nme = None
             if eval_every and self.step % eval_every == 0:
+                raw = self.evaluate(self.net) if self.ema is not None else None  # what the average adds
                 nme = self.evaluate()
                 self.train_mode()
                 if nme is not None:
                     row["nme"] = f"{nme:.4f}"
                     row.update(self.last_eval)
+                    if raw is not None:
+                        row["nme_raw"] = f"{raw:.4f}"
                     if nme < self.best_nme:
                         self.best_nme = nme
-                        save_checkpoint(self.out / "best.pth", self.plain_net(), "damdnet", self.whitening, "v1",
-                                        meta=self.meta(nme))
+                        self.save_best(nme)
             self.log(row)
             if nme is not None and not progress:
                 print(f"step {self.step} samples {self.samples} loss {loss_value:.4f} nme {nme:.3f} "
                       f"bins {self.last_eval.get('nme_bins')} pose {self.last_eval.get('pose_mae')} "
-                      f"minutes {self.minutes:.2f}", flush=True)
+                      + (f"raw {row['nme_raw']} " if "nme_raw" in row else "") + f"minutes {self.minutes:.2f}",
+                      flush=True)
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}", **({"nme": f"{nme:.2f}"} if nme is not None else {}))
             if (ckpt_every and self.step % ckpt_every == 0) or nme is not None:
@@ -472,8 +525,7 @@ class Trainer:
                       "nme": f"{nme:.4f}", **self.last_eval})
             if nme < self.best_nme:
                 self.best_nme = nme
-                save_checkpoint(self.out / "best.pth", self.plain_net(), "damdnet", self.whitening, "v1",
-                                meta=self.meta(nme))
+                self.save_best(nme)
         self.save(nme)
 
 

@@ -72,8 +72,8 @@ def cache(assets_dir, tmp_path_factory):
 
 def _config(repo_root, tmp_path, cache, **extra) -> str:
     cfg = yaml.safe_load((repo_root / "configs" / "train_cpu.yaml").read_text())
-    cfg.update(device="cpu", threads=1, workers=0, batch=4, warmup=1, eval_every=0, ckpt_every=0, eval_images=None,
-               schedule_minutes=None, steps=20, **extra)
+    cfg.update({"device": "cpu", "threads": 1, "workers": 0, "batch": 4, "warmup": 1, "eval_every": 0, "ckpt_every": 0,
+                "eval_images": None, "schedule_minutes": None, "steps": 20, **extra})
     cfg["data"]["cache"] = str(cache)
     cfg["data"]["cached_labels"] = True
     cfg["init"] = str(repo_root / "model" / "weights" / "damdnet.pth")
@@ -141,3 +141,56 @@ def test_cached_labels_follow_the_crop(cache):
         size = np.sqrt(np.ptp(a[:, 0]) * np.ptp(a[:, 1]))
         errs.append(float(np.linalg.norm((a - b)[:, :2], axis=1).mean() / size))
     assert np.median(errs) < 0.06, errs
+
+
+def test_ema_decay_key():
+    from model.train import ema_decay
+
+    assert ema_decay(None) == 0.0 and ema_decay(0) == 0.0 and ema_decay(0.998) == pytest.approx(0.998)
+    for bad in (1.0, -0.1, "fast"):
+        with pytest.raises(ValueError, match="ema"):
+            ema_decay(bad)
+
+
+def test_ema_is_the_moving_average_of_the_trained_weights_and_resumes(cache, tmp_path, repo_root):
+    """With decay d the average after steps 1, 2 is w1, then d * w1 + (1 - d) * w2 (BatchNorm statistics too); it is
+    what best.pth holds, it is saved beside last.pth and a resumed trainer picks it up."""
+    from model.train import Trainer, load_config
+
+    path = _config(repo_root, tmp_path, cache, ema=0.75, freeze="layer2")
+    out = tmp_path / "run"
+    tr = Trainer(load_config(path), out, repo_root)
+    tr.run(max_steps=1, progress=False)
+    w1 = {k: v.clone() for k, v in tr.net.state_dict().items()}
+    tr.run(max_steps=1, progress=False)
+    w2 = tr.net.state_dict()
+    avg = tr.ema.module.state_dict()
+    moved = 0
+    for k, v in w2.items():
+        if not v.is_floating_point():
+            continue
+        assert torch.allclose(avg[k], 0.75 * w1[k] + 0.25 * v, atol=1e-6), k
+        moved += int(not torch.equal(w1[k], v))
+    assert moved > 10  # the trained part moved between the steps, so the average differs from both
+    assert not torch.allclose(avg["conv9.weight"], w2["conv9.weight"])
+    assert (out / "last.ema.pth").is_file()
+    again = Trainer(load_config(path), out, repo_root)
+    assert again.resume() and again.step == 2
+    for k, v in again.ema.module.state_dict().items():
+        assert torch.equal(v, avg[k]), k
+    assert again.eval_module() is again.ema.module
+
+
+def test_a_resumed_run_continues_its_cosine(cache, tmp_path, repo_root):
+    """The time-budget cosine runs over the run's own minutes: a run resumed past its budget goes on at min_lr
+    instead of restarting at lr."""
+    import csv
+
+    path = _config(repo_root, tmp_path, cache, schedule_minutes=1e-4, lr=1e-3, min_lr=1e-6, warmup=0)
+    out = tmp_path / "run"
+    assert main(["--config", path, "--out", str(out), "--max-steps", "2", "--no-progress"]) == 0
+    assert main(["--config", path, "--out", str(out), "--max-steps", "2", "--resume", "--no-progress"]) == 0
+    rows = [r for r in csv.DictReader(open(out / "log.csv")) if r["lr"]]
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    assert float(rows[0]["lr"]) == pytest.approx(1e-3, rel=1e-3)  # minute 0 of the run
+    assert float(rows[2]["lr"]) == pytest.approx(1e-6, rel=1e-3)  # resumed past the budget
