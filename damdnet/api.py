@@ -25,7 +25,7 @@ from typing import Any, AsyncIterator, Iterable, Iterator, Protocol
 
 import numpy as np
 
-from model.align import ImageError, detect_and_align, read_image
+from model.align import REFINE, ImageError, detect_and_align, read_image
 from stream.align_service import AlignService
 from stream.app import Engine, UserError, _run, build_engine
 from stream.config import ConfigError, load_config
@@ -179,10 +179,11 @@ class Session:
         """(F, 3) int32 triangles of ``Face.vertices``."""
         return self._engine.aligner.morph.tri
 
-    def align_image(self, image: str | Path | np.ndarray, dense: bool = False) -> list[Face]:
+    def align_image(self, image: str | Path | np.ndarray, dense: bool = False, refine: int = REFINE) -> list[Face]:
         """Every face in ``image`` (a file path, or an (H, W, 3) uint8 BGR array; (H, W) gray is accepted), largest
-        detector score first as the detector orders them; an image without faces gives []. Raises DamdnetError
-        for an unreadable file."""
+        detector score first as the detector orders them; an image without faces gives []. ``refine``: re-crops of
+        each face from its own landmarks after the detector crop (``model.align.align_boxes``; 0: none). Raises
+        DamdnetError for an unreadable file."""
         if isinstance(image, (str, Path)):
             try:
                 image = read_image(image)
@@ -193,7 +194,10 @@ class Session:
             img = np.repeat(img[:, :, None], 3, axis=2)
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
             raise DamdnetError(f"image: expected an (H, W, 3) uint8 BGR array, got {img.dtype} {img.shape}")
-        boxes, scores, res = detect_and_align(img, self._engine.aligner, self._engine.detector, dense=dense)
+        if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
+            raise DamdnetError(f"refine: expected a count of re-crops (0, 1, 2...), got {refine!r}")
+        boxes, scores, res = detect_and_align(img, self._engine.aligner, self._engine.detector, dense=dense,
+                                              refine=refine)
         conf = [None] * len(res) if res.confidence is None else [float(c) for c in res.confidence]
         return [Face(box=np.asarray(boxes[i], np.float32), landmarks=res.landmarks[i], pose=res.pose[i],
                      params=res.params[i], roi=res.roi[i], vertices=None if res.vertices is None else res.vertices[i],
@@ -415,12 +419,13 @@ def session(**model_options: Any) -> Session:
     return _split(dict(model_options))[0]
 
 
-def align_image(image: str | Path | np.ndarray, *, dense: bool = False, **model_options: Any) -> list[Face]:
+def align_image(image: str | Path | np.ndarray, *, dense: bool = False, refine: int = REFINE,
+                **model_options: Any) -> list[Face]:
     """Faces in an image file or (H, W, 3) uint8 BGR array: see ``Session.align_image``."""
     s, rest = _split(dict(model_options))
     if rest:
         raise DamdnetError(f"not a model option: {sorted(rest)[0]} (model options: {', '.join(SESSION_KEYS)})")
-    return s.align_image(image, dense=dense)
+    return s.align_image(image, dense=dense, refine=refine)
 
 
 def track_video(source: str | Path, *, dense: bool = False, sinks: Iterable[ResultSink] = (),

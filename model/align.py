@@ -1,6 +1,6 @@
 """Align faces in still images: draw landmarks, pose axes and the mesh outline, and write a JSON of the results.
 
-    python -m model.align IMAGE [IMAGE...] --out DIR [--weights auto] [--detector auto]
+    python -m model.align IMAGE [IMAGE...] --out DIR [--weights auto] [--detector auto] [--refine 1]
 
 Writes ``DIR/<name>_aligned.jpg`` per image and ``DIR/results.json`` with, per image and face: box, score, roi,
 yaw/pitch/roll (degrees), 68 landmarks (x, y, z pixels) and the 62 real 3DMM parameters.
@@ -18,7 +18,10 @@ from model.assets import AssetError, AssetStore
 from model.cliparse import OneLineParser
 from model.draw import draw_box, draw_landmarks, draw_mesh_outline, draw_pose_axes
 from model.morphable import rotation_from_params
-from model.roi import roi_from_box
+from model.roi import iou_matrix, roi_from_box, roi_from_landmarks
+
+REFINE = 1  # landmark re-crops after the detector crop (validation, GT 68 points: ours 6.65 -> 5.71, teacher 4.75 -> 4.24)
+REFINE_MIN_IOU = 0.25  # a re-crop that overlaps its detector crop less than this is not taken (a fit gone astray)
 
 
 def annotate(img: np.ndarray, res, boxes: np.ndarray, grid_shape: tuple[int, int] | None,
@@ -50,11 +53,30 @@ def read_image(path: str | Path) -> np.ndarray:
     return img
 
 
-def detect_and_align(img: np.ndarray, aligner, detector, dense: bool = True):
+def align_boxes(img: np.ndarray, aligner, boxes: np.ndarray, dense: bool = True, refine: int = REFINE):
+    """AlignResult of the faces in detector ``boxes`` (N, 4) frame px of ``img``: the detector crop
+    (``model.roi.roi_from_box``), then ``refine`` times the crop of the fit's own landmarks
+    (``model.roi.roi_from_landmarks``, the crop the network was trained and tracks on). A face whose re-crop overlaps
+    its detector crop (IoU) less than ``REFINE_MIN_IOU`` keeps its previous crop. Dense vertices when ``dense``."""
+    if refine < 0:
+        raise ValueError(f"refine: {refine} is not a count of re-crops (0, 1, 2...)")
+    first = roi_from_box(boxes)
+    res = aligner.align(img, first, dense=dense and refine == 0)
+    for k in range(refine):
+        rois = roi_from_landmarks(res.landmarks) if len(res) else first
+        if len(res):
+            stray = np.diag(iou_matrix(rois, first)) < REFINE_MIN_IOU
+            rois[stray] = res.roi[stray]
+        res = aligner.align(img, rois, dense=dense and k == refine - 1)
+    return res
+
+
+def detect_and_align(img: np.ndarray, aligner, detector, dense: bool = True, refine: int = REFINE):
     """Every face of ``img`` (H, W, 3) uint8 BGR: detector boxes (N, 4), scores (N,) and the AlignResult of their
-    crops (``model.roi.roi_from_box``), dense vertices when ``dense``."""
+    crops (``align_boxes``: the detector crop refined ``refine`` times by the landmarks), dense vertices when
+    ``dense``."""
     boxes, scores = detector(img)
-    return boxes, scores, aligner.align(img, roi_from_box(boxes), dense=dense)
+    return boxes, scores, align_boxes(img, aligner, boxes, dense=dense, refine=refine)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,9 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", default="auto", help="model name or checkpoint path (default auto)")
     p.add_argument("--detector", default="auto", choices=["auto", "yunet", "haar"])
     p.add_argument("--score", type=float, default=0.6, help="detector score threshold (0-1)")
+    p.add_argument("--refine", type=int, default=REFINE, help=f"re-crops of each face from its own landmarks after the "
+                   f"detector crop (default {REFINE}: more accurate, one more network pass; 0: the detector crop only)")
     p.add_argument("--device", default="auto")
     p.add_argument("--assets", default=None, help="assets root (default $DAMDNET_ASSETS or ~/.cache/damdnet)")
     a = p.parse_args(argv)
+    if a.refine < 0:
+        p.error(f"--refine {a.refine}: expected 0 or more re-crops")
     out_dir = Path(a.out)
     why = _unwritable(out_dir)
     if why:  # before the model loads
@@ -87,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"model: {aligner.name} ({aligner.backbone}); detector: {detector.kind}", file=sys.stderr)
     try:
-        return _align_all(a.images, out_dir, aligner, detector)
+        return _align_all(a.images, out_dir, aligner, detector, a.refine)
     except OSError as exc:  # the disk filled up or went away mid-run
         print(f"error: cannot write {getattr(exc, 'filename', None) or out_dir}: {exc.strerror or exc}",
               file=sys.stderr)
@@ -123,7 +149,7 @@ def _write_file(path: Path, data: bytes, inputs: list[str]) -> None:
         raise
 
 
-def _align_all(images: list[str], out_dir: Path, aligner, detector) -> int:
+def _align_all(images: list[str], out_dir: Path, aligner, detector, refine: int = REFINE) -> int:
     results, problems = {}, 0
     for path in images:
         try:
@@ -132,7 +158,7 @@ def _align_all(images: list[str], out_dir: Path, aligner, detector) -> int:
             print(f"{exc}; skipped", file=sys.stderr)
             problems += 1
             continue
-        boxes, scores, res = detect_and_align(img, aligner, detector, dense=True)
+        boxes, scores, res = detect_and_align(img, aligner, detector, dense=True, refine=refine)
         if len(boxes) == 0:
             print(f"{path}: no face found (try --detector haar or a lower --score)", file=sys.stderr)
             problems += 1

@@ -62,8 +62,10 @@ class EvalReport:
                 "per_image": self.per_image, "yaw": self.yaw}
 
 
-def evaluate(aligner, labels: list[Path], crop: str = "gt", detector=None, flip: bool = False) -> EvalReport:
-    """Run ``aligner`` on every labelled image; ``crop`` is ``gt`` or ``detector``."""
+def evaluate(aligner, labels: list[Path], crop: str = "gt", detector=None,
+             refine: int = 0) -> EvalReport:
+    """Run ``aligner`` on every labelled image; ``crop`` is ``gt`` or ``detector``; ``refine``: landmark re-crops
+    after a detector crop (``model.align.align_boxes``; the protocol is 0)."""
     from model.groundtruth import read_groundtruth
 
     report = EvalReport()
@@ -81,7 +83,12 @@ def evaluate(aligner, labels: list[Path], crop: str = "gt", detector=None, flip:
                 continue
             best = int(np.argmax(iou_matrix(box_from_landmarks(gt.landmarks[None]), boxes)[0]))
             roi = roi_from_box(boxes[best:best + 1])
-        res = aligner.align(img, roi)
+        if crop == "detector" and refine:
+            from model.align import align_boxes
+
+            res = align_boxes(img, aligner, boxes[best:best + 1], dense=False, refine=refine)
+        else:
+            res = aligner.align(img, roi)
         name = gt.image.name
         report.per_image[name] = float(nme(res.landmarks[0], gt.landmarks))
         report.yaw[name] = gt.yaw if gt.yaw is not None else float(res.pose[0, 0])
@@ -128,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backbone", default=None, help="expected backbone (damdnet, mobilenet_v1); checked, not forced")
     p.add_argument("--crop", choices=["gt", "detector"], default="gt", help="crop from ground truth or detector")
     p.add_argument("--detector", default="auto", choices=["auto", "yunet", "haar"])
+    p.add_argument("--refine", type=int, default=0, help="with --crop detector: landmark re-crops after the detector "
+                                                         "crop, as model.align does (default 0: the 3DDFA protocol)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--assets", default=None, help="assets root (default $DAMDNET_ASSETS or ~/.cache/damdnet)")
     p.add_argument("--json", default=None, help="write the summary and per-image NME to this JSON file")
@@ -146,13 +155,16 @@ def main(argv: list[str] | None = None) -> int:
         if a.backbone and a.backbone != aligner.backbone:
             raise CheckpointError(f"--backbone {a.backbone} but the weights are a {aligner.backbone}")
         det = FaceDetector.create(a.detector, store) if a.crop == "detector" else None
-        report = evaluate(aligner, labels, a.crop, det)
+        if a.refine < 0:
+            raise ValueError(f"--refine {a.refine}: expected 0 or more re-crops")
+        report = evaluate(aligner, labels, a.crop, det, refine=a.refine)
     except (FileNotFoundError, ValueError, AssetError, CheckpointError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     s = report.summary()
     print(f"model: {aligner.name} ({aligner.backbone}, {aligner.convention} space) on {aligner.device}; "
-          f"crop: {a.crop}; images: {len(labels)}")
+          f"crop: {a.crop}{f' + {a.refine} landmark re-crop(s)' if a.crop == 'detector' and a.refine else ''}; "
+          f"images: {len(labels)}")
     print(format_table(s, "NME (%)"))
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)

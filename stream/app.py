@@ -76,14 +76,14 @@ def fit_swap_texture(image: np.ndarray, engine: Engine):
 
     Raises ValueError when the image has no face.
     """
-    from model.roi import roi_from_box
+    from model.align import align_boxes
     from stream.render.texture import build_texture
 
     boxes, _ = engine.detector(image)
     if len(boxes) == 0:
         raise ValueError("no face found in the swap source image")
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    res = engine.aligner.align(image, roi_from_box(boxes[int(np.argmax(areas))][None]), dense=True)
+    res = align_boxes(image, engine.aligner, boxes[int(np.argmax(areas))][None], dense=True)  # + a landmark re-crop
     morph = engine.aligner.morph
     return build_texture(image, res.vertices[0], morph.tri, morph.grid_shape, landmarks=res.landmarks[0],
                          uv=morph.uv)

@@ -69,3 +69,16 @@ def test_align_cli_unknown_weights_is_one_line(tmp_path, assets_dir):
     assert r.returncode == 2
     assert r.stderr.strip().startswith("error: unknown model 'no-such-model'")
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_align_cli_refine_flag(assets_dir, tmp_path):
+    r = _align(str(assets_dir / SAMPLE), "--out", str(tmp_path), "--refine", "-1")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == ["error: --refine -1: expected 0 or more re-crops"]
+    r = _align(str(assets_dir / SAMPLE), "--out", str(tmp_path / "r0"), "--weights", "3ddfa-v2-mb05", "--refine", "0")
+    assert r.returncode == 0, r.stderr
+    from model.roi import roi_from_box, rounded_roi
+
+    faces = json.loads((tmp_path / "r0" / "results.json").read_text())["results"][str(assets_dir / SAMPLE)]
+    for f in faces:  # no re-crop: each face's crop is its detector box's
+        np.testing.assert_allclose(f["roi"], rounded_roi(roi_from_box(np.asarray([f["box"]], np.float32)))[0],
+                                   atol=1e-3)
