@@ -3,8 +3,7 @@
     python -m model.ship CHECKPOINT [--teacher 3ddfa-v2-mb05] [--margin 1.0] [--out model/weights/damdnet.pth]
 
 Both models are evaluated on the validation set (the 300 AFLW2000-3D images under ``XgTu/2DASL``, 100 per yaw bin)
-with ground-truth and detector crops (single pass: the protocol; and refined by one landmark re-crop, as
-``model.align`` serves). The release rule: our mean-of-bins NME (ground-truth crops) is not worse than
+with ground-truth and detector crops. The release rule: our mean-of-bins NME (ground-truth crops) is not worse than
 the teacher's by more than ``margin`` points; ``meta["release"]`` records the verdict, which decides whether
 ``--weights auto`` serves our weights offline (``model.checkpoint.load_model``). The metadata keeps the figures
 (bins, pose MAE, both crops, the teacher's), the training data, samples, hours and machine. Nothing is written
@@ -21,7 +20,6 @@ from model.assets import AssetError, AssetStore
 from model.checkpoint import OUR_WEIGHTS, CheckpointError, load_file, save_checkpoint
 
 VALIDATION = "XgTu/2DASL/test_codes/test.data/AFLW-2000-3D"
-CROPS = ("gt", "detector", "detector_refined")
 RELEASE_MARGIN = 1.0  # NME points (mean of bins, validation set, GT crops) our weights may trail the teacher by
 
 
@@ -31,18 +29,14 @@ def release_ok(ours: float, teacher: float, margin: float = RELEASE_MARGIN) -> b
 
 
 def measure(weights: str, labels: list[Path], store: AssetStore, detector) -> dict:
-    """Validation figures of one model: {"gt", "detector", "detector_refined": summary} without the per-image
-    lists (``detector_refined``: the detector crop + one landmark re-crop, what ``model.align`` serves)."""
-    from model.align import REFINE
+    """Validation figures of one model: {"gt": summary, "detector": summary} without the per-image lists."""
     from model.aligner import Aligner
     from model.evaluate import evaluate
 
     al = Aligner.from_checkpoint(weights, device="cpu", store=store)
     out = {}
-    for crop in CROPS:
-        kind = "gt" if crop == "gt" else "detector"
-        s = evaluate(al, labels, kind, detector if kind == "detector" else None,
-                     refine=REFINE if crop == "detector_refined" else 0).summary()
+    for crop in ("gt", "detector"):
+        s = evaluate(al, labels, crop, detector if crop == "detector" else None).summary()
         out[crop] = {k: s[k] for k in ("nme_mean_of_bins", "nme_all", "bins", "pose_mae", "count")}
         out[crop]["missed"] = len(s["missed"])
     return out
@@ -81,10 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     mob, tmob = ours["gt"]["nme_mean_of_bins"], teacher["gt"]["nme_mean_of_bins"]
     release = release_ok(mob, tmob, a.margin)
     for name, r in (("ours", ours), (a.teacher, teacher)):
-        for crop in CROPS:
+        for crop in ("gt", "detector"):
             s, pm = r[crop], r[crop]["pose_mae"] or {}
             bins = " / ".join(f"{b['nme']:.2f}" for b in s["bins"])
-            print(f"{name:>14} {crop:>16} crops: bins {bins}, mean of bins {s['nme_mean_of_bins']:.3f}, "
+            print(f"{name:>14} {crop:>8} crops: bins {bins}, mean of bins {s['nme_mean_of_bins']:.3f}, "
                   f"pose MAE yaw/pitch/roll {pm.get('yaw', 0):.2f}/{pm.get('pitch', 0):.2f}/{pm.get('roll', 0):.2f}"
                   + (f", missed {s['missed']}" if s["missed"] else ""))
     print(f"release rule (ours <= teacher + {a.margin:.2f}): {mob:.3f} vs {tmob:.3f} -> "

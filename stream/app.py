@@ -83,7 +83,7 @@ def fit_swap_texture(image: np.ndarray, engine: Engine):
     if len(boxes) == 0:
         raise ValueError("no face found in the swap source image")
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    res = align_boxes(image, engine.aligner, boxes[int(np.argmax(areas))][None], dense=True)  # + a landmark re-crop
+    res = align_boxes(image, engine.aligner, boxes[int(np.argmax(areas))][None], dense=True)
     morph = engine.aligner.morph
     return build_texture(image, res.vertices[0], morph.tri, morph.grid_shape, landmarks=res.landmarks[0],
                          uv=morph.uv)

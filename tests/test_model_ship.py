@@ -36,9 +36,6 @@ def test_ship_measures_and_records(assets_dir, tmp_path):
     assert 2.0 < teacher["nme_mean_of_bins"] < 6.0 and ours["nme_mean_of_bins"] > 2.0
     assert meta["release"] == release_ok(ours["nme_mean_of_bins"], teacher["nme_mean_of_bins"])
     assert "detector" in meta["validation"] and meta["validation"]["gt"]["pose_mae"]["count"] > 0
-    # the product's crop (detector + one landmark re-crop) is measured too, and is the more accurate one here
-    t = meta["validation_teacher"]
-    assert t["detector_refined"]["nme_mean_of_bins"] < t["detector"]["nme_mean_of_bins"]
     assert "release rule" in r.stdout
 
 

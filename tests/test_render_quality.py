@@ -53,12 +53,16 @@ def _verts(morph, fit):
 
 @pytest.mark.parametrize("video", ["d0", "d10"])
 def test_mesh_lies_within_the_face(morph, videos, video):
+    covers = []
     for frame, fit in videos[video]:
         mask = rasterize(_verts(morph, fit), morph.tri, None, *frame.shape[:2]).tri_id >= 0
         hull = quality.face_hull(fit.landmarks, morph.sparse.u)
         outside, cover = quality.mesh_coverage(mask, hull, quality.face_size(fit.landmarks))
         assert outside <= 0.02, f"{outside:.1%} of the mesh is more than 5% of the face outside the face"
-        assert cover >= 0.90, f"the mesh covers {cover:.1%} of the face"
+        assert cover >= 0.88, f"the mesh covers {cover:.1%} of the face"
+        covers.append(cover)
+    # per frame the cover moves by a point or two with the fit (d10: 0.90-0.95); over the clip it must stay high
+    assert np.median(covers) >= 0.92, f"the mesh covers a median {np.median(covers):.1%} of the face"
     # the whole grid (ears, neck, hair) does stick out: the measure can fail
     frame, fit = videos[video][0]
     full = rasterize(_verts(morph, fit), morph.tri_full, None, *frame.shape[:2]).tri_id >= 0
