@@ -14,15 +14,15 @@ BOX_DOWN = 0.14
 
 
 def roi_from_box(boxes: np.ndarray, side: float | None = None, down: float | None = None) -> np.ndarray:
-    """Detector boxes (N, 4) -> square crop ROIs (N, 4): side ``side`` x the box's mean side, centre moved down
-    ``down`` x the mean side (defaults ``BOX_SIDE``, ``BOX_DOWN``)."""
+    """Detector boxes (N, 4) -> square crop ROIs (N, 4): side ``side`` x the box's mean side (floored to an even
+    number of pixels), centre moved down ``down`` x the mean side (defaults ``BOX_SIDE``, ``BOX_DOWN``)."""
     side = BOX_SIDE if side is None else side
     down = BOX_DOWN if down is None else down
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     old = (b[:, 2] - b[:, 0] + b[:, 3] - b[:, 1]) / 2
     cx = (b[:, 0] + b[:, 2]) / 2
     cy = (b[:, 1] + b[:, 3]) / 2 + old * down
-    half = np.floor(old * side) / 2
+    half = np.floor(old * side / 2)  # an even side: a box with a whole-pixel centre gives a whole-pixel square
     return np.stack([cx - half, cy - half, cx + half, cy + half], 1).astype(np.float32)
 
 

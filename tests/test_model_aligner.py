@@ -179,9 +179,9 @@ def test_landmarks_of_real_faces_fall_in_the_detector_boxes(aligners, sample, st
 def test_roi_from_box_known_values():
     boxes = np.array([[0, 0, 100, 100], [10, 20, 50, 80]], np.float32)
     got = roi_from_box(boxes, side=1.58, down=0.14)
-    # 3DDFA's rule: old = mean side; centre y += 0.14 old; side = floor(1.58 old)
-    # box 2: old = 50, centre (30, 50 + 7), side floor(79) = 79
-    assert np.allclose(got, [[-29, -15, 129, 143], [30 - 39.5, 57 - 39.5, 30 + 39.5, 57 + 39.5]])
+    # 3DDFA's rule: old = mean side; centre y += 0.14 old; side = 1.58 old, floored to an even number of pixels
+    # box 2: old = 50, centre (30, 50 + 7), side 79 -> 78
+    assert np.allclose(got, [[-29, -15, 129, 143], [30 - 39, 57 - 39, 30 + 39, 57 + 39]])
     assert got.dtype == np.float32 and roi_from_box(np.zeros((0, 4))).shape == (0, 4)
     # the default: the calibrated rule, side 1.26 and down 0.14 (box 1: centre (50, 64), side 126)
     assert np.allclose(roi_from_box(boxes)[0], [-13, 1, 113, 127])
