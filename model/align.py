@@ -1,6 +1,6 @@
 """Align faces in still images: draw landmarks, pose axes and the mesh outline, and write a JSON of the results.
 
-    python -m model.align IMAGE [IMAGE...] --out DIR [--weights auto] [--detector auto] [--refine 1]
+    python -m model.align IMAGE [IMAGE...] --out DIR [--weights auto] [--detector auto] [--refine N]
 
 Writes ``DIR/<name>_aligned.jpg`` per image and ``DIR/results.json`` with, per image and face: box, score, roi,
 yaw/pitch/roll (degrees), 68 landmarks (x, y, z pixels) and the 62 real 3DMM parameters.
@@ -66,10 +66,9 @@ def align_boxes(img: np.ndarray, aligner, boxes: np.ndarray, dense: bool = True,
     first = roi_from_box(boxes)
     res = aligner.align(img, first, dense=dense and refine == 0)
     for k in range(refine):
-        rois = roi_from_landmarks(res.landmarks) if len(res) else first
-        if len(res):
-            stray = np.diag(iou_matrix(rois, first)) < REFINE_MIN_IOU
-            rois[stray] = res.roi[stray]
+        rois = roi_from_landmarks(res.landmarks)
+        stray = np.diag(iou_matrix(rois, first)) < REFINE_MIN_IOU
+        rois[stray] = res.roi[stray]
         res = aligner.align(img, rois, dense=dense and k == refine - 1)
     return res
 

@@ -19,10 +19,11 @@ import cv2
 import numpy as np
 
 from model.assets import AssetError, AssetStore
+from model.align import align_boxes
 from model.cliparse import OneLineParser
 from model.metrics import POSE_KEYS, POSE_LIMIT, YAW_BINS, angle_error, nme, pose_para_angles, yaw_bin
 from model.morphable import rotation_from_params
-from model.roi import box_from_landmarks, iou_matrix, roi_from_box, roi_from_landmarks
+from model.roi import box_from_landmarks, iou_matrix, roi_from_landmarks
 
 FAIL_NME = 10.0  # an image whose NME exceeds this counts as a failure
 
@@ -75,20 +76,15 @@ def evaluate(aligner, labels: list[Path], crop: str = "gt", detector=None,
         if img is None:
             raise ValueError(f"cannot read image {gt.image}")
         if crop == "gt":
-            roi = roi_from_landmarks(gt.landmarks[None])
+            res = aligner.align(img, roi_from_landmarks(gt.landmarks[None]))
         else:
             boxes, _ = detector(img)
             if len(boxes) == 0:
                 report.missed.append(gt.image.name)
                 continue
             best = int(np.argmax(iou_matrix(box_from_landmarks(gt.landmarks[None]), boxes)[0]))
-            roi = roi_from_box(boxes[best:best + 1])
-        if crop == "detector" and refine:
-            from model.align import align_boxes
-
+            # the detector crop (model.roi.roi_from_box), then ``refine`` landmark re-crops
             res = align_boxes(img, aligner, boxes[best:best + 1], dense=False, refine=refine)
-        else:
-            res = aligner.align(img, roi)
         name = gt.image.name
         report.per_image[name] = float(nme(res.landmarks[0], gt.landmarks))
         report.yaw[name] = gt.yaw if gt.yaw is not None else float(res.pose[0, 0])

@@ -13,11 +13,9 @@ BOX_SIDE = 1.26
 BOX_DOWN = 0.14
 
 
-def roi_from_box(boxes: np.ndarray, side: float | None = None, down: float | None = None) -> np.ndarray:
+def roi_from_box(boxes: np.ndarray, side: float = BOX_SIDE, down: float = BOX_DOWN) -> np.ndarray:
     """Detector boxes (N, 4) -> square crop ROIs (N, 4): side ``side`` x the box's mean side (floored to an even
-    number of pixels), centre moved down ``down`` x the mean side (defaults ``BOX_SIDE``, ``BOX_DOWN``)."""
-    side = BOX_SIDE if side is None else side
-    down = BOX_DOWN if down is None else down
+    number of pixels), centre moved down ``down`` x the mean side."""
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     old = (b[:, 2] - b[:, 0] + b[:, 3] - b[:, 1]) / 2
     cx = (b[:, 0] + b[:, 2]) / 2
