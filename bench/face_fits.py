@@ -45,17 +45,14 @@ def engine():
 
 def fit_image(img: np.ndarray, refine: int = 1) -> Fit | None:
     """The largest face of an image (detector box, then ``refine`` landmark-ROI refinements), or None."""
-    from model.roi import roi_from_box, roi_from_landmarks
+    from model.align import align_boxes
 
     aligner, detector = engine()
     boxes, _ = detector(img)
     if len(boxes) == 0:
         return None
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    roi = roi_from_box(boxes[[int(np.argmax(areas))]])
-    res = aligner.align(img, roi)
-    for _ in range(refine):
-        res = aligner.align(img, roi_from_landmarks(res.landmarks))
+    res = align_boxes(img, aligner, boxes[[int(np.argmax(areas))]], dense=False, refine=refine)
     return Fit(res.params[0].astype(np.float32), res.roi[0].astype(np.float32), res.landmarks[0].astype(np.float32),
                res.pose[0, :3].astype(np.float32))
 

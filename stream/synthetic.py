@@ -140,7 +140,7 @@ def _fit_photo(path: Path, morph: MorphableModel) -> dict[str, np.ndarray]:
     """Fit the 3DMM to the largest face of a photo (detector box, then two landmark-ROI refinements)."""
     from model.aligner import Aligner
     from model.detect import FaceDetector
-    from model.roi import roi_from_box, roi_from_landmarks
+    from model.align import align_boxes
 
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
@@ -150,10 +150,7 @@ def _fit_photo(path: Path, morph: MorphableModel) -> dict[str, np.ndarray]:
     if len(boxes) == 0:
         raise SourceError(f"synthetic: no face found in {path}")
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    roi = roi_from_box(boxes[[int(np.argmax(areas))]])
-    for _ in range(3):
-        res = aligner.align(img, roi)
-        roi = roi_from_landmarks(res.landmarks)
+    res = align_boxes(img, aligner, boxes[[int(np.argmax(areas))]], dense=False, refine=2)
     vertices = morph.dense(res.params, res.roi, aligner.convention)[0]  # morph: the consistent grid
     tex = texture_from_photo(img, vertices, morph.tri, morph.grid_shape)
     p = res.params[0]
