@@ -7,7 +7,9 @@ to real parameters (``real = w * std + mean``), and the ``MorphableModel`` whose
   weight the magnitude of the change of the 68 landmark vertices that the parameter's error alone causes
   (pose entries: |dP_ij| * ||column j of the target's model vertices||; offsets: |dt| * sqrt(68); shape/expression:
   |d alpha_i| * scale * ||basis column i||), normalised by the per-sample maximum, weights detached, z offset ignored.
-- ``vdc``: mean Euclidean distance of the 68 (or dense) vertices in crop coordinates.
+- ``vdc``: mean Euclidean distance of the 68 (or dense) vertices in crop coordinates; with ``xy_only`` in the image
+  plane alone (x, y: what NME measures; the z offset, which no 2D metric sees and WPDC does not learn, then neither adds
+  to the distance nor shrinks its x, y gradient).
 - ``wing``: Wing loss (Feng et al. 2018) on the 2D landmarks in crop pixels, ``w ln(1 + |x|/eps)`` below ``w`` else
   ``|x| - C``; averaged over points and coordinates.
 - ``landmark_wing``: Wing loss of the predicted 68 landmarks against HUMAN 2D landmarks (image px of the crop, y down;
@@ -79,10 +81,13 @@ def wpdc(pred: torch.Tensor, target: torch.Tensor, morph: MorphableModel, whiten
 
 
 def vdc(pred: torch.Tensor, target: torch.Tensor, morph: MorphableModel, whitening: Whitening,
-        dense: bool = False, reduce: bool = True) -> torch.Tensor:
-    """Mean vertex distance (crop pixels) between the decoded 68 (or dense) vertices -> scalar (or (N,))."""
+        dense: bool = False, reduce: bool = True, xy_only: bool = False) -> torch.Tensor:
+    """Mean vertex distance (crop pixels) between the decoded 68 (or dense) vertices -> scalar (or (N,)); in the image
+    plane (x, y) alone with ``xy_only``."""
     vp = crop_vertices(_real(pred, whitening), morph, dense)
     vt = crop_vertices(_real(target, whitening), morph, dense)
+    if xy_only:
+        vp, vt = vp[..., :2], vt[..., :2]
     return _reduce((vp - vt).norm(dim=-1).mean(dim=1), reduce)
 
 
@@ -197,6 +202,7 @@ class LossWeights:
     wpdc: float = 1.0
     vdc: float = 0.0
     vdc_dense: bool = False
+    vdc_2d: bool = False  # VDC in the image plane (x, y) only: no z error
     wing: float = 0.1
     wing_w: float = 10.0
     wing_eps: float = 2.0
@@ -227,7 +233,8 @@ class CombinedLoss:
         if cfg.wpdc:
             parts["wpdc"] = wpdc(pred, target, self.morph, self.whitening, reduce=False)
         if cfg.vdc:
-            parts["vdc"] = vdc(pred, target, self.morph, self.whitening, cfg.vdc_dense, reduce=False)
+            parts["vdc"] = vdc(pred, target, self.morph, self.whitening, cfg.vdc_dense, reduce=False,
+                               xy_only=cfg.vdc_2d)
         if cfg.wing:
             parts["wing"] = wing(pred, target, self.morph, self.whitening, cfg.wing_w, cfg.wing_eps, reduce=False)
         if sample_weight is None:

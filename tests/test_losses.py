@@ -55,6 +55,11 @@ def test_vdc_zero_and_known_offset(mw):
     moved[:, 7] += 4.0
     assert float(vdc(wh.whiten(moved), t, morph, wh)) == pytest.approx(5.0, rel=1e-4)
     assert float(vdc(wh.whiten(moved), t, morph, wh, dense=True)) == pytest.approx(5.0, rel=1e-4)
+    # the z offset counts in 3D, not in the image plane
+    moved[:, 11] += 12.0
+    assert float(vdc(wh.whiten(moved), t, morph, wh)) == pytest.approx(13.0, rel=1e-4)
+    assert float(vdc(wh.whiten(moved), t, morph, wh, xy_only=True)) == pytest.approx(5.0, rel=1e-4)
+    assert float(vdc(wh.whiten(moved), t, morph, wh, dense=True, xy_only=True)) == pytest.approx(5.0, rel=1e-4)
 
 
 def test_wpdc_zero_positive_and_weights(mw):
