@@ -278,6 +278,14 @@ def test_turned_share_draws_real_turned_photos(morph):
     assert 0.52 < share < 0.68, share  # expected 0.6: half drawn from the pool, 2/10 of the other half
     off = CacheSampler(cache, morph, Augment.off(), ProfileConfig(fraction=0.0, ring=0), {}, HumanConfig(fraction=0.0))
     assert off.turned.fraction == 0.0
+    # a turned fit that disagrees with its mirror (a failed fit, not a turned head) stays out of the pool
+    cache.flip_gap[4] = 0.2
+    s = CacheSampler(cache, morph, Augment.off(), ProfileConfig(fraction=0.0, ring=0), {},
+                     HumanConfig(fraction=0.0), turned=TurnedConfig(0.5, 30.0))
+    assert s.turned_pool.tolist() == [1]
+    s = CacheSampler(cache, morph, Augment.off(), ProfileConfig(fraction=0.0, ring=0), {},
+                     HumanConfig(fraction=0.0), turned=TurnedConfig(0.5, 30.0, max_flip_gap=None))
+    assert sorted(s.turned_pool.tolist()) == [1, 4]
     with pytest.raises(ValueError, match="data.turned.share"):
         TurnedConfig.from_dict({"share": 0.5})
     with pytest.raises(ValueError, match="data.turned.fraction"):

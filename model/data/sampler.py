@@ -18,7 +18,9 @@ a plain sample carries the fit through the crop transforms like a profiled one (
 landmarks themselves moved by the same transforms (``landmarks`` (68, 2) crop px, permuted and mirrored on a flip)
 for a 2D landmark loss; a profiled one is the rotated fit (its human landmarks no longer apply: NaN). ``HumanConfig``:
 their loss weight (times the source weight), their share of each batch and how many of them are profiled.
-``TurnedConfig``: a share of the plain teacher rows drawn from the real photos at ``|yaw| >= min_yaw``.
+``TurnedConfig``: a share of the plain teacher rows drawn from the real photos at ``|yaw| >= min_yaw`` whose cached
+fit agrees with its mirror (flip gap at most ``max_flip_gap``): a large cached yaw is as often a failed fit (a mask, a
+tiny or cut face, no face) as a turned head, and there the teacher's labels of the augmented crop are noise.
 
 ``BatchMaker(step)`` draws one whole batch from a generator seeded by (seed, step), so a run is reproducible whatever
 the number of data-loader workers that build batches in parallel.
@@ -84,6 +86,10 @@ class TurnedConfig:
 
     fraction: float = 0.0  # share of the plain (teacher-labelled) rows drawn from the turned photos
     min_yaw: float = 30.0
+    # only photos whose teacher fit agrees with its mirror this well (``model.data.cache`` flip gap; null: any). Past
+    # 45 deg of cached yaw the median gap is 0.10-0.21 against 0.014 overall: mostly failed fits of masked, tiny or
+    # cut faces (bench/RESULTS.md, issue 12 session 4)
+    max_flip_gap: float | None = 0.08
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "TurnedConfig":
@@ -132,7 +138,11 @@ class CacheSampler:
             self.plain_pool = np.flatnonzero(~is_h | np.isin(np.arange(len(c)), self.human_rows))
             self.profilable = np.flatnonzero(good)
         yaw = np.abs(pose_from_params(c.params[self.plain_pool])[:, 0]) if len(self.plain_pool) else np.zeros(0)
-        self.turned_pool = self.plain_pool[yaw >= self.turned.min_yaw]
+        turned = yaw >= self.turned.min_yaw
+        if self.turned.max_flip_gap is not None and len(self.plain_pool):
+            gap = np.nan_to_num(c.flip_gap[self.plain_pool], nan=np.inf)
+            turned &= (gap <= self.turned.max_flip_gap) | is_h[self.plain_pool]
+        self.turned_pool = self.plain_pool[turned]
         yy, xx = np.mgrid[0:CONTEXT, 0:CONTEXT]
         self._xx, self._yy = xx, yy
 
