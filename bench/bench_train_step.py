@@ -36,6 +36,7 @@ VARIANTS = {
     "workers2": {"workers": 2},
     "threads1": {"threads": 1},
     "threads1_workers1": {"threads": 1, "workers": 1},
+    "threads1_workers2": {"threads": 1, "workers": 2},
     "channels_last": {"channels_last": True},
     "bf16": {"amp": "bf16"},
     "compile": {"compile": True},
