@@ -12,7 +12,8 @@ crop it compares three labels:
   (``cached_labels: true``);
 - **student**: our network on the crop.
 
-NME: mean 2D distance of the 68 landmarks over sqrt(w * h) of the reference's landmark box, percent (median and mean
+NME (``model.metrics.nme``): mean 2D distance of the 68 landmarks over sqrt(w * h) of the reference's landmark box,
+percent (median and mean
 over the photos). ``--max-flip-gap`` keeps only photos whose cached fit agrees with its mirror (``data.turned``'s
 filter); ``--sheet LO,HI`` draws 24 crops of that |yaw| range with the cached (green) and on-the-fly (red)
 landmarks. Prints a markdown table for bench/RESULTS.md.
@@ -30,20 +31,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from model.checkpoint import load_model  # noqa: E402
 from model.data.cache import PhotoCache  # noqa: E402
 from model.data.photos import Augment  # noqa: E402
 from model.data.sampler import CacheSampler, ProfileConfig  # noqa: E402
 from model.data.teacher import Teacher  # noqa: E402
-from model.morphable import CROP_SIZE, MorphableModel, Whitening, pose_from_params  # noqa: E402
+from model.metrics import nme  # noqa: E402
+from model.morphable import CROP_SIZE, MorphableModel, pose_from_params  # noqa: E402
 
 BINS = ((0, 30), (30, 45), (45, 60), (60, 91))
-
-
-def nme(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """(N, 68, >=2) landmarks against (N, 68, >=2) references -> (N,) percent of sqrt(w * h) of the reference box."""
-    size = np.sqrt(np.ptp(ref[..., 0], axis=1) * np.ptp(ref[..., 1], axis=1))
-    return np.linalg.norm((pred - ref)[..., :2], axis=2).mean(1) / size * 100
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sheet-out", default="bench/_work/label_noise_sheet.jpg")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
-    morph, white = MorphableModel.load(), Whitening.load("v1")
+    morph = MorphableModel.load()
     cache = PhotoCache.load(Path(os.path.expanduser(a.cache)))
-    net = load_model(a.weights).net.eval()
+    student = Teacher(a.weights, "cpu", flip=False)  # our network's real v1 params, one pass
     teacher = Teacher("3ddfa-v2-mb05", "cpu", flip=True)
     sampler = CacheSampler(cache, morph, Augment(), ProfileConfig(fraction=0.0), cached_labels=True)
     yaw = np.abs(pose_from_params(cache.params)[:, 0])
@@ -68,11 +63,6 @@ def main(argv: list[str] | None = None) -> int:
 
     def landmarks(params: np.ndarray) -> np.ndarray:
         return morph.landmarks_crop(torch.as_tensor(np.asarray(params)).float()).numpy()
-
-    def student(crops: np.ndarray) -> np.ndarray:
-        x = (torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float() - 127.5) / 128.0
-        with torch.no_grad():
-            return white.unwhiten(net(x)).numpy()
 
     def labelled(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Augmented crops of photos ``idx`` (the same crop per photo on every call), cached and on-the-fly labels."""
@@ -88,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         idx = rng.choice(pool, min(a.n, len(pool)), replace=False)
         crops, cached, fly = labelled(idx)
-        lc, lt, ls = landmarks(cached), landmarks(fly), landmarks(student(crops))
+        lc, lt, ls = landmarks(cached), landmarks(fly), landmarks(student.real_params(crops).cpu().numpy())
         rows.append((lo, min(hi, 90), len(pool), len(idx), nme(lt, lc), nme(ls, lc), nme(ls, lt)))
     cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     name = next((ln.split(":", 1)[1].strip() for ln in cpu.splitlines() if ln.startswith("Model name")), "cpu")

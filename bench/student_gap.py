@@ -27,20 +27,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from model.checkpoint import load_model  # noqa: E402
 from model.data.cache import PhotoCache, centre_crop  # noqa: E402
 from model.data.photos import Augment  # noqa: E402
 from model.data.sampler import CacheSampler, ProfileConfig  # noqa: E402
 from model.data.teacher import Teacher  # noqa: E402
-from model.morphable import MorphableModel, Whitening, pose_from_params  # noqa: E402
+from model.metrics import nme  # noqa: E402
+from model.morphable import MorphableModel, pose_from_params  # noqa: E402
 
 BINS = ((0, 30), (30, 60), (60, 91))
-
-
-def nme(pred: np.ndarray, label: np.ndarray) -> float:
-    """(68, 3) landmarks against the label's (68, 3): percent of sqrt(box w * h)."""
-    size = np.sqrt(np.ptp(label[:, 0]) * np.ptp(label[:, 1]))
-    return float(np.linalg.norm((pred - label)[:, :2], axis=1).mean() / size * 100)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,18 +44,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=60, help="samples per bin and kind")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
-    morph, white = MorphableModel.load(), Whitening.load("v1")
+    morph = MorphableModel.load()
     cache = PhotoCache.load(Path(os.path.expanduser(a.cache)))
-    net = load_model(a.weights).net.eval()
+    ours = Teacher(a.weights, "cpu", flip=False)  # our network's real v1 params, one pass
     teacher = Teacher("3ddfa-v2-mb05", "cpu", flip=False)
 
     def lm(params: np.ndarray) -> np.ndarray:
         return morph.landmarks_crop(torch.as_tensor(np.asarray(params)[None]).float())[0].numpy()
 
     def student(crops: np.ndarray) -> np.ndarray:
-        x = (torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float() - 127.5) / 128.0
-        with torch.no_grad():
-            return white.unwhiten(net(x)).numpy()
+        return ours.real_params(crops).cpu().numpy()
 
     rows = []
     # profiled renders: exact labels

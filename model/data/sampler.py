@@ -139,7 +139,7 @@ class CacheSampler:
             self.profilable = np.flatnonzero(good)
         yaw = np.abs(pose_from_params(c.params[self.plain_pool])[:, 0]) if len(self.plain_pool) else np.zeros(0)
         turned = yaw >= self.turned.min_yaw
-        if self.turned.max_flip_gap is not None and len(self.plain_pool):
+        if self.turned.max_flip_gap is not None:
             gap = np.nan_to_num(c.flip_gap[self.plain_pool], nan=np.inf)
             turned &= (gap <= self.turned.max_flip_gap) | is_h[self.plain_pool]
         self.turned_pool = self.plain_pool[turned]
