@@ -83,7 +83,8 @@ def consistent_dense_model(morph: MorphableModel) -> tuple[MorphableModel, np.nd
     u = d.u.astype(np.float64) + op @ (s.u.astype(np.float64) - d.u[k].astype(np.float64))
     w_shp = d.w_shp.astype(np.float64) + np.einsum("vn,nck->vck", op, s.w_shp - d.w_shp[k].astype(np.float64))
     w_exp = d.w_exp.astype(np.float64) + np.einsum("vn,nck->vck", op, s.w_exp - d.w_exp[k].astype(np.float64))
-    dense = Basis(u.astype(np.float32), w_shp.astype(np.float32), w_exp.astype(np.float32))
+    w_ext = None if s.w_ext is None else np.einsum("vn,nck->vck", op, s.w_ext.astype(np.float64)).astype(np.float32)
+    dense = Basis(u.astype(np.float32), w_shp.astype(np.float32), w_exp.astype(np.float32), w_ext)
     return MorphableModel(s, dense, morph.tri, morph.grid_shape, name=f"{morph.name}+tps68"), k
 
 

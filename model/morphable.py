@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from model.assets import AssetStore
+from model.expression_ext import ext_landmark_basis
 
 CROP_SIZE = 120
 N_PARAMS = 62
@@ -85,11 +86,16 @@ def grid_triangles(rows: int = GRID, cols: int = GRID) -> np.ndarray:
 
 @dataclass
 class Basis:
-    """A vertex set in the 40 + 10 space: mean (V, 3), shape basis (V, 3, 40), expression basis (V, 3, 10); float32."""
+    """A vertex set in the 40 + 10 space: mean (V, 3), shape basis (V, 3, 40), expression basis (V, 3, 10); float32.
+
+    ``w_ext`` (V, 3, N_EXT) or None: the extended expression (``model.expression_ext``: closed eyes, mouth corners,
+    jaw), added as ``ext @ w_ext`` when a decode is given ``ext``; None decodes ``ext`` as zero.
+    """
 
     u: np.ndarray
     w_shp: np.ndarray
     w_exp: np.ndarray
+    w_ext: np.ndarray | None = None
     _torch: dict = field(default_factory=dict, repr=False)  # derived arrays: torch copies per device, the flat basis
 
     @property
@@ -98,7 +104,7 @@ class Basis:
 
     def __getstate__(self) -> dict:  # pickled into data-loader workers: never ship device tensors
         d = self.__dict__.copy()
-        d["_torch"] = {k: v for k, v in self._torch.items() if k == "flat"}
+        d["_torch"] = {k: v for k, v in self._torch.items() if k in ("flat", "ext")}
         return d
 
     def flat(self) -> tuple[np.ndarray, np.ndarray]:
@@ -107,6 +113,14 @@ class Basis:
             w = np.concatenate([self.w_shp, self.w_exp], axis=2).reshape(-1, N_SHAPE + N_EXP)
             self._torch["flat"] = (self.u.reshape(-1), w)
         return self._torch["flat"]
+
+    def flat_ext(self) -> np.ndarray | None:
+        """The extension's basis (3V, N_EXT), rows x, y, z interleaved per vertex; None without one."""
+        if self.w_ext is None:
+            return None
+        if "ext" not in self._torch:
+            self._torch["ext"] = self.w_ext.reshape(-1, self.w_ext.shape[-1])
+        return self._torch["ext"]
 
     def torch(self, device: Any, dtype: Any) -> tuple[Any, Any]:
         import torch
@@ -118,8 +132,9 @@ class Basis:
                                 torch.as_tensor(w, device=device, dtype=dtype))
         return self._torch[key]
 
-    def shape_model(self, params: Any) -> Any:
-        """Model-space vertices (N, V, 3) from parameters (N, 62) (pose ignored)."""
+    def shape_model(self, params: Any, ext: Any = None) -> Any:
+        """Model-space vertices (N, V, 3) from parameters (N, 62) (pose ignored) and the extended expression
+        ``ext`` (N, N_EXT) or None (zero)."""
         coeffs = params[:, 12:]
         if _is_torch(params):
             u, w = self.torch(params.device, params.dtype)
@@ -127,6 +142,15 @@ class Basis:
             u, w = self.flat()
             u, w = u.astype(params.dtype, copy=False), w.astype(params.dtype, copy=False)
         s = u + coeffs @ w.T
+        we = self.flat_ext() if ext is not None else None
+        if we is not None:
+            if _is_torch(params):
+                import torch
+
+                s = s + torch.as_tensor(ext, dtype=params.dtype, device=params.device) @ \
+                    torch.as_tensor(we, dtype=params.dtype, device=params.device).T
+            else:
+                s = s + np.asarray(ext, dtype=params.dtype).reshape(params.shape[0], -1) @ we.T.astype(params.dtype)
         return s.reshape(params.shape[0], self.n, 3)  # explicit V: -1 cannot be inferred for N = 0
 
 
@@ -174,6 +198,22 @@ def crop_to_frame(v: Any, roi: Any, convention: str = "v1", size: int = CROP_SIZ
     return np.stack([x, y, z], axis=-1)
 
 
+def frame_to_crop_xy(pts: np.ndarray, roi: np.ndarray, convention: str = "v1", size: int = CROP_SIZE) -> np.ndarray:
+    """Frame pixels (N, P, 2) -> crop coordinates before the y flip (N, P, 2) through ROIs (N, 4): the inverse of
+    ``crop_to_frame`` in x and y. numpy only."""
+    p = np.asarray(pts, np.float64)
+    roi = np.asarray(roi, np.float64).reshape(-1, 4)
+    sx = ((roi[:, 2] - roi[:, 0]) / size)[:, None]
+    sy = ((roi[:, 3] - roi[:, 1]) / size)[:, None]
+    x = (p[..., 0] - roi[:, 0:1]) / sx
+    y = (p[..., 1] - roi[:, 1:2]) / sy
+    if convention == "v1":
+        return np.stack([x, size + 1 - y], -1)
+    if convention == "v2":
+        return np.stack([x + 1, size - y], -1)
+    raise ValueError(f"unknown convention '{convention}' (expected v1 or v2)")
+
+
 class MorphableModel:
     """The 68-landmark and dense bases in one 40 + 10 space; batched decode to crop and frame coordinates.
 
@@ -215,7 +255,8 @@ class MorphableModel:
         opened = np.concatenate([d.u + d.w_exp @ exp, lips])
         lm = s.u.copy()
         topo = face_topology(d.u, self.tri, lm, opened)
-        out = MorphableModel(s, Basis(topo.blend(d.u), topo.blend(d.w_shp), topo.blend(d.w_exp)), topo.tri,
+        out = MorphableModel(s, Basis(topo.blend(d.u), topo.blend(d.w_shp), topo.blend(d.w_exp),
+                                      None if d.w_ext is None else topo.blend(d.w_ext)), topo.tri,
                              self.grid_shape, name=f"{self.name}+face", landmark_vertices=self.landmark_vertices)
         out.dense_full, out.tri_full, out.topology = d, self.tri, topo
         used = np.zeros(d.n, bool)
@@ -241,21 +282,22 @@ class MorphableModel:
         return _fitted(raw) if follow_landmarks else raw
 
     # -- decode -------------------------------------------------------------------------------------------------
-    def landmarks_crop(self, params: Any) -> Any:
-        """(N, 62) real params -> (N, 68, 3) projected crop coordinates (before the y flip)."""
-        return project_crop(params, self.sparse.shape_model(params))
+    def landmarks_crop(self, params: Any, ext: Any = None) -> Any:
+        """(N, 62) real params [+ ext (N, N_EXT)] -> (N, 68, 3) projected crop coordinates (before the y flip)."""
+        return project_crop(params, self.sparse.shape_model(params, ext))
 
-    def dense_crop(self, params: Any) -> Any:
-        """(N, 62) real params -> (N, V, 3) projected crop coordinates (before the y flip)."""
-        return project_crop(params, self.dense_basis.shape_model(params))
+    def dense_crop(self, params: Any, ext: Any = None) -> Any:
+        """(N, 62) real params [+ ext (N, N_EXT)] -> (N, V, 3) projected crop coordinates (before the y flip)."""
+        return project_crop(params, self.dense_basis.shape_model(params, ext))
 
-    def landmarks(self, params: Any, roi: Any, convention: str = "v1") -> Any:
-        """(N, 62) real params, ROI boxes (N, 4) -> (N, 68, 3) frame pixels (float32 for float32 input)."""
-        return crop_to_frame(self.landmarks_crop(params), roi, convention)
+    def landmarks(self, params: Any, roi: Any, convention: str = "v1", ext: Any = None) -> Any:
+        """(N, 62) real params, ROI boxes (N, 4) [, extended expression ext (N, N_EXT), None = 0] -> (N, 68, 3)
+        frame pixels (float32 for float32 input)."""
+        return crop_to_frame(self.landmarks_crop(params, ext), roi, convention)
 
-    def dense(self, params: Any, roi: Any, convention: str = "v1") -> Any:
-        """(N, 62) real params, ROI boxes (N, 4) -> (N, V, 3) dense vertices in frame pixels."""
-        return crop_to_frame(self.dense_crop(params), roi, convention)
+    def dense(self, params: Any, roi: Any, convention: str = "v1", ext: Any = None) -> Any:
+        """(N, 62) real params, ROI boxes (N, 4) [, ext (N, N_EXT)] -> (N, V, 3) dense vertices in frame pixels."""
+        return crop_to_frame(self.dense_crop(params, ext), roi, convention)
 
 
 def _read_txt(path: Any) -> np.ndarray:
@@ -267,7 +309,7 @@ def _load_cached(_root: str, _mirror: str, store: AssetStore) -> MorphableModel:
     u = _read_txt(store.path("bfm68-u")).reshape(68, 3)
     w_shp = _read_txt(store.path("bfm68-w-shp")).reshape(68, 3, N_SHAPE)
     w_exp = _read_txt(store.path("bfm68-w-exp")).reshape(68, 3, N_EXP)
-    sparse = Basis(u, w_shp, w_exp)
+    sparse = Basis(u, w_shp, w_exp, ext_landmark_basis(u))
     with open(store.path("paf-grid"), "rb") as f:
         paf = pickle.load(f)
     # PAF rows are x, y, z interleaved per vertex on a grid indexed [x-index, y-index]; reorder to image-like
