@@ -18,6 +18,7 @@ import torch
 from model.assets import AssetStore
 from model.checkpoint import LoadedModel, load_model
 from model.confidence import FaceScorer
+from model.expression_stage import ExpressionStage
 from model.fastpath import build_fast_path
 from model.morphable import MorphableModel, Whitening, pose_from_params
 from model.roi import CROP_SIZE, crop_roi, rounded_roi
@@ -31,6 +32,9 @@ class AlignResult:
     boxes used; vertices (N, V, 3) or None; confidence (N,) float32 in [0, 1]: how surely each crop holds a face
     (``model.confidence``, the same classifier for every model; None when the aligner runs without it); pose (N, 6) float32 (yaw, pitch, roll in degrees, scale, tx, ty), computed
     when first read (the streaming pipeline reads the pose of the smoothed parameters instead: ~90 us per frame saved).
+    ext (N, N_EXT) float32 or None: the extended expression (``model.expression_ext``: eye closure, mouth corners,
+    jaw) from the expression stage, which also re-fitted the 10 PCA expression values in ``params``; landmarks and
+    vertices include it. None when the aligner runs without the stage.
     """
 
     params: np.ndarray
@@ -38,6 +42,7 @@ class AlignResult:
     roi: np.ndarray
     vertices: np.ndarray | None = None
     confidence: np.ndarray | None = None
+    ext: np.ndarray | None = None
     _pose: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -72,9 +77,10 @@ class Aligner:
     """Batched 3DMM regression on face crops with a verified inference fast path."""
 
     def __init__(self, loaded: LoadedModel, device: str | torch.device = "auto", fast_path: str = "auto",
-                 store: AssetStore | None = None, confidence: bool = True) -> None:
+                 store: AssetStore | None = None, confidence: bool = True, expression: bool = True) -> None:
         """``confidence``: also score every crop with the face classifier (``model.confidence.FaceScorer``, on
-        the same device, in the same batch) into ``AlignResult.confidence``."""
+        the same device, in the same batch) into ``AlignResult.confidence``. ``expression``: run the expression
+        stage (``model.expression_stage``: eyelids, mouth) after the network, into ``AlignResult.ext``."""
         self.device = select_device(device) if isinstance(device, str) else device
         self.net = loaded.net.to(self.device).eval()
         self.backbone = loaded.backbone
@@ -87,15 +93,18 @@ class Aligner:
         self.fast_path: str = getattr(self._forward, "kind", "eager")  # what runs: onnxruntime, torchscript, eager
         self.last_timing: dict[str, float] = {}
         self.scorer: FaceScorer | None = FaceScorer.load(device=self.device) if confidence else None
+        self.expression: ExpressionStage | None = \
+            ExpressionStage(self.morph, self.convention, self.whitening.std[52:]) if expression else None
 
     @classmethod
     def from_checkpoint(cls, name_or_path: str = "auto", device: str = "auto", store: AssetStore | None = None,
-                        fast_path: str = "auto", confidence: bool = True) -> "Aligner":
+                        fast_path: str = "auto", confidence: bool = True, expression: bool = True) -> "Aligner":
         """Load a model by name (see ``model.checkpoint.MODEL_NAMES``) or checkpoint path; ``fast_path`` as in
-        ``model.fastpath.build_fast_path`` (auto, onnxruntime, torchscript, none); ``confidence`` as in ``__init__``."""
+        ``model.fastpath.build_fast_path`` (auto, onnxruntime, torchscript, none); ``confidence`` and
+        ``expression`` as in ``__init__``."""
         store = store or AssetStore()
         return cls(load_model(name_or_path, store), device=device, fast_path=fast_path, store=store,
-                   confidence=confidence)
+                   confidence=confidence, expression=expression)
 
     @property
     def param_std(self) -> np.ndarray:
@@ -120,16 +129,16 @@ class Aligner:
         return self.whitening.unwhiten(out.cpu().numpy()).astype(np.float32), conf
 
     def decode(self, params: np.ndarray, rois: np.ndarray, dense: bool = False,
-               confidence: np.ndarray | None = None) -> AlignResult:
-        """Real params (N, 62) + the ROIs they were predicted in (N, 4) [+ their crops' confidence (N,)] ->
-        AlignResult in frame pixels."""
+               confidence: np.ndarray | None = None, ext: np.ndarray | None = None) -> AlignResult:
+        """Real params (N, 62) + the ROIs they were predicted in (N, 4) [+ their crops' confidence (N,), the
+        extended expression (N, N_EXT)] -> AlignResult in frame pixels."""
         params = np.asarray(params, dtype=np.float32)
         rois = np.asarray(rois, dtype=np.float32).reshape(-1, 4)
-        lm = self.morph.landmarks(params, rois, self.convention).astype(np.float32)
-        verts = self.morph.dense(params, rois, self.convention).astype(np.float32) if dense else None
+        lm = self.morph.landmarks(params, rois, self.convention, ext).astype(np.float32)
+        verts = self.morph.dense(params, rois, self.convention, ext).astype(np.float32) if dense else None
         if confidence is None and self.scorer is not None and len(params) == 0:
             confidence = np.zeros(0, np.float32)  # no faces: an empty score array, like the other fields
-        return AlignResult(params, lm, rois, verts, confidence)
+        return AlignResult(params, lm, rois, verts, confidence, ext)
 
     def align(self, frame: np.ndarray, rois: np.ndarray, dense: bool = False) -> AlignResult:
         """One frame (H, W, 3) uint8 BGR and crop ROIs (N, 4) -> AlignResult."""
@@ -149,11 +158,22 @@ class Aligner:
         t1 = time.perf_counter()
         params, conf = self._predict(crops)
         t2 = time.perf_counter()
+        exts: list[np.ndarray | None] = [None] * len(items)
+        if self.expression is not None and len(params):
+            jobs, k = [], 0
+            for (frame, _), n, rr in zip(items, counts, rois):
+                p = params[k:k + n]
+                jobs.append((frame, p, rr, self.morph.landmarks(p, rr, self.convention)))
+                k += n
+            refined = self.expression.refine_many(jobs)
+            params = np.concatenate([p for p, _ in refined]) if refined else params
+            exts = [e for _, e in refined]
+        t3 = time.perf_counter()
         out, k = [], 0
-        for n, rr in zip(counts, rois):
+        for n, rr, ex in zip(counts, rois, exts):
             c = None if conf is None else conf[k:k + n]
-            out.append(self.decode(params[k:k + n], rr, dense=dense, confidence=c))
+            out.append(self.decode(params[k:k + n], rr, dense=dense, confidence=c, ext=ex))
             k += n
-        self.last_timing = {"crop_ms": (t1 - t0) * 1e3, "net_ms": (t2 - t1) * 1e3,
-                            "decode_ms": (time.perf_counter() - t2) * 1e3, "faces": float(k)}
+        self.last_timing = {"crop_ms": (t1 - t0) * 1e3, "net_ms": (t2 - t1) * 1e3, "expression_ms": (t3 - t2) * 1e3,
+                            "decode_ms": (time.perf_counter() - t3) * 1e3, "faces": float(k)}
         return out

@@ -1,0 +1,68 @@
+"""Closed-form fit of the expression (10 PCA coefficients + the extension) to target landmark positions.
+
+With pose and identity held, the projected landmarks are linear in the expression: in crop coordinates (before the y
+flip) ``lm_j = R2 (u_j + W_shp,j a + W_exp,j e + W_ext,j x) + t2``. So the weighted least-squares fit of ``(e, x)``
+to targets, with a ridge prior pulling ``e`` toward the aligner's own coefficients (in whitening-std units) and ``x``
+toward 0, is one small linear solve per face (17 unknowns), batched.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from model.expression_ext import N_EXT
+from model.morphable import N_EXP, Basis, split_params
+
+
+@dataclass(frozen=True)
+class FitWeights:
+    """Weights of the fit. ``prior_exp``: ridge on each PCA coefficient's change, per (whitening std)^2, in crop px^2;
+    ``prior_ext``: ridge on each extension value (per unit^2, crop px^2); ``ext_min`` / ``ext_max`` (N_EXT,) clamp.
+    """
+
+    prior_exp: float = 4.0
+    prior_ext: float = 1.0
+    ext_min: tuple[float, ...] = (-0.6, -0.6, -2.0, -2.0, -2.0, -2.0, 0.0)
+    ext_max: tuple[float, ...] = (1.0, 1.0, 2.0, 2.0, 2.0, 2.0, 2.5)
+
+
+def fit_expression(params: np.ndarray, targets_crop: np.ndarray, point_weights: np.ndarray, basis: Basis,
+                   exp_std: np.ndarray, weights: FitWeights = FitWeights()) -> tuple[np.ndarray, np.ndarray]:
+    """Fit the expression of each face to target points.
+
+    params (N, 62) real; targets_crop (N, 68, 2) crop coordinates before the y flip (NaN: no target); point_weights
+    (N, 68) or (68,) >= 0; basis: the 68-point Basis (with ``w_ext``); exp_std (10,) real units of one whitening std.
+    Returns (params (N, 62) float32 with the fitted PCA expression, ext (N, N_EXT) float32).
+    """
+    p = np.asarray(params, np.float64).reshape(-1, 62)
+    n = len(p)
+    r, t, a, e0 = split_params(p)
+    r2, t2 = r[:, :2, :], t[:, :2]
+    base = basis.u.astype(np.float64)[None] + np.einsum("jck,nk->njc", basis.w_shp.astype(np.float64), a)
+    pred0 = np.einsum("nij,nvj->nvi", r2, base) + t2[:, None]  # (N, 68, 2) with zero expression
+    w_all = np.concatenate([basis.w_exp, basis.w_ext], axis=2).astype(np.float64)  # (68, 3, 17)
+    jac = np.einsum("nij,vjk->nvik", r2, w_all)  # (N, 68, 2, 17)
+    tgt = np.asarray(targets_crop, np.float64).reshape(n, 68, 2)
+    wts = np.broadcast_to(np.asarray(point_weights, np.float64), (n, 68)).copy()
+    ok = np.isfinite(tgt).all(-1)
+    wts[~ok] = 0.0
+    res = np.where(ok[..., None], tgt - pred0, 0.0)
+    k = N_EXP + N_EXT
+    std = np.asarray(exp_std, np.float64).reshape(N_EXP)
+    lam = np.concatenate([weights.prior_exp / std ** 2, np.full(N_EXT, weights.prior_ext)])
+    prior_mean = np.concatenate([e0, np.zeros((n, N_EXT))], axis=1)
+    jw = jac * np.sqrt(wts)[..., None, None]
+    a_mat = np.einsum("nvik,nvil->nkl", jw, jw) + lam[None, :, None] * np.eye(k)[None]
+    b_vec = np.einsum("nvik,nvi->nk", jw, res * np.sqrt(wts)[..., None]) + lam * prior_mean
+    sol = np.linalg.solve(a_mat, b_vec[..., None])[..., 0]
+    ext = np.clip(sol[:, N_EXP:], weights.ext_min, weights.ext_max)
+    if np.any(ext != sol[:, N_EXP:]):  # re-solve the PCA part with the clamped extension fixed
+        res2 = res - np.einsum("nvik,nk->nvi", jac[..., N_EXP:], ext)
+        jw2 = jw[..., :N_EXP]
+        a2 = np.einsum("nvik,nvil->nkl", jw2, jw2) + np.diag(lam[:N_EXP])[None]
+        b2 = np.einsum("nvik,nvi->nk", jw2, res2 * np.sqrt(wts)[..., None]) + lam[:N_EXP] * e0
+        sol[:, :N_EXP] = np.linalg.solve(a2, b2[..., None])[..., 0]
+    out = p.copy()
+    out[:, 12 + 40:] = sol[:, :N_EXP]
+    return out.astype(np.float32), ext.astype(np.float32)

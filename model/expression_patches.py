@@ -1,0 +1,96 @@
+"""Eye and mouth patches: where the expression stage looks, and how its points map back to the frame.
+
+Each patch is the frame warped by an affine map fixed by two anchor landmarks (the eye's or the mouth's corners), so
+the patch shows the part at one size and upright whatever the face's size and roll. The subject's left eye is
+mirrored (its outer corner on the patch's left, like the right eye's), so one network reads both eyes.
+
+Patch coordinates: pixels of the patch, x right, y down. Points are given to and returned by the network in
+"anchor units": patch pixels over the anchors' distance in the patch (``ANCHOR_GAP``), origin at the first anchor.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+EYE_SIZE = (32, 48)  # (H, W) pixels
+MOUTH_SIZE = (48, 48)
+ANCHOR_GAP = 28.0  # the two anchors' distance in the patch, pixels
+
+
+@dataclass(frozen=True)
+class PartSpec:
+    """One part: the 68-point indices it predicts (``points``), its two anchors (first -> second runs along patch x),
+    the patch size (H, W) and where the first anchor sits in the patch (x, y) pixels."""
+
+    name: str
+    points: tuple[int, ...]
+    anchors: tuple[int, int]
+    size: tuple[int, int]
+    origin: tuple[float, float]
+
+
+RIGHT_EYE = PartSpec("eye_r", (36, 37, 38, 39, 40, 41), (36, 39), EYE_SIZE, (10.0, 17.0))
+# mirrored: outer corner 45 first; point order matches RIGHT_EYE's role by role (outer, upper a, upper b, inner, ...)
+LEFT_EYE = PartSpec("eye_l", (45, 44, 43, 42, 47, 46), (45, 42), EYE_SIZE, (10.0, 17.0))
+MOUTH = PartSpec("mouth", tuple(range(48, 68)), (48, 54), MOUTH_SIZE, (10.0, 17.0))
+PARTS = (RIGHT_EYE, LEFT_EYE, MOUTH)
+# the mouth's mirror (subject's right <-> left), by position in MOUTH.points: used to flip mouth patches in training
+MOUTH_MIRROR = np.array([6, 5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 16, 15, 14, 13, 12, 19, 18, 17])
+
+
+def part_affine(anchor_a: np.ndarray, anchor_b: np.ndarray, up_from: np.ndarray, spec: PartSpec) -> np.ndarray:
+    """Frame -> patch affine maps (N, 2, 3) float64 for anchors ``a``, ``b`` (N, 2) frame px.
+
+    ``up_from`` (N, 2): the face's left-to-right vector in the frame (subject's right eye corner -> left eye corner,
+    or any vector along it); the patch's "up" is perpendicular to it, so a mirrored part (anchors running right to
+    left) is reflected rather than turned upside down.
+    """
+    a = np.asarray(anchor_a, np.float64).reshape(-1, 2)
+    b = np.asarray(anchor_b, np.float64).reshape(-1, 2)
+    r = np.asarray(up_from, np.float64).reshape(-1, 2)
+    d = np.linalg.norm(b - a, axis=1, keepdims=True)
+    up = np.stack([r[:, 1], -r[:, 0]], 1)
+    up = up / np.maximum(np.linalg.norm(up, axis=1, keepdims=True), 1e-9) * d  # same length as a -> b
+    ox, oy = spec.origin
+    src = np.stack([a, b, a + up], 1).astype(np.float32)
+    dst = np.array([[ox, oy], [ox + ANCHOR_GAP, oy], [ox, oy - ANCHOR_GAP]], np.float32)
+    return np.stack([cv2.getAffineTransform(s, dst) for s in src]).astype(np.float64)
+
+
+def part_affines(landmarks: np.ndarray) -> dict[str, np.ndarray]:
+    """Every part's frame -> patch affines from (N, 68, 2+) landmarks in frame px: name -> (N, 2, 3)."""
+    lm = np.asarray(landmarks, np.float64)[..., :2]
+    across = lm[:, 45] - lm[:, 36]
+    return {p.name: part_affine(lm[:, p.anchors[0]], lm[:, p.anchors[1]], across, p) for p in PARTS}
+
+
+def cut(gray: np.ndarray, affine: np.ndarray, spec: PartSpec) -> np.ndarray:
+    """One patch (H, W) uint8 of a gray frame through a frame -> patch affine (2, 3)."""
+    h, w = spec.size
+    return cv2.warpAffine(gray, affine.astype(np.float32), (w, h), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def to_units(points_px: np.ndarray, spec: PartSpec) -> np.ndarray:
+    """Patch pixels (..., 2) -> anchor units (origin at the first anchor, ``ANCHOR_GAP`` px = 1)."""
+    return (np.asarray(points_px, np.float64) - np.array(spec.origin)) / ANCHOR_GAP
+
+
+def from_units(units: np.ndarray, spec: PartSpec) -> np.ndarray:
+    """Anchor units (..., 2) -> patch pixels."""
+    return np.asarray(units, np.float64) * ANCHOR_GAP + np.array(spec.origin)
+
+
+def apply_affine(affine: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """(N, 2, 3) affines, (N, P, 2) points -> (N, P, 2)."""
+    pts = np.asarray(pts, np.float64)
+    return pts @ affine[:, :, :2].transpose(0, 2, 1) + affine[:, None, :, 2]
+
+
+def invert_affine(affine: np.ndarray) -> np.ndarray:
+    """(N, 2, 3) -> (N, 2, 3) inverse maps."""
+    a = np.asarray(affine, np.float64)
+    inv = np.linalg.inv(a[:, :, :2])
+    return np.concatenate([inv, -(inv @ a[:, :, 2:])], axis=2)

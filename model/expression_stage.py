@@ -1,0 +1,106 @@
+"""The expression stage: after alignment, look at the eyes and mouth the aligner found and re-fit the expression.
+
+For every face: cut two eye patches and a mouth patch from the frame (``model.expression_patches``, anchored on the
+aligner's eye and mouth corners), let ``ExpressionNet`` place the eyelid and lip points (36-67) in them, map those back
+to the frame, and fit the 10 PCA expression coefficients plus the extension (``model.expression_ext``: closed eyes,
+mouth corners, jaw) to them in closed form (``model.expression_fit``), pose and identity held. The same for every
+backbone: it sees only the frame and the aligner's landmarks. All faces of all frames go through one forward pass.
+"""
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from model.expression_ext import N_EXT
+from model.expression_fit import FitWeights, fit_expression
+from model.expression_net import ExpressionNet, load_expression_net
+from model.expression_patches import LEFT_EYE, MOUTH, RIGHT_EYE, PartSpec, apply_affine, cut, from_units, \
+    invert_affine, part_affines
+from model.morphable import MorphableModel, frame_to_crop_xy
+
+# fit weight of each landmark's target: the patches' points (36-67) count fully; brows and nose keep the aligner's
+# positions (so the PCA does not bend them to fit the eyes and mouth); the jaw contour follows the fit freely
+POINT_WEIGHTS = np.concatenate([np.zeros(17), np.full(19, 0.3), np.ones(32)]).astype(np.float32)
+
+
+def _gray_patches(frame: np.ndarray, affines: np.ndarray, spec: PartSpec, out: np.ndarray) -> None:
+    for i, a in enumerate(affines):
+        p = cut(frame, a, spec)
+        out[i] = cv2.cvtColor(p, cv2.COLOR_BGR2GRAY) if p.ndim == 3 else p
+
+
+class ExpressionStage:
+    """``refine_many([(frame, params, rois, landmarks), ...]) -> [(params, ext), ...]`` (see the module docstring)."""
+
+    def __init__(self, morph: MorphableModel, convention: str, exp_std: np.ndarray, net: ExpressionNet | None = None,
+                 weights: FitWeights = FitWeights(), threads: int | None = None) -> None:
+        if net is None:
+            net, self.meta = load_expression_net()
+        else:
+            self.meta = {}
+        self.net = net.eval()
+        self.morph = morph
+        self.convention = convention
+        self.exp_std = np.asarray(exp_std, np.float64).reshape(-1)[-10:]
+        self.weights = weights
+        self.last_ms = 0.0
+
+    def points(self, frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """The network's eyelid and lip points (N, 32, 2) frame px (68-point indices 36-67) for one frame's faces."""
+        return self.points_many([(frame, landmarks)])[0]
+
+    def points_many(self, items: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+        """[(frame, landmarks (n, 68, 2+) frame px)] -> [(n, 32, 2) frame px], one forward pass for all."""
+        counts = [len(lm) for _, lm in items]
+        n = sum(counts)
+        if n == 0:
+            return [np.zeros((0, 32, 2)) for _ in items]
+        eyes = np.empty((2 * n,) + RIGHT_EYE.size, np.uint8)
+        mouths = np.empty((n,) + MOUTH.size, np.uint8)
+        aff = {RIGHT_EYE.name: [], LEFT_EYE.name: [], MOUTH.name: []}
+        k = 0
+        for (frame, lm), c in zip(items, counts):
+            if c == 0:
+                continue
+            a = part_affines(np.asarray(lm)[..., :2])
+            _gray_patches(frame, a[RIGHT_EYE.name], RIGHT_EYE, eyes[k:k + c])
+            _gray_patches(frame, a[LEFT_EYE.name], LEFT_EYE, eyes[n + k:n + k + c])
+            _gray_patches(frame, a[MOUTH.name], MOUTH, mouths[k:k + c])
+            for name in aff:
+                aff[name].append(a[name])
+            k += c
+        aff = {name: np.concatenate(v) for name, v in aff.items()}
+        with torch.inference_mode():
+            e = torch.from_numpy(eyes).float().div_(255.0).sub_(0.5).unsqueeze(1)
+            m = torch.from_numpy(mouths).float().div_(255.0).sub_(0.5).unsqueeze(1)
+            pe, pm = self.net(e, m)
+        pe, pm = pe.numpy().astype(np.float64), pm.numpy().astype(np.float64)
+        out = np.zeros((n, 68, 2))
+        for spec, units in ((RIGHT_EYE, pe[:n]), (LEFT_EYE, pe[n:]), (MOUTH, pm)):
+            px = apply_affine(invert_affine(aff[spec.name]), from_units(units, spec))
+            out[:, list(spec.points)] = px
+        pts = out[:, 36:68]
+        return list(np.split(pts, np.cumsum(counts)[:-1]))
+
+    def refine_many(self, items: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+                    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """[(frame, params (n, 62) real, rois (n, 4), landmarks (n, 68, 3) frame px)] -> [(params (n, 62) float32
+        with the re-fitted PCA expression, ext (n, N_EXT) float32)]."""
+        t0 = time.perf_counter()
+        pts = self.points_many([(f, lm) for f, _, _, lm in items])
+        out = []
+        for (frame, params, rois, lm), p in zip(items, pts):
+            n = len(params)
+            if n == 0:
+                out.append((np.zeros((0, 62), np.float32), np.zeros((0, N_EXT), np.float32)))
+                continue
+            targets = np.asarray(lm, np.float64)[..., :2].copy()
+            targets[:, 36:68] = p
+            crop = frame_to_crop_xy(targets, rois, self.convention)
+            out.append(fit_expression(params, crop, POINT_WEIGHTS, self.morph.sparse, self.exp_std, self.weights))
+        self.last_ms = (time.perf_counter() - t0) * 1e3
+        return out

@@ -1,0 +1,302 @@
+"""Train the expression stage's network (``model.expression_net``) on eyelid and lip points. CPU-sized.
+
+Data (training roles only, DESIGN.md section 7):
+- ``faces300w``: people placed the 68 points (eyelids and lips included);
+- the training videos and the training photos (``faces/``, masked faces left out), labelled by MediaPipe FaceMesh
+  (``bench/mediapipe_labels.py``, its own venv) and mapped to our 68-point convention by ``MediaPipeMap`` (fitted on
+  ``faces300w``).
+Each face is stored once as an upright gray context image (inter-ocular distance 100 px); every step cuts its eye and
+mouth patches through anchors jittered like an aligner's corners, with photometric and resolution changes, and a
+mirrored copy half the time. Closed eyes, winks and open mouths are rare in photos: they are drawn more often.
+Validation (checkpoint choice): held-out training videos (``--val-videos``), lid and lip point error and the
+correlation of the eye aspect ratio.
+
+    python -m model.train_expression --labels LABELS_DIR --minutes 20 --out model/weights/expression.pth
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from model.cliparse import OneLineParser
+from model.data.mediapipe_map import MediaPipeMap
+from model.expression_ext import eye_aspect_ratio, mouth_openness
+from model.expression_net import ExpressionNet, save_expression_net
+from model.expression_patches import LEFT_EYE, MOUTH, PARTS, RIGHT_EYE, apply_affine, cut, part_affines, to_units
+
+CTX = 256  # context image side, px
+IOD = 100.0  # inter-ocular distance in the context, px
+MIRROR = np.arange(68)
+for a, b in [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46), (48, 54), (49, 53), (50, 52), (55, 59),
+             (56, 58), (60, 64), (61, 63), (65, 67)]:
+    MIRROR[a], MIRROR[b] = b, a
+
+
+@dataclass
+class FaceSet:
+    """Context images (N, CTX, CTX) uint8 gray, points (N, 68, 2) context px (rows 36-67 set, others NaN), source
+    names (N,), and per-face draw weights (N,)."""
+
+    images: np.ndarray
+    points: np.ndarray
+    source: np.ndarray
+    weight: np.ndarray
+
+
+def context_of(image: np.ndarray, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Upright gray context (CTX, CTX) of a face and its points 36-67 (32, 2) image px -> context px."""
+    p = np.asarray(pts, np.float64)
+    right, left = p[0:6].mean(0), p[6:12].mean(0)  # eye centres (rows 36-41, 42-47)
+    d = left - right
+    s = IOD / max(np.linalg.norm(d), 1e-6)
+    ang = np.arctan2(d[1], d[0])
+    c = p.mean(0)
+    rot = np.array([[np.cos(-ang), -np.sin(-ang)], [np.sin(-ang), np.cos(-ang)]]) * s
+    a = np.concatenate([rot, (np.array([CTX / 2, CTX / 2 - 8]) - rot @ c)[:, None]], 1)
+    gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    ctx = cv2.warpAffine(gray, a.astype(np.float32), (CTX, CTX), flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_REPLICATE)
+    return ctx, p @ a[:, :2].T + a[:, 2]
+
+
+def draw_weights(points: np.ndarray) -> np.ndarray:
+    """Oversampling of rare expressions: (N, 68, 2) -> (N,) weights (closed eye x8, half-closed x3, wink x4, open
+    mouth x3)."""
+    ear = eye_aspect_ratio(points)
+    mo = mouth_openness(points)
+    w = np.ones(len(points))
+    w *= np.where(ear.min(1) < 0.12, 8.0, np.where(ear.min(1) < 0.18, 3.0, 1.0))
+    w *= np.where(np.abs(ear[:, 0] - ear[:, 1]) > 0.08, 4.0, 1.0)
+    w *= np.where(mo > 0.3, 3.0, 1.0)
+    return w
+
+
+def _frames(path: str) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(path)
+    out = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        out.append(f)
+    return out
+
+
+def build_faces(labels: Path, assets: Path, mp_map: MediaPipeMap, val_videos: set[str]) -> tuple[FaceSet, FaceSet]:
+    """(training set, validation set) from the MediaPipe label files in ``labels`` and the human faces300w."""
+    from model.groundtruth import read_pts
+
+    imgs, pts, src = {"train": [], "val": []}, {"train": [], "val": []}, {"train": [], "val": []}
+
+    def add(split: str, image: np.ndarray, p32: np.ndarray, name: str) -> None:
+        if not np.all(np.isfinite(p32)):
+            return
+        ctx, q = context_of(image, p32)
+        full = np.full((68, 2), np.nan)
+        full[36:68] = q
+        imgs[split].append(ctx)
+        pts[split].append(full)
+        src[split].append(name)
+
+    vids = np.load(labels / "train_videos.npz")
+    video_dirs = [assets / "KwaiVGI/LivePortrait/assets/examples/driving", assets / "KwaiVGI/LivePortrait/assets/examples/source",
+                  assets / "OpenTalker/SadTalker/test/examples/source_image"]
+    for name in vids["names"]:
+        path = next(d / f"{name}.mp4" for d in video_dirs if (d / f"{name}.mp4").exists())
+        mapped = mp_map.map(vids[name])
+        split = "val" if name in val_videos else "train"
+        for f, p in zip(_frames(str(path)), mapped):
+            add(split, f, p, str(name))
+    f300 = np.load(labels / "faces300w.npz")
+    for path in f300["image_paths"]:
+        img = cv2.imread(str(path))
+        if img is not None:
+            add("train", img, read_pts(str(path).replace(".jpg", ".pts"))[36:68, :2], "faces300w")
+    photos = labels / "photos.npz"
+    if photos.exists():
+        z = np.load(photos)
+        mapped = mp_map.map(z["images"])
+        for path, p in zip(z["image_paths"], mapped):
+            if "with_mask" in str(path) or not np.all(np.isfinite(p)):
+                continue
+            img = cv2.imread(str(path))
+            if img is not None:
+                add("train", img, p, "photos")
+
+    def pack(split: str) -> FaceSet:
+        p = np.stack(pts[split])
+        return FaceSet(np.stack(imgs[split]), p, np.array(src[split]), draw_weights(p))
+
+    return pack("train"), pack("val")
+
+
+def make_batch(faces: FaceSet, idx: np.ndarray, rng: np.random.Generator, augment: bool = True
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Patches and labels of faces ``idx``: eyes (2B, 32, 48) uint8 (right eyes, then mirrored left eyes), eye
+    points (2B, 6, 2) anchor units, mouths (B, 48, 48), mouth points (B, 20, 2)."""
+    b = len(idx)
+    eyes = np.empty((2 * b,) + RIGHT_EYE.size, np.uint8)
+    mouths = np.empty((b,) + MOUTH.size, np.uint8)
+    eye_pts = np.empty((2 * b, 6, 2))
+    mouth_pts = np.empty((b, 20, 2))
+    for k, i in enumerate(idx):
+        img, p = faces.images[i], faces.points[i].copy()
+        if augment and rng.random() < 0.5:
+            img = img[:, ::-1]
+            p = p[MIRROR]
+            p[:, 0] = CTX - 1 - p[:, 0]
+        anchors = p.copy()
+        if augment:  # an aligner's corners: each off by a few % of the part's width
+            for a0, a1 in ((36, 39), (42, 45), (48, 54)):
+                w = np.linalg.norm(p[a1] - p[a0])
+                anchors[[a0, a1]] += rng.normal(0, 0.06 * w, (2, 2)) + rng.normal(0, 0.04 * w, (1, 2))
+        aff = part_affines(anchors[None])
+        for spec, dest, j, lab in ((RIGHT_EYE, eyes, k, eye_pts), (LEFT_EYE, eyes, b + k, eye_pts),
+                                   (MOUTH, mouths, k, mouth_pts)):
+            a = aff[spec.name]
+            patch = cut(np.ascontiguousarray(img), a[0], spec)
+            if augment:
+                patch = _photometric(patch, rng)
+            dest[j] = patch
+            lab[j] = to_units(apply_affine(a, p[list(spec.points)][None])[0], spec)
+    return eyes, eye_pts, mouths, mouth_pts
+
+
+def _photometric(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    x = patch.astype(np.float32)
+    if rng.random() < 0.4:  # a small face: lose resolution
+        f = rng.uniform(0.3, 0.8)
+        h, w = patch.shape
+        small = cv2.resize(x, (max(4, int(w * f)), max(4, int(h * f))), interpolation=cv2.INTER_AREA)
+        x = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    x = (x / 255.0) ** rng.uniform(0.7, 1.4) * 255.0
+    x = x * rng.uniform(0.6, 1.4) + rng.uniform(-30, 30)
+    if rng.random() < 0.5:
+        x = x + rng.normal(0, rng.uniform(1, 6), x.shape)
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(a).float().div_(255.0).sub_(0.5).unsqueeze(1)
+
+
+# lid and inner-lip points count double in the loss: they carry the blink and the mouth opening
+EYE_LOSS_W = torch.tensor([1.0, 2.0, 2.0, 1.0, 2.0, 2.0])[None, :, None]
+MOUTH_LOSS_W = torch.tensor([1.0] * 12 + [1.0, 2.0, 2.0, 2.0, 1.0, 2.0, 2.0, 2.0])[None, :, None]
+
+
+def evaluate(net: ExpressionNet, faces: FaceSet, seed: int = 0) -> dict[str, float]:
+    """Validation figures: mean eye and mouth point error (anchor units, anchors jittered with a fixed seed), and the
+    correlation of the predicted with the labelled eye aspect ratio and mouth openness."""
+    rng = np.random.default_rng(seed)
+    net.eval()
+    errs_e, errs_m, ear_p, ear_t, mo_p, mo_t = [], [], [], [], [], []
+    with torch.inference_mode():
+        for s in range(0, len(faces.images), 256):
+            idx = np.arange(s, min(s + 256, len(faces.images)))
+            e, ep, m, mp = make_batch(faces, idx, rng, augment=False)
+            pe, pm = net(_tensor(e), _tensor(m))
+            pe, pm = pe.numpy(), pm.numpy()
+            errs_e.append(np.linalg.norm(pe - ep, axis=-1).mean(1))
+            errs_m.append(np.linalg.norm(pm - mp, axis=-1).mean(1))
+            b = len(idx)
+
+            def ear6(q: np.ndarray) -> np.ndarray:
+                d = lambda a, c: np.linalg.norm(q[:, a] - q[:, c], axis=-1)  # noqa: E731
+                return (d(1, 5) + d(2, 4)) / 2 / d(0, 3)
+            ear_p.append((ear6(pe[:b]) + ear6(pe[b:])) / 2)
+            ear_t.append((ear6(ep[:b]) + ear6(ep[b:])) / 2)
+            mo_p.append(np.linalg.norm(pm[:, 14] - pm[:, 18], axis=-1) / np.linalg.norm(pm[:, 12] - pm[:, 16], axis=-1))
+            mo_t.append(np.linalg.norm(mp[:, 14] - mp[:, 18], axis=-1) / np.linalg.norm(mp[:, 12] - mp[:, 16], axis=-1))
+    c = lambda a, b: float(np.corrcoef(np.concatenate(a), np.concatenate(b))[0, 1])  # noqa: E731
+    return {"eye_err": float(np.concatenate(errs_e).mean()), "mouth_err": float(np.concatenate(errs_m).mean()),
+            "ear_corr": c(ear_p, ear_t), "mouth_corr": c(mo_p, mo_t)}
+
+
+def train(faces: FaceSet, val: FaceSet, minutes: float, out: Path, batch: int = 96, lr: float = 1e-3,
+          seed: int = 0, width: int = 8, log_every: int = 200) -> dict:
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    net = ExpressionNet(width)
+    e, ep, m, mp = make_batch(faces, rng.choice(len(faces.images), 2048), rng, augment=False)
+    net.mean_eye.copy_(torch.from_numpy(ep.mean(0)).float())
+    net.mean_mouth.copy_(torch.from_numpy(mp.mean(0)).float())
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    p = faces.weight / faces.weight.sum()
+    t_end = time.time() + minutes * 60
+    t0 = time.time()
+    step, best, history = 0, None, []
+    while time.time() < t_end:
+        frac = (time.time() - t0) / (minutes * 60)
+        for g in opt.param_groups:
+            g["lr"] = lr * 0.5 * (1 + np.cos(np.pi * min(frac, 1.0)))
+        net.train()
+        idx = rng.choice(len(faces.images), batch, p=p)
+        e, ep, m, mp = make_batch(faces, idx, rng)
+        pe, pm = net(_tensor(e), _tensor(m))
+        loss = (torch.nn.functional.smooth_l1_loss(pe, torch.from_numpy(ep).float(), reduction="none", beta=0.02)
+                * EYE_LOSS_W).mean() + \
+               (torch.nn.functional.smooth_l1_loss(pm, torch.from_numpy(mp).float(), reduction="none", beta=0.02)
+                * MOUTH_LOSS_W).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        step += 1
+        if step % log_every == 0 or time.time() >= t_end:
+            v = evaluate(net, val)
+            v.update(step=step, minutes=round((time.time() - t0) / 60, 1), loss=float(loss.detach()))
+            history.append(v)
+            print(json.dumps(v), flush=True)
+            score = v["eye_err"] + v["mouth_err"]
+            if best is None or score < best["score"]:
+                best = {"score": score, **v}
+                save_expression_net(out, net, {"width": width, "validation": v, "steps": step, "batch": batch,
+                                               "train_faces": int(len(faces.images)),
+                                               "sources": sorted(set(faces.source.tolist())),
+                                               "val_faces": int(len(val.images))})
+    return {"best": best, "history": history}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--labels", required=True, help="folder with train_videos.npz, faces300w.npz, photos.npz, mpmap.npz")
+    ap.add_argument("--assets", default=None, help="assets folder (default: resolved as everywhere)")
+    ap.add_argument("--minutes", type=float, default=20.0, help="training time (default 20)")
+    ap.add_argument("--out", default="model/weights/expression.pth", help="checkpoint to write (the best on validation)")
+    ap.add_argument("--val-videos", default="s32,WDA_EdMarkey0_000", help="training videos held out for validation")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cache", default=None, help="NPZ of the built faces: read when present, else written")
+    args = ap.parse_args(argv)
+    from model.assets import resolve_root
+
+    torch.set_num_threads(args.threads)
+    labels = Path(args.labels)
+    assets = resolve_root(args.assets)
+    mp_map = MediaPipeMap.load(labels / "mpmap.npz")
+    t = time.time()
+    if args.cache and Path(args.cache).exists():
+        z = np.load(args.cache)
+        faces = FaceSet(z["images"], z["points"], z["source"], draw_weights(z["points"]))
+        val = FaceSet(z["vimages"], z["vpoints"], z["vsource"], draw_weights(z["vpoints"]))
+    else:
+        faces, val = build_faces(labels, assets, mp_map, set(args.val_videos.split(",")))
+        if args.cache:
+            np.savez(args.cache, images=faces.images, points=faces.points, source=faces.source, vimages=val.images,
+                     vpoints=val.points, vsource=val.source)
+    print(f"faces: train {len(faces.images)} ({dict(zip(*np.unique(faces.source, return_counts=True)))}), "
+          f"val {len(val.images)}, built in {time.time() - t:.0f} s", flush=True)
+    res = train(faces, val, args.minutes, Path(args.out), seed=args.seed)
+    print(json.dumps(res["best"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
