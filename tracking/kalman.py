@@ -47,6 +47,15 @@ from filterpy.kalman import KalmanFilter
 N_PARAMS = 62
 #: Parameter groups: name -> slice into the 62 real parameters.
 GROUPS: dict[str, slice] = {"pose": slice(0, 12), "shape": slice(12, 52), "expression": slice(52, 62)}
+#: The extended expression (``model.expression_ext``) appended after the 62: eyelid closure (right, left), then the
+#: mouth corners and jaw. ``TRACK_GROUPS`` is the 69-value layout the tracker filters.
+EXT_GROUPS: dict[str, slice] = {"eyelids": slice(62, 64), "mouth_shape": slice(64, 69)}
+TRACK_GROUPS: dict[str, slice] = {**GROUPS, **EXT_GROUPS}
+
+
+def layout_size(groups: dict[str, slice]) -> int:
+    """Number of values a group layout covers (its largest stop)."""
+    return max(s.stop for s in groups.values())
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,9 @@ class KalmanConfig:
     - shape 0.1 / 1e-5, gate 4: a running mean over the first frames, then adapts over ~100 frames; resets only on
       a large identity change (a different person in the same track);
     - expression 0.08 / 0.03, gate 3: lighter smoothing, mouth and eyes must stay lively;
+    - eyelids 0.06 / 0.05 and mouth_shape 0.08 / 0.05, gate 3 (the extended expression, in its own units: 1 = a
+      closed eye): a blink's closing and opening are innovations far over the gate, so the group resets to the
+      measurement there and keeps the blink's full depth with no lag; between blinks the lids are smoothed;
     - ``adapt_gate`` 1.5: between this RMS normalised innovation and the gate, the group's predicted covariance is
       inflated by ``(rms / adapt_gate)^2`` for this step (a manoeuvre: follow faster instead of lagging or resetting);
     - ``max_gap`` 15 frames: a longer gap between measurements resets the whole filter.
@@ -93,6 +105,10 @@ class KalmanConfig:
                                                                  gate=4.0))
     expression: GroupNoise = field(default_factory=lambda: GroupNoise(meas_std=0.08, accel_std=0.03,
                                                                       init_vel_std=0.3, gate=3.0))
+    eyelids: GroupNoise = field(default_factory=lambda: GroupNoise(meas_std=0.06, accel_std=0.05, init_vel_std=0.5,
+                                                                   gate=3.0))
+    mouth_shape: GroupNoise = field(default_factory=lambda: GroupNoise(meas_std=0.08, accel_std=0.05,
+                                                                       init_vel_std=0.5, gate=3.0))
     adapt_gate: float = 1.5
     max_gap: float = 15.0
     engine: str = "shared"
@@ -133,40 +149,47 @@ class Smoother(Protocol):
 class NoSmoother:
     """Pass-through with the ``ParamKalman`` interface (``--smooth none``): the output is the measurement."""
 
-    def __init__(self, param_scale: np.ndarray | None = None, config: KalmanConfig | None = None) -> None:
+    def __init__(self, param_scale: np.ndarray | None = None, config: KalmanConfig | None = None,
+                 groups: dict[str, slice] = GROUPS) -> None:
+        self.groups = groups
+        self.n = layout_size(groups)
         self.initialized = False
         self.last_reset: tuple[str, ...] = ()
         self.nis: dict[str, float] = {}
 
     def update(self, z: np.ndarray, dt: float = 1.0) -> np.ndarray:
-        """Measurement (62,) -> the same values (62,) float32."""
-        self.last_reset = () if self.initialized else tuple(GROUPS)
+        """Measurement (n,) -> the same values (n,) float32."""
+        self.last_reset = () if self.initialized else tuple(self.groups)
         self.initialized = True
-        return np.asarray(z, dtype=np.float32).reshape(N_PARAMS).copy()
+        return np.asarray(z, dtype=np.float32).reshape(self.n).copy()
 
     def reset(self, z: np.ndarray) -> np.ndarray:
         self.initialized = True
-        self.last_reset = tuple(GROUPS)
-        return np.asarray(z, dtype=np.float32).reshape(N_PARAMS).copy()
+        self.last_reset = tuple(self.groups)
+        return np.asarray(z, dtype=np.float32).reshape(self.n).copy()
 
     def change_frame(self, scale: np.ndarray, offset: np.ndarray) -> None:
         return None
 
 
 class ParamKalman:
-    """Constant-velocity Kalman filter of one face's 62 real parameters, gated per group (see the module docstring).
+    """Constant-velocity Kalman filter of one face's 62 real parameters (or any group layout ``groups``, e.g.
+    ``TRACK_GROUPS``: the 62 and the extended expression), gated per group (see the module docstring).
 
-    ``param_scale (62,)``: the std unit of each parameter (real units), e.g. ``Aligner.param_std``; None = ones.
+    ``param_scale (n,)``: the std unit of each value (real units), e.g. ``Aligner.param_std``; None = ones.
     Usage per frame: ``change_frame(...)`` if the ROI moved, then ``out = update(z, dt)`` with ``z (62,)`` real
     parameters and ``dt`` the frames since the last update; ``out (62,) float32`` is the filtered estimate for this
     frame. The first update (and any reset) returns the measurement itself.
     """
 
-    def __init__(self, param_scale: np.ndarray | None = None, config: KalmanConfig | None = None) -> None:
+    def __init__(self, param_scale: np.ndarray | None = None, config: KalmanConfig | None = None,
+                 groups: dict[str, slice] = GROUPS) -> None:
+        self.groups = groups
+        self.n = layout_size(groups)
         self.config = config or KalmanConfig()
-        scale = np.ones(N_PARAMS) if param_scale is None else np.asarray(param_scale, dtype=np.float64).reshape(-1)
-        if scale.shape != (N_PARAMS,) or not np.all(np.isfinite(scale)) or np.any(scale <= 0):
-            raise ValueError(f"param_scale must be (62,) finite and > 0, got shape {scale.shape}")
+        scale = np.ones(self.n) if param_scale is None else np.asarray(param_scale, dtype=np.float64).reshape(-1)
+        if scale.shape != (self.n,) or not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+            raise ValueError(f"param_scale must be ({self.n},) finite and > 0, got shape {scale.shape}")
         self.scale = scale
         self.initialized = False
         self.last_reset: tuple[str, ...] = ()
@@ -175,23 +198,23 @@ class ParamKalman:
         self.n_updates = 0
         self.n_resets = 0
         # thresholds on the normalised innovation squared (sum over the group) = n * rms^2
-        self._gates = {g: (s.stop - s.start) * self.config.noise(g).gate ** 2 for g, s in GROUPS.items()}
-        self._soft = {g: (s.stop - s.start) * self.config.adapt_gate ** 2 for g, s in GROUPS.items()}
-        r = np.empty(N_PARAMS)
-        a = np.empty(N_PARAMS)
-        v0 = np.empty(N_PARAMS)
-        for g, s in GROUPS.items():
+        self._gates = {g: (s.stop - s.start) * self.config.noise(g).gate ** 2 for g, s in self.groups.items()}
+        self._soft = {g: (s.stop - s.start) * self.config.adapt_gate ** 2 for g, s in self.groups.items()}
+        r = np.empty(self.n)
+        a = np.empty(self.n)
+        v0 = np.empty(self.n)
+        for g, s in self.groups.items():
             nz = self.config.noise(g)
             r[s], a[s], v0[s] = nz.meas_std, nz.accel_std, nz.init_vel_std
         self._r, self._a, self._v0 = r, a, v0
         if self.config.engine == "shared":
-            self._kfs = {g: self._group_filter(g) for g in GROUPS}
+            self._kfs = {g: self._group_filter(g) for g in self.groups}
         else:
             self._kf = self._full_filter()
 
     # -- construction -------------------------------------------------------------------------------------------
     def _group_filter(self, g: str) -> KalmanFilter:
-        n = GROUPS[g].stop - GROUPS[g].start
+        n = self.groups[g].stop - self.groups[g].start
         nz = self.config.noise(g)
         kf = KalmanFilter(dim_x=2, dim_z=1)
         kf.x = np.zeros((2, n))
@@ -201,8 +224,8 @@ class ParamKalman:
         return kf
 
     def _full_filter(self) -> KalmanFilter:
-        kf = KalmanFilter(dim_x=2 * N_PARAMS, dim_z=N_PARAMS)
-        kf.H = np.hstack([np.eye(N_PARAMS), np.zeros((N_PARAMS, N_PARAMS))])
+        kf = KalmanFilter(dim_x=2 * self.n, dim_z=self.n)
+        kf.H = np.hstack([np.eye(self.n), np.zeros((self.n, self.n))])
         kf.R = np.diag(self._r ** 2)
         kf.P = np.diag(np.concatenate([self._r ** 2, self._v0 ** 2]))
         self._full_cache: dict[float, tuple[np.ndarray, np.ndarray]] = {}
@@ -210,7 +233,7 @@ class ParamKalman:
 
     def _full_fq(self, dt: float) -> tuple[np.ndarray, np.ndarray]:
         if dt not in self._full_cache:
-            n = N_PARAMS
+            n = self.n
             f = np.eye(2 * n)
             f[:n, n:] = dt * np.eye(n)
             a2 = self._a ** 2
@@ -232,38 +255,38 @@ class ParamKalman:
     def velocity(self) -> np.ndarray:
         """Current velocity estimate (62,) float64, real units per frame."""
         if self.config.engine == "shared":
-            v = np.concatenate([self._kfs[g].x[1] for g in GROUPS])
+            v = np.concatenate([self._kfs[g].x[1] for g in self.groups])
         else:
-            v = self._kf.x[N_PARAMS:, 0]
+            v = self._kf.x[self.n:, 0]
         return v * self.scale
 
     def position_std(self) -> np.ndarray:
         """Posterior std (62,) of every parameter, real units."""
         if self.config.engine == "shared":
-            sd = np.concatenate([np.full(s.stop - s.start, np.sqrt(self._kfs[g].P[0, 0])) for g, s in GROUPS.items()])
+            sd = np.concatenate([np.full(s.stop - s.start, np.sqrt(self._kfs[g].P[0, 0])) for g, s in self.groups.items()])
         else:
-            sd = np.sqrt(np.diag(self._kf.P)[:N_PARAMS])
+            sd = np.sqrt(np.diag(self._kf.P)[:self.n])
         return sd * self.scale
 
     def _positions(self) -> np.ndarray:
         if self.config.engine == "shared":
-            return np.concatenate([self._kfs[g].x[0] for g in GROUPS])
-        return self._kf.x[:N_PARAMS, 0].copy()
+            return np.concatenate([self._kfs[g].x[0] for g in self.groups])
+        return self._kf.x[:self.n, 0].copy()
 
     # -- operations -------------------------------------------------------------------------------------------------
     def reset(self, z: np.ndarray) -> np.ndarray:
         """Restart every group at measurement ``z (62,)`` real units (velocity 0); returns ``z`` as float32."""
         zn = self._normalise(z)
-        for g in GROUPS:
+        for g in self.groups:
             self._reset_group(g, zn)
         self.initialized = True
-        self.last_reset = tuple(GROUPS)
-        self.nis = {g: float("nan") for g in GROUPS}
+        self.last_reset = tuple(self.groups)
+        self.nis = {g: float("nan") for g in self.groups}
         self.n_resets += 1
         return self.value
 
     def _reset_group(self, g: str, zn: np.ndarray) -> None:
-        s = GROUPS[g]
+        s = self.groups[g]
         nz = self.config.noise(g)
         if self.config.engine == "shared":
             kf = self._kfs[g]
@@ -271,13 +294,13 @@ class ParamKalman:
             kf.P = np.diag([nz.meas_std ** 2, nz.init_vel_std ** 2])
         else:
             kf = self._kf
-            idx = np.r_[np.arange(s.start, s.stop), np.arange(s.start, s.stop) + N_PARAMS]
+            idx = np.r_[np.arange(s.start, s.stop), np.arange(s.start, s.stop) + self.n]
             kf.x[s.start:s.stop, 0] = zn[s]
-            kf.x[N_PARAMS + s.start:N_PARAMS + s.stop, 0] = 0.0
+            kf.x[self.n + s.start:self.n + s.stop, 0] = 0.0
             kf.P[idx, :] = 0.0
             kf.P[:, idx] = 0.0
             kf.P[np.arange(s.start, s.stop), np.arange(s.start, s.stop)] = nz.meas_std ** 2
-            kf.P[np.arange(s.start, s.stop) + N_PARAMS, np.arange(s.start, s.stop) + N_PARAMS] = nz.init_vel_std ** 2
+            kf.P[np.arange(s.start, s.stop) + self.n, np.arange(s.start, s.stop) + self.n] = nz.init_vel_std ** 2
 
     def update(self, z: np.ndarray, dt: float = 1.0) -> np.ndarray:
         """Predict ``dt`` frames ahead, then update with measurement ``z (62,)`` (real units).
@@ -292,13 +315,13 @@ class ParamKalman:
         if dt <= 0:
             dt = 1e-3  # two measurements of the same instant: no motion in between
         zf = np.asarray(z, dtype=np.float64).reshape(-1)
-        if zf.shape != (N_PARAMS,):
-            raise ValueError(f"measurement must have 62 values, got {zf.shape}")
+        if zf.shape != (self.n,):
+            raise ValueError(f"measurement must have {self.n} values, got {zf.shape}")
         finite = bool(np.all(np.isfinite(zf)))
         zn = self._normalise(zf) if finite else None
         reset: list[str] = []
         if self.config.engine == "shared":
-            for g, s in GROUPS.items():
+            for g, s in self.groups.items():
                 kf = self._kfs[g]
                 f, q = _cv_matrices(float(dt), self.config.noise(g).accel_std ** 2)
                 kf.predict(F=f, Q=q)
@@ -321,17 +344,17 @@ class ParamKalman:
             f, q = self._full_fq(float(dt))
             kf.predict(F=f, Q=q)
             if zn is not None:
-                y = zn - kf.x[:N_PARAMS, 0]
-                s_var = np.diag(kf.P)[:N_PARAMS] + self._r ** 2
-                d = np.ones(2 * N_PARAMS)
-                for g, s in GROUPS.items():
+                y = zn - kf.x[:self.n, 0]
+                s_var = np.diag(kf.P)[:self.n] + self._r ** 2
+                d = np.ones(2 * self.n)
+                for g, s in self.groups.items():
                     self.nis[g] = float(np.sum(y[s] ** 2 / s_var[s]))
                     if self._soft[g] < self.nis[g] <= self._gates[g]:
-                        d[s] = d[N_PARAMS + s.start:N_PARAMS + s.stop] = np.sqrt(self.nis[g] / self._soft[g])
+                        d[s] = d[self.n + s.start:self.n + s.stop] = np.sqrt(self.nis[g] / self._soft[g])
                 if np.any(d != 1.0):
                     kf.P = d[:, None] * kf.P * d[None, :]
                 kf.update(zn[:, None])
-                for g in GROUPS:
+                for g in self.groups:
                     if self.nis[g] > self._gates[g]:
                         reset.append(g)
                         self._reset_group(g, zn)
@@ -349,10 +372,10 @@ class ParamKalman:
         """
         if not self.initialized:
             return
-        a = np.asarray(scale, dtype=np.float64).reshape(N_PARAMS)
-        b = np.asarray(offset, dtype=np.float64).reshape(N_PARAMS) / self.scale
+        a = np.asarray(scale, dtype=np.float64).reshape(self.n)
+        b = np.asarray(offset, dtype=np.float64).reshape(self.n) / self.scale
         if self.config.engine == "shared":
-            for g, s in GROUPS.items():
+            for g, s in self.groups.items():
                 kf = self._kfs[g]
                 if np.all(a[s] == 1.0) and not np.any(b[s]):
                     continue
@@ -362,21 +385,22 @@ class ParamKalman:
             kf = self._kf
             d = np.concatenate([a, a])
             kf.x = d[:, None] * kf.x
-            kf.x[:N_PARAMS, 0] += b
+            kf.x[:self.n, 0] += b
             kf.P = d[:, None] * kf.P * d[None, :]
 
     def _normalise(self, z: np.ndarray) -> np.ndarray:
         zf = np.asarray(z, dtype=np.float64).reshape(-1)
-        if zf.shape != (N_PARAMS,):
-            raise ValueError(f"measurement must have 62 values, got {zf.shape}")
+        if zf.shape != (self.n,):
+            raise ValueError(f"measurement must have {self.n} values, got {zf.shape}")
         return zf / self.scale
 
 
 def make_smoother(kind: str = "kalman", param_scale: np.ndarray | None = None,
-                  config: KalmanConfig | None = None) -> Smoother:
-    """``kind``: ``"kalman"`` (``ParamKalman``) or ``"none"`` (``NoSmoother``, the ``--smooth none`` choice)."""
+                  config: KalmanConfig | None = None, groups: dict[str, slice] = GROUPS) -> Smoother:
+    """``kind``: ``"kalman"`` (``ParamKalman``) or ``"none"`` (``NoSmoother``, the ``--smooth none`` choice);
+    ``groups`` the value layout (``GROUPS``: the 62 parameters; ``TRACK_GROUPS``: with the extended expression)."""
     if kind == "kalman":
-        return ParamKalman(param_scale, config)
+        return ParamKalman(param_scale, config, groups)
     if kind == "none":
-        return NoSmoother(param_scale, config)
+        return NoSmoother(param_scale, config, groups)
     raise ValueError(f"unknown smoother '{kind}' (expected kalman or none)")

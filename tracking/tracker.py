@@ -55,11 +55,12 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from model.expression_ext import N_EXT
 from model.roi import box_from_landmarks, iou_matrix, roi_from_box
-from tracking.kalman import KalmanConfig, Smoother, make_smoother
+from tracking.kalman import TRACK_GROUPS, KalmanConfig, Smoother, make_smoother
 from tracking.roi import RoiConfig, check_landmarks, crop_change, next_roi
 
-DecodeFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+DecodeFn = Callable[..., np.ndarray]  # (params (N, 62), rois (N, 4)[, ext (N, N_EXT)]) -> landmarks (N, 68, 3)
 Detections = tuple[np.ndarray, np.ndarray] | np.ndarray
 
 
@@ -137,6 +138,8 @@ class TrackedFace:
     track's first frame (1 on it); hits: valid alignments; confidence: the track's face confidence in [0, 1] (average
     of its crops' scores, what confirms and drops it) and raw_confidence this frame's score (None without scores);
     reset: the parameter groups the filter reset at this frame (birth, cut, fast turn); frame_index, time: the frame's.
+    ext (N_EXT,) float32: the smoothed extended expression (``model.expression_ext``), raw_ext the aligner's; None
+    when the aligner gave none.
     """
 
     track_id: int
@@ -154,6 +157,8 @@ class TrackedFace:
     time: float | None = None
     confidence: float | None = None
     raw_confidence: float | None = None
+    ext: np.ndarray | None = None
+    raw_ext: np.ndarray | None = None
 
 
 @dataclass
@@ -199,14 +204,17 @@ class FaceTracker:
 
     ``param_scale (62,)``: std unit of each real parameter for the filters (``Aligner.param_std``); None = ones.
     ``convention``: the aligner's crop convention ("v1" DAMDNet, "v2" 3DDFA_V2).
-    ``decode``: optional ``(params (N, 62), rois (N, 4)) -> landmarks (N, 68, 3)`` frame px, to output smoothed
-    landmarks and crop the next frame from them.
+    ``decode``: optional ``(params (N, 62), rois (N, 4)[, ext (N, N_EXT)]) -> landmarks (N, 68, 3)`` frame px, to
+    output smoothed landmarks and crop the next frame from them (``ext`` is passed when the aligner gave one).
     """
 
     def __init__(self, config: TrackerConfig | None = None, param_scale: np.ndarray | None = None,
                  convention: str = "v1", decode: DecodeFn | None = None) -> None:
         self.config = config or TrackerConfig()
         self.param_scale = None if param_scale is None else np.asarray(param_scale, dtype=np.float64)
+        # the filters run on the 62 parameters and the extended expression (unit scale: 1 = a closed eye)
+        self._filter_scale = np.concatenate([np.ones(62) if self.param_scale is None else self.param_scale.reshape(62),
+                                             np.ones(N_EXT)])
         self.convention = convention
         self.decode = decode
         self._tracks: dict[int, Track] = {}
@@ -311,7 +319,7 @@ class FaceTracker:
                 continue
             if live and float(iou_matrix(det_rois[c][None], np.stack([t.roi for t in live])).max()) >= cfg.duplicate_iou:
                 continue
-            t = Track(self._next_id, make_smoother(cfg.smooth, self.param_scale, cfg.kalman),
+            t = Track(self._next_id, make_smoother(cfg.smooth, self._filter_scale, cfg.kalman, TRACK_GROUPS),
                       det_rois[c].astype(np.float32).copy(), born=fi)
             self._tracks[t.track_id] = t
             live.append(t)
@@ -319,13 +327,15 @@ class FaceTracker:
 
     def update(self, track_ids: Sequence[int], params: np.ndarray, landmarks: np.ndarray,
                frame_shape: tuple[int, ...], time: float | None = None,
-               rois: np.ndarray | None = None, confidence: np.ndarray | None = None) -> list[TrackedFace]:
+               rois: np.ndarray | None = None, confidence: np.ndarray | None = None,
+               ext: np.ndarray | None = None) -> list[TrackedFace]:
         """Finish the frame with the aligner's results for the ROIs ``rois_for_frame`` gave.
 
         track_ids (N,) in any order; params (N, 62) real; landmarks (N, 68, 3) frame px (raw, from ``params``);
         frame_shape (H, W[, C]); time: the frame's timestamp (s), carried to the output; rois (N, 4): the ROIs the
         aligner actually cropped (``AlignResult.roi``, rounded), default the ROIs handed out; confidence (N,) in
-        [0, 1]: each crop's face score (``AlignResult.confidence``), None: no confidence rules.
+        [0, 1]: each crop's face score (``AlignResult.confidence``), None: no confidence rules; ext (N, N_EXT): the
+        extended expression (``AlignResult.ext``), smoothed with the parameters, or None.
         Returns the validly aligned faces of this frame, by track id (tentative ones too: see ``is_confirmed``);
         tracks deleted for low confidence or a collapsed box on this frame are not among them.
         """
@@ -339,6 +349,8 @@ class FaceTracker:
             rois = np.asarray(rois, dtype=np.float32).reshape(len(ids), 4)
         if confidence is not None:
             confidence = np.asarray(confidence, dtype=np.float32).reshape(len(ids))
+        if ext is not None:
+            ext = np.asarray(ext, dtype=np.float32).reshape(len(ids), N_EXT)
         faces: dict[int, TrackedFace] = {}
         dropped: list[int] = []
         for k, tid in enumerate(ids):
@@ -352,7 +364,8 @@ class FaceTracker:
                 t.lost, t.lost_reason = True, reason
                 continue
             face = self._observe(t, params[k], landmarks[k], roi, frame_shape, fi, time,
-                                 None if confidence is None else float(confidence[k]))
+                                 None if confidence is None else float(confidence[k]),
+                                 None if ext is None else ext[k])
             if self._collapsed_or_doubtful(t):
                 dropped.append(tid)
                 continue
@@ -386,7 +399,8 @@ class FaceTracker:
         return False
 
     def _observe(self, t: Track, p: np.ndarray, lm: np.ndarray, roi: np.ndarray, frame_shape: tuple[int, ...],
-                 fi: int, time: float | None, conf: float | None = None) -> TrackedFace:
+                 fi: int, time: float | None, conf: float | None = None,
+                 ext: np.ndarray | None = None) -> TrackedFace:
         cfg = self.config
         if conf is not None:
             m = cfg.confidence_memory
@@ -396,18 +410,23 @@ class FaceTracker:
         else:
             t.trusted = True
         sm = t.smoother
+        z = np.concatenate([p, np.zeros(N_EXT, np.float32) if ext is None else ext])
         if t.restart:
-            smoothed = sm.reset(p)
+            both = sm.reset(z)
             t.restart = False
         else:
             if sm.initialized and t.filter_roi is not None:
-                sm.change_frame(*crop_change(t.filter_roi, roi, self.convention))
+                scale, offset = crop_change(t.filter_roi, roi, self.convention)
+                sm.change_frame(np.concatenate([scale, np.ones(N_EXT)]), np.concatenate([offset, np.zeros(N_EXT)]))
             dt = 1.0 if t.last_frame is None else float(fi - t.last_frame)
-            smoothed = sm.update(p, dt)
+            both = sm.update(z, dt)
+        smoothed = both[:62]
+        ext_s = None if ext is None else both[62:].copy()
         t.filter_roi = np.asarray(roi, dtype=np.float32).copy()
         lm_s = None
         if self.decode is not None:
-            lm_s = np.asarray(self.decode(smoothed[None], t.filter_roi[None]), dtype=np.float32)[0]
+            args = (smoothed[None], t.filter_roi[None]) + (() if ext_s is None else (ext_s[None],))
+            lm_s = np.asarray(self.decode(*args), dtype=np.float32)[0]
         lm_used = lm if lm_s is None else lm_s
         t.roi = next_roi(lm_used, roi, frame_shape, self.config.roi)
         t.box = box_from_landmarks(lm_used[None])[0]
@@ -417,7 +436,7 @@ class FaceTracker:
         t.last_frame = fi
         return TrackedFace(t.track_id, smoothed, p.copy(), t.filter_roi.copy(), t.box.copy(), lm_s, lm.copy(),
                            t.confirmed(self.config.min_hits), fi - t.born + 1, t.hits, tuple(sm.last_reset), fi, time,
-                           t.confidence, conf)
+                           t.confidence, conf, ext_s, None if ext is None else ext.copy())
 
     def _remove_duplicates(self, faces: dict[int, TrackedFace]) -> None:
         ids = sorted(faces)
