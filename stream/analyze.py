@@ -83,7 +83,7 @@ class FaceAnalyzer:
     def _new_tracker(self, config: TrackerConfig) -> FaceTracker:
         al = self.service.aligner
         return FaceTracker(config, param_scale=al.param_std, convention=self.convention,
-                           decode=lambda p, r: self._morph.landmarks(p, r, self.convention))
+                           decode=lambda p, r, e=None: self._morph.landmarks(p, r, self.convention, e))
 
     def set_smoothing(self, smooth: str) -> None:
         """Switch smoothing (``kalman`` / ``none``) for new tracks and reset the current ones."""
@@ -176,7 +176,7 @@ class FaceAnalyzer:
         t1 = time.perf_counter()
         stats.add_stage("align", (t1 - t0) * 1e3)
         faces = self.tracker.update(ids, res.params, res.landmarks, image.shape, time=frame.time, rois=res.roi,
-                                    confidence=res.confidence)
+                                    confidence=res.confidence, ext=res.ext)
         stats.note_confidence(self.tracker.dropped, [f.confidence for f in faces if f.is_confirmed])
         faces = [f for f in faces if f.is_confirmed]
         records = []
@@ -184,12 +184,13 @@ class FaceAnalyzer:
             params = np.stack([f.params for f in faces]).astype(np.float32)
             rois_f = np.stack([f.roi for f in faces]).astype(np.float32)
             lms = np.stack([f.landmarks if f.landmarks is not None else f.raw_landmarks for f in faces])
-            verts = self._morph.dense(params, rois_f, self.convention).astype(np.float32) if self.dense else None
+            exts = None if faces[0].ext is None else np.stack([f.ext for f in faces]).astype(np.float32)
+            verts = self._morph.dense(params, rois_f, self.convention, exts).astype(np.float32) if self.dense else None
             poses = pose_from_params(params)
             for i, f in enumerate(faces):
                 records.append(FaceRecord(frame=frame.index, time=frame.time, track_id=f.track_id, box=f.box,
                                           roi=rois_f[i], pose=poses[i], landmarks=lms[i].astype(np.float32),
                                           params=params[i], vertices=None if verts is None else verts[i],
-                                          confidence=f.confidence))
+                                          confidence=f.confidence, ext=None if exts is None else exts[i]))
         stats.add_stage("smooth", (time.perf_counter() - t1) * 1e3)
         return records

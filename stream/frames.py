@@ -85,6 +85,8 @@ class FaceRecord:
     vertices: ``(V, 3) float32`` dense mesh in frame pixels, or None when not computed.
     confidence: face confidence in [0, 1] (``model.confidence``: the track's average classifier score, independent
     of the detector), or None when unknown.
+    ext: ``(N_EXT,) float32`` the extended expression (``model.expression_ext``, version ``EXT_VERSION``: eye closure
+    right/left, mouth corners, jaw), or None when the aligner ran without the expression stage.
     """
 
     frame: int
@@ -97,3 +99,4 @@ class FaceRecord:
     params: np.ndarray
     vertices: np.ndarray | None = None
     confidence: float | None = None
+    ext: np.ndarray | None = None

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from model.expression_ext import EXT_NAMES, EXT_VERSION, N_EXT
 from stream.atomic import AtomicPath, atomic_write_bytes, temp_path_for
 from stream.frames import POSE_NAMES, FaceRecord, VideoInfo
 
@@ -325,12 +326,15 @@ def _f(values: Iterable[float], fmt: str) -> list[str]:
 
 
 def tracks_csv_header(include_params: bool = False, include_roi: bool = False) -> list[str]:
-    """Column names: frame, time, track_id, box_x1..box_y2, pose (6), confidence, x0,y0,z0..x67,y67,z67 [, roi]
-    [, p0..p61]. ``confidence``: the face confidence in [0, 1] (``FaceRecord.confidence``; nan when unknown).
+    """Column names: frame, time, track_id, box_x1..box_y2, pose (6), confidence, the extended expression
+    (``EXT_NAMES``: eye_close_r, eye_close_l, mouth_corner_up_r, ..., jaw_open), x0,y0,z0..x67,y67,z67 [, roi]
+    [, p0..p61]. ``confidence``: the face confidence in [0, 1] (``FaceRecord.confidence``; nan when unknown); the
+    extension's values are nan when the run had no expression stage.
 
     The box columns carry a ``box_`` prefix: plain x1, y1, x2, y2 would collide with landmark 1 and 2 columns.
     """
-    cols = ["frame", "time", "track_id", "box_x1", "box_y1", "box_x2", "box_y2", *POSE_NAMES, "confidence"]
+    cols = ["frame", "time", "track_id", "box_x1", "box_y1", "box_x2", "box_y2", *POSE_NAMES, "confidence",
+            *EXT_NAMES]
     cols += [f"{a}{i}" for i in range(68) for a in "xyz"]
     if include_roi:
         cols += ["roi_x1", "roi_y1", "roi_x2", "roi_y2"]
@@ -404,6 +408,7 @@ class TracksCSVSink(_TextTracksSink):
         parts += _f(np.ravel(r.box)[:4], ".3f")
         parts += _f(np.ravel(r.pose)[:6], ".7g")
         parts.append(format(_confidence(r), ".4f"))
+        parts += _f(_ext(r), ".4f")
         parts += _f(np.ravel(np.asarray(r.landmarks)[:68, :3]), ".3f")
         if self.include_roi:
             parts += _f(np.ravel(r.roi)[:4], ".3f")
@@ -417,9 +422,11 @@ class TracksJSONLSink(_TextTracksSink):
 
         {"frame": 0, "time": 0.0, "track_id": 1, "box": [4], "roi": [4],
          "pose": {"yaw": .., "pitch": .., "roll": .., "scale": .., "tx": .., "ty": ..}, "confidence": 0.97,
+         "ext": {"eye_close_r": .., ..., "jaw_open": ..}, "ext_version": "ext-v1",
          "landmarks": [[x, y, z] x 68], "params": [62]}
 
-    ``confidence`` is null when unknown.
+    ``confidence`` is null when unknown; ``ext`` (the extended expression, ``model.expression_ext``) is null when
+    the run had no expression stage.
     """
 
     def _row(self, frame_index: int, time: float, r: FaceRecord) -> str:
@@ -437,13 +444,15 @@ class TracksJSONLSink(_TextTracksSink):
             "roi": px(r.roi),
             "pose": dict(zip(POSE_NAMES, sig(r.pose))),
             "confidence": None if r.confidence is None else round(float(r.confidence), 4),
+            "ext": None if r.ext is None else {k: round(float(v), 4) for k, v in zip(EXT_NAMES, np.ravel(r.ext))},
+            "ext_version": EXT_VERSION,
             "landmarks": [px(p) for p in np.asarray(r.landmarks)[:, :3]],
             "params": sig(r.params),
         }
         return json.dumps(obj, separators=(",", ":"), allow_nan=True) + "\n"
 
 
-_NPZ_KEYS = ("frames", "times", "landmarks", "params", "pose", "boxes", "rois", "confidence")
+_NPZ_KEYS = ("frames", "times", "landmarks", "params", "pose", "boxes", "rois", "confidence", "ext")
 
 
 def _confidence(r: FaceRecord) -> float:
@@ -451,12 +460,19 @@ def _confidence(r: FaceRecord) -> float:
     return float("nan") if r.confidence is None else float(r.confidence)
 
 
+def _ext(r: FaceRecord) -> np.ndarray:
+    """The record's extended expression (N_EXT,) float32, nan when the run had none."""
+    return np.full(N_EXT, np.nan, np.float32) if r.ext is None else np.asarray(r.ext, np.float32).reshape(N_EXT)
+
+
 class TracksNPZSink(_RecordSink):
     """NPZ with arrays per track, written at close (temp + rename)::
 
         track_ids (K,) int64
         track{ID}_frames (T,) int64, _times (T,) float64, _landmarks (T,68,3) float32, _params (T,62) float32,
-        _pose (T,6) float32, _boxes (T,4) float32, _rois (T,4) float32, _confidence (T,) float32 (nan: unknown)
+        _pose (T,6) float32, _boxes (T,4) float32, _rois (T,4) float32, _confidence (T,) float32 (nan: unknown),
+        _ext (T,N_EXT) float32 (the extended expression; nan: no expression stage)
+        ext_names (N_EXT,) str, ext_version () str
     """
 
     def __init__(self, path: str | os.PathLike[str], *, compress: bool = False) -> None:
@@ -484,13 +500,16 @@ class TracksNPZSink(_RecordSink):
                 t["boxes"].append(np.asarray(r.box, np.float32).reshape(-1))
                 t["rois"].append(np.asarray(r.roi, np.float32).reshape(-1))
                 t["confidence"].append(_confidence(r))
+                t["ext"].append(_ext(r))
             self.rows_written += len(records)
             self.frames_written += 1
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The arrays the NPZ will hold (see class docstring)."""
-        out: dict[str, np.ndarray] = {"track_ids": np.array(sorted(self._tracks), dtype=np.int64)}
-        shapes = {"landmarks": (68, 3), "params": (62,), "pose": (6,), "boxes": (4,), "rois": (4,), "confidence": ()}
+        out: dict[str, np.ndarray] = {"track_ids": np.array(sorted(self._tracks), dtype=np.int64),
+                                      "ext_names": np.array(EXT_NAMES), "ext_version": np.array(EXT_VERSION)}
+        shapes = {"landmarks": (68, 3), "params": (62,), "pose": (6,), "boxes": (4,), "rois": (4,), "confidence": (),
+                  "ext": (N_EXT,)}
         for tid in sorted(self._tracks):
             t = self._tracks[tid]
             out[f"track{tid}_frames"] = np.asarray(t["frames"], np.int64)
@@ -532,8 +551,9 @@ def open_tracks_sink(path: str | os.PathLike[str], **options: Any) -> TracksSink
 
 def load_tracks(path: str | os.PathLike[str]) -> dict[int, dict[str, np.ndarray]]:
     """Read a tracks file written by any track sink: ``{track_id: {"frames", "times", "boxes", "pose",
-    "landmarks", ["params"], ["rois"], ["confidence"]}}`` with the NPZ shapes. CSV has params/rois only when
-    written with them; files written before the confidence column have no ``confidence``."""
+    "landmarks", ["params"], ["rois"], ["confidence"], ["ext"]}}`` with the NPZ shapes. CSV has params/rois only when
+    written with them; files written before the confidence column have no ``confidence``, before the extended
+    expression no ``ext``."""
     path = Path(path)
     suffix = path.suffix.lower()
     out: dict[int, dict[str, np.ndarray]] = {}
@@ -559,6 +579,8 @@ def load_tracks(path: str | os.PathLike[str]) -> dict[int, dict[str, np.ndarray]
                 t.setdefault("landmarks", []).append(vals[lm_idx].reshape(68, 3))
                 if "confidence" in col:
                     t.setdefault("confidence", []).append(vals[col["confidence"]])
+                if EXT_NAMES[0] in col:
+                    t.setdefault("ext", []).append(vals[[col[k] for k in EXT_NAMES]])
                 if "roi_x1" in col:
                     t.setdefault("rois", []).append(vals[[col[f"roi_{c}"] for c in ("x1", "y1", "x2", "y2")]])
                 if "p0" in col:
@@ -579,6 +601,9 @@ def load_tracks(path: str | os.PathLike[str]) -> dict[int, dict[str, np.ndarray]
                 t.setdefault("params", []).append(o["params"])
                 if "confidence" in o:
                     t.setdefault("confidence", []).append(np.nan if o["confidence"] is None else o["confidence"])
+                if "ext" in o:
+                    t.setdefault("ext", []).append([np.nan] * N_EXT if o["ext"] is None else
+                                                   [o["ext"][k] for k in EXT_NAMES])
     else:
         raise SinkError(f"cannot read tracks from {path}: use a .csv, .jsonl or .npz file")
     for tid, t in rows.items():
