@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from model.assets import AssetError, AssetStore
+from model.assets import AssetError, AssetStore, resolve_root
 from model.checkpoint import OUR_WEIGHTS, CheckpointError, load_file, save_checkpoint
 
 VALIDATION = "XgTu/2DASL/test_codes/test.data/AFLW-2000-3D"
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
     store = AssetStore(a.assets)
     try:
-        folder = Path(a.images) if a.images else store.root / VALIDATION
+        folder = Path(a.images) if a.images else resolve_root(a.assets, VALIDATION) / VALIDATION
         labels = find_labels(folder)
         if not labels:
             raise FileNotFoundError(f"no labelled images in {folder}")

@@ -173,24 +173,75 @@ def test_resolution_order(tmp_path, monkeypatch):
     assert resolve_root("~/x") == Path.home() / "x"
 
 
-def test_checkout_fallback_beside_a_clone(tmp_path, monkeypatch):
-    """A fresh clone next to shared/assets finds them with no variable set; the user cache wins once it has
-    assets; an installed package (no .git, no pyproject.toml beside it) never looks beside itself."""
+def _clone_beside_shared(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
+    """A checkout ``repo`` with ``shared/assets`` beside it and an empty home cache; returns (shared, cache)."""
     monkeypatch.delenv(A.ENV_ROOT, raising=False)
-    repo, cache = tmp_path / "repo", tmp_path / "home" / ".cache" / "damdnet"
+    repo, cache, shared = tmp_path / "repo", tmp_path / "home" / ".cache" / "damdnet", tmp_path / "shared" / "assets"
     (repo / ".git").mkdir(parents=True)
-    (tmp_path / "shared" / "assets" / A.MARKER).mkdir(parents=True)
+    shared.mkdir(parents=True)
     cache.mkdir(parents=True)
     monkeypatch.setattr(A, "CHECKOUT", repo)
     monkeypatch.setattr(A, "DEFAULT_ROOT", cache)
-    assert resolve_root() == tmp_path / "shared" / "assets"
-    assert AssetStore().root == tmp_path / "shared" / "assets"
+    return shared, cache
+
+
+def _put(root: Path, name: str, assets_dir: Path) -> Path:
+    dest = root / ASSETS[name].local
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(assets_dir / ASSETS[name].local, dest)
+    return dest
+
+
+def test_checkout_fallback_beside_a_clone(tmp_path, monkeypatch, assets_dir):
+    """A fresh clone next to shared/assets finds them with no variable set; the user cache wins once it has
+    assets; an installed package (no .git, no pyproject.toml beside it) never looks beside itself."""
+    shared, cache = _clone_beside_shared(tmp_path, monkeypatch)
+    _put(shared, A.PROBE, assets_dir)
+    assert resolve_root() == shared
+    assert AssetStore().root == shared
+    assert A.search_roots() == [cache, shared]
     assert resolve_root(tmp_path / "flag") == tmp_path / "flag"
-    (cache / A.MARKER).mkdir()  # the user fetched the assets: their cache is the default again
+    _put(cache, A.PROBE, assets_dir)  # the user fetched the assets: their cache is the default again
     assert resolve_root() == cache
-    (cache / A.MARKER).rmdir()
-    (repo / ".git").rmdir()  # not a checkout (an installed package)
-    assert resolve_root() == cache
+    (repo := tmp_path / "repo" / ".git").rmdir()  # not a checkout (an installed package)
+    assert A.search_roots() == [cache] and resolve_root() == cache and not repo.exists()
+
+
+def test_empty_folders_of_a_failed_download_do_not_hide_the_checkout_assets(tmp_path, monkeypatch, assets_dir,
+                                                                           clean_env):
+    """The state an offline `damdnet-stream` run used to leave in a clean HOME: empty asset folders in the user
+    cache. Files resolve one by one: each comes from the first root that has it."""
+    shared, cache = _clone_beside_shared(tmp_path, monkeypatch)
+    for name in (A.PROBE, SMALL, "paf-grid"):
+        _put(shared, name, assets_dir)
+    (cache / "cleardusk" / "3DDFA_V2" / "weights").mkdir(parents=True)
+    (cache / "LeiJiangJNU" / "DAMDNet" / "models").mkdir(parents=True)
+    assert resolve_root() == shared
+    store = AssetStore(allow_download=False)
+    assert store.path(A.PROBE) == shared / ASSETS[A.PROBE].local
+    mine = _put(cache, SMALL, assets_dir)  # one file in the cache: that one comes from there, the rest from shared
+    store = AssetStore(allow_download=False)
+    assert store.path(SMALL) == mine and store.path("paf-grid") == shared / ASSETS["paf-grid"].local
+    assert store.has("paf-grid") and not store.has("yunet")
+    with pytest.raises(AssetError) as ei:  # in neither: the error names both places it looked
+        store.path("yunet")
+    msg = str(ei.value)
+    _one_line_names(msg, "yunet")
+    assert str(cache / ASSETS["yunet"].local) in msg and str(shared / ASSETS["yunet"].local) in msg
+
+
+def test_failed_download_leaves_no_folder_behind(tmp_path, clean_env):
+    def offline(url, dest, label):
+        raise urllib.error.URLError("[Errno 101] Network is unreachable")
+
+    root = tmp_path / "cache"
+    root.mkdir()
+    (root / "cleardusk").mkdir()  # a folder that was there before stays
+    with pytest.raises(AssetError, match="download failed"):
+        AssetStore(root=root, downloader=offline).path("3ddfa-v2-mb05")
+    with pytest.raises(AssetError, match="download failed"):
+        AssetStore(root=root, downloader=offline).path("damdnet-authors")
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == ["cleardusk"]
 
 
 def test_unknown_asset_name(tmp_path):
