@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot write to --out {out_dir}: {why}", file=sys.stderr)
         return 2
     from model.aligner import Aligner
-    from model.checkpoint import CheckpointError
+    from model.checkpoint import CheckpointError, model_label
     from model.detect import FaceDetector
 
     store = AssetStore(a.assets)
@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     except (AssetError, CheckpointError, RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"model: {aligner.name} ({aligner.backbone}); detector: {detector.kind}", file=sys.stderr)
+    print(f"model: {model_label(aligner.name, aligner.backbone, aligner.why)}; detector: {detector.kind}",
+          file=sys.stderr)
     try:
         return _align_all(a.images, out_dir, aligner, detector, a.refine)
     except OSError as exc:  # the disk filled up or went away mid-run

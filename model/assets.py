@@ -5,8 +5,9 @@ lives at ``ROOT/OWNER/REPO/PATH``. The roots searched, per file (``search_roots`
 ``$DAMDNET_ASSETS``, else ``~/.cache/damdnet`` and then ``../shared/assets`` beside a source checkout when present.
 A file missing from all of them is copied from a local mirror laid out the same way (``$DAMDNET_MIRROR``) or
 downloaded once from upstream into the first root (progress bar, checksum, atomic rename; a failed download leaves
-no file and no folder behind). Offline with no mirror: one clear error naming the file, every place
-looked at, where to put it and the command that fetches it.
+no file and no folder behind). Downloads connect within a few seconds, a failed one is remembered for a while
+and ``$DAMDNET_OFFLINE=1`` turns them off (``model.download``). Offline with no mirror: one clear error naming the
+file, every place looked at, where to put it and the command that fetches it.
 
 CLI: ``python -m model.assets list|fetch|verify [NAME...] [--assets DIR] [--mirror DIR]``.
 """
@@ -17,12 +18,12 @@ import os
 import shutil
 import sys
 import tempfile
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
 from model.cliparse import OneLineParser
+from model.download import RETRY_AFTER_S, FailureMemory, download, offline
 
 ENV_ROOT = "DAMDNET_ASSETS"
 ENV_MIRROR = "DAMDNET_MIRROR"
@@ -36,7 +37,12 @@ YUNET_ALT = ("ShiqiYu/libfacedetection.train", "0047ac24afb1a50a0c6105001c89d1b5
 
 
 class AssetError(RuntimeError):
-    """A user-facing asset problem; ``str()`` is one line saying what is wrong and what to do."""
+    """A user-facing asset problem; ``str()`` is one line saying what is wrong and what to do; ``reason`` the short
+    cause (for a log line, e.g. why ``--weights auto`` passed a model over)."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 @dataclass(frozen=True)
@@ -196,19 +202,6 @@ def resolve_root(flag: str | os.PathLike | None = None, rel: str | None = None) 
 Downloader = Callable[[str, Path, str], None]
 
 
-def _download(url: str, dest: Path, label: str) -> None:
-    """Download ``url`` to ``dest`` with a progress bar (tqdm)."""
-    from tqdm import tqdm
-
-    req = urllib.request.Request(url, headers={"User-Agent": "damdnet-assets"})
-    with urllib.request.urlopen(req, timeout=30) as resp, open(dest, "wb") as out:
-        total = int(resp.headers.get("Content-Length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=label, leave=False, disable=None) as bar:
-            for chunk in iter(lambda: resp.read(1 << 16), b""):
-                out.write(chunk)
-                bar.update(len(chunk))
-
-
 class AssetStore:
     """Local asset folders with on-demand fetching, resolved per file.
 
@@ -226,8 +219,8 @@ class AssetStore:
         self.root = resolve_root(root)
         m = mirror if mirror is not None else os.environ.get(ENV_MIRROR)
         self.mirror = Path(m).expanduser() if m else None
-        self.allow_download = allow_download and os.environ.get("DAMDNET_OFFLINE", "") not in ("1", "true")
-        self._download = downloader or _download
+        self.allow_download = allow_download and not offline()
+        self._download = downloader or download
         self._verified: set[str] = set()
 
     def __repr__(self) -> str:
@@ -246,8 +239,9 @@ class AssetStore:
         """True when the file is present locally in one of the roots (not verified)."""
         return any(p.is_file() for p in self.candidates(name))
 
-    def path(self, name: str, verify: bool = True) -> Path:
-        """Local path of asset ``name``, fetching it once when missing. Raises AssetError with a one-line message."""
+    def path(self, name: str, verify: bool = True, retry: bool = False) -> Path:
+        """Local path of asset ``name``, fetching it once when missing (``retry``: even when a download from its
+        host failed within ``RETRY_AFTER_S``). Raises AssetError with a one-line message."""
         asset = _asset(name)
         dest = self.local_path(name)
         if dest.is_file():
@@ -257,10 +251,11 @@ class AssetStore:
                                      f"`python -m model.assets fetch {name}`")
                 self._verified.add(name)
             return dest
-        return self.fetch(name)
+        return self.fetch(name, retry=retry)
 
-    def fetch(self, name: str) -> Path:
-        """Copy (from the mirror) or download (from upstream) asset ``name`` into ``home``; checksum, atomic rename."""
+    def fetch(self, name: str, retry: bool = False) -> Path:
+        """Copy (from the mirror) or download (from upstream) asset ``name`` into ``home``; checksum, atomic rename.
+        A download is not tried when one from the same host failed within ``RETRY_AFTER_S``, unless ``retry``."""
         asset = _asset(name)
         dest = self.home / asset.local
         src_mirror = self.mirror / asset.local if self.mirror else None
@@ -269,14 +264,28 @@ class AssetStore:
         if src_mirror is not None and src_mirror.is_file():
             self._install(asset, dest, lambda tmp: shutil.copyfile(src_mirror, tmp))
             return dest
-        if asset.url is None or not self.allow_download:
-            raise AssetError(self._missing_message(asset, dest))
+        missing = self._missing_message(asset, dest)
+        if asset.url is None:
+            raise AssetError(missing, reason="not in the assets (only the project's asset mirror has it)")
+        if not self.allow_download:
+            raise AssetError(missing, reason="not in the assets, and downloads are off"
+                             + (" ($DAMDNET_OFFLINE)" if offline() else ""))
+        memory = FailureMemory(self.home)
+        last = None if retry else memory.recent(asset.url)
+        if last is not None:
+            host, ago = memory.host(asset.url), _minutes(last[0])
+            raise AssetError(f"{missing} (not downloaded: a download from {host} failed {ago} ago: {last[1]}; tried "
+                             f"again {_minutes(RETRY_AFTER_S)} after that, or now by the fetch command)",
+                             reason=f"not in the assets, and a download from {host} failed {ago} ago")
         try:
             self._install(asset, dest, lambda tmp: self._download(asset.url, tmp, name))
         except AssetError:
             raise
-        except OSError as exc:  # URLError is an OSError
-            raise AssetError(f"{self._missing_message(asset, dest)} (download failed: {exc})") from None
+        except OSError as exc:  # URLError and timeouts are OSErrors
+            memory.remember(asset.url, str(exc))
+            raise AssetError(f"{missing} (download failed: {exc})",
+                             reason=f"not in the assets, and the download failed ({exc})") from None
+        memory.forget(asset.url)
         return dest
 
     def _install(self, asset: Asset, dest: Path, produce: Callable[[Path], None]) -> None:
@@ -308,6 +317,10 @@ class AssetStore:
         return (f"missing asset '{asset.name}' ({asset.what}): not at {', '.join(looked)}; put it at {dest} ({where}), "
                 f"or run `python -m model.assets fetch {asset.name}` online, "
                 f"or point --assets / ${ENV_ROOT} at a folder that has it")
+
+
+def _minutes(seconds: float) -> str:
+    return f"{max(seconds, 0) / 60:.0f} min" if seconds >= 60 else f"{max(seconds, 0):.0f} s"
 
 
 def _missing_parents(folder: Path) -> list[Path]:
@@ -365,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{n:22s} {'present' if present else 'missing':8s} {asset.local}  ({asset.what})")
         elif a.command == "fetch":
             try:
-                print(f"{n:22s} ok  {store.path(n)}")
+                print(f"{n:22s} ok  {store.path(n, retry=True)}")
             except AssetError as exc:
                 bad += 1
                 print(f"{n:22s} FAILED  {exc}", file=sys.stderr)
