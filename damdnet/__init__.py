@@ -24,10 +24,31 @@ __all__ = ["__version__", "Face", "FrameResult", "Session", "DamdnetError", "Vid
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
+        _check_not_shadowed()
         from damdnet import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'damdnet' has no attribute {name!r}")
+
+
+def _check_not_shadowed() -> None:
+    """In the repository layout (a checkout, or ``pip install -e .``) the checkout's ``model``, ``stream`` and
+    ``tracking`` are top-level packages, so a module of the same name found first on ``sys.path`` (e.g. a
+    ``model.py`` beside the user's script) would be imported instead: say so in one line. The wheel (``damdnet.model``
+    ...) has nothing to shadow."""
+    import importlib.util
+    from pathlib import Path
+
+    checkout = Path(__file__).resolve().parent.parent
+    if (Path(__file__).resolve().parent / "model").is_dir():
+        return
+    for pkg in ("model", "stream", "tracking"):
+        spec = importlib.util.find_spec(pkg)
+        origin = Path(spec.origin).resolve() if spec is not None and spec.origin else None
+        if origin != checkout / pkg / "__init__.py":
+            raise ImportError(f"damdnet needs this checkout's '{pkg}' package ({checkout / pkg}), but "
+                              f"'{pkg}' is {origin or 'missing'}: rename that module, or use the wheel "
+                              f"(`pip install .` in another venv), whose packages are damdnet.{pkg}")
 
 
 def __dir__() -> list[str]:

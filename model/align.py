@@ -3,10 +3,13 @@
     python -m model.align IMAGE [IMAGE...] --out DIR [--weights auto] [--detector auto] [--refine N]
 
 Writes ``DIR/<name>_aligned.jpg`` per image and ``DIR/results.json`` with, per image and face: box, score, roi,
-yaw/pitch/roll (degrees), 68 landmarks (x, y, z pixels) and the 62 real 3DMM parameters.
+yaw/pitch/roll (degrees), 68 landmarks (x, y, z pixels) and the 62 real 3DMM parameters. A later run into the same
+DIR adds its images to ``results.json`` (``merge_results``): the file always lists exactly the annotated images in
+DIR, with the model of each (``models``; ``model`` is the last run's).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -25,6 +28,7 @@ from model.roi import iou_matrix, roi_from_box, roi_from_landmarks
 # a re-crop on top adds nothing (5.79, 4.31): none by default
 REFINE = 0
 REFINE_MIN_IOU = 0.25  # a re-crop that overlaps its detector crop less than this is not taken (a fit gone astray)
+RESULTS = "results.json"
 
 
 def annotate(img: np.ndarray, res, boxes: np.ndarray, grid_shape: tuple[int, int] | None,
@@ -103,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot write to --out {out_dir}: {why}", file=sys.stderr)
         return 2
     from model.aligner import Aligner
-    from model.checkpoint import CheckpointError
+    from model.checkpoint import CheckpointError, model_label
     from model.detect import FaceDetector
 
     store = AssetStore(a.assets)
@@ -113,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     except (AssetError, CheckpointError, RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"model: {aligner.name} ({aligner.backbone}); detector: {detector.kind}", file=sys.stderr)
+    print(f"model: {model_label(aligner.name, aligner.backbone, aligner.why)}; detector: {detector.kind}",
+          file=sys.stderr)
     try:
         return _align_all(a.images, out_dir, aligner, detector, a.refine)
     except OSError as exc:  # the disk filled up or went away mid-run
@@ -151,33 +156,97 @@ def _write_file(path: Path, data: bytes, inputs: list[str]) -> None:
         raise
 
 
+def _images_of(faces: object) -> set[str]:
+    """Annotated image names (plain file names in the --out folder) that an entry's faces refer to."""
+    names = {f.get("image") for f in faces if isinstance(f, dict)} if isinstance(faces, list) else set()
+    return {n for n in names if isinstance(n, str) and n and Path(n).name == n}
+
+
+def load_results(out_dir: Path) -> tuple[dict, dict]:
+    """(results, models) of an earlier run's ``results.json`` in ``out_dir``: image path -> faces and -> model
+    name; ({}, {}) when there is none or it is not ours."""
+    try:
+        data = json.loads((out_dir / RESULTS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}, {}
+    if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
+        return {}, {}
+    models = data.get("models") if isinstance(data.get("models"), dict) else {}
+    return data["results"], {p: models.get(p, data.get("model")) for p in data["results"]}
+
+
+def merge_results(old: dict, old_models: dict, new: dict, model: str, out_dir: Path) -> tuple[dict, dict, set[str]]:
+    """This run's entries (``new``: image path -> faces, by ``model``) over an earlier run's in ``out_dir``.
+    Returns (results, models, stale): an earlier entry stays unless this run has its image again, wrote an annotated
+    image of the same name, or its annotated image is gone; ``stale`` are the earlier annotated images that no entry
+    refers to any more (to delete), so the folder and the results agree."""
+    written = {n for faces in new.values() for n in _images_of(faces)}
+    results, models = {}, {}
+    for path, faces in old.items():
+        names = _images_of(faces)
+        if path in new or names & written or not all((out_dir / n).is_file() for n in names):
+            continue
+        results[path], models[path] = faces, old_models.get(path)
+    for path, faces in new.items():
+        results[path], models[path] = faces, model
+    kept = {n for faces in results.values() for n in _images_of(faces)}
+    stale = {n for faces in old.values() for n in _images_of(faces)} - kept
+    return results, models, stale
+
+
+def _save_results(out_dir: Path, model: str, new: dict, inputs: list[str], earlier: tuple[dict, dict]) -> None:
+    """Write ``results.json``: this run's entries merged with the ``earlier`` run's (``merge_results``); remove the
+    earlier annotated images that no entry refers to any more."""
+    results, models, stale = merge_results(*earlier, new, model, out_dir)
+    _write_file(out_dir / RESULTS, json.dumps({"model": model, "models": models, "results": results},
+                                              indent=1).encode(), inputs)
+    for name in stale:
+        path = out_dir / name
+        if path.is_file() and not any(Path(i).is_file() and path.samefile(i) for i in inputs):
+            path.unlink()
+
+
+def _image_name(path: str, taken: set[str]) -> str:
+    """``<stem>_aligned.jpg`` for the input ``path``, ``<stem>-2_aligned.jpg``... when another input has that name."""
+    stem, k = Path(path).stem, 1
+    while (name := f"{stem}{f'-{k}' if k > 1 else ''}_aligned.jpg") in taken:
+        k += 1
+    return name
+
+
 def _align_all(images: list[str], out_dir: Path, aligner, detector, refine: int = REFINE) -> int:
     results, problems = {}, 0
-    for path in images:
-        try:
-            img = read_image(path)
-        except ImageError as exc:
-            print(f"{exc}; skipped", file=sys.stderr)
-            problems += 1
-            continue
-        boxes, scores, res = detect_and_align(img, aligner, detector, dense=True, refine=refine)
-        if len(boxes) == 0:
-            print(f"{path}: no face found (try --detector haar or a lower --score)", file=sys.stderr)
-            problems += 1
-            results[path] = []
-            continue
-        name = Path(path).stem + "_aligned.jpg"
-        ok, jpg = cv2.imencode(".jpg", annotate(img, res, boxes, aligner.morph.grid_shape, aligner.morph.tri))
-        if not ok:
-            raise OSError(5, "JPEG encoding failed", str(out_dir / name))
-        _write_file(out_dir / name, jpg.tobytes(), images)
-        results[path] = [{"box": boxes[i].tolist(), "score": float(scores[i]), "roi": res.roi[i].tolist(),
-                          "yaw": float(res.pose[i, 0]), "pitch": float(res.pose[i, 1]), "roll": float(res.pose[i, 2]),
-                          "landmarks": res.landmarks[i].round(2).tolist(), "params": res.params[i].tolist(),
-                          "image": name} for i in range(len(res))]
-        print(f"{path}: {len(res)} face(s) -> {out_dir / name}", file=sys.stderr)
-    _write_file(out_dir / "results.json", json.dumps({"model": aligner.name, "results": results}, indent=1).encode(),
-                images)
+    earlier = load_results(out_dir)
+    try:
+        for path in images:
+            try:
+                img = read_image(path)
+            except ImageError as exc:
+                print(f"{exc}; skipped", file=sys.stderr)
+                problems += 1
+                continue
+            boxes, scores, res = detect_and_align(img, aligner, detector, dense=True, refine=refine)
+            if len(boxes) == 0:
+                print(f"{path}: no face found (try --detector haar or a lower --score)", file=sys.stderr)
+                problems += 1
+                results[path] = []
+                continue
+            others = {**earlier[0], **results}  # names other inputs have: an image re-aligned keeps its own
+            name = _image_name(path, {n for p, faces in others.items() if p != path for n in _images_of(faces)})
+            ok, jpg = cv2.imencode(".jpg", annotate(img, res, boxes, aligner.morph.grid_shape, aligner.morph.tri))
+            if not ok:
+                raise OSError(5, "JPEG encoding failed", str(out_dir / name))
+            _write_file(out_dir / name, jpg.tobytes(), images)
+            results[path] = [{"box": boxes[i].tolist(), "score": float(scores[i]), "roi": res.roi[i].tolist(),
+                              "yaw": float(res.pose[i, 0]), "pitch": float(res.pose[i, 1]),
+                              "roll": float(res.pose[i, 2]), "landmarks": res.landmarks[i].round(2).tolist(),
+                              "params": res.params[i].tolist(), "image": name} for i in range(len(res))]
+            print(f"{path}: {len(res)} face(s) -> {out_dir / name}", file=sys.stderr)
+    except BaseException:  # interrupted or a full disk: the images written so far are listed too
+        with contextlib.suppress(OSError):
+            _save_results(out_dir, aligner.name, results, images, earlier)
+        raise
+    _save_results(out_dir, aligner.name, results, images, earlier)
     return 1 if problems == len(images) else 0
 
 

@@ -88,6 +88,7 @@ class Aligner:
         self.convention = loaded.convention
         self.name = loaded.name
         self.meta = loaded.meta
+        self.why = loaded.why  # for auto: why the models before this one were passed over
         self.morph = MorphableModel.load(store)
         self._forward = build_fast_path(self.net, self.device, kind=fast_path)
         self.fast_path: str = getattr(self._forward, "kind", "eager")  # what runs: onnxruntime, torchscript, eager

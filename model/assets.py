@@ -1,11 +1,13 @@
 """Third-party files the project loads at run time: where they come from, where they live, and how to get them.
 
 Every file is known by name (see ``ASSETS``) with its upstream repository, pinned commit, path and checksum. A local copy
-lives at ``ROOT/OWNER/REPO/PATH``; ROOT is resolved as ``--assets DIR`` > ``$DAMDNET_ASSETS`` > ``~/.cache/damdnet``
-(or, while that holds nothing, ``../shared/assets`` beside a source checkout when present: ``resolve_root``).
-A missing file is copied from a local mirror laid out the same way (``$DAMDNET_MIRROR``) or downloaded once from upstream
-(progress bar, checksum, atomic rename). Offline with no mirror: one clear error naming the file, where to put it and the
-command that fetches it.
+lives at ``ROOT/OWNER/REPO/PATH``. The roots searched, per file (``search_roots``): ``--assets DIR``, else
+``$DAMDNET_ASSETS``, else ``~/.cache/damdnet`` and then ``../shared/assets`` beside a source checkout when present.
+A file missing from all of them is copied from a local mirror laid out the same way (``$DAMDNET_MIRROR``) or
+downloaded once from upstream into the first root (progress bar, checksum, atomic rename; a failed download leaves
+no file and no folder behind). Downloads connect within a few seconds, a failed one is remembered for a while
+and ``$DAMDNET_OFFLINE=1`` turns them off (``model.download``). Offline with no mirror: one clear error naming the
+file, every place looked at, where to put it and the command that fetches it.
 
 CLI: ``python -m model.assets list|fetch|verify [NAME...] [--assets DIR] [--mirror DIR]``.
 """
@@ -16,12 +18,12 @@ import os
 import shutil
 import sys
 import tempfile
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
 from model.cliparse import OneLineParser
+from model.download import RETRY_AFTER_S, FailureMemory, download, offline
 
 ENV_ROOT = "DAMDNET_ASSETS"
 ENV_MIRROR = "DAMDNET_MIRROR"
@@ -35,7 +37,12 @@ YUNET_ALT = ("ShiqiYu/libfacedetection.train", "0047ac24afb1a50a0c6105001c89d1b5
 
 
 class AssetError(RuntimeError):
-    """A user-facing asset problem; ``str()`` is one line saying what is wrong and what to do."""
+    """A user-facing asset problem; ``str()`` is one line saying what is wrong and what to do; ``reason`` the short
+    cause (for a log line, e.g. why ``--weights auto`` passed a model over)."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 @dataclass(frozen=True)
@@ -147,82 +154,96 @@ def file_git_blob(path: Path) -> str:
 
 
 CHECKOUT = Path(__file__).resolve().parent.parent  # the repository root when running from a source checkout
-MARKER = "cleardusk"  # every assets root holds the 3DMM bases under cleardusk/3DDFA
+PROBE = "bfm68-u"  # the file every command loads first (the 3DMM mean): which root ``resolve_root`` picks by default
 
 
 def checkout_assets(checkout: Path | None = None) -> Path | None:
     """``../shared/assets`` beside a source checkout (a git clone or worktree: the layout of this repository's CI)
-    when it holds assets, else None (always None for an installed package)."""
+    when that folder exists, else None (always None for an installed package)."""
     checkout = checkout or CHECKOUT
     if not ((checkout / ".git").exists() or (checkout / "pyproject.toml").is_file()):
         return None
     sibling = checkout.parent / "shared" / "assets"
-    return sibling if (sibling / MARKER).is_dir() else None
+    return sibling if sibling.is_dir() else None
 
 
-def resolve_root(flag: str | os.PathLike | None = None) -> Path:
-    """Assets root: the ``--assets`` flag, else ``$DAMDNET_ASSETS``, else ``~/.cache/damdnet`` (the user cache,
-    where ``fetch`` downloads to) -- unless that holds no assets yet and ``checkout_assets()`` finds a folder beside
-    this checkout, so the README's commands work on a fresh clone without setting a variable."""
+def search_roots(flag: str | os.PathLike | None = None) -> list[Path]:
+    """The assets roots searched for each file, in order: ``[--assets]`` when given, else ``[$DAMDNET_ASSETS]``, else
+    the user cache ``~/.cache/damdnet`` (where downloads go) followed by ``checkout_assets()`` when there is one."""
     if flag:
-        return Path(flag).expanduser()
+        return [Path(flag).expanduser()]
     env = os.environ.get(ENV_ROOT)
     if env:
-        return Path(env).expanduser()
-    if not (DEFAULT_ROOT / MARKER).is_dir():
-        sibling = checkout_assets()
-        if sibling is not None:
-            return sibling
-    return DEFAULT_ROOT
+        return [Path(env).expanduser()]
+    sibling = checkout_assets()
+    return [DEFAULT_ROOT] + ([sibling] if sibling is not None and sibling != DEFAULT_ROOT else [])
+
+
+def _holds(root: Path, rel: str) -> bool:
+    """True when ``root/rel`` is a file, or a folder with something in it (an empty folder holds nothing)."""
+    path = root / rel
+    if path.is_file():
+        return True
+    try:
+        return path.is_dir() and any(path.iterdir())
+    except OSError:
+        return False
+
+
+def resolve_root(flag: str | os.PathLike | None = None, rel: str | None = None) -> Path:
+    """The root of ``search_roots(flag)`` that holds ``rel`` (a path under a root, e.g. a data folder; default: the
+    3DMM mean every command loads), else the first root. So a fresh clone beside ``../shared/assets`` finds them with
+    no variable set, and folders that a failed download left in the user cache do not hide them."""
+    roots = search_roots(flag)
+    rel = rel or ASSETS[PROBE].local
+    return next((r for r in roots if _holds(r, rel)), roots[0])
 
 
 Downloader = Callable[[str, Path, str], None]
 
 
-def _download(url: str, dest: Path, label: str) -> None:
-    """Download ``url`` to ``dest`` with a progress bar (tqdm)."""
-    from tqdm import tqdm
-
-    req = urllib.request.Request(url, headers={"User-Agent": "damdnet-assets"})
-    with urllib.request.urlopen(req, timeout=30) as resp, open(dest, "wb") as out:
-        total = int(resp.headers.get("Content-Length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=label, leave=False, disable=None) as bar:
-            for chunk in iter(lambda: resp.read(1 << 16), b""):
-                out.write(chunk)
-                bar.update(len(chunk))
-
-
 class AssetStore:
-    """Local asset folder with on-demand fetching.
+    """Local asset folders with on-demand fetching, resolved per file.
 
-    ``root``: the folder (default from ``resolve_root``). ``mirror``: a local folder laid out ``OWNER/REPO/PATH`` to copy
-    from (default ``$DAMDNET_MIRROR``). ``allow_download``: may fetch from upstream over the network.
+    ``root``: the one folder to use (``--assets``); default ``search_roots()``: ``$DAMDNET_ASSETS``, else the user
+    cache then ``../shared/assets`` beside a checkout. A file is taken from the first of ``roots`` that has it; a
+    missing one is fetched into ``home`` (the first root). ``mirror``: a local folder laid out ``OWNER/REPO/PATH`` to
+    copy from (default ``$DAMDNET_MIRROR``). ``allow_download``: may fetch from upstream over the network.
+    ``root`` (the attribute): the root holding the 3DMM mean (``resolve_root``), for data found by folder.
     """
 
     def __init__(self, root: str | os.PathLike | None = None, mirror: str | os.PathLike | None = None,
                  allow_download: bool = True, downloader: Downloader | None = None) -> None:
+        self.roots = search_roots(root)
+        self.home = self.roots[0]
         self.root = resolve_root(root)
         m = mirror if mirror is not None else os.environ.get(ENV_MIRROR)
         self.mirror = Path(m).expanduser() if m else None
-        self.allow_download = allow_download and os.environ.get("DAMDNET_OFFLINE", "") not in ("1", "true")
-        self._download = downloader or _download
+        self.allow_download = allow_download and not offline()
+        self._download = downloader or download
         self._verified: set[str] = set()
 
     def __repr__(self) -> str:
-        return f"AssetStore(root={str(self.root)!r}, mirror={str(self.mirror) if self.mirror else None!r})"
+        return (f"AssetStore(roots={[str(r) for r in self.roots]!r}, "
+                f"mirror={str(self.mirror) if self.mirror else None!r})")
+
+    def candidates(self, name: str) -> list[Path]:
+        """Every place asset ``name`` is looked for, in order."""
+        return [r / _asset(name).local for r in self.roots]
 
     def local_path(self, name: str) -> Path:
-        """Where asset ``name`` lives (or would live) under the root."""
-        return self.root / _asset(name).local
+        """Where asset ``name`` lives: the first root that has the file, else where a fetch puts it (``home``)."""
+        return next((p for p in self.candidates(name) if p.is_file()), self.home / _asset(name).local)
 
     def has(self, name: str) -> bool:
-        """True when the file is present locally (not verified)."""
-        return self.local_path(name).is_file()
+        """True when the file is present locally in one of the roots (not verified)."""
+        return any(p.is_file() for p in self.candidates(name))
 
-    def path(self, name: str, verify: bool = True) -> Path:
-        """Local path of asset ``name``, fetching it once when missing. Raises AssetError with a one-line message."""
+    def path(self, name: str, verify: bool = True, retry: bool = False) -> Path:
+        """Local path of asset ``name``, fetching it once when missing (``retry``: even when a download from its
+        host failed within ``RETRY_AFTER_S``). Raises AssetError with a one-line message."""
         asset = _asset(name)
-        dest = self.root / asset.local
+        dest = self.local_path(name)
         if dest.is_file():
             if verify and name not in self._verified:
                 if not asset.check(dest):
@@ -230,35 +251,51 @@ class AssetStore:
                                      f"`python -m model.assets fetch {name}`")
                 self._verified.add(name)
             return dest
-        self.fetch(name)
-        return dest
+        return self.fetch(name, retry=retry)
 
-    def fetch(self, name: str) -> Path:
-        """Copy (from the mirror) or download (from upstream) asset ``name`` into the root; checksum, atomic rename."""
+    def fetch(self, name: str, retry: bool = False) -> Path:
+        """Copy (from the mirror) or download (from upstream) asset ``name`` into ``home``; checksum, atomic rename.
+        A download is not tried when one from the same host failed within ``RETRY_AFTER_S``, unless ``retry``."""
         asset = _asset(name)
-        dest = self.root / asset.local
+        dest = self.home / asset.local
         src_mirror = self.mirror / asset.local if self.mirror else None
         if src_mirror is not None and src_mirror.resolve() == dest.resolve():
             src_mirror = None
         if src_mirror is not None and src_mirror.is_file():
             self._install(asset, dest, lambda tmp: shutil.copyfile(src_mirror, tmp))
             return dest
-        if asset.url is None or not self.allow_download:
-            raise AssetError(self._missing_message(asset, dest))
+        missing = self._missing_message(asset, dest)
+        if asset.url is None:
+            raise AssetError(missing, reason="not in the assets (only the project's asset mirror has it)")
+        if not self.allow_download:
+            raise AssetError(missing, reason="not in the assets, and downloads are off"
+                             + (" ($DAMDNET_OFFLINE)" if offline() else ""))
+        memory = FailureMemory(self.home)
+        last = None if retry else memory.recent(asset.url)
+        if last is not None:
+            host, ago = memory.host(asset.url), _minutes(last[0])
+            raise AssetError(f"{missing} (not downloaded: a download from {host} failed {ago} ago: {last[1]}; tried "
+                             f"again {_minutes(RETRY_AFTER_S)} after that, or now by the fetch command)",
+                             reason=f"not in the assets, and a download from {host} failed {ago} ago")
         try:
             self._install(asset, dest, lambda tmp: self._download(asset.url, tmp, name))
         except AssetError:
             raise
-        except OSError as exc:  # URLError is an OSError
-            raise AssetError(f"{self._missing_message(asset, dest)} (download failed: {exc})") from None
+        except OSError as exc:  # URLError and timeouts are OSErrors
+            memory.remember(asset.url, str(exc))
+            raise AssetError(f"{missing} (download failed: {exc})",
+                             reason=f"not in the assets, and the download failed ({exc})") from None
+        memory.forget(asset.url)
         return dest
 
     def _install(self, asset: Asset, dest: Path, produce: Callable[[Path], None]) -> None:
+        made = _missing_parents(dest.parent)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-        os.close(fd)
-        tmp = Path(tmp_name)
+        tmp = None
         try:
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+            os.close(fd)
+            tmp = Path(tmp_name)
             produce(tmp)
             if not asset.check(tmp):
                 raise AssetError(f"checksum mismatch for asset '{asset.name}' fetched from "
@@ -267,13 +304,41 @@ class AssetStore:
             os.replace(tmp, dest)
             self._verified.add(asset.name)
         finally:
-            tmp.unlink(missing_ok=True)
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+            if not dest.is_file():
+                _remove_empty(made)  # a failed fetch leaves no file and no folder behind
 
     def _missing_message(self, asset: Asset, dest: Path) -> str:
         where = f"download it from {asset.url}" if asset.url else "it exists only in the project's asset mirror"
-        return (f"missing asset '{asset.name}' ({asset.what}): put it at {dest} ({where}), "
+        looked = [str(p) for p in self.candidates(asset.name)]
+        if self.mirror is not None:
+            looked.append(f"{self.mirror / asset.local} (mirror)")
+        return (f"missing asset '{asset.name}' ({asset.what}): not at {', '.join(looked)}; put it at {dest} ({where}), "
                 f"or run `python -m model.assets fetch {asset.name}` online, "
                 f"or point --assets / ${ENV_ROOT} at a folder that has it")
+
+
+def _minutes(seconds: float) -> str:
+    return f"{max(seconds, 0) / 60:.0f} min" if seconds >= 60 else f"{max(seconds, 0):.0f} s"
+
+
+def _missing_parents(folder: Path) -> list[Path]:
+    """The folders that ``folder.mkdir(parents=True)`` would create, deepest first."""
+    made = []
+    while not folder.exists() and folder.parent != folder:
+        made.append(folder)
+        folder = folder.parent
+    return made
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) while they are empty; stops at the first one that is not."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def _asset(name: str) -> Asset:
@@ -313,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{n:22s} {'present' if present else 'missing':8s} {asset.local}  ({asset.what})")
         elif a.command == "fetch":
             try:
-                print(f"{n:22s} ok  {store.path(n)}")
+                print(f"{n:22s} ok  {store.path(n, retry=True)}")
             except AssetError as exc:
                 bad += 1
                 print(f"{n:22s} FAILED  {exc}", file=sys.stderr)

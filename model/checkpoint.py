@@ -26,6 +26,7 @@ OUR_WEIGHTS = {"damdnet": WEIGHTS_DIR / "damdnet.pth"}
 ASSET_WEIGHTS = {"damdnet-authors": "damdnet-authors", "3ddfa-v2-mb05": "3ddfa-v2-mb05",
                  "3ddfa-v2-mb1": "3ddfa-v2-mb1"}
 MODEL_NAMES = ["auto", *OUR_WEIGHTS, *ASSET_WEIGHTS]
+RELEASE_MARGIN = 1.0  # NME points (mean of bins, validation set, GT crops) our weights may trail the teacher by
 
 
 class CheckpointError(RuntimeError):
@@ -42,6 +43,7 @@ class LoadedModel:
     convention: str
     name: str
     meta: dict = field(default_factory=dict)
+    why: str = ""  # for ``auto``: why the models before this one were passed over (one line), else ""
 
 
 def save_checkpoint(path: str | os.PathLike, net: nn.Module, backbone: str, whitening: Whitening, convention: str,
@@ -121,28 +123,51 @@ def load_file(path: str | os.PathLike, store: AssetStore | None = None, trusted:
     return LoadedModel(net, backbone, whitening, convention, name or path.stem, meta)
 
 
+_AUTO_WHO = {"damdnet-authors": "the authors' DAMDNet", "damdnet": "our damdnet", "3ddfa-v2-mb05": "3ddfa-v2-mb05"}
+
+
+def not_released_reason(meta: dict) -> str:
+    """Why our weights are not the default, from their metadata (``python -m model.ship`` writes the figures)."""
+    try:
+        ours = float(meta["validation"]["gt"]["nme_mean_of_bins"])
+        teacher = float(meta["validation_teacher"]["gt"]["nme_mean_of_bins"])
+    except (KeyError, TypeError, ValueError):
+        return "not released (still training)"
+    name = meta.get("validation_teacher_name", "the teacher")
+    return (f"not released: {ours - teacher:.2f} NME points behind {name} on the validation set ({ours:.2f}% vs "
+            f"{teacher:.2f}%; the release rule allows {RELEASE_MARGIN:.1f})")
+
+
+def model_label(name: str, backbone: str, why: str = "") -> str:
+    """The log's model words: ``3ddfa-v2-mb05 (mobilenet_v1; auto: WHY)``, WHY = ``LoadedModel.why``."""
+    return f"{name} ({backbone}{f'; auto: {why}' if why else ''})"
+
+
 def load_model(name_or_path: str = "auto", store: AssetStore | None = None) -> LoadedModel:
     """Load by name (``auto``, ``damdnet``, ``damdnet-authors``, ``3ddfa-v2-mb05``, ``3ddfa-v2-mb1``) or by path.
 
     ``auto``: the authors' DAMDNet when present or fetchable, else our own ``damdnet`` weights when their metadata
     marks them released (``meta["release"]``, set by ``python -m model.ship``: mean-of-bins NME on the validation set
-    within 1 point of the teacher), else the 3DDFA_V2
-    MobileNet peer (``3ddfa-v2-mb05``); the returned ``name`` says which one loaded.
+    within ``RELEASE_MARGIN`` points of the teacher), else the 3DDFA_V2 MobileNet peer (``3ddfa-v2-mb05``); the
+    returned ``name`` says which one loaded and ``why`` why the ones before it were passed over.
     """
     store = store or AssetStore()
     if name_or_path == "auto":
-        errors = []
+        errors, passed = [], []
         for cand in ("damdnet-authors", "damdnet", "3ddfa-v2-mb05"):
             try:
                 loaded = load_model(cand, store)
             except (CheckpointError, AssetError) as exc:
                 errors.append(f"{cand}: {exc}")
+                passed.append(f"{_AUTO_WHO[cand]} is {getattr(exc, 'reason', str(exc))}")
                 continue
             if cand == "damdnet" and not loaded.meta.get("release", False):
                 # Our weights become the default only once their measured accuracy is released (meta "release":
                 # mean-of-bins NME on the validation set within 1 point of the 3DDFA_V2 teacher); until then the teacher serves.
                 errors.append("damdnet: weights not released for default use (still training)")
+                passed.append(f"{_AUTO_WHO[cand]} is {not_released_reason(loaded.meta)}")
                 continue
+            loaded.why = "; ".join(passed)
             return loaded
         raise CheckpointError("no model could be loaded: " + " | ".join(errors))
     if name_or_path in OUR_WEIGHTS:

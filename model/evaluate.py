@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None, help="write the summary and per-image NME to this JSON file")
     a = p.parse_args(argv)
     from model.aligner import Aligner
-    from model.checkpoint import CheckpointError
+    from model.checkpoint import CheckpointError, model_label
     from model.detect import FaceDetector
     from model.groundtruth import find_labels
 
@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     s = report.summary()
-    print(f"model: {aligner.name} ({aligner.backbone}, {aligner.convention} space) on {aligner.device}; "
+    print(f"model: {model_label(aligner.name, f'{aligner.backbone}, {aligner.convention} space', aligner.why)} "
+          f"on {aligner.device}; "
           f"crop: {a.crop}{f' + {a.refine} landmark re-crop(s)' if a.crop == 'detector' and a.refine else ''}; "
           f"images: {len(labels)}")
     print(format_table(s, "NME (%)"))

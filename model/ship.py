@@ -16,11 +16,10 @@ import json
 import sys
 from pathlib import Path
 
-from model.assets import AssetError, AssetStore
-from model.checkpoint import OUR_WEIGHTS, CheckpointError, load_file, save_checkpoint
+from model.assets import AssetError, AssetStore, resolve_root
+from model.checkpoint import OUR_WEIGHTS, RELEASE_MARGIN, CheckpointError, load_file, save_checkpoint
 
 VALIDATION = "XgTu/2DASL/test_codes/test.data/AFLW-2000-3D"
-RELEASE_MARGIN = 1.0  # NME points (mean of bins, validation set, GT crops) our weights may trail the teacher by
 
 
 def release_ok(ours: float, teacher: float, margin: float = RELEASE_MARGIN) -> bool:
@@ -59,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     store = AssetStore(a.assets)
     try:
-        folder = Path(a.images) if a.images else store.root / VALIDATION
+        folder = Path(a.images) if a.images else resolve_root(a.assets, VALIDATION) / VALIDATION
         labels = find_labels(folder)
         if not labels:
             raise FileNotFoundError(f"no labelled images in {folder}")

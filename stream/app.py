@@ -12,7 +12,7 @@ import numpy as np
 
 from model.aligner import Aligner
 from model.assets import AssetError, AssetStore
-from model.checkpoint import CheckpointError
+from model.checkpoint import CheckpointError, model_label
 from model.detect import FaceDetector
 from stream.align_service import AlignService
 from stream.analyze import FaceAnalyzer, tracker_config
@@ -64,9 +64,8 @@ def build_engine(cfg: dict) -> Engine:
         raise UserError(str(exc)) from None
     except RuntimeError as exc:
         raise UserError(str(exc)) from None
-    print(f"model: {aligner.name} ({aligner.backbone}) on {aligner.device} via {aligner.fast_path}; "
-          f"detector: {detector.kind}",
-          file=sys.stderr)
+    print(f"model: {model_label(aligner.name, aligner.backbone, aligner.why)} on {aligner.device} "
+          f"via {aligner.fast_path}; detector: {detector.kind}", file=sys.stderr)
     return Engine(store, aligner, AlignService(aligner), detector)
 
 

@@ -99,7 +99,7 @@ def _cache_dir() -> Path:
 def _default_face_path() -> Path:
     from model.assets import resolve_root
 
-    return resolve_root() / DEFAULT_FACE
+    return resolve_root(rel=DEFAULT_FACE) / DEFAULT_FACE
 
 
 def _grid_image(values: np.ndarray, grid_shape: tuple[int, int], size: int) -> np.ndarray:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -82,3 +83,47 @@ def test_align_cli_refine_flag(assets_dir, tmp_path):
     for f in faces:  # no re-crop: each face's crop is its detector box's
         np.testing.assert_allclose(f["roi"], rounded_roi(roi_from_box(np.asarray([f["box"]], np.float32)))[0],
                                    atol=1e-3)
+
+
+def _consistent(out: Path) -> dict:
+    """results.json lists exactly the annotated images in ``out``, each existing; returns its content."""
+    data = json.loads((out / "results.json").read_text())
+    named = {f["image"] for faces in data["results"].values() for f in faces}
+    assert named == {p.name for p in out.glob("*_aligned.jpg")}, (named, sorted(out.iterdir()))
+    assert set(data["models"]) == set(data["results"])
+    return data
+
+
+def test_align_twice_into_one_out_keeps_both_runs_consistent(assets_dir, tmp_path, capsys):
+    """A second run into the same --out adds its entries to results.json; the first run's stay, with their images.
+    An image aligned again replaces its own entry (and its annotated copy goes when it has no face any more); a
+    photo from another folder with the same name gets its own annotated copy. The first run is `auto`: its model
+    line says why it is not a DAMDNet."""
+    from model.align import main
+
+    inp = tmp_path / "in"
+    (inp / "other").mkdir(parents=True)
+    for rel in ("a.jpg", "b.jpg", "other/b.jpg"):
+        shutil.copyfile(assets_dir / SAMPLE, inp / rel)
+    out = tmp_path / "out"
+    assert main([str(inp / "a.jpg"), "--out", str(out), "--device", "cpu"]) == 0
+    line = next(ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("model: "))
+    assert line.startswith("model: 3ddfa-v2-mb05 (mobilenet_v1; auto: the authors' DAMDNet is not in the assets"), line
+    assert "our damdnet is not released: 1.27 NME points behind 3ddfa-v2-mb05 on the validation set" in line, line
+
+    common = ["--out", str(out), "--device", "cpu", "--weights", "3ddfa-v2-mb05"]
+    assert main([str(inp / "b.jpg"), *common]) == 0
+    data = _consistent(out)
+    assert list(data["results"]) == [str(inp / "a.jpg"), str(inp / "b.jpg")]
+    assert all(len(faces) == 2 for faces in data["results"].values())
+
+    assert main([str(inp / "other" / "b.jpg"), *common]) == 0  # same file name, another photo
+    data = _consistent(out)
+    assert data["results"][str(inp / "other" / "b.jpg")][0]["image"] == "b-2_aligned.jpg"
+    assert data["results"][str(inp / "b.jpg")][0]["image"] == "b_aligned.jpg"
+
+    cv2.imwrite(str(inp / "a.jpg"), np.full((240, 320, 3), 90, np.uint8))  # a.jpg again, now without a face
+    assert main([str(inp / "a.jpg"), *common]) == 1
+    data = _consistent(out)
+    assert data["results"][str(inp / "a.jpg")] == [] and not (out / "a_aligned.jpg").exists()
+    assert len(data["results"]) == 3 and data["model"] == "3ddfa-v2-mb05"

@@ -4,8 +4,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 import urllib.error
 from pathlib import Path
 
@@ -173,24 +175,77 @@ def test_resolution_order(tmp_path, monkeypatch):
     assert resolve_root("~/x") == Path.home() / "x"
 
 
-def test_checkout_fallback_beside_a_clone(tmp_path, monkeypatch):
-    """A fresh clone next to shared/assets finds them with no variable set; the user cache wins once it has
-    assets; an installed package (no .git, no pyproject.toml beside it) never looks beside itself."""
+def _clone_beside_shared(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
+    """A checkout ``repo`` with ``shared/assets`` beside it and an empty home cache; returns (shared, cache)."""
     monkeypatch.delenv(A.ENV_ROOT, raising=False)
-    repo, cache = tmp_path / "repo", tmp_path / "home" / ".cache" / "damdnet"
+    repo, cache, shared = tmp_path / "repo", tmp_path / "home" / ".cache" / "damdnet", tmp_path / "shared" / "assets"
     (repo / ".git").mkdir(parents=True)
-    (tmp_path / "shared" / "assets" / A.MARKER).mkdir(parents=True)
+    shared.mkdir(parents=True)
     cache.mkdir(parents=True)
     monkeypatch.setattr(A, "CHECKOUT", repo)
     monkeypatch.setattr(A, "DEFAULT_ROOT", cache)
-    assert resolve_root() == tmp_path / "shared" / "assets"
-    assert AssetStore().root == tmp_path / "shared" / "assets"
+    return shared, cache
+
+
+def _put(root: Path, name: str, assets_dir: Path) -> Path:
+    dest = root / ASSETS[name].local
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(assets_dir / ASSETS[name].local, dest)
+    return dest
+
+
+def test_checkout_fallback_beside_a_clone(tmp_path, monkeypatch, assets_dir):
+    """A fresh clone next to shared/assets finds them with no variable set; the user cache wins once it has
+    assets; an installed package (no .git, no pyproject.toml beside it) never looks beside itself."""
+    shared, cache = _clone_beside_shared(tmp_path, monkeypatch)
+    _put(shared, A.PROBE, assets_dir)
+    assert resolve_root() == shared
+    assert AssetStore().root == shared
+    assert A.search_roots() == [cache, shared]
     assert resolve_root(tmp_path / "flag") == tmp_path / "flag"
-    (cache / A.MARKER).mkdir()  # the user fetched the assets: their cache is the default again
+    _put(cache, A.PROBE, assets_dir)  # the user fetched the assets: their cache is the default again
     assert resolve_root() == cache
-    (cache / A.MARKER).rmdir()
-    (repo / ".git").rmdir()  # not a checkout (an installed package)
-    assert resolve_root() == cache
+    (repo := tmp_path / "repo" / ".git").rmdir()  # not a checkout (an installed package)
+    assert A.search_roots() == [cache] and resolve_root() == cache and not repo.exists()
+
+
+def test_empty_folders_of_a_failed_download_do_not_hide_the_checkout_assets(tmp_path, monkeypatch, assets_dir,
+                                                                           clean_env):
+    """The state an offline `damdnet-stream` run used to leave in a clean HOME: empty asset folders in the user
+    cache. Files resolve one by one: each comes from the first root that has it."""
+    shared, cache = _clone_beside_shared(tmp_path, monkeypatch)
+    for name in (A.PROBE, SMALL, "paf-grid"):
+        _put(shared, name, assets_dir)
+    (cache / "cleardusk" / "3DDFA_V2" / "weights").mkdir(parents=True)
+    (cache / "LeiJiangJNU" / "DAMDNet" / "models").mkdir(parents=True)
+    assert resolve_root() == shared
+    store = AssetStore(allow_download=False)
+    assert store.path(A.PROBE) == shared / ASSETS[A.PROBE].local
+    mine = _put(cache, SMALL, assets_dir)  # one file in the cache: that one comes from there, the rest from shared
+    store = AssetStore(allow_download=False)
+    assert store.path(SMALL) == mine and store.path("paf-grid") == shared / ASSETS["paf-grid"].local
+    assert store.has("paf-grid") and not store.has("yunet")
+    with pytest.raises(AssetError) as ei:  # in neither: the error names both places it looked
+        store.path("yunet")
+    msg = str(ei.value)
+    _one_line_names(msg, "yunet")
+    assert str(cache / ASSETS["yunet"].local) in msg and str(shared / ASSETS["yunet"].local) in msg
+
+
+def test_failed_download_leaves_no_folder_behind(tmp_path, clean_env):
+    def offline(url, dest, label):
+        raise urllib.error.URLError("[Errno 101] Network is unreachable")
+
+    root = tmp_path / "cache"
+    root.mkdir()
+    (root / "cleardusk").mkdir()  # a folder that was there before stays
+    with pytest.raises(AssetError, match="download failed"):
+        AssetStore(root=root, downloader=offline).path("3ddfa-v2-mb05")
+    with pytest.raises(AssetError, match="download failed"):
+        AssetStore(root=root, downloader=offline).path("damdnet-authors", retry=True)
+    from model.download import MEMORY_FILE  # the failure is remembered (see below); no asset folder is left
+
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == [MEMORY_FILE, "cleardusk"]
 
 
 def test_unknown_asset_name(tmp_path):
@@ -233,3 +288,95 @@ def test_cli_fetch_from_mirror(tmp_path, assets_dir):
     r = _cli("fetch", SMALL, "--assets", str(tmp_path), "--mirror", str(assets_dir))
     assert r.returncode == 0, r.stderr
     assert file_sha256(tmp_path / ASSETS[SMALL].local) == ASSETS[SMALL].sha256
+
+
+def test_a_failed_download_is_remembered_so_later_tries_do_not_wait(tmp_path, clean_env, assets_dir, monkeypatch):
+    from model import download as D
+
+    calls = []
+
+    def stalls(url, dest, label):  # what a firewall that drops packets costs: the connect timeout
+        calls.append(url)
+        time.sleep(0.3)
+        raise TimeoutError("timed out")
+
+    with pytest.raises(AssetError, match="download failed: timed out"):
+        AssetStore(root=tmp_path, downloader=stalls).path(SMALL)
+    assert len(calls) == 1
+    t0 = time.perf_counter()
+    with pytest.raises(AssetError) as ei:  # a later run: no second try, no wait
+        AssetStore(root=tmp_path, downloader=stalls).path("whitening-v1-std")
+    assert time.perf_counter() - t0 < 0.2 and len(calls) == 1
+    msg = str(ei.value)
+    _one_line_names(msg, "whitening-v1-std")
+    assert "raw.githubusercontent.com failed 0 s ago: timed out" in msg
+    assert "a download from raw.githubusercontent.com failed" in ei.value.reason
+    assert [p.name for p in tmp_path.iterdir()] == [D.MEMORY_FILE]  # the memory, no asset folder
+    with pytest.raises(AssetError):  # the fetch command always tries
+        AssetStore(root=tmp_path, downloader=stalls).path(SMALL, retry=True)
+    assert len(calls) == 2
+    monkeypatch.setattr(D, "RETRY_AFTER_S", 0.0)  # the memory expired: tried again, and a success clears it
+    payload = (assets_dir / ASSETS[SMALL].local).read_bytes()
+    AssetStore(root=tmp_path, downloader=lambda url, dest, label: dest.write_bytes(payload)).path(SMALL)
+    assert not (tmp_path / D.MEMORY_FILE).exists()
+
+
+def test_offline_switch_values_and_reason(tmp_path, clean_env):
+    from model import download as D
+
+    for value, off in (("1", True), ("yes", True), ("TRUE", True), ("0", False), ("", False)):
+        clean_env.setenv("DAMDNET_OFFLINE", value)
+        assert D.offline() is off, value
+    clean_env.setenv("DAMDNET_OFFLINE", "1")
+    with pytest.raises(AssetError) as ei:
+        AssetStore(root=tmp_path).path(SMALL)
+    assert ei.value.reason == "not in the assets, and downloads are off ($DAMDNET_OFFLINE)"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.timeout(20)
+def test_download_gives_up_connecting_after_the_short_connect_timeout(tmp_path, monkeypatch):
+    """A server whose accept queue is full drops the SYN, as a firewall that drops packets does: connecting hangs.
+    The download gives up after CONNECT_TIMEOUT_S, not after a 30 s read timeout."""
+    from model import download as D
+
+    monkeypatch.setattr(D, "CONNECT_TIMEOUT_S", 0.5)
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(0)
+        port = srv.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=2):  # fills the queue
+            t0 = time.perf_counter()
+            with pytest.raises(OSError, match="timed out"):
+                D.download(f"http://127.0.0.1:{port}/x.bin", tmp_path / "x.bin", "x")
+            assert time.perf_counter() - t0 < 3
+
+
+def test_download_reads_under_the_longer_read_timeout(tmp_path, monkeypatch):
+    """Once connected, a server slower than the connect timeout is waited for (READ_TIMEOUT_S)."""
+    import http.server
+    import threading
+
+    from model import download as D
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            time.sleep(0.6)
+            self.send_response(200)
+            self.send_header("Content-Length", "5")
+            self.end_headers()
+            self.wfile.write(b"hello")
+
+        def log_message(self, *args):
+            pass
+
+    monkeypatch.setattr(D, "CONNECT_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(D, "READ_TIMEOUT_S", 5.0)
+    srv = http.server.HTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        D.download(f"http://127.0.0.1:{srv.server_address[1]}/x", tmp_path / "x", "x")
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert (tmp_path / "x").read_bytes() == b"hello"

@@ -182,3 +182,23 @@ def test_auto_picks_the_best_available_and_says_which(store):
     released = ours.is_file() and load_file(ours, store).meta.get("release", False)
     want = "damdnet" if released else "3ddfa-v2-mb05"
     assert m.name == want
+
+
+def test_auto_says_why_it_passed_the_damdnets_over(store):
+    """The log line that names the model says why auto did not load a DAMDNet: the authors' is not in the assets
+    and cannot be fetched offline; ours is not released, with its distance to the teacher on the validation set."""
+    from model.checkpoint import OUR_WEIGHTS, load_file, model_label
+
+    meta = load_file(OUR_WEIGHTS["damdnet"], store).meta
+    if meta.get("release", False):
+        pytest.skip("our weights are released: auto serves them")
+    m = load_model("auto", store)
+    gap = meta["validation"]["gt"]["nme_mean_of_bins"] - meta["validation_teacher"]["gt"]["nme_mean_of_bins"]
+    assert m.name == "3ddfa-v2-mb05"
+    assert m.why.startswith("the authors' DAMDNet is not in the assets, and downloads are off"), m.why
+    assert f"our damdnet is not released: {gap:.2f} NME points behind 3ddfa-v2-mb05 on the validation set" in m.why
+    assert "the release rule allows 1" in m.why and "\n" not in m.why
+    line = model_label(m.name, m.backbone, m.why)
+    assert line.startswith("3ddfa-v2-mb05 (mobilenet_v1; auto: the authors' DAMDNet is not in the assets")
+    assert model_label("damdnet", "damdnet") == "damdnet (damdnet)"  # a model named by the user: no reason
+    assert load_model("3ddfa-v2-mb05", store).why == ""

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from setup import rewrite_source
+from tests.test_readme_use import readme_block
 
 REPO = Path(__file__).resolve().parent.parent
 D0 = "KwaiVGI/LivePortrait/assets/examples/driving/d0.mp4"
@@ -46,8 +47,9 @@ def test_rewrite_maps_our_names_only() -> None:
         rewrite_source("import model.aligner\n")
 
 
-@pytest.mark.slow
-def test_pip_install_into_a_fresh_venv_then_command_and_examples(tmp_path: Path, assets_dir: Path) -> None:
+def _clone_and_venv(tmp_path: Path) -> tuple[Path, Path, Path, dict]:
+    """A copy of the checkout's files as a fresh clone has them (``tmp_path/clone``) and a fresh venv whose
+    dependencies come from this venv (a .pth file): (clone, venv python, venv site-packages, environment)."""
     if shutil.which("git") is None or not (REPO / ".git").exists():
         pytest.skip("needs a git checkout to list the files a clone has")
     import setuptools
@@ -70,6 +72,13 @@ def test_pip_install_into_a_fresh_venv_then_command_and_examples(tmp_path: Path,
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    return src, py, site, env
+
+
+@pytest.mark.slow
+def test_pip_install_into_a_fresh_venv_then_command_and_examples(tmp_path: Path, assets_dir: Path) -> None:
+    src, py, site, env = _clone_and_venv(tmp_path)
+    venv = py.parent.parent
     _run([str(py), "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "."], src, env)
 
     elsewhere = tmp_path / "elsewhere"
@@ -112,3 +121,37 @@ def test_pip_install_into_a_fresh_venv_then_command_and_examples(tmp_path: Path,
         res = _run([str(py), "-c", code], elsewhere, env)
         assert res.stdout.strip(), (block, res.stderr)
     assert (elsewhere / "talk.csv").read_text().count("\n") > 30  # the track_video example wrote its tracks
+
+
+@pytest.mark.slow
+def test_readme_set_up_installs_the_checkout_so_a_script_elsewhere_uses_the_api(tmp_path: Path,
+                                                                                 assets_dir: Path) -> None:
+    """The README's set-up line installs this checkout into the venv (editable): a script in the user's own folder,
+    run with the venv's python, imports damdnet (no "No module named 'damdnet'") and runs the README's first example;
+    the repository names (model, stream, tracking) are the clone's. A model.py beside the script is named in one
+    line instead of a confusing import error."""
+    setup = readme_block("Set up")[0]
+    editable = [part.strip() for part in setup.split("&&") if " install " in part and " -e " in f"{part} "]
+    assert editable == [".venv/bin/pip install --no-deps -e ."], setup
+    src, py, site, env = _clone_and_venv(tmp_path)
+    _run([str(py), "-m", "pip", "install", "--no-deps", "-e", ".", "--no-build-isolation", "--no-index"], src, env)
+    assert not (site / "damdnet").exists()  # editable: the clone itself, not a copy
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copyfile(assets_dir / "cleardusk/3DDFA/samples/test1.jpg", elsewhere / "photo.jpg")
+    script = elsewhere / "my_script.py"
+    script.write_text("import damdnet, model, stream, tracking\n"
+                      "print(damdnet.__file__, model.__file__, stream.__file__, tracking.__file__)\n"
+                      + readme_python_blocks()[0])
+    res = _run([str(py), str(script)], elsewhere, env)
+    files = res.stdout.splitlines()[0].split()
+    assert [Path(f).resolve().parent.parent for f in files] == [src.resolve()] * 4, files
+    assert len(res.stdout.splitlines()) == 3  # the two faces of test1.jpg
+    assert (py.parent / "damdnet-stream").is_file()
+
+    (elsewhere / "model.py").write_text("x = 1\n")
+    res = subprocess.run([str(py), str(script)], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 1
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: damdnet needs this checkout's 'model' package") and "model.py" in last, last
