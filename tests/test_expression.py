@@ -1,0 +1,137 @@
+"""The extended expression: closed eyes and lopsided mouths are representable, fitted, smoothed and written."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model.expression_ext import EXT_NAMES, N_EXT, eye_aspect_ratio, mouth_openness
+from model.expression_fit import FitWeights, fit_expression
+from model.expression_patches import PARTS, apply_affine, from_units, invert_affine, part_affines, to_units
+from model.morphable import MorphableModel, frame_to_crop_xy
+
+ROI = np.array([[100, 50, 340, 290]], np.float32)
+
+
+@pytest.fixture(scope="module")
+def morph() -> MorphableModel:
+    return MorphableModel.load()
+
+
+def frontal(scale: float = 6e-4) -> np.ndarray:
+    p = np.zeros((1, 62), np.float32)
+    p[0, :12] = np.array([[scale, 0, 0, 60], [0, scale, 0, 60], [0, 0, scale, 0]], np.float32).ravel()
+    return p
+
+
+def ext_of(**values: float) -> np.ndarray:
+    e = np.zeros((1, N_EXT), np.float32)
+    for k, v in values.items():
+        e[0, EXT_NAMES.index(k)] = v
+    return e
+
+
+def test_pca_alone_cannot_close_an_eye(morph: MorphableModel) -> None:
+    """Why the extension exists: +-3 std of each PCA component leaves the eye aspect ratio above 0.2."""
+    from model.morphable import Whitening
+
+    std = Whitening.load("v1").std[52:]
+    for k in range(10):
+        for s in (-3, 3):
+            p = frontal()
+            p[0, 52 + k] = s * std[k]
+            assert eye_aspect_ratio(morph.landmarks(p, ROI)).min() > 0.2
+
+
+def test_extension_closes_one_eye_alone(morph: MorphableModel) -> None:
+    open_ear = eye_aspect_ratio(morph.landmarks(frontal(), ROI))[0]
+    ear = eye_aspect_ratio(morph.landmarks(frontal(), ROI, "v1", ext_of(eye_close_r=1.0)))[0]
+    assert ear[0] < 0.08  # the subject's right eye (36-41) is closed
+    assert ear[1] == pytest.approx(open_ear[1], abs=1e-6)  # the other stays as it was
+    half = eye_aspect_ratio(morph.landmarks(frontal(), ROI, "v1", ext_of(eye_close_l=0.5)))[0]
+    assert half[1] == pytest.approx(open_ear[1] / 2, rel=0.02)
+
+
+def test_one_mouth_corner_moves_alone(morph: MorphableModel) -> None:
+    lm0 = morph.landmarks(frontal(), ROI)[0]
+    lm = morph.landmarks(frontal(), ROI, "v1", ext_of(mouth_corner_up_r=1.0))[0]
+    d = lm - lm0
+    assert d[48, 1] < -3.0  # corner 48 (subject's right) rises in the image (y down)
+    assert np.abs(d[54]).max() < 1e-4 and np.abs(d[64]).max() < 1e-4  # the left corner does not move
+    jaw = morph.landmarks(frontal(), ROI, "v1", ext_of(jaw_open=1.5))
+    assert mouth_openness(jaw)[0] > 0.45  # wider than the PCA opens (0.43 at best)
+
+
+def test_dense_mesh_follows_the_extension(morph: MorphableModel) -> None:
+    e = ext_of(eye_close_l=1.0, mouth_corner_out_r=1.0, jaw_open=1.0)
+    dense = morph.dense(frontal(), ROI, "v1", e)[0]
+    lm = morph.landmarks(frontal(), ROI, "v1", e)[0]
+    k = morph.landmark_vertices
+    inner = [i for i in range(17, 68)]  # the contour's vertices sit on the cut outline (model.face_mesh)
+    np.testing.assert_allclose(dense[k[inner]], lm[inner], atol=1e-2)
+    assert np.abs(dense - morph.dense(frontal(), ROI)[0]).max() > 3.0
+
+
+def test_fit_recovers_a_known_expression(morph: MorphableModel) -> None:
+    """Targets made by the model itself with known coefficients are fitted back (weak prior)."""
+    from model.morphable import Whitening
+
+    std = Whitening.load("v1").std[52:]
+    truth = frontal()
+    truth[0, 52:] = 0.8 * std * np.linspace(-1, 1, 10)
+    e_true = ext_of(eye_close_r=0.9, eye_close_l=0.2, mouth_corner_up_l=0.7, jaw_open=0.5)
+    targets = frame_to_crop_xy(morph.landmarks(truth, ROI, "v1", e_true)[..., :2], ROI)
+    start = frontal()  # pose and shape right, expression zero
+    params, ext = fit_expression(start, targets, np.ones(68), morph.sparse, std,
+                                 FitWeights(prior_exp=1e-6, prior_ext=1e-6))
+    np.testing.assert_allclose(ext, e_true, atol=2e-3)
+    np.testing.assert_allclose(params[0, 52:], truth[0, 52:], atol=2e-3 * std.max())
+
+
+def test_fit_clamps_the_extension_to_its_range(morph: MorphableModel) -> None:
+    from model.morphable import Whitening
+
+    std = Whitening.load("v1").std[52:]
+    lm = morph.landmarks(frontal(), ROI)[..., :2].copy()
+    lm[0, [37, 38]] += [0, 40.0]  # upper lids far below the lower lids: more than closed
+    params, ext = fit_expression(frontal(), frame_to_crop_xy(lm, ROI), np.ones(68), morph.sparse, std)
+    assert ext[0, 0] == pytest.approx(FitWeights().ext_max[0])
+
+
+def test_patch_points_map_back_to_the_frame(morph: MorphableModel) -> None:
+    lm = morph.landmarks(frontal(), ROI)[..., :2].astype(np.float64)
+    aff = part_affines(lm)
+    for spec in PARTS:
+        a = aff[spec.name]
+        units = to_units(apply_affine(a, lm[:, list(spec.points)]), spec)
+        assert units[0, 0] == pytest.approx([0.0, 0.0], abs=1e-6)  # the first anchor is the origin
+        back = apply_affine(invert_affine(a), from_units(units, spec))
+        np.testing.assert_allclose(back, lm[:, list(spec.points)], atol=1e-6)
+    # both eyes read alike: the mirrored left eye's upper lid is above (smaller y) in its patch too
+    for name in ("eye_r", "eye_l"):
+        spec = next(p for p in PARTS if p.name == name)
+        u = to_units(apply_affine(aff[name], lm[:, list(spec.points)]), spec)[0]
+        assert u[1, 1] < 0 and u[5, 1] > 0 and u[3, 0] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_smoothing_keeps_a_blinks_depth_and_timing() -> None:
+    """A 5-frame blink with measurement noise through the tracker's Kalman filter: depth within 10% of the
+    unsmoothed one, no lag over one frame; between blinks the lids are smoothed (less jitter than measured)."""
+    from tracking.kalman import TRACK_GROUPS, KalmanConfig, ParamKalman
+
+    rng = np.random.default_rng(0)
+    n = 120
+    truth = np.zeros(n)
+    blink = [0.3, 0.8, 1.0, 0.8, 0.3]
+    truth[50:55] = blink
+    meas = truth + rng.normal(0, 0.03, n)
+    kf = ParamKalman(np.ones(69), KalmanConfig(), TRACK_GROUPS)
+    out = np.empty(n)
+    for i in range(n):
+        z = np.zeros(69)
+        z[62] = z[63] = meas[i]
+        out[i] = kf.update(z)[62]
+    depth_raw = meas[50:55].max() - np.median(meas)
+    depth = out[50:55].max() - np.median(out)
+    assert depth >= 0.9 * depth_raw
+    assert abs(int(np.argmax(out)) - int(np.argmax(meas))) <= 1
+    assert np.std(np.diff(out[:45])) < np.std(np.diff(meas[:45]))
