@@ -33,7 +33,7 @@ from stream.pipeline import Job
 
 # Config keys that choose the model and detector (a Session's); every other key is per run.
 SESSION_KEYS = ("weights", "backbone", "device", "fast_path", "assets", "threads", "detector", "detect_score",
-                "detect_max_side")
+                "detect_max_side", "expression")
 
 
 class DamdnetError(RuntimeError):

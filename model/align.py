@@ -96,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--score", type=float, default=0.6, help="detector score threshold (0-1)")
     p.add_argument("--refine", type=int, default=REFINE, help=f"re-crops of each face from its own landmarks after the "
                    f"detector crop, one more network pass each (default {REFINE}: the calibrated detector crop alone)")
+    p.add_argument("--expression", choices=["true", "false"], default="true",
+                   help="the expression stage (eyelids, lips) after the network, as run_stream.py runs it "
+                        "(default true)")
     p.add_argument("--device", default="auto")
     p.add_argument("--assets", default=None, help="assets root (default $DAMDNET_ASSETS or ~/.cache/damdnet)")
     a = p.parse_args(argv)
@@ -112,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
 
     store = AssetStore(a.assets)
     try:
-        aligner = Aligner.from_checkpoint(a.weights, device=a.device, store=store)
+        aligner = Aligner.from_checkpoint(a.weights, device=a.device, store=store,
+                                          expression=a.expression == "true")
         detector = FaceDetector.create(a.detector, store, score_threshold=a.score)
     except (AssetError, CheckpointError, RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -133,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--detector", default="auto", choices=["auto", "yunet", "haar"])
     p.add_argument("--refine", type=int, default=0, help="with --crop detector: landmark re-crops after the detector "
                                                          "crop, as model.align does (default 0: the 3DDFA protocol)")
+    p.add_argument("--expression", choices=["true", "false"], default="true",
+                   help="the expression stage (eyelids, lips) after the network, as run_stream.py runs it "
+                        "(default true)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--assets", default=None, help="assets root (default $DAMDNET_ASSETS or ~/.cache/damdnet)")
     p.add_argument("--json", default=None, help="write the summary and per-image NME to this JSON file")
@@ -147,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         labels = [lab for folder in a.images for lab in find_labels(folder)]
         if not labels:
             raise FileNotFoundError(f"no labelled images (.mat/.pts beside an image) in {', '.join(a.images)}")
-        aligner = Aligner.from_checkpoint(a.weights, device=a.device, store=store)
+        aligner = Aligner.from_checkpoint(a.weights, device=a.device, store=store,
+                                          expression=a.expression == "true")
         if a.backbone and a.backbone != aligner.backbone:
             raise CheckpointError(f"--backbone {a.backbone} but the weights are a {aligner.backbone}")
         det = FaceDetector.create(a.detector, store) if a.crop == "detector" else None

@@ -13,11 +13,10 @@ from typing import Sequence
 
 import cv2
 import numpy as np
-import torch
 
 from model.expression_ext import N_EXT
 from model.expression_fit import FitWeights, fit_expression
-from model.expression_net import ExpressionNet, load_expression_net
+from model.expression_net import ExpressionNet, build_runner, load_expression_net
 from model.expression_patches import LEFT_EYE, MOUTH, RIGHT_EYE, PartSpec, apply_affine, cut, from_units, \
     invert_affine, part_affines
 from model.morphable import MorphableModel, frame_to_crop_xy
@@ -37,12 +36,15 @@ class ExpressionStage:
     """``refine_many([(frame, params, rois, landmarks), ...]) -> [(params, ext), ...]`` (see the module docstring)."""
 
     def __init__(self, morph: MorphableModel, convention: str, exp_std: np.ndarray, net: ExpressionNet | None = None,
-                 weights: FitWeights = FitWeights(), threads: int | None = None) -> None:
+                 weights: FitWeights = FitWeights(), fast_path: bool = True, threads: int | None = None) -> None:
+        """``fast_path``: run the network through ONNX Runtime (checked against eager), else eager torch."""
         if net is None:
             net, self.meta = load_expression_net()
         else:
             self.meta = {}
         self.net = net.eval()
+        self._run = build_runner(self.net, fast_path, threads)
+        self.fast_path: str = getattr(self._run, "kind", "eager")
         self.morph = morph
         self.convention = convention
         self.exp_std = np.asarray(exp_std, np.float64).reshape(-1)[-10:]
@@ -74,11 +76,10 @@ class ExpressionStage:
                 aff[name].append(a[name])
             k += c
         aff = {name: np.concatenate(v) for name, v in aff.items()}
-        with torch.inference_mode():
-            e = torch.from_numpy(eyes).float().div_(255.0).sub_(0.5).unsqueeze(1)
-            m = torch.from_numpy(mouths).float().div_(255.0).sub_(0.5).unsqueeze(1)
-            pe, pm = self.net(e, m)
-        pe, pm = pe.numpy().astype(np.float64), pm.numpy().astype(np.float64)
+        e = (eyes.astype(np.float32) * np.float32(1 / 255.0) - np.float32(0.5))[:, None]
+        m = (mouths.astype(np.float32) * np.float32(1 / 255.0) - np.float32(0.5))[:, None]
+        pe, pm = self._run(e, m)
+        pe, pm = pe.astype(np.float64), pm.astype(np.float64)
         out = np.zeros((n, 68, 2))
         for spec, units in ((RIGHT_EYE, pe[:n]), (LEFT_EYE, pe[n:]), (MOUTH, pm)):
             px = apply_affine(invert_affine(aff[spec.name]), from_units(units, spec))

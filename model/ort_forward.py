@@ -116,16 +116,17 @@ def export_onnx_bytes(module: nn.Module) -> bytes:
     return buf.getvalue()
 
 
-def cached_session(module: nn.Module, threads: int | None = None):
-    """An ORT session of ``module``'s export: from the cache when the file there loads, else exported now and written
-    to the cache atomically (a damaged or truncated file is replaced)."""
+def cached_session(module: nn.Module, threads: int | None = None,
+                   exporter: Callable[[nn.Module], bytes] = export_onnx_bytes):
+    """An ORT session of ``module``'s export (``exporter(module) -> ONNX bytes``): from the cache when the file there
+    loads, else exported now and written to the cache atomically (a damaged or truncated file is replaced)."""
     path = cache_dir() / f"{weights_digest(module)}.onnx"
     if path.is_file():
         try:
             return make_session(path.read_bytes(), threads)
         except Exception:  # damaged or truncated: export again
             pass
-    data = export_onnx_bytes(module)
+    data = exporter(module)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")

@@ -39,6 +39,10 @@ def tracker_config(cfg: dict) -> TrackerConfig:
                          gate=k["shape_gate"]),
         expression=GroupNoise(meas_std=k["exp_measure"], accel_std=k["exp_accel"], init_vel_std=0.3,
                               gate=k["exp_gate"]),
+        eyelids=GroupNoise(meas_std=k["eyelid_measure"], accel_std=k["eyelid_accel"], init_vel_std=0.5,
+                           gate=k["eyelid_gate"]),
+        mouth_shape=GroupNoise(meas_std=k["mouth_measure"], accel_std=k["mouth_accel"], init_vel_std=0.5,
+                               gate=k["mouth_gate"]),
         adapt_gate=k["adapt_gate"])
     return TrackerConfig(detect_every=cfg["detect_every"], iou_threshold=t["iou_threshold"],
                          min_hits=t["min_hits"], max_misses=t["max_misses"],

@@ -55,7 +55,7 @@ def build_engine(cfg: dict) -> Engine:
     store = AssetStore(cfg["assets"])
     try:
         aligner = Aligner.from_checkpoint(cfg["weights"], device=cfg["device"], store=store,
-                                          fast_path=cfg["fast_path"])
+                                          fast_path=cfg["fast_path"], expression=cfg["expression"])
         if cfg["backbone"] and cfg["backbone"] != aligner.backbone:
             raise UserError(f"--backbone {cfg['backbone']} but the weights '{cfg['weights']}' are a {aligner.backbone}")
         detector = FaceDetector.create(cfg["detector"], store, score_threshold=cfg["detect_score"],
