@@ -289,9 +289,14 @@ async def _run(cfg: dict, engine: Engine | None = None,
 def serve(cfg: dict) -> int:
     """``run_stream.py serve``: the WebRTC server with the pipeline as each peer's processor."""
     try:
+        import aiohttp  # noqa: F401  (the [webrtc] extra; imported by the server only once the run starts)
+        import aiortc  # noqa: F401
+
         from stream.webrtc.app_bridge import serve_pipeline
-    except ImportError as exc:  # pragma: no cover
-        print(f"error: WebRTC server unavailable: {exc}", file=sys.stderr)
+    except ImportError as exc:
+        from stream.extras import missing_extra
+
+        print(f"error: {missing_extra('serve', 'webrtc', exc)}", file=sys.stderr)
         return 2
     try:
         return serve_pipeline(cfg)

@@ -140,6 +140,19 @@ def test_batch_user_errors_without_ray(tmp_path: Path) -> None:
     assert res.returncode == 2 and res.stderr.strip().splitlines()[-1].startswith("error: no such file")
 
 
+def test_batch_lock_is_exclusive_and_removed(tmp_path: Path) -> None:
+    """Two jobs never share an outdir, and a finished job leaves no empty ``.batch.lock`` behind."""
+    from stream.batch.driver import BatchError, _Lock
+
+    lock = _Lock(tmp_path)
+    with pytest.raises(BatchError, match="another batch job is writing into"):
+        _Lock(tmp_path)
+    lock.release()
+    assert list(tmp_path.iterdir()) == []
+    _Lock(tmp_path).release()  # the next job locks a new file (a whole job: test_batch_no_face_is_done_...)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_worker_plan_cpu_and_gpu_clusters(monkeypatch) -> None:
     """Actor resources from the cluster's (faked) resources: the GPU path is planned even where no GPU is."""
     ray = pytest.importorskip("ray")
@@ -203,8 +216,8 @@ def _manifest(out: Path) -> list[dict]:
 
 
 def _no_leftovers(out: Path) -> None:
-    hidden = sorted(p.relative_to(out).as_posix() for p in out.rglob(".*") if p.name != ".batch.lock")
-    assert hidden == [], hidden  # no staging folder, no temporary files of the sinks
+    hidden = sorted(p.relative_to(out).as_posix() for p in out.rglob(".*"))
+    assert hidden == [], hidden  # no staging folder, no temporary files of the sinks, no lock file
 
 
 @pytest.mark.slow
