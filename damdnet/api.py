@@ -47,7 +47,8 @@ class Face:
 
     box: (4,) float32 x1, y1, x2, y2 px (the detector's box for images, the tracker's for videos).
     landmarks: (68, 3) float32 px, the 68-point (iBUG) order.
-    pose: (6,) float32 yaw, pitch, roll (degrees), scale, tx, ty (crop units).
+    pose: (6,) float32 yaw, pitch, roll (degrees), scale (crop px per micrometre of the 3DMM), tx, ty (crop px of
+        the 120 px crop ``roi``, y up); docs/INTERFACES.md, "Track files", has each unit and how to map it to px.
     params: (62,) float32 real 3DMM parameters: camera (12, a 3x4 matrix row-major) | shape (40) | expression (10).
     roi: (4,) float32 the crop box the network saw, px.
     vertices: (V, 3) float32 dense mesh in px when asked for (``dense=True``), else None; triangles:
