@@ -10,6 +10,7 @@ from typing import Any, Awaitable, Callable
 
 import numpy as np
 
+from model.align import no_face_message
 from model.aligner import Aligner
 from model.assets import AssetError, AssetStore
 from model.checkpoint import CheckpointError
@@ -160,10 +161,12 @@ def run(cfg: dict) -> int:
 
 
 async def _run(cfg: dict, engine: Engine | None = None,
-               on_job: Callable[[Job], Awaitable[bool | None]] | None = None, dense: bool = False) -> int:
+               on_job: Callable[[Job], Awaitable[bool | None]] | None = None, dense: bool = False,
+               on_no_face: Callable[[str], None] | None = None) -> int:
     """The run command. The Python API (``damdnet.api``) passes its loaded ``engine``, an ``on_job`` awaited for
     every finished frame, in order (returning False stops the run as Ctrl-C does; no demo outputs and no summary
-    lines then), and ``dense`` for vertices."""
+    lines then), ``dense`` for vertices and ``on_no_face``, called with the ``no_face_message`` line when no frame
+    had a face (the CLI prints it as ``warning: ...``; not an error either way)."""
     api = on_job is not None
     source_spec = cfg["source"]
     if source_spec.startswith("synthetic") and not (api or cfg["out"] or cfg["tracks"] or cfg["meshes"] or cfg["show"]):
@@ -223,7 +226,11 @@ async def _run(cfg: dict, engine: Engine | None = None,
         window = Window(f"run_stream: {info.name or source_spec}", renderer.mode, set_mode,
                         lambda: pipeline.stop())
 
+    seen = {"frames": 0, "faces": 0}
+
     def on_frame(job: Job) -> None:
+        seen["frames"] += 1
+        seen["faces"] += len(job.faces)
         if bar is not None:
             bar.update(1)
         if window is not None:
@@ -276,6 +283,12 @@ async def _run(cfg: dict, engine: Engine | None = None,
         engine.service.close()
         if window is not None:
             window.close()
+    if seen["frames"] and not seen["faces"]:  # not an error: the outputs are written, with no faces in them
+        message = no_face_message(source_spec, seen["frames"], "image" if info.stills else "frame")
+        if on_no_face is not None:
+            on_no_face(message)
+        else:
+            print(f"warning: {message}", file=sys.stderr)
     if api:
         return 130 if interrupts else 0
     s = stats.summary()

@@ -363,11 +363,14 @@ def run_batch(cfg: dict, controls: Controls | None = None, log: Callable[[str], 
                     bar.write(msg, file=sys.stderr)
                 else:
                     log(msg)
+            lines = [f"warning: {rec['warning']}"] if rec.get("warning") else []  # no face: done, with a warning
             if cfg["stats"] and rec["status"] == "done":
+                lines.append(_stats_line(rec))
+            for line in lines:
                 if bar is not None:
-                    bar.write(_stats_line(rec), file=sys.stderr)
+                    bar.write(line, file=sys.stderr)
                 else:
-                    log(_stats_line(rec))
+                    log(line)
             report.seconds = time.perf_counter() - started
             report.frames = frames
             if bar is not None:
@@ -451,6 +454,8 @@ def summary_lines(report: Report, outdir: str) -> list[str]:
     for rec in report.records:
         if rec["status"] == "failed":
             lines.append(f"  failed: {rec['rel']}: {rec['error']}")
+        elif rec.get("warning"):
+            lines.append(f"  warning: {rec['warning']}")
     if report.interrupted:
         lines.append(f"batch: stopped; {len(report.unfinished)} input(s) not finished (run the same command again "
                      "to go on)")
