@@ -8,7 +8,8 @@
         ...
 
 Results: ``Face``, ``FrameResult`` (dataclasses; shapes and units in their docstrings). Errors: ``DamdnetError``
-with the CLI's one-line message. ``Session(weights=..., device=...)`` keeps a model loaded for many calls.
+with the CLI's one-line message. An input with no face is not an error: empty results and a ``NoFaceWarning``
+(the CLI's ``warning:`` line). ``Session(weights=..., device=...)`` keeps a model loaded for many calls.
 The console command ``damdnet-stream`` is ``run_stream.py``. Attributes load on first use (``import damdnet`` alone
 does not import torch).
 """
@@ -18,8 +19,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "Face", "FrameResult", "Session", "DamdnetError", "VideoTracks", "align_image",
-           "track_video", "stream", "session"]
+__all__ = ["__version__", "Face", "FrameResult", "Session", "DamdnetError", "NoFaceWarning", "VideoTracks",
+           "align_image", "track_video", "stream", "session"]
 
 
 def __getattr__(name: str) -> Any:

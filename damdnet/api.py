@@ -9,7 +9,8 @@
 and ``stream`` run ``run_stream.py``'s pipeline (``stream.app._run``: the same sources, detection schedule, tracker,
 Kalman smoothing, renderer and sinks), with every CLI flag available as a keyword (``detect_every=5``,
 ``kalman={"pose_gate": 4.0}``, ``out="overlay.mp4"``, ``tracks="t.csv"``, ``meshes="dir/"``). User errors raise
-``DamdnetError`` whose message is the line the CLI prints after ``error:``.
+``DamdnetError`` whose message is the line the CLI prints after ``error:``. An input with no face anywhere is not an
+error (as in the CLI): empty results and a ``NoFaceWarning`` whose message is the CLI's line after ``warning:``.
 
 A ``Session`` holds the loaded model and detector; the module-level functions share one session per model setting.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -25,7 +27,7 @@ from typing import Any, AsyncIterator, Iterable, Iterator, Protocol
 
 import numpy as np
 
-from model.align import REFINE, ImageError, detect_and_align, read_image
+from model.align import REFINE, ImageError, NoFaceWarning, detect_and_align, no_face_message, read_image
 from stream.align_service import AlignService
 from stream.app import Engine, UserError, _run, build_engine
 from stream.config import ConfigError, load_config
@@ -47,7 +49,8 @@ class Face:
 
     box: (4,) float32 x1, y1, x2, y2 px (the detector's box for images, the tracker's for videos).
     landmarks: (68, 3) float32 px, the 68-point (iBUG) order.
-    pose: (6,) float32 yaw, pitch, roll (degrees), scale, tx, ty (crop units).
+    pose: (6,) float32 yaw, pitch, roll (degrees), scale (crop px per micrometre of the 3DMM), tx, ty (crop px of
+        the 120 px crop ``roi``, y up); docs/INTERFACES.md, "Track files", has each unit and how to map it to px.
     params: (62,) float32 real 3DMM parameters: camera (12, a 3x4 matrix row-major) | shape (40) | expression (10).
     roi: (4,) float32 the crop box the network saw, px.
     vertices: (V, 3) float32 dense mesh in px when asked for (``dense=True``), else None; triangles:
@@ -181,9 +184,10 @@ class Session:
 
     def align_image(self, image: str | Path | np.ndarray, dense: bool = False, refine: int = REFINE) -> list[Face]:
         """Every face in ``image`` (a file path, or an (H, W, 3) uint8 BGR array; (H, W) gray is accepted), largest
-        detector score first as the detector orders them; an image without faces gives []. ``refine``: re-crops of
-        each face from its own landmarks after the detector crop (``model.align.align_boxes``; 0: none). Raises
-        DamdnetError for an unreadable file."""
+        detector score first as the detector orders them; an image without faces gives [] and a NoFaceWarning.
+        ``refine``: re-crops of each face from its own landmarks after the detector crop
+        (``model.align.align_boxes``; 0: none). Raises DamdnetError for an unreadable file."""
+        name = str(image) if isinstance(image, (str, Path)) else "the image"
         if isinstance(image, (str, Path)):
             try:
                 image = read_image(image)
@@ -198,6 +202,8 @@ class Session:
             raise DamdnetError(f"refine: expected a count of re-crops (0, 1, 2...), got {refine!r}")
         boxes, scores, res = detect_and_align(img, self._engine.aligner, self._engine.detector, dense=dense,
                                               refine=refine)
+        if len(boxes) == 0:
+            warnings.warn(no_face_message(name, 1, "image"), NoFaceWarning, stacklevel=2)
         conf = [None] * len(res) if res.confidence is None else [float(c) for c in res.confidence]
         return [Face(box=np.asarray(boxes[i], np.float32), landmarks=res.landmarks[i], pose=res.pose[i],
                      params=res.params[i], roi=res.roi[i], vertices=None if res.vertices is None else res.vertices[i],
@@ -245,7 +251,7 @@ class Session:
             await results.put(res)
             return not feed.stopped
 
-        task = asyncio.ensure_future(_run(cfg, self._engine_for_run(), on_job, dense=dense))
+        task = asyncio.ensure_future(_run(cfg, self._engine_for_run(), on_job, dense=dense, on_no_face=feed.note))
         try:
             while True:
                 getter = asyncio.ensure_future(results.get())
@@ -264,6 +270,7 @@ class Session:
                     results.get_nowait()
                 await asyncio.wait({task}, timeout=0.05)
         feed.finish(task.exception())
+        feed.warn()
 
 
 def _raise_run_error(exc: BaseException | None) -> None:
@@ -289,6 +296,17 @@ class _Feed:
         self.sinks = sinks
         self.stopped = False
         self.error: BaseException | None = None
+        self.no_face: str | None = None  # the run's no-face line (``_run``'s on_no_face), warned at the end
+
+    def note(self, message: str) -> None:
+        """``_run``'s ``on_no_face``: keep the line for the consumer's thread."""
+        self.no_face = message
+
+    def warn(self) -> None:
+        """Give the NoFaceWarning of a run without a face; called where the consumer reaches the end (not when it
+        left early)."""
+        if self.no_face is not None:
+            warnings.warn(self.no_face, NoFaceWarning, stacklevel=3)
 
     def write(self, job: Job) -> FrameResult | None:
         """The job's FrameResult after the sinks wrote it; None when the run should stop."""
@@ -356,7 +374,8 @@ class VideoTracks:
         try:
             run_error: BaseException | None = None
             try:
-                asyncio.run(_run(self._cfg, self._session._engine_for_run(), on_job, dense=self._dense))
+                asyncio.run(_run(self._cfg, self._session._engine_for_run(), on_job, dense=self._dense,
+                                 on_no_face=feed.note))
             except BaseException as exc:
                 run_error = exc
             feed.finish(run_error)
@@ -379,6 +398,7 @@ class VideoTracks:
             self._thread.join()
             if isinstance(item, BaseException):
                 _raise_run_error(item)
+            self._feed.warn()
             raise StopIteration
         return item
 

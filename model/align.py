@@ -5,7 +5,9 @@
 Writes ``DIR/<name>_aligned.jpg`` per image and ``DIR/results.json`` with, per image and face: box, score, roi,
 yaw/pitch/roll (degrees), 68 landmarks (x, y, z pixels) and the 62 real 3DMM parameters. A later run into the same
 DIR adds its images to ``results.json`` (``merge_results``): the file always lists exactly the annotated images in
-DIR, with the model of each (``models``; ``model`` is the last run's).
+DIR, with the model of each (``models``; ``model`` is the last run's). An image without a face is not an error:
+its entry is an empty list (no annotated copy), with ``warning: no face found in IMAGE (1 image)``. Exit 1 only when
+no image could be read.
 """
 from __future__ import annotations
 
@@ -46,6 +48,17 @@ def annotate(img: np.ndarray, res, boxes: np.ndarray, grid_shape: tuple[int, int
         yaw, pitch, roll = res.pose[i, :3]
         draw_box(out, boxes[i], label=f"yaw {yaw:.0f} pitch {pitch:.0f} roll {roll:.0f}")
     return out
+
+
+class NoFaceWarning(UserWarning):
+    """An input with no face anywhere. Not an error in any entry point (run, batch, model.align, the API): the
+    outputs are written, with no faces in them, the exit status is 0, and this one line is given."""
+
+
+def no_face_message(name: str, count: int, unit: str = "frame") -> str:
+    """The line (after ``warning: ``) that every entry point gives for an input ``name`` in which none of its
+    ``count`` frames (``unit`` "frame" or "image") had a face."""
+    return f"no face found in {name} ({count} {unit}{'' if count == 1 else 's'})"
 
 
 class ImageError(ValueError):
@@ -230,9 +243,8 @@ def _align_all(images: list[str], out_dir: Path, aligner, detector, refine: int 
                 problems += 1
                 continue
             boxes, scores, res = detect_and_align(img, aligner, detector, dense=True, refine=refine)
-            if len(boxes) == 0:
-                print(f"{path}: no face found (try --detector haar or a lower --score)", file=sys.stderr)
-                problems += 1
+            if len(boxes) == 0:  # not an error: an empty entry (nothing to annotate), one warning line
+                print(f"warning: {no_face_message(path, 1, 'image')}", file=sys.stderr)
                 results[path] = []
                 continue
             others = {**earlier[0], **results}  # names other inputs have: an image re-aligned keeps its own

@@ -13,7 +13,8 @@ from typing import NoReturn, Sequence
 
 
 def closest_flag(flag: str, known: Sequence[str]) -> str | None:
-    """The known flag closest to ``flag`` (``difflib`` ratio >= 0.6), or None."""
+    """The known flag (or config key: ``stream.config`` uses it too) closest to ``flag`` (``difflib`` ratio >= 0.6),
+    or None."""
     match = difflib.get_close_matches(flag, list(known), n=1, cutoff=0.6)
     return match[0] if match else None
 

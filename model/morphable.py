@@ -381,7 +381,8 @@ def angles_to_matrix(yaw: Any, pitch: Any, roll: Any) -> np.ndarray:
 
 
 def pose_from_params(params: Any) -> np.ndarray:
-    """(N, 62) real params -> (N, 6) float32: yaw, pitch, roll (degrees), scale, tx, ty (crop units)."""
+    """(N, 62) real params -> (N, 6) float32: yaw, pitch, roll (degrees), scale (crop px per micrometre of the
+    3DMM), tx, ty (crop px, y up: where the model's origin lands in the 120 px crop)."""
     if _is_torch(params):
         params = params.detach().cpu().numpy()
     s, r, t = scale_rotation(params)

@@ -10,6 +10,7 @@ from typing import Any, Awaitable, Callable
 
 import numpy as np
 
+from model.align import no_face_message
 from model.aligner import Aligner
 from model.assets import AssetError, AssetStore
 from model.checkpoint import CheckpointError, model_label
@@ -126,7 +127,8 @@ def open_run_stages(cfg: dict, engine: Engine, source, *, live: bool, show: bool
                 raise UserError("--mode swap needs --swap-source IMAGE")
             renderer.set_swap_texture(swap_texture or load_swap_texture(cfg["swap_source"], engine))
         sinks = open_outputs(cfg["out"], cfg["tracks"], cfg["meshes"], source.info, engine.aligner.morph.tri,
-                             cfg["mesh_format"], morph=engine.aligner.morph, inputs=run_inputs(cfg, source))
+                             cfg["mesh_format"], morph=engine.aligner.morph, inputs=run_inputs(cfg, source),
+                             tracks_params=cfg["tracks_params"])
     except (SinkError, OSError) as exc:
         source.close()
         raise UserError(str(exc)) from None
@@ -158,10 +160,12 @@ def run(cfg: dict) -> int:
 
 
 async def _run(cfg: dict, engine: Engine | None = None,
-               on_job: Callable[[Job], Awaitable[bool | None]] | None = None, dense: bool = False) -> int:
+               on_job: Callable[[Job], Awaitable[bool | None]] | None = None, dense: bool = False,
+               on_no_face: Callable[[str], None] | None = None) -> int:
     """The run command. The Python API (``damdnet.api``) passes its loaded ``engine``, an ``on_job`` awaited for
     every finished frame, in order (returning False stops the run as Ctrl-C does; no demo outputs and no summary
-    lines then), and ``dense`` for vertices."""
+    lines then), ``dense`` for vertices and ``on_no_face``, called with the ``no_face_message`` line when no frame
+    had a face (the CLI prints it as ``warning: ...``; not an error either way)."""
     api = on_job is not None
     source_spec = cfg["source"]
     if source_spec.startswith("synthetic") and not (api or cfg["out"] or cfg["tracks"] or cfg["meshes"] or cfg["show"]):
@@ -221,7 +225,11 @@ async def _run(cfg: dict, engine: Engine | None = None,
         window = Window(f"run_stream: {info.name or source_spec}", renderer.mode, set_mode,
                         lambda: pipeline.stop())
 
+    seen = {"frames": 0, "faces": 0}
+
     def on_frame(job: Job) -> None:
+        seen["frames"] += 1
+        seen["faces"] += len(job.faces)
         if bar is not None:
             bar.update(1)
         if window is not None:
@@ -274,6 +282,12 @@ async def _run(cfg: dict, engine: Engine | None = None,
         engine.service.close()
         if window is not None:
             window.close()
+    if seen["frames"] and not seen["faces"]:  # not an error: the outputs are written, with no faces in them
+        message = no_face_message(source_spec, seen["frames"], "image" if info.stills else "frame")
+        if on_no_face is not None:
+            on_no_face(message)
+        else:
+            print(f"warning: {message}", file=sys.stderr)
     if api:
         return 130 if interrupts else 0
     s = stats.summary()
@@ -288,9 +302,14 @@ async def _run(cfg: dict, engine: Engine | None = None,
 def serve(cfg: dict) -> int:
     """``run_stream.py serve``: the WebRTC server with the pipeline as each peer's processor."""
     try:
+        import aiohttp  # noqa: F401  (the [webrtc] extra; imported by the server only once the run starts)
+        import aiortc  # noqa: F401
+
         from stream.webrtc.app_bridge import serve_pipeline
-    except ImportError as exc:  # pragma: no cover
-        print(f"error: WebRTC server unavailable: {exc}", file=sys.stderr)
+    except ImportError as exc:
+        from stream.extras import missing_extra
+
+        print(f"error: {missing_extra('serve', 'webrtc', exc)}", file=sys.stderr)
         return 2
     try:
         return serve_pipeline(cfg)

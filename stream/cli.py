@@ -19,15 +19,23 @@ NOT_IN_BATCH = ("source", "out", "tracks", "meshes", "show", "serve", "webcam", 
 
 def _yaml_comments() -> dict[str, str]:
     """Dotted key -> the comment on its line in default.yaml."""
-    comments, stack = {}, []
+    comments: dict[str, str] = {}
+    stack: list[str] = []
+    last = None  # the key whose comment an indented comment-only line continues
     for line in DEFAULT_PATH.read_text().splitlines():
+        more = re.match(r"^\s+#\s*(.*)$", line)
+        if more and last is not None:  # a comment carried on to the next line(s)
+            comments[last] = f"{comments[last]} {more.group(1)}"
+            continue
         m = re.match(r"^(\s*)([A-Za-z_][\w]*):\s*([^#]*?)\s*(?:#\s*(.*))?$", line)
         if not m:
+            last = None
             continue
         indent = len(m.group(1)) // 2
         stack = stack[:indent] + [m.group(2)]
+        last = ".".join(stack) if m.group(4) else None
         if m.group(4):
-            comments[".".join(stack)] = m.group(4)
+            comments[last] = m.group(4)
     return comments
 
 
@@ -56,8 +64,9 @@ def build_parser(command: str, prog: str = "run_stream.py") -> argparse.Argument
             continue
         if command == "batch" and (key == "batch.inputs" or key.split(".")[0] in NOT_IN_BATCH):
             continue
-        # batch's own keys also go without the prefix: --outdir, --workers, --ray-address, --tracks, --out, ...
-        names = [flag_of(key)] + ([flag_of(key[len("batch."):])] if key.startswith(BATCH_ONLY) else [])
+        # batch's and serve's own keys also go without the prefix: --outdir, --workers, --port, --host, ...
+        names = [flag_of(key)] + ([flag_of(key.split(".", 1)[1])] if key.startswith(BATCH_ONLY + SERVE_ONLY) and
+                                  command != "run" else [])
         kind = "flag" if isinstance(default, bool) else "value"
         help_text = comments.get(key, "")
         help_text = f"{help_text} (default: {default})".replace("%", "%%")

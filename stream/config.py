@@ -12,6 +12,8 @@ from typing import Any, Iterator
 
 import yaml
 
+from model.cliparse import closest_flag
+
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
 CHOICES: dict[str, tuple] = {
@@ -130,9 +132,10 @@ def merge(base: dict, overrides: dict, source: str) -> dict:
         if key not in known:
             if key in sections:
                 raise ConfigError(f"config key '{key}' is a section; set its keys ({source})")
-            hint = [k for k in known if k.split(".")[-1] == key.split(".")[-1]]
+            same_leaf = [k for k in known if k.split(".")[-1] == key.split(".")[-1]]
+            hint = same_leaf[0] if same_leaf else closest_flag(key, list(known))
             raise ConfigError(f"unknown config key '{key}' in {source}"
-                              + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+                              + (f" (did you mean '{hint}'?)" if hint else ""))
         _set(out, key, _check_value(key, value, known[key]))
     return out
 

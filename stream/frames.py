@@ -80,7 +80,8 @@ class FaceRecord:
 
     frame: frame index; time: seconds (as in Frame.time); track_id: stable id of the tracked face.
     box: ``(4,)`` detector/tracker box x1, y1, x2, y2 (px); roi: ``(4,)`` crop ROI used by the aligner (px).
-    pose: ``(6,)`` yaw, pitch, roll (degrees), scale, tx, ty.
+    pose: ``(6,)`` yaw, pitch, roll (degrees), scale (crop px per micrometre of the 3DMM), tx, ty (crop px, y up):
+    the units and frames of every track column are in docs/INTERFACES.md, "Track files".
     landmarks: ``(68, 3) float32`` frame pixels. params: ``(62,)`` REAL 3DMM parameters.
     vertices: ``(V, 3) float32`` dense mesh in frame pixels, or None when not computed.
     confidence: face confidence in [0, 1] (``model.confidence``: the track's average classifier score, independent

@@ -91,10 +91,12 @@ class VideoOut:
 
 
 class TracksOut:
-    """Per-frame face records to a .csv / .jsonl / .npz track file."""
+    """Per-frame face records to a .csv / .jsonl / .npz track file; ``params``: the CSV also gets the crop ROI and
+    the 62 3DMM parameters (JSONL and NPZ always have them)."""
 
-    def __init__(self, path: str) -> None:
-        self.sink = open_tracks_sink(path)
+    def __init__(self, path: str, params: bool = False) -> None:
+        csv = Path(path).suffix.lower() == ".csv"
+        self.sink = open_tracks_sink(path, **({"include_params": True, "include_roi": True} if params and csv else {}))
 
     def write_job(self, job: Job) -> None:
         self.sink.write(job.frame.index, job.frame.time, job.faces)
@@ -200,9 +202,11 @@ def check_writable(outputs: dict[str, str | os.PathLike[str] | None]) -> None:
 
 
 def open_outputs(out: str | None, tracks: str | None, meshes: str | None, info: VideoInfo, tri: np.ndarray,
-                 mesh_format: str, morph=None, inputs: Sequence[str | os.PathLike[str] | None] = ()) -> list:
+                 mesh_format: str, morph=None, inputs: Sequence[str | os.PathLike[str] | None] = (),
+                 tracks_params: bool = False) -> list:
     """The pipeline sinks for the given paths (None: not written), parent folders created; ``morph`` (the
-    MorphableModel) is needed for glb meshes and OBJ UVs. An output that is one of ``inputs`` (the source's files,
+    MorphableModel) is needed for glb meshes and OBJ UVs; ``tracks_params``: a CSV of tracks also has the ROI and
+    the 3DMM parameters (``TracksOut``). An output that is one of ``inputs`` (the source's files,
     the swap image...) is refused first (:func:`check_not_inputs`). On an error the ones already opened are aborted
     (their temporary files removed) before it propagates; errors are SinkError (one line naming the path and the
     cause)."""
@@ -218,7 +222,7 @@ def open_outputs(out: str | None, tracks: str | None, meshes: str | None, info: 
         if out:
             sinks.append(VideoOut(out, info))
         if tracks:
-            sinks.append(TracksOut(tracks))
+            sinks.append(TracksOut(tracks, params=tracks_params))
         if meshes:
             sinks.append(MeshesOut(meshes, tri, mesh_format, morph, info))
     except BaseException:

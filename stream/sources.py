@@ -19,6 +19,7 @@ middle of a stream (corrupt packets, unreadable images) is skipped and counted i
 """
 from __future__ import annotations
 
+import contextlib
 import glob as _glob
 import importlib
 import logging
@@ -393,6 +394,23 @@ class VideoFileSource(Source):
 # Webcams (OpenCV)
 
 
+@contextlib.contextmanager
+def quiet_opencv() -> Iterator[None]:
+    """OpenCV's own log (``[ WARN:0@1.2] ... can't open camera by index``) silenced for the block, then restored."""
+    import cv2
+
+    logging_ = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging_ is None:  # a build without cv2.utils.logging
+        yield
+        return
+    level = logging_.getLogLevel()
+    logging_.setLogLevel(logging_.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        logging_.setLogLevel(level)
+
+
 class WebcamSource(Source):
     """A live camera through ``cv2.VideoCapture``; ``time`` is seconds since the first frame (capture clock).
 
@@ -413,7 +431,8 @@ class WebcamSource(Source):
         import cv2
 
         name = f"webcam:{device}"
-        cap = cv2.VideoCapture(device, backend) if backend is not None else cv2.VideoCapture(device)
+        with quiet_opencv():  # each backend tried logs its own failure (13 lines for no camera): ours is one line
+            cap = cv2.VideoCapture(device, backend) if backend is not None else cv2.VideoCapture(device)
         if not cap.isOpened():
             cap.release()
             raise SourceError(f"cannot open webcam {device}: no such camera, or it is busy or not permitted")
@@ -424,7 +443,8 @@ class WebcamSource(Source):
         if fps:
             cap.set(cv2.CAP_PROP_FPS, float(fps))
         cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # latency over completeness (ignored by some backends)
-        ok, image = cap.read()
+        with quiet_opencv():
+            ok, image = cap.read()
         if not ok or image is None:
             cap.release()
             raise SourceError(f"cannot read from webcam {device}: the camera opened but delivered no frame")

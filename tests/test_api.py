@@ -57,7 +57,8 @@ def test_align_image_faces(session: damdnet.Session, assets_dir: Path) -> None:
     np.testing.assert_allclose(dense[0].landmarks, f.landmarks, atol=1e-4)
     v = dense[0].vertices
     assert v.ndim == 2 and v.shape[1] == 3 and session.triangles.max() < v.shape[0]
-    assert session.align_image(np.zeros((240, 320, 3), np.uint8)) == []  # no face: no result, no error
+    with pytest.warns(damdnet.NoFaceWarning, match=r"^no face found in the image \(1 image\)$"):
+        assert session.align_image(np.zeros((240, 320, 3), np.uint8)) == []  # no face: no result, no error
 
 
 def test_align_image_errors_carry_the_cli_message(session: damdnet.Session, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ tests/test_webrtc_load.py.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -319,6 +320,49 @@ def test_a_folder_of_unrelated_photos_is_analysed_photo_by_photo(tmp_path: Path,
             box = np.array([float(r[col[f"box_{k}"]]) for k in ("x1", "y1", "x2", "y2")])
             iou = max(_iou(box, b) for b in boxes)
             assert iou > 0.5, (path.name, box, boxes)
+
+
+# ------------------------------------------------------------------------------------------ no face
+
+
+def test_no_face_is_one_warning_and_exit_0_in_run_align_and_api(tmp_path: Path) -> None:
+    """The rule (docs/INTERFACES.md): an input with no face anywhere is not an error. ``run`` on a video and on a
+    photo, ``model.align`` on the photo and the API on both: outputs written without faces, exit 0, and the same
+    line ``warning: no face found in INPUT (N frames|1 image)`` (batch: tests/test_batch.py)."""
+    import warnings
+
+    import damdnet
+    from model.align import NoFaceWarning, no_face_message
+
+    _small_video(tmp_path / "nobody.mp4", frames=6)
+    _write(tmp_path / "blank.png", np.full((240, 320, 3), 90, np.uint8))
+    for source, tracks, count, unit in (("nobody.mp4", "v.csv", 6, "frame"), ("blank.png", "p.csv", 1, "image")):
+        res = run_cli(["--source", source, "--tracks", tracks, "--progress", "false", *PEER], tmp_path)
+        want = f"warning: {no_face_message(source, count, unit)}"
+        assert res.returncode == 0 and want in error_lines(res.stderr), res.stderr
+        assert not any(ln.startswith("error") for ln in error_lines(res.stderr)), res.stderr
+        header, rows = read_csv_rows(tmp_path / tracks)
+        assert header[0] == "frame" and rows == []
+    res = subprocess.run([sys.executable, "-m", "model.align", "blank.png", "--out", "al", *PEER], cwd=tmp_path,
+                         env={**cli_env(), "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert f"warning: {no_face_message('blank.png', 1, 'image')}" in error_lines(res.stderr), res.stderr
+    assert not (tmp_path / "al" / "blank_aligned.jpg").exists()  # nothing to annotate: results.json lists no image
+    assert json.loads((tmp_path / "al" / "results.json").read_text())["results"] == {"blank.png": []}
+    # the API: empty results, no error, a NoFaceWarning with the same line
+    options = {"weights": PEER[1], "progress": False}
+    video, photo = str(tmp_path / "nobody.mp4"), str(tmp_path / "blank.png")
+    with pytest.warns(NoFaceWarning) as caught:
+        assert damdnet.align_image(photo, weights=PEER[1]) == []
+    assert [str(w.message) for w in caught] == [no_face_message(photo, 1, "image")]
+    with pytest.warns(NoFaceWarning) as caught:
+        frames = list(damdnet.track_video(video, **options))
+    assert len(frames) == 6 and all(f.faces == [] for f in frames)
+    assert [str(w.message) for w in caught] == [no_face_message(video, 6)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NoFaceWarning)
+        with damdnet.track_video(video, **options) as it:  # left early: no verdict about the whole input
+            next(it)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

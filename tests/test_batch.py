@@ -140,6 +140,19 @@ def test_batch_user_errors_without_ray(tmp_path: Path) -> None:
     assert res.returncode == 2 and res.stderr.strip().splitlines()[-1].startswith("error: no such file")
 
 
+def test_batch_lock_is_exclusive_and_removed(tmp_path: Path) -> None:
+    """Two jobs never share an outdir, and a finished job leaves no empty ``.batch.lock`` behind."""
+    from stream.batch.driver import BatchError, _Lock
+
+    lock = _Lock(tmp_path)
+    with pytest.raises(BatchError, match="another batch job is writing into"):
+        _Lock(tmp_path)
+    lock.release()
+    assert list(tmp_path.iterdir()) == []
+    _Lock(tmp_path).release()  # the next job locks a new file (a whole job: test_batch_no_face_is_done_...)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_worker_plan_cpu_and_gpu_clusters(monkeypatch) -> None:
     """Actor resources from the cluster's (faked) resources: the GPU path is planned even where no GPU is."""
     ray = pytest.importorskip("ray")
@@ -203,8 +216,8 @@ def _manifest(out: Path) -> list[dict]:
 
 
 def _no_leftovers(out: Path) -> None:
-    hidden = sorted(p.relative_to(out).as_posix() for p in out.rglob(".*") if p.name != ".batch.lock")
-    assert hidden == [], hidden  # no staging folder, no temporary files of the sinks
+    hidden = sorted(p.relative_to(out).as_posix() for p in out.rglob(".*"))
+    assert hidden == [], hidden  # no staging folder, no temporary files of the sinks, no lock file
 
 
 @pytest.mark.slow
@@ -323,3 +336,34 @@ def test_sigint_keeps_finished_files(ray_session, clips: Path, tmp_path: Path) -
         assert sum(len(t["frames"]) for t in tracks.values()) == r["faces"]
     assert len(list(out.glob("*.csv"))) == len(recs)  # no output without its manifest line
     _no_leftovers(out)
+
+
+@pytest.mark.slow
+def test_batch_no_face_is_done_with_the_warning_of_run(tmp_path: Path) -> None:
+    """A valid video with nobody in it: ``batch`` marks it done (exit 0) with the line ``run`` prints for it, writes
+    its header-only tracks, shows no Ray token-authentication warning and leaves no ``.batch.lock``."""
+    from model.align import no_face_message
+    from stream.sinks import VideoSink
+
+    sink = VideoSink(tmp_path / "nobody.mp4", fps=25)
+    for i in range(8):
+        sink.write(i, i / 25, np.full((96, 128, 3), 40 + 20 * i, np.uint8))
+    sink.close()
+    env = {k: v for k, v in cli_env().items() if k != "RAY_ADDRESS"}
+    common = ["--weights", WEIGHTS, "--progress", "false"]
+    run = subprocess.run([sys.executable, str(REPO / "run_stream.py"), "--source", "nobody.mp4", "--tracks",
+                          "run.csv", *common], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    want = f"warning: {no_face_message('nobody.mp4', 8)}"
+    assert run.returncode == 0 and want in run.stderr.splitlines(), run.stderr
+    res = subprocess.run([sys.executable, str(REPO / "run_stream.py"), "batch", "nobody.mp4", "--outdir", "out",
+                          "--workers", "1", *common], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr
+    lines = res.stderr.splitlines()
+    assert want in lines and f"  {want}" in lines, res.stderr  # as the file finishes, and in the summary
+    assert "Token authentication" not in res.stderr and "WARNING" not in res.stderr, res.stderr
+    (rec,) = _manifest(tmp_path / "out")
+    assert rec["status"] == "done" and rec["faces"] == 0 and rec["frames"] == 8 and rec["error"] is None
+    assert f"warning: {rec['warning']}" == want
+    assert (tmp_path / "out" / "nobody.csv").read_text() == (tmp_path / "run.csv").read_text()  # the header only
+    _no_leftovers(tmp_path / "out")

@@ -1,6 +1,7 @@
 """run_stream.py: --help, and one clear line with exit code 2 for what users get wrong (nothing written)."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,83 @@ def test_corrupt_video_one_line_exit_2(tmp_path: Path, assets_dir: Path, kind: s
     assert "Traceback" not in res.stderr
     assert not out.exists()
     assert [p.name for p in bad.parent.iterdir()] == ["bad.mp4"]
+
+
+# ------------------------------------------------------------------------------------------ help and messages
+
+
+def test_help_comments_are_whole() -> None:
+    """A default.yaml comment carried on to the next line is in --help whole (it stopped at the line's end)."""
+    from stream.cli import build_parser
+
+    text = " ".join(build_parser("run").format_help().split())
+    assert "glb (an animated glTF per track: Blender, three.js), npz+glb (both) (default: npz)" in text
+    assert "other images are stills: detected each on its own, ids per image), true (a video)" in text
+    serve = " ".join(build_parser("serve").format_help().split())
+    assert "4 peers ~1.4 frames/s at ~2 s (raise it with the cores)" in serve
+
+
+def test_help_examples_use_real_flags() -> None:
+    """Every example command of the preamble parses, and every --flag the preamble names is a flag of run, serve
+    or batch (the prose's dotted example too); serve takes its keys without the prefix, as batch does."""
+    import re
+    import shlex
+
+    import run_stream
+    from stream.cli import build_parser, parse
+
+    doc = run_stream.__doc__
+    known = set()
+    for command in ("run", "serve", "batch"):
+        known.update(build_parser(command).known_flags())
+    for flag in re.findall(r"(?<![\w-])--[a-z][\w.-]*[\w]", doc):
+        assert flag in known, f"--help names {flag}, which is not a flag"
+    examples = [line.split("python run_stream.py", 1)[1] for line in doc.splitlines()
+                if "python run_stream.py" in line]
+    assert len(examples) >= 7
+    for example in examples:
+        argv = shlex.split(re.split(r"\s{2,}", example)[0])  # the command, not its description
+        parse(argv)  # a bad flag exits 2, a bad value raises ConfigError
+    assert parse(["serve", "--port", "8091", "--host", "0.0.0.0", "--token", "t"])[1]["serve"] == {
+        **parse(["serve"])[1]["serve"], "port": 8091, "host": "0.0.0.0", "token": "t"}
+
+
+def test_unknown_yaml_key_names_the_closest(tmp_path: Path) -> None:
+    """A misspelt YAML key gets a "did you mean" as a misspelt flag does (also inside a misspelt section)."""
+    from stream.config import ConfigError, load_config
+
+    for text, want in (("detect_evry: 5\n", "'detect_every'"), ("kalmn:\n  pose_gate: 3\n", "'kalman.pose_gate'"),
+                       ("tracker:\n  min_hit: 2\n", "'tracker.min_hits'")):
+        (tmp_path / "c.yaml").write_text(text)
+        with pytest.raises(ConfigError, match=f"did you mean {want}"):
+            load_config(tmp_path / "c.yaml")
+
+
+def test_missing_extras_name_the_extra(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """batch without Ray names the [batch] extra, serve without aiortc the [webrtc] extra (installed: the package's
+    extra, not requirements.txt, which a wheel does not have)."""
+    from stream.app import serve
+    from stream.batch.driver import batch
+    from stream.cli import parse
+    from stream.extras import install_hint
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    assert batch(parse(["batch", "v.mp4", "--outdir", "o"])[1]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("error: batch needs the [batch] extra (ray is not installed)") and "\n" not in line
+    monkeypatch.setitem(sys.modules, "aiortc", None)
+    assert serve(parse(["serve"])[1]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("error: serve needs the [webrtc] extra (aiortc is not installed)") and "\n" not in line
+    assert install_hint("batch", "damdnet.stream.extras") == "pip install 'damdnet-stream[batch]'"
+    assert install_hint("webrtc", "damdnet.stream.extras") == "pip install 'damdnet-stream[webrtc]'"
+
+
+def test_webcam_without_a_camera_is_one_line(tmp_path: Path) -> None:
+    """OpenCV's own warnings while it probes for a camera (13 lines) are not shown: only our error."""
+    res = run_cli(["--source", "webcam:9", "--tracks", "o.csv"], tmp_path, timeout=120)
+    lines = error_lines(res.stderr)
+    if res.returncode == 0:
+        pytest.skip("this machine has a camera 9")
+    assert res.returncode == 2 and lines == ["error: cannot open webcam 9: no such camera, or it is busy or not "
+                                             "permitted"], res.stderr

@@ -225,6 +225,58 @@ def test_csv_with_params_and_rois(tmp_path: Path) -> None:
     _check_roundtrip(path, written)
 
 
+def test_csv_params_option_from_config_flag_to_file(tmp_path: Path) -> None:
+    """``tracks_params`` (config key, ``--tracks-params``, batch too) puts the ROI and the 62 parameters in the CSV,
+    the same numbers the JSONL always has; off by default, and other formats are unchanged by it."""
+    from stream.cli import parse
+    from stream.config import load_config
+    from stream.outputs import TracksOut
+
+    assert load_config()["tracks_params"] is False
+    assert parse(["--tracks-params"])[1]["tracks_params"] is True
+    assert parse(["batch", "v.mp4", "--outdir", "o", "--tracks-params", "true"])[1]["tracks_params"] is True
+    jobs = []
+    rng = np.random.default_rng(3)
+    for f in range(3):
+        frame = Frame(index=f, time=f / 25, image=np.zeros((2, 2, 3), np.uint8))
+        jobs.append(SimpleNamespace(frame=frame, faces=[_record(f, 1, rng)], output=None))
+    for name, params in (("plain.csv", False), ("params.csv", True), ("all.jsonl", True), ("all.npz", True)):
+        out = TracksOut(str(tmp_path / name), params=params)
+        for job in jobs:
+            out.write_job(job)
+        out.close()
+    header = (tmp_path / "params.csv").read_text().splitlines()[0].split(",")
+    assert header == tracks_csv_header(include_params=True, include_roi=True)
+    assert "p0" not in (tmp_path / "plain.csv").read_text().splitlines()[0].split(",")
+    ref = load_tracks(tmp_path / "all.jsonl")[1]
+    got = load_tracks(tmp_path / "params.csv")[1]
+    np.testing.assert_allclose(got["params"], ref["params"], rtol=1e-6)
+    np.testing.assert_allclose(got["rois"], ref["rois"], atol=1e-3)
+    assert set(load_tracks(tmp_path / "all.npz")[1]) >= {"params", "rois"}
+
+
+def test_every_track_column_has_its_unit_documented() -> None:
+    """docs/INTERFACES.md, "Track files", names every CSV column (with --tracks-params) with its unit and frame."""
+    import re
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "INTERFACES.md").read_text()
+    table = doc.split("## Track files", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    documented = set()
+    for row in rows:
+        first = row.split("|")[1]
+        for name in re.findall(r"`([^`]+)`", first):
+            documented.update(n for n in re.split(r"\s*(?:,|\.{2,3})\s*", name) if n)  # `x0, y0 ... z67`
+    ranges = {"x0": r"x\d+", "p0": r"p\d+", "roi_x1": r"roi_\w+", "box_x1": r"box_\w+"}
+    for col in tracks_csv_header(include_params=True, include_roi=True):
+        if col in documented or any(start in documented and re.fullmatch(pat, col) for start, pat in ranges.items()) \
+                or (re.fullmatch(r"[yz]\d+", col) and "x0" in documented):
+            continue
+        raise AssertionError(f"track column {col} has no row in docs/INTERFACES.md 'Track files'")
+    for unit in ("degrees", "crop pixels per micrometre", "frame pixels", "seconds"):
+        assert unit in table, unit
+
+
 def test_csv_is_flushed_after_each_frame(tmp_path: Path) -> None:
     sink = TracksCSVSink(tmp_path / "live.csv")
     rng = np.random.default_rng(1)

@@ -72,7 +72,7 @@ def node_name() -> str:
 
 
 class FileFailed(Exception):
-    """A file that cannot be processed for a reason of its own (corrupt, no video stream, no face): one line."""
+    """A file that cannot be processed for a reason of its own (corrupt, no video stream): one line."""
 
 
 class BatchWorker:
@@ -147,8 +147,10 @@ class BatchWorker:
                 raise FileFailed(str(exc).replace(src_path, item.rel)) from None
             if counts["frames"] == 0:
                 raise FileFailed(f"{item.rel}: no frame could be decoded")
-            if counts["faces"] == 0:
-                raise FileFailed(f"{item.rel}: no face found in {counts['frames']} frames")
+            # no face in any frame is not a failure (as in run): the outputs are placed, with a warning
+            from model.align import no_face_message
+
+            result["warning"] = None if counts["faces"] else no_face_message(item.rel, counts["frames"])
             if self.transfer == "shared":
                 place_outputs(staging, self.outdir, names)
             else:

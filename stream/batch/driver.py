@@ -7,7 +7,9 @@ filesystem. The driver only hands the next file to a free actor and records what
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import logging
 import math
 import os
 import shutil
@@ -18,7 +20,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from stream.batch.actor import STAGING, BatchWorker, place_outputs
 from stream.batch.inputs import InputError, InputFile, resolve_inputs
@@ -80,6 +82,24 @@ def _log(line: str) -> None:
 # Ray
 
 
+# Ray 2.60 turns token authentication on for a new local cluster and logs a warning saying so on every start, unless
+# RAY_AUTH_MODE is set (which must happen before `import ray`: its config is read then). The default is what we want.
+_RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+@contextlib.contextmanager
+def _quiet_auth_default() -> Iterator[None]:
+    """Ray's "Token authentication is enabled for this Ray cluster" warning silenced while a local Ray starts (a
+    user who set RAY_AUTH_MODE gets no warning from Ray either)."""
+    logger = logging.getLogger(_RAY_AUTH_LOGGER)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def start_ray(cfg: dict, log: Callable[[str], None] = _log) -> float:
     """``ray.init``: join ``batch.ray_address`` (or $RAY_ADDRESS), else start a local Ray with the cores of this
     machine (at least what ``batch.workers`` x ``batch.cpus_per_worker`` asks). Returns the seconds it took (0 when
@@ -88,8 +108,6 @@ def start_ray(cfg: dict, log: Callable[[str], None] = _log) -> float:
 
     if ray.is_initialized():
         return 0.0
-    import logging
-
     b = cfg["batch"]
     address = b["ray_address"] or os.environ.get("RAY_ADDRESS") or None
     t0 = time.perf_counter()
@@ -99,8 +117,9 @@ def start_ray(cfg: dict, log: Callable[[str], None] = _log) -> float:
         else:
             cores = os.cpu_count() or 1
             need = math.ceil(b["workers"] * b["cpus_per_worker"]) if b["workers"] else 0
-            ray.init(num_cpus=max(cores, need), include_dashboard=bool(b["dashboard"]),
-                     log_to_driver=bool(b["worker_logs"]), logging_level=logging.WARNING)
+            with _quiet_auth_default():
+                ray.init(num_cpus=max(cores, need), include_dashboard=bool(b["dashboard"]),
+                         log_to_driver=bool(b["worker_logs"]), logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         raise BatchError(f"cannot start {where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") \
@@ -165,17 +184,32 @@ def _actor_error(exc: BaseException) -> str:
 
 
 class _Lock:
-    """An exclusive lock on ``DIR/.batch.lock`` for the length of a job (two jobs must not share an outdir)."""
+    """An exclusive lock on ``DIR/.batch.lock`` for the length of a job (two jobs must not share an outdir); the
+    file is removed when the job ends."""
 
     def __init__(self, outdir: Path) -> None:
-        self.f = open(outdir / ".batch.lock", "w")
-        try:
-            fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.f.close()
-            raise BatchError(f"another batch job is writing into {outdir}") from None
+        self.path = outdir / ".batch.lock"
+        while True:
+            self.f = open(self.path, "a")
+            try:
+                fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                self.f.close()
+                raise BatchError(f"another batch job is writing into {outdir}") from None
+            try:
+                same = os.path.samestat(os.fstat(self.f.fileno()), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                return
+            self.f.close()  # a job that ended removed the file we locked: lock the one there now
 
     def release(self) -> None:
+        """Remove the file while it is locked, then unlock (a job waiting on the old file then locks a new one)."""
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
         self.f.close()
 
 
@@ -329,11 +363,14 @@ def run_batch(cfg: dict, controls: Controls | None = None, log: Callable[[str], 
                     bar.write(msg, file=sys.stderr)
                 else:
                     log(msg)
+            lines = [f"warning: {rec['warning']}"] if rec.get("warning") else []  # no face: done, with a warning
             if cfg["stats"] and rec["status"] == "done":
+                lines.append(_stats_line(rec))
+            for line in lines:
                 if bar is not None:
-                    bar.write(_stats_line(rec), file=sys.stderr)
+                    bar.write(line, file=sys.stderr)
                 else:
-                    log(_stats_line(rec))
+                    log(line)
             report.seconds = time.perf_counter() - started
             report.frames = frames
             if bar is not None:
@@ -417,6 +454,8 @@ def summary_lines(report: Report, outdir: str) -> list[str]:
     for rec in report.records:
         if rec["status"] == "failed":
             lines.append(f"  failed: {rec['rel']}: {rec['error']}")
+        elif rec.get("warning"):
+            lines.append(f"  warning: {rec['warning']}")
     if report.interrupted:
         lines.append(f"batch: stopped; {len(report.unfinished)} input(s) not finished (run the same command again "
                      "to go on)")
@@ -442,8 +481,10 @@ def batch(cfg: dict) -> int:
     previous = signal.getsignal(signal.SIGINT)
     try:
         import ray
-    except ImportError:
-        print("error: batch needs Ray: pip install 'ray[default]==2.60.0' (see requirements.txt)", file=sys.stderr)
+    except ImportError as exc:
+        from stream.extras import missing_extra
+
+        print(f"error: {missing_extra('batch', 'batch', exc)}", file=sys.stderr)
         return 2
 
     started_ray = not ray.is_initialized()

@@ -7,10 +7,12 @@ earlier runs that this run did not name are kept). A record::
     {"input": "/abs/a/b.mp4", "rel": "a/b.mp4", "size": 123, "mtime": 1.7e9, "config": "3f2a...",
      "status": "done" | "failed" | "skipped", "error": null | "one line", "permanent": true,
      "frames": 250, "faces": 250, "tracks": 1, "fps": 48.1, "seconds": 5.3, "node": "host (10.0.0.2)",
-     "worker": 1234, "attempts": 1, "outputs": {"tracks": "a/b.csv"}, "transfer": "shared", "finished": "...Z"}
+     "worker": 1234, "attempts": 1, "outputs": {"tracks": "a/b.csv"}, "transfer": "shared", "finished": "...Z",
+     "warning": null | "no face found in a/b.mp4 (250 frames)"}
 
+A file with no face in any frame is ``done`` (its outputs hold no faces) with that ``warning``, as ``run`` says it.
 ``skipped`` records keep the figures of the run that produced the outputs, with ``"previous": "done"|"failed"``.
-A ``failed`` record is ``permanent`` when the input itself is at fault (corrupt, no video stream, no face): resuming
+A ``failed`` record is ``permanent`` when the input itself is at fault (corrupt, no video stream): resuming
 skips it too, unless ``batch.retry_failed``; a worker that died (killed, out of memory) is not permanent.
 """
 from __future__ import annotations

@@ -93,7 +93,8 @@ class PipelinePeer:
         h, w = image.shape[:2]
         self.source.info = VideoInfo(width=w, height=h, fps=30.0, is_live=True, name=self.source.info.name)
         self._sinks = open_outputs(*self._sink_paths, self.source.info, self.engine.aligner.morph.tri,
-                                   self.cfg["mesh_format"], morph=self.engine.aligner.morph)
+                                   self.cfg["mesh_format"], morph=self.engine.aligner.morph,
+                                   tracks_params=self.cfg["tracks_params"])
         self._pipeline = Pipeline(self.source, self.analyzer, self.renderer, self._sinks, live=True, queue_size=1,
                                   on_frame=self._done)
         self._task = asyncio.get_running_loop().create_task(self._pipeline.run())
