@@ -18,11 +18,13 @@ from model.morphable import N_EXP, Basis, split_params
 @dataclass(frozen=True)
 class FitWeights:
     """Weights of the fit. ``prior_exp``: ridge on each PCA coefficient's change, per (whitening std)^2, in crop px^2;
-    ``prior_ext``: ridge on each extension value (per unit^2, crop px^2); ``ext_min`` / ``ext_max`` (N_EXT,) clamp.
+    ``prior_ext`` (N_EXT,): ridge on each extension value (per unit^2, crop px^2): the eyelids are cheap (nothing else
+    closes an eye), the mouth corners and the jaw dearer, so the PCA explains what it can and the extension the rest;
+    ``ext_min`` / ``ext_max`` (N_EXT,) clamp.
     """
 
     prior_exp: float = 4.0
-    prior_ext: float = 1.0
+    prior_ext: tuple[float, ...] = (1.0, 1.0, 6.0, 6.0, 6.0, 6.0, 12.0)
     ext_min: tuple[float, ...] = (-0.6, -0.6, -2.0, -2.0, -2.0, -2.0, 0.0)
     ext_max: tuple[float, ...] = (1.0, 1.0, 2.0, 2.0, 2.0, 2.0, 2.5)
 
@@ -50,7 +52,8 @@ def fit_expression(params: np.ndarray, targets_crop: np.ndarray, point_weights: 
     res = np.where(ok[..., None], tgt - pred0, 0.0)
     k = N_EXP + N_EXT
     std = np.asarray(exp_std, np.float64).reshape(N_EXP)
-    lam = np.concatenate([weights.prior_exp / std ** 2, np.full(N_EXT, weights.prior_ext)])
+    lam = np.concatenate([weights.prior_exp / std ** 2, np.broadcast_to(np.asarray(weights.prior_ext, np.float64),
+                                                                        (N_EXT,))])
     prior_mean = np.concatenate([e0, np.zeros((n, N_EXT))], axis=1)
     jw = jac * np.sqrt(wts)[..., None, None]
     a_mat = np.einsum("nvik,nvil->nkl", jw, jw) + lam[None, :, None] * np.eye(k)[None]

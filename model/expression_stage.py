@@ -24,12 +24,48 @@ from model.morphable import MorphableModel, frame_to_crop_xy
 # fit weight of each landmark's target: the patches' points (36-67) count fully; brows and nose keep the aligner's
 # positions (so the PCA does not bend them to fit the eyes and mouth); the jaw contour follows the fit freely
 POINT_WEIGHTS = np.concatenate([np.zeros(17), np.full(19, 0.3), np.ones(32)]).astype(np.float32)
+# how far a part can be turned away and still be read, |yaw| degrees: (full weight up to, zero weight from)
+FAR_EYE_YAW = (25.0, 50.0)
+NEAR_EYE_YAW = (55.0, 80.0)
+MOUTH_YAW = (45.0, 70.0)
+
+
+def _ramp(yaw: np.ndarray, span: tuple[float, float]) -> np.ndarray:
+    return np.clip((span[1] - np.abs(yaw)) / (span[1] - span[0]), 0.0, 1.0)
+
+
+def visibility_weights(params: np.ndarray) -> np.ndarray:
+    """(N, 62) real params -> (N, 68) fit weights: ``POINT_WEIGHTS`` with each eye's and the mouth's points faded out
+    as the head turns that part away (a turned-away eye's patch shows the nose or the cheek, not its lids).
+
+    Yaw > 0 brings the subject's left side (model x > 0) toward the camera, so the right eye (36-41) is the far one.
+    """
+    from model.morphable import pose_from_params
+
+    yaw = pose_from_params(np.asarray(params, np.float32))[:, 0].astype(np.float64)
+    w = np.tile(POINT_WEIGHTS.astype(np.float64), (len(yaw), 1))
+    right_far = yaw > 0
+    w[:, 36:42] *= np.where(right_far, _ramp(yaw, FAR_EYE_YAW), _ramp(yaw, NEAR_EYE_YAW))[:, None]
+    w[:, 42:48] *= np.where(right_far, _ramp(yaw, NEAR_EYE_YAW), _ramp(yaw, FAR_EYE_YAW))[:, None]
+    w[:, 48:68] *= _ramp(yaw, MOUTH_YAW)[:, None]
+    return w
 
 
 def _gray_patches(frame: np.ndarray, affines: np.ndarray, spec: PartSpec, out: np.ndarray) -> None:
     for i, a in enumerate(affines):
         p = cut(frame, a, spec)
         out[i] = cv2.cvtColor(p, cv2.COLOR_BGR2GRAY) if p.ndim == 3 else p
+
+
+def share_eye_closure(ext: np.ndarray, w_right: np.ndarray, w_left: np.ndarray) -> np.ndarray:
+    """A turned-away eye blinks with the one the camera sees: each eye's closure (ext columns 0, 1) moves toward the
+    other's by how much less visible it is (``w`` (N,) its fit weights). Returns a new (N, N_EXT) array."""
+    out = np.array(ext, copy=True)
+    top = np.maximum(np.maximum(w_right, w_left), 1e-9)
+    a_r, a_l = w_right / top, w_left / top
+    out[:, 0] = a_r * ext[:, 0] + (1 - a_r) * ext[:, 1]
+    out[:, 1] = a_l * ext[:, 1] + (1 - a_l) * ext[:, 0]
+    return out
 
 
 class ExpressionStage:
@@ -102,6 +138,8 @@ class ExpressionStage:
             targets = np.asarray(lm, np.float64)[..., :2].copy()
             targets[:, 36:68] = p
             crop = frame_to_crop_xy(targets, rois, self.convention)
-            out.append(fit_expression(params, crop, POINT_WEIGHTS, self.morph.sparse, self.exp_std, self.weights))
+            w = visibility_weights(params)
+            p_fit, ext = fit_expression(params, crop, w, self.morph.sparse, self.exp_std, self.weights)
+            out.append((p_fit, share_eye_closure(ext, w[:, 36], w[:, 42])))
         self.last_ms = (time.perf_counter() - t0) * 1e3
         return out

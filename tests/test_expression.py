@@ -135,3 +135,45 @@ def test_smoothing_keeps_a_blinks_depth_and_timing() -> None:
     assert depth >= 0.9 * depth_raw
     assert abs(int(np.argmax(out)) - int(np.argmax(meas))) <= 1
     assert np.std(np.diff(out[:45])) < np.std(np.diff(meas[:45]))
+
+
+def _tracks(tmp_path, expression: str) -> list[dict]:
+    import csv
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from model.assets import resolve_root
+
+    root = Path(__file__).resolve().parents[1]
+    video = resolve_root() / "KwaiVGI/LivePortrait/assets/examples/driving/d0.mp4"
+    out = tmp_path / f"d0_{expression}.csv"
+    res = subprocess.run([sys.executable, str(root / "run_stream.py"), "--source", str(video), "--tracks", str(out),
+                          "--weights", "3ddfa-v2-mb05", "--expression", expression, "--progress", "false"],
+                         capture_output=True, text=True, cwd=root)
+    assert res.returncode == 0, res.stderr[-500:]
+    with open(out, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# d0 (a test video): MediaPipe FaceMesh sees both eyes under half their median openness on frames 65-67 (the one blink;
+# ../shared/tools/expression_check.py's definition) and open eyes on the others
+BLINK = (65, 66, 67)
+
+
+def test_a_real_blink_comes_through_the_cli_into_the_tracks(tmp_path) -> None:
+    rows = _tracks(tmp_path, "true")
+    lm = np.array([[[float(r[f"{a}{i}"]) for a in "xy"] for i in range(68)] for r in rows])
+    frames = np.array([int(r["frame"]) for r in rows])
+    ear = eye_aspect_ratio(lm).mean(1)
+    closure = np.array([(float(r["eye_close_r"]) + float(r["eye_close_l"])) / 2 for r in rows])
+    blink = np.isin(frames, BLINK)
+    calm = (frames < 60) | (frames > 72)
+    assert ear[blink].min() < 0.5 * np.median(ear)  # the landmarks' eyes close
+    assert closure[blink].max() > 0.6 and np.median(closure[calm]) < 0.2
+    assert np.mean(ear[calm] < 0.5 * np.median(ear)) < 0.02  # and stay open elsewhere
+    before = _tracks(tmp_path, "false")  # the network's expression alone: no blink in the landmarks
+    lm0 = np.array([[[float(r[f"{a}{i}"]) for a in "xy"] for i in range(68)] for r in before])
+    ear0 = eye_aspect_ratio(lm0).mean(1)
+    assert ear0[blink].min() > 0.7 * np.median(ear0)
+    assert all(r["eye_close_r"] == "nan" for r in before)
