@@ -28,7 +28,7 @@ from model.expression_ext import EXT_NAMES, EXT_VERSION
 log = logging.getLogger(__name__)
 
 FACES_LABEL = "faces"
-MAX_BYTES = 32 * 1024       # one message; ~2.7 kB per face, so 11 faces fit
+MAX_BYTES = 32 * 1024       # one message; ~2.4 kB per face (ext included), so about 13 faces fit
 MAX_BUFFERED = 64 * 1024    # bytes waiting in the channel above which a message is dropped
 
 
