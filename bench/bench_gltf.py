@@ -51,12 +51,13 @@ def main() -> int:
     size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
     cap.release()
     morph = MorphableModel.load()
-    shapes = model_shapes(morph, params)
+    ext = tracks[tid].get("ext")  # the extended expression (nan rows: no expression stage), decoded as the NPZ was
+    shapes = model_shapes(morph, params, ext)
     fits = [fit_affine(shapes[i], verts[i]) for i in range(len(frames))]
     rows = []
     for n in sorted({min(k, len(frames)) for k in lengths}):
         anim = TrackAnimation(tid, times[:n], frames[:n], params[:n], np.stack([f[0] for f in fits[:n]]),
-                              max(f[1] for f in fits[:n]))
+                              max(f[1] for f in fits[:n]), None if ext is None else ext[:n])
         for kind in ("morph", "frames"):
             t0 = time.perf_counter()
             data = build_glb(anim, morph, morph.tri, size, None, animation=kind)

@@ -54,11 +54,15 @@ class Face:
     params: (62,) float32 real 3DMM parameters: camera (12, a 3x4 matrix row-major) | shape (40) | expression (10).
     roi: (4,) float32 the crop box the network saw, px.
     vertices: (V, 3) float32 dense mesh in px when asked for (``dense=True``), else None; triangles:
-        ``Session.triangles``.
+        ``Session.triangles``. Landmarks and vertices include the extended expression (closed eyes, ...).
     score: detector score in [0, 1] (images), None for tracked faces.
     track_id: stable id of the tracked face across frames (videos, streams), None for images.
     confidence: face confidence in [0, 1] from the face classifier on the crop (``model.confidence``; independent of
         the detector): the track's running value for videos, the crop's score for images.
+    ext: (N_EXT,) float32 the extended expression (``model.expression_ext``, version ``EXT_VERSION``, names
+        ``EXT_NAMES``: eye_close_r, eye_close_l, mouth_corner_up_r/l, mouth_corner_out_r/l, jaw_open; sides are the
+        subject's own; 0 = the mean face, 1 = an eye shut), smoothed like the params for videos; None when the model
+        ran without the expression stage. See ``eye_closure`` and ``expression_ext``.
     """
 
     box: np.ndarray
@@ -70,6 +74,7 @@ class Face:
     score: float | None = None
     track_id: int | None = None
     confidence: float | None = None
+    ext: np.ndarray | None = None
 
     @property
     def yaw(self) -> float:
@@ -101,6 +106,24 @@ class Face:
         """(10,) float32 expression coefficients."""
         return self.params[52:62]
 
+    @property
+    def expression_ext(self) -> dict[str, float] | None:
+        """The extended expression by name (``{"eye_close_r": 0.02, ..., "jaw_open": 0.1}``), None without it."""
+        if self.ext is None:
+            return None
+        from model.expression_ext import EXT_NAMES
+
+        return {k: float(v) for k, v in zip(EXT_NAMES, np.ravel(self.ext))}
+
+    @property
+    def eye_closure(self) -> tuple[float, float] | None:
+        """(right, left) eye closure of the subject (0 open as the mean face, 1 shut, < 0 wider), None without
+        ``ext``. "right" is the subject's right eye (landmarks 36-41: image left for a frontal face)."""
+        if self.ext is None:
+            return None
+        e = np.ravel(self.ext)
+        return float(e[0]), float(e[1])
+
 
 @dataclass
 class FrameResult:
@@ -129,7 +152,7 @@ class ResultSink(Protocol):
 def _face_of_record(rec: Any) -> Face:
     return Face(box=np.asarray(rec.box, np.float32), landmarks=rec.landmarks, pose=np.asarray(rec.pose, np.float32),
                 params=rec.params, roi=np.asarray(rec.roi, np.float32), vertices=rec.vertices,
-                track_id=int(rec.track_id), confidence=getattr(rec, "confidence", None))
+                track_id=int(rec.track_id), confidence=getattr(rec, "confidence", None), ext=getattr(rec, "ext", None))
 
 
 def _frame_result(job: Job) -> FrameResult:
@@ -207,7 +230,8 @@ class Session:
         conf = [None] * len(res) if res.confidence is None else [float(c) for c in res.confidence]
         return [Face(box=np.asarray(boxes[i], np.float32), landmarks=res.landmarks[i], pose=res.pose[i],
                      params=res.params[i], roi=res.roi[i], vertices=None if res.vertices is None else res.vertices[i],
-                     score=float(scores[i]), confidence=conf[i]) for i in range(len(res))]
+                     score=float(scores[i]), confidence=conf[i], ext=None if res.ext is None else res.ext[i])
+                for i in range(len(res))]
 
     def _run_config(self, source: str | Path, options: dict[str, Any]) -> dict:
         flat = _flatten(options)

@@ -4,8 +4,10 @@ What a file holds (see docs/INTERFACES.md, "glTF animation"):
 
 - one mesh: the 3DMM mean shape (model units) with UVs (``mesh_uv``), smooth normals, and a texture baked from the
   most frontal frame of the track;
-- 50 morph targets, the 40 shape and 10 expression basis vectors, each scaled by the largest |coefficient| of the
-  track so that every weight stays in [-1, 1] (Blender's shape-key range); names in ``mesh.extras.targetNames``;
+- 57 morph targets, the 40 shape and 10 expression basis vectors and the 7 of the extended expression
+  (``model.expression_ext``: closed eyes, mouth corners, jaw; when the model has them), each scaled by the largest
+  |coefficient| of the track so that every weight stays in [-1, 1] (Blender's shape-key range); names in
+  ``mesh.extras.targetNames`` (``shape00``.., ``exp00``.., ``ext_eye_close_r``..), ``asset.extras.ext_version``;
 - node animation in seconds (the source's frame times, unchanged): node ``track{ID}`` carries the head pose
   (translation, rotation); its child ``track{ID}_scale`` the scale (rotation Q, scale L: the symmetric part of the
   projection, nearly uniform); the grandchild ``track{ID}_face`` rotation Q^T and the mesh. The product of the three
@@ -27,7 +29,8 @@ import numpy as np
 
 from stream.atomic import atomic_write_bytes
 
-ANIMATIONS = ("morph", "frames")  # morph: 50 3DMM targets + weights; frames: one target per frame (the comparison)
+ANIMATIONS = ("morph", "frames")  # morph: 57 3DMM targets + weights; frames: one target per frame (the comparison)
+EXT_TARGET_PREFIX = "ext_"  # morph target names of the extended expression: ext_eye_close_r, ..., ext_jaw_open
 _FLOAT, _U16, _U32 = 5126, 5123, 5125
 _ARRAY, _ELEMENTS = 34962, 34963
 
@@ -116,11 +119,24 @@ def decompose_affine(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return r, q, lam
 
 
-def model_shapes(morph: Any, params: np.ndarray) -> np.ndarray:
-    """(T, 62) real params -> (T, V, 3) float64 model-space shapes ``u + coeffs @ w.T`` (pose not applied)."""
+def _ext_basis(morph: Any) -> np.ndarray | None:
+    """The dense extension basis (3V, N_EXT) of ``morph`` or None (a model without the extended expression)."""
+    basis = morph.dense_basis
+    flat_ext = getattr(basis, "flat_ext", None)
+    return None if flat_ext is None else flat_ext()
+
+
+def model_shapes(morph: Any, params: np.ndarray, ext: np.ndarray | None = None) -> np.ndarray:
+    """(T, 62) real params [+ the extended expression ext (T, N_EXT), None or nan rows = 0] -> (T, V, 3) float64
+    model-space shapes ``u + coeffs @ w.T + ext @ w_ext.T`` (pose not applied)."""
     u, w = morph.dense_basis.flat()
     coeffs = np.asarray(params, np.float64).reshape(-1, 62)[:, 12:12 + w.shape[1]]
-    return (u[None].astype(np.float64) + coeffs @ w.T.astype(np.float64)).reshape(len(coeffs), -1, 3)
+    s = u[None].astype(np.float64) + coeffs @ w.T.astype(np.float64)
+    we = _ext_basis(morph)
+    if ext is not None and we is not None:
+        x = np.nan_to_num(np.asarray(ext, np.float64).reshape(len(coeffs), -1))
+        s = s + x @ we.T.astype(np.float64)
+    return s.reshape(len(coeffs), -1, 3)
 
 
 def fit_affine(model: np.ndarray, vertices: np.ndarray) -> tuple[np.ndarray, float]:
@@ -139,7 +155,8 @@ def fit_affine(model: np.ndarray, vertices: np.ndarray) -> tuple[np.ndarray, flo
 @dataclass
 class TrackAnimation:
     """What one track's file animates: times (T,) s, frames (T,) indices, params (T, 62) real, affines (T, 3, 4)
-    (model -> frame px, from :func:`fit_affine`), fit_error: the largest residual of those fits (px)."""
+    (model -> frame px, from :func:`fit_affine`), fit_error: the largest residual of those fits (px); ext (T, N_EXT)
+    the extended expression or None (no expression stage: its targets get weight 0)."""
 
     track_id: int
     times: np.ndarray
@@ -147,6 +164,7 @@ class TrackAnimation:
     params: np.ndarray
     affines: np.ndarray
     fit_error: float = 0.0
+    ext: np.ndarray | None = None
 
 
 class _Packer:
@@ -217,6 +235,16 @@ def build_glb(anim: TrackAnimation, morph: Any, tri: np.ndarray, frame_size: tup
     u, w = morph.dense_basis.flat()
     n_v = u.shape[0] // 3
     coeffs = np.asarray(anim.params, np.float64)[:, 12:12 + w.shape[1]]
+    names = [f"shape{i:02d}" for i in range(40)] + [f"exp{i:02d}" for i in range(w.shape[1] - 40)]
+    w_ext = _ext_basis(morph)
+    if w_ext is not None:  # the extended expression's targets follow the 50 (zero weights without an ext)
+        from model.expression_ext import EXT_NAMES
+
+        ext = np.zeros((n_frames, w_ext.shape[1])) if anim.ext is None else \
+            np.nan_to_num(np.asarray(anim.ext, np.float64).reshape(n_frames, -1))
+        coeffs = np.concatenate([coeffs, ext], axis=1)
+        w = np.concatenate([w, w_ext], axis=1)
+        names += [EXT_TARGET_PREFIX + k for k in EXT_NAMES]
     m_w, c_w = world_from_pixels(frame_size)
     aff = np.asarray(anim.affines, np.float64)
     a_w = m_w @ aff[:, :, :3]
@@ -237,9 +265,8 @@ def build_glb(anim: TrackAnimation, morph: Any, tri: np.ndarray, frame_size: tup
         scale[scale == 0] = 1.0
         deltas = (w.T.astype(np.float64) * scale[:, None]).reshape(-1, n_v, 3)
         weights = coeffs / scale
-        names = [f"shape{i:02d}" for i in range(40)] + [f"exp{i:02d}" for i in range(w.shape[1] - 40)]
     else:
-        deltas = model_shapes(morph, anim.params) - base[None]
+        deltas = model_shapes(morph, anim.params, anim.ext) - base[None]
         weights = np.eye(n_frames)
         names = [f"frame{int(f):06d}" for f in anim.frames]
     targets = [g.Attributes(POSITION=pk.accessor(d.astype(np.float32), "VEC3", _ARRAY, bounds=True)) for d in deltas]
@@ -279,7 +306,7 @@ def build_glb(anim: TrackAnimation, morph: Any, tri: np.ndarray, frame_size: tup
             "frame_width": int(w_px), "frame_height": int(h_px), "track_id": int(tid), "frames": int(n_frames),
             "frame_indices_first_last": [int(anim.frames[0]), int(anim.frames[-1])],
             "world_from_pixels": "x=(x_px-W/2)/H, y=-(y_px-H/2)/H, z=z_px/H",
-            "animation": animation, "fit_error_px": float(anim.fit_error)}),
+            "animation": animation, "fit_error_px": float(anim.fit_error), **_ext_extras(w_ext, anim)}),
         scene=0, scenes=[g.Scene(nodes=[0, 3])], nodes=nodes, meshes=[mesh], materials=[material],
         textures=[g.Texture(source=0, sampler=0)], images=[image],
         samplers=[g.Sampler(magFilter=9729, minFilter=9987, wrapS=33071, wrapT=33071)], cameras=[camera],
@@ -287,6 +314,15 @@ def build_glb(anim: TrackAnimation, morph: Any, tri: np.ndarray, frame_size: tup
         accessors=pk.accessors, bufferViews=pk.views, buffers=[g.Buffer(byteLength=len(pk.blob))])
     gltf.set_binary_blob(bytes(pk.blob))
     return b"".join(gltf.save_to_bytes())
+
+
+def _ext_extras(w_ext: np.ndarray | None, anim: TrackAnimation) -> dict:
+    """``asset.extras`` of the extended expression: its version, and whether the track measured it."""
+    if w_ext is None:
+        return {}
+    from model.expression_ext import EXT_VERSION
+
+    return {"ext_version": EXT_VERSION, "ext_measured": anim.ext is not None}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -377,7 +413,9 @@ def check_glb(path: str | os.PathLike[str]) -> list[str]:
 
 def load_glb_frames(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Evaluate a .glb written by :func:`build_glb` at its keyframes: ``{"times" (T,), "vertices" (T, V, 3) float64
-    frame px, "triangles" (F, 3), "uv" (V, 2)}`` (morph targets, weights and the three nodes' TRS, as a viewer does)."""
+    frame px, "triangles" (F, 3), "uv" (V, 2), "weights" (T, K) the morph weights, "target_names" (K,) (every
+    target, the extended expression's included), "extras" the asset's extras}`` (morph targets, weights and the three
+    nodes' TRS, as a viewer does)."""
     import pygltflib as g
     from scipy.spatial.transform import Rotation
 
@@ -418,7 +456,9 @@ def load_glb_frames(path: str | os.PathLike[str]) -> dict[str, Any]:
         out[t] = (world - c_w) @ inv.T
     tri = _read_accessor(gltf, blob, prim.indices).reshape(-1, 3)
     return {"times": times, "vertices": out, "triangles": tri,
-            "uv": _read_accessor(gltf, blob, prim.attributes.TEXCOORD_0)}
+            "uv": _read_accessor(gltf, blob, prim.attributes.TEXCOORD_0), "weights": weights,
+            "target_names": list((gltf.meshes[0].extras or {}).get("targetNames", [])),
+            "extras": dict(gltf.asset.extras or {})}
 
 
 class _GLBTrack:
@@ -426,10 +466,20 @@ class _GLBTrack:
         self.frames: list[int] = []
         self.times: list[float] = []
         self.params: list[np.ndarray] = []
+        self.ext: list[np.ndarray | None] = []
         self.affines: list[np.ndarray] = []
         self.fit_error = 0.0
         self.best_score = np.inf  # |yaw| + |pitch| (degrees) of the texture frame
         self.texture_src: tuple[np.ndarray, np.ndarray] | None = None  # (face crop, vertices in the crop)
+
+
+def _stack_ext(rows: list[np.ndarray | None]) -> np.ndarray | None:
+    """Per-frame ext (N_EXT,) or None -> (T, N_EXT) with zero rows for None; None when no frame had one."""
+    known = [r for r in rows if r is not None]
+    if not known:
+        return None
+    zero = np.zeros_like(known[0])
+    return np.stack([zero if r is None else r for r in rows])
 
 
 class GLBSink:
@@ -479,10 +529,13 @@ class GLBSink:
                     continue
                 v = np.asarray(r.vertices, np.float32)[:, :3]
                 params = np.asarray(r.params, np.float32).reshape(-1)
-                aff, err = fit_affine(model_shapes(self.morph, params[None])[0], v)
+                ext = getattr(r, "ext", None)
+                ext = None if ext is None else np.asarray(ext, np.float32).reshape(-1)
+                aff, err = fit_affine(model_shapes(self.morph, params[None], None if ext is None else ext[None])[0], v)
                 t.frames.append(int(frame_index))
                 t.times.append(float(time))
                 t.params.append(params)
+                t.ext.append(ext)
                 t.affines.append(aff)
                 t.fit_error = max(t.fit_error, err)
                 score = float(abs(r.pose[0]) + abs(r.pose[1]))
@@ -516,7 +569,7 @@ class GLBSink:
                 if t.texture_src is not None:
                     tex = bake_texture(*t.texture_src, self.tri, self.uv, self.texture_size)
                 anim = TrackAnimation(tid, np.asarray(t.times), np.asarray(t.frames), np.stack(t.params),
-                                      np.stack(t.affines), t.fit_error)
+                                      np.stack(t.affines), t.fit_error, _stack_ext(t.ext))
                 data = build_glb(anim, self.morph, self.tri, self.frame_size or (640, 480), tex)
                 self.files.append(atomic_write_bytes(self.directory / f"track{tid}.glb", data))
             self._tracks.clear()

@@ -57,8 +57,35 @@ def test_align_image_faces(session: damdnet.Session, assets_dir: Path) -> None:
     np.testing.assert_allclose(dense[0].landmarks, f.landmarks, atol=1e-4)
     v = dense[0].vertices
     assert v.ndim == 2 and v.shape[1] == 3 and session.triangles.max() < v.shape[0]
+    # the extended expression: on every face, and in the landmarks and vertices (decoded with it)
+    from model.expression_ext import EXT_NAMES, N_EXT
+
+    assert f.ext.shape == (N_EXT,) and f.ext.dtype == np.float32
+    np.testing.assert_array_equal(np.stack([g.ext for g in faces]), ref.ext)
+    assert list(f.expression_ext) == list(EXT_NAMES) and f.eye_closure == (float(f.ext[0]), float(f.ext[1]))
+    morph = session._engine.aligner.morph
+    conv = session._engine.aligner.convention
+    d = dense[0]
+    np.testing.assert_allclose(morph.dense(d.params[None], d.roi[None], conv, d.ext[None])[0], v, atol=1e-3)
+    np.testing.assert_allclose(morph.landmarks(d.params[None], d.roi[None], conv, d.ext[None])[0], d.landmarks,
+                               atol=1e-3)
     with pytest.warns(damdnet.NoFaceWarning, match=r"^no face found in the image \(1 image\)$"):
         assert session.align_image(np.zeros((240, 320, 3), np.uint8)) == []  # no face: no result, no error
+
+
+def test_face_ext_properties() -> None:
+    """Face.ext's conveniences, and None without the expression stage."""
+    from model.expression_ext import EXT_NAMES
+
+    z = np.zeros(4, np.float32)
+    ext = np.array([1.0, 0.25, 0.5, 0, 0, -0.5, 0.3], np.float32)
+    f = Face(box=z, landmarks=np.zeros((68, 3), np.float32), pose=np.zeros(6, np.float32),
+             params=np.zeros(62, np.float32), roi=z, ext=ext)
+    assert f.eye_closure == (1.0, 0.25)  # (right, left): the subject's right eye is shut
+    assert f.expression_ext == dict(zip(EXT_NAMES, ext.tolist())) and abs(f.expression_ext["jaw_open"] - 0.3) < 1e-6
+    bare = Face(box=z, landmarks=np.zeros((68, 3), np.float32), pose=np.zeros(6, np.float32),
+                params=np.zeros(62, np.float32), roi=z)
+    assert bare.ext is None and bare.eye_closure is None and bare.expression_ext is None
 
 
 def test_align_image_errors_carry_the_cli_message(session: damdnet.Session, tmp_path: Path) -> None:
@@ -109,6 +136,9 @@ def test_track_video_frames_tracks_and_sinks(session: damdnet.Session, tmp_path:
         row = int(np.flatnonzero(t["frames"] == index)[0])
         np.testing.assert_allclose(t["landmarks"][row], f.landmarks, atol=2e-3)
     assert {f.track_id for _, f in faces} == set(tracks)
+    ext = np.stack([f.ext for _, f in faces])  # the smoothed extended expression, as the tracks file has it
+    np.testing.assert_allclose(np.concatenate([tracks[f.track_id]["ext"][tracks[f.track_id]["frames"] == i]
+                                               for i, f in faces]), ext, atol=2e-4)
 
 
 def test_track_video_left_early_closes_outputs(session: damdnet.Session, tmp_path: Path) -> None:
@@ -120,6 +150,10 @@ def test_track_video_left_early_closes_outputs(session: damdnet.Session, tmp_pat
             if fr.index == 4:
                 break
     assert fr.faces and fr.faces[0].vertices.shape[1] == 3  # dense=True
+    f = fr.faces[0]  # the vertices of a tracked face are decoded with its (smoothed) ext
+    aligner = session._engine.aligner
+    np.testing.assert_allclose(aligner.morph.dense(f.params[None], f.roi[None], aligner.convention, f.ext[None])[0],
+                               f.vertices, atol=1e-3)
     written = sorted({int(i) for t in load_tracks(out).values() for i in t["frames"]})
     assert written[:5] == [0, 1, 2, 3, 4] and len(written) < 90  # the frames so far, not the whole source
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv"]  # finalised, no temporary file left

@@ -1,22 +1,31 @@
-"""Face data messages (stream.webrtc.facedata): schema, size limit, backpressure (drop, never queue), the mesh for
-clients; and the pipeline peer producing one message per processed frame."""
+"""Face data messages (stream.webrtc.facedata): schema (the extended expression included), size limit, backpressure
+(drop, never queue), the mesh for clients and the page's decoding of it (face3d.js under node); and the pipeline peer
+producing one message per processed frame."""
 from __future__ import annotations
 
 import json
+import shutil
 import struct
+import subprocess
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
+from model.expression_ext import EXT_NAMES, EXT_VERSION, N_EXT
 from stream.frames import FaceRecord
 from stream.webrtc.facedata import FaceChannel, encode, face_message, face_model_bytes
 
+STATIC = Path(__file__).resolve().parents[1] / "stream" / "webrtc" / "static"
 
-def _face(tid: int, rng: np.random.Generator) -> FaceRecord:
+
+def _face(tid: int, rng: np.random.Generator, ext: bool = True) -> FaceRecord:
     lm = rng.uniform(100, 300, (68, 3)).astype(np.float32)
     return FaceRecord(0, 0.0, tid, np.array([90, 80, 310, 320], np.float32), np.zeros(4, np.float32),
                       np.array([10.123, -5.5, 2.25, 1e-3, 60, 60], np.float32), lm,
-                      rng.normal(0, 1, 62).astype(np.float32) * 1e4)
+                      rng.normal(0, 1, 62).astype(np.float32) * 1e4,
+                      ext=rng.uniform(-0.3, 1, N_EXT).astype(np.float32) if ext else None)
 
 
 class FakeChannel:
@@ -40,6 +49,10 @@ def test_message_schema_and_rounding() -> None:
     np.testing.assert_allclose(f["landmarks"], face.landmarks, atol=0.006)
     np.testing.assert_allclose(f["params"], face.params, rtol=1e-5)
     assert len(f["box"]) == 4 and len(f["params"]) == 62
+    assert msg["ext_version"] == EXT_VERSION and list(f["ext"]) == list(EXT_NAMES)
+    np.testing.assert_allclose([f["ext"][k] for k in EXT_NAMES], face.ext, atol=6e-5)
+    bare = json.loads(encode(face_message(8, 8, 0.3, (640, 480), [_face(5, rng, ext=False)])))
+    assert bare["faces"][0]["ext"] is None and bare["ext_version"] == EXT_VERSION  # no expression stage: null
 
 
 def test_size_limit_keeps_the_faces_that_fit() -> None:
@@ -79,11 +92,71 @@ def test_face_model_bytes_decode_to_the_dense_mesh() -> None:
            for k, v in head["arrays"].items()}
     params = np.zeros((1, 62), np.float32)
     params[0, 12:] = np.random.default_rng(2).normal(0, 1e4, 50)
-    shape = arr["mean"] + arr["basis"].reshape(-1, head["coefficients"]) @ params[0, 12:]
-    np.testing.assert_allclose(shape.reshape(-1, 3), morph.dense_basis.shape_model(params)[0], rtol=1e-4,
+    ext = np.array([[1.0, 0.0, 0.7, -0.4, 0.3, 0.0, 0.5]], np.float32)  # a right wink, a smirk, the jaw open
+    assert head["ext_names"] == list(EXT_NAMES) and head["ext_version"] == EXT_VERSION
+    shape = arr["mean"] + arr["basis"].reshape(-1, head["coefficients"]) @ params[0, 12:] \
+        + arr["ext_basis"].reshape(-1, len(head["ext_names"])) @ ext[0]
+    np.testing.assert_allclose(shape.reshape(-1, 3), morph.dense_basis.shape_model(params, ext)[0], rtol=1e-4,
                                atol=1e-2)
     np.testing.assert_array_equal(arr["triangles"].reshape(-1, 3), morph.tri)
     assert head["vertices"] == morph.n_dense
+
+
+_FACE3D_HARNESS = r"""
+const fs = require("fs");
+const [js, model, msgFile] = process.argv.slice(2);
+const uploads = [];
+const gl = new Proxy({ ARRAY_BUFFER: 34962, ELEMENT_ARRAY_BUFFER: 34963 }, { get(t, k) {
+  if (k in t) return t[k];
+  if (k === "getShaderParameter" || k === "getExtension") return () => true;
+  if (k === "bufferData") return (target, data) => { if (target === 34962) uploads.push(Array.from(data)); };
+  return () => ({});
+} });
+global.window = {};
+global.fetch = async () => { const b = fs.readFileSync(model);
+  return { ok: true, arrayBuffer: async () => b.buffer.slice(b.byteOffset, b.byteOffset + b.length) }; };
+eval(fs.readFileSync(js, "utf8"));
+(async () => {
+  const view = window.Face3D.create({ getContext: () => gl, width: 4, height: 3 });
+  await view.load("/face-model");
+  const out = [];
+  for (const face of JSON.parse(fs.readFileSync(msgFile, "utf8")).faces) {
+    uploads.length = 0; view.update(face.params, face.ext); out.push(uploads[0]);
+  }
+  console.log(JSON.stringify(out));
+})().catch((e) => { console.error(e); process.exit(1); });
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node missing")
+def test_page_view_decodes_ext_like_the_server(tmp_path: Path) -> None:
+    """The page's 3D view (face3d.js, run under node with a stub WebGL) rebuilds the mesh of a faces message with its
+    ext: a closed eye moves the vertices exactly as the server's decode does (up to the view's centring and scale)."""
+    from model.morphable import MorphableModel, Whitening
+
+    morph = MorphableModel.load()
+    (tmp_path / "model.bin").write_bytes(face_model_bytes(morph))
+    params = Whitening.load("v1").unwhiten(np.zeros((1, 62), np.float32))[0]
+    faces = []
+    for ext in (None, np.array([1, 0, 0.8, 0, 0, -0.5, 0.6], np.float32)):
+        rec = FaceRecord(0, 0.0, 1, np.zeros(4, np.float32), np.zeros(4, np.float32), np.zeros(6, np.float32),
+                         np.zeros((68, 3), np.float32), params, ext=ext)
+        faces.append(rec)
+    (tmp_path / "msg.json").write_text(encode(face_message(0, 0, 0.0, (640, 480), faces)))
+    (tmp_path / "run.js").write_text(_FACE3D_HARNESS)
+    run = subprocess.run(["node", str(tmp_path / "run.js"), str(STATIC / "face3d.js"), str(tmp_path / "model.bin"),
+                          str(tmp_path / "msg.json")], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    got = [np.asarray(v, np.float64).reshape(-1, 3) for v in json.loads(run.stdout)]
+    p = np.asarray(json.loads(encode(face_message(0, 0, 0.0, (640, 480), faces)))["faces"][0]["params"], np.float64)
+    for v, rec in zip(got, faces):
+        ext = None if rec.ext is None else np.round(rec.ext[None].astype(np.float64), 4)
+        x = morph.dense_basis.shape_model(p[None], ext)[0] @ p[:12].reshape(3, 4)[:, :3].T
+        x -= x.mean(0)
+        x *= 0.9 / np.abs(x[:, :2]).max()
+        np.testing.assert_allclose(v, x, atol=2e-4)
+    eyes = np.abs(got[1] - got[0]).max()
+    assert eyes > 0.01, eyes  # the wink shows in the page's view
 
 
 def test_pipeline_peer_sends_one_message_per_frame() -> None:

@@ -1,5 +1,6 @@
-"""glTF animation (stream.gltf): a track written as .glb reads back to the NPZ's vertices at every frame, passes the
-structural checks and (when the npm tools are installed, .ci/run) the Khronos validator; OBJ files carry UVs."""
+"""glTF animation (stream.gltf): a track written as .glb reads back to the NPZ's vertices at every frame (closed eyes
+and lopsided mouths of the extended expression included), passes the structural checks and (when the npm tools are
+installed, .ci/run) the Khronos validator; OBJ files carry UVs."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from model.expression_ext import EXT_NAMES, EXT_VERSION, N_EXT
 from model.morphable import MorphableModel, Whitening
 from stream.frames import FaceRecord, Frame, VideoInfo
 from stream.gltf import GLBSink, check_glb, load_glb_frames, mesh_uv
@@ -35,9 +37,23 @@ def morph() -> MorphableModel:
     return MorphableModel.load()
 
 
-def head_motion(morph: MorphableModel, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def blinks_and_smirks(n: int) -> np.ndarray:
+    """(n, N_EXT) extended expression: the right eye blinks shut (1) while the left stays open, then the left one;
+    one mouth corner rises, the other is pulled out; the jaw opens."""
+    t = np.linspace(0, 1, n)
+    ext = np.zeros((n, N_EXT), np.float32)
+    ext[:, 0] = np.clip(np.sin(2 * np.pi * t) * 1.3, -0.3, 1.0)  # eye_close_r: shut in the first half
+    ext[:, 1] = np.clip(-np.sin(2 * np.pi * t) * 1.3, -0.3, 1.0)  # eye_close_l: shut in the second
+    ext[:, 2] = 0.8 * t  # mouth_corner_up_r alone
+    ext[:, 5] = -0.6 * np.sin(3 * t)  # mouth_corner_out_l
+    ext[:, 6] = 0.5 * (1 - np.cos(4 * t))  # jaw_open
+    return ext
+
+
+def head_motion(morph: MorphableModel, n: int, seed: int = 0,
+                ext: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(params (n, 62) real, rois (n, 4), vertices (n, V, 3) float32 frame px): a head turning, talking, drifting,
-    with a non-square ROI now and then (the crop scales x and y differently)."""
+    with a non-square ROI now and then (the crop scales x and y differently); ``ext`` (n, N_EXT) is decoded too."""
     wh = Whitening.load("v1")
     rng = np.random.default_rng(seed)
     t = np.linspace(0, 1, n)[:, None]
@@ -50,21 +66,25 @@ def head_motion(morph: MorphableModel, n: int, seed: int = 0) -> tuple[np.ndarra
     side = 220 + 30 * np.sin(6 * t[:, 0])
     rois = np.stack([x0, 90 + 0 * x0, x0 + side * (1 + 0.1 * (np.arange(n) % 3 == 1)), 90 + side], 1)
     rois = rois.astype(np.float32)
-    return params, rois, morph.dense(params, rois, "v1").astype(np.float32)
+    return params, rois, morph.dense(params, rois, "v1", ext).astype(np.float32)
 
 
-def _records(params, rois, verts, morph) -> list[FaceRecord]:
+def _records(params, rois, verts, morph, ext=None) -> list[FaceRecord]:
     from model.morphable import pose_from_params
 
     pose = pose_from_params(params)
-    return [FaceRecord(i, i / 30, 3, rois[i], rois[i], pose[i], morph.landmarks(params[i:i + 1], rois[i:i + 1])[0],
-                       params[i], verts[i]) for i in range(len(params))]
+    e = [None] * len(params) if ext is None else ext
+    return [FaceRecord(i, i / 30, 3, rois[i], rois[i], pose[i],
+                       morph.landmarks(params[i:i + 1], rois[i:i + 1], "v1", None if e[i] is None else e[i][None])[0],
+                       params[i], verts[i], ext=e[i]) for i in range(len(params))]
 
 
-def test_glb_reads_back_to_the_npz(tmp_path: Path, morph: MorphableModel) -> None:
+@pytest.mark.parametrize("with_ext", [False, True], ids=["no_ext", "ext"])
+def test_glb_reads_back_to_the_npz(tmp_path: Path, morph: MorphableModel, with_ext: bool) -> None:
     n = 24
-    params, rois, verts = head_motion(morph, n)
-    records = _records(params, rois, verts, morph)
+    ext = blinks_and_smirks(n) if with_ext else None
+    params, rois, verts = head_motion(morph, n, ext=ext)
+    records = _records(params, rois, verts, morph, ext)
     image = np.zeros((480, 640, 3), np.uint8)
     image[:, :, 1] = np.arange(640)[None] % 256
     info = VideoInfo(width=640, height=480, fps=30.0)
@@ -84,6 +104,17 @@ def test_glb_reads_back_to_the_npz(tmp_path: Path, morph: MorphableModel) -> Non
     assert err.max() < 1e-4, err  # frame pixels, every frame
     np.testing.assert_array_equal(back["triangles"], morph.tri)
     np.testing.assert_allclose(back["uv"], mesh_uv(morph))
+    names = back["target_names"]
+    assert names[:50] == [f"shape{i:02d}" for i in range(40)] + [f"exp{i:02d}" for i in range(10)]
+    assert names[50:] == ["ext_" + k for k in EXT_NAMES] and back["weights"].shape == (n, 57)
+    assert back["extras"]["ext_version"] == EXT_VERSION and back["extras"]["ext_measured"] == with_ext
+    w_ext = back["weights"][:, 50:]
+    assert np.abs(back["weights"]).max() <= 1 + 1e-6
+    if with_ext:  # weight x scale = the value: the targets carry the blink, and removing them breaks the vertices
+        np.testing.assert_allclose(w_ext * np.abs(ext).max(0), ext, atol=1e-5)
+        assert np.abs(verts - head_motion(morph, n)[2]).max() > 1  # the ext moves vertices by pixels
+    else:
+        assert not w_ext.any()
     report = validator_report(glb)
     if report is not None:
         assert report["issues"]["numErrors"] == 0 and report["issues"]["numWarnings"] == 0, report["issues"]

@@ -98,7 +98,7 @@ def test_cli_glb_opens_in_three_js(assets_dir: Path, repo_root: Path, tmp_path: 
     finally:
         server.shutdown()
     assert result.get("ok"), result
-    assert result["targets"] == 50 and result["hasTexture"] and result["camera"] == "OrthographicCamera"
+    assert result["targets"] == 57 and result["hasTexture"] and result["camera"] == "OrthographicCamera"
     assert abs(result["duration"] - (times[-1])) < 1e-3
     import pygltflib
 

@@ -1,4 +1,5 @@
-"""Overlays: every mode changes pixels only near the faces; axes follow the rotation; angle convention matches model."""
+"""Overlays: every mode changes pixels only near the faces; axes follow the rotation; angle convention matches model;
+a closed eye or a one-sided smile of the extended expression shows on its side only."""
 from __future__ import annotations
 
 import numpy as np
@@ -107,3 +108,43 @@ def test_rotation_from_angles_matches_model_convention():
         r = rotation_from_angles(yaw, pitch, roll)
         ang = np.degrees(morph.matrix_to_angles(r[None]))[0]
         np.testing.assert_allclose(ang, [yaw, pitch, roll], atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["mesh", "wireframe", "landmarks"])
+@pytest.mark.parametrize("component, moved, still", [
+    (0, (36, 37, 38, 39, 40, 41), (42, 43, 44, 45, 46, 47)),  # eye_close_r: the subject's right eye shuts
+    (2, (48, 49, 59, 60), (54, 53, 55, 64)),  # mouth_corner_up_r: a one-sided smile
+], ids=["eye_close_r", "mouth_corner_up_r"])
+def test_ext_shows_in_the_overlay(mode, component, moved, still):
+    """A face record whose extended expression shuts the subject's right eye or lifts one mouth corner (value 1,
+    decoded into its vertices and landmarks as the analyzer does) draws differently there, and not on the other
+    side."""
+    from model.expression_ext import N_EXT
+    from model.morphable import MorphableModel, Whitening, pose_from_params
+    from stream.frames import FaceRecord
+    from stream.outputs import FrameRenderer
+
+    morph = MorphableModel.load()
+    params = Whitening.load("v1").unwhiten(np.zeros((1, 62), np.float32))
+    roi = np.array([[170, 90, 470, 390]], np.float32)
+    frame = np.full((480, 640, 3), 90, np.uint8)
+    renderer = FrameRenderer(mode, morph, draw_ids=False)
+    out, lms = [], []
+    for value in (0.0, 1.0):
+        ext = np.zeros((1, N_EXT), np.float32)
+        ext[0, component] = value
+        lm = morph.landmarks(params, roi, "v1", ext)[0].astype(np.float32)
+        verts = morph.dense(params, roi, "v1", ext)[0].astype(np.float32)
+        rec = FaceRecord(0, 0.0, 1, roi[0], roi[0], pose_from_params(params)[0], lm, params[0], verts, ext=ext[0])
+        out.append(renderer.render(frame, [rec]).astype(int))
+        lms.append(lm)
+    diff = np.abs(out[1] - out[0]).sum(2) > 12  # beyond a shading step (the dense spread leaves faint traces)
+
+    def box(idx, margin=6):
+        p = lms[0][list(idx), :2]
+        (x0, y0), (x1, y1) = np.floor(p.min(0) - margin).astype(int), np.ceil(p.max(0) + margin).astype(int)
+        return diff[y0:y1, x0:x1]
+
+    changed, unchanged = box(moved).sum(), box(still).sum()
+    assert changed > 20, changed  # the lids meet / the corner rises: drawn differently
+    assert unchanged <= changed / 20, (unchanged, changed)  # the other side stays as it was

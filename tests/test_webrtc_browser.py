@@ -50,11 +50,15 @@ def check_face_data(fd: dict, box: list, size: tuple[int, int]) -> None:
     assert fd["parseErrors"] == 0 and fd["messages"] >= 20, fd["messages"]
     assert fd["messages"] >= 0.5 * fd["frames"], (fd["messages"], fd["frames"])  # at the frame rate
     last = fd["last"]
+    from model.expression_ext import EXT_NAMES, EXT_VERSION
+
     assert {"seq", "frame", "time", "width", "height", "faces", "probe", "dropped", "truncated"} <= set(last)
+    assert last["ext_version"] == EXT_VERSION
     assert (last["width"], last["height"]) == size and last["truncated"] == 0
     face = last["faces"][0]
     assert isinstance(face["id"], int) and len(face["box"]) == 4 and len(face["params"]) == 62
     assert np.asarray(face["landmarks"]).shape == (68, 3)
+    assert face["ext"] is None or list(face["ext"]) == list(EXT_NAMES)
     assert all(isinstance(face[k], (int, float)) for k in ("yaw", "pitch", "roll"))
     times = [m["time"] for m in fd["recent"]]
     assert all(b > a for a, b in zip(times, times[1:])), "message times must increase"

@@ -5,13 +5,14 @@ frame's data is worth nothing); the server then sends, for every frame it proces
 
     {"type": "faces", "seq": 17, "frame": 17, "time": 0.5667, "width": 640, "height": 480, "probe": 123456 | null,
      "faces": [{"id": 1, "box": [x1, y1, x2, y2], "yaw": -3.1, "pitch": 4.2, "roll": 0.5,
-                "landmarks": [[x, y, z] x 68], "params": [62 real 3DMM parameters]}],
-     "truncated": 0, "dropped": 0}
+                "landmarks": [[x, y, z] x 68], "params": [62 real 3DMM parameters],
+                "ext": {"eye_close_r": 0.02, ..., "jaw_open": 0.1} | null}],
+     "ext_version": "ext-v1", "truncated": 0, "dropped": 0}
 
 Backpressure never delays the video: a message is dropped (and counted in ``dropped``) when the channel still holds
 more than ``max_buffered`` bytes; a message over ``max_bytes`` keeps the faces that fit and says how many it left
 out in ``truncated``. ``GET /face-model`` gives the dense mesh (``face_model_bytes``) so that clients can rebuild it
-from ``params``.
+from ``params`` and ``ext`` (the extended expression, ``model.expression_ext``; null without the expression stage).
 """
 from __future__ import annotations
 
@@ -22,10 +23,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from model.expression_ext import EXT_NAMES, EXT_VERSION
+
 log = logging.getLogger(__name__)
 
 FACES_LABEL = "faces"
-MAX_BYTES = 32 * 1024       # one message; ~2.6 kB per face, so 12 faces fit
+MAX_BYTES = 32 * 1024       # one message; ~2.4 kB per face (ext included), so about 13 faces fit
 MAX_BUFFERED = 64 * 1024    # bytes waiting in the channel above which a message is dropped
 
 
@@ -38,11 +41,14 @@ def _sig(values: Any) -> list:
 
 
 def face_entry(face: Any) -> dict:
-    """One face (a ``FaceRecord``) as the message's JSON object: pixels to 0.01, angles to 0.01 degree."""
+    """One face (a ``FaceRecord``) as the message's JSON object: pixels to 0.01, angles to 0.01 degree, the
+    extended expression to 1e-4 (``{name: value}`` in ``EXT_NAMES`` order, or None)."""
     pose = np.asarray(face.pose, np.float64)
+    ext = getattr(face, "ext", None)
     return {"id": int(face.track_id), "box": _round(np.ravel(face.box)[:4], 2),
             "yaw": round(float(pose[0]), 2), "pitch": round(float(pose[1]), 2), "roll": round(float(pose[2]), 2),
-            "landmarks": _round(np.asarray(face.landmarks)[:68, :3], 2), "params": _sig(np.ravel(face.params)[:62])}
+            "landmarks": _round(np.asarray(face.landmarks)[:68, :3], 2), "params": _sig(np.ravel(face.params)[:62]),
+            "ext": None if ext is None else dict(zip(EXT_NAMES, _round(np.ravel(ext)[:len(EXT_NAMES)], 4)))}
 
 
 def face_message(seq: int, frame: int, time: float, size: tuple[int, int], faces: Sequence[Any],
@@ -51,7 +57,7 @@ def face_message(seq: int, frame: int, time: float, size: tuple[int, int], faces
     (s, the WebRTC media time); ``probe`` the latency-probe value painted into it, when there was one."""
     return {"type": "faces", "seq": int(seq), "frame": int(frame), "time": round(float(time), 6),
             "width": int(size[0]), "height": int(size[1]), "probe": probe,
-            "faces": [face_entry(f) for f in faces], "truncated": 0, "dropped": 0}
+            "faces": [face_entry(f) for f in faces], "ext_version": EXT_VERSION, "truncated": 0, "dropped": 0}
 
 
 def encode(message: dict, max_bytes: int = MAX_BYTES) -> str:
@@ -113,14 +119,22 @@ class FaceChannel:
 def face_model_bytes(morph: Any) -> bytes:
     """The dense mesh for clients: ``uint32 n`` + ``n`` bytes of JSON header + little-endian arrays at the offsets the
     header names: ``mean`` float32 (V*3), ``basis`` float32 (V*3, K) row-major (x, y, z rows per vertex; K = 40 shape
-    + 10 expression), ``triangles`` uint32 (F*3). Model-space vertices = mean + basis @ params[12:62]; the pose is
-    ``params[0:12]`` (3x4 row-major, crop coordinates before the y flip)."""
+    + 10 expression), ``triangles`` uint32 (F*3), and (when the model has the extended expression)
+    ``ext_basis`` float32 (V*3, E) row-major, E = ``len(header["ext_names"])``. Model-space vertices =
+    mean + basis @ params[12:62] + ext_basis @ [ext[name] for name in ext_names]; the pose is ``params[0:12]``
+    (3x4 row-major, crop coordinates before the y flip)."""
     u, w = morph.dense_basis.flat()
+    flat_ext = getattr(morph.dense_basis, "flat_ext", None)
+    w_ext = None if flat_ext is None else flat_ext()
     tri = np.ascontiguousarray(morph.tri, "<u4").reshape(-1)
     parts = [np.ascontiguousarray(u, "<f4").tobytes(), np.ascontiguousarray(w, "<f4").tobytes(), tri.tobytes()]
-    names = ("mean", "basis", "triangles")
+    names: tuple[str, ...] = ("mean", "basis", "triangles")
     header = {"vertices": int(u.shape[0] // 3), "coefficients": int(w.shape[1]), "triangles": int(len(tri) // 3),
               "params_offset": 12, "arrays": {}}
+    if w_ext is not None:
+        parts.append(np.ascontiguousarray(w_ext, "<f4").tobytes())
+        names += ("ext_basis",)
+        header.update(ext_names=list(EXT_NAMES), ext_version=EXT_VERSION)
     # offsets are relative to the end of the header and 4-byte aligned
     offset = 0
     for name, data in zip(names, parts):

@@ -209,17 +209,18 @@
       ? `#${face.id} yaw ${face.yaw.toFixed(0)} pitch ${face.pitch.toFixed(0)} roll ${face.roll.toFixed(0)}` : "no face";
     if (face && view3d && view3d.loaded) {
       pendingParams = face.params;  // drawn on the next animation frame, at most VIEW_FPS times a second
+      pendingExt = face.ext || null;
       if (!viewScheduled) { viewScheduled = true; requestAnimationFrame(drawView); }
     }
   }
 
   const VIEW_FPS = 15;
-  let pendingParams = null, viewScheduled = false, lastViewMs = 0;
+  let pendingParams = null, pendingExt = null, viewScheduled = false, lastViewMs = 0;
   function drawView(now) {
     if (now - lastViewMs < 1000 / VIEW_FPS - 2) { requestAnimationFrame(drawView); return; }
     viewScheduled = false;
     lastViewMs = now;
-    if (pendingParams) { view3d.update(pendingParams); pendingParams = null; }
+    if (pendingParams) { view3d.update(pendingParams, pendingExt); pendingParams = null; }
     window.faceData.viewFrames = view3d.framesDrawn;
   }
 

@@ -1,7 +1,9 @@
 // Small 3D view of a tracked face in plain WebGL: the dense mesh from GET /face-model, rebuilt each frame from the
-// 3DMM parameters of a "faces" message (shape + expression), turned by the message's pose, lit from the front.
+// 3DMM parameters of a "faces" message (shape + expression) and its extended expression ("ext": closed eyes, mouth
+// corners, jaw), turned by the message's pose, lit from the front.
 //
-//   const view = Face3D.create(canvas);  await view.load("/face-model?token=T");  view.update(params);  // 62 numbers
+//   const view = Face3D.create(canvas);  await view.load("/face-model?token=T");
+//   view.update(face.params, face.ext);  // 62 numbers, {name: value} or null
 //   view.framesDrawn, view.loaded
 (() => {
   "use strict";
@@ -32,6 +34,7 @@
     const aspectLoc = gl.getUniformLocation(prog, "aspect");
     const posBuf = gl.createBuffer(), nrmBuf = gl.createBuffer(), idxBuf = gl.createBuffer();
     let mean, basis, tri, nV, nK, nT, verts, normals, uintIndex;
+    let extBasis = null, extNames = [];  // (V*3, E) row-major, the names of its columns (server's EXT_NAMES)
 
     view.load = async (url) => {
       const resp = await fetch(url);
@@ -44,6 +47,10 @@
       basis = new Float32Array(buf, base + a.basis.offset, a.basis.bytes / 4);
       tri = new Uint32Array(buf, base + a.triangles.offset, a.triangles.bytes / 4);
       nV = head.vertices; nK = head.coefficients; nT = head.triangles;
+      if (a.ext_basis && Array.isArray(head.ext_names)) {
+        extBasis = new Float32Array(buf, base + a.ext_basis.offset, a.ext_basis.bytes / 4);
+        extNames = head.ext_names;
+      }
       verts = new Float32Array(nV * 3); normals = new Float32Array(nV * 3);
       uintIndex = nV > 65535;
       if (uintIndex && !gl.getExtension("OES_element_index_uint")) throw new Error("32-bit indices unsupported");
@@ -53,11 +60,13 @@
       view.vertices = nV;
     };
 
-    // params: 62 real 3DMM parameters: P (3x4 row-major) | 40 shape | 10 expression
-    view.update = (params) => {
+    // params: 62 real 3DMM parameters: P (3x4 row-major) | 40 shape | 10 expression; ext: {name: value} or null
+    view.update = (params, ext) => {
       if (!view.loaded || !params || params.length < 12 + nK) return;
       const c = params.slice(12, 12 + nK);
       const P = params;
+      const nE = extBasis && ext ? extNames.length : 0;
+      const e = extNames.map((name) => (ext && Number.isFinite(ext[name]) ? ext[name] : 0));
       let cx = 0, cy = 0, cz = 0;
       for (let i = 0; i < nV * 3; i += 3) {
         const x = [0, 0, 0];
@@ -65,6 +74,8 @@
           let s = mean[i + j];
           const row = (i + j) * nK;
           for (let k = 0; k < nK; k++) s += basis[row + k] * c[k];
+          const rowE = (i + j) * nE;
+          for (let k = 0; k < nE; k++) s += extBasis[rowE + k] * e[k];
           x[j] = s;
         }
         // rotation and scale of the pose (crop coordinates, y up): the view turns with the head
@@ -72,12 +83,12 @@
         cx += verts[i]; cy += verts[i + 1]; cz += verts[i + 2];
       }
       cx /= nV; cy /= nV; cz /= nV;
-      let ext = 1e-9;
+      let extent = 1e-9;
       for (let i = 0; i < nV * 3; i += 3) {
         verts[i] -= cx; verts[i + 1] -= cy; verts[i + 2] -= cz;
-        ext = Math.max(ext, Math.abs(verts[i]), Math.abs(verts[i + 1]));
+        extent = Math.max(extent, Math.abs(verts[i]), Math.abs(verts[i + 1]));
       }
-      const s = 0.9 / ext;
+      const s = 0.9 / extent;
       for (let i = 0; i < nV * 3; i++) verts[i] *= s;
       normals.fill(0);
       for (let t = 0; t < nT * 3; t += 3) {
