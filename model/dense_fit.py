@@ -64,6 +64,16 @@ def _tps_operator(nodes: np.ndarray, points: np.ndarray) -> np.ndarray:
     return at @ inv
 
 
+def _idw_operator(nodes: np.ndarray, points: np.ndarray, power: float = 6.0) -> np.ndarray:
+    """(P, N) inverse-distance weights (Shepard) of N 2D ``nodes`` at ``points`` (P, 2): rows sum to 1, exact at the
+    nodes, never overshooting (each point is a convex blend of the nodes' values, the nearest weighing most)."""
+    d2 = ((points[:, None, :] - nodes[None, :, :]) ** 2).sum(-1)
+    at = d2 == 0
+    w = 1.0 / np.maximum(d2, 1e-12) ** (power / 2)
+    w = np.where(at.any(1, keepdims=True), at.astype(np.float64), w)
+    return w / w.sum(1, keepdims=True)
+
+
 def consistent_dense_model(morph: MorphableModel) -> tuple[MorphableModel, np.ndarray]:
     """A MorphableModel whose dense grid passes exactly through the 68 landmarks, for every shape and expression.
 
@@ -83,7 +93,10 @@ def consistent_dense_model(morph: MorphableModel) -> tuple[MorphableModel, np.nd
     u = d.u.astype(np.float64) + op @ (s.u.astype(np.float64) - d.u[k].astype(np.float64))
     w_shp = d.w_shp.astype(np.float64) + np.einsum("vn,nck->vck", op, s.w_shp - d.w_shp[k].astype(np.float64))
     w_exp = d.w_exp.astype(np.float64) + np.einsum("vn,nck->vck", op, s.w_exp - d.w_exp[k].astype(np.float64))
-    w_ext = None if s.w_ext is None else np.einsum("vn,nck->vck", op, s.w_ext.astype(np.float64)).astype(np.float32)
+    # the extension is local (lids, mouth corners, jaw): a thin-plate spline would carry a lid's motion up to the
+    # forehead and overshoot the jaw's, so it is spread by inverse-distance weights, which stay within the nodes'
+    w_ext = None if s.w_ext is None else \
+        np.einsum("vn,nck->vck", _idw_operator(grid[k], grid), s.w_ext.astype(np.float64)).astype(np.float32)
     dense = Basis(u.astype(np.float32), w_shp.astype(np.float32), w_exp.astype(np.float32), w_ext)
     return MorphableModel(s, dense, morph.tri, morph.grid_shape, name=f"{morph.name}+tps68"), k
 

@@ -145,7 +145,7 @@ def _fit_photo(path: Path, morph: MorphableModel) -> dict[str, np.ndarray]:
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
         raise SourceError(f"synthetic: cannot read the face photo {path}")
-    aligner = Aligner.from_checkpoint("3ddfa-v2-mb05", device="cpu", store=None)
+    aligner = Aligner.from_checkpoint("3ddfa-v2-mb05", device="cpu", store=None, expression=False)
     boxes, _ = FaceDetector.create("auto")(img)
     if len(boxes) == 0:
         raise SourceError(f"synthetic: no face found in {path}")
