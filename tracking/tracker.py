@@ -17,14 +17,18 @@ One ``FaceTracker`` per video stream. Per frame, in this order::
 skips (dropped live frames) just leave a gap in ``frame_index``; the filters predict across it.
 
 Policy (``TrackerConfig``):
-- Detection runs every ``detect_every`` frames, and on any frame where there are no tracks or a track is lost.
+- Detection runs every ``detect_every`` frames, and on any frame where there are no tracks, a track is lost or a
+  track is new (fewer than ``min_hits`` hits: each of its first frames must be confirmed by the detector).
 - Between detections each track is cropped from its previous landmarks (``tracking.roi.next_roi``).
 - On detection frames, detector boxes become ROIs (``model.roi.roi_from_box``) and are matched one-to-one to the
   tracks' ROIs by IoU (``scipy.optimize.linear_sum_assignment``), pairs under ``iou_threshold`` rejected. A matched
   track keeps its landmark ROI unless the IoU is under ``redetect_iou`` (drift) or the track was lost: then the
   detection's ROI replaces it. Unmatched detections start tentative tracks (new integer ids, never reused), unless
   they overlap an existing track by ``duplicate_iou`` or more.
-- A track is confirmed after ``min_hits`` valid alignments. An alignment is invalid ("lost": out of frame,
+- A track is confirmed after ``min_hits`` valid alignments, each on a frame where the detector saw it (a new track
+  makes the detector run on every frame, and a tentative track dies at the first run that does not see it): a
+  false detection on one or two frames never becomes a reported face. Callers report confirmed faces only; a file
+  pipeline may hold a new track's first frames until it is confirmed (``stream.lookahead``). An alignment is invalid ("lost": out of frame,
   degenerate or collapsed landmark box, low IoU with its ROI; ``tracking.roi.check_landmarks``); a lost track is not
   cropped again until a detection matches it. It dies after ``max_misses`` consecutive frames without a valid
   alignment, or when the detector has not seen it for ``max_unmatched_detections`` scheduled runs (a tentative
@@ -71,8 +75,10 @@ class TrackerConfig:
     there is none. New faces therefore appear within K frames.
     ``iou_threshold`` [0.3]: least IoU between a track's ROI and a detection's ROI to match them.
     ``redetect_iou`` [0.5]: a matched track whose ROI overlaps its detection less is re-cropped from the detection.
-    ``min_hits`` [1]: valid alignments before a track is confirmed (1: a face is output from its first frame, which
-    files need for complete tracks; 2-3 hides one-frame false detections live).
+    ``min_hits`` [3]: valid alignments, each matched by the detector, before a track is confirmed (1: a face is
+    output from its first frame; 3 hides false detections of one or two frames). The detector runs on every frame
+    while a track has fewer hits; files keep a confirmed face's first frames by looking ahead
+    (``stream.lookahead``), live sources report it from its confirmation on.
     ``max_misses`` [10]: consecutive frames without a valid alignment before a confirmed track is deleted (short
     occlusions keep their id; the detector runs every frame meanwhile); a tentative track goes after 1.
     ``max_unmatched_detections`` [3]: a confirmed, not lost track is deleted at a detector run that does not see it
@@ -93,7 +99,7 @@ class TrackerConfig:
     detect_every: int = 10
     iou_threshold: float = 0.3
     redetect_iou: float = 0.5
-    min_hits: int = 1
+    min_hits: int = 3
     max_misses: int = 10
     max_unmatched_detections: int = 3
     duplicate_iou: float = 0.6
@@ -230,20 +236,22 @@ class FaceTracker:
             t.lost, t.lost_reason, t.restart = True, "scene cut", True
 
     def need_detection(self, frame_index: int) -> bool:
-        """Should the detector run on frame ``frame_index``? (no tracks, a lost track, or K frames since the last)."""
+        """Should the detector run on frame ``frame_index``? (no tracks, a lost or new track, or K frames since the
+        last)."""
         since = self._frames_since_detection(frame_index)
         return since is None or since >= self.config.detect_every
 
     def detection_expected(self, frame_index: int) -> bool:
         """Will the detector run on ``frame_index``, a frame not started yet, if tracking goes on as it is now? (no
-        tracks or a lost track: every frame; else every K frames counted from the last detection)."""
+        tracks, a lost or new track: every frame; else every K frames counted from the last detection)."""
         since = self._frames_since_detection(frame_index)
         return since is None or (since > 0 and since % self.config.detect_every == 0)
 
     def _frames_since_detection(self, frame_index: int) -> int | None:
         """Frames from the last detection to ``frame_index``; None where every frame needs the detector now (no
-        tracks, a lost track, ``detect_every`` <= 1, no detection yet)."""
-        if not self._tracks or any(t.lost for t in self._tracks.values()):
+        tracks, a lost track, a new track short of ``min_hits``, ``detect_every`` <= 1, no detection yet)."""
+        young = self.config.min_hits
+        if not self._tracks or any(t.lost or t.hits < young for t in self._tracks.values()):
             return None
         if self.config.detect_every <= 1 or self._last_detection is None:
             return None
@@ -411,7 +419,8 @@ class FaceTracker:
         lm_used = lm if lm_s is None else lm_s
         t.roi = next_roi(lm_used, roi, frame_shape, self.config.roi)
         t.box = box_from_landmarks(lm_used[None])[0]
-        t.hits += 1
+        if t.hits >= cfg.min_hits or fi in (t.born, t.last_matched):
+            t.hits += 1  # a new track's hits count only on frames where the detector saw it
         t.misses = 0
         t.lost, t.lost_reason = False, ""
         t.last_frame = fi
