@@ -18,16 +18,25 @@ NOT_IN_BATCH = ("source", "out", "tracks", "meshes", "show", "serve", "webcam", 
 
 
 def _yaml_comments() -> dict[str, str]:
-    """Dotted key -> the comment on its line in default.yaml."""
+    """Dotted key -> the comment on its line in default.yaml, with the comment-only lines right below it whose ``#``
+    is in the same column (a comment that goes on)."""
     comments, stack = {}, []
+    last: tuple[str, int] | None = None  # (key, column of its '#') while its comment may go on
     for line in DEFAULT_PATH.read_text().splitlines():
+        more = re.match(r"^(\s+)#\s*(.*)$", line)
+        if more and last is not None and len(more.group(1)) == last[1]:
+            comments[last[0]] += " " + more.group(2)
+            continue
+        last = None
         m = re.match(r"^(\s*)([A-Za-z_][\w]*):\s*([^#]*?)\s*(?:#\s*(.*))?$", line)
         if not m:
             continue
         indent = len(m.group(1)) // 2
         stack = stack[:indent] + [m.group(2)]
         if m.group(4):
-            comments[".".join(stack)] = m.group(4)
+            key = ".".join(stack)
+            comments[key] = m.group(4)
+            last = (key, line.index("#", m.end(3)))
     return comments
 
 

@@ -25,15 +25,15 @@ Policy (``TrackerConfig``):
   track keeps its landmark ROI unless the IoU is under ``redetect_iou`` (drift) or the track was lost: then the
   detection's ROI replaces it. Unmatched detections start tentative tracks (new integer ids, never reused), unless
   they overlap an existing track by ``duplicate_iou`` or more.
-- A track is confirmed after ``min_hits`` valid alignments, each on a frame where the detector saw it (a new track
-  makes the detector run on every frame, and a tentative track dies at the first run that does not see it): a
-  false detection on one or two frames never becomes a reported face. Callers report confirmed faces only; a file
-  pipeline may hold a new track's first frames until it is confirmed (``stream.lookahead``). An alignment is invalid ("lost": out of frame,
+- A track is confirmed after ``min_hits`` valid alignments, each on a frame where the detector saw it (a new track makes
+  the detector run on every frame, and a tentative track dies at the first run that does not see it): a false detection
+  on one or two frames never becomes a reported face. Callers report confirmed faces only; a file pipeline may hold a
+  new track's first frames until it is confirmed (``stream.lookahead``). An alignment is invalid ("lost": out of frame,
   degenerate or collapsed landmark box, low IoU with its ROI; ``tracking.roi.check_landmarks``); a lost track is not
-  cropped again until a detection matches it. It dies after ``max_misses`` consecutive frames without a valid
-  alignment, or when the detector has not seen it for ``max_unmatched_detections`` scheduled runs (a tentative
-  track after one miss of either kind). Of two tracks on the same face (landmark boxes overlapping ``duplicate_iou``) the one with fewer
-  hits is removed.
+  cropped again until a detection matches it. It dies after ``max_misses`` consecutive frames without a valid alignment,
+  or when the detector has not seen it for ``max_unmatched_detections`` scheduled runs (a tentative track after one miss
+  of either kind). Of two tracks on the same face (landmark boxes overlapping ``duplicate_iou``) the one with fewer hits
+  is removed.
 - Face confidence (``update(..., confidence=)``, the aligner's per-crop face classifier, ``model.confidence``): each
   track keeps an exponential average (``confidence_memory``) of its crops' scores. A track is confirmed only once its
   confidence reaches ``confirm_confidence`` (and ``min_hits``); it is deleted (never output again) as soon as its
@@ -86,6 +86,8 @@ class TrackerConfig:
     track at its first unmatched run. Bounds the life of false positives (in units of scheduled detections, however
     often the detector runs for other reasons); it also ends tracks of faces the detector cannot see (strong
     profiles) after about 3 K frames.
+    ``lookahead`` [10]: frames a file pipeline may hold a new track's first frames until it is confirmed
+    (``stream.lookahead``; the tracker itself does not use it; 0: reported from confirmation on, as live).
     ``duplicate_iou`` [0.6]: overlap above which two tracks (or a detection and a track) are the same face.
     ``max_tracks`` [32]: no new tracks beyond this many.
     ``confirm_confidence`` [0.7]: least track confidence (in [0, 1]) to confirm a track (0: off).
@@ -100,6 +102,7 @@ class TrackerConfig:
     iou_threshold: float = 0.3
     redetect_iou: float = 0.5
     min_hits: int = 3
+    lookahead: int = 10
     max_misses: int = 10
     max_unmatched_detections: int = 3
     duplicate_iou: float = 0.6
@@ -117,8 +120,8 @@ class TrackerConfig:
     def __post_init__(self) -> None:
         if self.smooth not in ("kalman", "none"):
             raise ValueError(f"smooth must be 'kalman' or 'none', got '{self.smooth}'")
-        if self.min_hits < 1 or self.max_misses < 1 or self.max_unmatched_detections < 0:
-            raise ValueError("need min_hits >= 1, max_misses >= 1, max_unmatched_detections >= 0")
+        if self.min_hits < 1 or self.max_misses < 1 or self.max_unmatched_detections < 0 or self.lookahead < 0:
+            raise ValueError("need min_hits >= 1, max_misses >= 1, max_unmatched_detections >= 0, lookahead >= 0")
         if not 0 < self.iou_threshold <= 1:
             raise ValueError(f"iou_threshold must be in (0, 1]: {self.iou_threshold}")
         for name in ("confirm_confidence", "drop_confidence", "confidence_memory"):
@@ -235,6 +238,11 @@ class FaceTracker:
         for t in self._tracks.values():
             t.lost, t.lost_reason, t.restart = True, "scene cut", True
 
+    @property
+    def confirming(self) -> bool:
+        """Is a new track short of ``min_hits``? (the detector must see each of its frames to confirm it)."""
+        return any(t.hits < self.config.min_hits for t in self._tracks.values())
+
     def need_detection(self, frame_index: int) -> bool:
         """Should the detector run on frame ``frame_index``? (no tracks, a lost or new track, or K frames since the
         last)."""
@@ -250,8 +258,7 @@ class FaceTracker:
     def _frames_since_detection(self, frame_index: int) -> int | None:
         """Frames from the last detection to ``frame_index``; None where every frame needs the detector now (no
         tracks, a lost track, a new track short of ``min_hits``, ``detect_every`` <= 1, no detection yet)."""
-        young = self.config.min_hits
-        if not self._tracks or any(t.lost or t.hits < young for t in self._tracks.values()):
+        if not self._tracks or self.confirming or any(t.lost for t in self._tracks.values()):
             return None
         if self.config.detect_every <= 1 or self._last_detection is None:
             return None
