@@ -13,6 +13,8 @@ COMMANDS = ("run", "serve", "batch")
 # Flags of the run command that belong to the serve command only, and vice versa.
 SERVE_ONLY = ("serve.",)
 BATCH_ONLY = ("batch.",)
+# Boolean keys that also get a --no-KEY flag (sets them to false), with its help.
+NEGATABLE = {"audio": "drop the source's sound from the output video (same as --audio false)"}
 # Keys of one run's I/O that batch replaces with its own (batch.out, batch.tracks, batch.meshes name per-file outputs).
 NOT_IN_BATCH = ("source", "out", "tracks", "meshes", "show", "serve", "webcam", "synthetic")
 
@@ -73,6 +75,9 @@ def build_parser(command: str, prog: str = "run_stream.py") -> argparse.Argument
         if kind == "flag":
             p.add_argument(*names, dest=key, nargs="?", const="true", default=None, metavar="true|false",
                            help=help_text)
+            if key in NEGATABLE:
+                p.add_argument(flag_of("no_" + key), dest=key, action="store_const", const="false",
+                               help=NEGATABLE[key])
         else:
             p.add_argument(*names, dest=key, default=None, metavar=key.split(".")[-1].upper(), help=help_text)
     return p
