@@ -9,9 +9,11 @@ product's detector schedule, aligner, classifier and tracker) twice: with YuNet 
 injected false positives (a box on the clutter or background, held for stretches of frames like a detector false
 positive on palm leaves, offered at 40% of the detector runs).
 
-Per frame the reported faces (confirmed tracks) are matched one-to-one to the true faces by IoU >= 0.3 of their
-landmark boxes. A report matching no true face (nor an "ignore" face: < 60% visible or under 24 px) is a **ghost**;
-a true face (>= 60% visible, >= 24 px) without a report is a **miss**; "profile misses" are misses at |yaw| >= 60.
+Faces are reported as the file pipeline reports them (``stream.lookahead``: a new track's first frames wait for its
+confirmation); ``--live``: from each track's confirmation on. Per frame the reported faces (confirmed tracks) are
+matched one-to-one to the true faces by IoU >= 0.3 of their landmark boxes. A report matching no true face (nor an
+"ignore" face: < 60% visible or under 24 px) is a **ghost**; a true face (>= 60% visible, >= 24 px) without a report
+is a **miss**; "profile misses" are misses at |yaw| >= 60.
 """
 from __future__ import annotations
 
@@ -122,22 +124,31 @@ def count(reports: list[list], truths: list[Truth]) -> dict[str, int]:
                 must=must_total, profile=profile_total)
 
 
-async def run_frames(frames, aligner, detector, config: TrackerConfig, on_frame=None) -> list[list]:
-    """The product's analysis stage over ``frames``: the FaceRecords of each frame."""
+async def run_frames(frames, aligner, detector, config: TrackerConfig, on_frame=None, live: bool = False
+                     ) -> list[list]:
+    """The product's analysis stage over ``frames``: the FaceRecords of each frame, as the file pipeline reports
+    them (its look-ahead: a confirmed face keeps its first frames, ``stream.lookahead``) or, ``live``, from each
+    track's confirmation on."""
     from stream.align_service import AlignService
     from stream.analyze import FaceAnalyzer
     from stream.frames import Frame
+    from stream.lookahead import ConfirmWindow
     from stream.stats import Stats
 
     service = AlignService(aligner)
     an = FaceAnalyzer(service, detector, config)
+    window = ConfirmWindow(0 if live else an.lookahead)
     stats = Stats()
-    out = []
+    out: list[list] = [[] for _ in frames]
     try:
         for i, img in enumerate(frames):
             if on_frame is not None:
                 on_frame(i)
-            out.append(await an.analyze(Frame(i, i / 25.0, img), stats))
+            res = await an.analyze_all(Frame(i, i / 25.0, img), stats)
+            for j, recs in window.push(i, res.faces, res.confirmed, res.alive):
+                out[j] = recs
+        for j, recs in window.flush():
+            out[j] = recs
     finally:
         an.close()
         service.close()
@@ -153,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=0.4)
     p.add_argument("--scenes", nargs="*", default=list(SCENES))
     p.add_argument("--save-frames", default=None, help="folder: write a few annotated frames per scene/variant")
+    p.add_argument("--live", action="store_true", help="report as live sources do (no look-ahead of files)")
     a = p.parse_args(argv)
     import torch
 
@@ -172,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
             for name in a.variants:
                 cfg = replace(TrackerConfig(), **VARIANTS[name])
                 d = InjectingDetector(det, truths, a.rate if mode != "yunet" else 0.0)
-                reports = asyncio.run(run_frames(frames, aligner, d, cfg, on_frame=lambda i: setattr(d, "frame", i)))
+                reports = asyncio.run(run_frames(frames, aligner, d, cfg, on_frame=lambda i: setattr(d, "frame", i),
+                                                 live=a.live))
                 c = count(reports, truths)
                 per_scene[(scene, mode, name)] = c
                 tot = totals.setdefault((mode, name), {k: 0 for k in c})
@@ -181,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{scene:10s} {mode:15s} {name:34s} {c}", file=sys.stderr, flush=True)
                 if a.save_frames:
                     save_sheet(Path(a.save_frames), scene, mode, name, frames, truths, reports)
-    print(f"\n{len(a.scenes)} scenes x {a.frames} frames, weights {a.weights}, {time.perf_counter() - t0:.0f} s\n")
+    print(f"\n{len(a.scenes)} scenes x {a.frames} frames, weights {a.weights}, "
+          f"{'live' if a.live else 'file'} reporting, {time.perf_counter() - t0:.0f} s\n")
     print("| detector | confidence (confirm/drop) | ghost faces (frames with one) | missed faces | profile misses "
           "(|yaw| >= 60) |")
     print("|---|---|---|---|---|")

@@ -1,8 +1,10 @@
 """The analysis stage of one stream: detect (every K frames or when a track is lost) -> align -> track + smooth.
 
 ``FaceAnalyzer.analyze(frame, stats)`` returns one ``FaceRecord`` per confirmed track with smoothed parameters,
-landmarks, pose, box and ROI (and dense vertices when ``dense``). The aligner is shared through ``AlignService`` so
-several streams batch their crops together.
+landmarks, pose, box and ROI (and dense vertices when ``dense``); ``analyze_all`` returns the faces of tentative
+tracks too, with the tracker's verdicts, for the file pipeline's look-ahead (``stream.lookahead``: a confirmed
+face keeps its first frames). The aligner is shared through ``AlignService`` so several streams batch their crops
+together.
 
 File sources call ``prefetch(frame)`` as each frame is decoded, ahead of ``analyze``: the detector starts on frames
 that the schedule will run it on, on its own thread, so detection overlaps the network instead of stalling the
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -49,8 +52,18 @@ def tracker_config(cfg: dict) -> TrackerConfig:
                          max_unmatched_detections=t["max_unmatched_detections"], cut_threshold=t["cut_threshold"],
                          confirm_confidence=t["confirm_confidence"], drop_confidence=t["drop_confidence"],
                          confidence_memory=t["confidence_memory"], min_face_size=t["min_face_size"],
-                         confidence_keeps_tracks=t["confidence_keeps_tracks"],
+                         confidence_keeps_tracks=t["confidence_keeps_tracks"], lookahead=t["lookahead"],
                          smooth=cfg["smooth"], kalman=kal)
+
+
+@dataclass
+class FrameFaces:
+    """One frame's analysis: ``faces`` every validly aligned face (tentative tracks too), ``confirmed`` the ids of
+    confirmed tracks, ``alive`` the ids of every track alive after the frame."""
+
+    faces: list[FaceRecord]
+    confirmed: set[int]
+    alive: set[int]
 
 
 class FaceAnalyzer:
@@ -61,10 +74,14 @@ class FaceAnalyzer:
                  stills: bool = False) -> None:
         """``async_detect`` (live sources): while faces are tracked, the detector runs beside the alignment and its
         boxes are associated on the next frame, so a detector frame costs no latency; with no track it is awaited.
-        ``stills``: each frame on its own (see the module docstring)."""
+        ``stills``: each frame on its own (see the module docstring). While a new track waits for confirmation the
+        detector is awaited in both modes (each of its first frames must be seen). ``lookahead``: how many frames
+        ``Pipeline`` may hold a new track's first frames on file sources (``TrackerConfig.lookahead``; 0 with
+        stills)."""
         from dataclasses import replace
 
         self.stills = stills
+        self.lookahead = 0 if stills else config.lookahead
         if stills:
             async_detect = False
             config = replace(config, min_hits=1, smooth="none")
@@ -146,8 +163,9 @@ class FaceAnalyzer:
             if self._pending is not None:
                 self._pending.cancel()
                 self._pending = None
+        confirming = self.tracker.confirming  # a new track: its first frames wait for the detector
         if self._pending is not None:
-            if self._pending.done() or not self.tracker.tracks:  # ready, or nothing to track without it
+            if self._pending.done() or not self.tracker.tracks or confirming:  # ready, or needed now
                 det, self._pending = await self._pending, None
                 return det
             return None  # still running: the tracks carry on from their landmarks
@@ -162,12 +180,19 @@ class FaceAnalyzer:
             self.prefetch_used += 1
             return det
         job = loop.run_in_executor(self._pool, self._detect_timed, frame.image, stats)
-        if self.async_detect and self.tracker.tracks and not cut:
+        if self.async_detect and self.tracker.tracks and not cut and not confirming:
             self._pending = job
             return None
         return await job
 
     async def analyze(self, frame: Frame, stats: Stats) -> list[FaceRecord]:
+        """The confirmed faces of ``frame`` (live use: a new face is reported from its confirmation on)."""
+        res = await self.analyze_all(frame, stats)
+        return [r for r in res.faces if r.track_id in res.confirmed]
+
+    async def analyze_all(self, frame: Frame, stats: Stats) -> FrameFaces:
+        """Every validly aligned face of ``frame``, confirmed or not, with the tracker's verdicts (what
+        ``stream.lookahead.ConfirmWindow`` needs to give files a confirmed face's first frames)."""
         image = frame.image
         if self.stills:  # a new photo: nothing of the previous one carries over
             self.tracker = self._new_tracker(self.tracker.config)
@@ -182,7 +207,9 @@ class FaceAnalyzer:
         faces = self.tracker.update(ids, res.params, res.landmarks, image.shape, time=frame.time, rois=res.roi,
                                     confidence=res.confidence, ext=res.ext)
         stats.note_confidence(self.tracker.dropped, [f.confidence for f in faces if f.is_confirmed])
-        faces = [f for f in faces if f.is_confirmed]
+        min_hits = self.tracker.config.min_hits
+        live = self.tracker.tracks
+        confirmed = {t.track_id for t in live if t.confirmed(min_hits)}
         records = []
         if faces:
             params = np.stack([f.params for f in faces]).astype(np.float32)
@@ -197,4 +224,4 @@ class FaceAnalyzer:
                                           params=params[i], vertices=None if verts is None else verts[i],
                                           confidence=f.confidence, ext=None if exts is None else exts[i]))
         stats.add_stage("smooth", (time.perf_counter() - t1) * 1e3)
-        return records
+        return FrameFaces(records, confirmed, {t.track_id for t in live})

@@ -117,9 +117,10 @@ def load_swap_texture(path: str, engine: Engine):
 def open_run_stages(cfg: dict, engine: Engine, source, *, live: bool, show: bool = False,
                     swap_texture=None, dense: bool = False) -> tuple:
     """The renderer, sinks and analyzer of one ``run`` over ``source`` (what ``run`` and each file of ``batch`` use):
-    ``(renderer | None, sinks, analyzer)`` from ``cfg``'s ``out``/``tracks``/``meshes``/``mode`` keys. ``swap_texture``
-    skips fitting ``swap_source`` again; ``dense`` asks for vertices without meshes (the API). Raises UserError for
-    outputs that cannot be opened; closes ``source`` on any error."""
+    ``(renderer | None, sinks, analyzer)`` from ``cfg``'s ``out``/``tracks``/``meshes``/``mode``/``audio`` keys (the
+    video keeps the source's sound unless ``audio`` is false). ``swap_texture`` skips fitting ``swap_source`` again;
+    ``dense`` asks for vertices without meshes (the API). Raises UserError for outputs that cannot be opened; closes
+    ``source`` on any error."""
     renderer = FrameRenderer(cfg["mode"], engine.aligner.morph, cfg["draw_ids"]) if (cfg["out"] or show) else None
     try:
         if renderer is not None and cfg["mode"] == "swap":
@@ -128,7 +129,7 @@ def open_run_stages(cfg: dict, engine: Engine, source, *, live: bool, show: bool
             renderer.set_swap_texture(swap_texture or load_swap_texture(cfg["swap_source"], engine))
         sinks = open_outputs(cfg["out"], cfg["tracks"], cfg["meshes"], source.info, engine.aligner.morph.tri,
                              cfg["mesh_format"], morph=engine.aligner.morph, inputs=run_inputs(cfg, source),
-                             tracks_params=cfg["tracks_params"])
+                             tracks_params=cfg["tracks_params"], audio=cfg["audio"])
     except (SinkError, OSError) as exc:
         source.close()
         raise UserError(str(exc)) from None

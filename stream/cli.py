@@ -13,29 +13,32 @@ COMMANDS = ("run", "serve", "batch")
 # Flags of the run command that belong to the serve command only, and vice versa.
 SERVE_ONLY = ("serve.",)
 BATCH_ONLY = ("batch.",)
+# Boolean keys that also get a --no-KEY flag (sets them to false), with its help.
+NEGATABLE = {"audio": "drop the source's sound from the output video (same as --audio false)"}
 # Keys of one run's I/O that batch replaces with its own (batch.out, batch.tracks, batch.meshes name per-file outputs).
 NOT_IN_BATCH = ("source", "out", "tracks", "meshes", "show", "serve", "webcam", "synthetic")
 
 
 def _yaml_comments() -> dict[str, str]:
-    """Dotted key -> the comment on its line in default.yaml."""
-    comments: dict[str, str] = {}
-    stack: list[str] = []
-    last = None  # the key whose comment an indented comment-only line continues
+    """Dotted key -> the comment on its line in default.yaml, with the comment-only lines right below it whose ``#``
+    is in the same column (a comment that goes on)."""
+    comments, stack = {}, []
+    last: tuple[str, int] | None = None  # (key, column of its '#') while its comment may go on
     for line in DEFAULT_PATH.read_text().splitlines():
-        more = re.match(r"^\s+#\s*(.*)$", line)
-        if more and last is not None:  # a comment carried on to the next line(s)
-            comments[last] = f"{comments[last]} {more.group(1)}"
+        more = re.match(r"^(\s+)#\s*(.*)$", line)
+        if more and last is not None and len(more.group(1)) == last[1]:
+            comments[last[0]] += " " + more.group(2)
             continue
+        last = None
         m = re.match(r"^(\s*)([A-Za-z_][\w]*):\s*([^#]*?)\s*(?:#\s*(.*))?$", line)
         if not m:
-            last = None
             continue
         indent = len(m.group(1)) // 2
         stack = stack[:indent] + [m.group(2)]
-        last = ".".join(stack) if m.group(4) else None
         if m.group(4):
-            comments[last] = m.group(4)
+            key = ".".join(stack)
+            comments[key] = m.group(4)
+            last = (key, line.index("#", m.end(3)))
     return comments
 
 
@@ -73,6 +76,9 @@ def build_parser(command: str, prog: str = "run_stream.py") -> argparse.Argument
         if kind == "flag":
             p.add_argument(*names, dest=key, nargs="?", const="true", default=None, metavar="true|false",
                            help=help_text)
+            if key in NEGATABLE:
+                p.add_argument(flag_of("no_" + key), dest=key, action="store_const", const="false",
+                               help=NEGATABLE[key])
         else:
             p.add_argument(*names, dest=key, default=None, metavar=key.split(".")[-1].upper(), help=help_text)
     return p

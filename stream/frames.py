@@ -37,6 +37,20 @@ class Frame:
         return int(self.image.shape[1])
 
 
+@dataclass(frozen=True)
+class AudioTrack:
+    """The audio of a file source, for output videos that keep it (``stream.audio``).
+
+    path: the file (or URL) to read it from; index: which of its audio streams (0: the first); start: time in seconds
+    of the source's first video frame in the file's clock (output time 0: the audio is shifted by it); codec: name.
+    """
+
+    path: str
+    index: int = 0
+    start: float = 0.0
+    codec: str = ""
+
+
 @dataclass
 class VideoInfo:
     """What a source knows about its stream before the first frame is used.
@@ -51,6 +65,7 @@ class VideoInfo:
     name: short human-readable name of the source (file name, ``webcam:0``...).
     stills: True when the frames are unrelated still images (an image folder that is not a numbered sequence):
         every frame is analysed on its own (detector on each, no tracking across frames, ids per image).
+    audio: the file's audio track (``AudioTrack``), None without one (and for live sources, images, synthetic).
     """
 
     width: int
@@ -62,6 +77,7 @@ class VideoInfo:
     is_live: bool = False
     name: str = ""
     stills: bool = False
+    audio: AudioTrack | None = None
 
     @property
     def duration(self) -> float | None:

@@ -73,10 +73,11 @@ class FrameRenderer:
 
 
 class VideoOut:
-    """Annotated (or, without a renderer, original) frames to a video file."""
+    """Annotated (or, without a renderer, original) frames to a video file, with the source's sound when ``audio``
+    and the source has some (``VideoInfo.audio``)."""
 
-    def __init__(self, path: str, info: VideoInfo) -> None:
-        self.sink = VideoSink(path, info)
+    def __init__(self, path: str, info: VideoInfo, audio: bool = True) -> None:
+        self.sink = VideoSink(path, info, audio=info.audio if audio else None)
 
     def write_job(self, job: Job) -> None:
         img = job.output if job.output is not None else job.frame.image
@@ -203,13 +204,13 @@ def check_writable(outputs: dict[str, str | os.PathLike[str] | None]) -> None:
 
 def open_outputs(out: str | None, tracks: str | None, meshes: str | None, info: VideoInfo, tri: np.ndarray,
                  mesh_format: str, morph=None, inputs: Sequence[str | os.PathLike[str] | None] = (),
-                 tracks_params: bool = False) -> list:
+                 tracks_params: bool = False, audio: bool = True) -> list:
     """The pipeline sinks for the given paths (None: not written), parent folders created; ``morph`` (the
     MorphableModel) is needed for glb meshes and OBJ UVs; ``tracks_params``: a CSV of tracks also has the ROI and
-    the 3DMM parameters (``TracksOut``). An output that is one of ``inputs`` (the source's files,
-    the swap image...) is refused first (:func:`check_not_inputs`). On an error the ones already opened are aborted
-    (their temporary files removed) before it propagates; errors are SinkError (one line naming the path and the
-    cause)."""
+    the 3DMM parameters (``TracksOut``); ``audio``: the video keeps the source's sound. An output that is one of
+    ``inputs`` (the source's files, the swap image...) is refused first (:func:`check_not_inputs`). On an error the
+    ones already opened are aborted (their temporary files removed) before it propagates; errors are SinkError (one
+    line naming the path and the cause)."""
     check_not_inputs({"--out": out, "--tracks": tracks, "--meshes": meshes}, inputs)
     sinks: list = []
     try:
@@ -220,7 +221,7 @@ def open_outputs(out: str | None, tracks: str | None, meshes: str | None, info: 
                 except OSError as exc:
                     raise write_error(path, exc) from exc
         if out:
-            sinks.append(VideoOut(out, info))
+            sinks.append(VideoOut(out, info, audio))
         if tracks:
             sinks.append(TracksOut(tracks, params=tracks_params))
         if meshes:

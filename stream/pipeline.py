@@ -3,7 +3,10 @@
 Each stage is an asyncio task; stages talk through bounded queues; CPU work runs in one single-thread executor per
 stage (torch, numba and OpenCV release the GIL, so stages overlap on different frames and the event loop stays free
 for I/O and WebRTC). Live sources favour latency: when a stage falls behind, the oldest waiting frame is dropped and
-counted, so delay never grows. File sources favour completeness: nothing is dropped; back-pressure slows decoding.
+counted, so delay never grows. File sources favour completeness: nothing is dropped; back-pressure slows decoding;
+the analysis stage looks a few frames ahead (``analyzer.lookahead``, ``stream.lookahead``): a frame where a new
+track is not confirmed yet waits until it is, so a confirmed face keeps its first frames and a false one is never
+reported.
 One end-of-stream marker flows through every stage; ``stop()`` (Ctrl-C, SIGTERM, a peer leaving) ends the source
 early and the frames already read still reach the sinks, which are then closed (files finalised).
 
@@ -25,6 +28,7 @@ from typing import Any, Awaitable, Callable, Protocol, Sequence
 import numpy as np
 
 from stream.frames import FaceRecord, Frame
+from stream.lookahead import ConfirmWindow
 from stream.stats import Stats
 
 EOS = object()  # end-of-stream marker
@@ -133,9 +137,28 @@ class Pipeline:
         await out.put(EOS)
 
     async def _analyze(self, inp: StageQueue, out: StageQueue) -> None:
+        size = 0 if self.live else int(getattr(self.analyzer, "lookahead", 0) or 0)
+        analyze_all = getattr(self.analyzer, "analyze_all", None)
+        if size and analyze_all is not None:
+            await self._analyze_ahead(inp, out, ConfirmWindow(size), analyze_all)
+            return
         while (job := await inp.get()) is not EOS:
             job.faces = await self.analyzer.analyze(job.frame, self.stats)
             await out.put(job)
+        await out.put(EOS)
+
+    async def _analyze_ahead(self, inp: StageQueue, out: StageQueue, window: ConfirmWindow,
+                             analyze_all: Callable) -> None:
+        """File sources: frames with a face of a track not confirmed yet wait (at most ``window.size`` frames) until
+        the track is confirmed (its rows are kept) or dies (dropped); frames leave in order."""
+        while (job := await inp.get()) is not EOS:
+            res = await analyze_all(job.frame, self.stats)
+            for ready, faces in window.push(job, res.faces, res.confirmed, res.alive):
+                ready.faces = faces
+                await out.put(ready)
+        for ready, faces in window.flush():
+            ready.faces = faces
+            await out.put(ready)
         await out.put(EOS)
 
     async def _render(self, inp: StageQueue, out: StageQueue) -> None:

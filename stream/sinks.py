@@ -29,7 +29,8 @@ import numpy as np
 
 from model.expression_ext import EXT_NAMES, EXT_VERSION, N_EXT
 from stream.atomic import AtomicPath, atomic_write_bytes, temp_path_for
-from stream.frames import POSE_NAMES, FaceRecord, VideoInfo
+from stream.audio import AudioError, AudioMuxer
+from stream.frames import POSE_NAMES, AudioTrack, FaceRecord, VideoInfo
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +172,9 @@ class VideoSink(_Sink):
     ``info.fps`` (or ``fps``); presentation times from the ``time`` given to :meth:`write`, in the source's time base
     when it is fine enough, so variable frame rates survive; times are forced strictly increasing.
     Frame size is the first image's, padded to even numbers; later images of another size are resized to it.
+    ``audio``: the source's sound to keep (``stream.audio``: copied where the container takes its codec, else
+    re-encoded; shifted so the source's first video frame is time 0, cut at the last written frame); a source whose
+    audio cannot be read gives a warning and a silent video.
     """
 
     def __init__(
@@ -184,6 +188,7 @@ class VideoSink(_Sink):
         preset: str = "veryfast",
         bit_rate: int | None = None,
         options: dict[str, str] | None = None,
+        audio: AudioTrack | None = None,
     ) -> None:
         import av
 
@@ -234,6 +239,12 @@ class VideoSink(_Sink):
         opts.update(options or {})
         stream.options = opts
         self._stream = stream
+        self._audio: AudioMuxer | None = None
+        if audio is not None:
+            try:
+                self._audio = AudioMuxer(audio, self._container)
+            except AudioError as exc:
+                log.warning("%s: %s; writing the video without sound", self.path.name, exc)
 
     @staticmethod
     def _pick_time_base(source_tb: Fraction | None, fps: float, codec: str) -> Fraction:
@@ -293,6 +304,18 @@ class VideoSink(_Sink):
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
         self.frames_written += 1
+        if self._audio is not None:  # the sound up to this frame, interleaved with the pictures
+            self._audio_step(self._audio.write_until, float(pts * self.time_base))
+
+    def _audio_step(self, step: Any, t: float) -> None:
+        """Run an audio step; a fault of the source's audio (a corrupt packet) ends the sound with a warning, a
+        fault of the output (disk, muxer) propagates."""
+        try:
+            step(t)
+        except AudioError as exc:
+            log.warning("%s: %s; the rest of the video is without sound", self.path.name, exc)
+            self._audio.close()
+            self._audio = None
 
     def write_job(self, job: Any) -> None:
         """Pipeline adapter: writes ``job.output`` (the rendered image) or else ``job.frame.image``."""
@@ -306,10 +329,24 @@ class VideoSink(_Sink):
             return None
         for packet in self._stream.encode(None):
             self._container.mux(packet)
+        if self._audio is not None:  # the sound up to the end of the last frame
+            end = float(self._last_pts * self.time_base) + 1.0 / self.fps
+            self._audio_step(self._audio.finish, end)
         self._container.close()
         return self._target.commit()
 
+    @property
+    def audio_codec(self) -> str | None:
+        """The codec of the kept sound (None: video only); ``audio_copied``: copied, not re-encoded."""
+        return None if self._audio is None else self._audio.codec
+
+    @property
+    def audio_copied(self) -> bool:
+        return self._audio is not None and self._audio.copied
+
     def _discard(self) -> None:
+        if self._audio is not None:
+            self._audio.close()
         try:
             self._container.close()
         except Exception:

@@ -281,9 +281,15 @@ class VideoFileSource(Source):
         elif frame_count is not None and from_duration is not None and from_duration < frame_count - 1:
             # an edit list hides the first samples (the demuxer discards them): count only what is presented
             frame_count = from_duration
+        audio = None
+        if not live:  # live streams' audio is not kept (latency first)
+            from stream.audio import probe_audio
+
+            start = float(first.pts * time_base) if first.pts is not None else 0.0
+            audio = probe_audio(container, spec, start)
         info = VideoInfo(
             width=int(width), height=int(height), fps=fps, time_base=Fraction(time_base), frame_count=frame_count,
-            rotation=int(rotation), is_live=bool(live), name=path_name,
+            rotation=int(rotation), is_live=bool(live), name=path_name, audio=audio,
         )
         super().__init__(info, max_frames)
         self._time_base = float(time_base)

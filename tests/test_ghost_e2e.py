@@ -53,19 +53,29 @@ def video():
 
 
 async def _run(engine, video, overrides: dict, tracks_path) -> tuple[list, Stats]:
+    """The analysis stage as the file pipeline runs it: with its look-ahead (a confirmed face keeps its first
+    frames, ``stream.lookahead``)."""
     from stream.analyze import FaceAnalyzer, tracker_config
+    from stream.lookahead import ConfirmWindow
     from stream.sinks import open_tracks_sink
 
     cfg = load_config(overrides={"detect_every": 5, **overrides})
     an = FaceAnalyzer(engine.service, GhostDetector(engine.detector), tracker_config(cfg))
+    window = ConfirmWindow(an.lookahead)
     stats = Stats()
     out = []
     sink = open_tracks_sink(tracks_path)
-    try:
-        for i in range(len(video)):
-            recs = await an.analyze(Frame(i, i / video.info.fps, video.render(i)), stats)
+
+    def emit(ready) -> None:
+        for i, recs in ready:
             sink.write(i, i / video.info.fps, recs)
             out.append(recs)
+
+    try:
+        for i in range(len(video)):
+            res = await an.analyze_all(Frame(i, i / video.info.fps, video.render(i)), stats)
+            emit(window.push(i, res.faces, res.confirmed, res.alive))
+        emit(window.flush())
     finally:
         an.close()
         sink.close()

@@ -23,7 +23,7 @@ def run(tracker: FaceTracker, i: int, faces: list, conf_of, det_faces: list | No
 
 def test_a_track_whose_confidence_falls_is_dropped():
     tr = FaceTracker(TrackerConfig(detect_every=5, confirm_confidence=0.5, drop_confidence=0.3,
-                                   confidence_memory=0.5), decode=decode)
+                                   confidence_memory=0.5, min_hits=1), decode=decode)  # confirmed on frame 0
     face = (320.0, 240.0, 80.0)
     score = {"v": 0.95}
     for i in range(10):
@@ -63,7 +63,8 @@ def test_a_collapsing_box_is_dropped():
 
 
 def test_unconfirmed_low_confidence_track_is_never_reported():
-    tr = FaceTracker(TrackerConfig(detect_every=3, confirm_confidence=0.6, drop_confidence=0.2), decode=decode)
+    tr = FaceTracker(TrackerConfig(detect_every=3, confirm_confidence=0.6, drop_confidence=0.2, min_hits=1),
+                     decode=decode)  # min_hits 1: only confidence holds the ghost back
     real, ghost = (200.0, 240.0, 80.0), (480.0, 240.0, 70.0)
 
     def conf(roi):  # the ghost's crops hold no face: mid-low scores, never reaching the confirm threshold
@@ -83,8 +84,8 @@ def test_confident_track_outlives_the_detector_at_profile():
     confidence_keeps_tracks, ended after max_unmatched_detections runs without it."""
     face = (320.0, 240.0, 80.0)
     for keeps, alive in ((True, True), (False, False)):
-        tr = FaceTracker(TrackerConfig(detect_every=4, max_unmatched_detections=2, confidence_keeps_tracks=keeps),
-                         decode=decode)
+        tr = FaceTracker(TrackerConfig(detect_every=4, max_unmatched_detections=2, confidence_keeps_tracks=keeps,
+                                       min_hits=1), decode=decode)  # confirmed on its one detection
         out = []
         for i in range(30):
             out = run(tr, i, [face], lambda r: 0.9, det_faces=[face] if i == 0 else [None])

@@ -17,19 +17,23 @@ One ``FaceTracker`` per video stream. Per frame, in this order::
 skips (dropped live frames) just leave a gap in ``frame_index``; the filters predict across it.
 
 Policy (``TrackerConfig``):
-- Detection runs every ``detect_every`` frames, and on any frame where there are no tracks or a track is lost.
+- Detection runs every ``detect_every`` frames, and on any frame where there are no tracks, a track is lost or a
+  track is new (fewer than ``min_hits`` hits: each of its first frames must be confirmed by the detector).
 - Between detections each track is cropped from its previous landmarks (``tracking.roi.next_roi``).
 - On detection frames, detector boxes become ROIs (``model.roi.roi_from_box``) and are matched one-to-one to the
   tracks' ROIs by IoU (``scipy.optimize.linear_sum_assignment``), pairs under ``iou_threshold`` rejected. A matched
   track keeps its landmark ROI unless the IoU is under ``redetect_iou`` (drift) or the track was lost: then the
   detection's ROI replaces it. Unmatched detections start tentative tracks (new integer ids, never reused), unless
   they overlap an existing track by ``duplicate_iou`` or more.
-- A track is confirmed after ``min_hits`` valid alignments. An alignment is invalid ("lost": out of frame,
+- A track is confirmed after ``min_hits`` valid alignments, each on a frame where the detector saw it (a new track makes
+  the detector run on every frame, and a tentative track dies at the first run that does not see it): a false detection
+  on one or two frames never becomes a reported face. Callers report confirmed faces only; a file pipeline may hold a
+  new track's first frames until it is confirmed (``stream.lookahead``). An alignment is invalid ("lost": out of frame,
   degenerate or collapsed landmark box, low IoU with its ROI; ``tracking.roi.check_landmarks``); a lost track is not
-  cropped again until a detection matches it. It dies after ``max_misses`` consecutive frames without a valid
-  alignment, or when the detector has not seen it for ``max_unmatched_detections`` scheduled runs (a tentative
-  track after one miss of either kind). Of two tracks on the same face (landmark boxes overlapping ``duplicate_iou``) the one with fewer
-  hits is removed.
+  cropped again until a detection matches it. It dies after ``max_misses`` consecutive frames without a valid alignment,
+  or when the detector has not seen it for ``max_unmatched_detections`` scheduled runs (a tentative track after one miss
+  of either kind). Of two tracks on the same face (landmark boxes overlapping ``duplicate_iou``) the one with fewer hits
+  is removed.
 - Face confidence (``update(..., confidence=)``, the aligner's per-crop face classifier, ``model.confidence``): each
   track keeps an exponential average (``confidence_memory``) of its crops' scores. A track is confirmed only once its
   confidence reaches ``confirm_confidence`` (and ``min_hits``); it is deleted (never output again) as soon as its
@@ -72,8 +76,10 @@ class TrackerConfig:
     there is none. New faces therefore appear within K frames.
     ``iou_threshold`` [0.3]: least IoU between a track's ROI and a detection's ROI to match them.
     ``redetect_iou`` [0.5]: a matched track whose ROI overlaps its detection less is re-cropped from the detection.
-    ``min_hits`` [1]: valid alignments before a track is confirmed (1: a face is output from its first frame, which
-    files need for complete tracks; 2-3 hides one-frame false detections live).
+    ``min_hits`` [3]: valid alignments, each matched by the detector, before a track is confirmed (1: a face is
+    output from its first frame; 3 hides false detections of one or two frames). The detector runs on every frame
+    while a track has fewer hits; files keep a confirmed face's first frames by looking ahead
+    (``stream.lookahead``), live sources report it from its confirmation on.
     ``max_misses`` [10]: consecutive frames without a valid alignment before a confirmed track is deleted (short
     occlusions keep their id; the detector runs every frame meanwhile); a tentative track goes after 1.
     ``max_unmatched_detections`` [3]: a confirmed, not lost track is deleted at a detector run that does not see it
@@ -81,6 +87,8 @@ class TrackerConfig:
     track at its first unmatched run. Bounds the life of false positives (in units of scheduled detections, however
     often the detector runs for other reasons); it also ends tracks of faces the detector cannot see (strong
     profiles) after about 3 K frames.
+    ``lookahead`` [10]: frames a file pipeline may hold a new track's first frames until it is confirmed
+    (``stream.lookahead``; the tracker itself does not use it; 0: reported from confirmation on, as live).
     ``duplicate_iou`` [0.6]: overlap above which two tracks (or a detection and a track) are the same face.
     ``max_tracks`` [32]: no new tracks beyond this many.
     ``confirm_confidence`` [0.7]: least track confidence (in [0, 1]) to confirm a track (0: off).
@@ -94,7 +102,8 @@ class TrackerConfig:
     detect_every: int = 10
     iou_threshold: float = 0.3
     redetect_iou: float = 0.5
-    min_hits: int = 1
+    min_hits: int = 3
+    lookahead: int = 10
     max_misses: int = 10
     max_unmatched_detections: int = 3
     duplicate_iou: float = 0.6
@@ -112,8 +121,8 @@ class TrackerConfig:
     def __post_init__(self) -> None:
         if self.smooth not in ("kalman", "none"):
             raise ValueError(f"smooth must be 'kalman' or 'none', got '{self.smooth}'")
-        if self.min_hits < 1 or self.max_misses < 1 or self.max_unmatched_detections < 0:
-            raise ValueError("need min_hits >= 1, max_misses >= 1, max_unmatched_detections >= 0")
+        if self.min_hits < 1 or self.max_misses < 1 or self.max_unmatched_detections < 0 or self.lookahead < 0:
+            raise ValueError("need min_hits >= 1, max_misses >= 1, max_unmatched_detections >= 0, lookahead >= 0")
         if not 0 < self.iou_threshold <= 1:
             raise ValueError(f"iou_threshold must be in (0, 1]: {self.iou_threshold}")
         for name in ("confirm_confidence", "drop_confidence", "confidence_memory"):
@@ -237,21 +246,27 @@ class FaceTracker:
         for t in self._tracks.values():
             t.lost, t.lost_reason, t.restart = True, "scene cut", True
 
+    @property
+    def confirming(self) -> bool:
+        """Is a new track short of ``min_hits``? (the detector must see each of its frames to confirm it)."""
+        return any(t.hits < self.config.min_hits for t in self._tracks.values())
+
     def need_detection(self, frame_index: int) -> bool:
-        """Should the detector run on frame ``frame_index``? (no tracks, a lost track, or K frames since the last)."""
+        """Should the detector run on frame ``frame_index``? (no tracks, a lost or new track, or K frames since the
+        last)."""
         since = self._frames_since_detection(frame_index)
         return since is None or since >= self.config.detect_every
 
     def detection_expected(self, frame_index: int) -> bool:
         """Will the detector run on ``frame_index``, a frame not started yet, if tracking goes on as it is now? (no
-        tracks or a lost track: every frame; else every K frames counted from the last detection)."""
+        tracks, a lost or new track: every frame; else every K frames counted from the last detection)."""
         since = self._frames_since_detection(frame_index)
         return since is None or (since > 0 and since % self.config.detect_every == 0)
 
     def _frames_since_detection(self, frame_index: int) -> int | None:
         """Frames from the last detection to ``frame_index``; None where every frame needs the detector now (no
-        tracks, a lost track, ``detect_every`` <= 1, no detection yet)."""
-        if not self._tracks or any(t.lost for t in self._tracks.values()):
+        tracks, a lost track, a new track short of ``min_hits``, ``detect_every`` <= 1, no detection yet)."""
+        if not self._tracks or self.confirming or any(t.lost for t in self._tracks.values()):
             return None
         if self.config.detect_every <= 1 or self._last_detection is None:
             return None
@@ -430,7 +445,8 @@ class FaceTracker:
         lm_used = lm if lm_s is None else lm_s
         t.roi = next_roi(lm_used, roi, frame_shape, self.config.roi)
         t.box = box_from_landmarks(lm_used[None])[0]
-        t.hits += 1
+        if t.hits >= cfg.min_hits or fi in (t.born, t.last_matched):
+            t.hits += 1  # a new track's hits count only on frames where the detector saw it
         t.misses = 0
         t.lost, t.lost_reason = False, ""
         t.last_frame = fi
