@@ -210,7 +210,10 @@ def test_csv_header_rows_and_roundtrip(tmp_path: Path) -> None:
     assert header[:13] == ["frame", "time", "track_id", "box_x1", "box_y1", "box_x2", "box_y2",
                            "yaw", "pitch", "roll", "scale", "tx", "ty"]
     assert header[13] == "confidence"
-    assert header[14:17] == ["x0", "y0", "z0"] and header[-3:] == ["x67", "y67", "z67"] and len(header) == 14 + 204
+    from model.expression_ext import EXT_NAMES
+
+    assert header[14:21] == list(EXT_NAMES)
+    assert header[21:24] == ["x0", "y0", "z0"] and header[-3:] == ["x67", "y67", "z67"] and len(header) == 21 + 204
     assert len(set(header)) == len(header)
     assert len(lines) == 1 + 8  # one row per frame x track; frame 2 had nobody: no row
     assert sorted({int(l.split(",")[0]) for l in lines[1:]}) == [0, 1, 3, 4, 5]
@@ -296,7 +299,8 @@ def test_jsonl_roundtrip(tmp_path: Path) -> None:
     lines = path.read_text().splitlines()
     assert len(lines) == 8
     first = json.loads(lines[0])
-    assert set(first) == {"frame", "time", "track_id", "box", "roi", "pose", "confidence", "landmarks", "params"}
+    assert set(first) == {"frame", "time", "track_id", "box", "roi", "pose", "confidence", "ext", "ext_version",
+                          "landmarks", "params"}
     assert set(first["pose"]) == {"yaw", "pitch", "roll", "scale", "tx", "ty"}
     _check_roundtrip(path, written)
 
