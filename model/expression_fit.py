@@ -29,42 +29,63 @@ class FitWeights:
     ext_max: tuple[float, ...] = (1.0, 1.0, 2.0, 2.0, 2.0, 2.0, 2.5)
 
 
-def fit_expression(params: np.ndarray, targets_crop: np.ndarray, point_weights: np.ndarray, basis: Basis,
-                   exp_std: np.ndarray, weights: FitWeights = FitWeights()) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class FitBasis:
+    """The 68-point basis laid out for the fit, float64: mean ``u`` (68, 3), shape ``w_shp`` (204, 40) rows x, y, z
+    per point, and the joint expression basis ``w_all`` (3, 68 * 17) (10 PCA + N_EXT, per point)."""
+
+    u: np.ndarray
+    w_shp: np.ndarray
+    w_all: np.ndarray
+
+    @classmethod
+    def of(cls, basis: Basis) -> "FitBasis":
+        w_all = np.concatenate([basis.w_exp, basis.w_ext], axis=2).astype(np.float64)  # (68, 3, 17)
+        return cls(basis.u.astype(np.float64), basis.w_shp.astype(np.float64).reshape(-1, basis.w_shp.shape[-1]),
+                   np.ascontiguousarray(w_all.transpose(1, 0, 2).reshape(3, -1)))
+
+
+def fit_expression(params: np.ndarray, targets_crop: np.ndarray, point_weights: np.ndarray,
+                   basis: Basis | FitBasis, exp_std: np.ndarray, weights: FitWeights = FitWeights()
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """Fit the expression of each face to target points.
 
     params (N, 62) real; targets_crop (N, 68, 2) crop coordinates before the y flip (NaN: no target); point_weights
-    (N, 68) or (68,) >= 0; basis: the 68-point Basis (with ``w_ext``); exp_std (10,) real units of one whitening std.
+    (N, 68) or (68,) >= 0; basis: the 68-point Basis (with ``w_ext``) or its ``FitBasis`` (faster when reused);
+    exp_std (10,) real units of one whitening std.
     Returns (params (N, 62) float32 with the fitted PCA expression, ext (N, N_EXT) float32).
     """
+    fb = basis if isinstance(basis, FitBasis) else FitBasis.of(basis)
     p = np.asarray(params, np.float64).reshape(-1, 62)
     n = len(p)
+    k = N_EXP + N_EXT
     r, t, a, e0 = split_params(p)
-    r2, t2 = r[:, :2, :], t[:, :2]
-    base = basis.u.astype(np.float64)[None] + np.einsum("jck,nk->njc", basis.w_shp.astype(np.float64), a)
-    pred0 = np.einsum("nij,nvj->nvi", r2, base) + t2[:, None]  # (N, 68, 2) with zero expression
-    w_all = np.concatenate([basis.w_exp, basis.w_ext], axis=2).astype(np.float64)  # (68, 3, 17)
-    jac = np.einsum("nij,vjk->nvik", r2, w_all)  # (N, 68, 2, 17)
+    r2t = r[:, :2, :].transpose(0, 2, 1)  # (N, 3, 2)
+    base = fb.u[None] + (a @ fb.w_shp.T).reshape(n, 68, 3)
+    pred0 = base @ r2t + t[:, None, :2]  # (N, 68, 2) with zero expression
+    jac = (r[:, :2, :] @ fb.w_all).reshape(n, 2, 68, k).transpose(0, 2, 1, 3)  # (N, 68, 2, 17)
     tgt = np.asarray(targets_crop, np.float64).reshape(n, 68, 2)
     wts = np.broadcast_to(np.asarray(point_weights, np.float64), (n, 68)).copy()
     ok = np.isfinite(tgt).all(-1)
     wts[~ok] = 0.0
     res = np.where(ok[..., None], tgt - pred0, 0.0)
-    k = N_EXP + N_EXT
     std = np.asarray(exp_std, np.float64).reshape(N_EXP)
     lam = np.concatenate([weights.prior_exp / std ** 2, np.broadcast_to(np.asarray(weights.prior_ext, np.float64),
                                                                         (N_EXT,))])
     prior_mean = np.concatenate([e0, np.zeros((n, N_EXT))], axis=1)
-    jw = jac * np.sqrt(wts)[..., None, None]
-    a_mat = np.einsum("nvik,nvil->nkl", jw, jw) + lam[None, :, None] * np.eye(k)[None]
-    b_vec = np.einsum("nvik,nvi->nk", jw, res * np.sqrt(wts)[..., None]) + lam * prior_mean
+    sw = np.sqrt(wts)[..., None]
+    jw = (jac * sw[..., None]).reshape(n, 136, k)
+    rw = (res * sw).reshape(n, 136, 1)
+    jt = jw.transpose(0, 2, 1)
+    a_mat = jt @ jw + np.diag(lam)[None]
+    b_vec = (jt @ rw)[..., 0] + lam * prior_mean
     sol = np.linalg.solve(a_mat, b_vec[..., None])[..., 0]
     ext = np.clip(sol[:, N_EXP:], weights.ext_min, weights.ext_max)
     if np.any(ext != sol[:, N_EXP:]):  # re-solve the PCA part with the clamped extension fixed
-        res2 = res - np.einsum("nvik,nk->nvi", jac[..., N_EXP:], ext)
-        jw2 = jw[..., :N_EXP]
-        a2 = np.einsum("nvik,nvil->nkl", jw2, jw2) + np.diag(lam[:N_EXP])[None]
-        b2 = np.einsum("nvik,nvi->nk", jw2, res2 * np.sqrt(wts)[..., None]) + lam[:N_EXP] * e0
+        rw2 = rw - jw[..., N_EXP:] @ ext[..., None]
+        jt2 = jt[:, :N_EXP]
+        a2 = jt2 @ jw[..., :N_EXP] + np.diag(lam[:N_EXP])[None]
+        b2 = (jt2 @ rw2)[..., 0] + lam[:N_EXP] * e0
         sol[:, :N_EXP] = np.linalg.solve(a2, b2[..., None])[..., 0]
     out = p.copy()
     out[:, 12 + 40:] = sol[:, :N_EXP]

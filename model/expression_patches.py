@@ -50,20 +50,30 @@ def part_affine(anchor_a: np.ndarray, anchor_b: np.ndarray, up_from: np.ndarray,
     a = np.asarray(anchor_a, np.float64).reshape(-1, 2)
     b = np.asarray(anchor_b, np.float64).reshape(-1, 2)
     r = np.asarray(up_from, np.float64).reshape(-1, 2)
-    d = np.linalg.norm(b - a, axis=1, keepdims=True)
+    along = b - a
+    d = np.linalg.norm(along, axis=1, keepdims=True)
     up = np.stack([r[:, 1], -r[:, 0]], 1)
     up = up / np.maximum(np.linalg.norm(up, axis=1, keepdims=True), 1e-9) * d  # same length as a -> b
-    ox, oy = spec.origin
-    src = np.stack([a, b, a + up], 1).astype(np.float32)
-    dst = np.array([[ox, oy], [ox + ANCHOR_GAP, oy], [ox, oy - ANCHOR_GAP]], np.float32)
-    return np.stack([cv2.getAffineTransform(s, dst) for s in src]).astype(np.float64)
+    # the linear part L maps (b - a) to (G, 0) and up to (0, -G): L = diag(G, -G) @ inv([b - a | up])
+    det = along[:, 0] * up[:, 1] - up[:, 0] * along[:, 1]
+    det = np.where(np.abs(det) < 1e-12, 1e-12, det)
+    inv = np.stack([np.stack([up[:, 1], -up[:, 0]], 1), np.stack([-along[:, 1], along[:, 0]], 1)], 1) / det[:, None, None]
+    lin = inv * np.array([ANCHOR_GAP, -ANCHOR_GAP])[None, :, None]
+    off = np.array(spec.origin)[None] - np.einsum("nij,nj->ni", lin, a)
+    return np.concatenate([lin, off[:, :, None]], axis=2)
 
 
 def part_affines(landmarks: np.ndarray) -> dict[str, np.ndarray]:
     """Every part's frame -> patch affines from (N, 68, 2+) landmarks in frame px: name -> (N, 2, 3)."""
     lm = np.asarray(landmarks, np.float64)[..., :2]
-    across = lm[:, 45] - lm[:, 36]
-    return {p.name: part_affine(lm[:, p.anchors[0]], lm[:, p.anchors[1]], across, p) for p in PARTS}
+    n = len(lm)
+    across = np.tile(lm[:, 45] - lm[:, 36], (len(PARTS), 1))
+    a = np.concatenate([lm[:, p.anchors[0]] for p in PARTS])
+    b = np.concatenate([lm[:, p.anchors[1]] for p in PARTS])
+    # every part's origin is the same (``part_affine`` per part otherwise): one vectorised call for all three
+    assert len({p.origin for p in PARTS}) == 1
+    aff = part_affine(a, b, across, PARTS[0])
+    return {p.name: aff[i * n:(i + 1) * n] for i, p in enumerate(PARTS)}
 
 
 def cut(gray: np.ndarray, affine: np.ndarray, spec: PartSpec) -> np.ndarray:
@@ -92,5 +102,8 @@ def apply_affine(affine: np.ndarray, pts: np.ndarray) -> np.ndarray:
 def invert_affine(affine: np.ndarray) -> np.ndarray:
     """(N, 2, 3) -> (N, 2, 3) inverse maps."""
     a = np.asarray(affine, np.float64)
-    inv = np.linalg.inv(a[:, :, :2])
+    m = a[:, :, :2]
+    det = m[:, 0, 0] * m[:, 1, 1] - m[:, 0, 1] * m[:, 1, 0]
+    inv = np.stack([np.stack([m[:, 1, 1], -m[:, 0, 1]], 1), np.stack([-m[:, 1, 0], m[:, 0, 0]], 1)], 1) \
+        / det[:, None, None]
     return np.concatenate([inv, -(inv @ a[:, :, 2:])], axis=2)

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from model.expression_ext import N_EXT
-from model.expression_fit import FitWeights, fit_expression
+from model.expression_fit import FitBasis, FitWeights, fit_expression
 from model.expression_net import ExpressionNet, build_runner, load_expression_net
 from model.expression_patches import LEFT_EYE, MOUTH, RIGHT_EYE, PartSpec, apply_affine, cut, from_units, \
     invert_affine, part_affines
@@ -40,9 +40,10 @@ def visibility_weights(params: np.ndarray) -> np.ndarray:
 
     Yaw > 0 brings the subject's left side (model x > 0) toward the camera, so the right eye (36-41) is the far one.
     """
-    from model.morphable import pose_from_params
-
-    yaw = pose_from_params(np.asarray(params, np.float32))[:, 0].astype(np.float64)
+    p = np.asarray(params, np.float64).reshape(-1, 62)[:, :12].reshape(-1, 3, 4)
+    r1 = p[:, 0, :3] / np.linalg.norm(p[:, 0, :3], axis=1, keepdims=True)
+    r2 = p[:, 1, :3] / np.linalg.norm(p[:, 1, :3], axis=1, keepdims=True)
+    yaw = np.degrees(np.arcsin(np.clip(np.cross(r1, r2)[:, 0], -1.0, 1.0)))  # = pose_from_params' yaw
     w = np.tile(POINT_WEIGHTS.astype(np.float64), (len(yaw), 1))
     right_far = yaw > 0
     w[:, 36:42] *= np.where(right_far, _ramp(yaw, FAR_EYE_YAW), _ramp(yaw, NEAR_EYE_YAW))[:, None]
@@ -51,10 +52,8 @@ def visibility_weights(params: np.ndarray) -> np.ndarray:
     return w
 
 
-def _gray_patches(frame: np.ndarray, affines: np.ndarray, spec: PartSpec, out: np.ndarray) -> None:
-    for i, a in enumerate(affines):
-        p = cut(frame, a, spec)
-        out[i] = cv2.cvtColor(p, cv2.COLOR_BGR2GRAY) if p.ndim == 3 else p
+def _gray(patch: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(patch, cv2.COLOR_BGR2GRAY) if patch.ndim == 3 else patch
 
 
 def share_eye_closure(ext: np.ndarray, w_right: np.ndarray, w_left: np.ndarray) -> np.ndarray:
@@ -82,6 +81,7 @@ class ExpressionStage:
         self._run = build_runner(self.net, fast_path, threads)
         self.fast_path: str = getattr(self._run, "kind", "eager")
         self.morph = morph
+        self.fit_basis = FitBasis.of(morph.sparse)
         self.convention = convention
         self.exp_std = np.asarray(exp_std, np.float64).reshape(-1)[-10:]
         self.weights = weights
@@ -97,31 +97,22 @@ class ExpressionStage:
         n = sum(counts)
         if n == 0:
             return [np.zeros((0, 32, 2)) for _ in items]
+        lm = np.concatenate([np.asarray(x, np.float64)[..., :2] for _, x in items if len(x)])
+        aff = part_affines(lm)
+        frames = [f for f, c in zip((f for f, _ in items), counts) for _ in range(c)]
         eyes = np.empty((2 * n,) + RIGHT_EYE.size, np.uint8)
         mouths = np.empty((n,) + MOUTH.size, np.uint8)
-        aff = {RIGHT_EYE.name: [], LEFT_EYE.name: [], MOUTH.name: []}
-        k = 0
-        for (frame, lm), c in zip(items, counts):
-            if c == 0:
-                continue
-            a = part_affines(np.asarray(lm)[..., :2])
-            _gray_patches(frame, a[RIGHT_EYE.name], RIGHT_EYE, eyes[k:k + c])
-            _gray_patches(frame, a[LEFT_EYE.name], LEFT_EYE, eyes[n + k:n + k + c])
-            _gray_patches(frame, a[MOUTH.name], MOUTH, mouths[k:k + c])
-            for name in aff:
-                aff[name].append(a[name])
-            k += c
-        aff = {name: np.concatenate(v) for name, v in aff.items()}
-        e = (eyes.astype(np.float32) * np.float32(1 / 255.0) - np.float32(0.5))[:, None]
-        m = (mouths.astype(np.float32) * np.float32(1 / 255.0) - np.float32(0.5))[:, None]
-        pe, pm = self._run(e, m)
-        pe, pm = pe.astype(np.float64), pm.astype(np.float64)
-        out = np.zeros((n, 68, 2))
+        for i, frame in enumerate(frames):
+            eyes[i] = _gray(cut(frame, aff[RIGHT_EYE.name][i], RIGHT_EYE))
+            eyes[n + i] = _gray(cut(frame, aff[LEFT_EYE.name][i], LEFT_EYE))
+            mouths[i] = _gray(cut(frame, aff[MOUTH.name][i], MOUTH))
+        scale = np.float32(1 / 255.0)
+        pe, pm = self._run((eyes[:, None] * scale - np.float32(0.5)), (mouths[:, None] * scale - np.float32(0.5)))
+        out = np.empty((n, 68, 2))
         for spec, units in ((RIGHT_EYE, pe[:n]), (LEFT_EYE, pe[n:]), (MOUTH, pm)):
-            px = apply_affine(invert_affine(aff[spec.name]), from_units(units, spec))
-            out[:, list(spec.points)] = px
-        pts = out[:, 36:68]
-        return list(np.split(pts, np.cumsum(counts)[:-1]))
+            out[:, list(spec.points)] = apply_affine(invert_affine(aff[spec.name]),
+                                                     from_units(units.astype(np.float64), spec))
+        return list(np.split(out[:, 36:68], np.cumsum(counts)[:-1]))
 
     def refine_many(self, items: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
                     ) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -139,7 +130,7 @@ class ExpressionStage:
             targets[:, 36:68] = p
             crop = frame_to_crop_xy(targets, rois, self.convention)
             w = visibility_weights(params)
-            p_fit, ext = fit_expression(params, crop, w, self.morph.sparse, self.exp_std, self.weights)
+            p_fit, ext = fit_expression(params, crop, w, self.fit_basis, self.exp_std, self.weights)
             out.append((p_fit, share_eye_closure(ext, w[:, 36], w[:, 42])))
         self.last_ms = (time.perf_counter() - t0) * 1e3
         return out
