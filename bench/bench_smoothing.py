@@ -235,11 +235,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", default="3ddfa-v2-mb05", help="model (default the mb05 peer)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--real", action="store_true", help="also the unlabelled jitter on d0.mp4")
+    ap.add_argument("--expression", choices=["true", "false"], default="true",
+                    help="the expression stage (default true, as run_stream.py)")
     ap.add_argument("--json", help="write the raw figures to this file")
     ap.add_argument("--write", action="store_true", help="append the section to bench/RESULTS.md")
     args = ap.parse_args(argv)
 
-    cfg = load_config(None, {"weights": args.weights, "device": args.device, "progress": False})
+    cfg = load_config(None, {"weights": args.weights, "device": args.device, "progress": False,
+                             "expression": args.expression == "true"})
     engine = build_engine(cfg)
     results = []
     for seed in args.seeds:

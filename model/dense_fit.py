@@ -11,23 +11,27 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.morphable import Basis, MorphableModel
+from model.basis import Basis
 
 INNER_LIP_PAIRS = ((61, 67), (62, 66), (63, 65))  # upper / lower inner lip points facing each other
 
 
-def landmark_vertices(morph: MorphableModel) -> np.ndarray:
+def landmark_vertices(morph) -> np.ndarray:
     """(68,) int: the grid vertex standing for each landmark (distinct vertices, nearest in 3D on the mean shape).
 
     The inner lips get vertically adjacent vertices of one column (upper above lower), so that opening the mouth
     stretches the rows between them instead of shearing neighbours; the other points are matched by the Hungarian
     method on the 3D distance.
     """
+    return _landmark_vertices(morph.sparse, morph.dense_basis, morph.grid_shape)
+
+
+def _landmark_vertices(sparse: Basis, dense: Basis, grid_shape: tuple[int, int]) -> np.ndarray:
     from scipy.optimize import linear_sum_assignment
 
-    rows, cols = morph.grid_shape
-    u = morph.dense_basis.u.astype(np.float64)
-    lm = morph.sparse.u.astype(np.float64)
+    rows, cols = grid_shape
+    u = dense.u.astype(np.float64)
+    lm = sparse.u.astype(np.float64)
     k = np.full(68, -1, np.int64)
     for a, b in INNER_LIP_PAIRS:
         mid = (lm[a] + lm[b]) / 2
@@ -74,22 +78,22 @@ def _idw_operator(nodes: np.ndarray, points: np.ndarray, power: float = 6.0) -> 
     return w / w.sum(1, keepdims=True)
 
 
-def consistent_dense_model(morph: MorphableModel) -> tuple[MorphableModel, np.ndarray]:
-    """A MorphableModel whose dense grid passes exactly through the 68 landmarks, for every shape and expression.
+def landmark_following_basis(sparse: Basis, dense: Basis, grid_shape: tuple[int, int]) -> tuple[Basis, np.ndarray]:
+    """The dense grid's basis made to pass exactly through the 68 landmarks, for every shape and expression.
 
     Why: the grid's own expression basis (``Model_PAF.pkl`` ``w_exp_filter``) barely moves it (about 1e-2 units per
-    unit coefficient, where the 68-point basis moves 5e3), so ``morph.dense`` shows no expression and a rendered
+    unit coefficient, where the 68-point basis moves 5e3), so the raw dense mesh shows no expression and a rendered
     open mouth or smile would not be where the true landmarks say. Here the difference between the 68-point model
     and the grid at the landmarks' vertices (``landmark_vertices``) is spread over the grid by a thin-plate spline
     in grid coordinates; the difference is linear in the parameters, so the result is again a linear basis (mean,
-    40 shape, 10 expression) and decodes through the same ``MorphableModel.dense`` code. Returns (model, the (68,)
-    vertex index of each landmark): ``model.dense(p, roi, c)[:, k] == morph.landmarks(p, roi, c)``.
+    40 shape, 10 expression; the extension ``w_ext`` by inverse-distance weights, it being local). Returns (basis,
+    the (68,) grid vertex of each landmark); ``model.morphable.consistent_dense_model`` wraps it in a model.
     """
-    k = landmark_vertices(morph)
-    rows, cols = morph.grid_shape
+    k = _landmark_vertices(sparse, dense, grid_shape)
+    rows, cols = grid_shape
     grid = np.stack(np.divmod(np.arange(rows * cols), cols), 1).astype(np.float64)
     op = _tps_operator(grid[k], grid)  # (V, 68)
-    d, s = morph.dense_basis, morph.sparse
+    d, s = dense, sparse
     u = d.u.astype(np.float64) + op @ (s.u.astype(np.float64) - d.u[k].astype(np.float64))
     w_shp = d.w_shp.astype(np.float64) + np.einsum("vn,nck->vck", op, s.w_shp - d.w_shp[k].astype(np.float64))
     w_exp = d.w_exp.astype(np.float64) + np.einsum("vn,nck->vck", op, s.w_exp - d.w_exp[k].astype(np.float64))
@@ -97,7 +101,4 @@ def consistent_dense_model(morph: MorphableModel) -> tuple[MorphableModel, np.nd
     # forehead and overshoot the jaw's, so it is spread by inverse-distance weights, which stay within the nodes'
     w_ext = None if s.w_ext is None else \
         np.einsum("vn,nck->vck", _idw_operator(grid[k], grid), s.w_ext.astype(np.float64)).astype(np.float32)
-    dense = Basis(u.astype(np.float32), w_shp.astype(np.float32), w_exp.astype(np.float32), w_ext)
-    return MorphableModel(s, dense, morph.tri, morph.grid_shape, name=f"{morph.name}+tps68"), k
-
-
+    return Basis(u.astype(np.float32), w_shp.astype(np.float32), w_exp.astype(np.float32), w_ext), k

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from model.expression_ext import N_EXT
-from model.morphable import N_EXP, Basis, split_params
+from model.basis import N_EXP, Basis
+from model.morphable import split_params
 
 
 @dataclass(frozen=True)

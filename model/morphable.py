@@ -13,13 +13,15 @@ Every decode function takes numpy arrays or torch tensors (batched) and returns 
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from model.assets import AssetStore
+from model.basis import Basis, _is_torch
+from model.dense_fit import landmark_following_basis
 from model.expression_ext import ext_landmark_basis
 
 CROP_SIZE = 120
@@ -27,10 +29,6 @@ N_PARAMS = 62
 N_SHAPE = 40
 N_EXP = 10
 GRID = 64
-
-
-def _is_torch(x: Any) -> bool:
-    return type(x).__module__.startswith("torch")
 
 
 @dataclass
@@ -82,76 +80,6 @@ def grid_triangles(rows: int = GRID, cols: int = GRID) -> np.ndarray:
     t1 = np.stack([tl, bl, tr], 1)
     t2 = np.stack([tr, bl, br], 1)
     return np.concatenate([t1, t2]).astype(np.int32)
-
-
-@dataclass
-class Basis:
-    """A vertex set in the 40 + 10 space: mean (V, 3), shape basis (V, 3, 40), expression basis (V, 3, 10); float32.
-
-    ``w_ext`` (V, 3, N_EXT) or None: the extended expression (``model.expression_ext``: closed eyes, mouth corners,
-    jaw), added as ``ext @ w_ext`` when a decode is given ``ext``; None decodes ``ext`` as zero.
-    """
-
-    u: np.ndarray
-    w_shp: np.ndarray
-    w_exp: np.ndarray
-    w_ext: np.ndarray | None = None
-    _torch: dict = field(default_factory=dict, repr=False)  # derived arrays: torch copies per device, the flat basis
-
-    @property
-    def n(self) -> int:
-        return self.u.shape[0]
-
-    def __getstate__(self) -> dict:  # pickled into data-loader workers: never ship device tensors
-        d = self.__dict__.copy()
-        d["_torch"] = {k: v for k, v in self._torch.items() if k in ("flat", "ext")}
-        return d
-
-    def flat(self) -> tuple[np.ndarray, np.ndarray]:
-        """Mean (3V,) and the joint basis (3V, 50) with rows x, y, z interleaved per vertex (built once)."""
-        if "flat" not in self._torch:
-            w = np.concatenate([self.w_shp, self.w_exp], axis=2).reshape(-1, N_SHAPE + N_EXP)
-            self._torch["flat"] = (self.u.reshape(-1), w)
-        return self._torch["flat"]
-
-    def flat_ext(self) -> np.ndarray | None:
-        """The extension's basis (3V, N_EXT), rows x, y, z interleaved per vertex; None without one."""
-        if self.w_ext is None:
-            return None
-        if "ext" not in self._torch:
-            self._torch["ext"] = self.w_ext.reshape(-1, self.w_ext.shape[-1])
-        return self._torch["ext"]
-
-    def torch(self, device: Any, dtype: Any) -> tuple[Any, Any]:
-        import torch
-
-        key = (str(device), dtype)
-        if key not in self._torch:
-            u, w = self.flat()
-            self._torch[key] = (torch.as_tensor(u, device=device, dtype=dtype),
-                                torch.as_tensor(w, device=device, dtype=dtype))
-        return self._torch[key]
-
-    def shape_model(self, params: Any, ext: Any = None) -> Any:
-        """Model-space vertices (N, V, 3) from parameters (N, 62) (pose ignored) and the extended expression
-        ``ext`` (N, N_EXT) or None (zero)."""
-        coeffs = params[:, 12:]
-        if _is_torch(params):
-            u, w = self.torch(params.device, params.dtype)
-        else:
-            u, w = self.flat()
-            u, w = u.astype(params.dtype, copy=False), w.astype(params.dtype, copy=False)
-        s = u + coeffs @ w.T
-        we = self.flat_ext() if ext is not None else None
-        if we is not None:
-            if _is_torch(params):
-                import torch
-
-                s = s + torch.as_tensor(ext, dtype=params.dtype, device=params.device) @ \
-                    torch.as_tensor(we, dtype=params.dtype, device=params.device).T
-            else:
-                s = s + np.asarray(ext, dtype=params.dtype).reshape(params.shape[0], -1) @ we.T.astype(params.dtype)
-        return s.reshape(params.shape[0], self.n, 3)  # explicit V: -1 cannot be inferred for N = 0
 
 
 def split_params(params: Any) -> tuple[Any, Any, Any, Any]:
@@ -278,7 +206,10 @@ class MorphableModel:
         shows expressions and passes through the landmarks; False gives the raw PAF bases.
         """
         store = store or AssetStore()
-        raw = _load_cached(str(store.root), str(store.mirror) if store.mirror else "", store)
+        key = tuple(str(store.local_path(n)) for n in _MODEL_FILES)
+        raw = _RAW.get(key)
+        if raw is None:
+            raw = _RAW[key] = _load_raw(store)
         return _fitted(raw) if follow_landmarks else raw
 
     # -- decode -------------------------------------------------------------------------------------------------
@@ -304,8 +235,11 @@ def _read_txt(path: Any) -> np.ndarray:
     return np.loadtxt(path, dtype=np.float64).astype(np.float32)
 
 
-@lru_cache(maxsize=4)
-def _load_cached(_root: str, _mirror: str, store: AssetStore) -> MorphableModel:
+_MODEL_FILES = ("bfm68-u", "bfm68-w-shp", "bfm68-w-exp", "paf-grid")
+_RAW: dict[tuple[str, ...], "MorphableModel"] = {}  # the files' local paths -> the model read from them
+
+
+def _load_raw(store: AssetStore) -> MorphableModel:
     u = _read_txt(store.path("bfm68-u")).reshape(68, 3)
     w_shp = _read_txt(store.path("bfm68-w-shp")).reshape(68, 3, N_SHAPE)
     w_exp = _read_txt(store.path("bfm68-w-exp")).reshape(68, 3, N_EXP)
@@ -324,11 +258,16 @@ def _load_cached(_root: str, _mirror: str, store: AssetStore) -> MorphableModel:
 
 @lru_cache(maxsize=4)
 def _fitted(raw: MorphableModel) -> MorphableModel:
-    from model.dense_fit import consistent_dense_model
-
     model, k = consistent_dense_model(raw)
-    model.landmark_vertices = k
     return model.with_face_topology()
+
+
+def consistent_dense_model(morph: MorphableModel) -> tuple[MorphableModel, np.ndarray]:
+    """A MorphableModel whose dense grid passes exactly through the 68 landmarks for every shape and expression
+    (``model.dense_fit.landmark_following_basis``), and the (68,) grid vertex of each landmark."""
+    dense, k = landmark_following_basis(morph.sparse, morph.dense_basis, morph.grid_shape)
+    return MorphableModel(morph.sparse, dense, morph.tri, morph.grid_shape, name=f"{morph.name}+tps68",
+                          landmark_vertices=k), k
 
 
 # -- pose -------------------------------------------------------------------------------------------------------

@@ -43,8 +43,8 @@ import numba as nb
 import numpy as np
 
 from model.assets import AssetError
-from model.dense_fit import consistent_dense_model, landmark_vertices
-from model.morphable import MorphableModel, angles_to_matrix, params_from_pose, pose_from_params
+from model.dense_fit import landmark_vertices
+from model.morphable import MorphableModel, angles_to_matrix, consistent_dense_model, params_from_pose, pose_from_params
 from stream.frames import Frame, VideoInfo
 from model.render.mesh import grid_uv, vertex_normals
 from model.render.raster import RasterBuffers, rasterize
