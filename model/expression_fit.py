@@ -24,8 +24,8 @@ class FitWeights:
     ``ext_min`` / ``ext_max`` (N_EXT,) clamp.
     """
 
-    prior_exp: float = 4.0
-    prior_ext: tuple[float, ...] = (1.0, 1.0, 6.0, 6.0, 6.0, 6.0, 12.0)
+    prior_exp: float = 1.0
+    prior_ext: tuple[float, ...] = (1.0, 1.0, 3.0, 3.0, 3.0, 3.0, 4.0)
     ext_min: tuple[float, ...] = (-0.6, -0.6, -2.0, -2.0, -2.0, -2.0, 0.0)
     ext_max: tuple[float, ...] = (1.0, 1.0, 2.0, 2.0, 2.0, 2.0, 2.5)
 
