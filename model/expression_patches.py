@@ -40,40 +40,58 @@ PARTS = (RIGHT_EYE, LEFT_EYE, MOUTH)
 MOUTH_MIRROR = np.array([6, 5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 16, 15, 14, 13, 12, 19, 18, 17])
 
 
-def part_affine(anchor_a: np.ndarray, anchor_b: np.ndarray, up_from: np.ndarray, spec: PartSpec) -> np.ndarray:
-    """Frame -> patch affine maps (N, 2, 3) float64 for anchors ``a``, ``b`` (N, 2) frame px.
-
-    ``up_from`` (N, 2): the face's left-to-right vector in the frame (subject's right eye corner -> left eye corner,
-    or any vector along it); the patch's "up" is perpendicular to it, so a mirrored part (anchors running right to
-    left) is reflected rather than turned upside down.
-    """
+def part_basis(anchor_a: np.ndarray, anchor_b: np.ndarray, across: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Anchor units in the frame: (ex, ey) (N, 2) each, so that a point at units (ux, uy) is at frame px
+    ``anchor_a + ux * ex + uy * ey``. ``ex = b - a``; ``ey`` is as long, perpendicular to ``across`` (the face's
+    left-to-right vector in the frame: subject's right eye -> left eye), pointing down the face, so a mirrored part
+    (anchors running right to left) is reflected rather than turned upside down."""
     a = np.asarray(anchor_a, np.float64).reshape(-1, 2)
-    b = np.asarray(anchor_b, np.float64).reshape(-1, 2)
-    r = np.asarray(up_from, np.float64).reshape(-1, 2)
-    along = b - a
-    d = np.linalg.norm(along, axis=1, keepdims=True)
-    up = np.stack([r[:, 1], -r[:, 0]], 1)
-    up = up / np.maximum(np.linalg.norm(up, axis=1, keepdims=True), 1e-9) * d  # same length as a -> b
-    # the linear part L maps (b - a) to (G, 0) and up to (0, -G): L = diag(G, -G) @ inv([b - a | up])
-    det = along[:, 0] * up[:, 1] - up[:, 0] * along[:, 1]
+    ex = np.asarray(anchor_b, np.float64).reshape(-1, 2) - a
+    r = np.asarray(across, np.float64).reshape(-1, 2)
+    down = np.stack([-r[:, 1], r[:, 0]], 1)
+    ey = down * (np.sqrt((ex * ex).sum(1)) / np.maximum(np.sqrt((down * down).sum(1)), 1e-9))[:, None]
+    return ex, ey
+
+
+def basis_affine(anchor_a: np.ndarray, ex: np.ndarray, ey: np.ndarray, spec: PartSpec) -> np.ndarray:
+    """Frame -> patch affine maps (N, 2, 3) of a part whose anchor units are (ex, ey) from ``anchor_a``:
+    ``patch = origin + ANCHOR_GAP * [ex | ey]^-1 (x - a)``."""
+    a = np.asarray(anchor_a, np.float64).reshape(-1, 2)
+    det = ex[:, 0] * ey[:, 1] - ey[:, 0] * ex[:, 1]
     det = np.where(np.abs(det) < 1e-12, 1e-12, det)
-    inv = np.stack([np.stack([up[:, 1], -up[:, 0]], 1), np.stack([-along[:, 1], along[:, 0]], 1)], 1) / det[:, None, None]
-    lin = inv * np.array([ANCHOR_GAP, -ANCHOR_GAP])[None, :, None]
+    lin = np.stack([np.stack([ey[:, 1], -ey[:, 0]], 1), np.stack([-ex[:, 1], ex[:, 0]], 1)], 1) \
+        * (ANCHOR_GAP / det)[:, None, None]
     off = np.array(spec.origin)[None] - np.einsum("nij,nj->ni", lin, a)
     return np.concatenate([lin, off[:, :, None]], axis=2)
 
 
-def part_affines(landmarks: np.ndarray) -> dict[str, np.ndarray]:
-    """Every part's frame -> patch affines from (N, 68, 2+) landmarks in frame px: name -> (N, 2, 3)."""
+def part_affine(anchor_a: np.ndarray, anchor_b: np.ndarray, up_from: np.ndarray, spec: PartSpec) -> np.ndarray:
+    """Frame -> patch affine maps (N, 2, 3) float64 for anchors ``a``, ``b`` (N, 2) frame px; ``up_from`` (N, 2):
+    the face's left-to-right vector in the frame (see ``part_basis``)."""
+    ex, ey = part_basis(anchor_a, anchor_b, up_from)
+    return basis_affine(anchor_a, ex, ey, spec)
+
+
+def part_frames(landmarks: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Every part's anchor units in the frame from (N, 68, 2+) landmarks: name -> (a, ex, ey), (N, 2) each."""
     lm = np.asarray(landmarks, np.float64)[..., :2]
     n = len(lm)
     across = np.tile(lm[:, 45] - lm[:, 36], (len(PARTS), 1))
     a = np.concatenate([lm[:, p.anchors[0]] for p in PARTS])
-    b = np.concatenate([lm[:, p.anchors[1]] for p in PARTS])
-    # every part's origin is the same (``part_affine`` per part otherwise): one vectorised call for all three
-    assert len({p.origin for p in PARTS}) == 1
-    aff = part_affine(a, b, across, PARTS[0])
-    return {p.name: aff[i * n:(i + 1) * n] for i, p in enumerate(PARTS)}
+    ex, ey = part_basis(a, np.concatenate([lm[:, p.anchors[1]] for p in PARTS]), across)
+    return {p.name: (a[i * n:(i + 1) * n], ex[i * n:(i + 1) * n], ey[i * n:(i + 1) * n]) for i, p in enumerate(PARTS)}
+
+
+def part_affines(landmarks: np.ndarray) -> dict[str, np.ndarray]:
+    """Every part's frame -> patch affines from (N, 68, 2+) landmarks in frame px: name -> (N, 2, 3)."""
+    frames = part_frames(landmarks)
+    return {p.name: basis_affine(*frames[p.name], p) for p in PARTS}
+
+
+def units_to_frame(units: np.ndarray, a: np.ndarray, ex: np.ndarray, ey: np.ndarray) -> np.ndarray:
+    """(N, P, 2) anchor units -> (N, P, 2) frame px for a part's (a, ex, ey) (``part_frames``)."""
+    u = np.asarray(units, np.float64)
+    return a[:, None] + u[..., :1] * ex[:, None] + u[..., 1:] * ey[:, None]
 
 
 def cut(gray: np.ndarray, affine: np.ndarray, spec: PartSpec) -> np.ndarray:

@@ -17,8 +17,8 @@ import numpy as np
 from model.expression_ext import N_EXT
 from model.expression_fit import FitBasis, FitWeights, fit_expression
 from model.expression_net import ExpressionNet, build_runner, load_expression_net
-from model.expression_patches import LEFT_EYE, MOUTH, RIGHT_EYE, PartSpec, apply_affine, cut, from_units, \
-    invert_affine, part_affines
+from model.expression_patches import LEFT_EYE, MOUTH, PARTS, RIGHT_EYE, basis_affine, cut, part_frames, \
+    units_to_frame
 from model.morphable import MorphableModel, frame_to_crop_xy
 
 # fit weight of each landmark's target: the patches' points (36-67) count fully; brows and nose keep the aligner's
@@ -98,7 +98,8 @@ class ExpressionStage:
         if n == 0:
             return [np.zeros((0, 32, 2)) for _ in items]
         lm = np.concatenate([np.asarray(x, np.float64)[..., :2] for _, x in items if len(x)])
-        aff = part_affines(lm)
+        bases = part_frames(lm)
+        aff = {spec.name: basis_affine(*bases[spec.name], spec) for spec in PARTS}
         frames = [f for f, c in zip((f for f, _ in items), counts) for _ in range(c)]
         eyes = np.empty((2 * n,) + RIGHT_EYE.size, np.uint8)
         mouths = np.empty((n,) + MOUTH.size, np.uint8)
@@ -110,8 +111,7 @@ class ExpressionStage:
         pe, pm = self._run((eyes[:, None] * scale - np.float32(0.5)), (mouths[:, None] * scale - np.float32(0.5)))
         out = np.empty((n, 68, 2))
         for spec, units in ((RIGHT_EYE, pe[:n]), (LEFT_EYE, pe[n:]), (MOUTH, pm)):
-            out[:, list(spec.points)] = apply_affine(invert_affine(aff[spec.name]),
-                                                     from_units(units.astype(np.float64), spec))
+            out[:, spec.points] = units_to_frame(units, *bases[spec.name])
         return list(np.split(out[:, 36:68], np.cumsum(counts)[:-1]))
 
     def refine_many(self, items: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
