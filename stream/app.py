@@ -129,7 +129,8 @@ def open_run_stages(cfg: dict, engine: Engine, source, *, live: bool, show: bool
             renderer.set_swap_texture(swap_texture or load_swap_texture(cfg["swap_source"], engine))
         sinks = open_outputs(cfg["out"], cfg["tracks"], cfg["meshes"], source.info, engine.aligner.morph.tri,
                              cfg["mesh_format"], morph=engine.aligner.morph, inputs=run_inputs(cfg, source),
-                             tracks_params=cfg["tracks_params"], audio=cfg["audio"])
+                             tracks_params=cfg["tracks_params"], audio=cfg["audio"],
+                             tracks_format=cfg["tracks_format"])
     except (SinkError, OSError) as exc:
         source.close()
         raise UserError(str(exc)) from None

@@ -164,7 +164,7 @@ def test_each_track_learns_its_own_neutral(basis) -> None:
 def test_neutral_adapter_warmup_median_adaptation_and_limits() -> None:
     prior = np.full(N_SIGNALS, 0.1)
     prior[SIG["eye_r"]] = prior[SIG["eye_l"]] = 0.28
-    cfg = NeutralConfig(warmup_s=1.0, adapt_s=10.0)
+    cfg = NeutralConfig(warmup_s=1.0, adapt_s=10.0, prior_frames=3)
     a = NeutralAdapter(cfg)
     pose = np.zeros(6)
     rest = prior.copy()

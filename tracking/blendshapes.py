@@ -4,9 +4,9 @@
 The neutral of a measure = the identity's prior (its expression at 0) + a learned offset:
 
 - **warm-up** (the track's first ``warmup_s`` seconds): the offset is the median of the observed offsets of the
-  frames where the head faces the camera (``|yaw| <= max_yaw``, ``|pitch| <= max_pitch``), shrunk toward 0 by
-  ``prior_frames`` pseudo-samples while there are few (the first frame cannot make its own expression neutral). A
-  median: blinks and words during the first seconds do not move it.
+  frames so far (this one included) where the head faces the camera (``|yaw| <= max_yaw``, ``|pitch| <=
+  max_pitch``), optionally shrunk toward 0 by ``prior_frames`` pseudo-samples. A median: blinks and words during
+  the first seconds do not move it; a track's first frame reads 0 (it is its own neutral so far).
 - **afterwards**: a running median: each frame (frontal head) moves each offset toward the observed one by a fixed
   step, one full-scale unit per ``adapt_s`` seconds, whatever the size of the difference. Brief expressions (a
   blink, a word, a smile of a few seconds) barely move it; a slow drift (a tired face, the fit settling) is
@@ -27,12 +27,12 @@ from model.blendshapes import (N_BLEND, N_SIGNALS, activations, clamp_offset, co
 @dataclass(frozen=True)
 class NeutralConfig:
     """``warmup_s`` [2.0] seconds of a track's start that set its neutral; ``adapt_s`` [30.0] seconds the slow
-    adaptation after it takes to move a neutral by one full-scale unit (0: none); ``prior_frames`` [3] pseudo-samples of the prior during warm-up; ``max_yaw`` [30], ``max_pitch`` [25] degrees:
+    adaptation after it takes to move a neutral by one full-scale unit (0: none); ``prior_frames`` [0] pseudo-samples of the prior during warm-up; ``max_yaw`` [30], ``max_pitch`` [25] degrees:
     frames turned further teach nothing; ``max_samples`` [240] warm-up samples kept."""
 
     warmup_s: float = 2.0
     adapt_s: float = 30.0
-    prior_frames: int = 3
+    prior_frames: int = 0
     max_yaw: float = 30.0
     max_pitch: float = 25.0
     max_samples: int = 240
@@ -104,13 +104,12 @@ class BlendshapeTracker:
         sig, prior = both[:n], both[n:]
         if not learn:
             return coefficients(activations(sig, prior))
-        adapters = [self.adapters.get(int(t)) or self.adapters.setdefault(int(t), NeutralAdapter(self.config))
-                    for t in track_ids]
-        offsets = np.stack([a.offset for a in adapters])
-        out = coefficients(activations(sig, prior + offsets))
-        for i, a in enumerate(adapters):
-            a.update(sig[i], prior[i], time, poses[i])
-        return out
+        offsets = np.empty((n, N_SIGNALS))
+        for i, t in enumerate(track_ids):
+            a = self.adapters.get(int(t)) or self.adapters.setdefault(int(t), NeutralAdapter(self.config))
+            a.update(sig[i], prior[i], time, poses[i])  # this frame counts in its own neutral (warm-up median)
+            offsets[i] = a.offset
+        return coefficients(activations(sig, prior + offsets))
 
     def prune(self, alive: set[int]) -> None:
         """Forget the neutral of every track not in ``alive``."""
