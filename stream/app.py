@@ -144,6 +144,34 @@ def open_run_stages(cfg: dict, engine: Engine, source, *, live: bool, show: bool
     return renderer, sinks, analyzer
 
 
+def check_vmc(cfg: dict) -> None:
+    """UserError (one line) for a bad ``--vmc`` value or a missing ``python-osc``, before the model loads."""
+    if not cfg.get("vmc"):
+        return
+    try:
+        import pythonosc  # noqa: F401  (the [vmc] extra)
+    except ImportError as exc:
+        from stream.extras import missing_extra
+
+        raise UserError(missing_extra("--vmc", "vmc", exc)) from None
+    from stream.vmc import VMCError, parse_target
+
+    try:
+        parse_target(cfg["vmc"])
+    except VMCError as exc:
+        raise UserError(str(exc)) from None
+
+
+def open_vmc(cfg: dict, sender=None, owner=None):
+    """The ``--vmc`` sink (``stream.vmc.VMCOut``) on the running loop: its own sender, or a shared ``sender``."""
+    from stream.vmc import VMCError, VMCOut
+
+    try:
+        return VMCOut(sender if sender is not None else cfg["vmc"], vrm=cfg["vmc_vrm"], owner=owner)
+    except VMCError as exc:
+        raise UserError(str(exc)) from None
+
+
 def run_inputs(cfg: dict, source) -> list:
     """The files a run reads (the source's, the swap image, a weights file): no output may be one of them."""
     return [*getattr(source, "input_paths", []), cfg["swap_source"], cfg["weights"]]
@@ -188,7 +216,8 @@ async def _run(cfg: dict, engine: Engine | None = None,
     try:  # before the model loads: an output that would replace an input, or cannot be written, is refused at once
         check_not_inputs(outputs, inputs)
         check_writable(outputs)
-    except SinkError as exc:
+        check_vmc(cfg)
+    except (SinkError, UserError) as exc:
         source.close()
         raise UserError(str(exc)) from None
     try:
@@ -203,6 +232,14 @@ async def _run(cfg: dict, engine: Engine | None = None,
         print(f"note: --show ignored: {why}", file=sys.stderr)
         show = False
     renderer, sinks, analyzer = open_run_stages(cfg, engine, source, live=live, show=show, dense=dense)
+    if cfg["vmc"]:
+        try:
+            sinks.append(open_vmc(cfg))
+        except BaseException:
+            for sink in sinks:
+                sink.abort()
+            source.close()
+            raise
     stats = Stats()
     bar = None
     if cfg["progress"] and not live:

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from model.blendshapes import ARKIT_NAMES, ESTIMATED, ESTIMATED_MASK
 from model.expression_ext import EXT_NAMES, EXT_VERSION, N_EXT
 from stream.frames import FaceRecord
 from stream.webrtc.facedata import FaceChannel, encode, face_message, face_model_bytes
@@ -25,7 +26,8 @@ def _face(tid: int, rng: np.random.Generator, ext: bool = True) -> FaceRecord:
     return FaceRecord(0, 0.0, tid, np.array([90, 80, 310, 320], np.float32), np.zeros(4, np.float32),
                       np.array([10.123, -5.5, 2.25, 1e-3, 60, 60], np.float32), lm,
                       rng.normal(0, 1, 62).astype(np.float32) * 1e4,
-                      ext=rng.uniform(-0.3, 1, N_EXT).astype(np.float32) if ext else None)
+                      ext=rng.uniform(-0.3, 1, N_EXT).astype(np.float32) if ext else None,
+                      blendshapes=(rng.uniform(0, 1, 52) * ESTIMATED_MASK).astype(np.float32))
 
 
 class FakeChannel:
@@ -51,6 +53,10 @@ def test_message_schema_and_rounding() -> None:
     assert len(f["box"]) == 4 and len(f["params"]) == 62
     assert msg["ext_version"] == EXT_VERSION and list(f["ext"]) == list(EXT_NAMES)
     np.testing.assert_allclose([f["ext"][k] for k in EXT_NAMES], face.ext, atol=6e-5)
+    assert msg["blendshapes_version"] == "arkit-v1" and list(f["blendshapes"]) == list(ARKIT_NAMES)
+    np.testing.assert_allclose([f["blendshapes"][k] for k in ARKIT_NAMES], face.blendshapes, atol=6e-4)
+    assert all(f["blendshapes"][k] == 0 for k in ARKIT_NAMES if k not in ESTIMATED)
+    assert len(encode(msg)) < 4000  # one face, blendshapes included (~3.6 kB)
     bare = json.loads(encode(face_message(8, 8, 0.3, (640, 480), [_face(5, rng, ext=False)])))
     assert bare["faces"][0]["ext"] is None and bare["ext_version"] == EXT_VERSION  # no expression stage: null
 
@@ -94,6 +100,7 @@ def test_face_model_bytes_decode_to_the_dense_mesh() -> None:
     params[0, 12:] = np.random.default_rng(2).normal(0, 1e4, 50)
     ext = np.array([[1.0, 0.0, 0.7, -0.4, 0.3, 0.0, 0.5]], np.float32)  # a right wink, a smirk, the jaw open
     assert head["ext_names"] == list(EXT_NAMES) and head["ext_version"] == EXT_VERSION
+    assert head["blendshape_names"] == list(ARKIT_NAMES) and head["blendshapes_estimated"] == list(ESTIMATED)
     shape = arr["mean"] + arr["basis"].reshape(-1, head["coefficients"]) @ params[0, 12:] \
         + arr["ext_basis"].reshape(-1, len(head["ext_names"])) @ ext[0]
     np.testing.assert_allclose(shape.reshape(-1, 3), morph.dense_basis.shape_model(params, ext)[0], rtol=1e-4,
