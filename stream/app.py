@@ -121,7 +121,8 @@ def open_run_stages(cfg: dict, engine: Engine, source, *, live: bool, show: bool
     video keeps the source's sound unless ``audio`` is false). ``swap_texture`` skips fitting ``swap_source`` again;
     ``dense`` asks for vertices without meshes (the API). Raises UserError for outputs that cannot be opened; closes
     ``source`` on any error."""
-    renderer = FrameRenderer(cfg["mode"], engine.aligner.morph, cfg["draw_ids"]) if (cfg["out"] or show) else None
+    renderer = FrameRenderer(cfg["mode"], engine.aligner.morph, cfg["draw_ids"], cfg["blendshape_bars"]) \
+        if (cfg["out"] or show) else None
     try:
         if renderer is not None and cfg["mode"] == "swap":
             if swap_texture is None and not cfg["swap_source"]:
@@ -261,8 +262,12 @@ async def _run(cfg: dict, engine: Engine | None = None,
             analyzer.dense = analyzer.dense or renderer.needs_dense  # mesh modes need the dense vertices
             log(f"show: mode {mode}")
 
+        def toggle_bars() -> None:
+            renderer.bars = not renderer.bars
+            log(f"show: blendshape bars {'on' if renderer.bars else 'off'}")
+
         window = Window(f"run_stream: {info.name or source_spec}", renderer.mode, set_mode,
-                        lambda: pipeline.stop())
+                        lambda: pipeline.stop(), toggle_bars=toggle_bars)
 
     seen = {"frames": 0, "faces": 0}
 

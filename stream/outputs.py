@@ -19,12 +19,14 @@ class FrameRenderer:
     """Draws the chosen overlay (``mode``) for all faces of a frame; ``none`` returns the frame unchanged.
 
     ``swap`` needs a ``FaceTexture`` (``set_swap_texture``); until one is set, swap mode draws the mesh.
+    ``bars``: a small bar chart of each face's ARKit blendshapes beside it (any mode; ``--blendshape-bars``, key b).
     """
 
-    def __init__(self, mode: str, morph, draw_ids: bool = True) -> None:
+    def __init__(self, mode: str, morph, draw_ids: bool = True, bars: bool = False) -> None:
         self.mode = mode
         self.morph = morph
         self.draw_ids = draw_ids
+        self.bars = bars
         self.texture = None
         self._color_states: dict[int, dict] = {}  # per track: colour-match statistics over time (swap)
         self._buffers = None
@@ -69,6 +71,10 @@ class FrameRenderer:
             for f in faces:
                 conf = "" if f.confidence is None else f" {f.confidence:.2f}"
                 draw_box(out, f.box, label=f"#{f.track_id}{conf}")
+        if self.bars and faces:
+            from stream.render.overlays import draw_blendshape_bars
+
+            draw_blendshape_bars(out, faces)
         return out
 
 

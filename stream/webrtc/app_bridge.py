@@ -72,7 +72,7 @@ class PipelinePeer:
         self.cfg = cfg
         self.source = PushSource(VideoInfo(width=0, height=0, fps=30.0, is_live=True, name=f"webrtc:{peer_id}"))
         self.renderer = FrameRenderer(cfg["mode"] if cfg["mode"] != "none" else "landmarks", engine.aligner.morph,
-                                      cfg["draw_ids"])
+                                      cfg["draw_ids"], cfg["blendshape_bars"])
         if swap_texture is not None:
             self.renderer.set_swap_texture(swap_texture)
         self.analyzer = FaceAnalyzer(engine.service, engine.detector, tracker_config(cfg), dense=True,
