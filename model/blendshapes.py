@@ -147,55 +147,100 @@ MIRROR_NAMES = np.array([INDEX[n.replace("Left", "#").replace("Right", "Left").r
                          for n in ARKIT_NAMES])  # coefficient index of each name's mirror image
 
 
+# raw_signals' building blocks: the point pairs whose 3D distances it needs, and the measures that are linear in the
+# points' x and y (over the face size), as one (68 * 2, N_SIGNALS) matrix.
+_PAIRS = np.array([(36, 45), (37, 41), (38, 40), (36, 39), (43, 47), (44, 46), (42, 45), (61, 67), (62, 66),
+                   (63, 65)])
+
+
+def _linear_measures() -> np.ndarray:
+    w = np.zeros((68, 2, N_SIGNALS))  # [point, x|y, signal]
+
+    def add(sig: str, axis: int, points: list[int], weight: float) -> None:
+        for j in points:
+            w[j, axis, SIG[sig]] += weight / len(points)
+
+    mid = [27, 28, 29, 30, 33]
+    for sig, low, corners in (("lid_r", [40, 41], [36, 39]), ("lid_l", [46, 47], [42, 45])):
+        add(sig, 1, low, 1.0)
+        add(sig, 1, corners, -1.0)
+    add("jaw", 1, [33], 1.0)
+    add("jaw", 1, [8], -1.0)
+    for sig, corner in (("corner_r", 48), ("corner_l", 54)):
+        add(sig, 1, [corner], 1.0)
+        add(sig, 1, [33], -1.0)
+    add("out_r", 0, mid, 1.0)
+    add("out_r", 0, [48], -1.0)
+    add("out_l", 0, [54], 1.0)
+    add("out_l", 0, mid, -1.0)
+    add("mouth_x", 0, list(range(48, 68)), 1.0)
+    add("mouth_x", 0, mid, -1.0)
+    add("jaw_x", 0, [8], 1.0)
+    add("jaw_x", 0, mid, -1.0)
+    add("brow_in", 1, [20, 21, 22, 23], 1.0)
+    add("brow_in", 1, [39, 42], -1.0)
+    add("brow_r", 1, list(range(17, 22)), 1.0)
+    add("brow_r", 1, [36, 39], -1.0)
+    add("brow_l", 1, list(range(22, 27)), 1.0)
+    add("brow_l", 1, [42, 45], -1.0)
+    add("brow_out_r", 1, [17, 18], 1.0)
+    add("brow_out_r", 1, [36], -1.0)
+    add("brow_out_l", 1, [25, 26], 1.0)
+    add("brow_out_l", 1, [45], -1.0)
+    return w.reshape(136, N_SIGNALS)
+
+
+_LINEAR = _linear_measures()
+# the jaw's share in the corner and width measures (times the lip gap)
+_GAP_TERM = np.zeros(N_SIGNALS)
+_GAP_TERM[[SIG["corner_r"], SIG["corner_l"]]] = JAW_CORNER_DROP
+_GAP_TERM[[SIG["out_r"], SIG["out_l"]]] = -JAW_WIDTH_GAIN
+
+
 def raw_signals(points: np.ndarray) -> np.ndarray:
     """Model-space landmarks ``(N, 68, 3)`` (y up, x toward the subject's left) -> the measures ``(N, N_SIGNALS)``
-    float64 in ``SIGNALS`` order (lengths over the outer-eye-corner distance; eyes: the 3D eye aspect ratio)."""
+    float64 in ``SIGNALS`` order (lengths over the outer-eye-corner distance |p36-p45|; eyes: the 3D eye aspect
+    ratio ``mean(|p37-p41|, |p38-p40|) / |p36-p39|``; the lip gap the mean of |p61-p67|, |p62-p66|, |p63-p65|;
+    vertical measures on y, sideways ones on x against the nose line 27-30, 33; see ``_linear_measures``)."""
     p = np.asarray(points, dtype=np.float64).reshape(-1, 68, 3)
-    x, y = p[:, :, 0], p[:, :, 1]
-
-    def d(a: list[int], b: list[int]) -> np.ndarray:  # mean distance of point pairs
-        return np.sqrt(((p[:, a] - p[:, b]) ** 2).sum(-1)).mean(1)
-
-    size = d([36], [45])
-    eye_r = d([37, 38], [41, 40]) / d([36], [39])
-    eye_l = d([43, 44], [47, 46]) / d([42], [45])
-    gap = d([61, 62, 63], [67, 66, 65]) / size
-    mid = x[:, [27, 28, 29, 30, 33]].mean(1)
-    nose = y[:, 33]
-    out = np.empty((p.shape[0], N_SIGNALS))
-    out[:, 0], out[:, 1] = eye_r, eye_l
-    out[:, 2] = (y[:, [40, 41]].mean(1) - y[:, [36, 39]].mean(1)) / size
-    out[:, 3] = (y[:, [46, 47]].mean(1) - y[:, [42, 45]].mean(1)) / size
-    out[:, 4] = gap
-    out[:, 5] = (nose - y[:, 8]) / size
-    out[:, 6] = (y[:, 48] - nose) / size + JAW_CORNER_DROP * gap
-    out[:, 7] = (y[:, 54] - nose) / size + JAW_CORNER_DROP * gap
-    out[:, 8] = (mid - x[:, 48]) / size - JAW_WIDTH_GAIN * gap
-    out[:, 9] = (x[:, 54] - mid) / size - JAW_WIDTH_GAIN * gap
-    out[:, 10] = (x[:, 48:68].mean(1) - mid) / size
-    out[:, 11] = (x[:, 8] - mid) / size
-    out[:, 12] = (y[:, [20, 21, 22, 23]].mean(1) - y[:, [39, 42]].mean(1)) / size
-    out[:, 13] = (y[:, 17:22].mean(1) - y[:, [36, 39]].mean(1)) / size
-    out[:, 14] = (y[:, 22:27].mean(1) - y[:, [42, 45]].mean(1)) / size
-    out[:, 15] = (y[:, [17, 18]].mean(1) - y[:, 36]) / size
-    out[:, 16] = (y[:, [25, 26]].mean(1) - y[:, 45]) / size
+    diff = p[:, _PAIRS[:, 0]] - p[:, _PAIRS[:, 1]]
+    d = np.sqrt(np.einsum("npk,npk->np", diff, diff))
+    size = d[:, 0]
+    gap = d[:, 7:10].mean(1) / size
+    out = (p[:, :, :2].reshape(-1, 136) @ _LINEAR) / size[:, None] + gap[:, None] * _GAP_TERM
+    out[:, SIG["eye_r"]] = (d[:, 1] + d[:, 2]) / 2 / d[:, 3]
+    out[:, SIG["eye_l"]] = (d[:, 4] + d[:, 5]) / 2 / d[:, 6]
+    out[:, SIG["gap"]] = gap
     return out
+
+
+_BASES: dict[int, tuple[Any, tuple]] = {}
+
+
+def _float64_basis(basis: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(u (204,), W^T (50, 204), W_ext^T (N_EXT, 204) | None) in float64, made once per basis."""
+    hit = _BASES.get(id(basis))
+    if hit is None or hit[0] is not basis:
+        u, w = basis.flat()
+        we = basis.flat_ext()
+        hit = _BASES[id(basis)] = (basis, (u.astype(np.float64), np.ascontiguousarray(w.T, np.float64),
+                                           None if we is None else np.ascontiguousarray(we.T, np.float64)))
+    return hit[1]
 
 
 def model_points(basis: Any, params: np.ndarray, ext: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The 68 model-space landmarks of each face ``(N, 68, 3)`` and of its identity alone (expression and ``ext``
     set to 0: the prior neutral), from ``basis`` (``MorphableModel.sparse``), params (N, 62), ext (N, N_EXT)|None."""
     params = np.asarray(params, dtype=np.float64).reshape(-1, 62)
-    u, w = basis.flat()  # (204,), (204, 50)
+    u, wt, wet = _float64_basis(basis)
     n = params.shape[0]
     coeff = np.empty((2 * n, 50))
     coeff[:n] = params[:, 12:62]
     coeff[n:, :40] = params[:, 12:52]
     coeff[n:, 40:] = 0.0
-    s = coeff @ w.T.astype(np.float64) + u.astype(np.float64)
-    we = basis.flat_ext()
-    if ext is not None and we is not None:
-        s[:n] += np.asarray(ext, dtype=np.float64).reshape(n, -1) @ we.T.astype(np.float64)
+    s = coeff @ wt + u
+    if ext is not None and wet is not None:
+        s[:n] += np.asarray(ext, dtype=np.float64).reshape(n, -1) @ wet
     return s[:n].reshape(n, 68, 3), s[n:].reshape(n, 68, 3)
 
 
