@@ -69,7 +69,7 @@ SIGNAL_UNITS: dict[str, float] = {
     "jaw": 0.26,  # nose base (33) to chin (8): the chin drops 0.85 x the lip gap as the jaw opens the lips (ext's
     # jaw_open), so 0.85 x 0.30: jaw and lips agree, and mouthClose (jaw minus lips) reads a jaw open behind closed lips
     "corner_r": 0.08, "corner_l": 0.08,  # a mouth corner raised by ~7 mm (against the nose base)
-    "out_r": 0.08, "out_l": 0.08,  # a mouth corner pulled away from the nose line by ~7 mm
+    "out_r": 0.08, "out_l": 0.08,  # a mouth corner pulled ~7 mm away from the mouth's centre (mean of 48-67)
     "mouth_x": 0.06, "jaw_x": 0.06,  # the mouth / chin shifted sideways by ~5 mm (+: toward the subject's left)
     "brow_in": 0.06, "brow_r": 0.06, "brow_l": 0.06, "brow_out_r": 0.06, "brow_out_l": 0.06,  # brows ~5 mm
 }
@@ -169,10 +169,11 @@ def _linear_measures() -> np.ndarray:
     for sig, corner in (("corner_r", 48), ("corner_l", 54)):
         add(sig, 1, [corner], 1.0)
         add(sig, 1, [33], -1.0)
-    add("out_r", 0, mid, 1.0)
+    mouth = list(range(48, 68))  # a corner's stretch: its distance from the mouth's own centre (a sideways mouth
+    add("out_r", 0, mouth, 1.0)  # moves both and stretches neither)
     add("out_r", 0, [48], -1.0)
     add("out_l", 0, [54], 1.0)
-    add("out_l", 0, mid, -1.0)
+    add("out_l", 0, mouth, -1.0)
     add("mouth_x", 0, list(range(48, 68)), 1.0)
     add("mouth_x", 0, mid, -1.0)
     add("jaw_x", 0, [8], 1.0)
@@ -201,7 +202,8 @@ def raw_signals(points: np.ndarray) -> np.ndarray:
     """Model-space landmarks ``(N, 68, 3)`` (y up, x toward the subject's left) -> the measures ``(N, N_SIGNALS)``
     float64 in ``SIGNALS`` order (lengths over the outer-eye-corner distance |p36-p45|; eyes: the 3D eye aspect
     ratio ``mean(|p37-p41|, |p38-p40|) / |p36-p39|``; the lip gap the mean of |p61-p67|, |p62-p66|, |p63-p65|;
-    vertical measures on y, sideways ones on x against the nose line 27-30, 33; see ``_linear_measures``)."""
+    vertical measures on y; the mouth and chin sideways on x against the nose line 27-30, 33, the corners' stretch
+    against the mouth's centre; see ``_linear_measures``)."""
     p = np.asarray(points, dtype=np.float64).reshape(-1, 68, 3)
     diff = p[:, _PAIRS[:, 0]] - p[:, _PAIRS[:, 1]]
     d = np.sqrt(np.einsum("npk,npk->np", diff, diff))
@@ -293,3 +295,55 @@ def as_dict(values: np.ndarray | None, digits: int | None = None) -> dict[str, f
         return None
     v = np.asarray(values, dtype=np.float64).reshape(N_BLEND)
     return {k: (round(float(x), digits) if digits is not None else float(x)) for k, x in zip(ARKIT_NAMES, v)}
+
+
+# --- a rig of our own mesh driven by the ARKit names (the page's 3D view "from blendshapes") ---------------------
+# ARKit name -> ({ext component: direction}, signal, target activation): the ext combination that moves ``signal`` by
+# ``target`` activation units from the mean face (for the eyes: closure), so that the estimator reads ~the value back.
+# Names the extension cannot make (brows, a sideways jaw or mouth, closed lips over an open jaw) are not rigged.
+# The jaw's row also moves the corners down and out as a real jaw does (``JAW_CORNER_DROP``, ``JAW_WIDTH_GAIN``), so
+# that an open jaw is not read as a smile or a pucker.
+_JAW_HOLDS = {"corner_l": "mouth_corner_up_l", "corner_r": "mouth_corner_up_r", "out_l": "mouth_corner_out_l",
+              "out_r": "mouth_corner_out_r"}
+RIG: tuple[tuple[str, dict[str, float], str, float], ...] = (
+    ("eyeBlinkLeft", {"eye_close_l": 1.0}, "eye_l", 0.80),
+    ("eyeBlinkRight", {"eye_close_r": 1.0}, "eye_r", 0.80),
+    ("eyeWideLeft", {"eye_close_l": -1.0}, "eye_l", -0.40),
+    ("eyeWideRight", {"eye_close_r": -1.0}, "eye_r", -0.40),
+    ("jawOpen", {"jaw_open": 1.0}, "gap", 1.0),
+    ("mouthSmileLeft", {"mouth_corner_up_l": 1.0}, "corner_l", 1.0),
+    ("mouthSmileRight", {"mouth_corner_up_r": 1.0}, "corner_r", 1.0),
+    ("mouthFrownLeft", {"mouth_corner_up_l": -1.0}, "corner_l", -1.0),
+    ("mouthFrownRight", {"mouth_corner_up_r": -1.0}, "corner_r", -1.0),
+    ("mouthStretchLeft", {"mouth_corner_out_l": 1.0}, "out_l", 1.0),
+    ("mouthStretchRight", {"mouth_corner_out_r": 1.0}, "out_r", 1.0),
+    ("mouthPucker", {"mouth_corner_out_l": -1.0, "mouth_corner_out_r": -1.0}, "out_l", -1.0),
+)
+
+
+def ext_rig(basis: Any) -> np.ndarray:
+    """``(N_EXT, N_BLEND)`` float32: the extended expression that shows each rigged ARKit name at value 1 on the
+    model's mean face (``ext = rig @ blendshapes``; unrigged names have zero columns), scaled from the measures'
+    response to each ext direction on the mean face (``RIG``)."""
+    from model.expression_ext import EXT_NAMES, N_EXT
+
+    u, wt, wet = _float64_basis(basis)
+    if wet is None:
+        return np.zeros((N_EXT, N_BLEND), np.float32)
+    base = raw_signals(u.reshape(1, 68, 3))
+
+    def response(direction: np.ndarray) -> np.ndarray:  # activations per unit of an ext direction
+        return activations(raw_signals((u + direction @ wet).reshape(1, 68, 3)), base)[0]
+
+    rig = np.zeros((N_EXT, N_BLEND))
+    for name, combo, sig, target in RIG:
+        direction = np.zeros(N_EXT)
+        for comp, w in combo.items():
+            direction[EXT_NAMES.index(comp)] = w
+        if name == "jawOpen":
+            for held, comp in _JAW_HOLDS.items():
+                c = np.zeros(N_EXT)
+                c[EXT_NAMES.index(comp)] = 1.0
+                direction = direction - c * response(direction)[SIG[held]] / response(c)[SIG[held]]
+        rig[:, INDEX[name]] = direction * (target / response(direction)[SIG[sig]])
+    return rig.astype(np.float32)

@@ -194,3 +194,21 @@ def test_neutral_adapter_warmup_median_adaptation_and_limits() -> None:
         t += 1 / 30
         a.update(s, prior, t, pose)
     assert a.offset[SIG["corner_l"]] == pytest.approx(0.08 * 1.0)
+
+
+def test_the_ext_rig_reads_back_what_drives_it(basis) -> None:
+    """The rig of our own mesh (``ext_rig``: the page's 3D view driven by blendshapes) shows each rigged name at 1
+    on the mean face; the estimator reads that name back at ~1 and the others near 0; 0 is the mean face."""
+    from model.blendshapes import RIG, ext_rig
+
+    rig = ext_rig(basis)
+    assert rig.shape == (N_EXT, 52)
+    p = np.zeros((1, 62), np.float32)
+    for name, *_ in RIG:
+        b = np.zeros(52)
+        b[INDEX[name]] = 1.0
+        out = blendshapes(basis, p, (rig @ b)[None].astype(np.float32))[0]
+        others = np.delete(out, INDEX[name])
+        assert out[INDEX[name]] > 0.9 and others.max() < 0.25, (name, out[INDEX[name]], others.max())
+    rigged = {r[0] for r in RIG}
+    assert not rig[:, [INDEX[n] for n in ARKIT_NAMES if n not in rigged]].any()

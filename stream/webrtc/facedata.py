@@ -135,7 +135,10 @@ def face_model_bytes(morph: Any) -> bytes:
     + 10 expression), ``triangles`` uint32 (F*3), and (when the model has the extended expression)
     ``ext_basis`` float32 (V*3, E) row-major, E = ``len(header["ext_names"])``. Model-space vertices =
     mean + basis @ params[12:62] + ext_basis @ [ext[name] for name in ext_names]; the pose is ``params[0:12]``
-    (3x4 row-major, crop coordinates before the y flip)."""
+    (3x4 row-major, crop coordinates before the y flip). ``arkit_rig`` (N_EXT x 52, the header's JSON): the
+    extended expression that shows each ARKit name (``blendshape_names`` order) at value 1 on the mean face, so a
+    client can drive the mesh from the ``blendshapes`` alone: ``ext = arkit_rig @ blendshapes`` with the expression
+    coefficients at 0 (``model.blendshapes.ext_rig``; unrigged names: zero columns)."""
     u, w = morph.dense_basis.flat()
     flat_ext = getattr(morph.dense_basis, "flat_ext", None)
     w_ext = None if flat_ext is None else flat_ext()
@@ -146,9 +149,12 @@ def face_model_bytes(morph: Any) -> bytes:
               "params_offset": 12, "blendshape_names": list(ARKIT_NAMES), "blendshapes_estimated": list(ESTIMATED),
               "blendshapes_version": BLENDSHAPES_VERSION, "arrays": {}}
     if w_ext is not None:
+        from model.blendshapes import ext_rig
+
         parts.append(np.ascontiguousarray(w_ext, "<f4").tobytes())
         names += ("ext_basis",)
-        header.update(ext_names=list(EXT_NAMES), ext_version=EXT_VERSION)
+        header.update(ext_names=list(EXT_NAMES), ext_version=EXT_VERSION,
+                      arkit_rig=np.round(ext_rig(morph.sparse), 5).tolist())
     # offsets are relative to the end of the header and 4-byte aligned
     offset = 0
     for name, data in zip(names, parts):
