@@ -73,10 +73,13 @@ class VMCError(ValueError):
 
 
 def parse_target(spec: str) -> tuple[str, int]:
-    """``HOST``, ``HOST:PORT``, ``:PORT`` or ``[IPv6]:PORT`` -> (host, port); the port defaults to 39539."""
+    """``HOST``, ``HOST:PORT``, ``:PORT``, ``PORT`` or ``[IPv6]:PORT`` -> (host, port); the host defaults to
+    127.0.0.1, the port to 39539."""
     text = str(spec).strip()
     host, port = text, DEFAULT_PORT
-    if text.startswith("["):
+    if text.isdigit():
+        host, port = "", text
+    elif text.startswith("["):
         end = text.find("]")
         if end < 0:
             raise VMCError(f"--vmc {spec}: expected HOST[:PORT]")

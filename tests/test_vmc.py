@@ -79,7 +79,7 @@ def _face(i: int, rng: np.random.Generator, track: int = 1, box: float = 100.0) 
 def test_parse_target() -> None:
     assert parse_target("127.0.0.1") == ("127.0.0.1", DEFAULT_PORT) == ("127.0.0.1", 39539)
     assert parse_target("192.168.1.5:39540") == ("192.168.1.5", 39540)
-    assert parse_target(":40000") == ("127.0.0.1", 40000)
+    assert parse_target(":40000") == ("127.0.0.1", 40000) == parse_target("40000") == parse_target(40000)
     assert parse_target("[::1]:39539") == ("::1", 39539) and parse_target("[::1]") == ("::1", 39539)
     for bad in ("host:port", "h:0", "h:70000", "[::1"):
         with pytest.raises(VMCError):
