@@ -199,7 +199,8 @@ async def _run(cfg: dict, engine: Engine | None = None,
     had a face (the CLI prints it as ``warning: ...``; not an error either way)."""
     api = on_job is not None
     source_spec = cfg["source"]
-    if source_spec.startswith("synthetic") and not (api or cfg["out"] or cfg["tracks"] or cfg["meshes"] or cfg["show"]):
+    if source_spec.startswith("synthetic") and not (api or cfg["out"] or cfg["tracks"] or cfg["meshes"] or cfg["show"]
+                                                    or cfg["vmc"]):
         cfg = {**cfg, "out": "out/demo.mp4", "tracks": "out/demo_tracks.csv"}
         print("demo: synthetic face -> out/demo.mp4 and out/demo_tracks.csv (give --source to use a video, "
               "webcam:0 or images)", file=sys.stderr)

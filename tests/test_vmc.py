@@ -239,3 +239,15 @@ def test_shared_sender_has_one_owner() -> None:
     assert not snd.offer(f, owner="b")
     snd.release("a")
     assert snd.offer(f, owner="b") and snd.owner == "b"
+
+
+def test_bad_target_is_one_line_before_the_model_loads(capsys) -> None:
+    from stream.app import run
+    from stream.cli import parse
+
+    assert run(parse(["--source", "synthetic:1", "--vmc", "host:port"])[1]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --vmc host:port: the port must be a number (default 39539)"
+    assert "--vmc" not in {a for a in parse(["batch", "v.mp4", "--outdir", "o"])[1]}  # not a batch flag
+    with pytest.raises(SystemExit):
+        parse(["batch", "v.mp4", "--outdir", "o", "--vmc", "127.0.0.1"])
