@@ -63,6 +63,9 @@ class Face:
         ``EXT_NAMES``: eye_close_r, eye_close_l, mouth_corner_up_r/l, mouth_corner_out_r/l, jaw_open; sides are the
         subject's own; 0 = the mean face, 1 = an eye shut), smoothed like the params for videos; None when the model
         ran without the expression stage. See ``eye_closure`` and ``expression_ext``.
+    blendshape_values: (52,) float32 the ARKit blendshape coefficients in [0, 1] (``model.blendshapes``,
+        ``ARKIT_NAMES`` order; by name: ``blendshapes``): against the track's learned neutral face for videos, the
+        face's identity with its expression at 0 for images; None when not computed.
     """
 
     box: np.ndarray
@@ -75,6 +78,18 @@ class Face:
     track_id: int | None = None
     confidence: float | None = None
     ext: np.ndarray | None = None
+    blendshape_values: np.ndarray | None = None
+
+    @property
+    def blendshapes(self) -> dict[str, float] | None:
+        """The ARKit blendshapes by name (``{"eyeBlinkLeft": 0.0, ..., "jawOpen": 0.4, ..., "tongueOut": 0.0}``, all
+        52 in Apple's order; sides are the subject's own; names outside ``model.blendshapes.ESTIMATED`` are 0), None
+        when not computed."""
+        if self.blendshape_values is None:
+            return None
+        from model.blendshapes import as_dict
+
+        return as_dict(self.blendshape_values)
 
     @property
     def yaw(self) -> float:
@@ -152,7 +167,8 @@ class ResultSink(Protocol):
 def _face_of_record(rec: Any) -> Face:
     return Face(box=np.asarray(rec.box, np.float32), landmarks=rec.landmarks, pose=np.asarray(rec.pose, np.float32),
                 params=rec.params, roi=np.asarray(rec.roi, np.float32), vertices=rec.vertices,
-                track_id=int(rec.track_id), confidence=getattr(rec, "confidence", None), ext=getattr(rec, "ext", None))
+                track_id=int(rec.track_id), confidence=getattr(rec, "confidence", None), ext=getattr(rec, "ext", None),
+                blendshape_values=getattr(rec, "blendshapes", None))
 
 
 def _frame_result(job: Job) -> FrameResult:
@@ -228,9 +244,13 @@ class Session:
         if len(boxes) == 0:
             warnings.warn(no_face_message(name, 1, "image"), NoFaceWarning, stacklevel=2)
         conf = [None] * len(res) if res.confidence is None else [float(c) for c in res.confidence]
+        from model.blendshapes import blendshapes
+
+        blend = blendshapes(self._engine.aligner.morph.sparse, res.params, res.ext) if len(res) else []
         return [Face(box=np.asarray(boxes[i], np.float32), landmarks=res.landmarks[i], pose=res.pose[i],
                      params=res.params[i], roi=res.roi[i], vertices=None if res.vertices is None else res.vertices[i],
-                     score=float(scores[i]), confidence=conf[i], ext=None if res.ext is None else res.ext[i])
+                     score=float(scores[i]), confidence=conf[i], ext=None if res.ext is None else res.ext[i],
+                     blendshape_values=blend[i])
                 for i in range(len(res))]
 
     def _run_config(self, source: str | Path, options: dict[str, Any]) -> dict:

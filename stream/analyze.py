@@ -29,6 +29,7 @@ from stream.align_service import AlignService
 from stream.frames import FaceRecord, Frame
 from stream.stats import Stats
 from tracking.cut import CutDetector
+from tracking.blendshapes import BlendshapeTracker, NeutralConfig
 from tracking.kalman import GroupNoise, KalmanConfig
 from tracking.tracker import FaceTracker, TrackerConfig
 
@@ -53,7 +54,9 @@ def tracker_config(cfg: dict) -> TrackerConfig:
                          confirm_confidence=t["confirm_confidence"], drop_confidence=t["drop_confidence"],
                          confidence_memory=t["confidence_memory"], min_face_size=t["min_face_size"],
                          confidence_keeps_tracks=t["confidence_keeps_tracks"], lookahead=t["lookahead"],
-                         smooth=cfg["smooth"], kalman=kal)
+                         smooth=cfg["smooth"], kalman=kal,
+                         neutral=NeutralConfig(warmup_s=cfg["blendshapes"]["warmup"],
+                                               adapt_s=cfg["blendshapes"]["adapt"]))
 
 
 @dataclass
@@ -94,6 +97,7 @@ class FaceAnalyzer:
         self.convention = al.convention
         self._morph = al.morph
         self.tracker = self._new_tracker(config)
+        self.blendshapes = BlendshapeTracker(al.morph.sparse, config.neutral)  # per-track neutral faces
         self._cuts = CutDetector(config.cut_threshold)
         self._pool = detect_pool or ThreadPoolExecutor(1, thread_name_prefix="detect")
         self._open = True
@@ -218,10 +222,14 @@ class FaceAnalyzer:
             exts = None if faces[0].ext is None else np.stack([f.ext for f in faces]).astype(np.float32)
             verts = self._morph.dense(params, rois_f, self.convention, exts).astype(np.float32) if self.dense else None
             poses = pose_from_params(params)
+            blend = self.blendshapes.update([f.track_id for f in faces], params, exts, poses, frame.time,
+                                            learn=not self.stills)
             for i, f in enumerate(faces):
                 records.append(FaceRecord(frame=frame.index, time=frame.time, track_id=f.track_id, box=f.box,
                                           roi=rois_f[i], pose=poses[i], landmarks=lms[i].astype(np.float32),
                                           params=params[i], vertices=None if verts is None else verts[i],
-                                          confidence=f.confidence, ext=None if exts is None else exts[i]))
+                                          confidence=f.confidence, ext=None if exts is None else exts[i],
+                                          blendshapes=blend[i]))
+        self.blendshapes.prune({t.track_id for t in live})
         stats.add_stage("smooth", (time.perf_counter() - t1) * 1e3)
         return FrameFaces(records, confirmed, {t.track_id for t in live})

@@ -121,7 +121,8 @@ def open_run_stages(cfg: dict, engine: Engine, source, *, live: bool, show: bool
     video keeps the source's sound unless ``audio`` is false). ``swap_texture`` skips fitting ``swap_source`` again;
     ``dense`` asks for vertices without meshes (the API). Raises UserError for outputs that cannot be opened; closes
     ``source`` on any error."""
-    renderer = FrameRenderer(cfg["mode"], engine.aligner.morph, cfg["draw_ids"]) if (cfg["out"] or show) else None
+    renderer = FrameRenderer(cfg["mode"], engine.aligner.morph, cfg["draw_ids"], cfg["blendshape_bars"]) \
+        if (cfg["out"] or show) else None
     try:
         if renderer is not None and cfg["mode"] == "swap":
             if swap_texture is None and not cfg["swap_source"]:
@@ -129,7 +130,8 @@ def open_run_stages(cfg: dict, engine: Engine, source, *, live: bool, show: bool
             renderer.set_swap_texture(swap_texture or load_swap_texture(cfg["swap_source"], engine))
         sinks = open_outputs(cfg["out"], cfg["tracks"], cfg["meshes"], source.info, engine.aligner.morph.tri,
                              cfg["mesh_format"], morph=engine.aligner.morph, inputs=run_inputs(cfg, source),
-                             tracks_params=cfg["tracks_params"], audio=cfg["audio"])
+                             tracks_params=cfg["tracks_params"], audio=cfg["audio"],
+                             tracks_format=cfg["tracks_format"])
     except (SinkError, OSError) as exc:
         source.close()
         raise UserError(str(exc)) from None
@@ -141,6 +143,34 @@ def open_run_stages(cfg: dict, engine: Engine, source, *, live: bool, show: bool
                             async_detect=live if cfg["detect_async"] == "auto" else bool(cfg["detect_async"]),
                             stills=source.info.stills)
     return renderer, sinks, analyzer
+
+
+def check_vmc(cfg: dict) -> None:
+    """UserError (one line) for a bad ``--vmc`` value or a missing ``python-osc``, before the model loads."""
+    if not cfg.get("vmc"):
+        return
+    try:
+        import pythonosc  # noqa: F401  (the [vmc] extra)
+    except ImportError as exc:
+        from stream.extras import missing_extra
+
+        raise UserError(missing_extra("--vmc", "vmc", exc)) from None
+    from stream.vmc import VMCError, parse_target
+
+    try:
+        parse_target(cfg["vmc"])
+    except VMCError as exc:
+        raise UserError(str(exc)) from None
+
+
+def open_vmc(cfg: dict, sender=None, owner=None):
+    """The ``--vmc`` sink (``stream.vmc.VMCOut``) on the running loop: its own sender, or a shared ``sender``."""
+    from stream.vmc import VMCError, VMCOut
+
+    try:
+        return VMCOut(sender if sender is not None else cfg["vmc"], vrm=cfg["vmc_vrm"], owner=owner)
+    except VMCError as exc:
+        raise UserError(str(exc)) from None
 
 
 def run_inputs(cfg: dict, source) -> list:
@@ -169,7 +199,8 @@ async def _run(cfg: dict, engine: Engine | None = None,
     had a face (the CLI prints it as ``warning: ...``; not an error either way)."""
     api = on_job is not None
     source_spec = cfg["source"]
-    if source_spec.startswith("synthetic") and not (api or cfg["out"] or cfg["tracks"] or cfg["meshes"] or cfg["show"]):
+    if source_spec.startswith("synthetic") and not (api or cfg["out"] or cfg["tracks"] or cfg["meshes"] or cfg["show"]
+                                                    or cfg["vmc"]):
         cfg = {**cfg, "out": "out/demo.mp4", "tracks": "out/demo_tracks.csv"}
         print("demo: synthetic face -> out/demo.mp4 and out/demo_tracks.csv (give --source to use a video, "
               "webcam:0 or images)", file=sys.stderr)
@@ -187,7 +218,8 @@ async def _run(cfg: dict, engine: Engine | None = None,
     try:  # before the model loads: an output that would replace an input, or cannot be written, is refused at once
         check_not_inputs(outputs, inputs)
         check_writable(outputs)
-    except SinkError as exc:
+        check_vmc(cfg)
+    except (SinkError, UserError) as exc:
         source.close()
         raise UserError(str(exc)) from None
     try:
@@ -202,6 +234,14 @@ async def _run(cfg: dict, engine: Engine | None = None,
         print(f"note: --show ignored: {why}", file=sys.stderr)
         show = False
     renderer, sinks, analyzer = open_run_stages(cfg, engine, source, live=live, show=show, dense=dense)
+    if cfg["vmc"]:
+        try:
+            sinks.append(open_vmc(cfg))
+        except BaseException:
+            for sink in sinks:
+                sink.abort()
+            source.close()
+            raise
     stats = Stats()
     bar = None
     if cfg["progress"] and not live:
@@ -223,8 +263,12 @@ async def _run(cfg: dict, engine: Engine | None = None,
             analyzer.dense = analyzer.dense or renderer.needs_dense  # mesh modes need the dense vertices
             log(f"show: mode {mode}")
 
+        def toggle_bars() -> None:
+            renderer.bars = not renderer.bars
+            log(f"show: blendshape bars {'on' if renderer.bars else 'off'}")
+
         window = Window(f"run_stream: {info.name or source_spec}", renderer.mode, set_mode,
-                        lambda: pipeline.stop())
+                        lambda: pipeline.stop(), toggle_bars=toggle_bars)
 
     seen = {"frames": 0, "faces": 0}
 

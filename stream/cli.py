@@ -16,7 +16,8 @@ BATCH_ONLY = ("batch.",)
 # Boolean keys that also get a --no-KEY flag (sets them to false), with its help.
 NEGATABLE = {"audio": "drop the source's sound from the output video (same as --audio false)"}
 # Keys of one run's I/O that batch replaces with its own (batch.out, batch.tracks, batch.meshes name per-file outputs).
-NOT_IN_BATCH = ("source", "out", "tracks", "meshes", "show", "serve", "webcam", "synthetic")
+NOT_IN_BATCH = ("source", "out", "tracks", "tracks_format", "meshes", "show", "serve", "webcam", "synthetic", "vmc",
+                "vmc_vrm")
 
 
 def _yaml_comments() -> dict[str, str]:

@@ -21,11 +21,12 @@ CHOICES: dict[str, tuple] = {
     "smooth": ("kalman", "none"),
     "detector": ("auto", "yunet", "haar"),
     "mesh_format": ("npz", "npz+obj", "npz+ply", "glb", "npz+glb"),
+    "tracks_format": ("auto", "csv", "jsonl", "npz", "livelinkface"),
     "live": ("auto", True, False),
     "sequence": ("auto", True, False),
     "detect_async": ("auto", True, False),
     "fast_path": ("auto", "onnxruntime", "torchscript", "none"),  # model.fastpath.FAST_PATHS (not imported: torch)
-    "batch.tracks": ("csv", "jsonl", "npz", "none"),
+    "batch.tracks": ("csv", "jsonl", "npz", "livelinkface", "none"),
     "batch.out": (None, "mp4", "mkv", "mov", "m4v", "webm", "avi"),
     "batch.transfer": ("auto", "shared", "object_store"),
 }

@@ -104,6 +104,9 @@ class FaceRecord:
     of the detector), or None when unknown.
     ext: ``(N_EXT,) float32`` the extended expression (``model.expression_ext``, version ``EXT_VERSION``: eye closure
     right/left, mouth corners, jaw), or None when the aligner ran without the expression stage.
+    blendshapes: ``(52,) float32`` in [0, 1], the ARKit coefficients in ``model.blendshapes.ARKIT_NAMES`` order
+    (subject's own sides; names outside ``ESTIMATED`` are 0; against the track's learned neutral face), or None
+    when not computed.
     """
 
     frame: int
@@ -117,3 +120,4 @@ class FaceRecord:
     vertices: np.ndarray | None = None
     confidence: float | None = None
     ext: np.ndarray | None = None
+    blendshapes: np.ndarray | None = None

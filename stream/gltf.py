@@ -8,6 +8,10 @@ What a file holds (see docs/INTERFACES.md, "glTF animation"):
   (``model.expression_ext``: closed eyes, mouth corners, jaw; when the model has them), each scaled by the largest
   |coefficient| of the track so that every weight stays in [-1, 1] (Blender's shape-key range); names in
   ``mesh.extras.targetNames`` (``shape00``.., ``exp00``.., ``ext_eye_close_r``..), ``asset.extras.ext_version``;
+- then 52 targets named by their ARKit names (``eyeBlinkLeft`` .. ``tongueOut``, ``model.blendshapes``) whose
+  weights are the track's blendshape coefficients in [0, 1], frame by frame. They carry the weights to other rigs by
+  name (a Blender action of shape keys, three.js's ``morphTargetDictionary``) and do not move this mesh: their
+  displacement is zero (one shared sparse accessor), its shape comes from the 3DMM targets above;
 - node animation in seconds (the source's frame times, unchanged): node ``track{ID}`` carries the head pose
   (translation, rotation); its child ``track{ID}_scale`` the scale (rotation Q, scale L: the symmetric part of the
   projection, nearly uniform); the grandchild ``track{ID}_face`` rotation Q^T and the mesh. The product of the three
@@ -31,6 +35,7 @@ from stream.atomic import atomic_write_bytes
 
 ANIMATIONS = ("morph", "frames")  # morph: 57 3DMM targets + weights; frames: one target per frame (the comparison)
 EXT_TARGET_PREFIX = "ext_"  # morph target names of the extended expression: ext_eye_close_r, ..., ext_jaw_open
+N_3DMM_TARGETS = 57  # shape (40), expression (10), extended expression (7): the targets that move the mesh
 _FLOAT, _U16, _U32 = 5126, 5123, 5125
 _ARRAY, _ELEMENTS = 34962, 34963
 
@@ -156,7 +161,8 @@ def fit_affine(model: np.ndarray, vertices: np.ndarray) -> tuple[np.ndarray, flo
 class TrackAnimation:
     """What one track's file animates: times (T,) s, frames (T,) indices, params (T, 62) real, affines (T, 3, 4)
     (model -> frame px, from :func:`fit_affine`), fit_error: the largest residual of those fits (px); ext (T, N_EXT)
-    the extended expression or None (no expression stage: its targets get weight 0)."""
+    the extended expression or None (no expression stage: its targets get weight 0); blendshapes (T, 52) the ARKit
+    coefficients or None (their targets get weight 0)."""
 
     track_id: int
     times: np.ndarray
@@ -165,6 +171,7 @@ class TrackAnimation:
     affines: np.ndarray
     fit_error: float = 0.0
     ext: np.ndarray | None = None
+    blendshapes: np.ndarray | None = None
 
 
 class _Packer:
@@ -195,6 +202,18 @@ class _Packer:
             acc.min = [float(x) for x in flat.min(0)]
             acc.max = [float(x) for x in flat.max(0)]
         self.accessors.append(acc)
+        return len(self.accessors) - 1
+
+    def zeros_vec3(self, count: int) -> int:
+        """A VEC3 float accessor of ``count`` zeros in a few bytes: no buffer view (zeros by the spec) and one sparse
+        entry (vertex 0 = 0, 0, 0)."""
+        g = self.g
+        sparse = g.Sparse(count=1,
+                          indices=g.AccessorSparseIndices(bufferView=self.view(np.zeros(1, "<u4").tobytes()),
+                                                          componentType=_U32),
+                          values=g.AccessorSparseValues(bufferView=self.view(np.zeros(3, "<f4").tobytes())))
+        self.accessors.append(g.Accessor(byteOffset=None, componentType=_FLOAT, count=int(count), type="VEC3",
+                                         sparse=sparse, min=[0.0, 0.0, 0.0], max=[0.0, 0.0, 0.0]))
         return len(self.accessors) - 1
 
 
@@ -270,6 +289,15 @@ def build_glb(anim: TrackAnimation, morph: Any, tri: np.ndarray, frame_size: tup
         weights = np.eye(n_frames)
         names = [f"frame{int(f):06d}" for f in anim.frames]
     targets = [g.Attributes(POSITION=pk.accessor(d.astype(np.float32), "VEC3", _ARRAY, bounds=True)) for d in deltas]
+    if animation == "morph":  # the ARKit-named weight carriers (zero displacement, one shared accessor)
+        from model.blendshapes import ARKIT_NAMES, N_BLEND
+
+        zero = pk.zeros_vec3(n_v)
+        targets += [g.Attributes(POSITION=zero) for _ in ARKIT_NAMES]
+        names += list(ARKIT_NAMES)
+        blend = np.zeros((n_frames, N_BLEND)) if anim.blendshapes is None else \
+            np.clip(np.nan_to_num(np.asarray(anim.blendshapes, np.float64).reshape(n_frames, N_BLEND)), 0, 1)
+        weights = np.concatenate([weights, blend], axis=1)
     mesh = g.Mesh(name=f"face{anim.track_id}", primitives=[g.Primitive(
         attributes=attrs, indices=indices, material=0, targets=targets)],
         weights=[float(x) for x in weights[0]], extras={"targetNames": names})
@@ -306,7 +334,8 @@ def build_glb(anim: TrackAnimation, morph: Any, tri: np.ndarray, frame_size: tup
             "frame_width": int(w_px), "frame_height": int(h_px), "track_id": int(tid), "frames": int(n_frames),
             "frame_indices_first_last": [int(anim.frames[0]), int(anim.frames[-1])],
             "world_from_pixels": "x=(x_px-W/2)/H, y=-(y_px-H/2)/H, z=z_px/H",
-            "animation": animation, "fit_error_px": float(anim.fit_error), **_ext_extras(w_ext, anim)}),
+            "animation": animation, "fit_error_px": float(anim.fit_error), **_ext_extras(w_ext, anim),
+            **(_blend_extras(anim, len(names)) if animation == "morph" else {})}),
         scene=0, scenes=[g.Scene(nodes=[0, 3])], nodes=nodes, meshes=[mesh], materials=[material],
         textures=[g.Texture(source=0, sampler=0)], images=[image],
         samplers=[g.Sampler(magFilter=9729, minFilter=9987, wrapS=33071, wrapT=33071)], cameras=[camera],
@@ -325,17 +354,42 @@ def _ext_extras(w_ext: np.ndarray | None, anim: TrackAnimation) -> dict:
     return {"ext_version": EXT_VERSION, "ext_measured": anim.ext is not None}
 
 
+def _blend_extras(anim: TrackAnimation, n_targets: int) -> dict:
+    """``asset.extras`` of the ARKit targets: version, where they start, which are estimated, whether measured."""
+    from model.blendshapes import BLENDSHAPES_VERSION, ESTIMATED, N_BLEND
+
+    return {"blendshapes_version": BLENDSHAPES_VERSION, "blendshape_targets": [n_targets - N_BLEND, N_BLEND],
+            "blendshapes_estimated": list(ESTIMATED), "blendshapes_measured": anim.blendshapes is not None}
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Reading back and checking (tests, bench, users who want the frames without a 3D package)
 
 
+_DTYPES = {_FLOAT: "<f4", _U16: "<u2", _U32: "<u4", 5121: "u1", 5120: "i1", 5122: "<i2"}
+_WIDTHS = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT4": 16}
+
+
 def _read_accessor(gltf: Any, blob: bytes, index: int) -> np.ndarray:
+    """An accessor's data (count, width) (or (count,)), sparse entries applied (no buffer view: zeros)."""
     acc = gltf.accessors[index]
-    view = gltf.bufferViews[acc.bufferView]
-    dtype = {_FLOAT: "<f4", _U16: "<u2", _U32: "<u4", 5121: "u1", 5120: "i1", 5122: "<i2"}[acc.componentType]
-    width = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT4": 16}[acc.type]
-    start = (view.byteOffset or 0) + (acc.byteOffset or 0)
-    arr = np.frombuffer(blob, dtype=dtype, count=acc.count * width, offset=start)
+    dtype = _DTYPES[acc.componentType]
+    width = _WIDTHS[acc.type]
+    if acc.bufferView is None:
+        arr = np.zeros(acc.count * width, dtype)
+    else:
+        view = gltf.bufferViews[acc.bufferView]
+        start = (view.byteOffset or 0) + (acc.byteOffset or 0)
+        arr = np.frombuffer(blob, dtype=dtype, count=acc.count * width, offset=start)
+    sp = acc.sparse
+    if sp is not None and sp.count:
+        arr = arr.copy().reshape(acc.count, width)
+        iv, vv = gltf.bufferViews[sp.indices.bufferView], gltf.bufferViews[sp.values.bufferView]
+        idx = np.frombuffer(blob, _DTYPES[sp.indices.componentType], sp.count,
+                            (iv.byteOffset or 0) + (sp.indices.byteOffset or 0))
+        arr[idx] = np.frombuffer(blob, dtype, sp.count * width,
+                                 (vv.byteOffset or 0) + (sp.values.byteOffset or 0)).reshape(sp.count, width)
+        arr = arr.reshape(-1)
     return arr.reshape(acc.count, width) if width > 1 else arr
 
 
@@ -366,6 +420,20 @@ def check_glb(path: str | os.PathLike[str]) -> list[str]:
     sizes = {_FLOAT: 4, _U32: 4, _U16: 2, 5121: 1}
     widths = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}
     for i, a in enumerate(gltf.accessors):
+        if a.bufferView is None and a.sparse is not None:  # zeros plus sparse entries: check those
+            sp = a.sparse
+            views = (sp.indices.bufferView, sp.values.bufferView)
+            if not sp.count or any(v is None or v >= len(gltf.bufferViews) for v in views):
+                errors.append(f"accessor {i}: bad sparse entries")
+                continue
+            if sp.count * sizes[a.componentType] * widths[a.type] > gltf.bufferViews[views[1]].byteLength or \
+                    _read_accessor(gltf, blob, i).shape[0] != a.count:
+                errors.append(f"accessor {i}: sparse values run past their bufferView")
+            elif a.min:
+                data = _read_accessor(gltf, blob, i).reshape(a.count, -1)
+                if not (np.allclose(data.min(0), a.min) and np.allclose(data.max(0), a.max)):
+                    errors.append(f"accessor {i}: min/max differ from the data")
+            continue
         if a.bufferView is None or a.bufferView >= len(gltf.bufferViews):
             errors.append(f"accessor {i}: bad bufferView")
             continue
@@ -414,8 +482,9 @@ def check_glb(path: str | os.PathLike[str]) -> list[str]:
 def load_glb_frames(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Evaluate a .glb written by :func:`build_glb` at its keyframes: ``{"times" (T,), "vertices" (T, V, 3) float64
     frame px, "triangles" (F, 3), "uv" (V, 2), "weights" (T, K) the morph weights, "target_names" (K,) (every
-    target, the extended expression's included), "extras" the asset's extras}`` (morph targets, weights and the three
-    nodes' TRS, as a viewer does)."""
+    target, the extended expression's and the ARKit ones included), "blendshapes" (T, 52) the ARKit targets' weights
+    or None (a file without them), "extras" the asset's extras}`` (morph targets, weights and the three nodes' TRS, as
+    a viewer does)."""
     import pygltflib as g
     from scipy.spatial.transform import Rotation
 
@@ -423,7 +492,9 @@ def load_glb_frames(path: str | os.PathLike[str]) -> dict[str, Any]:
     blob = gltf.binary_blob()
     prim = gltf.meshes[0].primitives[0]
     base = _read_accessor(gltf, blob, prim.attributes.POSITION).astype(np.float64)
-    deltas = np.stack([_read_accessor(gltf, blob, _target_position(t)) for t in prim.targets]).astype(np.float64)
+    cache: dict[int, np.ndarray] = {}
+    deltas = np.stack([cache.setdefault(_target_position(t), _read_accessor(gltf, blob, _target_position(t)))
+                       for t in prim.targets]).astype(np.float64)
     anim = gltf.animations[0]
     tracks: dict[tuple[int, str], np.ndarray] = {}
     times = None
@@ -458,7 +529,12 @@ def load_glb_frames(path: str | os.PathLike[str]) -> dict[str, Any]:
     return {"times": times, "vertices": out, "triangles": tri,
             "uv": _read_accessor(gltf, blob, prim.attributes.TEXCOORD_0), "weights": weights,
             "target_names": list((gltf.meshes[0].extras or {}).get("targetNames", [])),
-            "extras": dict(gltf.asset.extras or {})}
+            "blendshapes": _blend_weights(gltf, weights), "extras": dict(gltf.asset.extras or {})}
+
+
+def _blend_weights(gltf: Any, weights: np.ndarray) -> np.ndarray | None:
+    first = (gltf.asset.extras or {}).get("blendshape_targets")
+    return None if not first else weights[:, first[0]:first[0] + first[1]]
 
 
 class _GLBTrack:
@@ -467,6 +543,7 @@ class _GLBTrack:
         self.times: list[float] = []
         self.params: list[np.ndarray] = []
         self.ext: list[np.ndarray | None] = []
+        self.blend: list[np.ndarray | None] = []
         self.affines: list[np.ndarray] = []
         self.fit_error = 0.0
         self.best_score = np.inf  # |yaw| + |pitch| (degrees) of the texture frame
@@ -536,6 +613,8 @@ class GLBSink:
                 t.times.append(float(time))
                 t.params.append(params)
                 t.ext.append(ext)
+                b = getattr(r, "blendshapes", None)
+                t.blend.append(None if b is None else np.asarray(b, np.float32).reshape(-1))
                 t.affines.append(aff)
                 t.fit_error = max(t.fit_error, err)
                 score = float(abs(r.pose[0]) + abs(r.pose[1]))
@@ -569,7 +648,7 @@ class GLBSink:
                 if t.texture_src is not None:
                     tex = bake_texture(*t.texture_src, self.tri, self.uv, self.texture_size)
                 anim = TrackAnimation(tid, np.asarray(t.times), np.asarray(t.frames), np.stack(t.params),
-                                      np.stack(t.affines), t.fit_error, _stack_ext(t.ext))
+                                      np.stack(t.affines), t.fit_error, _stack_ext(t.ext), _stack_ext(t.blend))
                 data = build_glb(anim, self.morph, self.tri, self.frame_size or (640, 480), tex)
                 self.files.append(atomic_write_bytes(self.directory / f"track{tid}.glb", data))
             self._tracks.clear()

@@ -10,7 +10,7 @@ import numpy as np
 from model.draw import draw_box
 from stream.frames import FaceRecord, VideoInfo
 from stream.pipeline import Job
-from stream.sinks import MeshSink, SinkError, VideoSink, open_tracks_sink, write_error
+from stream.sinks import MeshSink, SinkError, VideoSink, open_tracks_sink, tracks_format, write_error
 
 MESH_MODES = ("mesh", "wireframe", "depth", "pncc", "swap")
 
@@ -19,12 +19,14 @@ class FrameRenderer:
     """Draws the chosen overlay (``mode``) for all faces of a frame; ``none`` returns the frame unchanged.
 
     ``swap`` needs a ``FaceTexture`` (``set_swap_texture``); until one is set, swap mode draws the mesh.
+    ``bars``: a small bar chart of each face's ARKit blendshapes beside it (any mode; ``--blendshape-bars``, key b).
     """
 
-    def __init__(self, mode: str, morph, draw_ids: bool = True) -> None:
+    def __init__(self, mode: str, morph, draw_ids: bool = True, bars: bool = False) -> None:
         self.mode = mode
         self.morph = morph
         self.draw_ids = draw_ids
+        self.bars = bars
         self.texture = None
         self._color_states: dict[int, dict] = {}  # per track: colour-match statistics over time (swap)
         self._buffers = None
@@ -69,6 +71,10 @@ class FrameRenderer:
             for f in faces:
                 conf = "" if f.confidence is None else f" {f.confidence:.2f}"
                 draw_box(out, f.box, label=f"#{f.track_id}{conf}")
+        if self.bars and faces:
+            from stream.render.overlays import draw_blendshape_bars
+
+            draw_blendshape_bars(out, faces)
         return out
 
 
@@ -92,12 +98,14 @@ class VideoOut:
 
 
 class TracksOut:
-    """Per-frame face records to a .csv / .jsonl / .npz track file; ``params``: the CSV also gets the crop ROI and
-    the 62 3DMM parameters (JSONL and NPZ always have them)."""
+    """Per-frame face records to a .csv / .jsonl / .npz track file or a Live Link Face CSV (``fmt``: auto = by the
+    name, ``.llf.csv``; ``fps``: its timecode rate); ``params``: the CSV also gets the crop ROI and the 62 3DMM
+    parameters (JSONL and NPZ always have them)."""
 
-    def __init__(self, path: str, params: bool = False) -> None:
-        csv = Path(path).suffix.lower() == ".csv"
-        self.sink = open_tracks_sink(path, **({"include_params": True, "include_roi": True} if params and csv else {}))
+    def __init__(self, path: str, params: bool = False, fmt: str = "auto", fps: float | None = None) -> None:
+        csv = tracks_format(path, fmt) == "csv"
+        self.sink = open_tracks_sink(path, fmt, fps,
+                                     **({"include_params": True, "include_roi": True} if params and csv else {}))
 
     def write_job(self, job: Job) -> None:
         self.sink.write(job.frame.index, job.frame.time, job.faces)
@@ -204,10 +212,11 @@ def check_writable(outputs: dict[str, str | os.PathLike[str] | None]) -> None:
 
 def open_outputs(out: str | None, tracks: str | None, meshes: str | None, info: VideoInfo, tri: np.ndarray,
                  mesh_format: str, morph=None, inputs: Sequence[str | os.PathLike[str] | None] = (),
-                 tracks_params: bool = False, audio: bool = True) -> list:
+                 tracks_params: bool = False, audio: bool = True, tracks_format: str = "auto") -> list:
     """The pipeline sinks for the given paths (None: not written), parent folders created; ``morph`` (the
     MorphableModel) is needed for glb meshes and OBJ UVs; ``tracks_params``: a CSV of tracks also has the ROI and
-    the 3DMM parameters (``TracksOut``); ``audio``: the video keeps the source's sound. An output that is one of
+    the 3DMM parameters (``TracksOut``); ``tracks_format``: auto (by name), csv, jsonl, npz or livelinkface;
+    ``audio``: the video keeps the source's sound. An output that is one of
     ``inputs`` (the source's files, the swap image...) is refused first (:func:`check_not_inputs`). On an error the
     ones already opened are aborted (their temporary files removed) before it propagates; errors are SinkError (one
     line naming the path and the cause)."""
@@ -223,7 +232,7 @@ def open_outputs(out: str | None, tracks: str | None, meshes: str | None, info: 
         if out:
             sinks.append(VideoOut(out, info, audio))
         if tracks:
-            sinks.append(TracksOut(tracks, params=tracks_params))
+            sinks.append(TracksOut(tracks, params=tracks_params, fmt=tracks_format, fps=info.fps))
         if meshes:
             sinks.append(MeshesOut(meshes, tri, mesh_format, morph, info))
     except BaseException:

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from model.blendshapes import ARKIT_NAMES, BLENDSHAPES_VERSION, ESTIMATED_MASK, N_BLEND
 from model.expression_ext import EXT_NAMES, EXT_VERSION, N_EXT
 from stream.atomic import AtomicPath, atomic_write_bytes, temp_path_for
 from stream.audio import AudioError, AudioMuxer
@@ -364,14 +365,15 @@ def _f(values: Iterable[float], fmt: str) -> list[str]:
 
 def tracks_csv_header(include_params: bool = False, include_roi: bool = False) -> list[str]:
     """Column names: frame, time, track_id, box_x1..box_y2, pose (6), confidence, the extended expression
-    (``EXT_NAMES``: eye_close_r, eye_close_l, mouth_corner_up_r, ..., jaw_open), x0,y0,z0..x67,y67,z67 [, roi]
-    [, p0..p61]. ``confidence``: the face confidence in [0, 1] (``FaceRecord.confidence``; nan when unknown); the
-    extension's values are nan when the run had no expression stage.
+    (``EXT_NAMES``: eye_close_r, eye_close_l, mouth_corner_up_r, ..., jaw_open), the 52 ARKit blendshapes
+    (``ARKIT_NAMES``: eyeBlinkLeft ... tongueOut), x0,y0,z0..x67,y67,z67 [, roi] [, p0..p61]. ``confidence``: the
+    face confidence in [0, 1] (``FaceRecord.confidence``; nan when unknown); the extension's values are nan when the
+    run had no expression stage; the blendshapes are nan when not computed (names not estimated are 0).
 
     The box columns carry a ``box_`` prefix: plain x1, y1, x2, y2 would collide with landmark 1 and 2 columns.
     """
     cols = ["frame", "time", "track_id", "box_x1", "box_y1", "box_x2", "box_y2", *POSE_NAMES, "confidence",
-            *EXT_NAMES]
+            *EXT_NAMES, *ARKIT_NAMES]
     cols += [f"{a}{i}" for i in range(68) for a in "xyz"]
     if include_roi:
         cols += ["roi_x1", "roi_y1", "roi_x2", "roi_y2"]
@@ -446,6 +448,7 @@ class TracksCSVSink(_TextTracksSink):
         parts += _f(np.ravel(r.pose)[:6], ".7g")
         parts.append(format(_confidence(r), ".4f"))
         parts += _f(_ext(r), ".4f")
+        parts += _f(_blend(r), ".4f")
         parts += _f(np.ravel(np.asarray(r.landmarks)[:68, :3]), ".3f")
         if self.include_roi:
             parts += _f(np.ravel(r.roi)[:4], ".3f")
@@ -460,10 +463,12 @@ class TracksJSONLSink(_TextTracksSink):
         {"frame": 0, "time": 0.0, "track_id": 1, "box": [4], "roi": [4],
          "pose": {"yaw": .., "pitch": .., "roll": .., "scale": .., "tx": .., "ty": ..}, "confidence": 0.97,
          "ext": {"eye_close_r": .., ..., "jaw_open": ..}, "ext_version": "ext-v1",
+         "blendshapes": {"eyeBlinkLeft": .., ..., "tongueOut": 0.0}, "blendshapes_version": "arkit-v1",
          "landmarks": [[x, y, z] x 68], "params": [62]}
 
     ``confidence`` is null when unknown; ``ext`` (the extended expression, ``model.expression_ext``) is null when
-    the run had no expression stage.
+    the run had no expression stage; ``blendshapes`` (the 52 ARKit coefficients, ``model.blendshapes``) null when
+    not computed.
     """
 
     def _row(self, frame_index: int, time: float, r: FaceRecord) -> str:
@@ -483,13 +488,16 @@ class TracksJSONLSink(_TextTracksSink):
             "confidence": None if r.confidence is None else round(float(r.confidence), 4),
             "ext": None if r.ext is None else {k: round(float(v), 4) for k, v in zip(EXT_NAMES, np.ravel(r.ext))},
             "ext_version": EXT_VERSION,
+            "blendshapes": None if r.blendshapes is None else
+            {k: round(float(v), 4) for k, v in zip(ARKIT_NAMES, np.ravel(r.blendshapes))},
+            "blendshapes_version": BLENDSHAPES_VERSION,
             "landmarks": [px(p) for p in np.asarray(r.landmarks)[:, :3]],
             "params": sig(r.params),
         }
         return json.dumps(obj, separators=(",", ":"), allow_nan=True) + "\n"
 
 
-_NPZ_KEYS = ("frames", "times", "landmarks", "params", "pose", "boxes", "rois", "confidence", "ext")
+_NPZ_KEYS = ("frames", "times", "landmarks", "params", "pose", "boxes", "rois", "confidence", "ext", "blendshapes")
 
 
 def _confidence(r: FaceRecord) -> float:
@@ -502,14 +510,22 @@ def _ext(r: FaceRecord) -> np.ndarray:
     return np.full(N_EXT, np.nan, np.float32) if r.ext is None else np.asarray(r.ext, np.float32).reshape(N_EXT)
 
 
+def _blend(r: FaceRecord) -> np.ndarray:
+    """The record's ARKit blendshapes (N_BLEND,) float32, nan when not computed."""
+    b = getattr(r, "blendshapes", None)
+    return np.full(N_BLEND, np.nan, np.float32) if b is None else np.asarray(b, np.float32).reshape(N_BLEND)
+
+
 class TracksNPZSink(_RecordSink):
     """NPZ with arrays per track, written at close (temp + rename)::
 
         track_ids (K,) int64
         track{ID}_frames (T,) int64, _times (T,) float64, _landmarks (T,68,3) float32, _params (T,62) float32,
         _pose (T,6) float32, _boxes (T,4) float32, _rois (T,4) float32, _confidence (T,) float32 (nan: unknown),
-        _ext (T,N_EXT) float32 (the extended expression; nan: no expression stage)
-        ext_names (N_EXT,) str, ext_version () str
+        _ext (T,N_EXT) float32 (the extended expression; nan: no expression stage),
+        _blendshapes (T,52) float32 (the ARKit coefficients; nan: not computed)
+        ext_names (N_EXT,) str, ext_version () str, blendshape_names (52,) str, blendshape_estimated (52,) bool,
+        blendshapes_version () str
     """
 
     def __init__(self, path: str | os.PathLike[str], *, compress: bool = False) -> None:
@@ -538,15 +554,19 @@ class TracksNPZSink(_RecordSink):
                 t["rois"].append(np.asarray(r.roi, np.float32).reshape(-1))
                 t["confidence"].append(_confidence(r))
                 t["ext"].append(_ext(r))
+                t["blendshapes"].append(_blend(r))
             self.rows_written += len(records)
             self.frames_written += 1
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The arrays the NPZ will hold (see class docstring)."""
         out: dict[str, np.ndarray] = {"track_ids": np.array(sorted(self._tracks), dtype=np.int64),
-                                      "ext_names": np.array(EXT_NAMES), "ext_version": np.array(EXT_VERSION)}
+                                      "ext_names": np.array(EXT_NAMES), "ext_version": np.array(EXT_VERSION),
+                                      "blendshape_names": np.array(ARKIT_NAMES),
+                                      "blendshape_estimated": ESTIMATED_MASK.copy(),
+                                      "blendshapes_version": np.array(BLENDSHAPES_VERSION)}
         shapes = {"landmarks": (68, 3), "params": (62,), "pose": (6,), "boxes": (4,), "rois": (4,), "confidence": (),
-                  "ext": (N_EXT,)}
+                  "ext": (N_EXT,), "blendshapes": (N_BLEND,)}
         for tid in sorted(self._tracks):
             t = self._tracks[tid]
             out[f"track{tid}_frames"] = np.asarray(t["frames"], np.int64)
@@ -572,25 +592,156 @@ class TracksNPZSink(_RecordSink):
         self._tracks.clear()
 
 
-TracksSink = TracksCSVSink | TracksJSONLSink | TracksNPZSink
+# Apple's Live Link Face app (Epic Games): the CSV of a recorded take, which Unreal's, Blender's and Maya's importers
+# read. Its blendshape columns are ARKit's in the app's order (JawRight before JawLeft, MouthRight before MouthLeft),
+# PascalCase, then the head and eye rotations; BlendShapeCount is 61 (52 + 9).
+LLF_HEADER: tuple[str, ...] = (
+    "Timecode", "BlendShapeCount", "EyeBlinkLeft", "EyeLookDownLeft", "EyeLookInLeft", "EyeLookOutLeft",
+    "EyeLookUpLeft", "EyeSquintLeft", "EyeWideLeft", "EyeBlinkRight", "EyeLookDownRight", "EyeLookInRight",
+    "EyeLookOutRight", "EyeLookUpRight", "EyeSquintRight", "EyeWideRight", "JawForward", "JawRight", "JawLeft",
+    "JawOpen", "MouthClose", "MouthFunnel", "MouthPucker", "MouthRight", "MouthLeft", "MouthSmileLeft",
+    "MouthSmileRight", "MouthFrownLeft", "MouthFrownRight", "MouthDimpleLeft", "MouthDimpleRight",
+    "MouthStretchLeft", "MouthStretchRight", "MouthRollLower", "MouthRollUpper", "MouthShrugLower",
+    "MouthShrugUpper", "MouthPressLeft", "MouthPressRight", "MouthLowerDownLeft", "MouthLowerDownRight",
+    "MouthUpperUpLeft", "MouthUpperUpRight", "BrowDownLeft", "BrowDownRight", "BrowInnerUp", "BrowOuterUpLeft",
+    "BrowOuterUpRight", "CheekPuff", "CheekSquintLeft", "CheekSquintRight", "NoseSneerLeft", "NoseSneerRight",
+    "TongueOut", "HeadYaw", "HeadPitch", "HeadRoll", "LeftEyeYaw", "LeftEyePitch", "LeftEyeRoll", "RightEyeYaw",
+    "RightEyePitch", "RightEyeRoll")
+LLF_COUNT = 61
+_LLF_BLEND = [ARKIT_NAMES.index(n[0].lower() + n[1:]) for n in LLF_HEADER[2:54]]  # LLF column -> ARKit index
+
+
+def llf_timecode(t: float, rate: int) -> str:
+    """Seconds -> the app's timecode ``HH:MM:SS:FF.mmm`` at ``rate`` frames per second (``FF`` the frame within the
+    second, ``.mmm`` thousandths of a frame)."""
+    sub = max(0, int(round(float(t) * rate * 1000)))
+    frames, milli = divmod(sub, 1000)
+    secs, ff = divmod(frames, rate)
+    hh, rest = divmod(secs, 3600)
+    mm, ss = divmod(rest, 60)
+    return f"{hh:02d}:{mm:02d}:{ss:02d}:{ff:02d}.{milli:03d}"
+
+
+def parse_llf_timecode(text: str, rate: int) -> float:
+    """Inverse of :func:`llf_timecode`: ``HH:MM:SS:FF[.fff]`` -> seconds."""
+    hh, mm, ss, ff = text.split(":")
+    return int(hh) * 3600 + int(mm) * 60 + int(ss) + float(ff) / rate
+
+
+class LiveLinkFaceSink(_RecordSink):
+    """Live Link Face CSV (``--tracks-format livelinkface`` or a ``.llf.csv`` name): one row per frame of one face,
+    the app's header (``LLF_HEADER``) and timecode (``llf_timecode`` of the frame's source time at ``rate`` =
+    the source's frame rate, rounded), the 52 ARKit blendshapes in the app's column order, ``HeadYaw``,
+    ``HeadPitch``, ``HeadRoll`` in radians (our yaw, pitch, roll: > 0 the subject turns to their right, looks down,
+    tilts to their right) and the 6 eye rotations 0 (gaze is not estimated).
+
+    The format holds one face: the file gets the track with the most frames (ties: the lowest id); the others are
+    named in a warning. Rows are kept in memory (a few hundred bytes per frame) and written at close (temp +
+    rename).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, fps: float | None = None) -> None:
+        super().__init__(path)
+        self.rate = max(1, int(round(fps or 30.0)))
+        self._tracks: dict[int, list[tuple[float, np.ndarray, np.ndarray]]] = {}
+        self.rows_written = 0
+        self.frames_written = 0
+        self.track_id: int | None = None
+
+    def write(self, frame_index: int, time: float, records: list[FaceRecord]) -> None:
+        with self._lock:
+            self._check_open()
+            for r in records:
+                b = _blend(r)
+                pose = np.radians(np.asarray(r.pose, np.float64).reshape(-1)[:3])
+                self._tracks.setdefault(int(r.track_id), []).append((float(time), np.nan_to_num(b), pose))
+            self.frames_written += 1
+
+    def _finish(self) -> Path | None:
+        target = AtomicPath(self.path)
+        rows = []
+        if self._tracks:
+            self.track_id = max(sorted(self._tracks), key=lambda k: len(self._tracks[k]))
+            rows = self._tracks[self.track_id]
+            others = sorted(set(self._tracks) - {self.track_id})
+            if others:
+                log.warning("%s: Live Link Face holds one face: wrote track %d, not track(s) %s", self.path.name,
+                            self.track_id, ", ".join(map(str, others)))
+        try:
+            with open(target.tmp, "w", encoding="utf-8", newline="") as f:
+                f.write(",".join(LLF_HEADER) + "\n")
+                for t, b, pose in rows:
+                    vals = _f(b[_LLF_BLEND], ".6f") + _f(pose, ".6f") + ["0"] * 6
+                    f.write(f"{llf_timecode(t, self.rate)},{LLF_COUNT}," + ",".join(vals) + "\n")
+            result = target.commit()
+        except BaseException:
+            target.abort()
+            raise
+        self.rows_written = len(rows)
+        self._tracks.clear()
+        return result
+
+    def _discard(self) -> None:
+        self._tracks.clear()
+
+
+def load_livelinkface(path: str | os.PathLike[str], rate: int = 30) -> dict[str, Any]:
+    """Read a Live Link Face CSV: ``{"header": [...], "timecode": [str], "seconds" (T,), "blendshapes" (T, 52) in
+    ``ARKIT_NAMES`` order, "head" (T, 3) yaw, pitch, roll as written, "eyes" (T, 6)}`` (``rate``: the timecode's
+    frames per second)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        rows = [r for r in reader if r]
+    col = {n: i for i, n in enumerate(header)}
+    vals = np.array([[float(r[col[n]]) for n in LLF_HEADER[2:]] for r in rows], np.float64).reshape(-1, 61)
+    blend = np.zeros((len(rows), N_BLEND))
+    blend[:, _LLF_BLEND] = vals[:, :52]
+    return {"header": header, "timecode": [r[0] for r in rows],
+            "seconds": np.array([parse_llf_timecode(r[0], rate) for r in rows]),
+            "count": [int(r[1]) for r in rows], "blendshapes": blend, "head": vals[:, 52:55], "eyes": vals[:, 55:]}
+
+
+TracksSink = TracksCSVSink | TracksJSONLSink | TracksNPZSink | LiveLinkFaceSink
 
 _TRACK_FORMATS = {".csv": TracksCSVSink, ".jsonl": TracksJSONLSink, ".ndjson": TracksJSONLSink, ".npz": TracksNPZSink}
+TRACK_FORMATS = ("auto", "csv", "jsonl", "npz", "livelinkface")
 
 
-def open_tracks_sink(path: str | os.PathLike[str], **options: Any) -> TracksSink:
-    """Track sink chosen by extension: .csv, .jsonl (.ndjson) or .npz; options go to the sink's constructor."""
+def tracks_format(path: str | os.PathLike[str], fmt: str = "auto") -> str:
+    """The format a tracks path is written in: ``fmt`` unless "auto", then by name (``.llf.csv``: livelinkface,
+    ``.csv``, ``.jsonl``/``.ndjson``, ``.npz``). SinkError for a name no format takes."""
+    if fmt != "auto":
+        if fmt not in TRACK_FORMATS:
+            raise SinkError(f"unknown tracks format {fmt!r}: use one of {', '.join(TRACK_FORMATS)}")
+        return fmt
+    name = Path(path).name.lower()
+    if name.endswith(".llf.csv"):
+        return "livelinkface"
     suffix = Path(path).suffix.lower()
-    cls = _TRACK_FORMATS.get(suffix)
-    if cls is None:
-        raise SinkError(f"cannot write tracks to {path}: use a .csv, .jsonl or .npz file name")
+    if suffix not in _TRACK_FORMATS:
+        raise SinkError(f"cannot write tracks to {path}: use a .csv, .llf.csv, .jsonl or .npz file name "
+                        "(or --tracks-format)")
+    return {".ndjson": "jsonl"}.get(suffix, suffix[1:])
+
+
+def open_tracks_sink(path: str | os.PathLike[str], fmt: str = "auto", fps: float | None = None,
+                     **options: Any) -> TracksSink:
+    """Track sink of ``fmt`` (``tracks_format``: by extension when "auto"); ``fps`` (the source's rate) sets the
+    Live Link Face timecode; other options go to the sink's constructor."""
+    kind = tracks_format(path, fmt)
+    if kind == "livelinkface":
+        return LiveLinkFaceSink(path, fps=fps)
+    cls = {"csv": TracksCSVSink, "jsonl": TracksJSONLSink, "npz": TracksNPZSink}[kind]
     return cls(path, **options)
 
 
 def load_tracks(path: str | os.PathLike[str]) -> dict[int, dict[str, np.ndarray]]:
     """Read a tracks file written by any track sink: ``{track_id: {"frames", "times", "boxes", "pose",
-    "landmarks", ["params"], ["rois"], ["confidence"], ["ext"]}}`` with the NPZ shapes. CSV has params/rois only when
-    written with them; files written before the confidence column have no ``confidence``, before the extended
-    expression no ``ext``."""
+    "landmarks", ["params"], ["rois"], ["confidence"], ["ext"], ["blendshapes"]}}`` with the NPZ shapes. CSV has
+    params/rois only when written with them; files written before the confidence column have no ``confidence``,
+    before the extended expression no ``ext``, before the ARKit blendshapes no ``blendshapes``. A Live Link Face CSV
+    (``.llf.csv``, :func:`load_livelinkface`) has its own reader."""
     path = Path(path)
     suffix = path.suffix.lower()
     out: dict[int, dict[str, np.ndarray]] = {}
@@ -618,6 +769,8 @@ def load_tracks(path: str | os.PathLike[str]) -> dict[int, dict[str, np.ndarray]
                     t.setdefault("confidence", []).append(vals[col["confidence"]])
                 if EXT_NAMES[0] in col:
                     t.setdefault("ext", []).append(vals[[col[k] for k in EXT_NAMES]])
+                if ARKIT_NAMES[0] in col:
+                    t.setdefault("blendshapes", []).append(vals[[col[k] for k in ARKIT_NAMES]])
                 if "roi_x1" in col:
                     t.setdefault("rois", []).append(vals[[col[f"roi_{c}"] for c in ("x1", "y1", "x2", "y2")]])
                 if "p0" in col:
@@ -641,6 +794,9 @@ def load_tracks(path: str | os.PathLike[str]) -> dict[int, dict[str, np.ndarray]
                 if "ext" in o:
                     t.setdefault("ext", []).append([np.nan] * N_EXT if o["ext"] is None else
                                                    [o["ext"][k] for k in EXT_NAMES])
+                if "blendshapes" in o:
+                    t.setdefault("blendshapes", []).append([np.nan] * N_BLEND if o["blendshapes"] is None else
+                                                           [o["blendshapes"][k] for k in ARKIT_NAMES])
     else:
         raise SinkError(f"cannot read tracks from {path}: use a .csv, .jsonl or .npz file")
     for tid, t in rows.items():
@@ -814,5 +970,6 @@ class MeshSink(_RecordSink):
 
 __all__ = [
     "SinkError", "VideoSink", "TracksCSVSink", "TracksJSONLSink", "TracksNPZSink", "TracksSink", "MeshSink",
-    "open_tracks_sink", "load_tracks", "tracks_csv_header",
+    "open_tracks_sink", "load_tracks", "tracks_csv_header", "LiveLinkFaceSink", "load_livelinkface", "LLF_HEADER",
+    "llf_timecode", "tracks_format",
 ]

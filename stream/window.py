@@ -37,7 +37,7 @@ def hud_lines(stats: Any, mode: str) -> list[str]:
     parts = [f"{name} {s['stages'][name]['p50']:.1f}" for name in HUD_STAGES if name in s["stages"]]
     if s["e2e"]["p50"] is not None:
         parts.append(f"e2e {s['e2e']['p50']:.0f}")
-    return [first, "p50 ms: " + "  ".join(parts), "q quit  m/n mode  h hide"]
+    return [first, "p50 ms: " + "  ".join(parts), "q quit  m/n mode  b blendshapes  h hide"]
 
 
 def draw_hud(image: np.ndarray, lines: list[str]) -> np.ndarray:
@@ -64,9 +64,10 @@ class Window:
     """
 
     def __init__(self, name: str, mode: str, set_mode: Callable[[str], None], stop: Callable[[], None],
-                 hud_every: float = 0.5) -> None:
+                 hud_every: float = 0.5, toggle_bars: Callable[[], None] | None = None) -> None:
         import cv2
 
+        self._toggle_bars = toggle_bars  # key b: the blendshape bar chart on/off
         self.name = name
         self.mode = mode
         self._set_mode = set_mode
@@ -94,6 +95,8 @@ class Window:
             self.switch(MODES[int(ch) - 1])
         elif ch == "h":
             self.hud = not self.hud
+        elif ch == "b" and self._toggle_bars is not None:
+            self._toggle_bars()
 
     def switch(self, mode: str) -> None:
         self.mode = mode

@@ -57,6 +57,9 @@ def test_align_image_faces(session: damdnet.Session, assets_dir: Path) -> None:
     np.testing.assert_allclose(dense[0].landmarks, f.landmarks, atol=1e-4)
     v = dense[0].vertices
     assert v.ndim == 2 and v.shape[1] == 3 and session.triangles.max() < v.shape[0]
+    # the ARKit blendshapes of a photo: against the face's own identity with its expression at 0
+    assert all(g.blendshapes is not None and len(g.blendshapes) == 52 for g in faces)
+    assert all(0 <= v <= 1 for g in faces for v in g.blendshapes.values())
     # the extended expression: on every face, and in the landmarks and vertices (decoded with it)
     from model.expression_ext import EXT_NAMES, N_EXT
 
@@ -86,6 +89,13 @@ def test_face_ext_properties() -> None:
     bare = Face(box=z, landmarks=np.zeros((68, 3), np.float32), pose=np.zeros(6, np.float32),
                 params=np.zeros(62, np.float32), roi=z)
     assert bare.ext is None and bare.eye_closure is None and bare.expression_ext is None
+    assert bare.blendshapes is None
+    from model.blendshapes import ARKIT_NAMES
+
+    values = np.zeros(52, np.float32)
+    values[ARKIT_NAMES.index("jawOpen")] = 0.75
+    f.blendshape_values = values
+    assert list(f.blendshapes) == list(ARKIT_NAMES) and f.blendshapes["jawOpen"] == 0.75
 
 
 def test_align_image_errors_carry_the_cli_message(session: damdnet.Session, tmp_path: Path) -> None:
@@ -139,6 +149,12 @@ def test_track_video_frames_tracks_and_sinks(session: damdnet.Session, tmp_path:
     ext = np.stack([f.ext for _, f in faces])  # the smoothed extended expression, as the tracks file has it
     np.testing.assert_allclose(np.concatenate([tracks[f.track_id]["ext"][tracks[f.track_id]["frames"] == i]
                                                for i, f in faces]), ext, atol=2e-4)
+    from model.blendshapes import ARKIT_NAMES
+
+    blend = np.stack([[f.blendshapes[k] for k in ARKIT_NAMES] for _, f in faces])  # by name, as the file has them
+    assert all(list(f.blendshapes) == list(ARKIT_NAMES) for _, f in faces) and 0 <= blend.min() <= blend.max() <= 1
+    np.testing.assert_allclose(np.concatenate([tracks[f.track_id]["blendshapes"][tracks[f.track_id]["frames"] == i]
+                                               for i, f in faces]), blend, atol=6e-5)
 
 
 def test_track_video_left_early_closes_outputs(session: damdnet.Session, tmp_path: Path) -> None:
@@ -198,3 +214,18 @@ async def test_stream_async_and_live_policy(session: damdnet.Session) -> None:
     with pytest.raises(DamdnetError, match="no such file"):
         async for _ in damdnet.stream("nofile.mp4", **WEIGHTS):
             pass
+
+
+async def test_stream_sends_vmc(session: damdnet.Session) -> None:
+    """``stream(..., vmc="HOST:PORT")``: the API's live runs drive an avatar app too (the VMC protocol)."""
+    pytest.importorskip("pythonosc")
+    from tests.test_vmc import Receiver
+
+    rx = Receiver()
+    try:
+        got = [fr async for fr in session.stream("synthetic:1", vmc=f"127.0.0.1:{rx.port}")]
+        await asyncio.sleep(0.2)
+    finally:
+        rx.stop()
+    with_face = [m for m in rx.frames() if any(a == "/VMC/Ext/Blend/Apply" for a, _ in m)]
+    assert len(got) == 30 and len(with_face) >= 10

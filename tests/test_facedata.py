@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from model.blendshapes import ARKIT_NAMES, ESTIMATED, ESTIMATED_MASK
 from model.expression_ext import EXT_NAMES, EXT_VERSION, N_EXT
 from stream.frames import FaceRecord
 from stream.webrtc.facedata import FaceChannel, encode, face_message, face_model_bytes
@@ -25,7 +26,8 @@ def _face(tid: int, rng: np.random.Generator, ext: bool = True) -> FaceRecord:
     return FaceRecord(0, 0.0, tid, np.array([90, 80, 310, 320], np.float32), np.zeros(4, np.float32),
                       np.array([10.123, -5.5, 2.25, 1e-3, 60, 60], np.float32), lm,
                       rng.normal(0, 1, 62).astype(np.float32) * 1e4,
-                      ext=rng.uniform(-0.3, 1, N_EXT).astype(np.float32) if ext else None)
+                      ext=rng.uniform(-0.3, 1, N_EXT).astype(np.float32) if ext else None,
+                      blendshapes=(rng.uniform(0, 1, 52) * ESTIMATED_MASK).astype(np.float32))
 
 
 class FakeChannel:
@@ -51,6 +53,10 @@ def test_message_schema_and_rounding() -> None:
     assert len(f["box"]) == 4 and len(f["params"]) == 62
     assert msg["ext_version"] == EXT_VERSION and list(f["ext"]) == list(EXT_NAMES)
     np.testing.assert_allclose([f["ext"][k] for k in EXT_NAMES], face.ext, atol=6e-5)
+    assert msg["blendshapes_version"] == "arkit-v1" and list(f["blendshapes"]) == list(ARKIT_NAMES)
+    np.testing.assert_allclose([f["blendshapes"][k] for k in ARKIT_NAMES], face.blendshapes, atol=6e-4)
+    assert all(f["blendshapes"][k] == 0 for k in ARKIT_NAMES if k not in ESTIMATED)
+    assert len(encode(msg)) < 4000  # one face, blendshapes included (~3.6 kB)
     bare = json.loads(encode(face_message(8, 8, 0.3, (640, 480), [_face(5, rng, ext=False)])))
     assert bare["faces"][0]["ext"] is None and bare["ext_version"] == EXT_VERSION  # no expression stage: null
 
@@ -94,6 +100,7 @@ def test_face_model_bytes_decode_to_the_dense_mesh() -> None:
     params[0, 12:] = np.random.default_rng(2).normal(0, 1e4, 50)
     ext = np.array([[1.0, 0.0, 0.7, -0.4, 0.3, 0.0, 0.5]], np.float32)  # a right wink, a smirk, the jaw open
     assert head["ext_names"] == list(EXT_NAMES) and head["ext_version"] == EXT_VERSION
+    assert head["blendshape_names"] == list(ARKIT_NAMES) and head["blendshapes_estimated"] == list(ESTIMATED)
     shape = arr["mean"] + arr["basis"].reshape(-1, head["coefficients"]) @ params[0, 12:] \
         + arr["ext_basis"].reshape(-1, len(head["ext_names"])) @ ext[0]
     np.testing.assert_allclose(shape.reshape(-1, 3), morph.dense_basis.shape_model(params, ext)[0], rtol=1e-4,
@@ -104,7 +111,7 @@ def test_face_model_bytes_decode_to_the_dense_mesh() -> None:
 
 _FACE3D_HARNESS = r"""
 const fs = require("fs");
-const [js, model, msgFile] = process.argv.slice(2);
+const [js, model, msgFile, how] = process.argv.slice(2);
 const uploads = [];
 const gl = new Proxy({ ARRAY_BUFFER: 34962, ELEMENT_ARRAY_BUFFER: 34963 }, { get(t, k) {
   if (k in t) return t[k];
@@ -121,7 +128,10 @@ eval(fs.readFileSync(js, "utf8"));
   await view.load("/face-model");
   const out = [];
   for (const face of JSON.parse(fs.readFileSync(msgFile, "utf8")).faces) {
-    uploads.length = 0; view.update(face.params, face.ext); out.push(uploads[0]);
+    uploads.length = 0;
+    if (how === "blendshapes") view.updateFromBlendshapes(face.params, face.blendshapes);
+    else view.update(face.params, face.ext);
+    out.push(uploads[0]);
   }
   console.log(JSON.stringify(out));
 })().catch((e) => { console.error(e); process.exit(1); });
@@ -157,6 +167,44 @@ def test_page_view_decodes_ext_like_the_server(tmp_path: Path) -> None:
         np.testing.assert_allclose(v, x, atol=2e-4)
     eyes = np.abs(got[1] - got[0]).max()
     assert eyes > 0.01, eyes  # the wink shows in the page's view
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node missing")
+def test_page_view_driven_by_the_blendshapes(tmp_path: Path) -> None:
+    """"3D view from blendshapes": the page rebuilds the face from its identity, pose and ARKit blendshapes alone,
+    through the face model's rig (``arkit_rig``), as the server computes it: ext = rig @ blendshapes, expression 0;
+    a blink and an open jaw show."""
+    from model.blendshapes import INDEX, ext_rig
+    from model.morphable import MorphableModel, Whitening
+
+    morph = MorphableModel.load()
+    (tmp_path / "model.bin").write_bytes(face_model_bytes(morph))
+    params = Whitening.load("v1").unwhiten(np.zeros((1, 62), np.float32))[0]
+    params[52:62] = 2.0  # an expression the blendshape view must not show
+    faces = []
+    for values in ({}, {"eyeBlinkLeft": 1.0, "jawOpen": 0.8, "mouthSmileRight": 0.5}):
+        b = np.zeros(52, np.float32)
+        for k, v in values.items():
+            b[INDEX[k]] = v
+        faces.append(FaceRecord(0, 0.0, 1, np.zeros(4, np.float32), np.zeros(4, np.float32), np.zeros(6, np.float32),
+                                np.zeros((68, 3), np.float32), params, ext=np.zeros(7, np.float32), blendshapes=b))
+    (tmp_path / "msg.json").write_text(encode(face_message(0, 0, 0.0, (640, 480), faces)))
+    (tmp_path / "run.js").write_text(_FACE3D_HARNESS)
+    run = subprocess.run(["node", str(tmp_path / "run.js"), str(STATIC / "face3d.js"), str(tmp_path / "model.bin"),
+                          str(tmp_path / "msg.json"), "blendshapes"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    got = [np.asarray(v, np.float64).reshape(-1, 3) for v in json.loads(run.stdout)]
+    msg = json.loads(encode(face_message(0, 0, 0.0, (640, 480), faces)))
+    rig = np.round(ext_rig(morph.sparse).astype(np.float64), 5)
+    for v, face in zip(got, msg["faces"]):
+        p = np.asarray(face["params"], np.float64)
+        p[52:62] = 0
+        b = np.array([face["blendshapes"][k] for k in face["blendshapes"]], np.float64)
+        x = morph.dense_basis.shape_model(p[None], (rig @ b)[None])[0] @ p[:12].reshape(3, 4)[:, :3].T
+        x -= x.mean(0)
+        x *= 0.9 / np.abs(x[:, :2]).max()
+        np.testing.assert_allclose(v, x, atol=2e-4)
+    assert np.abs(got[1] - got[0]).max() > 0.01  # the blink and the jaw show
 
 
 def test_pipeline_peer_sends_one_message_per_frame() -> None:

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from model.blendshapes import ARKIT_NAMES
 from model.expression_ext import EXT_NAMES, EXT_VERSION, N_EXT
 from model.morphable import MorphableModel, Whitening
 from stream.frames import FaceRecord, Frame, VideoInfo
@@ -28,6 +29,17 @@ def validator_report(path: Path) -> dict | None:
     script = ("const v=require('gltf-validator');const d=new Uint8Array(require('fs').readFileSync(process.argv[1]));"
               "v.validateBytes(d).then(r=>console.log(JSON.stringify(r))).catch(e=>{console.error(e);process.exit(1)})")
     out = subprocess.run(["node", "-e", script, str(path)], cwd=JS_DIR, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def three_node_report(path: Path, times: list[float], names: list[str]) -> dict | None:
+    """three.js's GLTFLoader + AnimationMixer in Node (tests/js/glb_node.mjs): the named morph targets' influences at
+    ``times`` (None when node or three.js is missing)."""
+    if shutil.which("node") is None or not (JS_DIR / "node_modules" / "three").is_dir():
+        return None
+    out = subprocess.run(["node", "glb_node.mjs", str(path), json.dumps(times), json.dumps(names)], cwd=JS_DIR,
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -69,14 +81,15 @@ def head_motion(morph: MorphableModel, n: int, seed: int = 0,
     return params, rois, morph.dense(params, rois, "v1", ext).astype(np.float32)
 
 
-def _records(params, rois, verts, morph, ext=None) -> list[FaceRecord]:
+def _records(params, rois, verts, morph, ext=None, blend=None) -> list[FaceRecord]:
     from model.morphable import pose_from_params
 
     pose = pose_from_params(params)
     e = [None] * len(params) if ext is None else ext
+    b = [None] * len(params) if blend is None else blend
     return [FaceRecord(i, i / 30, 3, rois[i], rois[i], pose[i],
                        morph.landmarks(params[i:i + 1], rois[i:i + 1], "v1", None if e[i] is None else e[i][None])[0],
-                       params[i], verts[i], ext=e[i]) for i in range(len(params))]
+                       params[i], verts[i], ext=e[i], blendshapes=b[i]) for i in range(len(params))]
 
 
 @pytest.mark.parametrize("with_ext", [False, True], ids=["no_ext", "ext"])
@@ -84,7 +97,12 @@ def test_glb_reads_back_to_the_npz(tmp_path: Path, morph: MorphableModel, with_e
     n = 24
     ext = blinks_and_smirks(n) if with_ext else None
     params, rois, verts = head_motion(morph, n, ext=ext)
-    records = _records(params, rois, verts, morph, ext)
+    blend = None
+    if with_ext:  # the ARKit weights the pipeline derives (model.blendshapes), frame by frame
+        from model.blendshapes import blendshapes
+
+        blend = blendshapes(morph.sparse, params, ext)
+    records = _records(params, rois, verts, morph, ext, blend)
     image = np.zeros((480, 640, 3), np.uint8)
     image[:, :, 1] = np.arange(640)[None] % 256
     info = VideoInfo(width=640, height=480, fps=30.0)
@@ -106,9 +124,17 @@ def test_glb_reads_back_to_the_npz(tmp_path: Path, morph: MorphableModel, with_e
     np.testing.assert_allclose(back["uv"], mesh_uv(morph))
     names = back["target_names"]
     assert names[:50] == [f"shape{i:02d}" for i in range(40)] + [f"exp{i:02d}" for i in range(10)]
-    assert names[50:] == ["ext_" + k for k in EXT_NAMES] and back["weights"].shape == (n, 57)
+    assert names[50:57] == ["ext_" + k for k in EXT_NAMES] and back["weights"].shape == (n, 57 + 52)
+    assert names[57:] == list(ARKIT_NAMES) and back["extras"]["blendshape_targets"] == [57, 52]
+    assert back["extras"]["blendshapes_measured"] == with_ext and back["extras"]["blendshapes_version"] == "arkit-v1"
     assert back["extras"]["ext_version"] == EXT_VERSION and back["extras"]["ext_measured"] == with_ext
-    w_ext = back["weights"][:, 50:]
+    w_ext = back["weights"][:, 50:57]
+    if with_ext:  # the ARKit targets carry the blendshapes by name (blinks, the jaw) and do not move the mesh
+        np.testing.assert_allclose(back["blendshapes"], blend, atol=1e-6)
+        assert back["blendshapes"][:, ARKIT_NAMES.index("eyeBlinkRight")].max() > 0.9
+        assert back["blendshapes"][:, ARKIT_NAMES.index("jawOpen")].max() > 0.2
+    else:
+        assert not back["blendshapes"].any()
     assert np.abs(back["weights"]).max() <= 1 + 1e-6
     if with_ext:  # weight x scale = the value: the targets carry the blink, and removing them breaks the vertices
         np.testing.assert_allclose(w_ext * np.abs(ext).max(0), ext, atol=1e-5)
@@ -167,3 +193,33 @@ def test_obj_files_carry_uvs(tmp_path: Path, morph: MorphableModel) -> None:
     np.testing.assert_allclose(vt, np.stack([uv[:, 0], 1 - uv[:, 1]], 1), atol=1e-6)
     assert faces[0] == [f"{k + 1}/{k + 1}" for k in morph.tri[0]]
     assert len(faces) == len(morph.tri)
+
+
+def test_arkit_targets_validate_and_three_js_plays_them_by_name(tmp_path: Path, morph: MorphableModel) -> None:
+    """The 52 ARKit-named targets pass the Khronos validator, and three.js (GLTFLoader + AnimationMixer, in Node)
+    finds them by name and plays the track's blendshape weights at every keyframe; they do not move the mesh."""
+    from model.blendshapes import blendshapes
+
+    n = 20
+    ext = blinks_and_smirks(n)
+    params, rois, verts = head_motion(morph, n, seed=4, ext=ext)
+    blend = blendshapes(morph.sparse, params, ext)
+    sink = GLBSink(tmp_path, morph, morph.tri, frame_size=(640, 480))
+    for r in _records(params, rois, verts, morph, ext, blend):
+        sink.write(r.frame, r.time, [r])
+    sink.close()
+    glb = tmp_path / "track3.glb"
+    assert check_glb(glb) == []
+    back = load_glb_frames(glb)
+    np.testing.assert_allclose(back["vertices"], verts, atol=1e-3)  # the carriers move nothing
+    report = validator_report(glb)
+    if report is not None:
+        assert report["issues"]["numErrors"] == 0 and report["issues"]["numWarnings"] == 0, report["issues"]
+    names = ["eyeBlinkLeft", "eyeBlinkRight", "jawOpen", "mouthSmileRight", "mouthStretchLeft", "tongueOut"]
+    three = three_node_report(glb, back["times"].astype(np.float32).tolist(), names)
+    if three is None:
+        pytest.skip("node or three.js missing: (cd tests/js && npm ci)")
+    assert three["dictionary"][57:] == list(ARKIT_NAMES) and three["targets"] == 57 + 52
+    for name in names:
+        np.testing.assert_allclose(three["named"][name], blend[:, ARKIT_NAMES.index(name)], atol=1e-6)
+    assert max(three["named"]["eyeBlinkRight"]) > 0.9 and max(three["named"]["eyeBlinkLeft"]) > 0.9

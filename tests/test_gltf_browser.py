@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream.gltf import check_glb, world_from_pixels
+from stream.gltf import check_glb, load_glb_frames, world_from_pixels
 from tests import webrtc_helpers as H
 from tests.test_gltf import JS_DIR, validator_report
 
@@ -90,15 +90,22 @@ def test_cli_glb_opens_in_three_js(assets_dir: Path, repo_root: Path, tmp_path: 
     frames = [0, 13, 29]
     verts = [0, 1000, 2080, len(npz_v[0]) - 1]
     t = [float(np.float32(times[f])) for f in frames]  # the keyframe times as stored (float32)
+    names = ["eyeBlinkLeft", "eyeBlinkRight", "jawOpen", "mouthSmileLeft", "browInnerUp"]
     url = (f"http://127.0.0.1:{server.server_port}/glb_view.html?glb=track1.glb&times={json.dumps(t)}"
-           f"&verts={json.dumps(verts)}&show={json.dumps(t)}")
+           f"&verts={json.dumps(verts)}&show={json.dumps(t)}&names={json.dumps(names)}")
     shot = tmp_path / "glb_three.png"
     try:
         result = asyncio.run(_open_in_three(url, shot))
     finally:
         server.shutdown()
     assert result.get("ok"), result
-    assert result["targets"] == 57 and result["hasTexture"] and result["camera"] == "OrthographicCamera"
+    assert result["targets"] == 57 + 52 and result["hasTexture"] and result["camera"] == "OrthographicCamera"
+    from model.blendshapes import ARKIT_NAMES
+
+    assert result["dictionary"][57:] == list(ARKIT_NAMES)  # the rig-facing names, in three.js's dictionary
+    blend = load_glb_frames(glb)["blendshapes"]  # the weights the file stores, read without three.js
+    for n in names:  # three.js plays the named weights: the same values at the keyframes
+        np.testing.assert_allclose(result["named"][n], blend[frames, ARKIT_NAMES.index(n)], atol=1e-6)
     assert abs(result["duration"] - (times[-1])) < 1e-3
     import pygltflib
 

@@ -70,6 +70,18 @@ def test_every_readme_use_command_parses() -> None:
             assert importlib.util.find_spec(argv[1]) is not None, line
 
 
+def test_drive_an_avatar_commands_parse() -> None:
+    """The "Drive an avatar" section's command lines are accepted by the CLI."""
+    from stream.cli import parse
+
+    lines = [line for line in readme_block("Drive an avatar") if line.startswith("python ")]
+    assert len(lines) == 3
+    for line in lines:
+        argv = shlex.split(line)[1:]
+        assert argv[0] == "run_stream.py", line
+        parse(argv[1:])
+
+
 @pytest.mark.slow
 def test_readme_commands_as_written_on_a_fresh_clone(tmp_path: Path) -> None:
     """The set-up's demo and the Use section's --help and assets list, run by a shell exactly as written, with the

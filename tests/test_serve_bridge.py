@@ -54,6 +54,38 @@ async def test_peer_processes_frames_and_records(engine, face, tmp_path):
     assert (tmp_path / "rec_p1.mp4").stat().st_size > 0
 
 
+async def test_peers_drive_one_vmc_stream(engine, face):
+    """serve --vmc: one sender for the server; the first peer with a face drives the avatar until it leaves."""
+    pytest.importorskip("pythonosc")
+    from stream.vmc import VMCSender
+    from stream.webrtc.app_bridge import PipelinePeer
+    from tests.test_vmc import Receiver
+
+    rx = Receiver()
+    cfg = load_config(overrides={"weights": "3ddfa-v2-mb05", "vmc": f"127.0.0.1:{rx.port}"})
+    sender = VMCSender("127.0.0.1", rx.port)
+    a, b = PipelinePeer(engine, cfg, "a", vmc=sender), PipelinePeer(engine, cfg, "b", vmc=sender)
+    try:
+        for i in range(8):
+            await a.process(face.copy(), i / 30)
+        assert sender.owner == "a"
+        await b.process(face.copy(), 0.0)
+        assert sender.owner == "a"  # the second peer does not take the avatar over
+        await a.close()
+        assert sender.owner is None
+        for i in range(8):
+            await b.process(face.copy(), i / 30)
+        await asyncio.sleep(0.2)
+        assert sender.owner == "b"
+    finally:
+        await a.close()
+        await b.close()
+        rx.stop()
+        sender.close()
+    with_face = [m for m in rx.frames() if any(x == "/VMC/Ext/Blend/Apply" for x, _ in m)]
+    assert len(with_face) >= 6
+
+
 async def test_two_peers_share_batches(engine, face):
     from stream.webrtc.app_bridge import PipelinePeer
 

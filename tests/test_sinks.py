@@ -9,6 +9,8 @@ from types import SimpleNamespace
 
 import av
 import numpy as np
+
+from model.blendshapes import ARKIT_NAMES, ESTIMATED_MASK
 import pytest
 
 from stream import sinks
@@ -161,6 +163,7 @@ def _record(frame: int, track: int, rng: np.random.Generator, dense: int | None 
         params=(rng.normal(size=62) * np.r_[np.full(12, 1e-3), np.full(50, 1e4)]).astype(np.float32),
         vertices=None if dense is None else rng.uniform(0, 500, (dense, 3)).astype(np.float32),
         confidence=float(rng.uniform(0.5, 1.0)),
+        blendshapes=(rng.uniform(0, 1, 52) * ESTIMATED_MASK).astype(np.float32),
     )
 
 
@@ -193,6 +196,7 @@ def _check_roundtrip(path: Path, written: dict[int, list[FaceRecord]], with_para
         np.testing.assert_allclose(t["pose"], np.stack([r.pose for r in recs]), rtol=1e-6)
         assert t["landmarks"].shape == (len(recs), 68, 3) and t["pose"].shape == (len(recs), 6)
         np.testing.assert_allclose(t["confidence"], [r.confidence for r in recs], atol=1e-4)
+        np.testing.assert_allclose(t["blendshapes"], np.stack([r.blendshapes for r in recs]), atol=1e-4)
         if with_params:
             np.testing.assert_allclose(t["params"], np.stack([r.params for r in recs]), rtol=1e-6)
         if with_rois:
@@ -213,7 +217,8 @@ def test_csv_header_rows_and_roundtrip(tmp_path: Path) -> None:
     from model.expression_ext import EXT_NAMES
 
     assert header[14:21] == list(EXT_NAMES)
-    assert header[21:24] == ["x0", "y0", "z0"] and header[-3:] == ["x67", "y67", "z67"] and len(header) == 21 + 204
+    assert header[21:73] == list(ARKIT_NAMES)  # the 52 ARKit blendshapes, Apple's order
+    assert header[73:76] == ["x0", "y0", "z0"] and header[-3:] == ["x67", "y67", "z67"] and len(header) == 73 + 204
     assert len(set(header)) == len(header)
     assert len(lines) == 1 + 8  # one row per frame x track; frame 2 had nobody: no row
     assert sorted({int(l.split(",")[0]) for l in lines[1:]}) == [0, 1, 3, 4, 5]
@@ -272,6 +277,8 @@ def test_every_track_column_has_its_unit_documented() -> None:
             documented.update(n for n in re.split(r"\s*(?:,|\.{2,3})\s*", name) if n)  # `x0, y0 ... z67`
     ranges = {"x0": r"x\d+", "p0": r"p\d+", "roi_x1": r"roi_\w+", "box_x1": r"box_\w+"}
     for col in tracks_csv_header(include_params=True, include_roi=True):
+        if col in ARKIT_NAMES and {"eyeBlinkLeft", "tongueOut"} <= documented:  # `eyeBlinkLeft ... tongueOut`
+            continue
         if col in documented or any(start in documented and re.fullmatch(pat, col) for start, pat in ranges.items()) \
                 or (re.fullmatch(r"[yz]\d+", col) and "x0" in documented):
             continue
@@ -300,7 +307,8 @@ def test_jsonl_roundtrip(tmp_path: Path) -> None:
     assert len(lines) == 8
     first = json.loads(lines[0])
     assert set(first) == {"frame", "time", "track_id", "box", "roi", "pose", "confidence", "ext", "ext_version",
-                          "landmarks", "params"}
+                          "blendshapes", "blendshapes_version", "landmarks", "params"}
+    assert list(first["blendshapes"]) == list(ARKIT_NAMES) and first["blendshapes_version"] == "arkit-v1"
     assert set(first["pose"]) == {"yaw", "pitch", "roll", "scale", "tx", "ty"}
     _check_roundtrip(path, written)
 
@@ -319,6 +327,8 @@ def test_npz_arrays_and_roundtrip(tmp_path: Path) -> None:
         assert z["track7_params"].shape == (3, 62) and z["track7_pose"].shape == (3, 6)
         assert z["track7_boxes"].shape == (3, 4) and z["track1_times"].dtype == np.float64
         assert z["track7_confidence"].shape == (3,) and z["track7_confidence"].dtype == np.float32
+        assert z["track7_blendshapes"].shape == (3, 52) and z["blendshape_names"].tolist() == list(ARKIT_NAMES)
+        assert z["blendshape_estimated"].tolist() == ESTIMATED_MASK.tolist()
     _check_roundtrip(path, written)
     assert _leftovers(tmp_path) == []
 
@@ -329,7 +339,7 @@ def test_tracks_write_job_and_unknown_format(tmp_path: Path) -> None:
         frame = Frame(index=4, time=0.16, image=np.zeros((2, 2, 3), np.uint8))
         sink.write_job(SimpleNamespace(frame=frame, faces=[_record(4, 3, rng)], output=None))
     assert load_tracks(tmp_path / "t.csv")[3]["frames"].tolist() == [4]
-    with pytest.raises(SinkError, match=r"use a \.csv, \.jsonl or \.npz"):
+    with pytest.raises(SinkError, match=r"use a \.csv, \.llf\.csv, \.jsonl or \.npz"):
         open_tracks_sink(tmp_path / "t.xlsx")
 
 

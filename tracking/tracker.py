@@ -61,6 +61,7 @@ from scipy.optimize import linear_sum_assignment
 
 from model.expression_ext import N_EXT
 from model.roi import box_from_landmarks, iou_matrix, roi_from_box
+from tracking.blendshapes import NeutralConfig
 from tracking.kalman import TRACK_GROUPS, KalmanConfig, Smoother, make_smoother
 from tracking.roi import RoiConfig, check_landmarks, crop_change, next_roi
 
@@ -96,7 +97,8 @@ class TrackerConfig:
     ``confidence_memory`` [0.5]: weight of the previous confidence in the per-track average (0: this frame only).
     ``min_face_size`` [20]: a track whose landmark box (sqrt of its area, px) is smaller is deleted (0: off).
     ``confidence_keeps_tracks`` [True]: a confirmed, confident track outlives ``max_unmatched_detections``.
-    ``smooth`` ["kalman"]: "kalman" or "none". ``kalman``, ``roi``: sub-configs.
+    ``smooth`` ["kalman"]: "kalman" or "none". ``kalman``, ``roi``: sub-configs. ``neutral``: how each track learns
+    its neutral face for the ARKit blendshapes (``tracking.blendshapes``; used by the stream's analyzer).
     """
 
     detect_every: int = 10
@@ -117,6 +119,7 @@ class TrackerConfig:
     smooth: str = "kalman"
     kalman: KalmanConfig = field(default_factory=KalmanConfig)
     roi: RoiConfig = field(default_factory=RoiConfig)
+    neutral: NeutralConfig = field(default_factory=NeutralConfig)
 
     def __post_init__(self) -> None:
         if self.smooth not in ("kalman", "none"):

@@ -160,7 +160,7 @@ def output_names(rel: str, tracks: str, video: str | None, meshes: bool) -> dict
     base = output_base(rel)
     names = {}
     if tracks and tracks != "none":
-        names["tracks"] = f"{base}.{tracks}"
+        names["tracks"] = f"{base}.{'llf.csv' if tracks == 'livelinkface' else tracks}"
     if video:
         names["out"] = f"{base}.overlay.{video}"
     if meshes:

@@ -167,3 +167,43 @@ def render_overlay(frame: np.ndarray, faces: Sequence[Any], mode: str, tri: np.n
             size = float(np.ptp(v[:, 0]) + np.ptp(v[:, 1])) / 2
             composite.draw_edges(out, v, edges, buf.depth, col, np.float32(0.02 * size), np.float32(a))
     return out
+
+
+def draw_blendshape_bars(image: np.ndarray, faces: Sequence[Any], names: Sequence[str] | None = None) -> np.ndarray:
+    """A small bar chart of each face's ARKit blendshapes (``blendshapes`` (52,) in [0, 1]) beside its box, in place
+    on ``image`` (H, W, 3) uint8 BGR, which is returned. ``names``: the ones to show (default the estimated ones,
+    ``model.blendshapes.ESTIMATED``, in Apple's order). Faces without blendshapes are skipped."""
+    import cv2
+
+    from model.blendshapes import ESTIMATED, INDEX
+
+    names = list(ESTIMATED if names is None else names)
+    h, w = image.shape[:2]
+    row = int(np.clip(h / 60, 7, 14))
+    scale = row / 28.0
+    label_w = int(cv2.getTextSize("mouthStretchRight", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0]) + 4
+    bar_w = 4 * row
+    panel_w, panel_h = label_w + bar_w + 6, row * len(names) + 4
+    for face in faces:
+        values = field(face, "blendshapes")
+        box = field(face, "box")
+        if values is None or box is None:
+            continue
+        values = np.asarray(values, np.float64)
+        x1, y1, x2, _ = (float(v) for v in np.ravel(box)[:4])
+        x = int(x2 + 6) if x2 + 6 + panel_w <= w else int(max(0, x1 - 6 - panel_w))
+        y = int(np.clip(y1, 0, max(0, h - panel_h)))
+        x = min(x, max(0, w - panel_w))
+        region = image[y:y + panel_h, x:x + panel_w]
+        region[:] = (region * 0.35).astype(np.uint8)
+        for i, name in enumerate(names):
+            v = float(np.clip(values[INDEX[name]], 0, 1))
+            top = y + 2 + i * row
+            cv2.putText(image, name, (x + 2, top + row - 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (230, 230, 230), 1,
+                        cv2.LINE_AA)
+            bx = x + label_w
+            cv2.rectangle(image, (bx, top + 1), (bx + bar_w, top + row - 2), (90, 90, 90), 1)
+            if v > 0:
+                colour = (80, 200, 255) if v < 0.5 else (60, 120, 255)
+                cv2.rectangle(image, (bx, top + 1), (bx + int(round(v * bar_w)), top + row - 2), colour, -1)
+    return image

@@ -65,13 +65,14 @@ def _per_peer(path: str | None, peer_id: str) -> str | None:
 class PipelinePeer:
     """``PeerProcessor`` backed by a live Pipeline (see ``stream.webrtc.peer.PeerProcessor``)."""
 
-    def __init__(self, engine, cfg: dict, peer_id: str, swap_texture=None) -> None:
+    def __init__(self, engine, cfg: dict, peer_id: str, swap_texture=None, vmc=None) -> None:
         self.engine = engine
+        self.vmc = vmc  # a shared stream.vmc.VMCSender (--vmc): the first peer with a face drives the avatar
         self.peer_id = peer_id
         self.cfg = cfg
         self.source = PushSource(VideoInfo(width=0, height=0, fps=30.0, is_live=True, name=f"webrtc:{peer_id}"))
         self.renderer = FrameRenderer(cfg["mode"] if cfg["mode"] != "none" else "landmarks", engine.aligner.morph,
-                                      cfg["draw_ids"])
+                                      cfg["draw_ids"], cfg["blendshape_bars"])
         if swap_texture is not None:
             self.renderer.set_swap_texture(swap_texture)
         self.analyzer = FaceAnalyzer(engine.service, engine.detector, tracker_config(cfg), dense=True,
@@ -94,7 +95,11 @@ class PipelinePeer:
         self.source.info = VideoInfo(width=w, height=h, fps=30.0, is_live=True, name=self.source.info.name)
         self._sinks = open_outputs(*self._sink_paths, self.source.info, self.engine.aligner.morph.tri,
                                    self.cfg["mesh_format"], morph=self.engine.aligner.morph,
-                                   tracks_params=self.cfg["tracks_params"])
+                                   tracks_params=self.cfg["tracks_params"], tracks_format=self.cfg["tracks_format"])
+        if self.vmc is not None:
+            from stream.app import open_vmc
+
+            self._sinks.append(open_vmc(self.cfg, self.vmc, owner=self.peer_id))
         self._pipeline = Pipeline(self.source, self.analyzer, self.renderer, self._sinks, live=True, queue_size=1,
                                   on_frame=self._done)
         self._task = asyncio.get_running_loop().create_task(self._pipeline.run())
@@ -233,10 +238,19 @@ def serve_pipeline(cfg: dict) -> int:
         check_listen(config)  # and a port in use
     except ConfigError as exc:
         raise UserError(str(exc)) from None
+    from stream.app import check_vmc
+
+    check_vmc(cfg)
+    vmc = None
+    if cfg["vmc"]:
+        from stream.vmc import VMCSender, parse_target
+
+        vmc = VMCSender(*parse_target(cfg["vmc"]), vrm=cfg["vmc_vrm"])  # started on the server's loop by a peer
     engine = build_engine(cfg)
     texture = load_swap_texture(cfg["swap_source"], engine) if cfg["swap_source"] else None
     try:
-        serve(config, lambda peer_id: PipelinePeer(engine, cfg, peer_id, texture), face_model=lambda: _face_model(engine))
+        serve(config, lambda peer_id: PipelinePeer(engine, cfg, peer_id, texture, vmc),
+              face_model=lambda: _face_model(engine))
     except ConfigError as exc:
         raise UserError(str(exc)) from None
     return 0

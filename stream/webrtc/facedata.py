@@ -6,8 +6,9 @@ frame's data is worth nothing); the server then sends, for every frame it proces
     {"type": "faces", "seq": 17, "frame": 17, "time": 0.5667, "width": 640, "height": 480, "probe": 123456 | null,
      "faces": [{"id": 1, "box": [x1, y1, x2, y2], "yaw": -3.1, "pitch": 4.2, "roll": 0.5,
                 "landmarks": [[x, y, z] x 68], "params": [62 real 3DMM parameters],
-                "ext": {"eye_close_r": 0.02, ..., "jaw_open": 0.1} | null}],
-     "ext_version": "ext-v1", "truncated": 0, "dropped": 0}
+                "ext": {"eye_close_r": 0.02, ..., "jaw_open": 0.1} | null,
+                "blendshapes": {"eyeBlinkLeft": 0.0, ..., "jawOpen": 0.31, ..., "tongueOut": 0} | null}],
+     "ext_version": "ext-v1", "blendshapes_version": "arkit-v1", "truncated": 0, "dropped": 0}
 
 Backpressure never delays the video: a message is dropped (and counted in ``dropped``) when the channel still holds
 more than ``max_buffered`` bytes; a message over ``max_bytes`` keeps the faces that fit and says how many it left
@@ -23,12 +24,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from model.blendshapes import ARKIT_NAMES, BLENDSHAPES_VERSION, ESTIMATED
 from model.expression_ext import EXT_NAMES, EXT_VERSION
 
 log = logging.getLogger(__name__)
 
 FACES_LABEL = "faces"
-MAX_BYTES = 32 * 1024       # one message; ~2.4 kB per face (ext included), so about 13 faces fit
+MAX_BYTES = 32 * 1024       # one message; ~3.6 kB per face (ext and blendshapes included), so about 8 faces fit
 MAX_BUFFERED = 64 * 1024    # bytes waiting in the channel above which a message is dropped
 
 
@@ -40,15 +42,25 @@ def _sig(values: Any) -> list:
     return [float(f"{v:.6g}") for v in np.asarray(values, np.float64).ravel()]
 
 
+def blendshape_entry(values: Any) -> dict | None:
+    """The 52 ARKit coefficients as ``{name: value}`` in ``ARKIT_NAMES`` order, to 1e-3 (a zero as ``0``)."""
+    if values is None:
+        return None
+    v = np.round(np.asarray(values, np.float64).reshape(len(ARKIT_NAMES)), 3)
+    return {k: (float(x) if x else 0) for k, x in zip(ARKIT_NAMES, v.tolist())}
+
+
 def face_entry(face: Any) -> dict:
     """One face (a ``FaceRecord``) as the message's JSON object: pixels to 0.01, angles to 0.01 degree, the
-    extended expression to 1e-4 (``{name: value}`` in ``EXT_NAMES`` order, or None)."""
+    extended expression to 1e-4 (``{name: value}`` in ``EXT_NAMES`` order, or None), the ARKit blendshapes to 1e-3
+    (``{name: value}`` in ``ARKIT_NAMES`` order, or None)."""
     pose = np.asarray(face.pose, np.float64)
     ext = getattr(face, "ext", None)
     return {"id": int(face.track_id), "box": _round(np.ravel(face.box)[:4], 2),
             "yaw": round(float(pose[0]), 2), "pitch": round(float(pose[1]), 2), "roll": round(float(pose[2]), 2),
             "landmarks": _round(np.asarray(face.landmarks)[:68, :3], 2), "params": _sig(np.ravel(face.params)[:62]),
-            "ext": None if ext is None else dict(zip(EXT_NAMES, _round(np.ravel(ext)[:len(EXT_NAMES)], 4)))}
+            "ext": None if ext is None else dict(zip(EXT_NAMES, _round(np.ravel(ext)[:len(EXT_NAMES)], 4))),
+            "blendshapes": blendshape_entry(getattr(face, "blendshapes", None))}
 
 
 def face_message(seq: int, frame: int, time: float, size: tuple[int, int], faces: Sequence[Any],
@@ -57,7 +69,8 @@ def face_message(seq: int, frame: int, time: float, size: tuple[int, int], faces
     (s, the WebRTC media time); ``probe`` the latency-probe value painted into it, when there was one."""
     return {"type": "faces", "seq": int(seq), "frame": int(frame), "time": round(float(time), 6),
             "width": int(size[0]), "height": int(size[1]), "probe": probe,
-            "faces": [face_entry(f) for f in faces], "ext_version": EXT_VERSION, "truncated": 0, "dropped": 0}
+            "faces": [face_entry(f) for f in faces], "ext_version": EXT_VERSION,
+            "blendshapes_version": BLENDSHAPES_VERSION, "truncated": 0, "dropped": 0}
 
 
 def encode(message: dict, max_bytes: int = MAX_BYTES) -> str:
@@ -122,7 +135,10 @@ def face_model_bytes(morph: Any) -> bytes:
     + 10 expression), ``triangles`` uint32 (F*3), and (when the model has the extended expression)
     ``ext_basis`` float32 (V*3, E) row-major, E = ``len(header["ext_names"])``. Model-space vertices =
     mean + basis @ params[12:62] + ext_basis @ [ext[name] for name in ext_names]; the pose is ``params[0:12]``
-    (3x4 row-major, crop coordinates before the y flip)."""
+    (3x4 row-major, crop coordinates before the y flip). ``arkit_rig`` (N_EXT x 52, the header's JSON): the
+    extended expression that shows each ARKit name (``blendshape_names`` order) at value 1 on the mean face, so a
+    client can drive the mesh from the ``blendshapes`` alone: ``ext = arkit_rig @ blendshapes`` with the expression
+    coefficients at 0 (``model.blendshapes.ext_rig``; unrigged names: zero columns)."""
     u, w = morph.dense_basis.flat()
     flat_ext = getattr(morph.dense_basis, "flat_ext", None)
     w_ext = None if flat_ext is None else flat_ext()
@@ -130,11 +146,15 @@ def face_model_bytes(morph: Any) -> bytes:
     parts = [np.ascontiguousarray(u, "<f4").tobytes(), np.ascontiguousarray(w, "<f4").tobytes(), tri.tobytes()]
     names: tuple[str, ...] = ("mean", "basis", "triangles")
     header = {"vertices": int(u.shape[0] // 3), "coefficients": int(w.shape[1]), "triangles": int(len(tri) // 3),
-              "params_offset": 12, "arrays": {}}
+              "params_offset": 12, "blendshape_names": list(ARKIT_NAMES), "blendshapes_estimated": list(ESTIMATED),
+              "blendshapes_version": BLENDSHAPES_VERSION, "arrays": {}}
     if w_ext is not None:
+        from model.blendshapes import ext_rig
+
         parts.append(np.ascontiguousarray(w_ext, "<f4").tobytes())
         names += ("ext_basis",)
-        header.update(ext_names=list(EXT_NAMES), ext_version=EXT_VERSION)
+        header.update(ext_names=list(EXT_NAMES), ext_version=EXT_VERSION,
+                      arkit_rig=np.round(ext_rig(morph.sparse), 5).tolist())
     # offsets are relative to the end of the header and 4-byte aligned
     offset = 0
     for name, data in zip(names, parts):

@@ -15,7 +15,8 @@
 //
 // Face data: the page opens a second data channel, "faces" (unordered, no retransmits), and the server sends one
 // JSON message per processed frame (docs/INTERFACES.md); the first face's 3DMM parameters drive the 3D view
-// (face3d.js, the mesh from GET /face-model).
+// (face3d.js, the mesh from GET /face-model), or with "3D view from blendshapes" (or ?view=blendshapes) its ARKit
+// blendshapes alone, through the server's rig (an avatar's view of the stream).
 //
 // Latency probe (see stream/webrtc/probe.py, same layout): with probe=1 the page draws each camera frame into
 // a canvas, paints 32 black/white cells along the bottom that encode performance.now() (ms, 24 bits + 6-bit
@@ -210,17 +211,24 @@
     if (face && view3d && view3d.loaded) {
       pendingParams = face.params;  // drawn on the next animation frame, at most VIEW_FPS times a second
       pendingExt = face.ext || null;
+      pendingBlend = face.blendshapes || null;
       if (!viewScheduled) { viewScheduled = true; requestAnimationFrame(drawView); }
     }
   }
 
   const VIEW_FPS = 15;
-  let pendingParams = null, pendingExt = null, viewScheduled = false, lastViewMs = 0;
+  let pendingParams = null, pendingExt = null, pendingBlend = null, viewScheduled = false, lastViewMs = 0;
+  const viewBlend = $("view-blend");
+  if (viewBlend && new URLSearchParams(location.search).get("view") === "blendshapes") viewBlend.checked = true;
   function drawView(now) {
     if (now - lastViewMs < 1000 / VIEW_FPS - 2) { requestAnimationFrame(drawView); return; }
     viewScheduled = false;
     lastViewMs = now;
-    if (pendingParams) { view3d.update(pendingParams, pendingExt); pendingParams = null; }
+    if (pendingParams) {
+      if (viewBlend && viewBlend.checked && pendingBlend) view3d.updateFromBlendshapes(pendingParams, pendingBlend);
+      else view3d.update(pendingParams, pendingExt);
+      pendingParams = null;
+    }
     window.faceData.viewFrames = view3d.framesDrawn;
   }
 

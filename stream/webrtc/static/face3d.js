@@ -4,6 +4,8 @@
 //
 //   const view = Face3D.create(canvas);  await view.load("/face-model?token=T");
 //   view.update(face.params, face.ext);  // 62 numbers, {name: value} or null
+//   view.updateFromBlendshapes(face.params, face.blendshapes);  // the same face driven by its ARKit blendshapes
+//                                        // alone (the server's rig, face-model header "arkit_rig"): an avatar
 //   view.framesDrawn, view.loaded
 (() => {
   "use strict";
@@ -35,6 +37,7 @@
     const posBuf = gl.createBuffer(), nrmBuf = gl.createBuffer(), idxBuf = gl.createBuffer();
     let mean, basis, tri, nV, nK, nT, verts, normals, uintIndex;
     let extBasis = null, extNames = [];  // (V*3, E) row-major, the names of its columns (server's EXT_NAMES)
+    let rig = null, rigNames = [];  // (E, 52) ext per ARKit blendshape, the names of its columns
 
     view.load = async (url) => {
       const resp = await fetch(url);
@@ -50,6 +53,9 @@
       if (a.ext_basis && Array.isArray(head.ext_names)) {
         extBasis = new Float32Array(buf, base + a.ext_basis.offset, a.ext_basis.bytes / 4);
         extNames = head.ext_names;
+        if (Array.isArray(head.arkit_rig) && Array.isArray(head.blendshape_names)) {
+          rig = head.arkit_rig; rigNames = head.blendshape_names;
+        }
       }
       verts = new Float32Array(nV * 3); normals = new Float32Array(nV * 3);
       uintIndex = nV > 65535;
@@ -99,6 +105,26 @@
         for (const k of [a, b, d]) { normals[k] += nx; normals[k + 1] += ny; normals[k + 2] += nz; }
       }
       draw();
+    };
+
+    // the extended expression that shows ARKit blendshapes {name: value} on the mesh (the server's rig)
+    view.extFromBlendshapes = (blendshapes) => {
+      if (!rig || !blendshapes) return null;
+      const ext = {};
+      extNames.forEach((name, i) => {
+        let s = 0;
+        rigNames.forEach((b, j) => { const v = blendshapes[b]; if (Number.isFinite(v)) s += rig[i][j] * v; });
+        ext[name] = s;
+      });
+      return ext;
+    };
+
+    // the face's identity and pose with its expression replaced by its blendshapes through the rig
+    view.updateFromBlendshapes = (params, blendshapes) => {
+      if (!params) return;
+      const p = Array.from(params);
+      for (let k = 52; k < 62 && k < p.length; k++) p[k] = 0;
+      view.update(p, view.extFromBlendshapes(blendshapes));
     };
 
     function draw() {
