@@ -62,7 +62,7 @@ from scipy.optimize import linear_sum_assignment
 from model.expression_ext import N_EXT
 from model.roi import box_from_landmarks, iou_matrix, roi_from_box
 from tracking.blendshapes import NeutralConfig
-from tracking.kalman import TRACK_GROUPS, KalmanConfig, Smoother, make_smoother
+from tracking.kalman import GROUPS, TRACK_GROUPS, KalmanConfig, Smoother, make_smoother
 from tracking.roi import RoiConfig, check_landmarks, crop_change, next_roi
 
 DecodeFn = Callable[..., np.ndarray]  # (params (N, 62), rois (N, 4)[, ext (N, N_EXT)]) -> landmarks (N, 68, 3)
@@ -454,7 +454,7 @@ class FaceTracker:
         t.lost, t.lost_reason = False, ""
         t.last_frame = fi
         return TrackedFace(t.track_id, smoothed, p.copy(), t.filter_roi.copy(), t.box.copy(), lm_s, lm.copy(),
-                           t.confirmed(self.config.min_hits), fi - t.born + 1, t.hits, tuple(sm.last_reset), fi, time,
+                           t.confirmed(self.config.min_hits), fi - t.born + 1, t.hits, tuple(g for g in sm.last_reset if ext is not None or g in GROUPS), fi, time,
                            t.confidence, conf, ext_s, None if ext is None else ext.copy())
 
     def _remove_duplicates(self, faces: dict[int, TrackedFace]) -> None:
