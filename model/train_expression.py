@@ -137,10 +137,42 @@ def build_faces(labels: Path, assets: Path, mp_map: MediaPipeMap, val_videos: se
     return pack("train"), pack("val")
 
 
-def make_batch(faces: FaceSet, idx: np.ndarray, rng: np.random.Generator, augment: bool = True
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+ANCHORS = (36, 39, 42, 45, 48, 54)
+
+
+def aligner_anchors(images: np.ndarray, points: np.ndarray, weights: str, mean_shape: np.ndarray,
+                    batch: int = 64) -> np.ndarray:
+    """Where an aligner puts the anchors (eye and mouth corners) on each context image: (N, 6, 2) context px.
+
+    The crop comes from the labelled points: the 3DMM mean shape's 68 points fitted (similarity) to the labelled
+    36-67, then the landmark crop rule (``roi_from_landmarks``), as a tracker crops the next frame. So the network
+    learns from anchors with the errors a real aligner makes (a blink, a smile, a turned head), not only jittered truth.
+    """
+    from model.aligner import Aligner
+    from model.roi import roi_from_landmarks
+
+    al = Aligner.from_checkpoint(weights, device="cpu", confidence=False, expression=False)
+    src = mean_shape[36:68, :2] * np.array([1.0, -1.0])  # model y up -> image y down
+    out = np.zeros((len(images), len(ANCHORS), 2), np.float32)
+    for s in range(0, len(images), batch):
+        items = []
+        for i in range(s, min(s + batch, len(images))):
+            dst = points[i, 36:68]
+            a, _ = cv2.estimateAffinePartial2D(src.astype(np.float32), dst.astype(np.float32))
+            full = (mean_shape[:, :2] * np.array([1.0, -1.0])) @ a[:, :2].T + a[:, 2]
+            items.append((cv2.cvtColor(images[i], cv2.COLOR_GRAY2BGR), roi_from_landmarks(full[None])))
+        for k, res in enumerate(al.align_many(items)):
+            out[s + k] = res.landmarks[0, list(ANCHORS), :2]
+    return out
+
+
+def make_batch(faces: FaceSet, idx: np.ndarray, rng: np.random.Generator, augment: bool = True,
+               anchors_from: np.ndarray | None = None, aligner_share: float = 0.6,
+               fixed_anchors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Patches and labels of faces ``idx``: eyes (2B, 32, 48) uint8 (right eyes, then mirrored left eyes), eye
-    points (2B, 6, 2) anchor units, mouths (B, 48, 48), mouth points (B, 20, 2)."""
+    points (2B, 6, 2) anchor units, mouths (B, 48, 48), mouth points (B, 20, 2). ``anchors_from`` (N, M, 6, 2):
+    aligners' anchors per face (``aligner_anchors``), used for ``aligner_share`` of the faces (one aligner drawn at
+    random), with a little jitter on top; the rest jitter the labelled corners."""
     b = len(idx)
     eyes = np.empty((2 * b,) + RIGHT_EYE.size, np.uint8)
     mouths = np.empty((b,) + MOUTH.size, np.uint8)
@@ -148,15 +180,23 @@ def make_batch(faces: FaceSet, idx: np.ndarray, rng: np.random.Generator, augmen
     mouth_pts = np.empty((b, 20, 2))
     for k, i in enumerate(idx):
         img, p = faces.images[i], faces.points[i].copy()
+        anchors = p.copy()
+        real = augment and anchors_from is not None and rng.random() < aligner_share
+        if real:
+            anchors[list(ANCHORS)] = anchors_from[i, rng.integers(anchors_from.shape[1])]
+        if fixed_anchors is not None:
+            anchors[list(ANCHORS)] = fixed_anchors[k]
         if augment and rng.random() < 0.5:
             img = img[:, ::-1]
             p = p[MIRROR]
             p[:, 0] = CTX - 1 - p[:, 0]
-        anchors = p.copy()
-        if augment:  # an aligner's corners: each off by a few % of the part's width
+            anchors = anchors[MIRROR]
+            anchors[:, 0] = CTX - 1 - anchors[:, 0]
+        if augment:  # an aligner's corners: each off by a few % of the part's width (less on real ones)
+            sd = 0.5 if real else 1.0
             for a0, a1 in ((36, 39), (42, 45), (48, 54)):
                 w = np.linalg.norm(p[a1] - p[a0])
-                anchors[[a0, a1]] += rng.normal(0, 0.06 * w, (2, 2)) + rng.normal(0, 0.04 * w, (1, 2))
+                anchors[[a0, a1]] += rng.normal(0, sd * 0.06 * w, (2, 2)) + rng.normal(0, sd * 0.04 * w, (1, 2))
         aff = part_affines(anchors[None])
         for spec, dest, j, lab in ((RIGHT_EYE, eyes, k, eye_pts), (LEFT_EYE, eyes, b + k, eye_pts),
                                    (MOUTH, mouths, k, mouth_pts)):
@@ -192,16 +232,19 @@ EYE_LOSS_W = torch.tensor([1.0, 2.0, 2.0, 1.0, 2.0, 2.0])[None, :, None]
 MOUTH_LOSS_W = torch.tensor([1.0] * 12 + [1.0, 2.0, 2.0, 2.0, 1.0, 2.0, 2.0, 2.0])[None, :, None]
 
 
-def evaluate(net: ExpressionNet, faces: FaceSet, seed: int = 0) -> dict[str, float]:
-    """Validation figures: mean eye and mouth point error (anchor units, anchors jittered with a fixed seed), and the
-    correlation of the predicted with the labelled eye aspect ratio and mouth openness."""
+def evaluate(net: ExpressionNet, faces: FaceSet, seed: int = 0, anchors: np.ndarray | None = None
+             ) -> dict[str, float]:
+    """Validation figures: mean eye and mouth point error (anchor units), and the correlation of the predicted with
+    the labelled eye aspect ratio and mouth openness. Anchors: ``anchors`` (N, 6, 2) (an aligner's, as at run time)
+    when given, else the labelled corners."""
     rng = np.random.default_rng(seed)
     net.eval()
     errs_e, errs_m, ear_p, ear_t, mo_p, mo_t = [], [], [], [], [], []
     with torch.inference_mode():
         for s in range(0, len(faces.images), 256):
             idx = np.arange(s, min(s + 256, len(faces.images)))
-            e, ep, m, mp = make_batch(faces, idx, rng, augment=False)
+            e, ep, m, mp = make_batch(faces, idx, rng, augment=False, fixed_anchors=None if anchors is None else
+                                      anchors[idx])
             pe, pm = net(_tensor(e), _tensor(m))
             pe, pm = pe.numpy(), pm.numpy()
             errs_e.append(np.linalg.norm(pe - ep, axis=-1).mean(1))
@@ -221,7 +264,8 @@ def evaluate(net: ExpressionNet, faces: FaceSet, seed: int = 0) -> dict[str, flo
 
 
 def train(faces: FaceSet, val: FaceSet, minutes: float, out: Path, batch: int = 96, lr: float = 1e-3,
-          seed: int = 0, width: int = 8, log_every: int = 200) -> dict:
+          seed: int = 0, width: int = 8, log_every: int = 200, anchors: np.ndarray | None = None,
+          val_anchors: np.ndarray | None = None) -> dict:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     net = ExpressionNet(width)
@@ -239,7 +283,7 @@ def train(faces: FaceSet, val: FaceSet, minutes: float, out: Path, batch: int = 
             g["lr"] = lr * 0.5 * (1 + np.cos(np.pi * min(frac, 1.0)))
         net.train()
         idx = rng.choice(len(faces.images), batch, p=p)
-        e, ep, m, mp = make_batch(faces, idx, rng)
+        e, ep, m, mp = make_batch(faces, idx, rng, anchors_from=anchors)
         pe, pm = net(_tensor(e), _tensor(m))
         loss = (torch.nn.functional.smooth_l1_loss(pe, torch.from_numpy(ep).float(), reduction="none", beta=0.02)
                 * EYE_LOSS_W).mean() + \
@@ -250,7 +294,7 @@ def train(faces: FaceSet, val: FaceSet, minutes: float, out: Path, batch: int = 
         opt.step()
         step += 1
         if step % log_every == 0 or time.time() >= t_end:
-            v = evaluate(net, val)
+            v = evaluate(net, val, anchors=val_anchors)
             v.update(step=step, minutes=round((time.time() - t0) / 60, 1), loss=float(loss.detach()))
             history.append(v)
             print(json.dumps(v), flush=True)
@@ -277,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", default=None, help="NPZ of the built faces: read when present, else written")
+    ap.add_argument("--aligners", default="3ddfa-v2-mb05,damdnet",
+                    help="models whose anchors (eye and mouth corners) the training patches are cut from, besides "
+                         "jittered labels ('' for none); cached beside --cache")
     args = ap.parse_args(argv)
     from model.assets import resolve_root
 
@@ -296,7 +343,24 @@ def main(argv: list[str] | None = None) -> int:
                      vpoints=val.points, vsource=val.source)
     print(f"faces: train {len(faces.images)} ({dict(zip(*np.unique(faces.source, return_counts=True)))}), "
           f"val {len(val.images)}, built in {time.time() - t:.0f} s", flush=True)
-    res = train(faces, val, args.minutes, Path(args.out), seed=args.seed)
+    anchors = val_anchors = None
+    names = [w for w in args.aligners.split(",") if w]
+    if names:
+        from model.morphable import MorphableModel
+
+        path = Path(args.cache).with_suffix(f".anchors-{'+'.join(names)}.npz") if args.cache else None
+        if path is not None and path.exists():
+            z = np.load(path)
+            anchors, val_anchors = z["train"], z["val"]
+        else:
+            t = time.time()
+            u = MorphableModel.load().sparse.u.astype(np.float64)
+            anchors = np.stack([aligner_anchors(faces.images, faces.points, w, u) for w in names], axis=1)
+            val_anchors = aligner_anchors(val.images, val.points, names[0], u)
+            print(f"aligner anchors of {names} in {time.time() - t:.0f} s", flush=True)
+            if path is not None:
+                np.savez(path, train=anchors, val=val_anchors)
+    res = train(faces, val, args.minutes, Path(args.out), seed=args.seed, anchors=anchors, val_anchors=val_anchors)
     print(json.dumps(res["best"]))
     return 0
 
