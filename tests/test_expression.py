@@ -177,3 +177,36 @@ def test_a_real_blink_comes_through_the_cli_into_the_tracks(tmp_path) -> None:
     ear0 = eye_aspect_ratio(lm0).mean(1)
     assert ear0[blink].min() > 0.7 * np.median(ear0)
     assert all(r["eye_close_r"] == "nan" for r in before)
+
+
+def test_mediapipe_map_recovers_a_known_combination() -> None:
+    """Our points made as fixed weighted sums of 'MediaPipe' points (each centred on one of them, so the fit picks
+    that neighbourhood) are fitted back within numerical error, and map() applies the weights."""
+    from model.data.mediapipe_map import TARGETS, MediaPipeMap
+
+    rng = np.random.default_rng(0)
+    n = 300
+    mp = rng.uniform(0, 400, (1, 478, 2)) + rng.normal(0, 6, (n, 478, 2))
+    human = np.zeros((n, 68, 2))
+    centre = rng.choice(478, len(TARGETS), replace=False)
+    for q, j in enumerate(TARGETS):
+        human[:, j] = mp[:, centre[q]]
+    fit = MediaPipeMap.fit(mp, human, k=4, ridge=0.0)
+    assert (fit.index[:, 0] == centre).all()  # each target's nearest point on the mean face
+    np.testing.assert_allclose(fit.weight.sum(1), 1.0, atol=1e-9)
+    np.testing.assert_allclose(fit.map(mp), human[:, TARGETS], atol=1e-6)
+
+
+def test_training_patches_put_the_anchors_at_their_units(morph: MorphableModel) -> None:
+    from model.train_expression import CTX, FaceSet, make_batch
+
+    lm = morph.landmarks(frontal(), np.array([[0, 0, CTX, CTX]], np.float32))[0, :, :2].astype(np.float64)
+    pts = np.full((1, 68, 2), np.nan)
+    pts[0, 36:] = lm[36:]
+    faces = FaceSet(np.full((1, CTX, CTX), 128, np.uint8), pts, np.array(["x"]), np.ones(1))
+    eyes, eye_pts, mouths, mouth_pts = make_batch(faces, np.array([0]), np.random.default_rng(0), augment=False)
+    assert eyes.shape == (2, 32, 48) and mouths.shape == (1, 48, 48)
+    np.testing.assert_allclose(eye_pts[:, 0], 0, atol=1e-9)  # the outer corner is the origin of both eyes
+    np.testing.assert_allclose(eye_pts[:, 3], [[1, 0], [1, 0]], atol=1e-9)  # the inner corner is at (1, 0)
+    np.testing.assert_allclose(mouth_pts[0, [0, 6]], [[0, 0], [1, 0]], atol=1e-9)
+    assert (eye_pts[:, 1:3, 1] < 0).all() and (eye_pts[:, 4:, 1] > 0).all()  # upper lids up, lower lids down
