@@ -30,8 +30,8 @@ NEAR_EYE_YAW = (55.0, 80.0)
 MOUTH_YAW = (45.0, 70.0)
 
 
-def _ramp(yaw: np.ndarray, span: tuple[float, float]) -> np.ndarray:
-    return np.clip((span[1] - np.abs(yaw)) / (span[1] - span[0]), 0.0, 1.0)
+def _ramp(ayaw: np.ndarray, span: tuple[float, float]) -> np.ndarray:
+    return np.clip((span[1] - ayaw) * (1.0 / (span[1] - span[0])), 0.0, 1.0)
 
 
 def visibility_weights(params: np.ndarray) -> np.ndarray:
@@ -40,15 +40,19 @@ def visibility_weights(params: np.ndarray) -> np.ndarray:
 
     Yaw > 0 brings the subject's left side (model x > 0) toward the camera, so the right eye (36-41) is the far one.
     """
-    p = np.asarray(params, np.float64).reshape(-1, 62)[:, :12].reshape(-1, 3, 4)
-    r1 = p[:, 0, :3] / np.linalg.norm(p[:, 0, :3], axis=1, keepdims=True)
-    r2 = p[:, 1, :3] / np.linalg.norm(p[:, 1, :3], axis=1, keepdims=True)
-    yaw = np.degrees(np.arcsin(np.clip(np.cross(r1, r2)[:, 0], -1.0, 1.0)))  # = pose_from_params' yaw
-    w = np.tile(POINT_WEIGHTS.astype(np.float64), (len(yaw), 1))
+    p = np.asarray(params, np.float64).reshape(-1, 62)
+    r1, r2 = p[:, 0:3], p[:, 4:7]
+    # yaw = asin of the x component of the rotation's third row, r1 x r2 normalised (= pose_from_params' yaw)
+    sin_yaw = (r1[:, 1] * r2[:, 2] - r1[:, 2] * r2[:, 1]) / np.sqrt((r1 * r1).sum(1) * (r2 * r2).sum(1))
+    yaw = np.degrees(np.arcsin(np.clip(sin_yaw, -1.0, 1.0)))
+    ayaw = np.abs(yaw)
+    far, near = _ramp(ayaw, FAR_EYE_YAW), _ramp(ayaw, NEAR_EYE_YAW)
     right_far = yaw > 0
-    w[:, 36:42] *= np.where(right_far, _ramp(yaw, FAR_EYE_YAW), _ramp(yaw, NEAR_EYE_YAW))[:, None]
-    w[:, 42:48] *= np.where(right_far, _ramp(yaw, NEAR_EYE_YAW), _ramp(yaw, FAR_EYE_YAW))[:, None]
-    w[:, 48:68] *= _ramp(yaw, MOUTH_YAW)[:, None]
+    w = np.empty((len(yaw), 68))
+    w[:] = POINT_WEIGHTS
+    w[:, 36:42] *= np.where(right_far, far, near)[:, None]
+    w[:, 42:48] *= np.where(right_far, near, far)[:, None]
+    w[:, 48:68] *= _ramp(ayaw, MOUTH_YAW)[:, None]
     return w
 
 
@@ -99,7 +103,8 @@ class ExpressionStage:
             return [np.zeros((0, 32, 2)) for _ in items]
         lm = np.concatenate([np.asarray(x, np.float64)[..., :2] for _, x in items if len(x)])
         bases = part_frames(lm)
-        aff = {spec.name: basis_affine(*bases[spec.name], spec) for spec in PARTS}
+        stacked = basis_affine(*(np.concatenate([bases[p.name][j] for p in PARTS]) for j in range(3)), PARTS[0])
+        aff = {p.name: stacked[i * n:(i + 1) * n] for i, p in enumerate(PARTS)}  # every part has one origin
         frames = [f for f, c in zip((f for f, _ in items), counts) for _ in range(c)]
         eyes = np.empty((2 * n,) + RIGHT_EYE.size, np.uint8)
         mouths = np.empty((n,) + MOUTH.size, np.uint8)
