@@ -80,7 +80,7 @@ class Basis:
                 s = s + torch.as_tensor(ext, dtype=params.dtype, device=params.device) @ \
                     torch.as_tensor(we, dtype=params.dtype, device=params.device).T
             else:
-                s = s + np.asarray(ext, dtype=params.dtype).reshape(params.shape[0], -1) @ we.T.astype(params.dtype)
+                s = s + np.asarray(ext, dtype=params.dtype).reshape(params.shape[0], we.shape[1]) @ we.T.astype(params.dtype)
         return s.reshape(params.shape[0], self.n, 3)  # explicit V: -1 cannot be inferred for N = 0
 
 

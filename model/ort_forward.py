@@ -117,8 +117,8 @@ def export_onnx_bytes(module: nn.Module) -> bytes:
 
 
 def cached_session(module: nn.Module, threads: int | None = None,
-                   exporter: Callable[[nn.Module], bytes] = export_onnx_bytes):
-    """An ORT session of ``module``'s export (``exporter(module) -> ONNX bytes``): from the cache when the file there
+                   exporter: Callable[[nn.Module], bytes] | None = None):
+    """An ORT session of ``module``'s export (``exporter(module) -> ONNX bytes``, default ``export_onnx_bytes``): from the cache when the file there
     loads, else exported now and written to the cache atomically (a damaged or truncated file is replaced)."""
     path = cache_dir() / f"{weights_digest(module)}.onnx"
     if path.is_file():
@@ -126,7 +126,7 @@ def cached_session(module: nn.Module, threads: int | None = None,
             return make_session(path.read_bytes(), threads)
         except Exception:  # damaged or truncated: export again
             pass
-    data = exporter(module)
+    data = (exporter or export_onnx_bytes)(module)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
