@@ -28,7 +28,7 @@ from typing import Any, AsyncIterator, Iterable, Iterator, Protocol
 import numpy as np
 
 from model.align import REFINE, ImageError, NoFaceWarning, detect_and_align, no_face_message, read_image
-from stream.align_service import AlignService
+from stream.align_batcher import AlignService
 from stream.app import Engine, UserError, _run, build_engine
 from stream.config import ConfigError, load_config
 from stream.pipeline import Job

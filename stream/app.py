@@ -15,7 +15,7 @@ from model.aligner import Aligner
 from model.assets import AssetError, AssetStore
 from model.checkpoint import CheckpointError, model_label
 from model.detect import FaceDetector
-from stream.align_service import AlignService
+from stream.align_batcher import AlignService
 from stream.analyze import FaceAnalyzer, tracker_config
 from stream.outputs import FrameRenderer, check_not_inputs, check_writable, open_outputs
 from stream.pipeline import Job, Pipeline

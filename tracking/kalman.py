@@ -31,7 +31,7 @@ Latency: ``update(z)`` returns the posterior after the update with ``z``: the es
 
 Coordinates: the pose part of the parameters lives in the crop of the ROI it was measured in. When the ROI moves
 between frames the caller re-expresses the filter state in the new crop first with ``change_frame(scale, offset)``
-(an affine change of coordinates per parameter, see ``tracking.roi.crop_change``); otherwise ROI motion would look
+(an affine change of coordinates per parameter, see ``tracking.crop_follow.crop_change``); otherwise ROI motion would look
 like face motion.
 """
 from __future__ import annotations
@@ -84,7 +84,7 @@ class GroupNoise:
 class KalmanConfig:
     """Settings of ``ParamKalman``; every std in std units of the parameter (``param_scale``), time in frames.
 
-    Defaults (starting points, to be tuned on rendered videos with known geometry, see ``tracking.metrics``):
+    Defaults (starting points, to be tuned on rendered videos with known geometry, see ``tracking.jitter``):
     - pose 0.04 / 0.006, gate 3: on synthetic signals with exactly these noise levels, still-head jitter (mean
       |second difference|) cut 3.6x, slow turns followed without steady lag; a scene cut or a very fast turn
       (innovation RMS > 3 sigma over the 12 parameters) resets;
