@@ -40,11 +40,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from bench.machine_info import cpu_model  # noqa: E402
 os.environ.setdefault("DAMDNET_ASSETS", str(REPO.parent / "shared" / "assets"))
-
-from stream.analyze import FaceAnalyzer, tracker_config  # noqa: E402
 from stream.app import Engine, build_engine  # noqa: E402
 from stream.config import load_config  # noqa: E402
-from stream.pipeline import Job, Pipeline  # noqa: E402
+from stream.assemble import build_run  # noqa: E402
+from stream.pipeline import Job  # noqa: E402
 from stream.sources import open_source  # noqa: E402
 from tracking.jitter import acceleration_jitter, estimate_lag, nme, nmj_per_frame  # noqa: E402
 
@@ -74,9 +73,8 @@ def run_pipeline(engine: Engine, cfg: dict, spec: str, smooth: str, **source_opt
     """One file-mode run of the pipeline (no renderer) with ``smooth``; returns the records and Stats.summary()."""
     run_cfg = {**cfg, "smooth": smooth}
     source = open_source(spec, **source_options)
-    analyzer = FaceAnalyzer(engine.service, engine.detector, tracker_config(run_cfg))
     sink = Collect()
-    pipeline = Pipeline(source, analyzer, None, [sink], live=False, queue_size=cfg["queue_size"])
+    pipeline = build_run(run_cfg, engine, source, live=False, sinks=[], extra_sinks=[sink])
     stats = asyncio.run(pipeline.run())
     return sink, stats.summary()
 
