@@ -129,7 +129,7 @@ async def run_frames(frames, aligner, detector, config: TrackerConfig, on_frame=
     """The product's analysis stage over ``frames``: the FaceRecords of each frame, as the file pipeline reports
     them (its look-ahead: a confirmed face keeps its first frames, ``stream.lookahead``) or, ``live``, from each
     track's confirmation on."""
-    from stream.align_service import AlignService
+    from stream.align_batcher import AlignService
     from stream.analyze import FaceAnalyzer
     from stream.frames import Frame
     from stream.lookahead import ConfirmWindow

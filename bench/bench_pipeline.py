@@ -37,11 +37,10 @@ sys.path.insert(0, str(REPO / "bench"))
 os.environ.setdefault("DAMDNET_ASSETS", str(REPO.parent / "shared" / "assets"))
 
 from bench_smoothing import append_results, machine  # noqa: E402
-from stream.analyze import FaceAnalyzer, tracker_config  # noqa: E402
 from stream.app import Engine, build_engine  # noqa: E402
 from stream.config import load_config  # noqa: E402
-from stream.outputs import FrameRenderer, TracksOut, VideoOut  # noqa: E402
-from stream.pipeline import Pipeline  # noqa: E402
+from stream.outputs import TracksOut  # noqa: E402
+from stream.assemble import build_run  # noqa: E402
 from stream.sources import open_source  # noqa: E402
 from stream.stats import STAGES  # noqa: E402
 
@@ -68,18 +67,13 @@ def sliding_crops(image_path: Path, out_dir: Path, n: int, width: int = 1280, he
 
 def run_case(engine: Engine, cfg: dict, spec: str, *, out: Path | None, tracks: Path | None, mode: str = "landmarks",
              source_options: dict | None = None) -> dict:
-    """One file-mode run like ``stream.app._run``; -> Stats.summary() plus wall time and rows."""
+    """One file-mode run like ``stream.app.run_source`` (``build_run``); -> Stats.summary() plus wall time and rows."""
     source = open_source(spec, **(source_options or {}))
     info = source.info
-    renderer = FrameRenderer(mode, engine.aligner.morph, cfg["draw_ids"]) if out else None
-    sinks = []
-    if out:
-        sinks.append(VideoOut(str(out), info))
-    if tracks:
-        sinks.append(TracksOut(str(tracks)))
-    dense = renderer is not None and renderer.needs_dense
-    analyzer = FaceAnalyzer(engine.service, engine.detector, tracker_config(cfg), dense=dense)
-    pipeline = Pipeline(source, analyzer, renderer, sinks, live=False, queue_size=cfg["queue_size"])
+    run_cfg = {**cfg, "out": str(out) if out else None, "tracks": str(tracks) if tracks else None, "meshes": None,
+               "mode": mode}
+    pipeline = build_run(run_cfg, engine, source, live=False)
+    sinks = pipeline.sinks
     t0 = time.perf_counter()
     stats = asyncio.run(pipeline.run())
     summary = stats.summary()

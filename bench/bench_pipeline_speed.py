@@ -94,7 +94,7 @@ def live_mode(seconds: float, mode: str, weights: str, extra: tuple[str, ...] = 
         app.Stats, app.open_source = RecordingStats, paced_open
         try:
             t0 = time.perf_counter()
-            rc = asyncio.run(app._run(cfg))
+            rc = asyncio.run(app.run_source(cfg))
         finally:
             app.Stats, app.open_source = Stats, real_open
     if rc != 0:

@@ -5,7 +5,7 @@ The synthetic source (``stream/synthetic.py``) renders a textured 3DMM face alon
 (+-70 degree head turns, nods, roll, mouth and smile, drift and zoom, one scene cut) and keeps the true 68
 landmarks of every frame. The pipeline runs in-process exactly as ``run_stream.py`` builds it (same engine, detector,
 tracker, Kalman configuration from configs/default.yaml, file mode: no frame dropped), once per smoothing mode, on
-the same frames. Measures (DESIGN.md section 6, ``tracking/metrics.py``):
+the same frames. Measures (DESIGN.md section 6, ``tracking/jitter.py``):
 
 - NME (%): mean over frames of the mean 2D landmark error over sqrt(w*h) of the true landmarks' box;
 - NMJ (%): RMS over frame pairs of the RMS over points of the frame-to-frame change of the error, over the face
@@ -40,13 +40,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from bench.machine_info import cpu_model  # noqa: E402
 os.environ.setdefault("DAMDNET_ASSETS", str(REPO.parent / "shared" / "assets"))
-
-from stream.analyze import FaceAnalyzer, tracker_config  # noqa: E402
 from stream.app import Engine, build_engine  # noqa: E402
 from stream.config import load_config  # noqa: E402
-from stream.pipeline import Job, Pipeline  # noqa: E402
+from stream.assemble import build_run  # noqa: E402
+from stream.pipeline import Job  # noqa: E402
 from stream.sources import open_source  # noqa: E402
-from tracking.metrics import acceleration_jitter, estimate_lag, nme, nmj_per_frame  # noqa: E402
+from tracking.jitter import acceleration_jitter, estimate_lag, nme, nmj_per_frame  # noqa: E402
 
 D0 = "KwaiVGI/LivePortrait/assets/examples/driving/d0.mp4"
 MISS_NME = 25.0  # % : a "face" this far from the truth is a tracking failure, not a noisy estimate
@@ -74,9 +73,8 @@ def run_pipeline(engine: Engine, cfg: dict, spec: str, smooth: str, **source_opt
     """One file-mode run of the pipeline (no renderer) with ``smooth``; returns the records and Stats.summary()."""
     run_cfg = {**cfg, "smooth": smooth}
     source = open_source(spec, **source_options)
-    analyzer = FaceAnalyzer(engine.service, engine.detector, tracker_config(run_cfg))
     sink = Collect()
-    pipeline = Pipeline(source, analyzer, None, [sink], live=False, queue_size=cfg["queue_size"])
+    pipeline = build_run(run_cfg, engine, source, live=False, sinks=[], extra_sinks=[sink])
     stats = asyncio.run(pipeline.run())
     return sink, stats.summary()
 

@@ -6,7 +6,7 @@
         print(frame.index, [(f.track_id, round(f.yaw)) for f in frame.faces])
 
 ``align_image`` is ``python -m model.align``'s detect-and-align (``model.align.detect_and_align``); ``track_video``
-and ``stream`` run ``run_stream.py``'s pipeline (``stream.app._run``: the same sources, detection schedule, tracker,
+and ``stream`` run ``run_stream.py``'s pipeline (``stream.app.run_source``: the same sources, detection schedule, tracker,
 Kalman smoothing, renderer and sinks), with every CLI flag available as a keyword (``detect_every=5``,
 ``kalman={"pose_gate": 4.0}``, ``out="overlay.mp4"``, ``tracks="t.csv"``, ``meshes="dir/"``). User errors raise
 ``DamdnetError`` whose message is the line the CLI prints after ``error:``. An input with no face anywhere is not an
@@ -28,8 +28,8 @@ from typing import Any, AsyncIterator, Iterable, Iterator, Protocol
 import numpy as np
 
 from model.align import REFINE, ImageError, NoFaceWarning, detect_and_align, no_face_message, read_image
-from stream.align_service import AlignService
-from stream.app import Engine, UserError, _run, build_engine
+from stream.align_batcher import AlignService
+from stream.app import Engine, UserError, build_engine, run_source
 from stream.config import ConfigError, load_config
 from stream.pipeline import Job
 
@@ -295,7 +295,7 @@ class Session:
             await results.put(res)
             return not feed.stopped
 
-        task = asyncio.ensure_future(_run(cfg, self._engine_for_run(), on_job, dense=dense, on_no_face=feed.note))
+        task = asyncio.ensure_future(run_source(cfg, self._engine_for_run(), on_job, dense=dense, on_no_face=feed.note))
         try:
             while True:
                 getter = asyncio.ensure_future(results.get())
@@ -340,10 +340,10 @@ class _Feed:
         self.sinks = sinks
         self.stopped = False
         self.error: BaseException | None = None
-        self.no_face: str | None = None  # the run's no-face line (``_run``'s on_no_face), warned at the end
+        self.no_face: str | None = None  # the run's no-face line (``run_source``'s on_no_face), warned at the end
 
     def note(self, message: str) -> None:
-        """``_run``'s ``on_no_face``: keep the line for the consumer's thread."""
+        """``run_source``'s ``on_no_face``: keep the line for the consumer's thread."""
         self.no_face = message
 
     def warn(self) -> None:
@@ -418,7 +418,7 @@ class VideoTracks:
         try:
             run_error: BaseException | None = None
             try:
-                asyncio.run(_run(self._cfg, self._session._engine_for_run(), on_job, dense=self._dense,
+                asyncio.run(run_source(self._cfg, self._session._engine_for_run(), on_job, dense=self._dense,
                                  on_no_face=feed.note))
             except BaseException as exc:
                 run_error = exc

@@ -165,7 +165,7 @@ class Trainer:
             aug["scale"] = tuple(aug["scale"])
         self.mats = []
         if dcfg.get("mat"):
-            from model.data.groundtruth import MatDataset
+            from model.data.gt_datasets import MatDataset
 
             self.mats = [MatDataset.from_folder(resolve(d, base)) for d in dcfg["mat"]]
         self.mat_fraction = float(dcfg.get("mat_fraction", 0.5)) if self.mats else 0.0

@@ -25,7 +25,7 @@ import numpy as np
 
 from model.detect import FaceDetector
 from model.morphable import pose_from_params
-from stream.align_service import AlignService
+from stream.align_batcher import AlignService
 from stream.frames import FaceRecord, Frame
 from stream.stats import Stats
 from tracking.cut import CutDetector

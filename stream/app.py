@@ -4,20 +4,13 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-import numpy as np
-
 from model.align import no_face_message
-from model.aligner import Aligner
-from model.assets import AssetError, AssetStore
-from model.checkpoint import CheckpointError, model_label
-from model.detect import FaceDetector
-from stream.align_service import AlignService
-from stream.analyze import FaceAnalyzer, tracker_config
-from stream.outputs import FrameRenderer, check_not_inputs, check_writable, open_outputs
+# the assembly lives in stream.assemble; these names stay importable from here
+from stream.assemble import (Engine, UserError, build_engine, build_run, check_vmc, fit_swap_texture,  # noqa: F401
+                             load_swap_texture, open_run_stages, open_vmc, run_inputs, set_threads)
+from stream.outputs import check_not_inputs, check_writable
 from stream.pipeline import Job, Pipeline
 from stream.sinks import SinkError
 from stream.sources import SourceError, open_source
@@ -25,163 +18,10 @@ from stream.stats import Stats
 from stream.window import Window, display_problem
 
 
-class UserError(RuntimeError):
-    """Something the user can fix; printed as one line."""
-
-
-@dataclass
-class Engine:
-    """What all streams of a process share: the model (batched through the service), the detector, the store."""
-
-    store: AssetStore
-    aligner: Aligner
-    service: AlignService
-    detector: FaceDetector
-
-
-def set_threads(threads: int) -> int:
-    """Set torch's CPU threads: ``threads``, or for 0 one thread on <= 2 cores (decode, detection and rendering run
-    beside the network there), half the cores otherwise. Returns the number set."""
-    import os
-
-    import torch
-
-    n = threads or (1 if (os.cpu_count() or 1) <= 2 else max(1, (os.cpu_count() or 2) // 2))
-    torch.set_num_threads(n)
-    return n
-
-
-def build_engine(cfg: dict) -> Engine:
-    set_threads(cfg["threads"])
-    store = AssetStore(cfg["assets"])
-    try:
-        aligner = Aligner.from_checkpoint(cfg["weights"], device=cfg["device"], store=store,
-                                          fast_path=cfg["fast_path"], expression=cfg["expression"])
-        if cfg["backbone"] and cfg["backbone"] != aligner.backbone:
-            raise UserError(f"--backbone {cfg['backbone']} but the weights '{cfg['weights']}' are a {aligner.backbone}")
-        detector = FaceDetector.create(cfg["detector"], store, score_threshold=cfg["detect_score"],
-                                       max_side=cfg["detect_max_side"])
-    except (AssetError, CheckpointError, ValueError, FileNotFoundError) as exc:
-        raise UserError(str(exc)) from None
-    except RuntimeError as exc:
-        raise UserError(str(exc)) from None
-    print(f"model: {model_label(aligner.name, aligner.backbone, aligner.why)} on {aligner.device} "
-          f"via {aligner.fast_path}; detector: {detector.kind}", file=sys.stderr)
-    return Engine(store, aligner, AlignService(aligner), detector)
-
-
-def fit_swap_texture(image: np.ndarray, engine: Engine):
-    """Fit the 3DMM to the largest face of ``image`` and sample its skin texture (``build_texture``: UV image of the
-    face mesh, eyes, inner mouth and non-skin left out and filled).
-
-    Raises ValueError when the image has no face.
-    """
-    from model.align import align_boxes
-    from stream.render.texture import build_texture
-
-    boxes, _ = engine.detector(image)
-    if len(boxes) == 0:
-        raise ValueError("no face found in the swap source image")
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    res = align_boxes(image, engine.aligner, boxes[int(np.argmax(areas))][None], dense=True)
-    morph = engine.aligner.morph
-    return build_texture(image, res.vertices[0], morph.tri, morph.grid_shape, landmarks=res.landmarks[0],
-                         uv=morph.uv)
-
-
-def load_swap_texture(path: str, engine: Engine):
-    """Swap texture from an image file, or from the first frame with a face among a video's first 60 frames."""
-    import cv2
-
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"swap source: no such file: {path}")
-    img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-    if img is None:  # maybe a video
-        try:
-            with open_source(str(p), max_frames=60) as src:
-                for frame in src:
-                    if len(engine.detector(frame.image)[0]):
-                        img = frame.image
-                        break
-        except SourceError as exc:
-            raise UserError(f"swap source {path}: {exc}") from None
-    if img is None:
-        raise UserError(f"swap source {path}: not a readable image or a video with a face")
-    try:
-        return fit_swap_texture(img, engine)
-    except ValueError as exc:
-        raise UserError(f"swap source {path}: {exc}") from None
-
-
-def open_run_stages(cfg: dict, engine: Engine, source, *, live: bool, show: bool = False,
-                    swap_texture=None, dense: bool = False) -> tuple:
-    """The renderer, sinks and analyzer of one ``run`` over ``source`` (what ``run`` and each file of ``batch`` use):
-    ``(renderer | None, sinks, analyzer)`` from ``cfg``'s ``out``/``tracks``/``meshes``/``mode``/``audio`` keys (the
-    video keeps the source's sound unless ``audio`` is false). ``swap_texture`` skips fitting ``swap_source`` again;
-    ``dense`` asks for vertices without meshes (the API). Raises UserError for outputs that cannot be opened; closes
-    ``source`` on any error."""
-    renderer = FrameRenderer(cfg["mode"], engine.aligner.morph, cfg["draw_ids"], cfg["blendshape_bars"]) \
-        if (cfg["out"] or show) else None
-    try:
-        if renderer is not None and cfg["mode"] == "swap":
-            if swap_texture is None and not cfg["swap_source"]:
-                raise UserError("--mode swap needs --swap-source IMAGE")
-            renderer.set_swap_texture(swap_texture or load_swap_texture(cfg["swap_source"], engine))
-        sinks = open_outputs(cfg["out"], cfg["tracks"], cfg["meshes"], source.info, engine.aligner.morph.tri,
-                             cfg["mesh_format"], morph=engine.aligner.morph, inputs=run_inputs(cfg, source),
-                             tracks_params=cfg["tracks_params"], audio=cfg["audio"],
-                             tracks_format=cfg["tracks_format"])
-    except (SinkError, OSError) as exc:
-        source.close()
-        raise UserError(str(exc)) from None
-    except BaseException:
-        source.close()
-        raise
-    dense = dense or bool(cfg["meshes"]) or (renderer is not None and renderer.needs_dense)
-    analyzer = FaceAnalyzer(engine.service, engine.detector, tracker_config(cfg), dense=dense,
-                            async_detect=live if cfg["detect_async"] == "auto" else bool(cfg["detect_async"]),
-                            stills=source.info.stills)
-    return renderer, sinks, analyzer
-
-
-def check_vmc(cfg: dict) -> None:
-    """UserError (one line) for a bad ``--vmc`` value or a missing ``python-osc``, before the model loads."""
-    if not cfg.get("vmc"):
-        return
-    try:
-        import pythonosc  # noqa: F401  (the [vmc] extra)
-    except ImportError as exc:
-        from stream.extras import missing_extra
-
-        raise UserError(missing_extra("--vmc", "vmc", exc)) from None
-    from stream.vmc import VMCError, parse_target
-
-    try:
-        parse_target(cfg["vmc"])
-    except VMCError as exc:
-        raise UserError(str(exc)) from None
-
-
-def open_vmc(cfg: dict, sender=None, owner=None):
-    """The ``--vmc`` sink (``stream.vmc.VMCOut``) on the running loop: its own sender, or a shared ``sender``."""
-    from stream.vmc import VMCError, VMCOut
-
-    try:
-        return VMCOut(sender if sender is not None else cfg["vmc"], vrm=cfg["vmc_vrm"], owner=owner)
-    except VMCError as exc:
-        raise UserError(str(exc)) from None
-
-
-def run_inputs(cfg: dict, source) -> list:
-    """The files a run reads (the source's, the swap image, a weights file): no output may be one of them."""
-    return [*getattr(source, "input_paths", []), cfg["swap_source"], cfg["weights"]]
-
-
 def run(cfg: dict) -> int:
     """``run_stream.py [run]``: one source through the pipeline into the configured sinks."""
     try:
-        return asyncio.run(_run(cfg))
+        return asyncio.run(run_source(cfg))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -190,9 +30,95 @@ def run(cfg: dict) -> int:
         return 128 + int(getattr(exc, "signum", 2))
 
 
-async def _run(cfg: dict, engine: Engine | None = None,
-               on_job: Callable[[Job], Awaitable[bool | None]] | None = None, dense: bool = False,
-               on_no_face: Callable[[str], None] | None = None) -> int:
+class ProgressBar:
+    """Observer: a tqdm bar over a file's frames; ``log`` writes lines above it (on stderr)."""
+
+    def __init__(self, total: int | None, desc: str) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="frame", desc=desc, disable=None, dynamic_ncols=True)
+
+    def __call__(self, job: Job) -> None:
+        self.bar.update(1)
+
+    def log(self, line: str) -> None:  # tqdm.write goes to stdout unless told: keep messages on stderr with the bar
+        self.bar.write(line, file=sys.stderr)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class FaceCount:
+    """Observer: frames and faces seen (the no-face warning, batch's figures)."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.faces = 0
+        self.tracks: set[int] = set()
+
+    def __call__(self, job: Job) -> None:
+        self.frames += 1
+        self.faces += len(job.faces)
+        self.tracks.update(f.track_id for f in job.faces)
+
+
+class StopOnSignal:
+    """SIGINT/SIGTERM while the pipeline runs: the first stops it cleanly (outputs committed), the second cancels
+    ``task``. A context manager around ``Pipeline.run``; ``count`` says how many came."""
+
+    def __init__(self, pipeline: Pipeline, log: Callable[[str], None]) -> None:
+        self.pipeline, self.log = pipeline, log
+        self.count = 0
+        self.task = asyncio.current_task()
+        self.loop = asyncio.get_running_loop()
+
+    def _on_signal(self) -> None:
+        self.count += 1
+        if self.count == 1:
+            self.log("stopping: finishing the frames in flight and closing the outputs (Ctrl-C again to abort)")
+            self.pipeline.stop()
+        elif self.task is not None:
+            self.task.cancel()
+
+    def __enter__(self) -> "StopOnSignal":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.loop.add_signal_handler(sig, self._on_signal)
+            except (NotImplementedError, RuntimeError):  # not the main thread / platform
+                pass
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.loop.remove_signal_handler(sig)
+            except (NotImplementedError, RuntimeError):
+                pass
+
+
+def _window(info, source_spec: str, renderer, analyzer, log: Callable[[str], None], stop: Callable[[], None],
+            stats: Stats):
+    """The ``--show`` window as an observer (keys change the renderer's mode and bars)."""
+    def set_mode(mode: str) -> None:
+        renderer.set_mode(mode)
+        analyzer.dense = analyzer.dense or renderer.needs_dense  # mesh modes need the dense vertices
+        log(f"show: mode {mode}")
+
+    def toggle_bars() -> None:
+        renderer.bars = not renderer.bars
+        log(f"show: blendshape bars {'on' if renderer.bars else 'off'}")
+
+    window = Window(f"run_stream: {info.name or source_spec}", renderer.mode, set_mode, stop, toggle_bars=toggle_bars)
+
+    def observe(job: Job) -> None:
+        window.show(job.output if job.output is not None else job.frame.image, stats)
+
+    return window, observe
+
+
+async def run_source(cfg: dict, engine: Engine | None = None,
+                     on_job: Callable[[Job], Awaitable[bool | None]] | None = None, dense: bool = False,
+                     on_no_face: Callable[[str], None] | None = None) -> int:
     """The run command. The Python API (``damdnet.api``) passes its loaded ``engine``, an ``on_job`` awaited for
     every finished frame, in order (returning False stops the run as Ctrl-C does; no demo outputs and no summary
     lines then), ``dense`` for vertices and ``on_no_face``, called with the ``no_face_message`` line when no frame
@@ -234,114 +160,62 @@ async def _run(cfg: dict, engine: Engine | None = None,
         print(f"note: --show ignored: {why}", file=sys.stderr)
         show = False
     renderer, sinks, analyzer = open_run_stages(cfg, engine, source, live=live, show=show, dense=dense)
+    extra = []
     if cfg["vmc"]:
         try:
-            sinks.append(open_vmc(cfg))
+            extra.append(open_vmc(cfg))
         except BaseException:
             for sink in sinks:
                 sink.abort()
             source.close()
             raise
     stats = Stats()
-    bar = None
-    if cfg["progress"] and not live:
-        from tqdm import tqdm
-
-        bar = tqdm(total=info.frame_count, unit="frame", desc=info.name or source_spec, disable=None,
-                   dynamic_ncols=True)
-
-    def log(line: str) -> None:
-        if bar is not None:  # tqdm.write goes to stdout unless told: keep messages on stderr with the bar
-            bar.write(line, file=sys.stderr)
-        else:
-            print(line, file=sys.stderr)
-
+    bar = ProgressBar(info.frame_count, info.name or source_spec) if cfg["progress"] and not live else None
+    log = bar.log if bar is not None else (lambda line: print(line, file=sys.stderr))
+    count = FaceCount()
+    pipeline = build_run(cfg, engine, source, live=live, renderer=renderer, analyzer=analyzer, sinks=sinks,
+                         extra_sinks=extra, observers=[count, bar], stats=stats,
+                         on_stats=(lambda s: log("stats: " + s.line())) if cfg["stats"] else None)
     window = None
     if show:
-        def set_mode(mode: str) -> None:
-            renderer.set_mode(mode)
-            analyzer.dense = analyzer.dense or renderer.needs_dense  # mesh modes need the dense vertices
-            log(f"show: mode {mode}")
-
-        def toggle_bars() -> None:
-            renderer.bars = not renderer.bars
-            log(f"show: blendshape bars {'on' if renderer.bars else 'off'}")
-
-        window = Window(f"run_stream: {info.name or source_spec}", renderer.mode, set_mode,
-                        lambda: pipeline.stop(), toggle_bars=toggle_bars)
-
-    seen = {"frames": 0, "faces": 0}
-
-    def on_frame(job: Job) -> None:
-        seen["frames"] += 1
-        seen["faces"] += len(job.faces)
-        if bar is not None:
-            bar.update(1)
-        if window is not None:
-            window.show(job.output if job.output is not None else job.frame.image, stats)
-
+        window, show_frame = _window(info, source_spec, renderer, analyzer, log, pipeline.stop, stats)
+        pipeline.on_frame.add(show_frame)
     if on_job is not None:  # the Python API: its consumer runs after the progress bar and the window
-        ui_frame = on_frame
-
-        async def on_frame(job: Job) -> None:  # noqa: F811
-            ui_frame(job)
+        async def consume(job: Job) -> None:
             if await on_job(job) is False:  # the consumer left: finish the frames in flight, close the outputs
                 pipeline.stop()
 
-    pipeline = Pipeline(source, analyzer, renderer, sinks, live=live, queue_size=cfg["queue_size"], stats=stats,
-                        on_frame=on_frame, on_stats=(lambda s: log("stats: " + s.line())) if cfg["stats"] else None,
-                        stats_every=cfg["stats_every"])
-    loop = asyncio.get_running_loop()
-    interrupts = 0
-    main_task = asyncio.current_task()
-
-    def on_signal() -> None:
-        nonlocal interrupts
-        interrupts += 1
-        if interrupts == 1:
-            log("stopping: finishing the frames in flight and closing the outputs (Ctrl-C again to abort)")
-            pipeline.stop()
-        elif main_task is not None:
-            main_task.cancel()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, on_signal)
-        except (NotImplementedError, RuntimeError):  # not the main thread / platform
-            pass
+        pipeline.on_frame.add(consume)
+    signals = StopOnSignal(pipeline, log)
     try:
-        await pipeline.run()
+        with signals:
+            await pipeline.run()
     except asyncio.CancelledError:
         log("aborted; outputs were closed with the frames written so far")
         return 130
     except SinkError as exc:  # a full disk, a read-only or failing device: the outputs were removed
         raise UserError(f"{exc} (the run stopped; its unfinished outputs were removed)") from None
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.remove_signal_handler(sig)
-            except (NotImplementedError, RuntimeError):
-                pass
         if bar is not None:
             bar.close()
         engine.service.close()
         if window is not None:
             window.close()
-    if seen["frames"] and not seen["faces"]:  # not an error: the outputs are written, with no faces in them
-        message = no_face_message(source_spec, seen["frames"], "image" if info.stills else "frame")
+    if count.frames and not count.faces:  # not an error: the outputs are written, with no faces in them
+        message = no_face_message(source_spec, count.frames, "image" if info.stills else "frame")
         if on_no_face is not None:
             on_no_face(message)
         else:
             print(f"warning: {message}", file=sys.stderr)
     if api:
-        return 130 if interrupts else 0
+        return 130 if signals.count else 0
     s = stats.summary()
     outputs = [x for x in (cfg["out"], cfg["tracks"], cfg["meshes"]) if x]
     print(f"done: {s['frames_out']} frames in {s['seconds']:.1f} s ({s['fps']:.1f} fps), "
           f"{stats.total_dropped} dropped" + (f"; wrote {', '.join(outputs)}" if outputs else ""), file=sys.stderr)
     if cfg["stats"]:
         print("stats: " + stats.line(), file=sys.stderr)
-    return 130 if interrupts else 0
+    return 130 if signals.count else 0
 
 
 def serve(cfg: dict) -> int:

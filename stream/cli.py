@@ -9,6 +9,25 @@ from typing import Any
 from model.cliparse import OneLineParser
 from stream.config import DEFAULT_PATH, ConfigError, config_keys, load_config
 
+USAGE = """Real-time 3D face alignment (DAMDNet) on webcams, video files, image folders and WebRTC.
+
+Uses:
+  python run_stream.py                                   the built-in demo: a synthetic face -> out/demo.mp4 + CSV
+  python run_stream.py --source webcam:0 --show          live alignment on a webcam
+  python run_stream.py --source talk.mp4 --tracks talk.csv --out talk_overlay.mp4
+                                                         every frame of a video -> landmark tracks + overlay video
+  python run_stream.py --source talk.mp4 --mode swap --swap-source face.jpg --out swapped.mp4
+                                                         the face of face.jpg swapped onto every face of the video
+  python run_stream.py --source talk.mp4 --meshes meshes/
+                                                         record the dense mesh per frame and track
+  python run_stream.py serve --port 8080                 WebRTC: open http://127.0.0.1:8080 in a browser
+  python run_stream.py batch videos/ --outdir out/       many files on Ray (local, or --ray-address): docs/SCALING.md
+
+Every flag is a key of configs/default.yaml (a dotted key such as kalman.pose_gate is --kalman.pose-gate; serve's and
+batch's own keys also go without their prefix: --port is --serve.port); --config FILE merges a YAML file over the
+defaults first, then the flags apply. `run_stream.py serve --help` and `run_stream.py batch --help` list their flags.
+"""
+
 COMMANDS = ("run", "serve", "batch")
 # Flags of the run command that belong to the serve command only, and vice versa.
 SERVE_ONLY = ("serve.",)
@@ -49,8 +68,7 @@ def flag_of(key: str) -> str:
 
 def build_parser(command: str, prog: str = "run_stream.py") -> argparse.ArgumentParser:
     """The parser of ``command`` (run, serve, batch); errors are one line with the closest flag (``OneLineParser``)."""
-    from run_stream import __doc__ as doc
-
+    doc = USAGE
     if prog != "run_stream.py":  # the installed console command: its examples under its own name
         doc = (doc or "").replace("python run_stream.py", prog)
     p = OneLineParser(

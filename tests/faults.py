@@ -73,9 +73,10 @@ def install(monkeypatch: pytest.MonkeyPatch, budget: Budget, root: Path | None =
     ``budget``: the disk of ``root`` holds only that many more bytes."""
     import av
 
-    from stream import sinks
+    from stream.sinks import base, livelinkface, meshes, tracks, video
 
-    monkeypatch.setattr(sinks, "open", faulty_open(budget, root), raising=False)
+    for module in (base, livelinkface, meshes, tracks, video):  # each sink module's own ``open``
+        monkeypatch.setattr(module, "open", faulty_open(budget, root), raising=False)
     real_av_open = av.open
 
     def av_open(file, mode="r", **kwargs):  # noqa: ANN001

@@ -116,10 +116,9 @@ def test_help_examples_use_real_flags() -> None:
     import re
     import shlex
 
-    import run_stream
+    from stream.cli import USAGE as doc
     from stream.cli import build_parser, parse
 
-    doc = run_stream.__doc__
     known = set()
     for command in ("run", "serve", "batch"):
         known.update(build_parser(command).known_flags())

@@ -12,7 +12,7 @@ from stream.app import build_engine
 from stream.config import load_config
 from stream.pipeline import Job, Pipeline
 from stream.sources import open_source
-from tracking.metrics import estimate_lag, nme, nmj_per_frame
+from tracking.jitter import estimate_lag, nme, nmj_per_frame
 
 pytestmark = pytest.mark.slow
 

@@ -115,8 +115,10 @@ def test_video_other_containers(tmp_path: Path, ext: str, codec: str) -> None:
 
 def test_video_falls_back_to_mpeg4(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                    caplog: pytest.LogCaptureFixture) -> None:
-    real = sinks._encoder_available
-    monkeypatch.setattr(sinks, "_encoder_available", lambda name: name != "libx264" and real(name))
+    from stream.sinks import video
+
+    real = video._encoder_available
+    monkeypatch.setattr(video, "_encoder_available", lambda name: name != "libx264" and real(name))
     with caplog.at_level(logging.WARNING, logger="stream.sinks"):
         sink = VideoSink(tmp_path / "fallback.mp4", VideoInfo(width=96, height=64, fps=25.0))
     assert sink.codec_name == "mpeg4" and "libx264 is not available" in caplog.text

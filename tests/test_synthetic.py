@@ -203,7 +203,7 @@ def test_real_detector_and_network_work_on_it(src: SyntheticSource) -> None:
     from model.aligner import Aligner
     from model.detect import FaceDetector
     from model.roi import roi_from_box
-    from tracking.metrics import nme
+    from tracking.jitter import nme
 
     det = FaceDetector.create("auto")
     al = Aligner.from_checkpoint("3ddfa-v2-mb05", device="cpu")

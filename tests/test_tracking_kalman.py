@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tracking.kalman import GROUPS, GroupNoise, KalmanConfig, NoSmoother, ParamKalman, make_smoother
-from tracking.metrics import estimate_lag
+from tracking.jitter import estimate_lag
 
 SCALE = np.linspace(0.5, 3.0, 62)  # a non-trivial std unit per parameter
 

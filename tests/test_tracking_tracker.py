@@ -9,7 +9,7 @@ import pytest
 from model.morphable import crop_to_frame, project_crop
 from model.roi import box_from_landmarks, iou_matrix, roi_from_box
 from tracking.kalman import KalmanConfig
-from tracking.metrics import acceleration_jitter, estimate_lag, nme
+from tracking.jitter import acceleration_jitter, estimate_lag, nme
 from tracking.tracker import FaceTracker, TrackerConfig
 
 SHAPE = (480, 640, 3)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.data.groundtruth import MatDataset, PtsDataset, params_to_crop
+from model.data.gt_datasets import MatDataset, PtsDataset, params_to_crop
 from model.data.photos import Augment, PhotoDataset, list_images, warp_crop
 from model.data.teacher import FLIP_68, MIRROR_C, Teacher, mirror_landmarks_crop, mirror_params, model_mirror_plane, v2_to_v1
 from model.morphable import MorphableModel, Whitening, angles_to_matrix, crop_to_frame, params_from_pose

@@ -31,7 +31,7 @@ Latency: ``update(z)`` returns the posterior after the update with ``z``: the es
 
 Coordinates: the pose part of the parameters lives in the crop of the ROI it was measured in. When the ROI moves
 between frames the caller re-expresses the filter state in the new crop first with ``change_frame(scale, offset)``
-(an affine change of coordinates per parameter, see ``tracking.roi.crop_change``); otherwise ROI motion would look
+(an affine change of coordinates per parameter, see ``tracking.crop_follow.crop_change``); otherwise ROI motion would look
 like face motion.
 """
 from __future__ import annotations
@@ -84,7 +84,7 @@ class GroupNoise:
 class KalmanConfig:
     """Settings of ``ParamKalman``; every std in std units of the parameter (``param_scale``), time in frames.
 
-    Defaults (starting points, to be tuned on rendered videos with known geometry, see ``tracking.metrics``):
+    Defaults (starting points, to be tuned on rendered videos with known geometry, see ``tracking.jitter``):
     - pose 0.04 / 0.006, gate 3: on synthetic signals with exactly these noise levels, still-head jitter (mean
       |second difference|) cut 3.6x, slow turns followed without steady lag; a scene cut or a very fast turn
       (innovation RMS > 3 sigma over the 12 parameters) resets;
@@ -114,7 +114,7 @@ class KalmanConfig:
     engine: str = "shared"
 
     def __post_init__(self) -> None:
-        if self.engine not in ("shared", "full"):
+        if self.engine not in ("shared", "full"):  # ENGINES
             raise ValueError(f"unknown Kalman engine '{self.engine}' (expected shared or full)")
         if not self.adapt_gate > 0:
             raise ValueError(f"adapt_gate must be > 0 sigmas: {self.adapt_gate}")
@@ -180,7 +180,16 @@ class ParamKalman:
     Usage per frame: ``change_frame(...)`` if the ROI moved, then ``out = update(z, dt)`` with ``z (62,)`` real
     parameters and ``dt`` the frames since the last update; ``out (62,) float32`` is the filtered estimate for this
     frame. The first update (and any reset) returns the measurement itself.
+
+    ``ParamKalman(...)`` makes the engine ``config.engine`` names: ``SharedKalman`` or ``FullKalman`` (both
+    ``Smoother``s); this class holds what they share (noise levels, gates, resets, the update's frame).
     """
+
+    def __new__(cls, param_scale: np.ndarray | None = None, config: KalmanConfig | None = None,
+                groups: dict[str, slice] = GROUPS) -> "ParamKalman":
+        if cls is ParamKalman:
+            cls = ENGINES[(config or KalmanConfig()).engine]
+        return object.__new__(cls)
 
     def __init__(self, param_scale: np.ndarray | None = None, config: KalmanConfig | None = None,
                  groups: dict[str, slice] = GROUPS) -> None:
@@ -207,71 +216,45 @@ class ParamKalman:
             nz = self.config.noise(g)
             r[s], a[s], v0[s] = nz.meas_std, nz.accel_std, nz.init_vel_std
         self._r, self._a, self._v0 = r, a, v0
-        if self.config.engine == "shared":
-            self._kfs = {g: self._group_filter(g) for g in self.groups}
-        else:
-            self._kf = self._full_filter()
+        self._build()
 
-    # -- construction -------------------------------------------------------------------------------------------
-    def _group_filter(self, g: str) -> KalmanFilter:
-        n = self.groups[g].stop - self.groups[g].start
-        nz = self.config.noise(g)
-        kf = KalmanFilter(dim_x=2, dim_z=1)
-        kf.x = np.zeros((2, n))
-        kf.H = np.array([[1.0, 0.0]])
-        kf.R = np.array([[nz.meas_std ** 2]])
-        kf.P = np.diag([nz.meas_std ** 2, nz.init_vel_std ** 2])
-        return kf
+    # -- what an engine provides --------------------------------------------------------------------------------------
+    def _build(self) -> None:
+        raise NotImplementedError
 
-    def _full_filter(self) -> KalmanFilter:
-        kf = KalmanFilter(dim_x=2 * self.n, dim_z=self.n)
-        kf.H = np.hstack([np.eye(self.n), np.zeros((self.n, self.n))])
-        kf.R = np.diag(self._r ** 2)
-        kf.P = np.diag(np.concatenate([self._r ** 2, self._v0 ** 2]))
-        self._full_cache: dict[float, tuple[np.ndarray, np.ndarray]] = {}
-        return kf
+    def _positions(self) -> np.ndarray:
+        raise NotImplementedError
 
-    def _full_fq(self, dt: float) -> tuple[np.ndarray, np.ndarray]:
-        if dt not in self._full_cache:
-            n = self.n
-            f = np.eye(2 * n)
-            f[:n, n:] = dt * np.eye(n)
-            a2 = self._a ** 2
-            q = np.zeros((2 * n, 2 * n))
-            idx = np.arange(n)
-            q[idx, idx] = a2 * dt ** 4 / 4
-            q[idx, idx + n] = q[idx + n, idx] = a2 * dt ** 3 / 2
-            q[idx + n, idx + n] = a2 * dt ** 2
-            self._full_cache[dt] = (f, q)
-        return self._full_cache[dt]
+    @property
+    def velocity(self) -> np.ndarray:
+        """Current velocity estimate (62,) float64, real units per frame."""
+        raise NotImplementedError
+
+    def position_std(self) -> np.ndarray:
+        """Posterior std (62,) of every parameter, real units."""
+        raise NotImplementedError
+
+    def _reset_group(self, g: str, zn: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _step(self, dt: float, zn: np.ndarray | None) -> list[str]:
+        """Predict ``dt`` frames, then update with ``zn`` (std units; None: predict only); returns the groups reset
+        by their gate and sets ``nis``."""
+        raise NotImplementedError
+
+    def change_frame(self, scale: np.ndarray, offset: np.ndarray) -> None:
+        """Re-express the state in new coordinates ``p' = scale * p + offset`` (per parameter, real units).
+
+        Velocities scale by ``scale``, covariances by ``scale^2``. Used when the crop (ROI) moves: the pose part of
+        the parameters is in crop coordinates.
+        """
+        raise NotImplementedError
 
     # -- state ----------------------------------------------------------------------------------------------------
     @property
     def value(self) -> np.ndarray:
         """Current estimate (62,) float32, real units (posterior after the last update)."""
         return (self._positions() * self.scale).astype(np.float32)
-
-    @property
-    def velocity(self) -> np.ndarray:
-        """Current velocity estimate (62,) float64, real units per frame."""
-        if self.config.engine == "shared":
-            v = np.concatenate([self._kfs[g].x[1] for g in self.groups])
-        else:
-            v = self._kf.x[self.n:, 0]
-        return v * self.scale
-
-    def position_std(self) -> np.ndarray:
-        """Posterior std (62,) of every parameter, real units."""
-        if self.config.engine == "shared":
-            sd = np.concatenate([np.full(s.stop - s.start, np.sqrt(self._kfs[g].P[0, 0])) for g, s in self.groups.items()])
-        else:
-            sd = np.sqrt(np.diag(self._kf.P)[:self.n])
-        return sd * self.scale
-
-    def _positions(self) -> np.ndarray:
-        if self.config.engine == "shared":
-            return np.concatenate([self._kfs[g].x[0] for g in self.groups])
-        return self._kf.x[:self.n, 0].copy()
 
     # -- operations -------------------------------------------------------------------------------------------------
     def reset(self, z: np.ndarray) -> np.ndarray:
@@ -284,23 +267,6 @@ class ParamKalman:
         self.nis = {g: float("nan") for g in self.groups}
         self.n_resets += 1
         return self.value
-
-    def _reset_group(self, g: str, zn: np.ndarray) -> None:
-        s = self.groups[g]
-        nz = self.config.noise(g)
-        if self.config.engine == "shared":
-            kf = self._kfs[g]
-            kf.x = np.vstack([zn[s], np.zeros(s.stop - s.start)])
-            kf.P = np.diag([nz.meas_std ** 2, nz.init_vel_std ** 2])
-        else:
-            kf = self._kf
-            idx = np.r_[np.arange(s.start, s.stop), np.arange(s.start, s.stop) + self.n]
-            kf.x[s.start:s.stop, 0] = zn[s]
-            kf.x[self.n + s.start:self.n + s.stop, 0] = 0.0
-            kf.P[idx, :] = 0.0
-            kf.P[:, idx] = 0.0
-            kf.P[np.arange(s.start, s.stop), np.arange(s.start, s.stop)] = nz.meas_std ** 2
-            kf.P[np.arange(s.start, s.stop) + self.n, np.arange(s.start, s.stop) + self.n] = nz.init_vel_std ** 2
 
     def update(self, z: np.ndarray, dt: float = 1.0) -> np.ndarray:
         """Predict ``dt`` frames ahead, then update with measurement ``z (62,)`` (real units).
@@ -317,82 +283,181 @@ class ParamKalman:
         zf = np.asarray(z, dtype=np.float64).reshape(-1)
         if zf.shape != (self.n,):
             raise ValueError(f"measurement must have {self.n} values, got {zf.shape}")
-        finite = bool(np.all(np.isfinite(zf)))
-        zn = self._normalise(zf) if finite else None
-        reset: list[str] = []
-        if self.config.engine == "shared":
-            for g, s in self.groups.items():
-                kf = self._kfs[g]
-                f, q = _cv_matrices(float(dt), self.config.noise(g).accel_std ** 2)
-                kf.predict(F=f, Q=q)
-                if zn is None:
-                    continue
-                zg = zn[s][None, :]
-                y = zg - kf.x[0:1]
-                s_var = kf.P[0, 0] + kf.R[0, 0]
-                nis = float(np.sum(y * y) / s_var)
-                self.nis[g] = nis
-                if nis > self._gates[g]:
-                    reset.append(g)
-                    self._reset_group(g, zn)
-                else:
-                    if nis > self._soft[g]:
-                        kf.P = kf.P * (nis / self._soft[g])
-                    kf.update(zg, H=kf.H)
-        else:
-            kf = self._kf
-            f, q = self._full_fq(float(dt))
-            kf.predict(F=f, Q=q)
-            if zn is not None:
-                y = zn - kf.x[:self.n, 0]
-                s_var = np.diag(kf.P)[:self.n] + self._r ** 2
-                d = np.ones(2 * self.n)
-                for g, s in self.groups.items():
-                    self.nis[g] = float(np.sum(y[s] ** 2 / s_var[s]))
-                    if self._soft[g] < self.nis[g] <= self._gates[g]:
-                        d[s] = d[self.n + s.start:self.n + s.stop] = np.sqrt(self.nis[g] / self._soft[g])
-                if np.any(d != 1.0):
-                    kf.P = d[:, None] * kf.P * d[None, :]
-                kf.update(zn[:, None])
-                for g in self.groups:
-                    if self.nis[g] > self._gates[g]:
-                        reset.append(g)
-                        self._reset_group(g, zn)
+        zn = self._normalise(zf) if bool(np.all(np.isfinite(zf))) else None
+        reset = self._step(float(dt), zn)
         self.last_reset = tuple(reset)
         if reset:
             self.n_resets += 1
         return self.value
-
-    def change_frame(self, scale: np.ndarray, offset: np.ndarray) -> None:
-        """Re-express the state in new coordinates ``p' = scale * p + offset`` (per parameter, real units).
-
-        Velocities scale by ``scale``, covariances by ``scale^2``. Used when the crop (ROI) moves: the pose part of
-        the parameters is in crop coordinates. In the shared engine a group's covariance takes the group's mean
-        ``scale^2`` (exact for square ROIs, where all pose rows scale alike).
-        """
-        if not self.initialized:
-            return
-        a = np.asarray(scale, dtype=np.float64).reshape(self.n)
-        b = np.asarray(offset, dtype=np.float64).reshape(self.n) / self.scale
-        if self.config.engine == "shared":
-            for g, s in self.groups.items():
-                kf = self._kfs[g]
-                if np.all(a[s] == 1.0) and not np.any(b[s]):
-                    continue
-                kf.x = np.vstack([a[s] * kf.x[0] + b[s], a[s] * kf.x[1]])
-                kf.P = kf.P * float(np.mean(a[s] ** 2))
-        else:
-            kf = self._kf
-            d = np.concatenate([a, a])
-            kf.x = d[:, None] * kf.x
-            kf.x[:self.n, 0] += b
-            kf.P = d[:, None] * kf.P * d[None, :]
 
     def _normalise(self, z: np.ndarray) -> np.ndarray:
         zf = np.asarray(z, dtype=np.float64).reshape(-1)
         if zf.shape != (self.n,):
             raise ValueError(f"measurement must have {self.n} values, got {zf.shape}")
         return zf / self.scale
+
+
+class SharedKalman(ParamKalman):
+    """Engine ``"shared"``: one 2-state filterpy filter per group whose state columns are the group's parameters
+    (every parameter of a group has the same covariance and gain; module docstring)."""
+
+    def _build(self) -> None:
+        self._kfs = {g: self._group_filter(g) for g in self.groups}
+
+    def _group_filter(self, g: str) -> KalmanFilter:
+        n = self.groups[g].stop - self.groups[g].start
+        nz = self.config.noise(g)
+        kf = KalmanFilter(dim_x=2, dim_z=1)
+        kf.x = np.zeros((2, n))
+        kf.H = np.array([[1.0, 0.0]])
+        kf.R = np.array([[nz.meas_std ** 2]])
+        kf.P = np.diag([nz.meas_std ** 2, nz.init_vel_std ** 2])
+        return kf
+
+    def _positions(self) -> np.ndarray:
+        return np.concatenate([self._kfs[g].x[0] for g in self.groups])
+
+    @property
+    def velocity(self) -> np.ndarray:
+        """Current velocity estimate (62,) float64, real units per frame."""
+        return np.concatenate([self._kfs[g].x[1] for g in self.groups]) * self.scale
+
+    def position_std(self) -> np.ndarray:
+        """Posterior std (62,) of every parameter, real units."""
+        sd = np.concatenate([np.full(s.stop - s.start, np.sqrt(self._kfs[g].P[0, 0])) for g, s in self.groups.items()])
+        return sd * self.scale
+
+    def _reset_group(self, g: str, zn: np.ndarray) -> None:
+        s = self.groups[g]
+        nz = self.config.noise(g)
+        kf = self._kfs[g]
+        kf.x = np.vstack([zn[s], np.zeros(s.stop - s.start)])
+        kf.P = np.diag([nz.meas_std ** 2, nz.init_vel_std ** 2])
+
+    def _step(self, dt: float, zn: np.ndarray | None) -> list[str]:
+        reset: list[str] = []
+        for g, s in self.groups.items():
+            kf = self._kfs[g]
+            f, q = _cv_matrices(dt, self.config.noise(g).accel_std ** 2)
+            kf.predict(F=f, Q=q)
+            if zn is None:
+                continue
+            zg = zn[s][None, :]
+            y = zg - kf.x[0:1]
+            s_var = kf.P[0, 0] + kf.R[0, 0]
+            nis = float(np.sum(y * y) / s_var)
+            self.nis[g] = nis
+            if nis > self._gates[g]:
+                reset.append(g)
+                self._reset_group(g, zn)
+            else:
+                if nis > self._soft[g]:
+                    kf.P = kf.P * (nis / self._soft[g])
+                kf.update(zg, H=kf.H)
+        return reset
+
+    def change_frame(self, scale: np.ndarray, offset: np.ndarray) -> None:
+        """``p' = scale * p + offset`` (real units); a group's covariance takes the group's mean ``scale^2`` (exact
+        for square ROIs, where all pose rows scale alike)."""
+        if not self.initialized:
+            return
+        a = np.asarray(scale, dtype=np.float64).reshape(self.n)
+        b = np.asarray(offset, dtype=np.float64).reshape(self.n) / self.scale
+        for g, s in self.groups.items():
+            kf = self._kfs[g]
+            if np.all(a[s] == 1.0) and not np.any(b[s]):
+                continue
+            kf.x = np.vstack([a[s] * kf.x[0] + b[s], a[s] * kf.x[1]])
+            kf.P = kf.P * float(np.mean(a[s] ** 2))
+
+
+class FullKalman(ParamKalman):
+    """Engine ``"full"``: one 2n-state filterpy filter (values and velocities, block-diagonal Q and R): the textbook
+    reference ``SharedKalman`` is tested against."""
+
+    def _build(self) -> None:
+        kf = KalmanFilter(dim_x=2 * self.n, dim_z=self.n)
+        kf.H = np.hstack([np.eye(self.n), np.zeros((self.n, self.n))])
+        kf.R = np.diag(self._r ** 2)
+        kf.P = np.diag(np.concatenate([self._r ** 2, self._v0 ** 2]))
+        self._full_cache: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+        self._kf = kf
+
+    def _full_fq(self, dt: float) -> tuple[np.ndarray, np.ndarray]:
+        if dt not in self._full_cache:
+            n = self.n
+            f = np.eye(2 * n)
+            f[:n, n:] = dt * np.eye(n)
+            a2 = self._a ** 2
+            q = np.zeros((2 * n, 2 * n))
+            idx = np.arange(n)
+            q[idx, idx] = a2 * dt ** 4 / 4
+            q[idx, idx + n] = q[idx + n, idx] = a2 * dt ** 3 / 2
+            q[idx + n, idx + n] = a2 * dt ** 2
+            self._full_cache[dt] = (f, q)
+        return self._full_cache[dt]
+
+    def _positions(self) -> np.ndarray:
+        return self._kf.x[:self.n, 0].copy()
+
+    @property
+    def velocity(self) -> np.ndarray:
+        """Current velocity estimate (62,) float64, real units per frame."""
+        return self._kf.x[self.n:, 0] * self.scale
+
+    def position_std(self) -> np.ndarray:
+        """Posterior std (62,) of every parameter, real units."""
+        return np.sqrt(np.diag(self._kf.P)[:self.n]) * self.scale
+
+    def _reset_group(self, g: str, zn: np.ndarray) -> None:
+        s = self.groups[g]
+        nz = self.config.noise(g)
+        kf = self._kf
+        rows = np.arange(s.start, s.stop)
+        idx = np.r_[rows, rows + self.n]
+        kf.x[s.start:s.stop, 0] = zn[s]
+        kf.x[self.n + s.start:self.n + s.stop, 0] = 0.0
+        kf.P[idx, :] = 0.0
+        kf.P[:, idx] = 0.0
+        kf.P[rows, rows] = nz.meas_std ** 2
+        kf.P[rows + self.n, rows + self.n] = nz.init_vel_std ** 2
+
+    def _step(self, dt: float, zn: np.ndarray | None) -> list[str]:
+        kf = self._kf
+        f, q = self._full_fq(dt)
+        kf.predict(F=f, Q=q)
+        if zn is None:
+            return []
+        y = zn - kf.x[:self.n, 0]
+        s_var = np.diag(kf.P)[:self.n] + self._r ** 2
+        d = np.ones(2 * self.n)
+        for g, s in self.groups.items():
+            self.nis[g] = float(np.sum(y[s] ** 2 / s_var[s]))
+            if self._soft[g] < self.nis[g] <= self._gates[g]:
+                d[s] = d[self.n + s.start:self.n + s.stop] = np.sqrt(self.nis[g] / self._soft[g])
+        if np.any(d != 1.0):
+            kf.P = d[:, None] * kf.P * d[None, :]
+        kf.update(zn[:, None])
+        reset = [g for g in self.groups if self.nis[g] > self._gates[g]]
+        for g in reset:
+            self._reset_group(g, zn)
+        return reset
+
+    def change_frame(self, scale: np.ndarray, offset: np.ndarray) -> None:
+        """``p' = scale * p + offset`` (real units), exactly."""
+        if not self.initialized:
+            return
+        a = np.asarray(scale, dtype=np.float64).reshape(self.n)
+        b = np.asarray(offset, dtype=np.float64).reshape(self.n) / self.scale
+        kf = self._kf
+        d = np.concatenate([a, a])
+        kf.x = d[:, None] * kf.x
+        kf.x[:self.n, 0] += b
+        kf.P = d[:, None] * kf.P * d[None, :]
+
+
+#: ``KalmanConfig.engine`` -> the class ``ParamKalman(...)`` makes.
+ENGINES: dict[str, type[ParamKalman]] = {"shared": SharedKalman, "full": FullKalman}
 
 
 def make_smoother(kind: str = "kalman", param_scale: np.ndarray | None = None,

@@ -19,7 +19,7 @@ skips (dropped live frames) just leave a gap in ``frame_index``; the filters pre
 Policy (``TrackerConfig``):
 - Detection runs every ``detect_every`` frames, and on any frame where there are no tracks, a track is lost or a
   track is new (fewer than ``min_hits`` hits: each of its first frames must be confirmed by the detector).
-- Between detections each track is cropped from its previous landmarks (``tracking.roi.next_roi``).
+- Between detections each track is cropped from its previous landmarks (``tracking.crop_follow.next_roi``).
 - On detection frames, detector boxes become ROIs (``model.roi.roi_from_box``) and are matched one-to-one to the
   tracks' ROIs by IoU (``scipy.optimize.linear_sum_assignment``), pairs under ``iou_threshold`` rejected. A matched
   track keeps its landmark ROI unless the IoU is under ``redetect_iou`` (drift) or the track was lost: then the
@@ -29,7 +29,7 @@ Policy (``TrackerConfig``):
   the detector run on every frame, and a tentative track dies at the first run that does not see it): a false detection
   on one or two frames never becomes a reported face. Callers report confirmed faces only; a file pipeline may hold a
   new track's first frames until it is confirmed (``stream.lookahead``). An alignment is invalid ("lost": out of frame,
-  degenerate or collapsed landmark box, low IoU with its ROI; ``tracking.roi.check_landmarks``); a lost track is not
+  degenerate or collapsed landmark box, low IoU with its ROI; ``tracking.crop_follow.check_landmarks``); a lost track is not
   cropped again until a detection matches it. It dies after ``max_misses`` consecutive frames without a valid alignment,
   or when the detector has not seen it for ``max_unmatched_detections`` scheduled runs (a tentative track after one miss
   of either kind). Of two tracks on the same face (landmark boxes overlapping ``duplicate_iou``) the one with fewer hits
@@ -43,7 +43,7 @@ Policy (``TrackerConfig``):
   confidence (None) these rules are off, except ``min_face_size``.
 - Smoothing: each track has a ``ParamKalman`` (``tracking.kalman``; ``smooth="none"`` passes through) over the real
   62 parameters, reset at birth. Before each update the filter state is re-expressed in the crop of the ROI used this
-  frame (``tracking.roi.crop_change``), so ROI motion is not mistaken for head motion. The output for frame t is the
+  frame (``tracking.crop_follow.crop_change``), so ROI motion is not mistaken for head motion. The output for frame t is the
   filtered estimate after the update with frame t (no added delay).
 - With ``decode`` the tracker decodes the smoothed parameters to landmarks (``TrackedFace.landmarks``) and takes the
   next ROI from them (steadier crops); without it the next ROI comes from the raw landmarks.
@@ -63,7 +63,7 @@ from model.expression_ext import N_EXT
 from model.roi import box_from_landmarks, iou_matrix, roi_from_box
 from tracking.blendshapes import NeutralConfig
 from tracking.kalman import GROUPS, TRACK_GROUPS, KalmanConfig, Smoother, make_smoother
-from tracking.roi import RoiConfig, check_landmarks, crop_change, next_roi
+from tracking.crop_follow import RoiConfig, check_landmarks, crop_change, next_roi
 
 DecodeFn = Callable[..., np.ndarray]  # (params (N, 62), rois (N, 4)[, ext (N, N_EXT)]) -> landmarks (N, 68, 3)
 Detections = tuple[np.ndarray, np.ndarray] | np.ndarray

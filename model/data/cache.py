@@ -369,7 +369,7 @@ def build(photos: str | os.PathLike | None, out: str | os.PathLike, limit: int |
 def human_items(root: str | os.PathLike, limit: int | None = None) -> tuple[int, object, list]:
     """(count, iterator of (``Item``, landmarks (68, 2) image px), skipped messages) for every image with a 68-point
     ``.pts`` beside it under ``root`` (recursive). Evaluation-only folders (``EVAL_ONLY_PARTS``) are refused."""
-    from model.data.groundtruth import _image_for
+    from model.data.gt_datasets import _image_for
     from model.groundtruth import read_pts
 
     root = Path(os.path.expanduser(str(root)))

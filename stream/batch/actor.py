@@ -83,7 +83,7 @@ class BatchWorker:
     """
 
     def __init__(self, cfg: dict, outdir: str, transfer: str, gpu: bool, cpus: float) -> None:
-        from stream.app import build_engine, load_swap_texture
+        from stream.assemble import build_engine, load_swap_texture
 
         cfg = dict(cfg)
         if not gpu and cfg["device"] == "auto":
@@ -99,7 +99,7 @@ class BatchWorker:
         self.texture = None
         if cfg["mode"] == "swap" and self.names_kw["video"]:
             if not cfg["swap_source"]:
-                from stream.app import UserError
+                from stream.assemble import UserError
 
                 raise UserError("--mode swap needs --swap-source IMAGE")
             self.texture = load_swap_texture(cfg["swap_source"], self.engine)
@@ -175,10 +175,8 @@ class BatchWorker:
 
     async def _run_file(self, src_path: str, staging: Path, names: dict[str, str], counts: dict) -> None:
         """One file through the pipeline of ``run`` into ``staging``; raises FileFailed for the file's own faults."""
-        from stream.app import UserError, open_run_stages
-        from stream.pipeline import Pipeline
+        from stream.assemble import UserError, build_run
         from stream.sources import SourceError, open_source
-        from stream.stats import Stats
 
         cfg = {**self.cfg, "source": src_path, "show": False, "live": False,
                "tracks": str(staging / names["tracks"]) if "tracks" in names else None,
@@ -188,19 +186,15 @@ class BatchWorker:
             source = open_source(src_path, max_frames=cfg["max_frames"])
         except SourceError as exc:
             raise FileFailed(str(exc)) from None
-        try:
-            renderer, sinks, analyzer = open_run_stages(cfg, self.engine, source, live=False,
-                                                        swap_texture=self.texture)
-        except UserError as exc:
-            raise FileFailed(str(exc)) from None
-
-        def on_frame(job) -> None:
+        def count(job) -> None:
             counts["frames"] += 1
             counts["faces"] += len(job.faces)
             counts["tracks"].update(f.track_id for f in job.faces)
 
-        pipeline = Pipeline(source, analyzer, renderer, sinks, live=False, queue_size=cfg["queue_size"],
-                            stats=Stats(), on_frame=on_frame)
+        try:
+            pipeline = build_run(cfg, self.engine, source, live=False, swap_texture=self.texture, observers=[count])
+        except UserError as exc:
+            raise FileFailed(str(exc)) from None
         try:
             await pipeline.run()
         except SourceError as exc:

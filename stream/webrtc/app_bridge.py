@@ -11,10 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from stream.analyze import FaceAnalyzer, tracker_config
+from stream.assemble import (UserError, build_engine, build_run, check_vmc, fit_swap_texture, load_swap_texture,
+                             make_analyzer, make_renderer, open_vmc)
 from stream.frames import Frame, VideoInfo
-from stream.outputs import FrameRenderer, open_outputs
+from stream.outputs import open_outputs
 from stream.pipeline import Job, Pipeline
+
 
 class PushSource:
     """A live source fed from outside (``push``); ``read`` blocks for the next frame; latest frame wins.
@@ -71,12 +73,10 @@ class PipelinePeer:
         self.peer_id = peer_id
         self.cfg = cfg
         self.source = PushSource(VideoInfo(width=0, height=0, fps=30.0, is_live=True, name=f"webrtc:{peer_id}"))
-        self.renderer = FrameRenderer(cfg["mode"] if cfg["mode"] != "none" else "landmarks", engine.aligner.morph,
-                                      cfg["draw_ids"], cfg["blendshape_bars"])
+        self.renderer = make_renderer(cfg, engine, cfg["mode"] if cfg["mode"] != "none" else "landmarks")
         if swap_texture is not None:
             self.renderer.set_swap_texture(swap_texture)
-        self.analyzer = FaceAnalyzer(engine.service, engine.detector, tracker_config(cfg), dense=True,
-                                     async_detect=cfg["detect_async"] in ("auto", True))  # peers are live
+        self.analyzer = make_analyzer(cfg, engine, live=True, dense=True)  # peers are live
         self._sink_paths = (_per_peer(cfg["out"], peer_id), _per_peer(cfg["tracks"], peer_id),
                             _per_peer(cfg["meshes"], peer_id))
         self._sinks: list = []
@@ -96,12 +96,10 @@ class PipelinePeer:
         self._sinks = open_outputs(*self._sink_paths, self.source.info, self.engine.aligner.morph.tri,
                                    self.cfg["mesh_format"], morph=self.engine.aligner.morph,
                                    tracks_params=self.cfg["tracks_params"], tracks_format=self.cfg["tracks_format"])
-        if self.vmc is not None:
-            from stream.app import open_vmc
-
-            self._sinks.append(open_vmc(self.cfg, self.vmc, owner=self.peer_id))
-        self._pipeline = Pipeline(self.source, self.analyzer, self.renderer, self._sinks, live=True, queue_size=1,
-                                  on_frame=self._done)
+        extra = [open_vmc(self.cfg, self.vmc, owner=self.peer_id)] if self.vmc is not None else []
+        self._pipeline = build_run(self.cfg, self.engine, self.source, live=True, renderer=self.renderer,
+                                   analyzer=self.analyzer, sinks=self._sinks, extra_sinks=extra, queue_size=1,
+                                   observers=[self._done])
         self._task = asyncio.get_running_loop().create_task(self._pipeline.run())
 
     def _done(self, job: Job) -> None:
@@ -151,8 +149,6 @@ class PipelinePeer:
             self.analyzer.set_smoothing("kalman" if controls["smooth"] else "none")
 
     def set_swap_source(self, image: np.ndarray) -> None:
-        from stream.app import fit_swap_texture
-
         self.renderer.set_swap_texture(fit_swap_texture(image, self.engine))
 
     def stats(self) -> dict:
@@ -184,43 +180,54 @@ class PipelinePeer:
                 print(f"peer {self.peer_id}: pipeline ended with {self._task.exception()}", file=sys.stderr)
 
 
-_SHARED: dict = {}
-
-
 def _face_model(engine) -> bytes:
     from stream.webrtc.facedata import face_model_bytes
 
-    if "face_model" not in _SHARED:
-        _SHARED["face_model"] = face_model_bytes(engine.aligner.morph)
-    return _SHARED["face_model"]
+    return face_model_bytes(engine.aligner.morph)
 
 
-def make_processor(peer_id: str) -> PipelinePeer:
-    """Processor factory for ``python -m stream.webrtc.server --processor stream.webrtc.app_bridge:make_processor``:
-    the product pipeline with the default configuration (``$DAMDNET_CONFIG`` may name a YAML file), one shared engine."""
-    import os
+class PipelineFactory:
+    """Processor factory of ``python -m stream.webrtc.server --processor stream.webrtc.app_bridge:make_processor``:
+    the product pipeline with the default configuration (``$DAMDNET_CONFIG`` may name a YAML file) and one engine,
+    loaded at the first peer (or the first ``GET /face-model``). The server makes one with ``processor_factory()``;
+    its state is its own (no module globals)."""
 
-    from stream.app import build_engine
-    from stream.config import load_config
+    def __init__(self, cfg: dict | None = None) -> None:
+        self._cfg = cfg
+        self._engine = None
+        self._face_model: bytes | None = None
 
-    if "engine" not in _SHARED:
-        _SHARED["cfg"] = load_config(os.environ.get("DAMDNET_CONFIG"))
-        _SHARED["engine"] = build_engine(_SHARED["cfg"])
-    return PipelinePeer(_SHARED["engine"], _SHARED["cfg"], peer_id)
+    @classmethod
+    def processor_factory(cls) -> "PipelineFactory":
+        return cls()
+
+    def engine(self):
+        if self._engine is None:
+            import os
+
+            from stream.config import load_config
+
+            if self._cfg is None:
+                self._cfg = load_config(os.environ.get("DAMDNET_CONFIG"))
+            self._engine = build_engine(self._cfg)
+        return self._engine
+
+    def __call__(self, peer_id: str) -> PipelinePeer:
+        engine = self.engine()
+        return PipelinePeer(engine, self._cfg, peer_id)
+
+    def face_model(self) -> bytes:
+        """The bytes of ``GET /face-model`` (built once)."""
+        if self._face_model is None:
+            self._face_model = _face_model(self.engine())
+        return self._face_model
 
 
-def _shared_face_model() -> bytes:
-    if "engine" not in _SHARED:
-        make_processor("model")  # builds the shared engine
-    return _face_model(_SHARED["engine"])
-
-
-make_processor.face_model = _shared_face_model  # served as GET /face-model (stream.webrtc.server)
+make_processor = PipelineFactory  # the name ``--processor`` specs use
 
 
 def serve_pipeline(cfg: dict) -> int:
     """Build the shared engine and run the WebRTC server with one ``PipelinePeer`` per browser."""
-    from stream.app import UserError, build_engine, load_swap_texture
     from stream.config import ConfigError
     from stream.webrtc.config import ServeConfig
     from stream.webrtc.peer import MODES
@@ -238,8 +245,6 @@ def serve_pipeline(cfg: dict) -> int:
         check_listen(config)  # and a port in use
     except ConfigError as exc:
         raise UserError(str(exc)) from None
-    from stream.app import check_vmc
-
     check_vmc(cfg)
     vmc = None
     if cfg["vmc"]:
@@ -248,9 +253,15 @@ def serve_pipeline(cfg: dict) -> int:
         vmc = VMCSender(*parse_target(cfg["vmc"]), vrm=cfg["vmc_vrm"])  # started on the server's loop by a peer
     engine = build_engine(cfg)
     texture = load_swap_texture(cfg["swap_source"], engine) if cfg["swap_source"] else None
+    face_model: list[bytes] = []  # built at the first request, once
+
+    def face_model_once() -> bytes:
+        if not face_model:
+            face_model.append(_face_model(engine))
+        return face_model[0]
+
     try:
-        serve(config, lambda peer_id: PipelinePeer(engine, cfg, peer_id, texture, vmc),
-              face_model=lambda: _face_model(engine))
+        serve(config, lambda peer_id: PipelinePeer(engine, cfg, peer_id, texture, vmc), face_model=face_model_once)
     except ConfigError as exc:
         raise UserError(str(exc)) from None
     return 0

@@ -294,7 +294,8 @@ def serve(config: ServeConfig, processor_factory: ProcessorFactory,
 
 
 def load_factory(spec: str) -> ProcessorFactory:
-    """'passthrough' or 'module:attr' -> a callable peer_id -> PeerProcessor."""
+    """'passthrough' or 'module:attr' -> a callable peer_id -> PeerProcessor. An attribute with a
+    ``processor_factory()`` (e.g. a class holding a shared model) is asked once for the factory."""
     if spec == "passthrough":
         return PassthroughProcessor
     module_name, _, attr = spec.partition(":")
@@ -307,7 +308,8 @@ def load_factory(spec: str) -> ProcessorFactory:
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise ConfigError(f"--processor {spec}: {module_name} has no callable {attr!r}")
-    return factory
+    make = getattr(factory, "processor_factory", None)
+    return make() if callable(make) else factory
 
 
 def main(argv: Optional[list[str]] = None) -> int:

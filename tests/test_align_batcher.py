@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from stream.align_service import AlignService
+from stream.align_batcher import AlignService
 
 
 class StubAligner:

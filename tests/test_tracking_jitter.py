@@ -1,10 +1,10 @@
-"""Known-answer tests of tracking.metrics (NME, NMJ, acceleration jitter, lag)."""
+"""Known-answer tests of tracking.jitter (NME, NMJ, acceleration jitter, lag)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from tracking.metrics import acceleration_jitter, estimate_lag, face_size, nme, nmj, nmj_per_frame
+from tracking.jitter import acceleration_jitter, estimate_lag, face_size, nme, nmj, nmj_per_frame
 
 _rng = np.random.default_rng(0)
 GT_FACE = np.concatenate([_rng.uniform(0, 100, (68, 1)), _rng.uniform(0, 64, (68, 1)), np.zeros((68, 1))], 1)

@@ -1,4 +1,4 @@
-"""Tests of the tracking ROI policy, plausibility checks and crop-to-crop parameter maps (tracking.roi)."""
+"""Tests of the tracking ROI policy, plausibility checks and crop-to-crop parameter maps (tracking.crop_follow)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 
 from model.morphable import crop_to_frame, project_crop
 from model.roi import roi_from_landmarks
-from tracking.roi import RoiConfig, check_landmarks, crop_change, next_roi, reexpress_params, roi_side
+from tracking.crop_follow import RoiConfig, check_landmarks, crop_change, next_roi, reexpress_params, roi_side
 
 SHAPE = (480, 640, 3)
 _rng = np.random.default_rng(0)
