@@ -7,7 +7,7 @@ frames of the unsmoothed track (eye aspect ratio under half its median):
 
 - depth ratio: (median - mean over the blink frames) of the smoothed EAR over the same of the unsmoothed one
   (1.0 = the smoothing keeps the whole depth; the issue asks >= 0.9);
-- lag: frames by which the smoothed eye closure trails the unsmoothed one (``tracking.metrics.estimate_lag``);
+- lag: frames by which the smoothed eye closure trails the unsmoothed one (``tracking.jitter.estimate_lag``);
 - jitter between blinks: std of the frame-to-frame change of the EAR outside blinks, smoothed / unsmoothed.
 
     python bench/blink_smoothing.py VIDEO [VIDEO ...] [--weights 3ddfa-v2-mb05]
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from model.expression_ext import eye_aspect_ratio  # noqa: E402
-from tracking.metrics import estimate_lag  # noqa: E402
+from tracking.jitter import estimate_lag  # noqa: E402
 
 
 def track(video: str, weights: str, smooth: str, out: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
