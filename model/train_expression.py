@@ -330,7 +330,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     labels = Path(args.labels)
     assets = resolve_root(args.assets)
-    mp_map = MediaPipeMap.load(labels / "mpmap.npz")
+    map_path = labels / "mpmap.npz"
+    if not map_path.exists():  # fitted once on the human-labelled faces: MediaPipe's points -> our convention
+        from model.groundtruth import read_pts
+
+        f300 = np.load(labels / "faces300w.npz")
+        human = np.stack([read_pts(str(p).replace(".jpg", ".pts"))[:, :2] for p in f300["image_paths"]])
+        MediaPipeMap.fit(f300["images"], human).save(map_path)
+    mp_map = MediaPipeMap.load(map_path)
     t = time.time()
     if args.cache and Path(args.cache).exists():
         z = np.load(args.cache)
