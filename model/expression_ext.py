@@ -42,6 +42,16 @@ JAW = {66: 1.0, 65: 1.0, 67: 1.0, 57: 1.0, 56: 0.95, 58: 0.95, 55: 0.7, 59: 0.7,
        6: 0.55, 10: 0.55, 5: 0.35, 11: 0.35, 4: 0.15, 12: 0.15}
 
 
+def ext_vector(**values: float) -> np.ndarray:
+    """(1, N_EXT) float32 extension with the named components set, the others 0: ``ext_vector(eye_close_r=1.0)``."""
+    e = np.zeros((1, N_EXT), np.float32)
+    for name, v in values.items():
+        if name not in EXT_NAMES:
+            raise ValueError(f"unknown extension component '{name}' (expected one of {', '.join(EXT_NAMES)})")
+        e[0, EXT_NAMES.index(name)] = v
+    return e
+
+
 def ext_landmark_basis(u: np.ndarray) -> np.ndarray:
     """The extension's basis on the 68 landmarks: ``u (68, 3)`` mean shape, model units -> ``(68, 3, N_EXT)`` float32.
 

@@ -34,10 +34,9 @@ def _params(rng: np.random.Generator, n: int = 1, exp_sd: float = 0.0) -> np.nda
 
 
 def _ext(**kw: float) -> np.ndarray:
-    e = np.zeros((1, N_EXT), np.float32)
-    for k, v in kw.items():
-        e[0, EXT_NAMES.index(k)] = v
-    return e
+    from model.expression_ext import ext_vector
+
+    return ext_vector(**kw)
 
 
 def test_names_are_apples_52_in_order_and_the_required_ones_are_estimated() -> None:

@@ -24,10 +24,9 @@ def frontal(scale: float = 6e-4) -> np.ndarray:
 
 
 def ext_of(**values: float) -> np.ndarray:
-    e = np.zeros((1, N_EXT), np.float32)
-    for k, v in values.items():
-        e[0, EXT_NAMES.index(k)] = v
-    return e
+    from model.expression_ext import ext_vector
+
+    return ext_vector(**values)
 
 
 def test_pca_alone_cannot_close_an_eye(morph: MorphableModel) -> None:
