@@ -7,7 +7,7 @@ import pytest
 
 from model.blendshapes import (ARKIT_NAMES, ESTIMATED, INDEX, MIRROR_68, MIRROR_NAMES, N_BLEND, N_SIGNALS, SIG,
                                SIGNALS, TABLE, activations, blendshapes, coefficients, model_points, raw_signals)
-from model.expression_ext import EXT_NAMES, N_EXT
+from model.expression_ext import N_EXT
 from tracking.blendshapes import BlendshapeTracker, NeutralAdapter, NeutralConfig
 
 REQUIRED = ("eyeBlinkLeft", "eyeBlinkRight", "eyeSquintLeft", "eyeSquintRight", "eyeWideLeft", "eyeWideRight",

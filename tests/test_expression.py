@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.expression_ext import EXT_NAMES, N_EXT, eye_aspect_ratio, mouth_openness
+from model.expression_ext import N_EXT, eye_aspect_ratio, mouth_openness
 from model.expression_fit import FitWeights, fit_expression
 from model.expression_patches import PARTS, apply_affine, from_units, invert_affine, part_affines, to_units
 from model.morphable import MorphableModel, frame_to_crop_xy
