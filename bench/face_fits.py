@@ -22,12 +22,19 @@ WEIGHTS = os.environ.get("DAMDNET_FIT_WEIGHTS", "damdnet")
 
 @dataclass
 class Fit:
-    """One face: real params (62,), roi (4,), landmarks (68, 3) frame px, yaw/pitch/roll degrees."""
+    """One face: real params (62,), roi (4,), landmarks (68, 3) frame px, yaw/pitch/roll degrees, the extended
+    expression ext (7,) (None without the expression stage); ``dense(morph)`` decodes its mesh with it."""
 
     params: np.ndarray
     roi: np.ndarray
     landmarks: np.ndarray
     pose: np.ndarray
+    ext: np.ndarray | None = None
+
+    def dense(self, morph) -> np.ndarray:
+        """(V, 3) float32 dense vertices, frame px (the fit's params, ROI and extension)."""
+        ext = None if self.ext is None else np.asarray(self.ext, np.float32)[None]
+        return morph.dense(self.params[None], self.roi[None], "v1", ext)[0].astype(np.float32)
 
 
 _ENGINE: list = []
@@ -54,7 +61,7 @@ def fit_image(img: np.ndarray, refine: int = 1) -> Fit | None:
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     res = align_boxes(img, aligner, boxes[[int(np.argmax(areas))]], dense=False, refine=refine)
     return Fit(res.params[0].astype(np.float32), res.roi[0].astype(np.float32), res.landmarks[0].astype(np.float32),
-               res.pose[0, :3].astype(np.float32))
+               res.pose[0, :3].astype(np.float32), None if res.ext is None else res.ext[0].astype(np.float32))
 
 
 def padded_chip(img: np.ndarray, scale: float = 1.5, pad: int = 90) -> np.ndarray:
@@ -65,7 +72,11 @@ def padded_chip(img: np.ndarray, scale: float = 1.5, pad: int = 90) -> np.ndarra
 
 
 def _key(path: Path, extra: str) -> Path:
-    h = hashlib.sha1(f"{path.resolve()}|{path.stat().st_size}|{extra}|{WEIGHTS}".encode()).hexdigest()[:16]
+    from model.expression_ext import EXT_VERSION
+    from model.expression_net import WEIGHTS as STAGE
+
+    stage = f"{EXT_VERSION}:{STAGE.stat().st_size}:{STAGE.stat().st_mtime_ns}" if STAGE.exists() else "none"
+    h = hashlib.sha1(f"{path.resolve()}|{path.stat().st_size}|{extra}|{WEIGHTS}|{stage}".encode()).hexdigest()[:16]
     return CACHE / f"{path.stem}-{h}.npz"
 
 
@@ -90,7 +101,7 @@ def fit_video(path: Path, n: int, step: int = 1) -> tuple[list[np.ndarray], list
     cache = _key(path, f"video{n}/{step}")
     if cache.is_file():
         z = np.load(cache)
-        fits = [Fit(z["params"][i], z["roi"][i], z["landmarks"][i], z["pose"][i]) if z["ok"][i] else None
+        fits = [Fit(z["params"][i], z["roi"][i], z["landmarks"][i], z["pose"][i], z["ext"][i]) if z["ok"][i] else None
                 for i in range(len(z["ok"]))]
         return frames, fits
     fits = [fit_image(f) for f in frames]
@@ -99,7 +110,8 @@ def fit_video(path: Path, n: int, step: int = 1) -> tuple[list[np.ndarray], list
     pick = lambda name, shape: np.stack([getattr(f, name) if f is not None else np.zeros(shape, np.float32)  # noqa
                                          for f in fits])
     np.savez(cache, ok=ok, params=pick("params", (62,)), roi=pick("roi", (4,)), landmarks=pick("landmarks", (68, 3)),
-             pose=pick("pose", (3,)))
+             pose=pick("pose", (3,)), ext=np.stack([f.ext if f is not None and f.ext is not None
+                                                    else np.zeros(7, np.float32) for f in fits]))
     return frames, fits
 
 
@@ -108,13 +120,14 @@ def fit_photo(path: Path) -> tuple[np.ndarray, Fit | None]:
     cache = _key(path, "photo")
     if cache.is_file():
         z = np.load(cache)
-        return img, Fit(z["params"], z["roi"], z["landmarks"], z["pose"]) if z["ok"] else None
+        return img, Fit(z["params"], z["roi"], z["landmarks"], z["pose"], z["ext"]) if z["ok"] else None
     f = fit_image(img, refine=2)
     CACHE.mkdir(parents=True, exist_ok=True)
     if f is None:
-        np.savez(cache, ok=False, params=0, roi=0, landmarks=0, pose=0)
+        np.savez(cache, ok=False, params=0, roi=0, landmarks=0, pose=0, ext=0)
     else:
-        np.savez(cache, ok=True, params=f.params, roi=f.roi, landmarks=f.landmarks, pose=f.pose)
+        np.savez(cache, ok=True, params=f.params, roi=f.roi, landmarks=f.landmarks, pose=f.pose,
+                 ext=np.zeros(7, np.float32) if f.ext is None else f.ext)
     return img, f
 
 

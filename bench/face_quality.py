@@ -183,7 +183,7 @@ def hidden_side(tex, fit, quality, morph) -> dict:
     """The source's far cheek (by depth of its fitted vertices) and nose in the UV texture against its skin (L)."""
     if getattr(tex, "image", None) is None or getattr(morph, "uv", None) is None:
         return {}  # a tree without UV textures (before issue 16)
-    v = morph.dense(fit.params[None], fit.roi[None])[0]
+    v = fit.dense(morph)
     nose = tex.uv[morph.landmark_vertices[[27, 31, 32, 33, 34, 35]]]
     return {"yaw": float(fit.pose[0]), "far_cheek_darker_by": quality.far_cheek_darkness(tex, v, morph.uv),
             "nose_brighter_by": quality.nose_highlight(tex, nose)}

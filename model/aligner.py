@@ -95,8 +95,7 @@ class Aligner:
         self.last_timing: dict[str, float] = {}
         self.scorer: FaceScorer | None = FaceScorer.load(device=self.device) if confidence else None
         self.expression: ExpressionStage | None = \
-            ExpressionStage(self.morph, self.convention, self.whitening.std[52:], fast_path=fast_path != "none") \
-            if expression else None
+            ExpressionStage(self.morph, self.convention, self.whitening.std[52:]) if expression else None
 
     @classmethod
     def from_checkpoint(cls, name_or_path: str = "auto", device: str = "auto", store: AssetStore | None = None,

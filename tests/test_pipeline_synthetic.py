@@ -87,7 +87,12 @@ def test_kalman_lowers_jitter_without_lag(runs: dict) -> None:
     j_raw = nmj_per_frame(raw[a:b], gt[a:b])
     j_kal = nmj_per_frame(kal[a:b], gt[a:b])
     rms = lambda x: float(np.sqrt(np.mean(x ** 2)))  # noqa: E731
-    assert rms(j_kal) < 0.8 * rms(j_raw), (rms(j_kal), rms(j_raw))
+    # pose and shape (contour, brows, nose: points 0-35) are smoothed hard; the lids and lips lightly (their filter
+    # groups keep a blink's depth), and the synthetic face never blinks, so there all their motion is noise
+    r_raw = nmj_per_frame(raw[a:b, :36], gt[a:b, :36])
+    r_kal = nmj_per_frame(kal[a:b, :36], gt[a:b, :36])
+    assert rms(r_kal) < 0.8 * rms(r_raw), (rms(r_kal), rms(r_raw))
+    assert rms(j_kal) < 0.9 * rms(j_raw), (rms(j_kal), rms(j_raw))
     e_raw = np.mean(nme(raw[a:b], gt[a:b]))
     e_kal = np.mean(nme(kal[a:b], gt[a:b]))
     assert e_kal < 1.1 * e_raw

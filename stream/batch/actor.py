@@ -133,7 +133,8 @@ class BatchWorker:
         try:
             import ray
 
-            result["worker_restarted"] = bool(ray.get_runtime_context().was_current_actor_reconstructed)
+            if ray.is_initialized():  # outside Ray (a worker run in-process) asking would start a local Ray
+                result["worker_restarted"] = bool(ray.get_runtime_context().was_current_actor_reconstructed)
         except Exception:
             pass
         src_path = item.path
