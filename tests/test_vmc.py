@@ -16,7 +16,7 @@ pytest.importorskip("pythonosc")
 
 from pythonosc.dispatcher import Dispatcher  # noqa: E402
 from pythonosc.osc_bundle import OscBundle  # noqa: E402
-from pythonosc.osc_server import ThreadingOSCUDPServer  # noqa: E402
+from pythonosc.osc_server import BlockingOSCUDPServer  # noqa: E402
 
 from model.blendshapes import ARKIT_NAMES, ESTIMATED_MASK  # noqa: E402
 from model.morphable import angles_to_matrix  # noqa: E402
@@ -28,14 +28,15 @@ D = np.diag([-1.0, 1.0, 1.0])
 
 
 class Receiver:
-    """A python-osc UDP server on a free loopback port recording (address, args) in arrival order."""
+    """A python-osc UDP server on a free loopback port recording (address, args) in arrival order (one thread: a
+    threading server handles two bundles at once under load and interleaves their messages)."""
 
     def __init__(self) -> None:
         self.messages: list[tuple[str, tuple]] = []
         self._lock = threading.Lock()
         disp = Dispatcher()
         disp.set_default_handler(self._on)
-        self.server = ThreadingOSCUDPServer(("127.0.0.1", 0), disp)
+        self.server = BlockingOSCUDPServer(("127.0.0.1", 0), disp)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
