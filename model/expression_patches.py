@@ -65,13 +65,6 @@ def basis_affine(anchor_a: np.ndarray, ex: np.ndarray, ey: np.ndarray, spec: Par
     return np.concatenate([lin, off[:, :, None]], axis=2)
 
 
-def part_affine(anchor_a: np.ndarray, anchor_b: np.ndarray, up_from: np.ndarray, spec: PartSpec) -> np.ndarray:
-    """Frame -> patch affine maps (N, 2, 3) float64 for anchors ``a``, ``b`` (N, 2) frame px; ``up_from`` (N, 2):
-    the face's left-to-right vector in the frame (see ``part_basis``)."""
-    ex, ey = part_basis(anchor_a, anchor_b, up_from)
-    return basis_affine(anchor_a, ex, ey, spec)
-
-
 def part_frames(landmarks: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Every part's anchor units in the frame from (N, 68, 2+) landmarks: name -> (a, ex, ey), (N, 2) each."""
     lm = np.asarray(landmarks, np.float64)[..., :2]
@@ -106,22 +99,7 @@ def to_units(points_px: np.ndarray, spec: PartSpec) -> np.ndarray:
     return (np.asarray(points_px, np.float64) - np.array(spec.origin)) / ANCHOR_GAP
 
 
-def from_units(units: np.ndarray, spec: PartSpec) -> np.ndarray:
-    """Anchor units (..., 2) -> patch pixels."""
-    return np.asarray(units, np.float64) * ANCHOR_GAP + np.array(spec.origin)
-
-
 def apply_affine(affine: np.ndarray, pts: np.ndarray) -> np.ndarray:
     """(N, 2, 3) affines, (N, P, 2) points -> (N, P, 2)."""
     pts = np.asarray(pts, np.float64)
     return pts @ affine[:, :, :2].transpose(0, 2, 1) + affine[:, None, :, 2]
-
-
-def invert_affine(affine: np.ndarray) -> np.ndarray:
-    """(N, 2, 3) -> (N, 2, 3) inverse maps."""
-    a = np.asarray(affine, np.float64)
-    m = a[:, :, :2]
-    det = m[:, 0, 0] * m[:, 1, 1] - m[:, 0, 1] * m[:, 1, 0]
-    inv = np.stack([np.stack([m[:, 1, 1], -m[:, 0, 1]], 1), np.stack([-m[:, 1, 0], m[:, 0, 0]], 1)], 1) \
-        / det[:, None, None]
-    return np.concatenate([inv, -(inv @ a[:, :, 2:])], axis=2)
