@@ -24,8 +24,10 @@ Decisions:
   the encoder), processor time, queue wait, fps in/out, drops; with `?probe=1` the page measures the full
   browser -> server -> browser loop per frame (see probe.py). The page also shows the data-channel RTT.
 """
+from stream.config import RENDER_MODES as MODES  # the one list of render modes, under this package's old name
+
 from .config import ConfigError, RecordOptions, ServeConfig
-from .peer import MODES, PassthroughProcessor, PeerProcessor, ProcessorFactory
+from .peer import PassthroughProcessor, PeerProcessor, ProcessorFactory
 
 __all__ = ["ServeConfig", "RecordOptions", "ConfigError", "PeerProcessor", "ProcessorFactory",
            "PassthroughProcessor", "MODES", "build_app", "serve"]
