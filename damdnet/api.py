@@ -187,7 +187,8 @@ def _flatten(options: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _config(options: dict[str, Any], config_file: str | None = None) -> dict:
+def _config(options: dict[str, Any], config_file: str | None = None) -> RunConfig:
+    """The API's keywords (``_flatten``) onto the run description, as the CLI's flags: the same checks and lines."""
     try:
         return load_config(config_file, _flatten(options))
     except ConfigError as exc:
@@ -253,7 +254,7 @@ class Session:
                      blendshape_values=blend[i])
                 for i in range(len(res))]
 
-    def _run_config(self, source: str | Path, options: dict[str, Any]) -> dict:
+    def _run_config(self, source: str | Path, options: dict[str, Any]) -> RunConfig:
         flat = _flatten(options)
         clash = sorted(k for k in flat if k in SESSION_KEYS and flat[k] != self.model_options[k])
         if clash:

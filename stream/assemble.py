@@ -5,7 +5,7 @@ Every way in goes through it: ``run_stream.py run`` and the Python API (``stream
 What a caller adds (a progress bar, the ``--show`` window, the API's consumer, batch's counters, a peer's data
 channel) is an *observer*: a callable on each finished ``Job``, in order, not a branch inside the pipeline.
 
-    config (dict from stream.config) --build_engine--> Engine (aligner, AlignService, detector, store)
+    RunConfig (stream.config) --build_engine--> Engine (aligner, AlignService, detector, store)
            \                                              |
             +--open_source--> Source --build_run(cfg, engine, source, observers=...)--> Pipeline
                                           |  open_run_stages: FrameRenderer, FaceAnalyzer, sinks (open_outputs)
