@@ -14,7 +14,7 @@ import math
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Union
 
 import yaml
 
@@ -171,7 +171,7 @@ class RunConfig:
     vmc: Optional[str]
     vmc_vrm: bool
     max_frames: Optional[int]
-    sequence: Any  # "auto", True or False
+    sequence: Union[str, bool]  # "auto", True or False
     weights: str
     backbone: Optional[str]
     device: str
@@ -184,7 +184,7 @@ class RunConfig:
     detect_every: int
     detect_score: float
     detect_max_side: int
-    detect_async: Any  # "auto", True or False
+    detect_async: Union[str, bool]  # "auto", True or False
     smooth: str
     tracker: TrackerSection
     kalman: KalmanSection
@@ -192,7 +192,7 @@ class RunConfig:
     swap_source: Optional[str]
     draw_ids: bool
     blendshape_bars: bool
-    live: Any  # "auto", True or False
+    live: Union[str, bool]  # "auto", True or False
     queue_size: int
     stats: bool
     stats_every: float

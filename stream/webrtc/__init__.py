@@ -1,7 +1,7 @@
 """WebRTC serving: browser camera -> server processing -> browser.
 
     python -m stream.webrtc.server [--host 127.0.0.1] [--port 8080] [--token T] [--processor module:factory]
-    (run_stream.py serve calls `serve(ServeConfig(...), factory)`), then open http://HOST:PORT/?token=T
+    (run_stream.py serve calls `serve(serve_config(cfg).validate(), factory)`), then open http://HOST:PORT/?token=T
 
 Pieces: server.py (aiohttp routes, limits, token, `serve`, `build_app`), peer.py (`PeerProcessor` protocol, one
 `PeerSession` per browser, control channel), track.py (`ProcessedTrack`: latest-frame-wins, pts preserved),
