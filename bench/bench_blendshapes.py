@@ -24,6 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main(argv: list[str] | None = None) -> int:
     from model.morphable import MorphableModel
+    from stream.analyze import neutral_config
+    from stream.config import load_config
     from tracking.blendshapes import BlendshapeTracker
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         params[..., 52:62] = rng.normal(0, 1.0, (a.frames, n_faces, 10))
         ext = rng.uniform(-0.2, 1.0, (a.frames, n_faces, 7)).astype(np.float32)
         poses = np.zeros((n_faces, 6), np.float32)
-        tracker = BlendshapeTracker(basis)
+        tracker = BlendshapeTracker(basis, neutral_config(load_config().blendshapes))
         ids = list(range(1, n_faces + 1))
         ms = np.empty(a.frames)
         for i in range(a.frames):

@@ -30,7 +30,7 @@ import numpy as np
 from model.align import REFINE, ImageError, NoFaceWarning, detect_and_align, no_face_message, read_image
 from stream.align_batcher import AlignService
 from stream.app import Engine, UserError, build_engine, run_source
-from stream.config import ConfigError, load_config
+from stream.config import ConfigError, RunConfig, load_config
 from stream.pipeline import Job
 
 # Config keys that choose the model and detector (a Session's); every other key is per run.
@@ -187,7 +187,8 @@ def _flatten(options: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _config(options: dict[str, Any], config_file: str | None = None) -> dict:
+def _config(options: dict[str, Any], config_file: str | None = None) -> RunConfig:
+    """The API's keywords (``_flatten``) onto the run description, as the CLI's flags: the same checks and lines."""
     try:
         return load_config(config_file, _flatten(options))
     except ConfigError as exc:
@@ -205,7 +206,7 @@ class Session:
         if unknown:
             raise DamdnetError(f"not a model option: {unknown[0]} (model options: {', '.join(SESSION_KEYS)})")
         self._cfg = _config(model_options)
-        self.model_options = {k: self._cfg[k] for k in SESSION_KEYS}
+        self.model_options = {k: getattr(self._cfg, k) for k in SESSION_KEYS}
         try:
             self._engine = build_engine(self._cfg)
         except UserError as exc:
@@ -253,7 +254,7 @@ class Session:
                      blendshape_values=blend[i])
                 for i in range(len(res))]
 
-    def _run_config(self, source: str | Path, options: dict[str, Any]) -> dict:
+    def _run_config(self, source: str | Path, options: dict[str, Any]) -> RunConfig:
         flat = _flatten(options)
         clash = sorted(k for k in flat if k in SESSION_KEYS and flat[k] != self.model_options[k])
         if clash:
@@ -384,12 +385,12 @@ class VideoTracks:
     drop nothing). ``close()`` (or leaving a ``with`` block or a ``for`` loop early and dropping the iterator)
     ends the run; ``run()`` consumes everything and returns the number of frames."""
 
-    def __init__(self, session: Session, cfg: dict, sinks: list, dense: bool = False) -> None:
+    def __init__(self, session: Session, cfg: RunConfig, sinks: list, dense: bool = False) -> None:
         self._session = session
         self._dense = dense
         self._cfg = cfg
         self._feed = _Feed(sinks)
-        self._q: queue.Queue = queue.Queue(maxsize=max(1, int(cfg["queue_size"])))
+        self._q: queue.Queue = queue.Queue(maxsize=max(1, int(cfg.queue_size)))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._done = False

@@ -17,6 +17,7 @@ raw alignment (no smoothing, no confirmation delay).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,37 +27,38 @@ import numpy as np
 from model.detect import FaceDetector
 from model.morphable import pose_from_params
 from stream.align_batcher import AlignService
+from stream.config import BlendshapesSection, KalmanSection, RunConfig
 from stream.frames import FaceRecord, Frame
 from stream.stats import Stats
 from tracking.cut import CutDetector
 from tracking.blendshapes import BlendshapeTracker, NeutralConfig
-from tracking.kalman import GroupNoise, KalmanConfig
+from tracking.kalman import INIT_VEL_STD, GroupNoise, KalmanConfig
 from tracking.tracker import FaceTracker, TrackerConfig
 
 
-def tracker_config(cfg: dict) -> TrackerConfig:
-    """TrackerConfig from the run configuration (``detect_every``, ``smooth``, ``tracker.*``, ``kalman.*``)."""
-    k, t = cfg["kalman"], cfg["tracker"]
-    kal = KalmanConfig(
-        pose=GroupNoise(meas_std=k["pose_measure"], accel_std=k["pose_accel"], init_vel_std=0.3, gate=k["pose_gate"]),
-        shape=GroupNoise(meas_std=k["shape_measure"], accel_std=k["shape_accel"], init_vel_std=1e-3,
-                         gate=k["shape_gate"]),
-        expression=GroupNoise(meas_std=k["exp_measure"], accel_std=k["exp_accel"], init_vel_std=0.3,
-                              gate=k["exp_gate"]),
-        eyelids=GroupNoise(meas_std=k["eyelid_measure"], accel_std=k["eyelid_accel"], init_vel_std=0.5,
-                           gate=k["eyelid_gate"]),
-        mouth_shape=GroupNoise(meas_std=k["mouth_measure"], accel_std=k["mouth_accel"], init_vel_std=0.5,
-                               gate=k["mouth_gate"]),
-        adapt_gate=k["adapt_gate"])
-    return TrackerConfig(detect_every=cfg["detect_every"], iou_threshold=t["iou_threshold"],
-                         min_hits=t["min_hits"], max_misses=t["max_misses"],
-                         max_unmatched_detections=t["max_unmatched_detections"], cut_threshold=t["cut_threshold"],
-                         confirm_confidence=t["confirm_confidence"], drop_confidence=t["drop_confidence"],
-                         confidence_memory=t["confidence_memory"], min_face_size=t["min_face_size"],
-                         confidence_keeps_tracks=t["confidence_keeps_tracks"], lookahead=t["lookahead"],
-                         smooth=cfg["smooth"], kalman=kal,
-                         neutral=NeutralConfig(warmup_s=cfg["blendshapes"]["warmup"],
-                                               adapt_s=cfg["blendshapes"]["adapt"]))
+def kalman_config(k: KalmanSection) -> KalmanConfig:
+    """The filters' ``KalmanConfig`` from the ``kalman.*`` keys (each group's start velocity: ``INIT_VEL_STD``)."""
+    def group(name: str, measure: float, accel: float, gate: float) -> GroupNoise:
+        return GroupNoise(meas_std=measure, accel_std=accel, init_vel_std=INIT_VEL_STD[name], gate=gate)
+
+    return KalmanConfig(pose=group("pose", k.pose_measure, k.pose_accel, k.pose_gate),
+                        shape=group("shape", k.shape_measure, k.shape_accel, k.shape_gate),
+                        expression=group("expression", k.exp_measure, k.exp_accel, k.exp_gate),
+                        eyelids=group("eyelids", k.eyelid_measure, k.eyelid_accel, k.eyelid_gate),
+                        mouth_shape=group("mouth_shape", k.mouth_measure, k.mouth_accel, k.mouth_gate),
+                        adapt_gate=k.adapt_gate)
+
+
+def neutral_config(b: BlendshapesSection) -> NeutralConfig:
+    """How each track learns its neutral face, from the ``blendshapes.*`` keys (seconds)."""
+    return NeutralConfig(warmup_s=b.warmup, adapt_s=b.adapt)
+
+
+def tracker_config(cfg: RunConfig) -> TrackerConfig:
+    """The tracker's ``TrackerConfig`` from the run description (``detect_every``, ``smooth``, ``tracker.*`` (the
+    same names), ``kalman.*``, ``blendshapes.*``): the one place the run's keys become the tracking layer's config."""
+    return TrackerConfig(**dataclasses.asdict(cfg.tracker), detect_every=cfg.detect_every, smooth=cfg.smooth,
+                         kalman=kalman_config(cfg.kalman), neutral=neutral_config(cfg.blendshapes))
 
 
 @dataclass

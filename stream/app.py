@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 import sys
 from typing import Any, Awaitable, Callable
@@ -10,6 +11,7 @@ from model.align import no_face_message
 # the assembly lives in stream.assemble; these names stay importable from here
 from stream.assemble import (Engine, UserError, build_engine, build_run, check_vmc, fit_swap_texture,  # noqa: F401
                              load_swap_texture, open_run_stages, open_vmc, run_inputs, set_threads)
+from stream.config import RunConfig
 from stream.outputs import check_not_inputs, check_writable
 from stream.pipeline import Job, Pipeline
 from stream.sinks import SinkError
@@ -18,7 +20,7 @@ from stream.stats import Stats
 from stream.window import Window, display_problem
 
 
-def run(cfg: dict) -> int:
+def run(cfg: RunConfig) -> int:
     """``run_stream.py [run]``: one source through the pipeline into the configured sinks."""
     try:
         return asyncio.run(run_source(cfg))
@@ -116,7 +118,7 @@ def _window(info, source_spec: str, renderer, analyzer, log: Callable[[str], Non
     return window, observe
 
 
-async def run_source(cfg: dict, engine: Engine | None = None,
+async def run_source(cfg: RunConfig, engine: Engine | None = None,
                      on_job: Callable[[Job], Awaitable[bool | None]] | None = None, dense: bool = False,
                      on_no_face: Callable[[str], None] | None = None) -> int:
     """The run command. The Python API (``damdnet.api``) passes its loaded ``engine``, an ``on_job`` awaited for
@@ -124,23 +126,23 @@ async def run_source(cfg: dict, engine: Engine | None = None,
     lines then), ``dense`` for vertices and ``on_no_face``, called with the ``no_face_message`` line when no frame
     had a face (the CLI prints it as ``warning: ...``; not an error either way)."""
     api = on_job is not None
-    source_spec = cfg["source"]
-    if source_spec.startswith("synthetic") and not (api or cfg["out"] or cfg["tracks"] or cfg["meshes"] or cfg["show"]
-                                                    or cfg["vmc"]):
-        cfg = {**cfg, "out": "out/demo.mp4", "tracks": "out/demo_tracks.csv"}
+    source_spec = cfg.source
+    if source_spec.startswith("synthetic") and not (api or cfg.out or cfg.tracks or cfg.meshes or cfg.show
+                                                    or cfg.vmc):
+        cfg = cfg.replace(out="out/demo.mp4", tracks="out/demo_tracks.csv")
         print("demo: synthetic face -> out/demo.mp4 and out/demo_tracks.csv (give --source to use a video, "
               "webcam:0 or images)", file=sys.stderr)
-    options: dict[str, Any] = {"max_frames": cfg["max_frames"], "sequence": cfg["sequence"]}
+    options: dict[str, Any] = {"max_frames": cfg.max_frames, "sequence": cfg.sequence}
     if source_spec.startswith("webcam"):
-        options.update(cfg["webcam"])
+        options.update(dataclasses.asdict(cfg.webcam))
     elif source_spec.startswith("synthetic"):
-        options.update(cfg["synthetic"])
+        options.update(dataclasses.asdict(cfg.synthetic))
     try:
         source = open_source(source_spec, **options)
     except SourceError as exc:
         raise UserError(str(exc)) from None
     inputs = run_inputs(cfg, source)
-    outputs = {"--out": cfg["out"], "--tracks": cfg["tracks"], "--meshes": cfg["meshes"]}
+    outputs = {"--out": cfg.out, "--tracks": cfg.tracks, "--meshes": cfg.meshes}
     try:  # before the model loads: an output that would replace an input, or cannot be written, is refused at once
         check_not_inputs(outputs, inputs)
         check_writable(outputs)
@@ -154,14 +156,14 @@ async def run_source(cfg: dict, engine: Engine | None = None,
         source.close()
         raise
     info = source.info
-    live = info.is_live if cfg["live"] == "auto" else bool(cfg["live"])
-    show = bool(cfg["show"])
+    live = info.is_live if cfg.live == "auto" else bool(cfg.live)
+    show = bool(cfg.show)
     if show and (why := display_problem()):
         print(f"note: --show ignored: {why}", file=sys.stderr)
         show = False
     renderer, sinks, analyzer = open_run_stages(cfg, engine, source, live=live, show=show, dense=dense)
     extra = []
-    if cfg["vmc"]:
+    if cfg.vmc:
         try:
             extra.append(open_vmc(cfg))
         except BaseException:
@@ -170,12 +172,12 @@ async def run_source(cfg: dict, engine: Engine | None = None,
             source.close()
             raise
     stats = Stats()
-    bar = ProgressBar(info.frame_count, info.name or source_spec) if cfg["progress"] and not live else None
+    bar = ProgressBar(info.frame_count, info.name or source_spec) if cfg.progress and not live else None
     log = bar.log if bar is not None else (lambda line: print(line, file=sys.stderr))
     count = FaceCount()
     pipeline = build_run(cfg, engine, source, live=live, renderer=renderer, analyzer=analyzer, sinks=sinks,
                          extra_sinks=extra, observers=[count, bar], stats=stats,
-                         on_stats=(lambda s: log("stats: " + s.line())) if cfg["stats"] else None)
+                         on_stats=(lambda s: log("stats: " + s.line())) if cfg.stats else None)
     window = None
     if show:
         window, show_frame = _window(info, source_spec, renderer, analyzer, log, pipeline.stop, stats)
@@ -210,15 +212,15 @@ async def run_source(cfg: dict, engine: Engine | None = None,
     if api:
         return 130 if signals.count else 0
     s = stats.summary()
-    outputs = [x for x in (cfg["out"], cfg["tracks"], cfg["meshes"]) if x]
+    outputs = [x for x in (cfg.out, cfg.tracks, cfg.meshes) if x]
     print(f"done: {s['frames_out']} frames in {s['seconds']:.1f} s ({s['fps']:.1f} fps), "
           f"{stats.total_dropped} dropped" + (f"; wrote {', '.join(outputs)}" if outputs else ""), file=sys.stderr)
-    if cfg["stats"]:
+    if cfg.stats:
         print("stats: " + stats.line(), file=sys.stderr)
     return 130 if signals.count else 0
 
 
-def serve(cfg: dict) -> int:
+def serve(cfg: RunConfig) -> int:
     """``run_stream.py serve``: the WebRTC server with the pipeline as each peer's processor."""
     try:
         import aiohttp  # noqa: F401  (the [webrtc] extra; imported by the server only once the run starts)

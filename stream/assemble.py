@@ -5,7 +5,7 @@ Every way in goes through it: ``run_stream.py run`` and the Python API (``stream
 What a caller adds (a progress bar, the ``--show`` window, the API's consumer, batch's counters, a peer's data
 channel) is an *observer*: a callable on each finished ``Job``, in order, not a branch inside the pipeline.
 
-    config (dict from stream.config) --build_engine--> Engine (aligner, AlignService, detector, store)
+    RunConfig (stream.config) --build_engine--> Engine (aligner, AlignService, detector, store)
            \                                              |
             +--open_source--> Source --build_run(cfg, engine, source, observers=...)--> Pipeline
                                           |  open_run_stages: FrameRenderer, FaceAnalyzer, sinks (open_outputs)
@@ -28,6 +28,7 @@ from model.checkpoint import CheckpointError, model_label
 from model.detect import FaceDetector
 from stream.align_batcher import AlignService
 from stream.analyze import FaceAnalyzer, tracker_config
+from stream.config import RunConfig
 from stream.outputs import FrameRenderer, open_outputs
 from stream.pipeline import Job, Pipeline
 from stream.sinks import SinkError
@@ -64,16 +65,16 @@ def set_threads(threads: int) -> int:
     return n
 
 
-def build_engine(cfg: dict) -> Engine:
-    set_threads(cfg["threads"])
-    store = AssetStore(cfg["assets"])
+def build_engine(cfg: RunConfig) -> Engine:
+    set_threads(cfg.threads)
+    store = AssetStore(cfg.assets)
     try:
-        aligner = Aligner.from_checkpoint(cfg["weights"], device=cfg["device"], store=store,
-                                          fast_path=cfg["fast_path"], expression=cfg["expression"])
-        if cfg["backbone"] and cfg["backbone"] != aligner.backbone:
-            raise UserError(f"--backbone {cfg['backbone']} but the weights '{cfg['weights']}' are a {aligner.backbone}")
-        detector = FaceDetector.create(cfg["detector"], store, score_threshold=cfg["detect_score"],
-                                       max_side=cfg["detect_max_side"])
+        aligner = Aligner.from_checkpoint(cfg.weights, device=cfg.device, store=store,
+                                          fast_path=cfg.fast_path, expression=cfg.expression)
+        if cfg.backbone and cfg.backbone != aligner.backbone:
+            raise UserError(f"--backbone {cfg.backbone} but the weights '{cfg.weights}' are a {aligner.backbone}")
+        detector = FaceDetector.create(cfg.detector, store, score_threshold=cfg.detect_score,
+                                       max_side=cfg.detect_max_side)
     except (AssetError, CheckpointError, ValueError, FileNotFoundError) as exc:
         raise UserError(str(exc)) from None
     except RuntimeError as exc:
@@ -127,37 +128,37 @@ def load_swap_texture(path: str, engine: Engine):
         raise UserError(f"swap source {path}: {exc}") from None
 
 
-def open_run_stages(cfg: dict, engine: Engine, source, *, live: bool, show: bool = False,
+def open_run_stages(cfg: RunConfig, engine: Engine, source, *, live: bool, show: bool = False,
                     swap_texture=None, dense: bool = False) -> tuple:
     """The renderer, sinks and analyzer of one ``run`` over ``source`` (what ``run`` and each file of ``batch`` use):
     ``(renderer | None, sinks, analyzer)`` from ``cfg``'s ``out``/``tracks``/``meshes``/``mode``/``audio`` keys (the
     video keeps the source's sound unless ``audio`` is false). ``swap_texture`` skips fitting ``swap_source`` again;
     ``dense`` asks for vertices without meshes (the API). Raises UserError for outputs that cannot be opened; closes
     ``source`` on any error."""
-    renderer = make_renderer(cfg, engine) if (cfg["out"] or show) else None
+    renderer = make_renderer(cfg, engine) if (cfg.out or show) else None
     try:
-        if renderer is not None and cfg["mode"] == "swap":
-            if swap_texture is None and not cfg["swap_source"]:
+        if renderer is not None and cfg.mode == "swap":
+            if swap_texture is None and not cfg.swap_source:
                 raise UserError("--mode swap needs --swap-source IMAGE")
-            renderer.set_swap_texture(swap_texture or load_swap_texture(cfg["swap_source"], engine))
-        sinks = open_outputs(cfg["out"], cfg["tracks"], cfg["meshes"], source.info, engine.aligner.morph.tri,
-                             cfg["mesh_format"], morph=engine.aligner.morph, inputs=run_inputs(cfg, source),
-                             tracks_params=cfg["tracks_params"], audio=cfg["audio"],
-                             tracks_format=cfg["tracks_format"])
+            renderer.set_swap_texture(swap_texture or load_swap_texture(cfg.swap_source, engine))
+        sinks = open_outputs(cfg.out, cfg.tracks, cfg.meshes, source.info, engine.aligner.morph.tri,
+                             cfg.mesh_format, morph=engine.aligner.morph, inputs=run_inputs(cfg, source),
+                             tracks_params=cfg.tracks_params, audio=cfg.audio,
+                             tracks_format=cfg.tracks_format)
     except (SinkError, OSError) as exc:
         source.close()
         raise UserError(str(exc)) from None
     except BaseException:
         source.close()
         raise
-    dense = dense or bool(cfg["meshes"]) or (renderer is not None and renderer.needs_dense)
+    dense = dense or bool(cfg.meshes) or (renderer is not None and renderer.needs_dense)
     analyzer = make_analyzer(cfg, engine, live=live, dense=dense, stills=source.info.stills)
     return renderer, sinks, analyzer
 
 
-def check_vmc(cfg: dict) -> None:
+def check_vmc(cfg: RunConfig) -> None:
     """UserError (one line) for a bad ``--vmc`` value or a missing ``python-osc``, before the model loads."""
-    if not cfg.get("vmc"):
+    if not cfg.vmc:
         return
     try:
         import pythonosc  # noqa: F401  (the [vmc] extra)
@@ -168,35 +169,35 @@ def check_vmc(cfg: dict) -> None:
     from stream.vmc import VMCError, parse_target
 
     try:
-        parse_target(cfg["vmc"])
+        parse_target(cfg.vmc)
     except VMCError as exc:
         raise UserError(str(exc)) from None
 
 
-def open_vmc(cfg: dict, sender=None, owner=None):
+def open_vmc(cfg: RunConfig, sender=None, owner=None):
     """The ``--vmc`` sink (``stream.vmc.VMCOut``) on the running loop: its own sender, or a shared ``sender``."""
     from stream.vmc import VMCError, VMCOut
 
     try:
-        return VMCOut(sender if sender is not None else cfg["vmc"], vrm=cfg["vmc_vrm"], owner=owner)
+        return VMCOut(sender if sender is not None else cfg.vmc, vrm=cfg.vmc_vrm, owner=owner)
     except VMCError as exc:
         raise UserError(str(exc)) from None
 
 
-def run_inputs(cfg: dict, source) -> list:
+def run_inputs(cfg: RunConfig, source) -> list:
     """The files a run reads (the source's, the swap image, a weights file): no output may be one of them."""
-    return [*getattr(source, "input_paths", []), cfg["swap_source"], cfg["weights"]]
+    return [*getattr(source, "input_paths", []), cfg.swap_source, cfg.weights]
 
 
-def make_renderer(cfg: dict, engine: Engine, mode: str | None = None) -> FrameRenderer:
-    """The frame renderer of ``cfg`` (``mode`` overrides ``cfg["mode"]``)."""
-    return FrameRenderer(mode or cfg["mode"], engine.aligner.morph, cfg["draw_ids"], cfg["blendshape_bars"])
+def make_renderer(cfg: RunConfig, engine: Engine, mode: str | None = None) -> FrameRenderer:
+    """The frame renderer of ``cfg`` (``mode`` overrides ``cfg.mode``)."""
+    return FrameRenderer(mode or cfg.mode, engine.aligner.morph, cfg.draw_ids, cfg.blendshape_bars)
 
 
-def make_analyzer(cfg: dict, engine: Engine, *, live: bool, dense: bool, stills: bool = False) -> FaceAnalyzer:
+def make_analyzer(cfg: RunConfig, engine: Engine, *, live: bool, dense: bool, stills: bool = False) -> FaceAnalyzer:
     """The face analyzer (detector, aligner through the service, tracker of ``cfg``) of one stream."""
     return FaceAnalyzer(engine.service, engine.detector, tracker_config(cfg), dense=dense,
-                        async_detect=live if cfg["detect_async"] == "auto" else bool(cfg["detect_async"]),
+                        async_detect=live if cfg.detect_async == "auto" else bool(cfg.detect_async),
                         stills=stills)
 
 
@@ -224,7 +225,7 @@ class Observers:
             await res
 
 
-def build_run(cfg: dict, engine: Engine, source, *, live: bool, show: bool = False, swap_texture=None,
+def build_run(cfg: RunConfig, engine: Engine, source, *, live: bool, show: bool = False, swap_texture=None,
               dense: bool = False, renderer: FrameRenderer | None = None, analyzer: FaceAnalyzer | None = None,
               sinks: Sequence | None = None, extra_sinks: Sequence = (), observers: Iterable[Observer] = (),
               stats: Stats | None = None, on_stats: Callable[[Stats], None] | None = None,
@@ -241,8 +242,8 @@ def build_run(cfg: dict, engine: Engine, source, *, live: bool, show: bool = Fal
     sinks = [*(sinks or ()), *extra_sinks]
     if analyzer is None:
         analyzer = make_analyzer(cfg, engine, live=live, stills=source.info.stills,
-                                 dense=dense or bool(cfg["meshes"]) or (renderer is not None and renderer.needs_dense))
+                                 dense=dense or bool(cfg.meshes) or (renderer is not None and renderer.needs_dense))
     return Pipeline(source, analyzer, renderer, sinks, live=live,
-                    queue_size=cfg["queue_size"] if queue_size is None else queue_size, stats=stats or Stats(),
+                    queue_size=cfg.queue_size if queue_size is None else queue_size, stats=stats or Stats(),
                     on_frame=Observers(observers), on_stats=on_stats,
-                    stats_every=cfg["stats_every"] if on_stats is not None else 0.0)
+                    stats_every=cfg.stats_every if on_stats is not None else 0.0)

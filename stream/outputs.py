@@ -8,11 +8,13 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from model.draw import draw_box
+from stream.config import RENDER_MODES
 from stream.frames import FaceRecord, VideoInfo
 from stream.pipeline import Job
 from stream.sinks import MeshSink, SinkError, VideoSink, open_tracks_sink, tracks_format, write_error
 
-MESH_MODES = ("mesh", "wireframe", "depth", "pncc", "swap")
+#: The render modes that draw the dense mesh (every one but landmarks and none).
+MESH_MODES = tuple(m for m in RENDER_MODES if m not in ("landmarks", "none"))
 
 
 class FrameRenderer:

@@ -8,6 +8,7 @@ import pytest
 from model.blendshapes import (ARKIT_NAMES, ESTIMATED, INDEX, MIRROR_68, MIRROR_NAMES, N_BLEND, N_SIGNALS, SIG,
                                SIGNALS, TABLE, activations, blendshapes, coefficients, model_points, raw_signals)
 from model.expression_ext import N_EXT
+from tests.run_defaults import neutral_defaults
 from tracking.blendshapes import BlendshapeTracker, NeutralAdapter, NeutralConfig
 
 REQUIRED = ("eyeBlinkLeft", "eyeBlinkRight", "eyeSquintLeft", "eyeSquintRight", "eyeWideLeft", "eyeWideRight",
@@ -140,7 +141,7 @@ def _sequence(basis, rng, bias_exp, bias_ext, n=150, fps=30.0):
 
 def test_each_track_learns_its_own_neutral(basis) -> None:
     rng = np.random.default_rng(3)
-    tracker = BlendshapeTracker(basis)
+    tracker = BlendshapeTracker(basis, neutral_defaults())
     for person in range(4):
         bias_exp = rng.normal(0, 0.6, 10)  # a resting face unlike the model's mean expression
         bias_ext = _ext(eye_close_r=rng.uniform(-0.2, 0.3), eye_close_l=rng.uniform(-0.2, 0.3),

@@ -136,7 +136,8 @@ def test_patch_points_map_back_to_the_frame(morph: MorphableModel) -> None:
 def test_smoothing_keeps_a_blinks_depth_and_timing() -> None:
     """A 5-frame blink with measurement noise through the tracker's Kalman filter: depth within 10% of the
     unsmoothed one, no lag over one frame; between blinks the lids are smoothed (less jitter than measured)."""
-    from tracking.kalman import TRACK_GROUPS, KalmanConfig, ParamKalman
+    from tests.run_defaults import kalman_defaults
+    from tracking.kalman import TRACK_GROUPS, ParamKalman
 
     rng = np.random.default_rng(0)
     n = 120
@@ -144,7 +145,7 @@ def test_smoothing_keeps_a_blinks_depth_and_timing() -> None:
     blink = [0.3, 0.8, 1.0, 0.8, 0.3]
     truth[50:55] = blink
     meas = truth + rng.normal(0, 0.03, n)
-    kf = ParamKalman(np.ones(69), KalmanConfig(), TRACK_GROUPS)
+    kf = ParamKalman(np.ones(69), kalman_defaults(), TRACK_GROUPS)
     out = np.empty(n)
     for i in range(n):
         z = np.zeros(69)

@@ -92,8 +92,8 @@ def test_format_chosen_by_name_or_flag(tmp_path: Path) -> None:
     with pytest.raises(SinkError):
         tracks_format("a.txt")
     cfg = parse(["--tracks", "out.csv", "--tracks-format", "livelinkface"])[1]
-    assert cfg["tracks_format"] == "livelinkface"
-    out = TracksOut(str(tmp_path / "out.csv"), params=True, fmt=cfg["tracks_format"], fps=30)
+    assert cfg.tracks_format == "livelinkface"
+    out = TracksOut(str(tmp_path / "out.csv"), params=True, fmt=cfg.tracks_format, fps=30)
     rng = np.random.default_rng(2)
     for f in range(3):
         frame = Frame(index=f, time=f / 30, image=np.zeros((2, 2, 3), np.uint8))

@@ -242,9 +242,9 @@ def test_csv_params_option_from_config_flag_to_file(tmp_path: Path) -> None:
     from stream.config import load_config
     from stream.outputs import TracksOut
 
-    assert load_config()["tracks_params"] is False
-    assert parse(["--tracks-params"])[1]["tracks_params"] is True
-    assert parse(["batch", "v.mp4", "--outdir", "o", "--tracks-params", "true"])[1]["tracks_params"] is True
+    assert load_config().tracks_params is False
+    assert parse(["--tracks-params"])[1].tracks_params is True
+    assert parse(["batch", "v.mp4", "--outdir", "o", "--tracks-params", "true"])[1].tracks_params is True
     jobs = []
     rng = np.random.default_rng(3)
     for f in range(3):

@@ -2,7 +2,7 @@
 
 One ``FaceTracker`` per video stream. Per frame, in this order::
 
-    tracker = FaceTracker(TrackerConfig(), param_scale=aligner.param_std, convention=aligner.convention,
+    tracker = FaceTracker(config, param_scale=aligner.param_std, convention=aligner.convention,
                           decode=lambda p, r: aligner.morph.landmarks(p, r, aligner.convention))
     det = detector(frame) if tracker.need_detection(i) else None         # (boxes (N, 4), scores (N,)) or None
     todo = tracker.rois_for_frame(det, frame_index=i)                     # [(track_id, roi (4,)), ...]
@@ -13,7 +13,8 @@ One ``FaceTracker`` per video stream. Per frame, in this order::
         if f.is_confirmed: ... f.params (smoothed, decode with f.roi), f.landmarks (smoothed, when decode given),
                            f.confidence (the track's face confidence in [0, 1])
 
-``update`` must be called once per processed frame, also with no faces (it counts the misses). Frames the caller
+``config`` is a ``TrackerConfig`` (a run's: ``stream.analyze.tracker_config``). ``update`` must be called once per
+processed frame, also with no faces (it counts the misses). Frames the caller
 skips (dropped live frames) just leave a gap in ``frame_index``; the filters predict across it.
 
 Policy (``TrackerConfig``):
@@ -69,57 +70,61 @@ DecodeFn = Callable[..., np.ndarray]  # (params (N, 62), rois (N, 4)[, ext (N, N
 Detections = tuple[np.ndarray, np.ndarray] | np.ndarray
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrackerConfig:
-    """Track life and detection schedule (defaults in brackets, chosen for 25-60 fps video).
+    """Track life and detection schedule. The run settings have no defaults here: their values (chosen for 25-60 fps
+    video) and comments are in configs/default.yaml, turned into this config by ``stream.analyze.tracker_config``;
+    the library settings' defaults are in brackets.
 
-    ``detect_every`` [10]: run the detector every K frames (<= 1: every frame); also whenever a track is lost or
-    there is none. New faces therefore appear within K frames.
-    ``iou_threshold`` [0.3]: least IoU between a track's ROI and a detection's ROI to match them.
+    ``detect_every``: run the detector every K frames (<= 1: every frame); also whenever a track is lost or there is
+    none. New faces therefore appear within K frames.
+    ``iou_threshold``: least IoU between a track's ROI and a detection's ROI to match them.
     ``redetect_iou`` [0.5]: a matched track whose ROI overlaps its detection less is re-cropped from the detection.
-    ``min_hits`` [3]: valid alignments, each matched by the detector, before a track is confirmed (1: a face is
-    output from its first frame; 3 hides false detections of one or two frames). The detector runs on every frame
-    while a track has fewer hits; files keep a confirmed face's first frames by looking ahead
-    (``stream.lookahead``), live sources report it from its confirmation on.
-    ``max_misses`` [10]: consecutive frames without a valid alignment before a confirmed track is deleted (short
+    ``min_hits``: valid alignments, each matched by the detector, before a track is confirmed (1: a face is output
+    from its first frame; 3 hides false detections of one or two frames). The detector runs on every frame while a
+    track has fewer hits; files keep a confirmed face's first frames by looking ahead (``stream.lookahead``), live
+    sources report it from its confirmation on.
+    ``max_misses``: consecutive frames without a valid alignment before a confirmed track is deleted (short
     occlusions keep their id; the detector runs every frame meanwhile); a tentative track goes after 1.
-    ``max_unmatched_detections`` [3]: a confirmed, not lost track is deleted at a detector run that does not see it
+    ``max_unmatched_detections``: a confirmed, not lost track is deleted at a detector run that does not see it
     when no detection has matched it for ``max_unmatched_detections * detect_every`` frames (0: never); a tentative
     track at its first unmatched run. Bounds the life of false positives (in units of scheduled detections, however
     often the detector runs for other reasons); it also ends tracks of faces the detector cannot see (strong
-    profiles) after about 3 K frames.
-    ``lookahead`` [10]: frames a file pipeline may hold a new track's first frames until it is confirmed
+    profiles) after about ``max_unmatched_detections`` K frames.
+    ``lookahead``: frames a file pipeline may hold a new track's first frames until it is confirmed
     (``stream.lookahead``; the tracker itself does not use it; 0: reported from confirmation on, as live).
     ``duplicate_iou`` [0.6]: overlap above which two tracks (or a detection and a track) are the same face.
     ``max_tracks`` [32]: no new tracks beyond this many.
-    ``confirm_confidence`` [0.7]: least track confidence (in [0, 1]) to confirm a track (0: off).
-    ``drop_confidence`` [0.5]: a track whose confidence falls under this is deleted (0: off).
-    ``confidence_memory`` [0.5]: weight of the previous confidence in the per-track average (0: this frame only).
-    ``min_face_size`` [20]: a track whose landmark box (sqrt of its area, px) is smaller is deleted (0: off).
-    ``confidence_keeps_tracks`` [True]: a confirmed, confident track outlives ``max_unmatched_detections``.
-    ``smooth`` ["kalman"]: "kalman" or "none". ``kalman``, ``roi``: sub-configs. ``neutral``: how each track learns
-    its neutral face for the ARKit blendshapes (``tracking.blendshapes``; used by the stream's analyzer).
+    ``confirm_confidence``: least track confidence (in [0, 1]) to confirm a track (0: off).
+    ``drop_confidence``: a track whose confidence falls under this is deleted (0: off); not above
+    ``confirm_confidence`` (checked where the run's config is loaded, ``stream.config.load_config``).
+    ``confidence_memory``: weight of the previous confidence in the per-track average (0: this frame only).
+    ``min_face_size``: a track whose landmark box (sqrt of its area, px) is smaller is deleted (0: off).
+    ``confidence_keeps_tracks``: a confirmed, confident track outlives ``max_unmatched_detections``.
+    ``cut_threshold``: scene-cut threshold of the thumbnail change (``tracking.cut``; 0: off).
+    ``smooth``: "kalman" or "none". ``kalman``, ``roi`` [``RoiConfig()``]: sub-configs. ``neutral``: how each track
+    learns its neutral face for the ARKit blendshapes (``tracking.blendshapes``; used by the stream's analyzer).
     """
 
-    detect_every: int = 10
-    iou_threshold: float = 0.3
+    detect_every: int
+    iou_threshold: float
     redetect_iou: float = 0.5
-    min_hits: int = 3
-    lookahead: int = 10
-    max_misses: int = 10
-    max_unmatched_detections: int = 3
+    min_hits: int
+    lookahead: int
+    max_misses: int
+    max_unmatched_detections: int
     duplicate_iou: float = 0.6
     max_tracks: int = 32
-    confirm_confidence: float = 0.7
-    drop_confidence: float = 0.5
-    confidence_memory: float = 0.5
-    min_face_size: float = 20.0
-    confidence_keeps_tracks: bool = True
-    cut_threshold: float = 0.5
-    smooth: str = "kalman"
-    kalman: KalmanConfig = field(default_factory=KalmanConfig)
+    confirm_confidence: float
+    drop_confidence: float
+    confidence_memory: float
+    min_face_size: float
+    confidence_keeps_tracks: bool
+    cut_threshold: float
+    smooth: str
+    kalman: KalmanConfig
     roi: RoiConfig = field(default_factory=RoiConfig)
-    neutral: NeutralConfig = field(default_factory=NeutralConfig)
+    neutral: NeutralConfig
 
     def __post_init__(self) -> None:
         if self.smooth not in ("kalman", "none"):
@@ -131,9 +136,6 @@ class TrackerConfig:
         for name in ("confirm_confidence", "drop_confidence", "confidence_memory"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1]: {getattr(self, name)}")
-        if self.drop_confidence > self.confirm_confidence:
-            raise ValueError(f"drop_confidence ({self.drop_confidence}) must not exceed confirm_confidence "
-                             f"({self.confirm_confidence})")
         if self.min_face_size < 0:
             raise ValueError(f"min_face_size must be >= 0: {self.min_face_size}")
 
@@ -220,9 +222,9 @@ class FaceTracker:
     output smoothed landmarks and crop the next frame from them (``ext`` is passed when the aligner gave one).
     """
 
-    def __init__(self, config: TrackerConfig | None = None, param_scale: np.ndarray | None = None,
+    def __init__(self, config: TrackerConfig, param_scale: np.ndarray | None = None,
                  convention: str = "v1", decode: DecodeFn | None = None) -> None:
-        self.config = config or TrackerConfig()
+        self.config = config
         self.param_scale = None if param_scale is None else np.asarray(param_scale, dtype=np.float64)
         # the filters run on the 62 parameters and the extended expression (unit scale: 1 = a closed eye)
         self._filter_scale = np.concatenate([np.ones(62) if self.param_scale is None else self.param_scale.reshape(62),

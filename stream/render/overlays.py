@@ -13,11 +13,13 @@ from typing import Any
 import numpy as np
 
 from model.draw import CONTOURS, draw_landmarks, draw_pose_axes  # noqa: F401  (re-exported)
+from stream.config import RENDER_MODES
 from stream.render import composite
 from model.render.mesh import face_grid_lines, front_cull, mesh_edges, vertex_normals
 from model.render.raster import RasterBuffers, rasterize
 
-MODES = ("landmarks", "mesh", "depth", "pncc", "wireframe")
+#: The modes drawn here: every render mode but swap (``stream.render.swap``) and none (the frame as is).
+MODES = tuple(m for m in RENDER_MODES if m not in ("swap", "none"))
 
 DEFAULT_LIGHT = np.array([-0.3, -0.4, 0.866], np.float32)  # from upper left, toward the scene; frame axes (y down)
 DEFAULT_ALPHA = {"mesh": 0.65, "depth": 1.0, "pncc": 1.0, "wireframe": 0.9}
