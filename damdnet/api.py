@@ -32,6 +32,7 @@ from stream.align_batcher import AlignService
 from stream.app import Engine, UserError, build_engine, run_source
 from stream.config import ConfigError, load_config
 from stream.pipeline import Job
+from tracking.face import Face
 
 # Config keys that choose the model and detector (a Session's); every other key is per run.
 SESSION_KEYS = ("weights", "backbone", "device", "fast_path", "assets", "threads", "detector", "detect_score",
@@ -40,104 +41,6 @@ SESSION_KEYS = ("weights", "backbone", "device", "fast_path", "assets", "threads
 
 class DamdnetError(RuntimeError):
     """A user error (a missing file, a bad option, no model); ``str()`` is the CLI's one-line message."""
-
-
-@dataclass
-class Face:
-    """One face in an image or a video frame. Pixels are frame pixels: x right, y down, z toward the camera
-    (scaled like x).
-
-    box: (4,) float32 x1, y1, x2, y2 px (the detector's box for images, the tracker's for videos).
-    landmarks: (68, 3) float32 px, the 68-point (iBUG) order.
-    pose: (6,) float32 yaw, pitch, roll (degrees), scale (crop px per micrometre of the 3DMM), tx, ty (crop px of
-        the 120 px crop ``roi``, y up); docs/INTERFACES.md, "Track files", has each unit and how to map it to px.
-    params: (62,) float32 real 3DMM parameters: camera (12, a 3x4 matrix row-major) | shape (40) | expression (10).
-    roi: (4,) float32 the crop box the network saw, px.
-    vertices: (V, 3) float32 dense mesh in px when asked for (``dense=True``), else None; triangles:
-        ``Session.triangles``. Landmarks and vertices include the extended expression (closed eyes, ...).
-    score: detector score in [0, 1] (images), None for tracked faces.
-    track_id: stable id of the tracked face across frames (videos, streams), None for images.
-    confidence: face confidence in [0, 1] from the face classifier on the crop (``model.confidence``; independent of
-        the detector): the track's running value for videos, the crop's score for images.
-    ext: (N_EXT,) float32 the extended expression (``model.expression_ext``, version ``EXT_VERSION``, names
-        ``EXT_NAMES``: eye_close_r, eye_close_l, mouth_corner_up_r/l, mouth_corner_out_r/l, jaw_open; sides are the
-        subject's own; 0 = the mean face, 1 = an eye shut), smoothed like the params for videos; None when the model
-        ran without the expression stage. See ``eye_closure`` and ``expression_ext``.
-    blendshape_values: (52,) float32 the ARKit blendshape coefficients in [0, 1] (``model.blendshapes``,
-        ``ARKIT_NAMES`` order; by name: ``blendshapes``): against the track's learned neutral face for videos, the
-        face's identity with its expression at 0 for images; None when not computed.
-    """
-
-    box: np.ndarray
-    landmarks: np.ndarray
-    pose: np.ndarray
-    params: np.ndarray
-    roi: np.ndarray
-    vertices: np.ndarray | None = None
-    score: float | None = None
-    track_id: int | None = None
-    confidence: float | None = None
-    ext: np.ndarray | None = None
-    blendshape_values: np.ndarray | None = None
-
-    @property
-    def blendshapes(self) -> dict[str, float] | None:
-        """The ARKit blendshapes by name (``{"eyeBlinkLeft": 0.0, ..., "jawOpen": 0.4, ..., "tongueOut": 0.0}``, all
-        52 in Apple's order; sides are the subject's own; names outside ``model.blendshapes.ESTIMATED`` are 0), None
-        when not computed."""
-        if self.blendshape_values is None:
-            return None
-        from model.blendshapes import as_dict
-
-        return as_dict(self.blendshape_values)
-
-    @property
-    def yaw(self) -> float:
-        """Degrees (``pose[0]``; 3DDFA's matrix2angle convention, ``model.morphable.matrix_to_angles``)."""
-        return float(self.pose[0])
-
-    @property
-    def pitch(self) -> float:
-        """Degrees."""
-        return float(self.pose[1])
-
-    @property
-    def roll(self) -> float:
-        """Degrees."""
-        return float(self.pose[2])
-
-    @property
-    def camera(self) -> np.ndarray:
-        """(3, 4) float32 camera matrix [s R | t] of the 3DMM (crop coordinates)."""
-        return self.params[:12].reshape(3, 4)
-
-    @property
-    def shape(self) -> np.ndarray:
-        """(40,) float32 identity (shape) coefficients."""
-        return self.params[12:52]
-
-    @property
-    def expression(self) -> np.ndarray:
-        """(10,) float32 expression coefficients."""
-        return self.params[52:62]
-
-    @property
-    def expression_ext(self) -> dict[str, float] | None:
-        """The extended expression by name (``{"eye_close_r": 0.02, ..., "jaw_open": 0.1}``), None without it."""
-        if self.ext is None:
-            return None
-        from model.expression_ext import EXT_NAMES
-
-        return {k: float(v) for k, v in zip(EXT_NAMES, np.ravel(self.ext))}
-
-    @property
-    def eye_closure(self) -> tuple[float, float] | None:
-        """(right, left) eye closure of the subject (0 open as the mean face, 1 shut, < 0 wider), None without
-        ``ext``. "right" is the subject's right eye (landmarks 36-41: image left for a frontal face)."""
-        if self.ext is None:
-            return None
-        e = np.ravel(self.ext)
-        return float(e[0]), float(e[1])
 
 
 @dataclass
@@ -164,16 +67,9 @@ class ResultSink(Protocol):
     def write(self, result: FrameResult) -> None: ...
 
 
-def _face_of_record(rec: Any) -> Face:
-    return Face(box=np.asarray(rec.box, np.float32), landmarks=rec.landmarks, pose=np.asarray(rec.pose, np.float32),
-                params=rec.params, roi=np.asarray(rec.roi, np.float32), vertices=rec.vertices,
-                track_id=int(rec.track_id), confidence=getattr(rec, "confidence", None), ext=getattr(rec, "ext", None),
-                blendshape_values=getattr(rec, "blendshapes", None))
-
-
 def _frame_result(job: Job) -> FrameResult:
-    return FrameResult(index=job.frame.index, time=job.frame.time, faces=[_face_of_record(r) for r in job.faces],
-                       image=job.frame.image, rendered=job.output)
+    return FrameResult(index=job.frame.index, time=job.frame.time, faces=list(job.faces), image=job.frame.image,
+                       rendered=job.output)
 
 
 def _flatten(options: dict[str, Any], prefix: str = "") -> dict[str, Any]:
