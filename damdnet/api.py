@@ -9,7 +9,9 @@
 and ``stream`` run ``run_stream.py``'s pipeline (``stream.app.run_source``: the same sources, detection schedule, tracker,
 Kalman smoothing, renderer and sinks), with every CLI flag available as a keyword (``detect_every=5``,
 ``kalman={"pose_gate": 4.0}``, ``out="overlay.mp4"``, ``tracks="t.csv"``, ``meshes="dir/"``). User errors raise
-``DamdnetError`` whose message is the line the CLI prints after ``error:``. An input with no face anywhere is not an
+``DamdnetError`` (= ``model.errors.UserError``, the base of every user error: a ``SourceError``, ``ConfigError``...
+as raised where the cause is known) whose message is the line the CLI prints after ``error:``; anything else is a
+bug and keeps its traceback. An input with no face anywhere is not an
 error (as in the CLI): empty results and a ``NoFaceWarning`` whose message is the CLI's line after ``warning:``.
 
 A ``Session`` holds the loaded model and detector; the module-level functions share one session per model setting.
@@ -27,10 +29,11 @@ from typing import Any, AsyncIterator, Iterable, Iterator, Protocol
 
 import numpy as np
 
-from model.align import REFINE, ImageError, NoFaceWarning, detect_and_align, no_face_message, read_image
+from model.align import REFINE, NoFaceWarning, detect_and_align, no_face_message, read_image
+from model.errors import UserError
 from stream.align_batcher import AlignService
-from stream.app import Engine, UserError, build_engine, run_source
-from stream.config import ConfigError, load_config
+from stream.app import Engine, build_engine, run_source
+from stream.config import load_config
 from stream.pipeline import Job
 from tracking.face import Face
 
@@ -39,8 +42,9 @@ SESSION_KEYS = ("weights", "backbone", "device", "fast_path", "assets", "threads
                 "detect_max_side", "expression")
 
 
-class DamdnetError(RuntimeError):
-    """A user error (a missing file, a bad option, no model); ``str()`` is the CLI's one-line message."""
+#: A user error (a missing file, a bad option, no model); ``str()`` is the CLI's one-line message. The one base of
+#: the project's user errors (``model.errors.UserError``): the API raises them as they are, never wrapped.
+DamdnetError = UserError
 
 
 @dataclass
@@ -84,10 +88,7 @@ def _flatten(options: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _config(options: dict[str, Any], config_file: str | None = None) -> dict:
-    try:
-        return load_config(config_file, _flatten(options))
-    except ConfigError as exc:
-        raise DamdnetError(str(exc)) from None
+    return load_config(config_file, _flatten(options))  # ConfigError: a DamdnetError
 
 
 class Session:
@@ -102,10 +103,7 @@ class Session:
             raise DamdnetError(f"not a model option: {unknown[0]} (model options: {', '.join(SESSION_KEYS)})")
         self._cfg = _config(model_options)
         self.model_options = {k: self._cfg[k] for k in SESSION_KEYS}
-        try:
-            self._engine = build_engine(self._cfg)
-        except UserError as exc:
-            raise DamdnetError(str(exc)) from None
+        self._engine = build_engine(self._cfg)
 
     @property
     def model_name(self) -> str:
@@ -124,10 +122,7 @@ class Session:
         (``model.align.align_boxes``; 0: none). Raises DamdnetError for an unreadable file."""
         name = str(image) if isinstance(image, (str, Path)) else "the image"
         if isinstance(image, (str, Path)):
-            try:
-                image = read_image(image)
-            except ImageError as exc:
-                raise DamdnetError(str(exc)) from None
+            image = read_image(image)  # ImageError: a DamdnetError
         img = np.asarray(image)
         if img.ndim == 2:
             img = np.repeat(img[:, :, None], 3, axis=2)
@@ -213,14 +208,6 @@ class Session:
         feed.warn()
 
 
-def _raise_run_error(exc: BaseException | None) -> None:
-    if exc is None:
-        return
-    if isinstance(exc, UserError):
-        raise DamdnetError(str(exc)) from None
-    raise exc
-
-
 def _close_sinks(sinks: list) -> None:
     for s in sinks:
         close = getattr(s, "close", None)
@@ -262,11 +249,12 @@ class _Feed:
         return res
 
     def finish(self, run_error: BaseException | None) -> None:
-        """Close the sinks, then raise the first error (the run's as DamdnetError, or a sink's)."""
+        """Close the sinks, then raise the first error (the run's, or a sink's)."""
         try:
             _close_sinks(self.sinks)
         finally:
-            _raise_run_error(run_error)
+            if run_error is not None:
+                raise run_error
             if self.error is not None:
                 raise self.error
 
@@ -337,7 +325,7 @@ class VideoTracks:
             self._done = True
             self._thread.join()
             if isinstance(item, BaseException):
-                _raise_run_error(item)
+                raise item
             self._feed.warn()
             raise StopIteration
         return item

@@ -38,6 +38,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from model.blendshapes import ARKIT_NAMES, INDEX, N_BLEND
+from model.errors import UserError
 from tracking.face import Face
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ _D = np.diag([-1.0, 1.0, 1.0])
 FACE_WIDTH_M = 0.09  # the outer eye corners' distance of an average adult face (the 3DMM's mean: 8.6 cm)
 
 
-class VMCError(ValueError):
+class VMCError(UserError, ValueError):
     """A bad ``--vmc`` value (one line)."""
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from model.blendshapes import N_BLEND
+from model.errors import UserError
 from model.expression_ext import N_EXT
 from tracking.face import Face
 
@@ -20,7 +21,7 @@ log = logging.getLogger("stream.sinks")  # one logger for every sink, as before 
 
 
 
-class SinkError(Exception):
+class SinkError(UserError):
     """A problem with an output the user can fix; ``str(error)`` is one line meant for them."""
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stream.assemble import (UserError, build_engine, build_run, check_vmc, fit_swap_texture, load_swap_texture,
-                             make_analyzer, make_renderer, open_vmc)
+from stream.assemble import (build_engine, build_run, check_vmc, fit_swap_texture, load_swap_texture, make_analyzer,
+                             make_renderer, open_vmc)
 from stream.frames import Frame, VideoInfo
 from stream.outputs import open_outputs
 from stream.pipeline import Job, Pipeline
@@ -228,23 +228,19 @@ make_processor = PipelineFactory  # the name ``--processor`` specs use
 
 def serve_pipeline(cfg: dict) -> int:
     """Build the shared engine and run the WebRTC server with one ``PipelinePeer`` per browser."""
-    from stream.config import ConfigError
     from stream.webrtc.config import ServeConfig
     from stream.webrtc.peer import MODES
     from stream.webrtc.server import check_listen, serve, tls_context
 
     s = cfg["serve"]
-    try:
-        config = ServeConfig(host=s["host"], port=s["port"], token=s["token"], max_peers=s["max_peers"],
-                             media_timeout_s=float(s["media_timeout"]),
-                             ssl_cert=s["cert"], ssl_key=s["key"],
-                             max_upload_bytes=int(s["max_upload_mb"] * 1024 * 1024),
-                             default_controls={"mode": cfg["mode"] if cfg["mode"] in MODES else "landmarks",
-                                               "smooth": cfg["smooth"] == "kalman"}).validate()
-        tls_context(config)  # a bad certificate fails here, before the model loads
-        check_listen(config)  # and a port in use
-    except ConfigError as exc:
-        raise UserError(str(exc)) from None
+    config = ServeConfig(host=s["host"], port=s["port"], token=s["token"], max_peers=s["max_peers"],
+                         media_timeout_s=float(s["media_timeout"]),
+                         ssl_cert=s["cert"], ssl_key=s["key"],
+                         max_upload_bytes=int(s["max_upload_mb"] * 1024 * 1024),
+                         default_controls={"mode": cfg["mode"] if cfg["mode"] in MODES else "landmarks",
+                                           "smooth": cfg["smooth"] == "kalman"}).validate()
+    tls_context(config)  # a bad certificate fails here (ConfigError), before the model loads
+    check_listen(config)  # and a port in use
     check_vmc(cfg)
     vmc = None
     if cfg["vmc"]:
@@ -260,8 +256,5 @@ def serve_pipeline(cfg: dict) -> int:
             face_model.append(_face_model(engine))
         return face_model[0]
 
-    try:
-        serve(config, lambda peer_id: PipelinePeer(engine, cfg, peer_id, texture, vmc), face_model=face_model_once)
-    except ConfigError as exc:
-        raise UserError(str(exc)) from None
+    serve(config, lambda peer_id: PipelinePeer(engine, cfg, peer_id, texture, vmc), face_model=face_model_once)
     return 0

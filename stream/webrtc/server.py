@@ -31,6 +31,8 @@ import numpy as np
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 
+from model.errors import UserError
+
 from .config import ConfigError, RecordOptions, ServeConfig
 from .peer import MODES, PassthroughProcessor, PeerSession, ProcessorFactory
 from .upload import UploadError, decode_image, load_image_file
@@ -344,7 +346,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.processor == "passthrough":
             print("note: no --processor given: frames are sent back unprocessed", file=sys.stderr)
         serve(config, factory)
-    except ConfigError as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
