@@ -128,7 +128,7 @@ def count(reports: list[list], truths: list[Truth]) -> dict[str, int]:
 
 async def run_frames(frames, aligner, detector, config: TrackerConfig, on_frame=None, live: bool = False
                      ) -> list[list]:
-    """The product's analysis stage over ``frames``: the FaceRecords of each frame, as the file pipeline reports
+    """The product's analysis stage over ``frames``: the faces (``tracking.face.Face``) of each frame, as the file pipeline reports
     them (its look-ahead: a confirmed face keeps its first frames, ``stream.lookahead``) or, ``live``, from each
     track's confirmation on."""
     from stream.align_batcher import AlignService

@@ -19,9 +19,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from model.assets import AssetError, AssetStore
+from model.assets import AssetStore
 from model.cliparse import OneLineParser
 from model.draw import draw_box, draw_landmarks, draw_mesh_outline, draw_pose_axes
+from model.errors import UserError
 from model.morphable import rotation_from_params
 from model.roi import iou_matrix, roi_from_box, roi_from_landmarks
 
@@ -61,7 +62,7 @@ def no_face_message(name: str, count: int, unit: str = "frame") -> str:
     return f"no face found in {name} ({count} {unit}{'' if count == 1 else 's'})"
 
 
-class ImageError(ValueError):
+class ImageError(UserError, ValueError):
     """An image that cannot be read (one line: ``PATH: no such file`` / ``PATH: not a readable image``)."""
 
 
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot write to --out {out_dir}: {why}", file=sys.stderr)
         return 2
     from model.aligner import Aligner
-    from model.checkpoint import CheckpointError, model_label
+    from model.checkpoint import model_label
     from model.detect import FaceDetector
 
     store = AssetStore(a.assets)
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         aligner = Aligner.from_checkpoint(a.weights, device=a.device, store=store,
                                           expression=a.expression == "true")
         detector = FaceDetector.create(a.detector, store, score_threshold=a.score)
-    except (AssetError, CheckpointError, RuntimeError, ValueError) as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"model: {model_label(aligner.name, aligner.backbone, aligner.why)}; detector: {detector.kind}",

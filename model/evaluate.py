@@ -18,9 +18,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from model.assets import AssetError, AssetStore
+from model.assets import AssetStore
 from model.align import align_boxes
 from model.cliparse import OneLineParser
+from model.errors import UserError
 from model.metrics import POSE_KEYS, POSE_LIMIT, YAW_BINS, angle_error, nme, pose_para_angles, yaw_bin
 from model.morphable import rotation_from_params
 from model.roi import box_from_landmarks, iou_matrix, roi_from_landmarks
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.refine < 0:
             raise ValueError(f"--refine {a.refine}: expected 0 or more re-crops")
         report = evaluate(aligner, labels, a.crop, det, refine=a.refine)
-    except (FileNotFoundError, ValueError, AssetError, CheckpointError, RuntimeError) as exc:
+    except (FileNotFoundError, ValueError, UserError) as exc:  # label files, options; assets, weights, device
         print(f"error: {exc}", file=sys.stderr)
         return 2
     s = report.summary()

@@ -1,7 +1,8 @@
 """The analysis stage of one stream: detect (every K frames or when a track is lost) -> align -> track + smooth.
 
-``FaceAnalyzer.analyze(frame, stats)`` returns one ``FaceRecord`` per confirmed track with smoothed parameters,
-landmarks, pose, box and ROI (and dense vertices when ``dense``); ``analyze_all`` returns the faces of tentative
+``FaceAnalyzer.analyze(frame, stats)`` returns the tracker's faces (``tracking.face.Face``, the one face record) of
+the confirmed tracks, with smoothed parameters, landmarks, pose, box and ROI, to which it adds the ARKit blendshapes
+(and dense vertices when ``dense``); ``analyze_all`` returns the faces of tentative
 tracks too, with the tracker's verdicts, for the file pipeline's look-ahead (``stream.lookahead``: a confirmed
 face keeps its first frames). The aligner is shared through ``AlignService`` so several streams batch their crops
 together.
@@ -25,14 +26,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from model.detect import FaceDetector
-from model.morphable import pose_from_params
 from stream.align_batcher import AlignService
 from stream.config import BlendshapesSection, KalmanSection, RunConfig
-from stream.frames import FaceRecord, Frame
+from stream.frames import Frame
 from stream.stats import Stats
 from tracking.cut import CutDetector
 from tracking.blendshapes import BlendshapeTracker, NeutralConfig
 from tracking.kalman import INIT_VEL_STD, GroupNoise, KalmanConfig
+from tracking.face import Face
 from tracking.tracker import FaceTracker, TrackerConfig
 
 
@@ -66,7 +67,7 @@ class FrameFaces:
     """One frame's analysis: ``faces`` every validly aligned face (tentative tracks too), ``confirmed`` the ids of
     confirmed tracks, ``alive`` the ids of every track alive after the frame."""
 
-    faces: list[FaceRecord]
+    faces: list[Face]
     confirmed: set[int]
     alive: set[int]
 
@@ -191,7 +192,7 @@ class FaceAnalyzer:
             return None
         return await job
 
-    async def analyze(self, frame: Frame, stats: Stats) -> list[FaceRecord]:
+    async def analyze(self, frame: Frame, stats: Stats) -> list[Face]:
         """The confirmed faces of ``frame`` (live use: a new face is reported from its confirmation on)."""
         res = await self.analyze_all(frame, stats)
         return [r for r in res.faces if r.track_id in res.confirmed]
@@ -216,22 +217,19 @@ class FaceAnalyzer:
         min_hits = self.tracker.config.min_hits
         live = self.tracker.tracks
         confirmed = {t.track_id for t in live if t.confirmed(min_hits)}
-        records = []
-        if faces:
+        if faces:  # what this stage computes for the whole frame at once, added to the tracker's faces
             params = np.stack([f.params for f in faces]).astype(np.float32)
-            rois_f = np.stack([f.roi for f in faces]).astype(np.float32)
-            lms = np.stack([f.landmarks if f.landmarks is not None else f.raw_landmarks for f in faces])
             exts = None if faces[0].ext is None else np.stack([f.ext for f in faces]).astype(np.float32)
-            verts = self._morph.dense(params, rois_f, self.convention, exts).astype(np.float32) if self.dense else None
-            poses = pose_from_params(params)
+            if self.dense:
+                rois = np.stack([f.roi for f in faces]).astype(np.float32)
+                verts = self._morph.dense(params, rois, self.convention, exts).astype(np.float32)
+                for f, v in zip(faces, verts):
+                    f.vertices = v
+            poses = np.stack([f.pose for f in faces])
             blend = self.blendshapes.update([f.track_id for f in faces], params, exts, poses, frame.time,
                                             learn=not self.stills)
-            for i, f in enumerate(faces):
-                records.append(FaceRecord(frame=frame.index, time=frame.time, track_id=f.track_id, box=f.box,
-                                          roi=rois_f[i], pose=poses[i], landmarks=lms[i].astype(np.float32),
-                                          params=params[i], vertices=None if verts is None else verts[i],
-                                          confidence=f.confidence, ext=None if exts is None else exts[i],
-                                          blendshapes=blend[i]))
+            for f, b in zip(faces, blend):
+                f.blendshape_values = b
         self.blendshapes.prune({t.track_id for t in live})
         stats.add_stage("smooth", (time.perf_counter() - t1) * 1e3)
-        return FrameFaces(records, confirmed, {t.track_id for t in live})
+        return FrameFaces(faces, confirmed, {t.track_id for t in live})

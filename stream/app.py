@@ -15,7 +15,7 @@ from stream.config import RunConfig
 from stream.outputs import check_not_inputs, check_writable
 from stream.pipeline import Job, Pipeline
 from stream.sinks import SinkError
-from stream.sources import SourceError, open_source
+from stream.sources import open_source
 from stream.stats import Stats
 from stream.window import Window, display_problem
 
@@ -137,19 +137,16 @@ async def run_source(cfg: RunConfig, engine: Engine | None = None,
         options.update(dataclasses.asdict(cfg.webcam))
     elif source_spec.startswith("synthetic"):
         options.update(dataclasses.asdict(cfg.synthetic))
-    try:
-        source = open_source(source_spec, **options)
-    except SourceError as exc:
-        raise UserError(str(exc)) from None
+    source = open_source(source_spec, **options)
     inputs = run_inputs(cfg, source)
     outputs = {"--out": cfg.out, "--tracks": cfg.tracks, "--meshes": cfg.meshes}
     try:  # before the model loads: an output that would replace an input, or cannot be written, is refused at once
         check_not_inputs(outputs, inputs)
         check_writable(outputs)
         check_vmc(cfg)
-    except (SinkError, UserError) as exc:
+    except BaseException:
         source.close()
-        raise UserError(str(exc)) from None
+        raise
     try:
         engine = build_engine(cfg) if engine is None else engine
     except BaseException:
@@ -196,7 +193,7 @@ async def run_source(cfg: RunConfig, engine: Engine | None = None,
         log("aborted; outputs were closed with the frames written so far")
         return 130
     except SinkError as exc:  # a full disk, a read-only or failing device: the outputs were removed
-        raise UserError(f"{exc} (the run stopped; its unfinished outputs were removed)") from None
+        raise SinkError(f"{exc} (the run stopped; its unfinished outputs were removed)") from None
     finally:
         if bar is not None:
             bar.close()

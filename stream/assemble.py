@@ -23,9 +23,10 @@ from typing import Any, Awaitable, Callable, Iterable, Sequence
 import numpy as np
 
 from model.aligner import Aligner
-from model.assets import AssetError, AssetStore
-from model.checkpoint import CheckpointError, model_label
+from model.assets import AssetStore
+from model.checkpoint import model_label
 from model.detect import FaceDetector
+from model.errors import UserError
 from stream.align_batcher import AlignService
 from stream.analyze import FaceAnalyzer, tracker_config
 from stream.config import RunConfig
@@ -37,10 +38,6 @@ from stream.stats import Stats
 
 #: an observer of a run: called with each finished Job, in order; may return an awaitable
 Observer = Callable[[Job], "Awaitable[Any] | Any"]
-
-
-class UserError(RuntimeError):
-    """Something the user can fix; printed as one line."""
 
 
 @dataclass
@@ -68,17 +65,12 @@ def set_threads(threads: int) -> int:
 def build_engine(cfg: RunConfig) -> Engine:
     set_threads(cfg.threads)
     store = AssetStore(cfg.assets)
-    try:
-        aligner = Aligner.from_checkpoint(cfg.weights, device=cfg.device, store=store,
-                                          fast_path=cfg.fast_path, expression=cfg.expression)
-        if cfg.backbone and cfg.backbone != aligner.backbone:
-            raise UserError(f"--backbone {cfg.backbone} but the weights '{cfg.weights}' are a {aligner.backbone}")
-        detector = FaceDetector.create(cfg.detector, store, score_threshold=cfg.detect_score,
-                                       max_side=cfg.detect_max_side)
-    except (AssetError, CheckpointError, ValueError, FileNotFoundError) as exc:
-        raise UserError(str(exc)) from None
-    except RuntimeError as exc:
-        raise UserError(str(exc)) from None
+    aligner = Aligner.from_checkpoint(cfg.weights, device=cfg.device, store=store,
+                                      fast_path=cfg.fast_path, expression=cfg.expression)
+    if cfg.backbone and cfg.backbone != aligner.backbone:
+        raise UserError(f"--backbone {cfg.backbone} but the weights '{cfg.weights}' are a {aligner.backbone}")
+    detector = FaceDetector.create(cfg.detector, store, score_threshold=cfg.detect_score,
+                                   max_side=cfg.detect_max_side)
     print(f"model: {model_label(aligner.name, aligner.backbone, aligner.why)} on {aligner.device} "
           f"via {aligner.fast_path}; detector: {detector.kind}", file=sys.stderr)
     return Engine(store, aligner, AlignService(aligner), detector)
@@ -119,7 +111,7 @@ def load_swap_texture(path: str, engine: Engine):
                         img = frame.image
                         break
         except SourceError as exc:
-            raise UserError(f"swap source {path}: {exc}") from None
+            raise SourceError(f"swap source {path}: {exc}") from None
     if img is None:
         raise UserError(f"swap source {path}: not a readable image or a video with a face")
     try:
@@ -133,7 +125,7 @@ def open_run_stages(cfg: RunConfig, engine: Engine, source, *, live: bool, show:
     """The renderer, sinks and analyzer of one ``run`` over ``source`` (what ``run`` and each file of ``batch`` use):
     ``(renderer | None, sinks, analyzer)`` from ``cfg``'s ``out``/``tracks``/``meshes``/``mode``/``audio`` keys (the
     video keeps the source's sound unless ``audio`` is false). ``swap_texture`` skips fitting ``swap_source`` again;
-    ``dense`` asks for vertices without meshes (the API). Raises UserError for outputs that cannot be opened; closes
+    ``dense`` asks for vertices without meshes (the API). Raises SinkError for outputs that cannot be opened; closes
     ``source`` on any error."""
     renderer = make_renderer(cfg, engine) if (cfg.out or show) else None
     try:
@@ -145,9 +137,9 @@ def open_run_stages(cfg: RunConfig, engine: Engine, source, *, live: bool, show:
                              cfg.mesh_format, morph=engine.aligner.morph, inputs=run_inputs(cfg, source),
                              tracks_params=cfg.tracks_params, audio=cfg.audio,
                              tracks_format=cfg.tracks_format)
-    except (SinkError, OSError) as exc:
+    except OSError as exc:
         source.close()
-        raise UserError(str(exc)) from None
+        raise SinkError(str(exc)) from None
     except BaseException:
         source.close()
         raise
@@ -157,7 +149,8 @@ def open_run_stages(cfg: RunConfig, engine: Engine, source, *, live: bool, show:
 
 
 def check_vmc(cfg: RunConfig) -> None:
-    """UserError (one line) for a bad ``--vmc`` value or a missing ``python-osc``, before the model loads."""
+    """VMCError (a bad ``--vmc`` value) or UserError (a missing ``python-osc``), one line, before the model
+    loads."""
     if not cfg.vmc:
         return
     try:
@@ -166,22 +159,16 @@ def check_vmc(cfg: RunConfig) -> None:
         from stream.extras import missing_extra
 
         raise UserError(missing_extra("--vmc", "vmc", exc)) from None
-    from stream.vmc import VMCError, parse_target
+    from stream.vmc import parse_target
 
-    try:
-        parse_target(cfg.vmc)
-    except VMCError as exc:
-        raise UserError(str(exc)) from None
+    parse_target(cfg.vmc)
 
 
 def open_vmc(cfg: RunConfig, sender=None, owner=None):
     """The ``--vmc`` sink (``stream.vmc.VMCOut``) on the running loop: its own sender, or a shared ``sender``."""
-    from stream.vmc import VMCError, VMCOut
+    from stream.vmc import VMCOut
 
-    try:
-        return VMCOut(sender if sender is not None else cfg.vmc, vrm=cfg.vmc_vrm, owner=owner)
-    except VMCError as exc:
-        raise UserError(str(exc)) from None
+    return VMCOut(sender if sender is not None else cfg.vmc, vrm=cfg.vmc_vrm, owner=owner)
 
 
 def run_inputs(cfg: RunConfig, source) -> list:

@@ -19,6 +19,7 @@ from typing import Any, Iterator, Optional, Union
 import yaml
 
 from model.cliparse import closest_flag
+from model.errors import UserError
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
@@ -46,7 +47,7 @@ NULLABLE_TYPES: dict[str, type] = {"max_frames": int, "batch.gpus_per_worker": f
 UNIT_INTERVAL = {"tracker.confirm_confidence", "tracker.drop_confidence", "tracker.confidence_memory"}
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A bad configuration key or value (one line)."""
 
 

@@ -9,9 +9,10 @@ import numpy as np
 
 from model.draw import draw_box
 from stream.config import RENDER_MODES
-from stream.frames import FaceRecord, VideoInfo
+from stream.frames import VideoInfo
 from stream.pipeline import Job
 from stream.sinks import MeshSink, SinkError, VideoSink, open_tracks_sink, tracks_format, write_error
+from tracking.face import Face
 
 #: The render modes that draw the dense mesh (every one but landmarks and none).
 MESH_MODES = tuple(m for m in RENDER_MODES if m not in ("landmarks", "none"))
@@ -45,7 +46,7 @@ class FrameRenderer:
         self.texture = texture
         self._color_states.clear()
 
-    def render(self, image: np.ndarray, faces: Sequence[FaceRecord]) -> np.ndarray:
+    def render(self, image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
         """(H, W, 3) uint8 BGR + the frame's faces -> a new annotated image."""
         from stream.render.overlays import render_overlay
         from model.render.raster import RasterBuffers

@@ -139,6 +139,9 @@ def test_track_video_frames_tracks_and_sinks(session: damdnet.Session, tmp_path:
     assert sink.closed == 1 and [r.index for r in sink.results] == list(range(30))
     faces = [(fr.index, f) for fr in frames for f in fr.faces]
     assert len(faces) >= 25 and all(f.track_id is not None and f.landmarks.shape == (68, 3) for _, f in faces)
+    from tracking.face import Face as Record  # one face record: the tracker's, completed by the analyzer, not a copy
+
+    assert Face is Record and all(type(f) is Record and f.frame == i for i, f in faces)
     tracks = load_tracks(tmp_path / "t.csv")  # the tracks file holds exactly the faces the iterator gave
     assert sum(len(t["frames"]) for t in tracks.values()) == len(faces)
     for index, f in faces:

@@ -342,7 +342,7 @@ def test_scene_cut_recrops_on_the_cut_frame(same_place):
     assert ran and len(out) == 1 and len(tr.tracks) == 1
     assert nme(out[0].raw_landmarks[None].astype(np.float64), truth_landmarks(new)[None])[0] < 1e-3
     if same_place:
-        assert out[0].track_id == 1 and set(out[0].reset) == {"pose", "shape", "expression"}
+        assert out[0].track_id == 1 and set(out[0].reset_groups) == {"pose", "shape", "expression"}
     else:
         assert out[0].track_id == 2
     out, ran = step(tr, 13, [new])

@@ -9,7 +9,7 @@ One ``FaceTracker`` per video stream. Per frame, in this order::
     res = aligner.align(frame, np.array([r for _, r in todo]).reshape(-1, 4))
     faces = tracker.update([t for t, _ in todo], res.params, res.landmarks, frame.shape, time=ts, rois=res.roi,
                            confidence=res.confidence)
-    for f in faces:                                                       # list[TrackedFace], by track id
+    for f in faces:                                                       # list[Face], by track id
         if f.is_confirmed: ... f.params (smoothed, decode with f.roi), f.landmarks (smoothed, when decode given),
                            f.confidence (the track's face confidence in [0, 1])
 
@@ -46,8 +46,11 @@ Policy (``TrackerConfig``):
   62 parameters, reset at birth. Before each update the filter state is re-expressed in the crop of the ROI used this
   frame (``tracking.crop_follow.crop_change``), so ROI motion is not mistaken for head motion. The output for frame t is the
   filtered estimate after the update with frame t (no added delay).
-- With ``decode`` the tracker decodes the smoothed parameters to landmarks (``TrackedFace.landmarks``) and takes the
-  next ROI from them (steadier crops); without it the next ROI comes from the raw landmarks.
+- With ``decode`` the tracker decodes the smoothed parameters to landmarks (``Face.landmarks``) and takes the
+  next ROI from them (steadier crops); without it the next ROI and ``Face.landmarks`` are the raw landmarks.
+
+Each output face is the one face record (``tracking.face.Face``) that the stream's analyzer completes (dense
+vertices, blendshapes) and every sink and the API read.
 
 Parameters are the real 3DMM space of every backbone; the tracker never looks inside them except through the crop
 map (``convention`` "v1"/"v2" of the aligner).
@@ -61,8 +64,10 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from model.expression_ext import N_EXT
+from model.morphable import pose_from_params
 from model.roi import box_from_landmarks, iou_matrix, roi_from_box
 from tracking.blendshapes import NeutralConfig
+from tracking.face import Face
 from tracking.kalman import GROUPS, TRACK_GROUPS, KalmanConfig, Smoother, make_smoother
 from tracking.crop_follow import RoiConfig, check_landmarks, crop_change, next_roi
 
@@ -138,41 +143,6 @@ class TrackerConfig:
                 raise ValueError(f"{name} must be in [0, 1]: {getattr(self, name)}")
         if self.min_face_size < 0:
             raise ValueError(f"min_face_size must be >= 0: {self.min_face_size}")
-
-
-@dataclass
-class TrackedFace:
-    """One face of one frame, as output by ``FaceTracker.update``.
-
-    params (62,) float32: smoothed real 3DMM parameters, in the crop of ``roi`` (decode them with ``roi``);
-    raw_params (62,) float32: the aligner's parameters; roi (4,) float32 the crop ROI of this frame;
-    box (4,) float32 tight box of the (smoothed if decoded, else raw) landmarks, frame px;
-    landmarks (68, 3) float32 smoothed landmarks (None without ``decode``); raw_landmarks (68, 3) float32;
-    is_confirmed: hits >= min_hits and the track's confidence reached ``confirm_confidence``; age: frames since the
-    track's first frame (1 on it); hits: valid alignments; confidence: the track's face confidence in [0, 1] (average
-    of its crops' scores, what confirms and drops it) and raw_confidence this frame's score (None without scores);
-    reset: the parameter groups the filter reset at this frame (birth, cut, fast turn); frame_index, time: the frame's.
-    ext (N_EXT,) float32: the smoothed extended expression (``model.expression_ext``), raw_ext the aligner's; None
-    when the aligner gave none.
-    """
-
-    track_id: int
-    params: np.ndarray
-    raw_params: np.ndarray
-    roi: np.ndarray
-    box: np.ndarray
-    landmarks: np.ndarray | None
-    raw_landmarks: np.ndarray
-    is_confirmed: bool
-    age: int
-    hits: int
-    reset: tuple[str, ...]
-    frame_index: int
-    time: float | None = None
-    confidence: float | None = None
-    raw_confidence: float | None = None
-    ext: np.ndarray | None = None
-    raw_ext: np.ndarray | None = None
 
 
 @dataclass
@@ -348,7 +318,7 @@ class FaceTracker:
     def update(self, track_ids: Sequence[int], params: np.ndarray, landmarks: np.ndarray,
                frame_shape: tuple[int, ...], time: float | None = None,
                rois: np.ndarray | None = None, confidence: np.ndarray | None = None,
-               ext: np.ndarray | None = None) -> list[TrackedFace]:
+               ext: np.ndarray | None = None) -> list[Face]:
         """Finish the frame with the aligner's results for the ROIs ``rois_for_frame`` gave.
 
         track_ids (N,) in any order; params (N, 62) real; landmarks (N, 68, 3) frame px (raw, from ``params``);
@@ -356,7 +326,8 @@ class FaceTracker:
         aligner actually cropped (``AlignResult.roi``, rounded), default the ROIs handed out; confidence (N,) in
         [0, 1]: each crop's face score (``AlignResult.confidence``), None: no confidence rules; ext (N, N_EXT): the
         extended expression (``AlignResult.ext``), smoothed with the parameters, or None.
-        Returns the validly aligned faces of this frame, by track id (tentative ones too: see ``is_confirmed``);
+        Returns the validly aligned faces of this frame (``tracking.face.Face``: smoothed params, landmarks, ext and
+        their pose, the frame, the raw values), by track id (tentative ones too: see ``is_confirmed``);
         tracks deleted for low confidence or a collapsed box on this frame are not among them.
         """
         cfg = self.config
@@ -371,7 +342,7 @@ class FaceTracker:
             confidence = np.asarray(confidence, dtype=np.float32).reshape(len(ids))
         if ext is not None:
             ext = np.asarray(ext, dtype=np.float32).reshape(len(ids), N_EXT)
-        faces: dict[int, TrackedFace] = {}
+        faces: dict[int, Face] = {}
         dropped: list[int] = []
         for k, tid in enumerate(ids):
             if tid not in self._handed or tid not in self._tracks:
@@ -420,7 +391,7 @@ class FaceTracker:
 
     def _observe(self, t: Track, p: np.ndarray, lm: np.ndarray, roi: np.ndarray, frame_shape: tuple[int, ...],
                  fi: int, time: float | None, conf: float | None = None,
-                 ext: np.ndarray | None = None) -> TrackedFace:
+                 ext: np.ndarray | None = None) -> Face:
         cfg = self.config
         if conf is not None:
             m = cfg.confidence_memory
@@ -455,11 +426,14 @@ class FaceTracker:
         t.misses = 0
         t.lost, t.lost_reason = False, ""
         t.last_frame = fi
-        return TrackedFace(t.track_id, smoothed, p.copy(), t.filter_roi.copy(), t.box.copy(), lm_s, lm.copy(),
-                           t.confirmed(self.config.min_hits), fi - t.born + 1, t.hits, tuple(g for g in sm.last_reset if ext is not None or g in GROUPS), fi, time,
-                           t.confidence, conf, ext_s, None if ext is None else ext.copy())
+        reset = tuple(g for g in sm.last_reset if ext is not None or g in GROUPS)
+        return Face(box=t.box.copy(), landmarks=lm.copy() if lm_s is None else lm_s,
+                    pose=pose_from_params(smoothed[None])[0], params=smoothed, roi=t.filter_roi.copy(), track_id=t.track_id, confidence=t.confidence, ext=ext_s,
+                    frame=fi, time=time, is_confirmed=t.confirmed(self.config.min_hits), age=fi - t.born + 1,
+                    hits=t.hits, reset_groups=reset, raw_params=p.copy(), raw_landmarks=lm.copy(), raw_confidence=conf,
+                    raw_ext=None if ext is None else ext.copy())
 
-    def _remove_duplicates(self, faces: dict[int, TrackedFace]) -> None:
+    def _remove_duplicates(self, faces: dict[int, Face]) -> None:
         ids = sorted(faces)
         if len(ids) < 2:
             return

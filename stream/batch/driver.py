@@ -22,15 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from model.errors import UserError
 from stream.batch.actor import STAGING, BatchWorker, place_outputs
-from stream.batch.inputs import InputError, InputFile, resolve_inputs
+from stream.batch.inputs import InputFile, resolve_inputs
 from stream.config import RunConfig
 from stream.batch.manifest import Manifest, base_record, config_hash, effective_status, now_iso
 
 GPU_FILES_PER_WORKER = 4  # files a GPU actor runs at once when batch.files_per_worker is 0
 
 
-class BatchError(RuntimeError):
+class BatchError(UserError, RuntimeError):
     """Something the user can fix before or while starting the job (one line)."""
 
 
@@ -168,12 +169,28 @@ def worker_plan(cfg: RunConfig, todo: int) -> dict[str, Any]:
     return {"workers": n, "files_per_worker": k, "num_cpus": cpus, "num_gpus": float(gpus)}
 
 
+# user errors an actor's start can raise (model loading), by the name Ray's error text gives them
+_ACTOR_USER_ERRORS = ("UserError", "BatchError", "AssetError", "CheckpointError", "DeviceError", "FastPathError",
+                      "SourceError", "ConfigError", "VMCError")
+
+
+def _user_error_names() -> set[str]:
+    """Class names of ``model.errors.UserError`` and of its subclasses (those imported here and the known ones)."""
+    names, todo = set(_ACTOR_USER_ERRORS), [UserError]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return names
+
+
 def _actor_error(exc: BaseException) -> str:
-    """One line for an actor that could not start (the UserError of its model loading, when that was it)."""
+    """One line for an actor that could not start (the user error of its model loading, when that was it)."""
     text = str(exc)
+    markers = [f"{name}: " for name in sorted(_user_error_names())]
     for line in reversed(text.splitlines()):
         line = line.strip()
-        for marker in ("UserError: ", "BatchError: ", "AssetError: ", "CheckpointError: "):
+        for marker in markers:
             if marker in line:
                 return line.split(marker, 1)[1]
     lines = [x.strip() for x in text.splitlines() if x.strip()]
@@ -493,7 +510,7 @@ def batch(cfg: RunConfig) -> int:
     controls.after_ray_start = lambda: signal.signal(signal.SIGTERM, on_signal)  # ray.init sets one of its own
     try:
         report = run_batch(cfg, controls)
-    except (BatchError, InputError) as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # before the job started (while Ray was starting)

@@ -172,7 +172,7 @@ def render_overlay(frame: np.ndarray, faces: Sequence[Any], mode: str, tri: np.n
 
 
 def draw_blendshape_bars(image: np.ndarray, faces: Sequence[Any], names: Sequence[str] | None = None) -> np.ndarray:
-    """A small bar chart of each face's ARKit blendshapes (``blendshapes`` (52,) in [0, 1]) beside its box, in place
+    """A small bar chart of each face's ARKit blendshapes (``blendshape_values`` (52,) in [0, 1]) beside its box, in place
     on ``image`` (H, W, 3) uint8 BGR, which is returned. ``names``: the ones to show (default the estimated ones,
     ``model.blendshapes.ESTIMATED``, in Apple's order). Faces without blendshapes are skipped."""
     import cv2
@@ -187,7 +187,7 @@ def draw_blendshape_bars(image: np.ndarray, faces: Sequence[Any], names: Sequenc
     bar_w = 4 * row
     panel_w, panel_h = label_w + bar_w + 6, row * len(names) + 4
     for face in faces:
-        values = field(face, "blendshapes")
+        values = field(face, "blendshape_values")
         box = field(face, "box")
         if values is None or box is None:
             continue

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stream.assemble import (UserError, build_engine, build_run, check_vmc, fit_swap_texture, load_swap_texture,
-                             make_analyzer, make_renderer, open_vmc)
+from stream.assemble import (build_engine, build_run, check_vmc, fit_swap_texture, load_swap_texture, make_analyzer,
+                             make_renderer, open_vmc)
 from stream.config import RunConfig
 from stream.frames import Frame, VideoInfo
 from stream.outputs import open_outputs
@@ -229,16 +229,12 @@ make_processor = PipelineFactory  # the name ``--processor`` specs use
 
 def serve_pipeline(cfg: RunConfig) -> int:
     """Build the shared engine and run the WebRTC server with one ``PipelinePeer`` per browser."""
-    from stream.config import ConfigError
     from stream.webrtc.config import serve_config
     from stream.webrtc.server import check_listen, serve, tls_context
 
-    try:
-        config = serve_config(cfg).validate()
-        tls_context(config)  # a bad certificate fails here, before the model loads
-        check_listen(config)  # and a port in use
-    except ConfigError as exc:
-        raise UserError(str(exc)) from None
+    config = serve_config(cfg).validate()
+    tls_context(config)  # a bad certificate fails here (ConfigError), before the model loads
+    check_listen(config)  # and a port in use
     check_vmc(cfg)
     vmc = None
     if cfg.vmc:
@@ -254,8 +250,5 @@ def serve_pipeline(cfg: RunConfig) -> int:
             face_model.append(_face_model(engine))
         return face_model[0]
 
-    try:
-        serve(config, lambda peer_id: PipelinePeer(engine, cfg, peer_id, texture, vmc), face_model=face_model_once)
-    except ConfigError as exc:
-        raise UserError(str(exc)) from None
+    serve(config, lambda peer_id: PipelinePeer(engine, cfg, peer_id, texture, vmc), face_model=face_model_once)
     return 0

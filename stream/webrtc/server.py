@@ -32,9 +32,10 @@ import numpy as np
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 
-from .config import ConfigError, RecordOptions, ServeConfig, serve_config
+from model.errors import UserError
 from stream.config import RENDER_MODES
 
+from .config import ConfigError, RecordOptions, ServeConfig, serve_config
 from .peer import PassthroughProcessor, PeerSession, ProcessorFactory
 from .upload import UploadError, decode_image, load_image_file
 
@@ -360,7 +361,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.processor == "passthrough":
             print("note: no --processor given: frames are sent back unprocessed", file=sys.stderr)
         serve(config, factory)
-    except ConfigError as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
