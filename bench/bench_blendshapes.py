@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""What the ARKit blendshapes cost per face: ``tracking.blendshapes.BlendshapeTracker.update`` (the analyzer's call:
+"""What the ARKit blendshapes cost per face: ``tracking.blendshape_tracker.BlendshapeTracker.update`` (the analyzer's call:
 two 68-point decodes, the measures, the neutral's update, the table) on a stream of frames with 1 and 4 faces.
 
     python bench/bench_blendshapes.py [--frames 3000] [--json OUT]
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     from model.morphable import MorphableModel
     from stream.analyze import neutral_config
     from stream.config import load_config
-    from tracking.blendshapes import BlendshapeTracker
+    from tracking.blendshape_tracker import BlendshapeTracker
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=3000)

@@ -47,7 +47,7 @@ async def bench(args: argparse.Namespace) -> str:
     from stream.app import build_engine
     from stream.config import load_config
     from stream.webrtc.app_bridge import PipelinePeer
-    from stream.webrtc.config import serve_config
+    from stream.webrtc.server_config import serve_config
     from stream.webrtc.server import PEERS
 
     L.pin_loopback_ice()

@@ -5,7 +5,7 @@
     for frame in damdnet.track_video("talk.mp4", tracks="talk.csv"):
         print(frame.index, [(f.track_id, round(f.yaw)) for f in frame.faces])
 
-``align_image`` is ``python -m model.align``'s detect-and-align (``model.align.detect_and_align``); ``track_video``
+``align_image`` is ``python -m model.align_images``'s detect-and-align (``model.align_images.detect_and_align``); ``track_video``
 and ``stream`` run ``run_stream.py``'s pipeline (``stream.app.run_source``: the same sources, detection schedule, tracker,
 Kalman smoothing, renderer and sinks), with every CLI flag available as a keyword (``detect_every=5``,
 ``kalman={"pose_gate": 4.0}``, ``out="overlay.mp4"``, ``tracks="t.csv"``, ``meshes="dir/"``). User errors raise
@@ -29,7 +29,7 @@ from typing import Any, AsyncIterator, Iterable, Iterator, Protocol
 
 import numpy as np
 
-from model.align import REFINE, NoFaceWarning, detect_and_align, no_face_message, read_image
+from model.align_images import REFINE, NoFaceWarning, detect_and_align, no_face_message, read_image
 from model.errors import UserError
 from stream.align_batcher import AlignService
 from stream.app import Engine, build_engine, run_source
@@ -121,7 +121,7 @@ class Session:
         """Every face in ``image`` (a file path, or an (H, W, 3) uint8 BGR array; (H, W) gray is accepted), largest
         detector score first as the detector orders them; an image without faces gives [] and a NoFaceWarning.
         ``refine``: re-crops of each face from its own landmarks after the detector crop
-        (``model.align.align_boxes``; 0: none). Raises DamdnetError for an unreadable file."""
+        (``model.align_images.align_boxes``; 0: none). Raises DamdnetError for an unreadable file."""
         name = str(image) if isinstance(image, (str, Path)) else "the image"
         if isinstance(image, (str, Path)):
             image = read_image(image)  # ImageError: a DamdnetError

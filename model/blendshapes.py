@@ -9,7 +9,7 @@ Where the numbers come from (no learned model, one table):
    eyelids, mouth corners, jaw) and the 10 PCA expression coefficients both move these points. Every length is over
    the face's size, the distance between the outer eye corners (36-45, ~9 cm).
 2. **Neutral**: the same measures of the face with its expression set to 0 (its identity alone: the prior), plus an
-   offset each track learns over its first seconds and keeps adapting (``tracking.blendshapes.NeutralAdapter``):
+   offset each track learns over its first seconds and keeps adapting (``tracking.blendshape_tracker.NeutralAdapter``):
    a resting face reads ~0 whoever it is. Photos and tracks without history use the prior alone.
 3. **Activations** (:func:`activations`): each measure's change from the neutral in its own full-scale unit
    (``SIGNAL_UNITS``), e.g. a lip gap of 0.30 face sizes = 1 = a wide-open mouth; the eyes are relative: closure

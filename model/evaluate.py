@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from model.assets import AssetStore
-from model.align import align_boxes
+from model.align_images import align_boxes
 from model.cliparse import OneLineParser
 from model.errors import UserError
 from model.metrics import POSE_KEYS, POSE_LIMIT, YAW_BINS, angle_error, nme, pose_para_angles, yaw_bin
@@ -67,7 +67,7 @@ class EvalReport:
 def evaluate(aligner, labels: list[Path], crop: str = "gt", detector=None,
              refine: int = 0) -> EvalReport:
     """Run ``aligner`` on every labelled image; ``crop`` is ``gt`` or ``detector``; ``refine``: landmark re-crops
-    after a detector crop (``model.align.align_boxes``; the protocol is 0)."""
+    after a detector crop (``model.align_images.align_boxes``; the protocol is 0)."""
     from model.groundtruth import read_groundtruth
 
     report = EvalReport()
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop", choices=["gt", "detector"], default="gt", help="crop from ground truth or detector")
     p.add_argument("--detector", default="auto", choices=["auto", "yunet", "haar"])
     p.add_argument("--refine", type=int, default=0, help="with --crop detector: landmark re-crops after the detector "
-                                                         "crop, as model.align does (default 0: the 3DDFA protocol)")
+                                                         "crop, as model.align_images does (default 0: the 3DDFA protocol)")
     p.add_argument("--expression", choices=["true", "false"], default="true",
                    help="the expression stage (eyelids, lips) after the network, as run_stream.py runs it "
                         "(default true)")

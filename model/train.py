@@ -38,7 +38,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from model.backbones import build_backbone
 from model.bn_fold import fold_all_bn, unfold_bn
 from model.checkpoint import LoadedModel, load_file, save_checkpoint
-from model.damdnet import STAGES
+from model.damdnet_net import STAGES
 from model.data.photos import Augment, PhotoDataset
 from model.data.teacher import Teacher
 from model.losses import CombinedLoss, LossWeights

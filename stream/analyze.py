@@ -31,7 +31,7 @@ from stream.config import BlendshapesSection, KalmanSection, RunConfig
 from stream.frames import Frame
 from stream.stats import Stats
 from tracking.cut import CutDetector
-from tracking.blendshapes import BlendshapeTracker, NeutralConfig
+from tracking.blendshape_tracker import BlendshapeTracker, NeutralConfig
 from tracking.kalman import INIT_VEL_STD, GroupNoise, KalmanConfig
 from tracking.face import Face
 from tracking.tracker import FaceTracker, TrackerConfig

@@ -7,7 +7,7 @@ import signal
 import sys
 from typing import Any, Awaitable, Callable
 
-from model.align import no_face_message
+from model.align_images import no_face_message
 # the assembly lives in stream.assemble; these names stay importable from here
 from stream.assemble import (Engine, UserError, build_engine, build_run, check_vmc, fit_swap_texture,  # noqa: F401
                              load_swap_texture, open_run_stages, open_vmc, run_inputs, set_threads)

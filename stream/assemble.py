@@ -82,7 +82,7 @@ def fit_swap_texture(image: np.ndarray, engine: Engine):
 
     Raises ValueError when the image has no face.
     """
-    from model.align import align_boxes
+    from model.align_images import align_boxes
     from stream.render.texture import build_texture
 
     boxes, _ = engine.detector(image)

@@ -122,7 +122,7 @@ class SyntheticSection:
 
 @dataclass(frozen=True)
 class ServeSection:
-    """``serve.*``: the WebRTC server (``stream.webrtc.config.serve_config`` makes its ``ServeConfig``)."""
+    """``serve.*``: the WebRTC server (``stream.webrtc.server_config.serve_config`` makes its ``ServeConfig``)."""
 
     host: str
     port: int

@@ -71,7 +71,7 @@ def bake_texture(image: np.ndarray, vertices: np.ndarray, tri: np.ndarray, uv: n
     """
     import cv2
 
-    from model.render.raster import rasterize
+    from model.raster.zbuffer import rasterize
 
     h, w = image.shape[:2]
     verts = np.ascontiguousarray(vertices, np.float32)

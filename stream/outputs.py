@@ -49,7 +49,7 @@ class FrameRenderer:
     def render(self, image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
         """(H, W, 3) uint8 BGR + the frame's faces -> a new annotated image."""
         from stream.render.overlays import render_overlay
-        from model.render.raster import RasterBuffers
+        from model.raster.zbuffer import RasterBuffers
 
         mode = self.mode
         h, w = image.shape[:2]

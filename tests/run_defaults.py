@@ -8,7 +8,7 @@ from typing import Any
 
 from stream.analyze import kalman_config, neutral_config, tracker_config
 from stream.config import RunConfig, load_config
-from tracking.blendshapes import NeutralConfig
+from tracking.blendshape_tracker import NeutralConfig
 from tracking.kalman import KalmanConfig
 from tracking.tracker import TrackerConfig
 
@@ -36,6 +36,6 @@ def neutral_defaults(**changes: Any) -> NeutralConfig:
 
 def serve_defaults(**changes: Any):
     """The default run's ``ServeConfig`` with ``changes`` (``max_peers=4``); imports the [webrtc] extra."""
-    from stream.webrtc.config import serve_config
+    from stream.webrtc.server_config import serve_config
 
     return dataclasses.replace(serve_config(run_defaults()), **changes)

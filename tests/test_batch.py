@@ -342,7 +342,7 @@ def test_sigint_keeps_finished_files(ray_session, clips: Path, tmp_path: Path) -
 def test_batch_no_face_is_done_with_the_warning_of_run(tmp_path: Path) -> None:
     """A valid video with nobody in it: ``batch`` marks it done (exit 0) with the line ``run`` prints for it, writes
     its header-only tracks, shows no Ray token-authentication warning and leaves no ``.batch.lock``."""
-    from model.align import no_face_message
+    from model.align_images import no_face_message
     from stream.sinks import VideoSink
 
     sink = VideoSink(tmp_path / "nobody.mp4", fps=25)

@@ -1,4 +1,4 @@
-"""ARKit blendshapes (model.blendshapes, tracking.blendshapes): the names, the table, the neutral each track learns,
+"""ARKit blendshapes (model.blendshapes, tracking.blendshape_tracker): the names, the table, the neutral each track learns,
 left/right on mirrored faces, built on the 3DMM's own geometry (random identities, no clip)."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from model.blendshapes import (ARKIT_NAMES, ESTIMATED, INDEX, MIRROR_68, MIRROR_
                                SIGNALS, TABLE, activations, blendshapes, coefficients, model_points, raw_signals)
 from model.expression_ext import N_EXT
 from tests.run_defaults import neutral_defaults
-from tracking.blendshapes import BlendshapeTracker, NeutralAdapter, NeutralConfig
+from tracking.blendshape_tracker import BlendshapeTracker, NeutralAdapter, NeutralConfig
 
 REQUIRED = ("eyeBlinkLeft", "eyeBlinkRight", "eyeSquintLeft", "eyeSquintRight", "eyeWideLeft", "eyeWideRight",
             "jawOpen", "jawLeft", "jawRight", "mouthClose", "mouthSmileLeft", "mouthSmileRight", "mouthFrownLeft",

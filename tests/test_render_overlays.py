@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from stream.render.overlays import MODES, faces_from_arrays, render_overlay, rotation_from_angles
-from model.render.raster import RasterBuffers
-from tests.test_render_raster import grid_mesh
+from model.raster.zbuffer import RasterBuffers
+from tests.test_raster_zbuffer import grid_mesh
 
 
 def synthetic_face(cx, cy, size=60, rows=16, cols=16):

@@ -74,7 +74,7 @@ def test_run_defaults_live_only_in_default_yaml():
     """The typed configs made from the run's keys have no default of their own for them (a second copy would drift),
     and what they get is the YAML's."""
     from stream.analyze import tracker_config
-    from tracking.blendshapes import NeutralConfig
+    from tracking.blendshape_tracker import NeutralConfig
     from tracking.kalman import GroupNoise, KalmanConfig
     from tracking.tracker import TrackerConfig
 
@@ -93,7 +93,7 @@ def test_run_defaults_live_only_in_default_yaml():
 
 def test_serve_config_comes_from_the_run():
     pytest.importorskip("aiohttp")
-    from stream.webrtc.config import ServeConfig, serve_config
+    from stream.webrtc.server_config import ServeConfig, serve_config
 
     defaulted = {f.name for f in dataclasses.fields(ServeConfig)
                  if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}

@@ -8,7 +8,7 @@ import yaml
 
 from model.bn_fold import bn_pairs, fold_all_bn, unfold_bn
 from model.checkpoint import load_model
-from model.damdnet import DAMDNet
+from model.damdnet_net import DAMDNet
 from model.train import frozen_stages, main
 
 torch.set_num_threads(1)

@@ -78,7 +78,7 @@ def test_api_bug_is_not_a_user_error(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_user_error_classes_share_the_base() -> None:
     import damdnet
-    from model.align import ImageError
+    from model.align_images import ImageError
     from model.aligner import DeviceError
     from model.assets import AssetError
     from model.checkpoint import CheckpointError

@@ -21,7 +21,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, V
 from aiortc.mediastreams import MediaStreamError
 
 from stream.webrtc import probe
-from stream.webrtc.config import ConfigError, ServeConfig
+from stream.webrtc.server_config import ConfigError, ServeConfig
 from tests.run_defaults import serve_defaults
 from stream.webrtc.server import build_app
 from tests.webrtc_helpers import REPO, HaarFaceProcessor, face_test_image

@@ -66,7 +66,7 @@ from scipy.optimize import linear_sum_assignment
 from model.expression_ext import N_EXT
 from model.morphable import pose_from_params
 from model.roi import box_from_landmarks, iou_matrix, roi_from_box
-from tracking.blendshapes import NeutralConfig
+from tracking.blendshape_tracker import NeutralConfig
 from tracking.face import Face
 from tracking.kalman import GROUPS, TRACK_GROUPS, KalmanConfig, Smoother, make_smoother
 from tracking.crop_follow import RoiConfig, check_landmarks, crop_change, next_roi
@@ -108,7 +108,7 @@ class TrackerConfig:
     ``confidence_keeps_tracks``: a confirmed, confident track outlives ``max_unmatched_detections``.
     ``cut_threshold``: scene-cut threshold of the thumbnail change (``tracking.cut``; 0: off).
     ``smooth``: "kalman" or "none". ``kalman``, ``roi`` [``RoiConfig()``]: sub-configs. ``neutral``: how each track
-    learns its neutral face for the ARKit blendshapes (``tracking.blendshapes``; used by the stream's analyzer).
+    learns its neutral face for the ARKit blendshapes (``tracking.blendshape_tracker``; used by the stream's analyzer).
     """
 
     detect_every: int

@@ -149,7 +149,7 @@ class BatchWorker:
             if counts["frames"] == 0:
                 raise FileFailed(f"{item.rel}: no frame could be decoded")
             # no face in any frame is not a failure (as in run): the outputs are placed, with a warning
-            from model.align import no_face_message
+            from model.align_images import no_face_message
 
             result["warning"] = None if counts["faces"] else no_face_message(item.rel, counts["frames"])
             if self.transfer == "shared":

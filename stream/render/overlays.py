@@ -15,8 +15,8 @@ import numpy as np
 from model.draw import CONTOURS, draw_landmarks, draw_pose_axes  # noqa: F401  (re-exported)
 from stream.config import RENDER_MODES
 from stream.render import composite
-from model.render.mesh import face_grid_lines, front_cull, mesh_edges, vertex_normals
-from model.render.raster import RasterBuffers, rasterize
+from model.raster.mesh import face_grid_lines, front_cull, mesh_edges, vertex_normals
+from model.raster.zbuffer import RasterBuffers, rasterize
 
 #: The modes drawn here: every render mode but swap (``stream.render.swap``) and none (the frame as is).
 MODES = tuple(m for m in RENDER_MODES if m not in ("swap", "none"))

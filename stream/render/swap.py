@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from stream.render import composite
-from model.render.raster import RasterBuffers, rasterize
+from model.raster.zbuffer import RasterBuffers, rasterize
 from stream.render.texture import (FaceTexture, brow_polygons, build_texture, face_region,  # noqa: F401 (API)
                                    feature_polygons)
 

@@ -26,7 +26,7 @@ Decisions:
 """
 from stream.config import RENDER_MODES as MODES  # the one list of render modes, under this package's old name
 
-from .config import ConfigError, RecordOptions, ServeConfig
+from .server_config import ConfigError, RecordOptions, ServeConfig
 from .peer import PassthroughProcessor, PeerProcessor, ProcessorFactory
 
 __all__ = ["ServeConfig", "RecordOptions", "ConfigError", "PeerProcessor", "ProcessorFactory",

@@ -229,7 +229,7 @@ make_processor = PipelineFactory  # the name ``--processor`` specs use
 
 def serve_pipeline(cfg: RunConfig) -> int:
     """Build the shared engine and run the WebRTC server with one ``PipelinePeer`` per browser."""
-    from stream.webrtc.config import serve_config
+    from stream.webrtc.server_config import serve_config
     from stream.webrtc.server import check_listen, serve, tls_context
 
     config = serve_config(cfg).validate()

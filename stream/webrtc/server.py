@@ -35,7 +35,7 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 from model.errors import UserError
 from stream.config import RENDER_MODES
 
-from .config import ConfigError, RecordOptions, ServeConfig, serve_config
+from .server_config import ConfigError, RecordOptions, ServeConfig, serve_config
 from .peer import PassthroughProcessor, PeerSession, ProcessorFactory
 from .upload import UploadError, decode_image, load_image_file
 

@@ -1,6 +1,6 @@
 """Align faces in still images: draw landmarks, pose axes and the mesh outline, and write a JSON of the results.
 
-    python -m model.align IMAGE [IMAGE...] --out DIR [--weights auto] [--detector auto] [--refine N]
+    python -m model.align_images IMAGE [IMAGE...] --out DIR [--weights auto] [--detector auto] [--refine N]
 
 Writes ``DIR/<name>_aligned.jpg`` per image and ``DIR/results.json`` with, per image and face: box, score, roi,
 yaw/pitch/roll (degrees), 68 landmarks (x, y, z pixels) and the 62 real 3DMM parameters. A later run into the same
@@ -52,7 +52,7 @@ def annotate(img: np.ndarray, res, boxes: np.ndarray, grid_shape: tuple[int, int
 
 
 class NoFaceWarning(UserWarning):
-    """An input with no face anywhere. Not an error in any entry point (run, batch, model.align, the API): the
+    """An input with no face anywhere. Not an error in any entry point (run, batch, model.align_images, the API): the
     outputs are written, with no faces in them, the exit status is 0, and this one line is given."""
 
 
@@ -100,9 +100,9 @@ def detect_and_align(img: np.ndarray, aligner, detector, dense: bool = True, ref
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = OneLineParser(prog="python -m model.align", description=(
+    p = OneLineParser(prog="python -m model.align_images", description=(
         "Find and align every face in images; writes annotated copies and results.json. "
-        "Example: python -m model.align ../shared/assets/cleardusk/3DDFA/samples/test1.jpg --out out/align"))
+        "Example: python -m model.align_images ../shared/assets/cleardusk/3DDFA/samples/test1.jpg --out out/align"))
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--weights", default="auto", help="model name or checkpoint path (default auto)")
