@@ -128,7 +128,7 @@ def test_glb_reads_back_to_the_npz(tmp_path: Path, morph: MorphableModel, with_e
     assert names[:50] == [f"shape{i:02d}" for i in range(40)] + [f"exp{i:02d}" for i in range(10)]
     assert names[50:57] == ["ext_" + k for k in EXT_NAMES] and back["weights"].shape == (n, 57 + 52)
     assert names[57:] == list(ARKIT_NAMES) and back["extras"]["blendshape_targets"] == [57, 52]
-    assert back["extras"]["blendshapes_measured"] == with_ext and back["extras"]["blendshapes_version"] == "arkit-v1"
+    assert back["extras"]["blendshapes_measured"] == with_ext and back["extras"]["blendshapes_version"] == "arkit-v2"
     assert back["extras"]["ext_version"] == EXT_VERSION and back["extras"]["ext_measured"] == with_ext
     w_ext = back["weights"][:, 50:57]
     if with_ext:  # the ARKit targets carry the blendshapes by name (blinks, the jaw) and do not move the mesh

@@ -311,7 +311,7 @@ def test_jsonl_roundtrip(tmp_path: Path) -> None:
     first = json.loads(lines[0])
     assert set(first) == {"frame", "time", "track_id", "box", "roi", "pose", "confidence", "ext", "ext_version",
                           "blendshapes", "blendshapes_version", "landmarks", "params"}
-    assert list(first["blendshapes"]) == list(ARKIT_NAMES) and first["blendshapes_version"] == "arkit-v1"
+    assert list(first["blendshapes"]) == list(ARKIT_NAMES) and first["blendshapes_version"] == "arkit-v2"
     assert set(first["pose"]) == {"yaw", "pitch", "roll", "scale", "tx", "ty"}
     _check_roundtrip(path, written)
 
