@@ -98,7 +98,7 @@ def fit_expression(params: np.ndarray, targets_crop: np.ndarray, point_weights: 
     a_mat = jt @ jw + np.diag(lam)[None]
     b_vec = (jt @ rw)[..., 0] + lam * prior_mean
     sol = np.linalg.solve(a_mat, b_vec[..., None])[..., 0]
-    ext = np.clip(sol[:, N_EXP:k_exp], weights.ext_min, weights.ext_max)
+    ext = np.minimum(np.maximum(sol[:, N_EXP:k_exp], weights.ext_min), weights.ext_max)
     if np.any(ext != sol[:, N_EXP:k_exp]):  # re-solve the rest with the clamped extension fixed
         free = np.r_[0:N_EXP, k_exp:k]
         rw2 = rw - jw[..., N_EXP:k_exp] @ ext[..., None]

@@ -32,7 +32,7 @@ MOUTH_YAW = (25.0, 45.0)
 
 
 def _ramp(ayaw: np.ndarray, span: tuple[float, float]) -> np.ndarray:
-    return np.clip((span[1] - ayaw) * (1.0 / (span[1] - span[0])), 0.0, 1.0)
+    return np.minimum(np.maximum((span[1] - ayaw) * (1.0 / (span[1] - span[0])), 0.0), 1.0)
 
 
 def visibility_weights(params: np.ndarray) -> np.ndarray:
@@ -45,7 +45,7 @@ def visibility_weights(params: np.ndarray) -> np.ndarray:
     r1, r2 = p[:, 0:3], p[:, 4:7]
     # yaw = asin of the x component of the rotation's third row, r1 x r2 normalised (= pose_from_params' yaw)
     sin_yaw = (r1[:, 1] * r2[:, 2] - r1[:, 2] * r2[:, 1]) / np.sqrt((r1 * r1).sum(1) * (r2 * r2).sum(1))
-    yaw = np.degrees(np.arcsin(np.clip(sin_yaw, -1.0, 1.0)))
+    yaw = np.degrees(np.arcsin(np.minimum(np.maximum(sin_yaw, -1.0), 1.0)))
     ayaw = np.abs(yaw)
     far, near = _ramp(ayaw, FAR_EYE_YAW), _ramp(ayaw, NEAR_EYE_YAW)
     right_far = yaw > 0
