@@ -22,12 +22,14 @@ WEIGHTS = os.environ.get("DAMDNET_FIT_WEIGHTS", "damdnet")
 
 @dataclass
 class Fit:
-    """One face: real params (62,), roi (4,), landmarks (68, 3) frame px, yaw/pitch/roll degrees."""
+    """One face: real params (62,), roi (4,), landmarks (68, 3) frame px, yaw/pitch/roll degrees, and the extended
+    expression ext (N_EXT,) (eyelids, mouth corners, jaw) or None (the aligner ran without its expression stage)."""
 
     params: np.ndarray
     roi: np.ndarray
     landmarks: np.ndarray
     pose: np.ndarray
+    ext: np.ndarray | None = None
 
 
 _ENGINE: list = []
@@ -53,8 +55,16 @@ def fit_image(img: np.ndarray, refine: int = 1) -> Fit | None:
         return None
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     res = align_boxes(img, aligner, boxes[[int(np.argmax(areas))]], dense=False, refine=refine)
+    ext = getattr(res, "ext", None)
     return Fit(res.params[0].astype(np.float32), res.roi[0].astype(np.float32), res.landmarks[0].astype(np.float32),
-               res.pose[0, :3].astype(np.float32))
+               res.pose[0, :3].astype(np.float32), None if ext is None else ext[0].astype(np.float32))
+
+
+def vertices(morph, fit: Fit) -> np.ndarray:
+    """(V, 3) float32 dense mesh of a fit in frame px, with its extended expression (the pipeline's mesh)."""
+    if fit.ext is None:
+        return morph.dense(fit.params[None], fit.roi[None])[0].astype(np.float32)
+    return morph.dense(fit.params[None], fit.roi[None], ext=fit.ext[None])[0].astype(np.float32)
 
 
 def padded_chip(img: np.ndarray, scale: float = 1.5, pad: int = 90) -> np.ndarray:
@@ -65,7 +75,8 @@ def padded_chip(img: np.ndarray, scale: float = 1.5, pad: int = 90) -> np.ndarra
 
 
 def _key(path: Path, extra: str) -> Path:
-    h = hashlib.sha1(f"{path.resolve()}|{path.stat().st_size}|{extra}|{WEIGHTS}".encode()).hexdigest()[:16]
+    # "ext": caches written before the fits carried the extended expression are not read
+    h = hashlib.sha1(f"{path.resolve()}|{path.stat().st_size}|{extra}|{WEIGHTS}|ext".encode()).hexdigest()[:16]
     return CACHE / f"{path.stem}-{h}.npz"
 
 
@@ -90,16 +101,19 @@ def fit_video(path: Path, n: int, step: int = 1) -> tuple[list[np.ndarray], list
     cache = _key(path, f"video{n}/{step}")
     if cache.is_file():
         z = np.load(cache)
-        fits = [Fit(z["params"][i], z["roi"][i], z["landmarks"][i], z["pose"][i]) if z["ok"][i] else None
-                for i in range(len(z["ok"]))]
+        fits = [Fit(z["params"][i], z["roi"][i], z["landmarks"][i], z["pose"][i],
+                    z["ext"][i] if z["has_ext"] else None) if z["ok"][i] else None for i in range(len(z["ok"]))]
         return frames, fits
     fits = [fit_image(f) for f in frames]
     CACHE.mkdir(parents=True, exist_ok=True)
     ok = np.array([f is not None for f in fits])
     pick = lambda name, shape: np.stack([getattr(f, name) if f is not None else np.zeros(shape, np.float32)  # noqa
                                          for f in fits])
+    has_ext = any(f is not None and f.ext is not None for f in fits)
+    n_ext = next((len(f.ext) for f in fits if f is not None and f.ext is not None), 0)
+    ext = np.stack([f.ext if f is not None and f.ext is not None else np.zeros(n_ext, np.float32) for f in fits])
     np.savez(cache, ok=ok, params=pick("params", (62,)), roi=pick("roi", (4,)), landmarks=pick("landmarks", (68, 3)),
-             pose=pick("pose", (3,)))
+             pose=pick("pose", (3,)), ext=ext, has_ext=has_ext)
     return frames, fits
 
 
@@ -108,13 +122,15 @@ def fit_photo(path: Path) -> tuple[np.ndarray, Fit | None]:
     cache = _key(path, "photo")
     if cache.is_file():
         z = np.load(cache)
-        return img, Fit(z["params"], z["roi"], z["landmarks"], z["pose"]) if z["ok"] else None
+        return img, Fit(z["params"], z["roi"], z["landmarks"], z["pose"], z["ext"] if z["has_ext"] else None) \
+            if z["ok"] else None
     f = fit_image(img, refine=2)
     CACHE.mkdir(parents=True, exist_ok=True)
     if f is None:
-        np.savez(cache, ok=False, params=0, roi=0, landmarks=0, pose=0)
+        np.savez(cache, ok=False, params=0, roi=0, landmarks=0, pose=0, ext=0, has_ext=False)
     else:
-        np.savez(cache, ok=True, params=f.params, roi=f.roi, landmarks=f.landmarks, pose=f.pose)
+        np.savez(cache, ok=True, params=f.params, roi=f.roi, landmarks=f.landmarks, pose=f.pose,
+                 ext=f.ext if f.ext is not None else 0, has_ext=f.ext is not None)
     return img, f
 
 
