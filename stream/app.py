@@ -127,7 +127,8 @@ def open_run_stages(cfg: dict, engine: Engine, source, *, live: bool, show: bool
         if renderer is not None and cfg["mode"] == "swap":
             if swap_texture is None and not cfg["swap_source"]:
                 raise UserError("--mode swap needs --swap-source IMAGE")
-            renderer.set_swap_texture(swap_texture or load_swap_texture(cfg["swap_source"], engine))
+            renderer.set_swap_texture(swap_texture or load_swap_texture(cfg["swap_source"], engine),
+                                      keep_target_eyes=cfg["swap_keep_target_eyes"])
         sinks = open_outputs(cfg["out"], cfg["tracks"], cfg["meshes"], source.info, engine.aligner.morph.tri,
                              cfg["mesh_format"], morph=engine.aligner.morph, inputs=run_inputs(cfg, source),
                              tracks_params=cfg["tracks_params"], audio=cfg["audio"],
