@@ -156,18 +156,35 @@ def swap_faces(frame: np.ndarray, targets: Sequence[np.ndarray], tri: np.ndarray
 
 
 @nb.njit(cache=True, nogil=True)
+def _hole_ramp(alpha, poly, y0, y1, x0, x1, feather):
+    """``alpha[y0:y1, x0:x1] *=`` a smoothstep of the distance (:func:`_segment_distance`) over ``feather`` px."""
+    d = _segment_distance(poly, y0, y1, x0, x1)
+    inv = 1.0 / feather
+    for i in range(y1 - y0):
+        for j in range(x1 - x0):
+            r = min(d[i, j] * inv, 1.0)
+            alpha[y0 + i, x0 + j] *= r * r * (3.0 - 2.0 * r)
+
+
+@nb.njit(cache=True, nogil=True)
 def _segment_distance(poly, y0, y1, x0, x1):
-    """(y1 - y0, x1 - x0) float32: distance from each pixel centre (x, y) of the box to the closed polyline (K, 2)."""
+    """(y1 - y0, x1 - x0) float32: distance from each pixel centre (x, y) of the box to the closed polyline (K, 2),
+    0 inside the polygon (even-odd rule)."""
     out = np.empty((y1 - y0, x1 - x0), np.float32)
     k = poly.shape[0]
     for y in range(y0, y1):
         for x in range(x0, x1):
             best = 1e30
+            inside = False
             for i in range(k):
                 ax = poly[i, 0]
                 ay = poly[i, 1]
-                bx = poly[(i + 1) % k, 0] - ax
-                by = poly[(i + 1) % k, 1] - ay
+                cx = poly[(i + 1) % k, 0]
+                cy = poly[(i + 1) % k, 1]
+                if (ay > y) != (cy > y) and x < ax + (y - ay) * (cx - ax) / (cy - ay):
+                    inside = not inside
+                bx = cx - ax
+                by = cy - ay
                 px = x - ax
                 py = y - ay
                 ll = bx * bx + by * by
@@ -178,7 +195,7 @@ def _segment_distance(poly, y0, y1, x0, x1):
                 d = dx * dx + dy * dy
                 if d < best:
                     best = d
-            out[y - y0, x - x0] = np.sqrt(best)
+            out[y - y0, x - x0] = 0.0 if inside else np.sqrt(best)
     return out
 
 
@@ -206,40 +223,27 @@ def eyes_to_target(v: np.ndarray, texture: FaceTexture, landmarks: np.ndarray) -
     return out
 
 
-def _shading(l: np.ndarray, mask: np.ndarray, size: float, step: int = 3) -> np.ndarray:
-    """The smooth light on a face: a plane in x, y (h, w) float32 fitted by least squares to ``l`` (h, w) on every
-    ``step``-th pixel of ``mask`` (the light's gradient across the face; a plane does not run away past the pixels
-    it was fitted on), over its mean (1 = the mean light)."""
-    h, w = l.shape
+def _light_ratio(l_t: np.ndarray, l_s: np.ndarray, mask: np.ndarray, size: float, step: int = 6) -> np.ndarray:
+    """The target's light over the source's (h, w) float32: for each, a plane in x, y fitted by least squares to its
+    L (h, w) on every ``step``-th pixel of ``mask`` (the light's gradient across the face; a plane does not run away
+    past the pixels it was fitted on), over its mean."""
+    h, w = l_t.shape
     ys, xs = np.nonzero(mask[::step, ::step])
-    ys, xs = ys * step, xs * step
     if len(ys) < 12:
         return np.ones((h, w), np.float32)
+    ys, xs = ys * step, xs * step
     sc = 2.0 / max(size, 1.0)
-    x, y = (xs - w / 2) * sc, (ys - h / 2) * sc
-    a = np.stack([np.ones_like(x), x, y], 1).astype(np.float64)
-    v = l[ys, xs].astype(np.float64)
-    coef, *_ = np.linalg.lstsq(a, v, rcond=None)
+    a = np.stack([np.ones(len(xs)), (xs - w / 2) * sc, (ys - h / 2) * sc], 1)
+    v = np.stack([l_t[ys, xs], l_s[ys, xs]], 1).astype(np.float64)
+    try:
+        c = np.linalg.solve(a.T @ a, a.T @ v)  # (3, 2)
+    except np.linalg.LinAlgError:
+        return np.ones((h, w), np.float32)
+    c = (c / np.maximum(v.mean(0), 1.0)).astype(np.float32)  # each plane over its mean
     gx = ((np.arange(w, dtype=np.float32) - w / 2) * sc)[None, :]
     gy = ((np.arange(h, dtype=np.float32) - h / 2) * sc)[:, None]
-    c = coef.astype(np.float32)
-    return np.maximum(c[0] + c[1] * gx + c[2] * gy, 1.0) / max(float(v.mean()), 1.0)
-
-
-def _polygon_distance(poly: np.ndarray, shape: tuple[int, int], margin: float):
-    """Sub-pixel distance (h, w) float32 from a polygon (K, 2) (box px) to the pixel centres of its box grown by
-    ``margin`` (0 inside), and that box (y0, y1, x0, x1); None when the box leaves ``shape``'s area."""
-    h, w = shape
-    x0, y0 = np.floor(poly.min(0) - margin).astype(int)
-    x1, y1 = np.ceil(poly.max(0) + margin).astype(int) + 1
-    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-    if x0 >= x1 or y0 >= y1:
-        return None
-    d = _segment_distance(np.ascontiguousarray(poly, np.float64), y0, y1, x0, x1)
-    inside = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    cv2.fillPoly(inside, [np.round((poly - (x0, y0)) * 16).astype(np.int32)], 1, cv2.LINE_8, shift=4)
-    d[inside > 0] = 0.0
-    return d, (y0, y1, x0, x1)
+    lo = 1.0 / max(float(v.mean()), 1.0)
+    return np.maximum(c[0, 0] + c[1, 0] * gx + c[2, 0] * gy, lo) / np.maximum(c[0, 1] + c[1, 1] * gx + c[2, 1] * gy, lo)
 
 
 def hole_polygons(landmarks: np.ndarray, keep_target_eyes: bool = False) -> list[tuple[np.ndarray, float]]:
@@ -266,7 +270,7 @@ def hole_polygons(landmarks: np.ndarray, keep_target_eyes: bool = False) -> list
             # the opening from CLOSED_EYE (none) to CLOSED_EYE + 0.1 (EYE_HOLE)
             grow = float(np.clip((opening - CLOSED_EYE) / 0.1, 0.0, 1.0))
             if grow > 0.4:  # a sliver of an eye: none of it (a hole this thin is all edge)
-                out.append((eye_polygons(lm, (EYE_HOLE[0], EYE_HOLE[1] * grow, EYE_HOLE[2] * grow))[k],
+                out.append((eye_polygons(lm, (EYE_HOLE[0], EYE_HOLE[1] * grow, EYE_HOLE[2] * grow), (k,))[0],
                             HOLE_FEATHER * width * float(np.clip(opening / 0.25, 0.2, 1.0))))
     out.append((mouth, HOLE_FEATHER * mouth_w))
     return out
@@ -275,16 +279,16 @@ def hole_polygons(landmarks: np.ndarray, keep_target_eyes: bool = False) -> list
 def _hole_alpha(alpha: np.ndarray, holes: list[tuple[np.ndarray, float]], origin: tuple[float, float]) -> None:
     """Multiply ``alpha`` (h, w) in place by each hole's ramp: 0 inside the polygon (exactly: the target's own
     pixels), a smoothstep from its edge over its feather outside (the feathering the face's contour has)."""
+    h, w = alpha.shape
     for poly, feather in holes:
-        poly = poly - origin
+        poly = np.ascontiguousarray(poly - origin, np.float64)
         if len(poly) < 3:
             continue
-        res = _polygon_distance(poly, alpha.shape, feather + 1.0)
-        if res is None:
-            continue
-        d, (y0, y1, x0, x1) = res
-        r = np.clip(d * (1.0 / max(feather, 0.5)), 0.0, 1.0)
-        alpha[y0:y1, x0:x1] *= r * r * (3 - 2 * r)
+        x0, y0 = np.floor(poly.min(0) - feather - 1.0).astype(int)
+        x1, y1 = np.ceil(poly.max(0) + feather + 1.0).astype(int) + 1
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+        if x0 < x1 and y0 < y1:
+            _hole_ramp(alpha, poly, y0, y1, x0, x1, max(feather, 0.5))
 
 
 def _swap_one(out: np.ndarray, frame: np.ndarray, buf: RasterBuffers, texture: FaceTexture, id0: int, id1: int,
@@ -368,13 +372,13 @@ def _swap_one(out: np.ndarray, frame: np.ndarray, buf: RasterBuffers, texture: F
             full = (mt - ms).astype(np.float32)
             keep = (1.0 - TONE_MATCH) * full
             src_lab = cv2.add(src_lab, tuple(float(v) for v in ms + full) + (0.0,))
-            src_lab -= (contour * contour)[..., None] * keep
+            c2 = cv2.multiply(contour, contour)
+            src_lab = cv2.subtract(src_lab, cv2.merge([c2 * float(keep[0]), c2 * float(keep[1]), c2 * float(keep[2])]))
         if relight:
             # the target's lighting, not its features: a plane of L over the face fitted to the skin of each (the
             # light's gradient across the face), the target's over the source's, each over its mean
             l_t = tgt[..., 0].astype(np.float32) * (1 / _LAB8_SCALE[0])
-            ratio = _shading(l_t, skin, size) / _shading(src_lab[..., 0], skin, size)
-            src_lab[..., 0] *= np.clip(ratio, *RELIGHT_RANGE)
+            src_lab[..., 0] *= np.clip(_light_ratio(l_t, src_lab[..., 0], skin, size), *RELIGHT_RANGE)
     colour = cv2.cvtColor(src_lab, cv2.COLOR_Lab2BGR)
     colour *= 255.0
 
@@ -386,7 +390,7 @@ def _swap_one(out: np.ndarray, frame: np.ndarray, buf: RasterBuffers, texture: F
         mixed = _pyramid_blend(colour.astype(np.float32), base, alpha, levels)
         # the pyramid's coarse levels carry the source's tone a little past the alpha's support: faded out over the
         # ramp's first quarter, so the frame is met without a step (every boundary: contour and holes)
-        support = np.clip(alpha * SUPPORT_GAIN, 0.0, 1.0)
+        support = alpha if SUPPORT_GAIN == 1.0 else np.minimum(alpha * SUPPORT_GAIN, 1.0)
         composite.blend_masked(out, out, mixed, support * support * (3 - 2 * support), y0, x0)
     else:
         src8 = np.clip(colour, 0, 255).astype(np.uint8)

@@ -110,21 +110,20 @@ def feature_polygons(landmarks: np.ndarray, eye_scale: float = 1.6, mouth_scale:
     return polys
 
 
-def eye_polygons(landmarks: np.ndarray, scale: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> list[np.ndarray]:
+def eye_polygons(landmarks: np.ndarray, scale: tuple[float, float, float] = (1.0, 1.0, 1.0),
+                 eyes: tuple[int, ...] = (0, 1)) -> list[np.ndarray]:
     """The inner eyes (iris and sclera) as polygons (26, 2) float64 frame px from the lid landmarks 36-41 and 42-47:
     the lid curves (:func:`_closed_spline`) moved apart about the eye's middle line, ``scale`` = (along the
     eye's corner-to-corner axis, the upper lid's side, the lower lid's side) times the half opening; 1 = the
     curves themselves. The region |t| <= 1 of :func:`eye_coordinates` with the same scales. A closed eye's
-    polygon has no area."""
+    polygon has no area. ``eyes``: which (0 = right, 36-41; 1 = left, 42-47)."""
     lm = np.asarray(landmarks, np.float64)[:, :2]
     along, up, down = scale
-    s = 0.5 + (np.linspace(0.0, 1.0, 13) - 0.5) * along
-    out = []
-    for sl in (RIGHT_EYE, LEFT_EYE):
-        top = eye_positions(np.stack([s, -np.ones(13), np.zeros(13)], 1), lm[sl], up, down)
-        bottom = eye_positions(np.stack([s[::-1], np.ones(13), np.zeros(13)], 1), lm[sl], up, down)
-        out.append(np.concatenate([top, bottom]))
-    return out
+    s = 0.5 + (_GRID13 - 0.5) * along
+    ste = np.zeros((26, 3))
+    ste[:13, 0], ste[13:, 0] = s, s[::-1]
+    ste[:13, 1], ste[13:, 1] = -1.0, 1.0
+    return [eye_positions(ste, lm[(RIGHT_EYE, LEFT_EYE)[k]], up, down) for k in eyes]
 
 
 def _catmull_rom_matrix(k: int, per_segment: int) -> np.ndarray:
@@ -140,6 +139,7 @@ def _catmull_rom_matrix(k: int, per_segment: int) -> np.ndarray:
 
 
 _SPLINE6 = _catmull_rom_matrix(6, 4)
+_GRID13 = np.linspace(0.0, 1.0, 13)
 
 
 def _closed_spline(pts: np.ndarray) -> np.ndarray:
@@ -502,21 +502,38 @@ def _reflect_lids(image: np.ndarray, hole: np.ndarray, ok: np.ndarray) -> np.nda
 def _lid_curves(eye: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """An eye's frame from its 6 landmarks (6, 2): outer-to-inner corner origin a (2,), axis d (2,) (corner to
     corner), unit normal n (2,) (toward the lower lid), and the lids' offsets along n sampled at s = 0..1 (13,)
-    (upper (13,), lower (13,), from the closed Catmull-Rom curve :func:`_closed_spline`)."""
-    eye = np.asarray(eye, np.float64)
+    (upper (13,), lower (13,), from the closed Catmull-Rom curve :func:`_closed_spline`). The last few eyes are
+    remembered (a swap asks for the same eyes several times a frame)."""
+    eye = np.ascontiguousarray(eye, np.float64)
+    key = eye.tobytes()
+    hit = _LID_CACHE.get(key)
+    if hit is None:
+        if len(_LID_CACHE) >= 8:
+            try:  # (render threads may share it: losing an entry is harmless)
+                _LID_CACHE.pop(next(iter(_LID_CACHE)), None)
+            except (StopIteration, RuntimeError):
+                pass
+        hit = _LID_CACHE[key] = _lid_curves_of(eye)
+    return hit
+
+
+_LID_CACHE: dict[bytes, tuple] = {}
+
+
+def _lid_curves_of(eye: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     a, d = eye[0], eye[3] - eye[0]
     length2 = max(float(d @ d), 1e-9)
     n = np.array([-d[1], d[0]]) / np.sqrt(length2)
     if (eye[[4, 5]] - eye[[2, 1]]).mean(0) @ n < 0:
         n = -n
-    curve = _closed_spline(eye)  # 24 points: 0..12 the lid from corner 0 over points 1, 2 to corner 3, then back
-    grid = np.linspace(0, 1, 13)
+    curve = _closed_spline(eye) - a  # 24 points: 0..12 the lid from corner 0 over 1, 2 to corner 3, then back
+    s_all = curve @ d / length2
+    off_all = curve @ n
     out = []
-    for part in (curve[0:13], np.concatenate([curve[12:24], curve[:1]])):
-        s = (part - a) @ d / length2
-        off = (part - a) @ n
+    for part in (slice(0, 13), np.r_[12:24, 0]):
+        s, off = s_all[part], off_all[part]
         order = np.argsort(s)
-        out.append(np.interp(grid, s[order], off[order]))
+        out.append(np.interp(_GRID13, s[order], off[order]))
     return a, d, n, out[0], out[1]
 
 
@@ -549,12 +566,11 @@ def eye_positions(ste: np.ndarray, eye: np.ndarray, up: float = 1.0, down: float
     inside the opening keeps its place between the lids (a closed eye takes them all onto one line), one past it
     keeps its distance from the boundary in eye widths."""
     a, d, n, centre, half = _eye_band(eye, up, down)
-    grid = np.linspace(0, 1, 13)
     width = np.sqrt(max(float(d @ d), 1e-9))
     s, t, e = ste[:, 0], ste[:, 1], ste[:, 2]
     sc = np.clip(s, 0.0, 1.0)
     side = np.where(t < 0, -1.0, 1.0)
-    return a + np.outer(s, d) + np.outer(np.interp(sc, grid, centre) + t * np.interp(sc, grid, half)
+    return a + np.outer(s, d) + np.outer(np.interp(sc, _GRID13, centre) + t * np.interp(sc, _GRID13, half)
                                          + side * e * width, n)
 
 
