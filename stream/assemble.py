@@ -189,8 +189,11 @@ def run_inputs(cfg: dict, source) -> list:
 
 
 def make_renderer(cfg: dict, engine: Engine, mode: str | None = None) -> FrameRenderer:
-    """The frame renderer of ``cfg`` (``mode`` overrides ``cfg["mode"]``)."""
-    return FrameRenderer(mode or cfg["mode"], engine.aligner.morph, cfg["draw_ids"], cfg["blendshape_bars"])
+    """The frame renderer of ``cfg`` (``mode`` overrides ``cfg["mode"]``; a swap keeps the target's eyes and brows
+    with ``cfg["swap_keep_target_eyes"]``)."""
+    renderer = FrameRenderer(mode or cfg["mode"], engine.aligner.morph, cfg["draw_ids"], cfg["blendshape_bars"])
+    renderer.keep_target_eyes = bool(cfg.get("swap_keep_target_eyes", False))
+    return renderer
 
 
 def make_analyzer(cfg: dict, engine: Engine, *, live: bool, dense: bool, stills: bool = False) -> FaceAnalyzer:

@@ -18,7 +18,9 @@ MESH_MODES = ("mesh", "wireframe", "depth", "pncc", "swap")
 class FrameRenderer:
     """Draws the chosen overlay (``mode``) for all faces of a frame; ``none`` returns the frame unchanged.
 
-    ``swap`` needs a ``FaceTexture`` (``set_swap_texture``); until one is set, swap mode draws the mesh.
+    ``swap`` needs a ``FaceTexture`` (``set_swap_texture``); until one is set, swap mode draws the mesh. The swap
+    shows the source's whole face on the target's motion; ``keep_target_eyes`` (config ``swap_keep_target_eyes``)
+    keeps the target's own eyes and brows instead.
     ``bars``: a small bar chart of each face's ARKit blendshapes beside it (any mode; ``--blendshape-bars``, key b).
     """
 
@@ -28,6 +30,7 @@ class FrameRenderer:
         self.draw_ids = draw_ids
         self.bars = bars
         self.texture = None
+        self.keep_target_eyes = False
         self._color_states: dict[int, dict] = {}  # per track: colour-match statistics over time (swap)
         self._buffers = None
         self._reference = morph.dense_basis.u.astype(np.float32)
@@ -39,8 +42,10 @@ class FrameRenderer:
     def set_mode(self, mode: str) -> None:
         self.mode = mode
 
-    def set_swap_texture(self, texture) -> None:
+    def set_swap_texture(self, texture, keep_target_eyes: bool | None = None) -> None:
         self.texture = texture
+        if keep_target_eyes is not None:
+            self.keep_target_eyes = bool(keep_target_eyes)
         self._color_states.clear()
 
     def render(self, image: np.ndarray, faces: Sequence[FaceRecord]) -> np.ndarray:
@@ -59,7 +64,8 @@ class FrameRenderer:
 
             out = swap_faces(image, [f.vertices for f in faces], self.morph.tri, self.texture,
                              landmarks=[f.landmarks for f in faces], buffers=self._buffers,
-                             color_states=[self._color_states.setdefault(f.track_id, {}) for f in faces])
+                             color_states=[self._color_states.setdefault(f.track_id, {}) for f in faces],
+                             keep_target_eyes=self.keep_target_eyes)
             for gone in set(self._color_states) - {f.track_id for f in faces}:
                 del self._color_states[gone]
         else:
