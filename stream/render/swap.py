@@ -32,6 +32,7 @@ import numba as nb
 import numpy as np
 
 from stream.render import composite
+from stream.render import swap_kernels as kernels
 from model.render.raster import RasterBuffers, rasterize
 from stream.render.texture import (FaceTexture, brow_polygons, build_texture, eye_polygons,  # noqa: F401 (API)
                                    face_region, feature_polygons, inner_mouth_polygon)
@@ -42,8 +43,8 @@ TONE_MATCH = np.array([0.8, 0.5, 0.5], np.float32)  # share of the way the sourc
 GAIN_RANGE = (0.8, 1.25)  # the source's colour contrast may follow the target's within this factor
 RELIGHT_RANGE = (0.7, 1.45)  # the target's light over the source's (each a smooth fit), applied to the source's L
 EYE_HOLE = (1.05, 1.2, 1.6)  # the target's inner eye (texture.eye_polygons): along the eye, upper side, lower side
-SUPPORT_GAIN = 1.0  # the pyramid's result enters the frame with smoothstep(alpha x this), capped at 1
 HOLE_FEATHER = 0.15  # the ramp around a hole (inner eye, inner mouth), x the hole's width
+LIGHT_STEP = 6  # the light planes are fitted on every LIGHT_STEP-th pixel (rows and columns) of the skin
 CLOSED_EYE = 0.06  # an eye whose aspect ratio (lid gap over width) is under this shows none of the target's eye
 _LAB8_SCALE = np.array([255 / 100, 1, 1], np.float32)  # OpenCV 8-bit Lab = (L * 255/100, a + 128, b + 128)
 _LAB8_OFFSET = np.array([0, 128, 128], np.float32)
@@ -83,19 +84,20 @@ def _lab_stats(lab: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return mean.reshape(3).astype(np.float32), std.reshape(3).astype(np.float32) + 1e-3
 
 
-def _pyramid_blend(a: np.ndarray, b: np.ndarray, alpha: np.ndarray, levels: int) -> np.ndarray:
-    """Laplacian-pyramid blend of float32 images a (weight alpha) and b (weight 1 - alpha)."""
-    ga, gb, gm = [a], [b], [alpha]
+def _pyramid_delta(d: np.ndarray, alpha: np.ndarray, levels: int) -> np.ndarray:
+    """Laplacian-pyramid blend of a float32 image ``d`` (h, w, 3) (weight alpha (h, w)) with zero (weight
+    1 - alpha): each level of d's Laplacian pyramid times the Gaussian pyramid of alpha, collapsed. Blending images
+    a over b this way is b + this of (a - b)."""
+    gd, gm = [d], [alpha]
     for _ in range(levels):
-        ga.append(cv2.pyrDown(ga[-1]))
-        gb.append(cv2.pyrDown(gb[-1]))
+        gd.append(cv2.pyrDown(gd[-1]))
         gm.append(cv2.pyrDown(gm[-1]))
-    out = ga[-1] * gm[-1][..., None] + gb[-1] * (1 - gm[-1][..., None])
+    out = gd[-1] * gm[-1][..., None]
     for i in range(levels - 1, -1, -1):
-        size = (ga[i].shape[1], ga[i].shape[0])
-        la = ga[i] - cv2.pyrUp(ga[i + 1], dstsize=size)
-        lb = gb[i] - cv2.pyrUp(gb[i + 1], dstsize=size)
-        out = cv2.pyrUp(out, dstsize=size) + la * gm[i][..., None] + lb * (1 - gm[i][..., None])
+        size = (gd[i].shape[1], gd[i].shape[0])
+        lap = cv2.subtract(gd[i], cv2.pyrUp(gd[i + 1], dstsize=size))
+        out = cv2.pyrUp(out, dstsize=size)
+        out += lap * gm[i][..., None]
     return out
 
 
@@ -207,43 +209,54 @@ def eyes_to_target(v: np.ndarray, texture: FaceTexture, landmarks: np.ndarray) -
     anything moves."""
     if not texture.eye_vertices:
         return v
-    from stream.render.texture import EYE_HOLE_SCALE, EYE_REACH, eye_positions
+    from stream.render.texture import EYE_HOLE_SCALE, EYE_REACH, _eye_band
 
     lm = np.asarray(landmarks, np.float64)[:, :2]
     out = v.copy()
     for (idx, ste), sl in zip(texture.eye_vertices, (slice(36, 42), slice(42, 48))):
-        if len(idx) == 0:
-            continue
-        st = ste.astype(np.float64)
-        outside = np.maximum(np.maximum(-st[:, 0], st[:, 0] - 1.0), st[:, 2])
-        w = np.clip(1.0 - outside / EYE_REACH, 0.0, 1.0)
-        w = (w * w * (3 - 2 * w))[:, None]
-        p = eye_positions(st, lm[sl], *EYE_HOLE_SCALE[1:])
-        out[idx, :2] = (1 - w) * v[idx, :2] + w * p
+        if len(idx) > 0:
+            _eye_into(out, v, idx, ste, *_eye_band(lm[sl], *EYE_HOLE_SCALE[1:]), EYE_REACH)
     return out
 
 
-def _light_ratio(l_t: np.ndarray, l_s: np.ndarray, mask: np.ndarray, size: float, step: int = 6) -> np.ndarray:
-    """The target's light over the source's (h, w) float32: for each, a plane in x, y fitted by least squares to its
-    L (h, w) on every ``step``-th pixel of ``mask`` (the light's gradient across the face; a plane does not run away
-    past the pixels it was fitted on), over its mean."""
-    h, w = l_t.shape
-    ys, xs = np.nonzero(mask[::step, ::step])
-    if len(ys) < 12:
-        return np.ones((h, w), np.float32)
-    ys, xs = ys * step, xs * step
-    sc = 2.0 / max(size, 1.0)
-    a = np.stack([np.ones(len(xs)), (xs - w / 2) * sc, (ys - h / 2) * sc], 1)
-    v = np.stack([l_t[ys, xs], l_s[ys, xs]], 1).astype(np.float64)
+@nb.njit(cache=True, nogil=True)
+def _eye_into(out, v, idx, ste, a, d, n, centre, half, reach):
+    """``eyes_to_target``'s kernel: ``out[idx, :2]`` = the eye positions of ``ste`` (K, 3) (``texture.eye_positions``
+    in the eye band a, d, n, centre, half) blended with ``v[idx, :2]`` by a smoothstep of 1 - (how far past the
+    opening) / ``reach``."""
+    width = np.sqrt(max(d[0] * d[0] + d[1] * d[1], 1e-9))
+    g = centre.shape[0] - 1
+    for k in range(idx.shape[0]):
+        s = np.float64(ste[k, 0])
+        t = np.float64(ste[k, 1])
+        e = np.float64(ste[k, 2])
+        w = 1.0 - max(max(-s, s - 1.0), e) / reach
+        w = min(max(w, 0.0), 1.0)
+        w = w * w * (3.0 - 2.0 * w)
+        if w <= 0.0:
+            continue
+        x = min(max(s, 0.0), 1.0) * g
+        i = min(int(x), g - 1)
+        f = x - i
+        off = centre[i] * (1.0 - f) + centre[i + 1] * f + t * (half[i] * (1.0 - f) + half[i + 1] * f)
+        off += (-1.0 if t < 0 else 1.0) * e * width
+        j = idx[k]
+        out[j, 0] = (1.0 - w) * v[j, 0] + w * (a[0] + s * d[0] + off * n[0])
+        out[j, 1] = (1.0 - w) * v[j, 1] + w * (a[1] + s * d[1] + off * n[1])
+
+
+def _light_planes(ata: np.ndarray, atv: np.ndarray, sums: np.ndarray, n: int) -> tuple[np.ndarray, float]:
+    """The two light planes (3, 2) (columns: target, source; each over its mean) from their normal equations
+    (``swap_kernels.light_sums``), and the floor of a plane's value (1 / the mean L of both); a (0, 2) array (no
+    relighting) when fewer than 12 pixels were sampled or the system is singular."""
+    if n < 12:
+        return np.zeros((0, 2)), 1.0
     try:
-        c = np.linalg.solve(a.T @ a, a.T @ v)  # (3, 2)
+        c = np.linalg.solve(ata, atv)
     except np.linalg.LinAlgError:
-        return np.ones((h, w), np.float32)
-    c = (c / np.maximum(v.mean(0), 1.0)).astype(np.float32)  # each plane over its mean
-    gx = ((np.arange(w, dtype=np.float32) - w / 2) * sc)[None, :]
-    gy = ((np.arange(h, dtype=np.float32) - h / 2) * sc)[:, None]
-    lo = 1.0 / max(float(v.mean()), 1.0)
-    return np.maximum(c[0, 0] + c[1, 0] * gx + c[2, 0] * gy, lo) / np.maximum(c[0, 1] + c[1, 1] * gx + c[2, 1] * gy, lo)
+        return np.zeros((0, 2)), 1.0
+    means = sums / n
+    return c / np.maximum(means, 1.0), 1.0 / max(float(means.mean()), 1.0)
 
 
 def hole_polygons(landmarks: np.ndarray, keep_target_eyes: bool = False) -> list[tuple[np.ndarray, float]]:
@@ -296,12 +309,13 @@ def _swap_one(out: np.ndarray, frame: np.ndarray, buf: RasterBuffers, texture: F
               relight: bool, erode: float, feather: float, state: dict | None = None,
               smoothing: float = 0.8, keep_target_eyes: bool = False) -> None:
     y0, y1, x0, x1 = box
+    h, w = y1 - y0, x1 - x0
     ids = buf.tri_id[y0:y1, x0:x1]
     attr = buf.attr[y0:y1, x0:x1]
-    face = (ids >= id0) & (ids < id1) & (attr[..., -2] > 0.5)
-    if not face.any():
+    keep = np.zeros((h + 2, w + 2), np.uint8)  # the face's pixels, with a zero border for the distance transform
+    if kernels.face_mask(keep, ids, attr, id0, id1) == 0:
         return
-    size = float(np.sqrt((y1 - y0) * (x1 - x0)))
+    size = float(np.sqrt(h * w))
     e = erode * size
     f = max(1.0, feather * size)
     # alpha: a smooth ramp from the face's own contour (the per-vertex UV distance from the mesh boundary,
@@ -309,48 +323,47 @@ def _swap_one(out: np.ndarray, frame: np.ndarray, buf: RasterBuffers, texture: F
     # another face covers it: a distance transform), times one ramp around each hole where the target shows through
     # (its inner eyes and inner mouth, or with keep_target_eyes its eyes and brows: sub-pixel distance from their
     # landmark polygons, 0 inside them)
-    keep = face.astype(np.uint8)
     lm = None
     if landmarks is not None:
         lm = np.asarray(landmarks, np.float64)[:, :2] - (x0, y0)
         if texture.region is None and texture.edge is None:  # no face region: limit to the target's outline
             outline = np.zeros_like(keep)
-            cv2.fillPoly(outline, [np.round(outline_polygon(lm) * 16).astype(np.int32)], 1, cv2.LINE_8, shift=4)
+            cv2.fillPoly(outline, [np.round((outline_polygon(lm) + 1) * 16).astype(np.int32)], 1, cv2.LINE_8,
+                         shift=4)
             keep &= outline
-    dist = cv2.distanceTransform(cv2.copyMakeBorder(keep, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0), cv2.DIST_L2,
-                                 3)[1:-1, 1:-1]
-    alpha = np.clip((dist - 0.25 * e) * (1.0 / f), 0.0, 1.0)
-    if texture.edge is not None:
-        alpha = np.minimum(alpha, np.clip(attr[..., -1] * (1.0 / EDGE_FEATHER), 0.0, 1.0))
-    alpha = alpha * alpha * (3 - 2 * alpha)  # smoothstep: no kink where the ramp starts or ends
-    alpha *= face
-    alpha = alpha.astype(np.float32)
-    contour = alpha.copy()  # the contour's ramp alone (0 at the face's edge, 1 inside), before the holes
+    dist = cv2.distanceTransform(keep, cv2.DIST_L2, 3)
+    contour = np.empty((h, w), np.float32)  # the contour's ramp alone (0 at the face's edge, 1 inside)
+    kernels.contour_alpha(contour, dist, keep, attr, 0.25 * e, 1.0 / f,
+                          1.0 / EDGE_FEATHER if texture.edge is not None else 0.0)
+    alpha = contour.copy()
     features = None
     if lm is not None:
         _hole_alpha(alpha, hole_polygons(lm, keep_target_eyes), (0.0, 0.0))
         # the target's features (eyes, brows, lips): left out of the skin statistics and the lighting
-        features = np.zeros(alpha.shape, np.uint8)
+        features = np.ones((h, w), np.uint8)
         polys = feature_polygons(lm)[:2] + brow_polygons(lm) + [lm[48:60]]
-        cv2.fillPoly(features, [np.round(p * 16).astype(np.int32) for p in polys], 1, cv2.LINE_8, shift=4)
-    mask = (alpha > 0.5).astype(np.uint8)
-    inner = mask > 0
-    if not inner.any():
+        cv2.fillPoly(features, [np.round(p * 16).astype(np.int32) for p in polys], 0, cv2.LINE_8, shift=4)
+    mask = cv2.compare(alpha, 0.5, cv2.CMP_GT)  # 255 where alpha > 0.5
+    if cv2.countNonZero(mask) == 0:
         return
-    skin = mask if features is None else mask & (1 - features)
+    skin = mask if features is None else cv2.bitwise_and(mask, mask, mask=features)
     if cv2.countNonZero(skin) < 20:
         skin = mask
     f = int(round(f))
 
     # source colour, in Lab straight from the texture (converted once in build_texture)
     if texture.image is not None:
-        src_lab = cv2.remap(texture.image_lab, np.ascontiguousarray(attr[..., 0]), np.ascontiguousarray(attr[..., 1]),
-                            cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        src_lab = cv2.remap(texture.image_lab, np.ascontiguousarray(attr[..., :2]), None, cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REPLICATE)
     else:
         src_lab = cv2.cvtColor(np.clip(attr[..., :3], 0, 255) * (1 / 255.0), cv2.COLOR_BGR2Lab)
     if color_match or relight:
         # target in 8-bit Lab (L * 255/100, a + 128, b + 128): converted back to float Lab units below
         tgt = cv2.cvtColor(np.ascontiguousarray(frame[y0:y1, x0:x1]), cv2.COLOR_BGR2Lab)
+        off = np.zeros(3, np.float32)
+        gain = np.ones(3, np.float32)
+        base = np.zeros(3, np.float32)
+        keep_tone = np.zeros(3, np.float32)
         if color_match:
             # over the skin of both (the target's eyes, brows and lips left out): the source's tone moves
             # TONE_MATCH of the way to the target's (its exposure and white balance), its contrast within GAIN_RANGE
@@ -364,34 +377,34 @@ def _swap_one(out: np.ndarray, frame: np.ndarray, buf: RasterBuffers, texture: F
                     mt = smoothing * state["mt"] + (1 - smoothing) * mt
                     st = smoothing * state["st"] + (1 - smoothing) * st
                 state["mt"], state["st"] = mt, st
+            # v -> (v - ms) gain + mt - contour^2 (1 - TONE_MATCH)(mt - ms): at the face's contour the tone meets the
+            # target's fully (no step where the ramp starts), inside it keeps (1 - TONE_MATCH) of the source's own
+            off, base = ms.astype(np.float32), mt.astype(np.float32)
             gain = np.clip(st / ss, *GAIN_RANGE).astype(np.float32)
-            src_lab = cv2.multiply(cv2.subtract(src_lab, tuple(float(v) for v in ms) + (0.0,)),
-                                   tuple(float(v) for v in gain) + (1.0,))
-            # at the face's contour the tone meets the target's fully (no step where the ramp starts), inside it
-            # keeps (1 - TONE_MATCH) of the source's own: the tone shift fades in with the contour's ramp
-            full = (mt - ms).astype(np.float32)
-            keep = (1.0 - TONE_MATCH) * full
-            src_lab = cv2.add(src_lab, tuple(float(v) for v in ms + full) + (0.0,))
-            c2 = cv2.multiply(contour, contour)
-            src_lab = cv2.subtract(src_lab, cv2.merge([c2 * float(keep[0]), c2 * float(keep[1]), c2 * float(keep[2])]))
+            keep_tone = ((1.0 - TONE_MATCH) * (mt - ms)).astype(np.float32)
+        planes = np.zeros((0, 2))
+        cx, cy, sc = w / 2, h / 2, 2.0 / max(size, 1.0)
+        lo = 1.0
         if relight:
             # the target's lighting, not its features: a plane of L over the face fitted to the skin of each (the
             # light's gradient across the face), the target's over the source's, each over its mean
-            l_t = tgt[..., 0].astype(np.float32) * (1 / _LAB8_SCALE[0])
-            src_lab[..., 0] *= np.clip(_light_ratio(l_t, src_lab[..., 0], skin, size), *RELIGHT_RANGE)
+            planes, lo = _light_planes(*kernels.light_sums(tgt, src_lab, contour, skin, LIGHT_STEP, cx, cy, sc, off,
+                                                           gain, base, keep_tone))
+        kernels.tone_light(src_lab, contour, off, gain, base, keep_tone, planes, cx, cy, sc, lo, *RELIGHT_RANGE)
     colour = cv2.cvtColor(src_lab, cv2.COLOR_Lab2BGR)
-    colour *= 255.0
+    cv2.multiply(colour, 255.0, dst=colour)
 
     if blend == "alpha":
         composite.blend_masked(out, out, colour.astype(np.float32, copy=False), alpha, y0, x0)
     elif blend == "pyramid":
-        base = out[y0:y1, x0:x1].astype(np.float32)
+        # a Laplacian-pyramid blend of the colour over the frame is the frame plus the pyramid blend of their
+        # difference with zero: one pyramid instead of two. Its coarse levels carry the source's tone a little past
+        # the alpha's support: faded out with smoothstep(alpha), so the frame is met without a step (every
+        # boundary: contour and holes)
+        base = out[y0:y1, x0:x1]
         levels = max(1, min(4, int(np.log2(max(2 * f, 2)))))
-        mixed = _pyramid_blend(colour.astype(np.float32), base, alpha, levels)
-        # the pyramid's coarse levels carry the source's tone a little past the alpha's support: faded out over the
-        # ramp's first quarter, so the frame is met without a step (every boundary: contour and holes)
-        support = alpha if SUPPORT_GAIN == 1.0 else np.minimum(alpha * SUPPORT_GAIN, 1.0)
-        composite.blend_masked(out, out, mixed, support * support * (3 - 2 * support), y0, x0)
+        delta = _pyramid_delta(cv2.subtract(colour, base, dtype=cv2.CV_32F), alpha, levels)
+        kernels.add_masked_smooth(out, base, delta, alpha, y0, x0)
     else:
         src8 = np.clip(colour, 0, 255).astype(np.uint8)
         m8 = (alpha > 0.5).astype(np.uint8) * 255

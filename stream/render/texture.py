@@ -566,12 +566,27 @@ def eye_positions(ste: np.ndarray, eye: np.ndarray, up: float = 1.0, down: float
     inside the opening keeps its place between the lids (a closed eye takes them all onto one line), one past it
     keeps its distance from the boundary in eye widths."""
     a, d, n, centre, half = _eye_band(eye, up, down)
-    width = np.sqrt(max(float(d @ d), 1e-9))
-    s, t, e = ste[:, 0], ste[:, 1], ste[:, 2]
-    sc = np.clip(s, 0.0, 1.0)
-    side = np.where(t < 0, -1.0, 1.0)
-    return a + np.outer(s, d) + np.outer(np.interp(sc, _GRID13, centre) + t * np.interp(sc, _GRID13, half)
-                                         + side * e * width, n)
+    out = np.empty((len(ste), 2), np.float64)
+    _eye_points(np.ascontiguousarray(ste, np.float64), a, d, n, centre, half, out)
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def _eye_points(ste, a, d, n, centre, half, out):
+    """:func:`eye_positions`' kernel: ``out[k] = a + s d + (centre(s) + t half(s) + sign(t) e width) n``, centre and
+    half (13,) sampled at s = 0..1 (read at s clipped to [0, 1])."""
+    width = np.sqrt(max(d[0] * d[0] + d[1] * d[1], 1e-9))
+    g = centre.shape[0] - 1
+    for k in range(ste.shape[0]):
+        s = ste[k, 0]
+        t = ste[k, 1]
+        x = min(max(s, 0.0), 1.0) * g
+        i = min(int(x), g - 1)
+        f = x - i
+        off = centre[i] * (1.0 - f) + centre[i + 1] * f + t * (half[i] * (1.0 - f) + half[i + 1] * f)
+        off += (-1.0 if t < 0 else 1.0) * ste[k, 2] * width
+        out[k, 0] = a[0] + s * d[0] + off * n[0]
+        out[k, 1] = a[1] + s * d[1] + off * n[1]
 
 
 def _turn_weight(ok: np.ndarray, covered: np.ndarray) -> float:
