@@ -84,8 +84,9 @@ def build_engine(cfg: dict) -> Engine:
 
 
 def fit_swap_texture(image: np.ndarray, engine: Engine):
-    """Fit the 3DMM to the largest face of ``image`` and sample its skin texture (``build_texture``: UV image of the
-    face mesh, eyes, inner mouth and non-skin left out and filled).
+    """Fit the 3DMM to the largest face of ``image`` and sample its texture (``build_texture``: UV image of the face
+    mesh, its inner eyes, inner mouth and occluders left out and filled), with its 3DMM shape coefficients
+    (``FaceTexture.shape``).
 
     Raises ValueError when the image has no face.
     """
@@ -98,8 +99,10 @@ def fit_swap_texture(image: np.ndarray, engine: Engine):
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     res = align_boxes(image, engine.aligner, boxes[int(np.argmax(areas))][None], dense=True)
     morph = engine.aligner.morph
-    return build_texture(image, res.vertices[0], morph.tri, morph.grid_shape, landmarks=res.landmarks[0],
-                         uv=morph.uv)
+    tex = build_texture(image, res.vertices[0], morph.tri, morph.grid_shape, landmarks=res.landmarks[0],
+                        uv=morph.uv)
+    tex.shape = np.asarray(res.params[0, 12:52], np.float32)  # the source's 3DMM shape (the full swap renders it)
+    return tex
 
 
 def load_swap_texture(path: str, engine: Engine):

@@ -61,8 +61,12 @@ class FrameRenderer:
             out = image.copy()
         elif mode == "swap" and self.texture is not None and all(f.vertices is not None for f in faces):
             from stream.render.swap import swap_faces
+            from stream.render.swap_shape import shape_swap
 
-            out = swap_faces(image, [f.vertices for f in faces], self.morph.tri, self.texture,
+            shaped = None if self.keep_target_eyes else shape_swap(self.morph, self.texture)
+            targets = [f.vertices if shaped is None or f.params is None else shaped.apply(f.vertices, f.params, f.roi)
+                       for f in faces]
+            out = swap_faces(image, targets, self.morph.tri, self.texture,
                              landmarks=[f.landmarks for f in faces], buffers=self._buffers,
                              color_states=[self._color_states.setdefault(f.track_id, {}) for f in faces],
                              keep_target_eyes=self.keep_target_eyes)

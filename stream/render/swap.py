@@ -174,24 +174,33 @@ def _segment_distance(poly, y0, y1, x0, x1):
     0 inside the polygon (even-odd rule)."""
     out = np.empty((y1 - y0, x1 - x0), np.float32)
     k = poly.shape[0]
+    seg = np.empty((k, 6))  # per segment: start (x, y), direction (x, y), 1 / squared length, dx / dy (crossings)
+    for i in range(k):
+        ax = poly[i, 0]
+        ay = poly[i, 1]
+        bx = poly[(i + 1) % k, 0] - ax
+        by = poly[(i + 1) % k, 1] - ay
+        ll = bx * bx + by * by
+        seg[i, 0] = ax
+        seg[i, 1] = ay
+        seg[i, 2] = bx
+        seg[i, 3] = by
+        seg[i, 4] = 1.0 / ll if ll > 1e-12 else 0.0
+        seg[i, 5] = bx / by if by != 0.0 else 0.0
     for y in range(y0, y1):
         for x in range(x0, x1):
             best = 1e30
             inside = False
             for i in range(k):
-                ax = poly[i, 0]
-                ay = poly[i, 1]
-                cx = poly[(i + 1) % k, 0]
-                cy = poly[(i + 1) % k, 1]
-                if (ay > y) != (cy > y) and x < ax + (y - ay) * (cx - ax) / (cy - ay):
+                ax = seg[i, 0]
+                ay = seg[i, 1]
+                by = seg[i, 3]
+                if (ay > y) != (ay + by > y) and x < ax + (y - ay) * seg[i, 5]:
                     inside = not inside
-                bx = cx - ax
-                by = cy - ay
+                bx = seg[i, 2]
                 px = x - ax
                 py = y - ay
-                ll = bx * bx + by * by
-                t = (px * bx + py * by) / ll if ll > 1e-12 else 0.0
-                t = min(max(t, 0.0), 1.0)
+                t = min(max((px * bx + py * by) * seg[i, 4], 0.0), 1.0)
                 dx = px - t * bx
                 dy = py - t * by
                 d = dx * dx + dy * dy

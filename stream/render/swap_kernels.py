@@ -114,3 +114,17 @@ def add_masked_smooth(out, base, delta, alpha, y0, x0):
             for c in range(3):
                 v = base[i, j, c] + delta[i, j, c] * s
                 out[y0 + i, x0 + j, c] = 0 if v <= 0.0 else (255 if v >= 255.0 else int(v + 0.5))
+
+
+@nb.njit(cache=True, nogil=True)
+def add_offsets(out, index, weight, d, r, scale):
+    """``out[index[k]] += weight[k] * scale * (r @ d[k])`` for vertices (V, 3) float32: model-space offsets d (K, 3)
+    rotated by r (3, 3) and scaled per axis by ``scale`` (3,) (``swap_shape.ShapeSwap.apply``)."""
+    for k in range(index.shape[0]):
+        x = d[k, 0]
+        y = d[k, 1]
+        z = d[k, 2]
+        wk = weight[k]
+        j = index[k]
+        for c in range(3):
+            out[j, c] += (r[c, 0] * x + r[c, 1] * y + r[c, 2] * z) * scale[c] * wk

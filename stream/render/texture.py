@@ -70,6 +70,9 @@ class FaceTexture:
     # coordinates (index (K,), (s, t, e) (K, 3); :func:`eye_coordinates`): the swap lays them into the target's eye
     # (a blinking target closes the source's lids over the left-out part)
     eye_vertices: list | None = None
+    # the source's 3DMM shape coefficients (40,) float32 when known (``stream.assemble.fit_swap_texture``): the full
+    # swap renders the source's shape on the target's pose and expression (``stream.render.swap_shape``)
+    shape: np.ndarray | None = None
 
 
 def face_region(dense_reference: np.ndarray, landmark_reference: np.ndarray, forehead: float = 0.3) -> np.ndarray:
