@@ -179,7 +179,9 @@ def main() -> None:
             mouth_changed = []
             row = []
             for j, ((k, frame, f), (rect, d_t)) in enumerate(zip(items, tgt)):
-                face = FaceRecord(frame=k, time=0.0, track_id=1, box=np.zeros(4, np.float32), roi=f.roi,
+                # one track per video: what the renderer keeps per track (colour statistics) starts afresh
+                face = FaceRecord(frame=k, time=0.0, track_id=1 + args.videos.split(",").index(vname),
+                                  box=np.zeros(4, np.float32), roi=f.roi,
                                   pose=np.concatenate([f.pose, np.zeros(3, np.float32)]), landmarks=f.landmarks,
                                   params=f.params, vertices=fits.vertices(morph, f), ext=f.ext)
                 t0 = time.perf_counter()

@@ -38,12 +38,13 @@ from stream.render.texture import (FaceTexture, brow_polygons, build_texture, ey
                                    face_region, feature_polygons, inner_mouth_polygon)
 
 BLENDS = ("alpha", "pyramid", "seamless")
-EDGE_FEATHER = 0.08  # UV units (about a fraction of the face width) of the feather along the face's contour
+EDGE_FEATHER = 0.05  # UV units (about a fraction of the face width) of the feather along the face's contour
 TONE_MATCH = np.array([0.8, 0.5, 0.5], np.float32)  # share of the way the source's mean L, a, b move to the target's
 GAIN_RANGE = (0.8, 1.25)  # the source's colour contrast may follow the target's within this factor
 RELIGHT_RANGE = (0.7, 1.45)  # the target's light over the source's (each a smooth fit), applied to the source's L
-EYE_HOLE = (1.05, 1.2, 1.6)  # the target's inner eye (texture.eye_polygons): along the eye, upper side, lower side
-HOLE_FEATHER = 0.15  # the ramp around a hole (inner eye, inner mouth), x the hole's width
+EYE_HOLE = (1.0, 0.9, 1.0)  # the target's inner eye (texture.eye_polygons): along the eye, upper side, lower side
+MOUTH_HOLE = 1.0  # the target's inner mouth: its inner-lip polygon grown this much about its centre
+HOLE_FEATHER = 0.12  # the ramp around a hole (inner eye, inner mouth), x the hole's width
 LIGHT_STEP = 6  # the light planes are fitted on every LIGHT_STEP-th pixel (rows and columns) of the skin
 CLOSED_EYE = 0.06  # an eye whose aspect ratio (lid gap over width) is under this shows none of the target's eye
 _LAB8_SCALE = np.array([255 / 100, 1, 1], np.float32)  # OpenCV 8-bit Lab = (L * 255/100, a + 128, b + 128)
@@ -276,7 +277,7 @@ def hole_polygons(landmarks: np.ndarray, keep_target_eyes: bool = False) -> list
     as an eye closes; a closing eye's hole narrows to none at ``CLOSED_EYE``: a blinking target shows the source's
     closed lids."""
     lm = np.asarray(landmarks, np.float64)[:, :2]
-    mouth = inner_mouth_polygon(lm)
+    mouth = inner_mouth_polygon(lm, MOUTH_HOLE)
     mouth_w = float(np.hypot(*(lm[64] - lm[60])))
     if keep_target_eyes:
         polys = feature_polygons(lm)[:2] + brow_polygons(lm)
