@@ -44,6 +44,7 @@ GAIN_RANGE = (0.8, 1.25)  # the source's colour contrast may follow the target's
 RELIGHT_RANGE = (0.7, 1.45)  # the target's light over the source's (each a smooth fit), applied to the source's L
 EYE_HOLE = (1.0, 0.9, 1.0)  # the target's inner eye (texture.eye_polygons): along the eye, upper side, lower side
 MOUTH_HOLE = 1.0  # the target's inner mouth: its inner-lip polygon grown this much about its centre
+MOUTH_FEATHER = 0.15  # the ramp around the inner mouth, x its width (its seam is the one nearest the limit)
 HOLE_FEATHER = 0.12  # the ramp around a hole (inner eye, inner mouth), x the hole's width
 LIGHT_STEP = 6  # the light planes are fitted on every LIGHT_STEP-th pixel (rows and columns) of the skin
 CLOSED_EYE = 0.06  # an eye whose aspect ratio (lid gap over width) is under this shows none of the target's eye
@@ -295,7 +296,7 @@ def hole_polygons(landmarks: np.ndarray, keep_target_eyes: bool = False) -> list
             if grow > 0.4:  # a sliver of an eye: none of it (a hole this thin is all edge)
                 out.append((eye_polygons(lm, (EYE_HOLE[0], EYE_HOLE[1] * grow, EYE_HOLE[2] * grow), (k,))[0],
                             HOLE_FEATHER * width * float(np.clip(opening / 0.25, 0.2, 1.0))))
-    out.append((mouth, HOLE_FEATHER * mouth_w))
+    out.append((mouth, MOUTH_FEATHER * mouth_w))
     return out
 
 
