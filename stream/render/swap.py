@@ -44,6 +44,7 @@ GAIN_RANGE = (0.8, 1.25)  # the source's colour contrast may follow the target's
 RELIGHT_RANGE = (0.7, 1.45)  # the target's light over the source's (each a smooth fit), applied to the source's L
 EYE_HOLE = (1.0, 0.9, 1.0)  # the target's inner eye (texture.eye_polygons): along the eye, upper side, lower side
 MOUTH_HOLE = 1.0  # the target's inner mouth: its inner-lip polygon grown this much about its centre
+KEEP_FEATHER = 0.15  # keep_target_eyes: the ramp around the target's eyes and brows, x 0.2 x the face's size
 MOUTH_FEATHER = 0.15  # the ramp around the inner mouth, x its width (its seam is the one nearest the limit)
 HOLE_FEATHER = 0.12  # the ramp around a hole (inner eye, inner mouth), x the hole's width
 LIGHT_STEP = 6  # the light planes are fitted on every LIGHT_STEP-th pixel (rows and columns) of the skin
@@ -283,7 +284,7 @@ def hole_polygons(landmarks: np.ndarray, keep_target_eyes: bool = False) -> list
     if keep_target_eyes:
         polys = feature_polygons(lm)[:2] + brow_polygons(lm)
         size = float(np.sqrt(np.ptp(lm[:, 0]) * np.ptp(lm[:, 1])))
-        out = [(p, HOLE_FEATHER * 0.2 * size) for p in polys]
+        out = [(p, KEEP_FEATHER * 0.2 * size) for p in polys]
     else:
         out = []
         for k, sl in enumerate((slice(36, 42), slice(42, 48))):
