@@ -8,7 +8,7 @@ checkpoints (and ``compat/damdnet_v1_random_init.pth.tar``) load strictly after 
 
     net = authors_damdnet_v1(); net.load_state_dict(state); net.eval()
 
-Not used by the product; ``bench/bench_model.py`` checks it against ``model.damdnet.DAMDNet`` (1e-4) before timing.
+Not used by the product; ``bench/bench_model.py`` checks it against ``model.damdnet_net.DAMDNet`` (1e-4) before timing.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""What the ARKit blendshapes cost per face: ``tracking.blendshapes.BlendshapeTracker.update`` (the analyzer's call:
+"""What the ARKit blendshapes cost per face: ``tracking.blendshape_tracker.BlendshapeTracker.update`` (the analyzer's call:
 two 68-point decodes, the measures, the neutral's update, the table) on a stream of frames with 1 and 4 faces.
 
     python bench/bench_blendshapes.py [--frames 3000] [--json OUT]
@@ -24,7 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main(argv: list[str] | None = None) -> int:
     from model.morphable import MorphableModel
-    from tracking.blendshapes import BlendshapeTracker
+    from stream.analyze import neutral_config
+    from stream.config import load_config
+    from tracking.blendshape_tracker import BlendshapeTracker
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=3000)
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         params[..., 52:62] = rng.normal(0, 1.0, (a.frames, n_faces, 10))
         ext = rng.uniform(-0.2, 1.0, (a.frames, n_faces, 7)).astype(np.float32)
         poses = np.zeros((n_faces, 6), np.float32)
-        tracker = BlendshapeTracker(basis)
+        tracker = BlendshapeTracker(basis, neutral_config(load_config().blendshapes))
         ids = list(range(1, n_faces + 1))
         ms = np.empty(a.frames)
         for i in range(a.frames):

@@ -32,6 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.ghost_scenes import SCENES, Truth, load_sprites, render_scene  # noqa: E402
 from model.roi import iou_matrix  # noqa: E402
+from stream.analyze import tracker_config  # noqa: E402
+from stream.config import load_config  # noqa: E402
 from tracking.tracker import TrackerConfig  # noqa: E402
 
 OFF = dict(confirm_confidence=0.0, drop_confidence=0.0, min_face_size=0.0, confidence_keeps_tracks=False)
@@ -126,7 +128,7 @@ def count(reports: list[list], truths: list[Truth]) -> dict[str, int]:
 
 async def run_frames(frames, aligner, detector, config: TrackerConfig, on_frame=None, live: bool = False
                      ) -> list[list]:
-    """The product's analysis stage over ``frames``: the FaceRecords of each frame, as the file pipeline reports
+    """The product's analysis stage over ``frames``: the faces (``tracking.face.Face``) of each frame, as the file pipeline reports
     them (its look-ahead: a confirmed face keeps its first frames, ``stream.lookahead``) or, ``live``, from each
     track's confirmation on."""
     from stream.align_batcher import AlignService
@@ -182,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         frames, truths = render_scene(scene, sprites, n=a.frames)
         for mode in ("yunet", "yunet+injected"):
             for name in a.variants:
-                cfg = replace(TrackerConfig(), **VARIANTS[name])
+                cfg = replace(tracker_config(load_config()), **VARIANTS[name])
                 d = InjectingDetector(det, truths, a.rate if mode != "yunet" else 0.0)
                 reports = asyncio.run(run_frames(frames, aligner, d, cfg, on_frame=lambda i: setattr(d, "frame", i),
                                                  live=a.live))

@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{a.runs} calls per cell after {a.warmup} warm-up calls, all variants in one process, timed round-robin. "
         "Ratio = authors' structure time / this time (higher is faster). The authors' structure is "
         "`bench/authors_structure.py`, an eager re-implementation of LeiJiangJNU/DAMDNet's `DAMDNet_v1` forward "
-        "(view-based SGE, Sequential SE layer, unfused BatchNorm); 'ours' is `model.damdnet.DAMDNet`; "
+        "(view-based SGE, Sequential SE layer, unfused BatchNorm); 'ours' is `model.damdnet_net.DAMDNet`; "
         "'fast path TorchScript' is `model.fastpath.build_torchscript` (BatchNorm folded, traced, frozen); "
         "'fast path ONNX Runtime' is `model.ort_forward` (folded, constant-size SGE, linear head as one matrix), "
         "what `Aligner` runs on a CPU. Both DAMDNets carry the same weights (compat checkpoint).",

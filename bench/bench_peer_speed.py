@@ -37,6 +37,7 @@ os.environ.setdefault("DAMDNET_ASSETS", str(REPO.parent / "shared" / "assets"))
 from bench_pipeline import run_case  # noqa: E402
 from bench_pipeline_speed import DEFAULT_VIDEO, load  # noqa: E402
 from bench_smoothing import append_results, machine  # noqa: E402
+from stream.config import RunConfig  # noqa: E402
 
 ASSETS = Path(os.environ["DAMDNET_ASSETS"])
 MP_SCRIPT = HERE / "bench_mediapipe.py"
@@ -44,7 +45,7 @@ OPTIONAL = [ASSETS / "KwaiVGI/LivePortrait/assets/examples/driving/d13.mp4",
             ASSETS / "cleardusk/3DDFA/demo@obama/obama.mp4"]
 
 
-def ours(engine, cfg: dict, video: Path) -> dict:
+def ours(engine, cfg: RunConfig, video: Path) -> dict:
     from stream.sinks import load_tracks
 
     with tempfile.TemporaryDirectory(prefix="bench_peer_") as tmp:

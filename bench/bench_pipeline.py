@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime
 import json
 import os
@@ -38,7 +39,7 @@ os.environ.setdefault("DAMDNET_ASSETS", str(REPO.parent / "shared" / "assets"))
 
 from bench_smoothing import append_results, machine  # noqa: E402
 from stream.app import Engine, build_engine  # noqa: E402
-from stream.config import load_config  # noqa: E402
+from stream.config import RunConfig, load_config  # noqa: E402
 from stream.outputs import TracksOut  # noqa: E402
 from stream.assemble import build_run  # noqa: E402
 from stream.sources import open_source  # noqa: E402
@@ -65,13 +66,13 @@ def sliding_crops(image_path: Path, out_dir: Path, n: int, width: int = 1280, he
     return out_dir
 
 
-def run_case(engine: Engine, cfg: dict, spec: str, *, out: Path | None, tracks: Path | None, mode: str = "landmarks",
+def run_case(engine: Engine, cfg: RunConfig, spec: str, *, out: Path | None, tracks: Path | None, mode: str = "landmarks",
              source_options: dict | None = None) -> dict:
     """One file-mode run like ``stream.app.run_source`` (``build_run``); -> Stats.summary() plus wall time and rows."""
     source = open_source(spec, **(source_options or {}))
     info = source.info
-    run_cfg = {**cfg, "out": str(out) if out else None, "tracks": str(tracks) if tracks else None, "meshes": None,
-               "mode": mode}
+    run_cfg = cfg.replace(out=str(out) if out else None, tracks=str(tracks) if tracks else None, meshes=None,
+                          mode=mode)
     pipeline = build_run(run_cfg, engine, source, live=False)
     sinks = pipeline.sinks
     t0 = time.perf_counter()
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         cases += [
             (f"2 faces, {args.multi_frames} images, tracks", str(multi), {"tracks": tmp / "multi.csv", "out": None}),
             ("synthetic 8 s, tracks", "synthetic",
-             {"tracks": tmp / "syn.csv", "out": None, "source_options": dict(cfg["synthetic"])}),
+             {"tracks": tmp / "syn.csv", "out": None, "source_options": dataclasses.asdict(cfg.synthetic)}),
         ]
         run_case(engine, cfg, str(d0), out=None, tracks=None)  # warm-up (JIT, first convolutions)
         for name, spec, kw in cases:
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Machine: {machine()}; {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}; load average "
             f"{load:.2f} at the end (the cores are shared with other work); model {engine.aligner.name} "
             f"({engine.aligner.backbone}) on {engine.aligner.device}, detector {engine.detector.kind} every "
-            f"{cfg['detect_every']} frames, Kalman on. Command: `python bench/bench_pipeline.py "
+            f"{cfg.detect_every} frames, Kalman on. Command: `python bench/bench_pipeline.py "
             f"{' '.join(sys.argv[1:])}`.\n\n"
             "In-process runs built as `run_stream.py` builds them, file mode (nothing dropped), model load excluded; "
             f"fps = frames out / wall time of the run, median of {args.repeat} runs (all runs in brackets). "

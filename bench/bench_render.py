@@ -23,9 +23,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("DAMDNET_ASSETS", str(REPO.parent / "shared" / "assets"))
 
-from model.render.mesh import vertex_normals  # noqa: E402
+from model.raster.mesh import vertex_normals  # noqa: E402
 from stream.render.overlays import MODES, render_overlay  # noqa: E402
-from model.render.raster import RasterBuffers, rasterize  # noqa: E402
+from model.raster.zbuffer import RasterBuffers, rasterize  # noqa: E402
 from stream.render.swap import BLENDS, build_texture, swap_faces  # noqa: E402
 
 H, W = 480, 640

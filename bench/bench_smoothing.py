@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime
 import json
 import os
@@ -41,7 +42,7 @@ sys.path.insert(0, str(REPO))
 from bench.machine_info import cpu_model  # noqa: E402
 os.environ.setdefault("DAMDNET_ASSETS", str(REPO.parent / "shared" / "assets"))
 from stream.app import Engine, build_engine  # noqa: E402
-from stream.config import load_config  # noqa: E402
+from stream.config import RunConfig, load_config  # noqa: E402
 from stream.assemble import build_run  # noqa: E402
 from stream.pipeline import Job  # noqa: E402
 from stream.sources import open_source  # noqa: E402
@@ -69,9 +70,9 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, {cpu_model()}"
 
 
-def run_pipeline(engine: Engine, cfg: dict, spec: str, smooth: str, **source_options) -> tuple[Collect, dict]:
+def run_pipeline(engine: Engine, cfg: RunConfig, spec: str, smooth: str, **source_options) -> tuple[Collect, dict]:
     """One file-mode run of the pipeline (no renderer) with ``smooth``; returns the records and Stats.summary()."""
-    run_cfg = {**cfg, "smooth": smooth}
+    run_cfg = cfg.replace(smooth=smooth)
     source = open_source(spec, **source_options)
     sink = Collect()
     pipeline = build_run(run_cfg, engine, source, live=False, sinks=[], extra_sinks=[sink])
@@ -167,8 +168,8 @@ def score(pred: np.ndarray, gt: np.ndarray, cuts: list[int], ref: np.ndarray | N
             "misses": int((~ok).sum()), "frames": int(len(gt))}
 
 
-def bench_synthetic(engine: Engine, cfg: dict, seconds: float, seed: int) -> dict:
-    spec_opts = {**cfg["synthetic"], "seconds": seconds, "seed": seed}
+def bench_synthetic(engine: Engine, cfg: RunConfig, seconds: float, seed: int) -> dict:
+    spec_opts = {**dataclasses.asdict(cfg.synthetic), "seconds": seconds, "seed": seed}
     truth = open_source("synthetic", **spec_opts)
     gt, cuts = truth.ground_truth.astype(np.float64), truth.cuts
     truth.close()
@@ -188,7 +189,7 @@ def bench_synthetic(engine: Engine, cfg: dict, seconds: float, seed: int) -> dic
     return out
 
 
-def bench_real(engine: Engine, cfg: dict, path: Path) -> dict:
+def bench_real(engine: Engine, cfg: RunConfig, path: Path) -> dict:
     out = {}
     for smooth in ("none", "kalman"):
         recs, _ = run_pipeline(engine, cfg, str(path), smooth)
@@ -265,15 +266,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"synthetic": results, "real": real}, indent=1))
     if args.write:
-        k = cfg["kalman"]
+        k = cfg.kalman
         body = (
             "## Smoothing (synthetic video, known geometry)\n\n"
             f"Machine: {machine()}; {datetime.date.today().isoformat()}; model {engine.aligner.name} "
             f"({engine.aligner.backbone}) on {engine.aligner.device}, detector {engine.detector.kind} every "
-            f"{cfg['detect_every']} frames. Command: `python bench/bench_smoothing.py "
+            f"{cfg.detect_every} frames. Command: `python bench/bench_smoothing.py "
             f"{' '.join(sys.argv[1:])}`.\n\n"
-            f"Video: `synthetic:{args.seconds:g}` ({cfg['synthetic']['width']}x{cfg['synthetic']['height']} at "
-            f"{cfg['synthetic']['fps']:g} fps): a face textured from a real photo turning to +-70 deg yaw, nodding "
+            f"Video: `synthetic:{args.seconds:g}` ({cfg.synthetic.width}x{cfg.synthetic.height} at "
+            f"{cfg.synthetic.fps:g} fps): a face textured from a real photo turning to +-70 deg yaw, nodding "
             "+-25 deg, rolling, opening its mouth and smiling, drifting and zooming, with one scene cut; true "
             "landmarks decoded from the rendered parameters. The pipeline as `run_stream.py` builds it, in file "
             "mode; per frame the track nearest the truth is scored (a face over 25% NME is a miss). NMJ keeps the "

@@ -28,7 +28,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from model.train import Trainer, load_config, resolve  # noqa: E402
+from model.train import Trainer, resolve  # noqa: E402
+from model.train_config import TrainConfig, load_train_config  # noqa: E402
 
 VARIANTS = {
     "base": {},
@@ -66,16 +67,16 @@ def cpu_model() -> str:
         return platform.processor() or "cpu"
 
 
-def run_variant(cfg: dict, name: str, steps: int, warmup: int, out: Path) -> dict:
+def run_variant(cfg: TrainConfig, name: str, steps: int, warmup: int, out: Path) -> dict:
     c = copy.deepcopy(cfg)
-    for key, value in VARIANTS[name].items():  # dotted keys go into their mapping
-        node, *path = key.split(".")
-        if path:
-            c.setdefault(node, {})[path[0]] = value
-        else:
-            c[key] = value
-    c.update(eval_every=0, ckpt_every=0, eval_images=None, init=c.get("init"))
-    torch.set_num_threads(int(c.get("threads") or 2))
+    for key, value in VARIANTS[name].items():  # dotted keys go into their section
+        *path, leaf = key.split(".")
+        node = c
+        for part in path:
+            node = getattr(node, part)
+        setattr(node, leaf, value)
+    c.eval_every, c.ckpt_every, c.eval_images = 0, 0, None
+    torch.set_num_threads(int(c.threads or 2))
     tr = Trainer(c, out / name, Path.cwd())
     tr.run(max_steps=warmup, progress=False)
     log0 = sum(1 for _ in open(out / name / "log.csv"))
@@ -86,8 +87,8 @@ def run_variant(cfg: dict, name: str, steps: int, warmup: int, out: Path) -> dic
 
     rows = [r for r in csv.DictReader(open(out / name / "log.csv"))][log0 - 1:]
     losses = [float(r["loss"]) for r in rows if r.get("loss")]
-    return {"variant": name, "samples_s": steps * int(c["batch"]) / dt, "loss": float(np.mean(losses[-steps:])),
-            "threads": torch.get_num_threads(), "workers": int(c.get("workers") or 0)}
+    return {"variant": name, "samples_s": steps * c.batch / dt, "loss": float(np.mean(losses[-steps:])),
+            "threads": torch.get_num_threads(), "workers": c.workers}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default="base,workers1,threads1_workers1,channels_last,bf16,compile")
     p.add_argument("--out", default="bench/_work/train_step")
     a = p.parse_args(argv)
-    cfg = load_config(a.config)
+    cfg = load_train_config(a.config)
     out = resolve(a.out, Path.cwd())
     res = []
     for name in a.variants.split(","):
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             r = {"variant": name, "error": f"{type(exc).__name__}: {exc}".splitlines()[0][:120]}
         res.append(r)
         print(r, file=sys.stderr, flush=True)
-    print(f"CPU: {cpu_model()}; torch {torch.__version__}; batch {cfg['batch']}; {a.steps} timed steps after "
+    print(f"CPU: {cpu_model()}; torch {torch.__version__}; batch {cfg.batch}; {a.steps} timed steps after "
           f"{a.warmup}; load average {os.getloadavg()[0]:.1f}")
     print("| variant | threads | workers | samples/s | mean loss |\n|---|---:|---:|---:|---:|")
     for r in res:

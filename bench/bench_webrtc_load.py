@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
@@ -46,7 +47,7 @@ async def bench(args: argparse.Namespace) -> str:
     from stream.app import build_engine
     from stream.config import load_config
     from stream.webrtc.app_bridge import PipelinePeer
-    from stream.webrtc.config import ServeConfig
+    from stream.webrtc.server_config import serve_config
     from stream.webrtc.server import PEERS
 
     L.pin_loopback_ice()
@@ -57,7 +58,7 @@ async def bench(args: argparse.Namespace) -> str:
     frames = L.load_frames(Path(args.assets) / D0, (w, h), 150)
     lines: list[str] = []
     max_n = max([args.peers, *args.sweep])
-    async with L.running_server(ServeConfig(max_peers=max_n), lambda pid: PipelinePeer(engine, cfg, pid)) as (app, url):
+    async with L.running_server(dataclasses.replace(serve_config(cfg), max_peers=max_n), lambda pid: PipelinePeer(engine, cfg, pid)) as (app, url):
         base = L.resources()
         sweep_rows = []
         for n in args.sweep:

@@ -44,7 +44,7 @@ def measure(files: list[str], detector, aligner) -> np.ndarray:
     """(M, 3): landmark crop side / box mean side, centre offset right and down / box mean side, per face found."""
     import cv2
 
-    from model.align import align_boxes
+    from model.align_images import align_boxes
     from model.roi import roi_from_landmarks
 
     rows = []

@@ -52,7 +52,7 @@ def engine():
 
 def fit_image(img: np.ndarray, refine: int = 1) -> Fit | None:
     """The largest face of an image (detector box, then ``refine`` landmark-ROI refinements), or None."""
-    from model.align import align_boxes
+    from model.align_images import align_boxes
 
     aligner, detector = engine()
     boxes, _ = detector(img)

@@ -126,7 +126,10 @@ def main() -> None:
 
     from model.morphable import MorphableModel
     from stream.app import fit_swap_texture
-    from stream.frames import FaceRecord
+    try:  # the face record of the tree (trees before the one record: stream.frames.FaceRecord)
+        from tracking.face import Face as FaceRecord
+    except ImportError:
+        from stream.frames import FaceRecord
     from stream.outputs import FrameRenderer
 
     desc = Descriptor()

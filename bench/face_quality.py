@@ -54,7 +54,7 @@ def main() -> None:
     import cv2
 
     from model.morphable import MorphableModel
-    from model.render.raster import rasterize
+    from model.raster.zbuffer import rasterize
     from stream.app import fit_swap_texture
     from stream.render.overlays import render_overlay
     from stream.render.swap import swap_faces

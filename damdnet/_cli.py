@@ -19,7 +19,7 @@ def export_main(argv: list[str] | None = None) -> int:
 
 
 def align_main(argv: list[str] | None = None) -> int:
-    """``damdnet-align``: ``python -m model.align`` (still images -> annotated copies + results.json)."""
-    from model.align import main as align
+    """``damdnet-align``: ``python -m model.align_images`` (still images -> annotated copies + results.json)."""
+    from model.align_images import main as align
 
     return align(sys.argv[1:] if argv is None else argv)

@@ -5,11 +5,13 @@
     for frame in damdnet.track_video("talk.mp4", tracks="talk.csv"):
         print(frame.index, [(f.track_id, round(f.yaw)) for f in frame.faces])
 
-``align_image`` is ``python -m model.align``'s detect-and-align (``model.align.detect_and_align``); ``track_video``
+``align_image`` is ``python -m model.align_images``'s detect-and-align (``model.align_images.detect_and_align``); ``track_video``
 and ``stream`` run ``run_stream.py``'s pipeline (``stream.app.run_source``: the same sources, detection schedule, tracker,
 Kalman smoothing, renderer and sinks), with every CLI flag available as a keyword (``detect_every=5``,
 ``kalman={"pose_gate": 4.0}``, ``out="overlay.mp4"``, ``tracks="t.csv"``, ``meshes="dir/"``). User errors raise
-``DamdnetError`` whose message is the line the CLI prints after ``error:``. An input with no face anywhere is not an
+``DamdnetError`` (= ``model.errors.UserError``, the base of every user error: a ``SourceError``, ``ConfigError``...
+as raised where the cause is known) whose message is the line the CLI prints after ``error:``; anything else is a
+bug and keeps its traceback. An input with no face anywhere is not an
 error (as in the CLI): empty results and a ``NoFaceWarning`` whose message is the CLI's line after ``warning:``.
 
 A ``Session`` holds the loaded model and detector; the module-level functions share one session per model setting.
@@ -27,117 +29,22 @@ from typing import Any, AsyncIterator, Iterable, Iterator, Protocol
 
 import numpy as np
 
-from model.align import REFINE, ImageError, NoFaceWarning, detect_and_align, no_face_message, read_image
+from model.align_images import REFINE, NoFaceWarning, detect_and_align, no_face_message, read_image
+from model.errors import UserError
 from stream.align_batcher import AlignService
-from stream.app import Engine, UserError, build_engine, run_source
-from stream.config import ConfigError, load_config
+from stream.app import Engine, build_engine, run_source
+from stream.config import RunConfig, load_config
 from stream.pipeline import Job
+from tracking.face import Face
 
 # Config keys that choose the model and detector (a Session's); every other key is per run.
 SESSION_KEYS = ("weights", "backbone", "device", "fast_path", "assets", "threads", "detector", "detect_score",
                 "detect_max_side", "expression")
 
 
-class DamdnetError(RuntimeError):
-    """A user error (a missing file, a bad option, no model); ``str()`` is the CLI's one-line message."""
-
-
-@dataclass
-class Face:
-    """One face in an image or a video frame. Pixels are frame pixels: x right, y down, z toward the camera
-    (scaled like x).
-
-    box: (4,) float32 x1, y1, x2, y2 px (the detector's box for images, the tracker's for videos).
-    landmarks: (68, 3) float32 px, the 68-point (iBUG) order.
-    pose: (6,) float32 yaw, pitch, roll (degrees), scale (crop px per micrometre of the 3DMM), tx, ty (crop px of
-        the 120 px crop ``roi``, y up); docs/INTERFACES.md, "Track files", has each unit and how to map it to px.
-    params: (62,) float32 real 3DMM parameters: camera (12, a 3x4 matrix row-major) | shape (40) | expression (10).
-    roi: (4,) float32 the crop box the network saw, px.
-    vertices: (V, 3) float32 dense mesh in px when asked for (``dense=True``), else None; triangles:
-        ``Session.triangles``. Landmarks and vertices include the extended expression (closed eyes, ...).
-    score: detector score in [0, 1] (images), None for tracked faces.
-    track_id: stable id of the tracked face across frames (videos, streams), None for images.
-    confidence: face confidence in [0, 1] from the face classifier on the crop (``model.confidence``; independent of
-        the detector): the track's running value for videos, the crop's score for images.
-    ext: (N_EXT,) float32 the extended expression (``model.expression_ext``, version ``EXT_VERSION``, names
-        ``EXT_NAMES``: eye_close_r, eye_close_l, mouth_corner_up_r/l, mouth_corner_out_r/l, jaw_open; sides are the
-        subject's own; 0 = the mean face, 1 = an eye shut), smoothed like the params for videos; None when the model
-        ran without the expression stage. See ``eye_closure`` and ``expression_ext``.
-    blendshape_values: (52,) float32 the ARKit blendshape coefficients in [0, 1] (``model.blendshapes``,
-        ``ARKIT_NAMES`` order; by name: ``blendshapes``): against the track's learned neutral face for videos, the
-        face's identity with its expression at 0 for images; None when not computed.
-    """
-
-    box: np.ndarray
-    landmarks: np.ndarray
-    pose: np.ndarray
-    params: np.ndarray
-    roi: np.ndarray
-    vertices: np.ndarray | None = None
-    score: float | None = None
-    track_id: int | None = None
-    confidence: float | None = None
-    ext: np.ndarray | None = None
-    blendshape_values: np.ndarray | None = None
-
-    @property
-    def blendshapes(self) -> dict[str, float] | None:
-        """The ARKit blendshapes by name (``{"eyeBlinkLeft": 0.0, ..., "jawOpen": 0.4, ..., "tongueOut": 0.0}``, all
-        52 in Apple's order; sides are the subject's own; names outside ``model.blendshapes.ESTIMATED`` are 0), None
-        when not computed."""
-        if self.blendshape_values is None:
-            return None
-        from model.blendshapes import as_dict
-
-        return as_dict(self.blendshape_values)
-
-    @property
-    def yaw(self) -> float:
-        """Degrees (``pose[0]``; 3DDFA's matrix2angle convention, ``model.morphable.matrix_to_angles``)."""
-        return float(self.pose[0])
-
-    @property
-    def pitch(self) -> float:
-        """Degrees."""
-        return float(self.pose[1])
-
-    @property
-    def roll(self) -> float:
-        """Degrees."""
-        return float(self.pose[2])
-
-    @property
-    def camera(self) -> np.ndarray:
-        """(3, 4) float32 camera matrix [s R | t] of the 3DMM (crop coordinates)."""
-        return self.params[:12].reshape(3, 4)
-
-    @property
-    def shape(self) -> np.ndarray:
-        """(40,) float32 identity (shape) coefficients."""
-        return self.params[12:52]
-
-    @property
-    def expression(self) -> np.ndarray:
-        """(10,) float32 expression coefficients."""
-        return self.params[52:62]
-
-    @property
-    def expression_ext(self) -> dict[str, float] | None:
-        """The extended expression by name (``{"eye_close_r": 0.02, ..., "jaw_open": 0.1}``), None without it."""
-        if self.ext is None:
-            return None
-        from model.expression_ext import EXT_NAMES
-
-        return {k: float(v) for k, v in zip(EXT_NAMES, np.ravel(self.ext))}
-
-    @property
-    def eye_closure(self) -> tuple[float, float] | None:
-        """(right, left) eye closure of the subject (0 open as the mean face, 1 shut, < 0 wider), None without
-        ``ext``. "right" is the subject's right eye (landmarks 36-41: image left for a frontal face)."""
-        if self.ext is None:
-            return None
-        e = np.ravel(self.ext)
-        return float(e[0]), float(e[1])
+#: A user error (a missing file, a bad option, no model); ``str()`` is the CLI's one-line message. The one base of
+#: the project's user errors (``model.errors.UserError``): the API raises them as they are, never wrapped.
+DamdnetError = UserError
 
 
 @dataclass
@@ -164,16 +71,9 @@ class ResultSink(Protocol):
     def write(self, result: FrameResult) -> None: ...
 
 
-def _face_of_record(rec: Any) -> Face:
-    return Face(box=np.asarray(rec.box, np.float32), landmarks=rec.landmarks, pose=np.asarray(rec.pose, np.float32),
-                params=rec.params, roi=np.asarray(rec.roi, np.float32), vertices=rec.vertices,
-                track_id=int(rec.track_id), confidence=getattr(rec, "confidence", None), ext=getattr(rec, "ext", None),
-                blendshape_values=getattr(rec, "blendshapes", None))
-
-
 def _frame_result(job: Job) -> FrameResult:
-    return FrameResult(index=job.frame.index, time=job.frame.time, faces=[_face_of_record(r) for r in job.faces],
-                       image=job.frame.image, rendered=job.output)
+    return FrameResult(index=job.frame.index, time=job.frame.time, faces=list(job.faces), image=job.frame.image,
+                       rendered=job.output)
 
 
 def _flatten(options: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -187,11 +87,10 @@ def _flatten(options: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _config(options: dict[str, Any], config_file: str | None = None) -> dict:
-    try:
-        return load_config(config_file, _flatten(options))
-    except ConfigError as exc:
-        raise DamdnetError(str(exc)) from None
+def _config(options: dict[str, Any], config_file: str | None = None) -> RunConfig:
+    """The API's keywords (``_flatten``) onto the run description, as the CLI's flags: the same checks and lines
+    (a ConfigError is a DamdnetError)."""
+    return load_config(config_file, _flatten(options))
 
 
 class Session:
@@ -205,11 +104,8 @@ class Session:
         if unknown:
             raise DamdnetError(f"not a model option: {unknown[0]} (model options: {', '.join(SESSION_KEYS)})")
         self._cfg = _config(model_options)
-        self.model_options = {k: self._cfg[k] for k in SESSION_KEYS}
-        try:
-            self._engine = build_engine(self._cfg)
-        except UserError as exc:
-            raise DamdnetError(str(exc)) from None
+        self.model_options = {k: getattr(self._cfg, k) for k in SESSION_KEYS}
+        self._engine = build_engine(self._cfg)
 
     @property
     def model_name(self) -> str:
@@ -225,13 +121,10 @@ class Session:
         """Every face in ``image`` (a file path, or an (H, W, 3) uint8 BGR array; (H, W) gray is accepted), largest
         detector score first as the detector orders them; an image without faces gives [] and a NoFaceWarning.
         ``refine``: re-crops of each face from its own landmarks after the detector crop
-        (``model.align.align_boxes``; 0: none). Raises DamdnetError for an unreadable file."""
+        (``model.align_images.align_boxes``; 0: none). Raises DamdnetError for an unreadable file."""
         name = str(image) if isinstance(image, (str, Path)) else "the image"
         if isinstance(image, (str, Path)):
-            try:
-                image = read_image(image)
-            except ImageError as exc:
-                raise DamdnetError(str(exc)) from None
+            image = read_image(image)  # ImageError: a DamdnetError
         img = np.asarray(image)
         if img.ndim == 2:
             img = np.repeat(img[:, :, None], 3, axis=2)
@@ -253,7 +146,7 @@ class Session:
                      blendshape_values=blend[i])
                 for i in range(len(res))]
 
-    def _run_config(self, source: str | Path, options: dict[str, Any]) -> dict:
+    def _run_config(self, source: str | Path, options: dict[str, Any]) -> RunConfig:
         flat = _flatten(options)
         clash = sorted(k for k in flat if k in SESSION_KEYS and flat[k] != self.model_options[k])
         if clash:
@@ -317,14 +210,6 @@ class Session:
         feed.warn()
 
 
-def _raise_run_error(exc: BaseException | None) -> None:
-    if exc is None:
-        return
-    if isinstance(exc, UserError):
-        raise DamdnetError(str(exc)) from None
-    raise exc
-
-
 def _close_sinks(sinks: list) -> None:
     for s in sinks:
         close = getattr(s, "close", None)
@@ -366,11 +251,12 @@ class _Feed:
         return res
 
     def finish(self, run_error: BaseException | None) -> None:
-        """Close the sinks, then raise the first error (the run's as DamdnetError, or a sink's)."""
+        """Close the sinks, then raise the first error (the run's, or a sink's)."""
         try:
             _close_sinks(self.sinks)
         finally:
-            _raise_run_error(run_error)
+            if run_error is not None:
+                raise run_error
             if self.error is not None:
                 raise self.error
 
@@ -384,12 +270,12 @@ class VideoTracks:
     drop nothing). ``close()`` (or leaving a ``with`` block or a ``for`` loop early and dropping the iterator)
     ends the run; ``run()`` consumes everything and returns the number of frames."""
 
-    def __init__(self, session: Session, cfg: dict, sinks: list, dense: bool = False) -> None:
+    def __init__(self, session: Session, cfg: RunConfig, sinks: list, dense: bool = False) -> None:
         self._session = session
         self._dense = dense
         self._cfg = cfg
         self._feed = _Feed(sinks)
-        self._q: queue.Queue = queue.Queue(maxsize=max(1, int(cfg["queue_size"])))
+        self._q: queue.Queue = queue.Queue(maxsize=max(1, int(cfg.queue_size)))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._done = False
@@ -441,7 +327,7 @@ class VideoTracks:
             self._done = True
             self._thread.join()
             if isinstance(item, BaseException):
-                _raise_run_error(item)
+                raise item
             self._feed.warn()
             raise StopIteration
         return item

@@ -18,6 +18,7 @@ import torch
 from model.assets import AssetStore
 from model.checkpoint import LoadedModel, load_model
 from model.confidence import FaceScorer
+from model.errors import UserError
 from model.expression_stage import ExpressionStage
 from model.fastpath import build_fast_path
 from model.morphable import MorphableModel, Whitening, pose_from_params
@@ -55,13 +56,21 @@ class AlignResult:
         return int(self.params.shape[0])
 
 
+class DeviceError(UserError, RuntimeError):
+    """A device that is not a device, or not on this machine (one line)."""
+
+
 def select_device(device: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; otherwise ``torch.device(device)`` (error if CUDA is missing)."""
+    """``auto`` -> CUDA when available, else CPU; otherwise ``torch.device(device)``; DeviceError for a name torch
+    does not know or CUDA missing."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:  # torch's one line: "Expected one of cpu, cuda, ... device string: NAME"
+        raise DeviceError(str(exc).splitlines()[0]) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but CUDA is not available (use --device cpu or auto)")
+        raise DeviceError("device 'cuda' requested but CUDA is not available (use --device cpu or auto)")
     return dev
 
 

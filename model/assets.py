@@ -24,6 +24,7 @@ from typing import Callable, Iterable
 
 from model.cliparse import OneLineParser
 from model.download import RETRY_AFTER_S, FailureMemory, download, offline
+from model.errors import UserError
 
 ENV_ROOT = "DAMDNET_ASSETS"
 ENV_MIRROR = "DAMDNET_MIRROR"
@@ -36,7 +37,7 @@ DAMDNET_UP = ("LeiJiangJNU/DAMDNet", "5d022faf827718d76b3a9ccf620d0a343443b994")
 YUNET_ALT = ("ShiqiYu/libfacedetection.train", "0047ac24afb1a50a0c6105001c89d1b5b805dbf1")
 
 
-class AssetError(RuntimeError):
+class AssetError(UserError, RuntimeError):
     """A user-facing asset problem; ``str()`` is one line saying what is wrong and what to do; ``reason`` the short
     cause (for a log line, e.g. why ``--weights auto`` passed a model over)."""
 

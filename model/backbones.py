@@ -1,6 +1,6 @@
 """Backbone registry: every network that regresses the 62 parameters from a 120x120 crop.
 
-- ``damdnet``: the product (``model.damdnet.DAMDNet``), v1 whitening, v1 decode convention.
+- ``damdnet``: the product (``model.damdnet_net.DAMDNet``), v1 whitening, v1 decode convention.
 - ``mobilenet_v1``: 3DDFA_V2's MobileNetV1 (``widen_factor`` 0.5 or 1.0), V2 whitening, v2 convention; loads
   ``mb05_120x120.pth`` / ``mb1_120x120.pth`` (head stored as ``fc_param``; the extra ``fc_lm`` head is dropped).
 """
@@ -11,7 +11,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from model.damdnet import DAMDNet
+from model.damdnet_net import DAMDNet
 
 
 class DepthWiseBlock(nn.Module):

@@ -18,6 +18,7 @@ from torch import nn
 
 from model.assets import AssetError, AssetStore
 from model.backbones import DEFAULT_SPACE, adapt_state_dict, build_backbone
+from model.errors import UserError
 from model.morphable import Whitening
 
 FORMAT = "damdnet-ckpt/1"
@@ -29,7 +30,7 @@ MODEL_NAMES = ["auto", *OUR_WEIGHTS, *ASSET_WEIGHTS]
 RELEASE_MARGIN = 1.0  # NME points (mean of bins, validation set, GT crops) our weights may trail the teacher by
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A user-facing checkpoint problem (one line)."""
 
 
@@ -113,7 +114,10 @@ def load_file(path: str | os.PathLike, store: AssetStore | None = None, trusted:
         convention = DEFAULT_SPACE[backbone]
         whitening = Whitening.load(convention, store)
         state, meta = adapt_state_dict(backbone, state), {"source": str(path)}
-    net = build_backbone(backbone, **kwargs)
+    try:
+        net = build_backbone(backbone, **kwargs)
+    except ValueError as exc:  # a checkpoint naming a backbone this version does not have
+        raise CheckpointError(f"{path}: {exc}") from None
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -70,14 +70,17 @@ class FaceScorer:
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> "FaceScorer":
-        """Load the committed weights (or ``path``); raises FileNotFoundError / ValueError with one-line messages."""
+        """Load the committed weights (or ``path``); raises CheckpointError (one line) for a missing or foreign
+        file."""
+        from model.checkpoint import CheckpointError
+
         p = Path(path) if path is not None else WEIGHTS
         if not p.is_file():
-            raise FileNotFoundError(f"face confidence weights not found: {p} (train them: python -m "
-                                    f"model.train_confidence)")
+            raise CheckpointError(f"face confidence weights not found: {p} (train them: python -m "
+                                  f"model.train_confidence)")
         ck = torch.load(p, map_location="cpu", weights_only=True)
         if not isinstance(ck, dict) or ck.get("format") != FORMAT:
-            raise ValueError(f"{p} is not a face confidence checkpoint (format {FORMAT})")
+            raise CheckpointError(f"{p} is not a face confidence checkpoint (format {FORMAT})")
         net = FaceNet(tuple(ck["widths"]))
         net.load_state_dict(ck["state_dict"])
         return cls(net, device, ck.get("meta", {}))

@@ -18,9 +18,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from model.assets import AssetError, AssetStore
-from model.align import align_boxes
+from model.assets import AssetStore
+from model.align_images import align_boxes
 from model.cliparse import OneLineParser
+from model.errors import UserError
 from model.metrics import POSE_KEYS, POSE_LIMIT, YAW_BINS, angle_error, nme, pose_para_angles, yaw_bin
 from model.morphable import rotation_from_params
 from model.roi import box_from_landmarks, iou_matrix, roi_from_landmarks
@@ -66,7 +67,7 @@ class EvalReport:
 def evaluate(aligner, labels: list[Path], crop: str = "gt", detector=None,
              refine: int = 0) -> EvalReport:
     """Run ``aligner`` on every labelled image; ``crop`` is ``gt`` or ``detector``; ``refine``: landmark re-crops
-    after a detector crop (``model.align.align_boxes``; the protocol is 0)."""
+    after a detector crop (``model.align_images.align_boxes``; the protocol is 0)."""
     from model.groundtruth import read_groundtruth
 
     report = EvalReport()
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop", choices=["gt", "detector"], default="gt", help="crop from ground truth or detector")
     p.add_argument("--detector", default="auto", choices=["auto", "yunet", "haar"])
     p.add_argument("--refine", type=int, default=0, help="with --crop detector: landmark re-crops after the detector "
-                                                         "crop, as model.align does (default 0: the 3DDFA protocol)")
+                                                         "crop, as model.align_images does (default 0: the 3DDFA protocol)")
     p.add_argument("--expression", choices=["true", "false"], default="true",
                    help="the expression stage (eyelids, lips) after the network, as run_stream.py runs it "
                         "(default true)")
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.refine < 0:
             raise ValueError(f"--refine {a.refine}: expected 0 or more re-crops")
         report = evaluate(aligner, labels, a.crop, det, refine=a.refine)
-    except (FileNotFoundError, ValueError, AssetError, CheckpointError, RuntimeError) as exc:
+    except (FileNotFoundError, ValueError, UserError) as exc:  # label files, options; assets, weights, device
         print(f"error: {exc}", file=sys.stderr)
         return 2
     s = report.summary()

@@ -25,9 +25,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from model.assets import AssetError, AssetStore
-from model.checkpoint import CheckpointError, LoadedModel, load_model
+from model.assets import AssetStore
+from model.checkpoint import LoadedModel, load_model
 from model.cliparse import OneLineParser
+from model.errors import UserError
 from model.morphable import CROP_SIZE, N_EXP, N_PARAMS, N_SHAPE, MorphableModel
 
 SPEC_FORMAT = "damdnet-onnx/1"
@@ -50,7 +51,7 @@ DECODE_STEPS = [
 ]
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """The export cannot be made or disagrees with the eager network (one line)."""
 
 
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     try:
         res = export_onnx(a.weights, a.out, AssetStore(a.assets), a.tol)
-    except (ExportError, CheckpointError, AssetError) as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{res['model']} -> {res['onnx']} ({res['bytes'] / 1e6:.1f} MB, dynamic batch, max |ONNX - eager| "

@@ -19,12 +19,13 @@ import torch
 from torch import nn
 
 from model.bn_fold import fold_all_bn, fold_bn  # noqa: F401  (re-exported: the fast paths fold first)
+from model.errors import UserError
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 FAST_PATHS = ("auto", "onnxruntime", "torchscript", "none")
 
 
-class FastPathError(RuntimeError):
+class FastPathError(UserError, RuntimeError):
     """A fast path that was asked for by name cannot be built here (one line)."""
 
 

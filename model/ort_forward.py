@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from model.damdnet import DAMDNet, SpatialGroupEnhance
+from model.damdnet_net import DAMDNet, SpatialGroupEnhance
 
 CROP = 120
 OPSET = 17

@@ -16,8 +16,9 @@ import json
 import sys
 from pathlib import Path
 
-from model.assets import AssetError, AssetStore, resolve_root
+from model.assets import AssetStore, resolve_root
 from model.checkpoint import OUR_WEIGHTS, RELEASE_MARGIN, CheckpointError, load_file, save_checkpoint
+from model.errors import UserError
 
 VALIDATION = "XgTu/2DASL/test_codes/test.data/AFLW-2000-3D"
 
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             raise CheckpointError(f"{a.checkpoint} is a {loaded.backbone}, not a damdnet checkpoint")
         ours = measure(a.checkpoint, labels, store, det)
         teacher = measure(a.teacher, labels, store, det)
-    except (FileNotFoundError, ValueError, AssetError, CheckpointError, RuntimeError) as exc:
+    except (FileNotFoundError, ValueError, UserError) as exc:  # label files; assets, weights, device
         print(f"error: {exc}", file=sys.stderr)
         return 2
     mob, tmob = ours["gt"]["nme_mean_of_bins"], teacher["gt"]["nme_mean_of_bins"]

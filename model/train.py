@@ -38,49 +38,17 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from model.backbones import build_backbone
 from model.bn_fold import fold_all_bn, unfold_bn
 from model.checkpoint import LoadedModel, load_file, save_checkpoint
-from model.damdnet import STAGES
+from model.damdnet_net import STAGES
 from model.data.photos import Augment, PhotoDataset
 from model.data.teacher import Teacher
 from model.losses import CombinedLoss, LossWeights
 from model.morphable import MorphableModel, Whitening, crop_to_frame
 from model.roi import roi_from_landmarks
+from model.train_config import TrainConfig, train_config
 
 N_STAGES = len(STAGES)
 LOG_FIELDS = ["step", "samples", "loss", "wpdc", "vdc", "wing", "lr", "minutes", "nme", "nme_bins", "pose_mae",
               "human2d", "nme_raw"]
-
-
-def load_config(path: str | os.PathLike) -> dict:
-    with open(path) as f:
-        cfg = yaml.safe_load(f)
-    if not isinstance(cfg, dict):
-        raise ValueError(f"{path}: not a mapping")
-    return cfg
-
-
-def apply_overrides(cfg: dict, items: list[str]) -> dict:
-    """``KEY=VALUE`` overrides (dotted keys into the config, values parsed as YAML) applied to ``cfg`` in place.
-
-    The key must exist in the config (a typo is an error naming it), except a new leaf under an existing mapping
-    that the code reads with a default (``loss.*``, ``data.human.*``, ``data.profile.*``, ``data.augment.*``)."""
-    open_maps = ("loss", "data.human", "data.profile", "data.augment", "data.turned")
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set {item}: expected KEY=VALUE")
-        parts = key.split(".")
-        node = cfg
-        for i, part in enumerate(parts[:-1]):
-            if not isinstance(node.get(part), dict):
-                if node.get(part) is None and ".".join(parts[:i + 1]) in open_maps:
-                    node[part] = {}
-                else:
-                    raise ValueError(f"--set {key}: {'.'.join(parts[:i + 1])} is not a mapping in the config")
-            node = node[part]
-        if parts[-1] not in node and ".".join(parts[:-1]) not in open_maps:
-            raise ValueError(f"--set {key}: no such key in the config")
-        node[parts[-1]] = yaml.safe_load(raw)
-    return cfg
 
 
 def resolve(path: str, base: Path) -> Path:
@@ -127,19 +95,19 @@ def cosine(base: float, lo: float, t: float) -> float:
     return lo + 0.5 * (base - lo) * (1 + math.cos(math.pi * min(max(t, 0.0), 1.0)))
 
 
-def lr_at(step: int, cfg: dict, minutes: float | None = None) -> float:
+def lr_at(step: int, cfg: TrainConfig, minutes: float | None = None) -> float:
     """Learning rate at ``step``: linear warm-up, then a step or cosine schedule. With ``schedule_minutes`` in the
     config and ``minutes`` (of this run) given, the cosine runs over that time budget instead of ``steps``."""
-    base, lo = float(cfg["lr"]), float(cfg.get("min_lr", 0.0))
-    warm = int(cfg.get("warmup", 0))
-    budget = float(cfg.get("schedule_minutes") or 0)
+    base, lo = cfg.lr, cfg.min_lr
+    warm = cfg.warmup
+    budget = float(cfg.schedule_minutes or 0)
     if budget and minutes is not None:  # a time budget (a lent GPU): warm-up by steps, cosine by minutes
         return cosine(base, lo, minutes / budget) * (min((step + 1) / warm, 1.0) if warm else 1.0)
     if step < warm:
         return base * (step + 1) / warm
-    if cfg.get("schedule", "cosine") == "step":
-        return base * float(cfg.get("step_gamma", 0.1)) ** (step // int(cfg.get("step_every", 1000)))
-    total = max(int(cfg["steps"]) - warm, 1)
+    if cfg.schedule == "step":
+        return base * cfg.step_gamma ** (step // cfg.step_every)
+    total = max(cfg.steps - warm, 1)
     return cosine(base, lo, (step - warm) / total)
 
 
@@ -149,87 +117,86 @@ def machine() -> str:
 
 
 class Trainer:
-    def __init__(self, cfg: dict, out: Path, base: Path) -> None:
+    def __init__(self, cfg: TrainConfig, out: Path, base: Path) -> None:
         self.cfg, self.out, self.base = cfg, out, base
-        dev = cfg.get("device", "auto")
+        dev = cfg.device
         self.device = torch.device("cuda" if dev == "auto" and torch.cuda.is_available() else
                                    ("cpu" if dev == "auto" else dev))
-        self.seed = int(cfg.get("seed", 0))
+        self.seed = cfg.seed
         self.morph = MorphableModel.load()
         self.whitening = Whitening.load("v1")
-        tcfg = cfg.get("teacher", {}) or {}
-        self.teacher = Teacher(tcfg.get("name", "3ddfa-v2-mb05"), self.device, bool(tcfg.get("flip", True)))
-        dcfg = cfg.get("data", {}) or {}
-        aug = dict(dcfg.get("augment", {}) or {})
+        self.teacher = Teacher(cfg.teacher.name, self.device, cfg.teacher.flip)
+        dcfg = cfg.data
+        aug = dict(dcfg.augment or {})
         if "scale" in aug:
             aug["scale"] = tuple(aug["scale"])
         self.mats = []
-        if dcfg.get("mat"):
+        if dcfg.mat:
             from model.data.gt_datasets import MatDataset
 
-            self.mats = [MatDataset.from_folder(resolve(d, base)) for d in dcfg["mat"]]
-        self.mat_fraction = float(dcfg.get("mat_fraction", 0.5)) if self.mats else 0.0
+            self.mats = [MatDataset.from_folder(resolve(d, base)) for d in dcfg.mat]
+        self.mat_fraction = dcfg.mat_fraction if self.mats else 0.0
         self.photos, self.maker = None, None
-        self.workers = int(cfg.get("workers", 0) or 0)
-        if dcfg.get("cache"):  # teacher-fitted photo cache (model.data.cache): face profiling, worker processes
+        self.workers = cfg.workers
+        if dcfg.cache:  # teacher-fitted photo cache (model.data.cache): face profiling, worker processes
             from model.data.cache import PhotoCache
             from model.data.sampler import BatchMaker, CacheSampler, HumanConfig, ProfileConfig, TurnedConfig
 
-            folders = dcfg["cache"] if isinstance(dcfg["cache"], list) else [dcfg["cache"]]
+            folders = dcfg.cache if isinstance(dcfg.cache, list) else [dcfg.cache]
             cache = PhotoCache.load_many([resolve(f, base) for f in folders])
             # human-fit rows (model.data.cache build-human): exact labels, weighted apart (data.human)
-            sampler = CacheSampler(cache, self.morph, Augment(**aug), ProfileConfig(**(dcfg.get("profile") or {})),
-                                   dcfg.get("source_weights") or {}, HumanConfig.from_dict(dcfg.get("human")),
-                                   cached_labels=bool(dcfg.get("cached_labels", False)),
-                                   turned=TurnedConfig.from_dict(dcfg.get("turned")))
-            self.maker = BatchMaker(sampler, int(cfg["batch"]), self.seed, self.mats, self.mat_fraction)
+            sampler = CacheSampler(cache, self.morph, Augment(**aug), ProfileConfig(**(dcfg.profile or {})),
+                                   dcfg.source_weights or {}, HumanConfig.from_dict(dcfg.human),
+                                   cached_labels=dcfg.cached_labels, turned=TurnedConfig.from_dict(dcfg.turned))
+            self.maker = BatchMaker(sampler, cfg.batch, self.seed, self.mats, self.mat_fraction)
             # compile the numba kernels here once: spawned workers then load them from numba's on-disk cache
             warm = np.random.default_rng(0)
             sampler.sample(0, warm, profiled=True)
             sampler.sample(0, warm, profiled=False)
             self.n_images = len(cache)
         else:
-            self.photos = PhotoDataset.from_folder(resolve(dcfg["photos"], base), limit=dcfg.get("limit"),
-                                                   augment=Augment(**aug), weights=dcfg.get("source_weights") or {})
+            if not dcfg.photos:
+                raise ValueError("config key 'data.photos' (or 'data.cache') is needed: where the photos are")
+            self.photos = PhotoDataset.from_folder(resolve(dcfg.photos, base), limit=dcfg.limit,
+                                                   augment=Augment(**aug), weights=dcfg.source_weights or {})
             self.n_images = len(self.photos)
-        self.loss = CombinedLoss(self.morph, self.whitening, LossWeights(**(cfg.get("loss") or {})))
+        self.loss = CombinedLoss(self.morph, self.whitening, LossWeights(**(cfg.loss or {})))
         self.net = init_student(self.seed)
-        if cfg.get("init"):  # start from a checkpoint's weights (fine-tuning; the optimizer starts fresh)
-            self.net.load_state_dict(load_file(resolve(cfg["init"], base)).net.state_dict())
+        if cfg.init:  # start from a checkpoint's weights (fine-tuning; the optimizer starts fresh)
+            self.net.load_state_dict(load_file(resolve(cfg.init, base)).net.state_dict())
         self.net = self.net.to(self.device)
         # BN-free training (``fold_bn``): the network trains with every BatchNorm folded into its conv (running
         # statistics frozen at the init's); checkpoints are written back in the plain layout (``unfold_bn``)
-        self.fold = bool(cfg.get("fold_bn", False))
+        self.fold = cfg.fold_bn
         self.template = copy.deepcopy(self.net).cpu() if self.fold else None
         if self.fold:
             self.net = fold_all_bn(self.net).to(self.device)
         # ``freeze``: the stem and the stages up to ``layerK`` run without gradients (and with frozen BatchNorm)
-        self.frozen = frozen_stages(cfg.get("freeze", "none"))
+        self.frozen = frozen_stages(cfg.freeze)
         for module in self.frozen_modules():
             module.requires_grad_(False)
-        amp = str(cfg.get("amp", "auto"))
+        amp = cfg.amp
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
             amp, torch.bfloat16 if amp == "auto" and self.device.type == "cuda" else None)
         # NHWC activations: the default on CUDA; a config choice on the CPU (bench/bench_train_step.py measures it)
-        self.channels_last = bool(cfg.get("channels_last", self.device.type == "cuda"))
+        self.channels_last = self.device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         # the training forward, optionally compiled (inductor); the module itself is what is saved and evaluated
-        self.forward = torch.compile(self.train_forward) if cfg.get("compile") else self.train_forward
+        self.forward = torch.compile(self.train_forward) if cfg.compile else self.train_forward
         self._batches = None
         self.trainable = [p for p in self.net.parameters() if p.requires_grad]  # not the frozen part
-        self.opt = torch.optim.AdamW(self.trainable, lr=float(cfg["lr"]),
-                                     weight_decay=float(cfg.get("weight_decay", 0.0)))
-        self.ema_decay = ema_decay(cfg.get("ema"))
+        self.opt = torch.optim.AdamW(self.trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.ema_decay = ema_decay(cfg.ema)
         self.ema = self.new_ema()
         self.step, self.samples, self.minutes, self.best_nme = 0, 0, 0.0, float("inf")
         self.last_eval: dict = {}
         self.eval_labels = []
-        if cfg.get("eval_images"):
+        if cfg.eval_images:
             from model.groundtruth import find_labels
 
             try:
-                self.eval_labels = find_labels(resolve(cfg["eval_images"], base))
+                self.eval_labels = find_labels(resolve(cfg.eval_images, base))
             except FileNotFoundError:
                 self.eval_labels = []
 
@@ -335,7 +302,7 @@ class Trainer:
                 return self.cache_batch({k: torch.from_numpy(v) for k, v in self.maker.make(step).items()})
             return self.cache_batch(next(self._batches))
         rng = np.random.default_rng([self.seed, step])
-        b = int(self.cfg["batch"])
+        b = self.cfg.batch
         n_mat = int(round(b * self.mat_fraction))
         idx = rng.integers(0, len(self.photos), b - n_mat).tolist()
         self.refine_rois(idx)
@@ -362,16 +329,16 @@ class Trainer:
 
     # -- state ------------------------------------------------------------------------------------------------
     def meta(self, nme: float | None) -> dict:
-        d = self.cfg.get("data", {}) or {}
+        d = self.cfg.data
         return {"backbone": "damdnet", "whitening": "v1", "convention": "v1", "parameter_space": "3ddfa-62 real",
-                "data": {"photos": str(d.get("photos")), "cache": str(d.get("cache")), "images": self.n_images,
-                         "profile": d.get("profile"), "turned": d.get("turned"), "mat": list(d.get("mat") or []),
-                         "human": d.get("human"),
+                "data": {"photos": str(d.photos), "cache": str(d.cache), "images": self.n_images,
+                         "profile": d.profile, "turned": d.turned, "mat": list(d.mat or []),
+                         "human": d.human,
                          "teacher": self.teacher.name, "teacher_flip": self.teacher.flip},
                 "steps": self.step, "samples_seen": self.samples, "minutes": round(self.minutes, 2),
                 "machine": machine(), "nme_eval": nme, "nme_eval_bins": self.last_eval.get("nme_bins"),
-                "pose_mae_eval": self.last_eval.get("pose_mae"), "eval_images": str(self.cfg.get("eval_images")),
-                "seed": self.seed, "init": str(self.cfg.get("init") or "random (no ImageNet), zero head"),
+                "pose_mae_eval": self.last_eval.get("pose_mae"), "eval_images": str(self.cfg.eval_images),
+                "seed": self.seed, "init": str(self.cfg.init or "random (no ImageNet), zero head"),
                 "ema": self.ema_decay or None}
 
     def save(self, nme: float | None = None) -> None:
@@ -456,9 +423,9 @@ class Trainer:
         from tqdm import tqdm
 
         self.out.mkdir(parents=True, exist_ok=True)
-        total = int(self.cfg["steps"]) if max_steps is None else min(int(self.cfg["steps"]), self.step + max_steps)
+        total = self.cfg.steps if max_steps is None else min(self.cfg.steps, self.step + max_steps)
         t0, m0 = time.monotonic(), self.minutes
-        eval_every, ckpt_every = int(self.cfg.get("eval_every", 100)), int(self.cfg.get("ckpt_every", 50))
+        eval_every, ckpt_every = self.cfg.eval_every, self.cfg.ckpt_every
         bar = tqdm(total=total, initial=self.step, disable=not progress, desc="train", dynamic_ncols=True)
         if self.step == 0:
             nme = self.evaluate()
@@ -583,18 +550,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cfg_path = Path(a.config)
     try:
-        cfg = load_config(cfg_path)
+        with open(cfg_path) as f:
+            raw = yaml.safe_load(f)
+        if not isinstance(raw, dict):
+            raise ValueError(f"{cfg_path}: not a mapping")
     except (OSError, ValueError, yaml.YAMLError) as exc:
         print(f"error: cannot read config {cfg_path}: {exc}", file=sys.stderr)
         return 2
     try:
-        apply_overrides(cfg, a.set)
+        cfg = train_config(raw, a.set)
     except (ValueError, yaml.YAMLError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     base = Path.cwd()
-    torch.set_num_threads(int(cfg.get("threads") or torch.get_num_threads()))
-    out = resolve(a.out or cfg.get("out", "train_out"), base)
+    torch.set_num_threads(int(cfg.threads or torch.get_num_threads()))
+    out = resolve(a.out or cfg.out, base)
     try:
         tr = Trainer(cfg, out, base)
     except (FileNotFoundError, ValueError, TypeError) as exc:  # a missing cache, a bad data.human or loss key: one line

@@ -1,7 +1,8 @@
 """The analysis stage of one stream: detect (every K frames or when a track is lost) -> align -> track + smooth.
 
-``FaceAnalyzer.analyze(frame, stats)`` returns one ``FaceRecord`` per confirmed track with smoothed parameters,
-landmarks, pose, box and ROI (and dense vertices when ``dense``); ``analyze_all`` returns the faces of tentative
+``FaceAnalyzer.analyze(frame, stats)`` returns the tracker's faces (``tracking.face.Face``, the one face record) of
+the confirmed tracks, with smoothed parameters, landmarks, pose, box and ROI, to which it adds the ARKit blendshapes
+(and dense vertices when ``dense``); ``analyze_all`` returns the faces of tentative
 tracks too, with the tracker's verdicts, for the file pipeline's look-ahead (``stream.lookahead``: a confirmed
 face keeps its first frames). The aligner is shared through ``AlignService`` so several streams batch their crops
 together.
@@ -17,6 +18,7 @@ raw alignment (no smoothing, no confirmation delay).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,39 +26,40 @@ from dataclasses import dataclass
 import numpy as np
 
 from model.detect import FaceDetector
-from model.morphable import pose_from_params
 from stream.align_batcher import AlignService
-from stream.frames import FaceRecord, Frame
+from stream.config import BlendshapesSection, KalmanSection, RunConfig
+from stream.frames import Frame
 from stream.stats import Stats
 from tracking.cut import CutDetector
-from tracking.blendshapes import BlendshapeTracker, NeutralConfig
-from tracking.kalman import GroupNoise, KalmanConfig
+from tracking.blendshape_tracker import BlendshapeTracker, NeutralConfig
+from tracking.kalman import INIT_VEL_STD, GroupNoise, KalmanConfig
+from tracking.face import Face
 from tracking.tracker import FaceTracker, TrackerConfig
 
 
-def tracker_config(cfg: dict) -> TrackerConfig:
-    """TrackerConfig from the run configuration (``detect_every``, ``smooth``, ``tracker.*``, ``kalman.*``)."""
-    k, t = cfg["kalman"], cfg["tracker"]
-    kal = KalmanConfig(
-        pose=GroupNoise(meas_std=k["pose_measure"], accel_std=k["pose_accel"], init_vel_std=0.3, gate=k["pose_gate"]),
-        shape=GroupNoise(meas_std=k["shape_measure"], accel_std=k["shape_accel"], init_vel_std=1e-3,
-                         gate=k["shape_gate"]),
-        expression=GroupNoise(meas_std=k["exp_measure"], accel_std=k["exp_accel"], init_vel_std=0.3,
-                              gate=k["exp_gate"]),
-        eyelids=GroupNoise(meas_std=k["eyelid_measure"], accel_std=k["eyelid_accel"], init_vel_std=0.5,
-                           gate=k["eyelid_gate"]),
-        mouth_shape=GroupNoise(meas_std=k["mouth_measure"], accel_std=k["mouth_accel"], init_vel_std=0.5,
-                               gate=k["mouth_gate"]),
-        adapt_gate=k["adapt_gate"])
-    return TrackerConfig(detect_every=cfg["detect_every"], iou_threshold=t["iou_threshold"],
-                         min_hits=t["min_hits"], max_misses=t["max_misses"],
-                         max_unmatched_detections=t["max_unmatched_detections"], cut_threshold=t["cut_threshold"],
-                         confirm_confidence=t["confirm_confidence"], drop_confidence=t["drop_confidence"],
-                         confidence_memory=t["confidence_memory"], min_face_size=t["min_face_size"],
-                         confidence_keeps_tracks=t["confidence_keeps_tracks"], lookahead=t["lookahead"],
-                         smooth=cfg["smooth"], kalman=kal,
-                         neutral=NeutralConfig(warmup_s=cfg["blendshapes"]["warmup"],
-                                               adapt_s=cfg["blendshapes"]["adapt"]))
+def kalman_config(k: KalmanSection) -> KalmanConfig:
+    """The filters' ``KalmanConfig`` from the ``kalman.*`` keys (each group's start velocity: ``INIT_VEL_STD``)."""
+    def group(name: str, measure: float, accel: float, gate: float) -> GroupNoise:
+        return GroupNoise(meas_std=measure, accel_std=accel, init_vel_std=INIT_VEL_STD[name], gate=gate)
+
+    return KalmanConfig(pose=group("pose", k.pose_measure, k.pose_accel, k.pose_gate),
+                        shape=group("shape", k.shape_measure, k.shape_accel, k.shape_gate),
+                        expression=group("expression", k.exp_measure, k.exp_accel, k.exp_gate),
+                        eyelids=group("eyelids", k.eyelid_measure, k.eyelid_accel, k.eyelid_gate),
+                        mouth_shape=group("mouth_shape", k.mouth_measure, k.mouth_accel, k.mouth_gate),
+                        adapt_gate=k.adapt_gate)
+
+
+def neutral_config(b: BlendshapesSection) -> NeutralConfig:
+    """How each track learns its neutral face, from the ``blendshapes.*`` keys (seconds)."""
+    return NeutralConfig(warmup_s=b.warmup, adapt_s=b.adapt)
+
+
+def tracker_config(cfg: RunConfig) -> TrackerConfig:
+    """The tracker's ``TrackerConfig`` from the run description (``detect_every``, ``smooth``, ``tracker.*`` (the
+    same names), ``kalman.*``, ``blendshapes.*``): the one place the run's keys become the tracking layer's config."""
+    return TrackerConfig(**dataclasses.asdict(cfg.tracker), detect_every=cfg.detect_every, smooth=cfg.smooth,
+                         kalman=kalman_config(cfg.kalman), neutral=neutral_config(cfg.blendshapes))
 
 
 @dataclass
@@ -64,7 +67,7 @@ class FrameFaces:
     """One frame's analysis: ``faces`` every validly aligned face (tentative tracks too), ``confirmed`` the ids of
     confirmed tracks, ``alive`` the ids of every track alive after the frame."""
 
-    faces: list[FaceRecord]
+    faces: list[Face]
     confirmed: set[int]
     alive: set[int]
 
@@ -189,7 +192,7 @@ class FaceAnalyzer:
             return None
         return await job
 
-    async def analyze(self, frame: Frame, stats: Stats) -> list[FaceRecord]:
+    async def analyze(self, frame: Frame, stats: Stats) -> list[Face]:
         """The confirmed faces of ``frame`` (live use: a new face is reported from its confirmation on)."""
         res = await self.analyze_all(frame, stats)
         return [r for r in res.faces if r.track_id in res.confirmed]
@@ -214,22 +217,19 @@ class FaceAnalyzer:
         min_hits = self.tracker.config.min_hits
         live = self.tracker.tracks
         confirmed = {t.track_id for t in live if t.confirmed(min_hits)}
-        records = []
-        if faces:
+        if faces:  # what this stage computes for the whole frame at once, added to the tracker's faces
             params = np.stack([f.params for f in faces]).astype(np.float32)
-            rois_f = np.stack([f.roi for f in faces]).astype(np.float32)
-            lms = np.stack([f.landmarks if f.landmarks is not None else f.raw_landmarks for f in faces])
             exts = None if faces[0].ext is None else np.stack([f.ext for f in faces]).astype(np.float32)
-            verts = self._morph.dense(params, rois_f, self.convention, exts).astype(np.float32) if self.dense else None
-            poses = pose_from_params(params)
+            if self.dense:
+                rois = np.stack([f.roi for f in faces]).astype(np.float32)
+                verts = self._morph.dense(params, rois, self.convention, exts).astype(np.float32)
+                for f, v in zip(faces, verts):
+                    f.vertices = v
+            poses = np.stack([f.pose for f in faces])
             blend = self.blendshapes.update([f.track_id for f in faces], params, exts, poses, frame.time,
                                             learn=not self.stills)
-            for i, f in enumerate(faces):
-                records.append(FaceRecord(frame=frame.index, time=frame.time, track_id=f.track_id, box=f.box,
-                                          roi=rois_f[i], pose=poses[i], landmarks=lms[i].astype(np.float32),
-                                          params=params[i], vertices=None if verts is None else verts[i],
-                                          confidence=f.confidence, ext=None if exts is None else exts[i],
-                                          blendshapes=blend[i]))
+            for f, b in zip(faces, blend):
+                f.blendshape_values = b
         self.blendshapes.prune({t.track_id for t in live})
         stats.add_stage("smooth", (time.perf_counter() - t1) * 1e3)
-        return FrameFaces(records, confirmed, {t.track_id for t in live})
+        return FrameFaces(faces, confirmed, {t.track_id for t in live})

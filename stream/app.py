@@ -2,23 +2,25 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 import sys
 from typing import Any, Awaitable, Callable
 
-from model.align import no_face_message
+from model.align_images import no_face_message
 # the assembly lives in stream.assemble; these names stay importable from here
 from stream.assemble import (Engine, UserError, build_engine, build_run, check_vmc, fit_swap_texture,  # noqa: F401
                              load_swap_texture, open_run_stages, open_vmc, run_inputs, set_threads)
+from stream.config import RunConfig
 from stream.outputs import check_not_inputs, check_writable
 from stream.pipeline import Job, Pipeline
 from stream.sinks import SinkError
-from stream.sources import SourceError, open_source
+from stream.sources import open_source
 from stream.stats import Stats
 from stream.window import Window, display_problem
 
 
-def run(cfg: dict) -> int:
+def run(cfg: RunConfig) -> int:
     """``run_stream.py [run]``: one source through the pipeline into the configured sinks."""
     try:
         return asyncio.run(run_source(cfg))
@@ -116,7 +118,7 @@ def _window(info, source_spec: str, renderer, analyzer, log: Callable[[str], Non
     return window, observe
 
 
-async def run_source(cfg: dict, engine: Engine | None = None,
+async def run_source(cfg: RunConfig, engine: Engine | None = None,
                      on_job: Callable[[Job], Awaitable[bool | None]] | None = None, dense: bool = False,
                      on_no_face: Callable[[str], None] | None = None) -> int:
     """The run command. The Python API (``damdnet.api``) passes its loaded ``engine``, an ``on_job`` awaited for
@@ -124,44 +126,41 @@ async def run_source(cfg: dict, engine: Engine | None = None,
     lines then), ``dense`` for vertices and ``on_no_face``, called with the ``no_face_message`` line when no frame
     had a face (the CLI prints it as ``warning: ...``; not an error either way)."""
     api = on_job is not None
-    source_spec = cfg["source"]
-    if source_spec.startswith("synthetic") and not (api or cfg["out"] or cfg["tracks"] or cfg["meshes"] or cfg["show"]
-                                                    or cfg["vmc"]):
-        cfg = {**cfg, "out": "out/demo.mp4", "tracks": "out/demo_tracks.csv"}
+    source_spec = cfg.source
+    if source_spec.startswith("synthetic") and not (api or cfg.out or cfg.tracks or cfg.meshes or cfg.show
+                                                    or cfg.vmc):
+        cfg = cfg.replace(out="out/demo.mp4", tracks="out/demo_tracks.csv")
         print("demo: synthetic face -> out/demo.mp4 and out/demo_tracks.csv (give --source to use a video, "
               "webcam:0 or images)", file=sys.stderr)
-    options: dict[str, Any] = {"max_frames": cfg["max_frames"], "sequence": cfg["sequence"]}
+    options: dict[str, Any] = {"max_frames": cfg.max_frames, "sequence": cfg.sequence}
     if source_spec.startswith("webcam"):
-        options.update(cfg["webcam"])
+        options.update(dataclasses.asdict(cfg.webcam))
     elif source_spec.startswith("synthetic"):
-        options.update(cfg["synthetic"])
-    try:
-        source = open_source(source_spec, **options)
-    except SourceError as exc:
-        raise UserError(str(exc)) from None
+        options.update(dataclasses.asdict(cfg.synthetic))
+    source = open_source(source_spec, **options)
     inputs = run_inputs(cfg, source)
-    outputs = {"--out": cfg["out"], "--tracks": cfg["tracks"], "--meshes": cfg["meshes"]}
+    outputs = {"--out": cfg.out, "--tracks": cfg.tracks, "--meshes": cfg.meshes}
     try:  # before the model loads: an output that would replace an input, or cannot be written, is refused at once
         check_not_inputs(outputs, inputs)
         check_writable(outputs)
         check_vmc(cfg)
-    except (SinkError, UserError) as exc:
+    except BaseException:
         source.close()
-        raise UserError(str(exc)) from None
+        raise
     try:
         engine = build_engine(cfg) if engine is None else engine
     except BaseException:
         source.close()
         raise
     info = source.info
-    live = info.is_live if cfg["live"] == "auto" else bool(cfg["live"])
-    show = bool(cfg["show"])
+    live = info.is_live if cfg.live == "auto" else bool(cfg.live)
+    show = bool(cfg.show)
     if show and (why := display_problem()):
         print(f"note: --show ignored: {why}", file=sys.stderr)
         show = False
     renderer, sinks, analyzer = open_run_stages(cfg, engine, source, live=live, show=show, dense=dense)
     extra = []
-    if cfg["vmc"]:
+    if cfg.vmc:
         try:
             extra.append(open_vmc(cfg))
         except BaseException:
@@ -170,12 +169,12 @@ async def run_source(cfg: dict, engine: Engine | None = None,
             source.close()
             raise
     stats = Stats()
-    bar = ProgressBar(info.frame_count, info.name or source_spec) if cfg["progress"] and not live else None
+    bar = ProgressBar(info.frame_count, info.name or source_spec) if cfg.progress and not live else None
     log = bar.log if bar is not None else (lambda line: print(line, file=sys.stderr))
     count = FaceCount()
     pipeline = build_run(cfg, engine, source, live=live, renderer=renderer, analyzer=analyzer, sinks=sinks,
                          extra_sinks=extra, observers=[count, bar], stats=stats,
-                         on_stats=(lambda s: log("stats: " + s.line())) if cfg["stats"] else None)
+                         on_stats=(lambda s: log("stats: " + s.line())) if cfg.stats else None)
     window = None
     if show:
         window, show_frame = _window(info, source_spec, renderer, analyzer, log, pipeline.stop, stats)
@@ -194,7 +193,7 @@ async def run_source(cfg: dict, engine: Engine | None = None,
         log("aborted; outputs were closed with the frames written so far")
         return 130
     except SinkError as exc:  # a full disk, a read-only or failing device: the outputs were removed
-        raise UserError(f"{exc} (the run stopped; its unfinished outputs were removed)") from None
+        raise SinkError(f"{exc} (the run stopped; its unfinished outputs were removed)") from None
     finally:
         if bar is not None:
             bar.close()
@@ -210,15 +209,15 @@ async def run_source(cfg: dict, engine: Engine | None = None,
     if api:
         return 130 if signals.count else 0
     s = stats.summary()
-    outputs = [x for x in (cfg["out"], cfg["tracks"], cfg["meshes"]) if x]
+    outputs = [x for x in (cfg.out, cfg.tracks, cfg.meshes) if x]
     print(f"done: {s['frames_out']} frames in {s['seconds']:.1f} s ({s['fps']:.1f} fps), "
           f"{stats.total_dropped} dropped" + (f"; wrote {', '.join(outputs)}" if outputs else ""), file=sys.stderr)
-    if cfg["stats"]:
+    if cfg.stats:
         print("stats: " + stats.line(), file=sys.stderr)
     return 130 if signals.count else 0
 
 
-def serve(cfg: dict) -> int:
+def serve(cfg: RunConfig) -> int:
     """``run_stream.py serve``: the WebRTC server with the pipeline as each peer's processor."""
     try:
         import aiohttp  # noqa: F401  (the [webrtc] extra; imported by the server only once the run starts)

@@ -5,7 +5,7 @@ Every way in goes through it: ``run_stream.py run`` and the Python API (``stream
 What a caller adds (a progress bar, the ``--show`` window, the API's consumer, batch's counters, a peer's data
 channel) is an *observer*: a callable on each finished ``Job``, in order, not a branch inside the pipeline.
 
-    config (dict from stream.config) --build_engine--> Engine (aligner, AlignService, detector, store)
+    RunConfig (stream.config) --build_engine--> Engine (aligner, AlignService, detector, store)
            \                                              |
             +--open_source--> Source --build_run(cfg, engine, source, observers=...)--> Pipeline
                                           |  open_run_stages: FrameRenderer, FaceAnalyzer, sinks (open_outputs)
@@ -23,11 +23,13 @@ from typing import Any, Awaitable, Callable, Iterable, Sequence
 import numpy as np
 
 from model.aligner import Aligner
-from model.assets import AssetError, AssetStore
-from model.checkpoint import CheckpointError, model_label
+from model.assets import AssetStore
+from model.checkpoint import model_label
 from model.detect import FaceDetector
+from model.errors import UserError
 from stream.align_batcher import AlignService
 from stream.analyze import FaceAnalyzer, tracker_config
+from stream.config import RunConfig
 from stream.outputs import FrameRenderer, open_outputs
 from stream.pipeline import Job, Pipeline
 from stream.sinks import SinkError
@@ -36,10 +38,6 @@ from stream.stats import Stats
 
 #: an observer of a run: called with each finished Job, in order; may return an awaitable
 Observer = Callable[[Job], "Awaitable[Any] | Any"]
-
-
-class UserError(RuntimeError):
-    """Something the user can fix; printed as one line."""
 
 
 @dataclass
@@ -64,20 +62,15 @@ def set_threads(threads: int) -> int:
     return n
 
 
-def build_engine(cfg: dict) -> Engine:
-    set_threads(cfg["threads"])
-    store = AssetStore(cfg["assets"])
-    try:
-        aligner = Aligner.from_checkpoint(cfg["weights"], device=cfg["device"], store=store,
-                                          fast_path=cfg["fast_path"], expression=cfg["expression"])
-        if cfg["backbone"] and cfg["backbone"] != aligner.backbone:
-            raise UserError(f"--backbone {cfg['backbone']} but the weights '{cfg['weights']}' are a {aligner.backbone}")
-        detector = FaceDetector.create(cfg["detector"], store, score_threshold=cfg["detect_score"],
-                                       max_side=cfg["detect_max_side"])
-    except (AssetError, CheckpointError, ValueError, FileNotFoundError) as exc:
-        raise UserError(str(exc)) from None
-    except RuntimeError as exc:
-        raise UserError(str(exc)) from None
+def build_engine(cfg: RunConfig) -> Engine:
+    set_threads(cfg.threads)
+    store = AssetStore(cfg.assets)
+    aligner = Aligner.from_checkpoint(cfg.weights, device=cfg.device, store=store,
+                                      fast_path=cfg.fast_path, expression=cfg.expression)
+    if cfg.backbone and cfg.backbone != aligner.backbone:
+        raise UserError(f"--backbone {cfg.backbone} but the weights '{cfg.weights}' are a {aligner.backbone}")
+    detector = FaceDetector.create(cfg.detector, store, score_threshold=cfg.detect_score,
+                                   max_side=cfg.detect_max_side)
     print(f"model: {model_label(aligner.name, aligner.backbone, aligner.why)} on {aligner.device} "
           f"via {aligner.fast_path}; detector: {detector.kind}", file=sys.stderr)
     return Engine(store, aligner, AlignService(aligner), detector)
@@ -90,7 +83,7 @@ def fit_swap_texture(image: np.ndarray, engine: Engine):
 
     Raises ValueError when the image has no face.
     """
-    from model.align import align_boxes
+    from model.align_images import align_boxes
     from stream.render.texture import build_texture
 
     boxes, _ = engine.detector(image)
@@ -121,7 +114,7 @@ def load_swap_texture(path: str, engine: Engine):
                         img = frame.image
                         break
         except SourceError as exc:
-            raise UserError(f"swap source {path}: {exc}") from None
+            raise SourceError(f"swap source {path}: {exc}") from None
     if img is None:
         raise UserError(f"swap source {path}: not a readable image or a video with a face")
     try:
@@ -130,37 +123,38 @@ def load_swap_texture(path: str, engine: Engine):
         raise UserError(f"swap source {path}: {exc}") from None
 
 
-def open_run_stages(cfg: dict, engine: Engine, source, *, live: bool, show: bool = False,
+def open_run_stages(cfg: RunConfig, engine: Engine, source, *, live: bool, show: bool = False,
                     swap_texture=None, dense: bool = False) -> tuple:
     """The renderer, sinks and analyzer of one ``run`` over ``source`` (what ``run`` and each file of ``batch`` use):
     ``(renderer | None, sinks, analyzer)`` from ``cfg``'s ``out``/``tracks``/``meshes``/``mode``/``audio`` keys (the
     video keeps the source's sound unless ``audio`` is false). ``swap_texture`` skips fitting ``swap_source`` again;
-    ``dense`` asks for vertices without meshes (the API). Raises UserError for outputs that cannot be opened; closes
+    ``dense`` asks for vertices without meshes (the API). Raises SinkError for outputs that cannot be opened; closes
     ``source`` on any error."""
-    renderer = make_renderer(cfg, engine) if (cfg["out"] or show) else None
+    renderer = make_renderer(cfg, engine) if (cfg.out or show) else None
     try:
-        if renderer is not None and cfg["mode"] == "swap":
-            if swap_texture is None and not cfg["swap_source"]:
+        if renderer is not None and cfg.mode == "swap":
+            if swap_texture is None and not cfg.swap_source:
                 raise UserError("--mode swap needs --swap-source IMAGE")
-            renderer.set_swap_texture(swap_texture or load_swap_texture(cfg["swap_source"], engine))
-        sinks = open_outputs(cfg["out"], cfg["tracks"], cfg["meshes"], source.info, engine.aligner.morph.tri,
-                             cfg["mesh_format"], morph=engine.aligner.morph, inputs=run_inputs(cfg, source),
-                             tracks_params=cfg["tracks_params"], audio=cfg["audio"],
-                             tracks_format=cfg["tracks_format"])
-    except (SinkError, OSError) as exc:
+            renderer.set_swap_texture(swap_texture or load_swap_texture(cfg.swap_source, engine))
+        sinks = open_outputs(cfg.out, cfg.tracks, cfg.meshes, source.info, engine.aligner.morph.tri,
+                             cfg.mesh_format, morph=engine.aligner.morph, inputs=run_inputs(cfg, source),
+                             tracks_params=cfg.tracks_params, audio=cfg.audio,
+                             tracks_format=cfg.tracks_format)
+    except OSError as exc:
         source.close()
-        raise UserError(str(exc)) from None
+        raise SinkError(str(exc)) from None
     except BaseException:
         source.close()
         raise
-    dense = dense or bool(cfg["meshes"]) or (renderer is not None and renderer.needs_dense)
+    dense = dense or bool(cfg.meshes) or (renderer is not None and renderer.needs_dense)
     analyzer = make_analyzer(cfg, engine, live=live, dense=dense, stills=source.info.stills)
     return renderer, sinks, analyzer
 
 
-def check_vmc(cfg: dict) -> None:
-    """UserError (one line) for a bad ``--vmc`` value or a missing ``python-osc``, before the model loads."""
-    if not cfg.get("vmc"):
+def check_vmc(cfg: RunConfig) -> None:
+    """VMCError (a bad ``--vmc`` value) or UserError (a missing ``python-osc``), one line, before the model
+    loads."""
+    if not cfg.vmc:
         return
     try:
         import pythonosc  # noqa: F401  (the [vmc] extra)
@@ -168,41 +162,35 @@ def check_vmc(cfg: dict) -> None:
         from stream.extras import missing_extra
 
         raise UserError(missing_extra("--vmc", "vmc", exc)) from None
-    from stream.vmc import VMCError, parse_target
+    from stream.vmc import parse_target
 
-    try:
-        parse_target(cfg["vmc"])
-    except VMCError as exc:
-        raise UserError(str(exc)) from None
+    parse_target(cfg.vmc)
 
 
-def open_vmc(cfg: dict, sender=None, owner=None):
+def open_vmc(cfg: RunConfig, sender=None, owner=None):
     """The ``--vmc`` sink (``stream.vmc.VMCOut``) on the running loop: its own sender, or a shared ``sender``."""
-    from stream.vmc import VMCError, VMCOut
+    from stream.vmc import VMCOut
 
-    try:
-        return VMCOut(sender if sender is not None else cfg["vmc"], vrm=cfg["vmc_vrm"], owner=owner)
-    except VMCError as exc:
-        raise UserError(str(exc)) from None
+    return VMCOut(sender if sender is not None else cfg.vmc, vrm=cfg.vmc_vrm, owner=owner)
 
 
-def run_inputs(cfg: dict, source) -> list:
+def run_inputs(cfg: RunConfig, source) -> list:
     """The files a run reads (the source's, the swap image, a weights file): no output may be one of them."""
-    return [*getattr(source, "input_paths", []), cfg["swap_source"], cfg["weights"]]
+    return [*getattr(source, "input_paths", []), cfg.swap_source, cfg.weights]
 
 
-def make_renderer(cfg: dict, engine: Engine, mode: str | None = None) -> FrameRenderer:
-    """The frame renderer of ``cfg`` (``mode`` overrides ``cfg["mode"]``; a swap keeps the target's eyes and brows
-    with ``cfg["swap_keep_target_eyes"]``)."""
-    renderer = FrameRenderer(mode or cfg["mode"], engine.aligner.morph, cfg["draw_ids"], cfg["blendshape_bars"])
-    renderer.keep_target_eyes = bool(cfg.get("swap_keep_target_eyes", False))
+def make_renderer(cfg: RunConfig, engine: Engine, mode: str | None = None) -> FrameRenderer:
+    """The frame renderer of ``cfg`` (``mode`` overrides ``cfg.mode``; a swap keeps the target's eyes and brows with
+    ``cfg.swap_keep_target_eyes``)."""
+    renderer = FrameRenderer(mode or cfg.mode, engine.aligner.morph, cfg.draw_ids, cfg.blendshape_bars)
+    renderer.keep_target_eyes = bool(cfg.swap_keep_target_eyes)
     return renderer
 
 
-def make_analyzer(cfg: dict, engine: Engine, *, live: bool, dense: bool, stills: bool = False) -> FaceAnalyzer:
+def make_analyzer(cfg: RunConfig, engine: Engine, *, live: bool, dense: bool, stills: bool = False) -> FaceAnalyzer:
     """The face analyzer (detector, aligner through the service, tracker of ``cfg``) of one stream."""
     return FaceAnalyzer(engine.service, engine.detector, tracker_config(cfg), dense=dense,
-                        async_detect=live if cfg["detect_async"] == "auto" else bool(cfg["detect_async"]),
+                        async_detect=live if cfg.detect_async == "auto" else bool(cfg.detect_async),
                         stills=stills)
 
 
@@ -230,7 +218,7 @@ class Observers:
             await res
 
 
-def build_run(cfg: dict, engine: Engine, source, *, live: bool, show: bool = False, swap_texture=None,
+def build_run(cfg: RunConfig, engine: Engine, source, *, live: bool, show: bool = False, swap_texture=None,
               dense: bool = False, renderer: FrameRenderer | None = None, analyzer: FaceAnalyzer | None = None,
               sinks: Sequence | None = None, extra_sinks: Sequence = (), observers: Iterable[Observer] = (),
               stats: Stats | None = None, on_stats: Callable[[Stats], None] | None = None,
@@ -247,8 +235,8 @@ def build_run(cfg: dict, engine: Engine, source, *, live: bool, show: bool = Fal
     sinks = [*(sinks or ()), *extra_sinks]
     if analyzer is None:
         analyzer = make_analyzer(cfg, engine, live=live, stills=source.info.stills,
-                                 dense=dense or bool(cfg["meshes"]) or (renderer is not None and renderer.needs_dense))
+                                 dense=dense or bool(cfg.meshes) or (renderer is not None and renderer.needs_dense))
     return Pipeline(source, analyzer, renderer, sinks, live=live,
-                    queue_size=cfg["queue_size"] if queue_size is None else queue_size, stats=stats or Stats(),
+                    queue_size=cfg.queue_size if queue_size is None else queue_size, stats=stats or Stats(),
                     on_frame=Observers(observers), on_stats=on_stats,
-                    stats_every=cfg["stats_every"] if on_stats is not None else 0.0)
+                    stats_every=cfg.stats_every if on_stats is not None else 0.0)

@@ -12,6 +12,7 @@ import logging
 from fractions import Fraction
 from typing import Any, Iterator
 
+from model.errors import UserError
 from stream.frames import AudioTrack
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ REENCODE = ("aac", "libopus", "opus", "libmp3lame", "mp3", "pcm_s16le")
 OPUS_RATES = (48000, 24000, 16000, 12000, 8000)
 
 
-class AudioError(Exception):
+class AudioError(UserError):
     """The source's audio cannot go into this output (one line)."""
 
 

@@ -1,4 +1,4 @@
-"""Plain records that flow through the streaming pipeline: frames in, per-face results out.
+"""Plain records that flow through the streaming pipeline: frames in (the faces out are ``tracking.face.Face``).
 
 Conventions (DESIGN.md section 7): images ``(H, W, 3) uint8 BGR``; landmarks ``(68, 3) float32`` in frame pixels
 (x right, y down, z toward the camera scaled like x); boxes/ROIs ``(x1, y1, x2, y2)`` float pixels.
@@ -88,36 +88,3 @@ class VideoInfo:
 
 
 POSE_NAMES = ("yaw", "pitch", "roll", "scale", "tx", "ty")
-
-
-@dataclass
-class FaceRecord:
-    """Result for one face (track) in one frame; what the track and mesh sinks write.
-
-    frame: frame index; time: seconds (as in Frame.time); track_id: stable id of the tracked face.
-    box: ``(4,)`` detector/tracker box x1, y1, x2, y2 (px); roi: ``(4,)`` crop ROI used by the aligner (px).
-    pose: ``(6,)`` yaw, pitch, roll (degrees), scale (crop px per micrometre of the 3DMM), tx, ty (crop px, y up):
-    the units and frames of every track column are in docs/INTERFACES.md, "Track files".
-    landmarks: ``(68, 3) float32`` frame pixels. params: ``(62,)`` REAL 3DMM parameters.
-    vertices: ``(V, 3) float32`` dense mesh in frame pixels, or None when not computed.
-    confidence: face confidence in [0, 1] (``model.confidence``: the track's average classifier score, independent
-    of the detector), or None when unknown.
-    ext: ``(N_EXT,) float32`` the extended expression (``model.expression_ext``, version ``EXT_VERSION``: eye closure
-    right/left, mouth corners, jaw), or None when the aligner ran without the expression stage.
-    blendshapes: ``(52,) float32`` in [0, 1], the ARKit coefficients in ``model.blendshapes.ARKIT_NAMES`` order
-    (subject's own sides; names outside ``ESTIMATED`` are 0; against the track's learned neutral face), or None
-    when not computed.
-    """
-
-    frame: int
-    time: float
-    track_id: int
-    box: np.ndarray
-    roi: np.ndarray
-    pose: np.ndarray
-    landmarks: np.ndarray
-    params: np.ndarray
-    vertices: np.ndarray | None = None
-    confidence: float | None = None
-    ext: np.ndarray | None = None
-    blendshapes: np.ndarray | None = None

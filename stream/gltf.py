@@ -71,7 +71,7 @@ def bake_texture(image: np.ndarray, vertices: np.ndarray, tri: np.ndarray, uv: n
     """
     import cv2
 
-    from model.render.raster import rasterize
+    from model.raster.zbuffer import rasterize
 
     h, w = image.shape[:2]
     verts = np.ascontiguousarray(vertices, np.float32)
@@ -606,14 +606,14 @@ class GLBSink:
                     continue
                 v = np.asarray(r.vertices, np.float32)[:, :3]
                 params = np.asarray(r.params, np.float32).reshape(-1)
-                ext = getattr(r, "ext", None)
+                ext = r.ext
                 ext = None if ext is None else np.asarray(ext, np.float32).reshape(-1)
                 aff, err = fit_affine(model_shapes(self.morph, params[None], None if ext is None else ext[None])[0], v)
                 t.frames.append(int(frame_index))
                 t.times.append(float(time))
                 t.params.append(params)
                 t.ext.append(ext)
-                b = getattr(r, "blendshapes", None)
+                b = r.blendshape_values
                 t.blend.append(None if b is None else np.asarray(b, np.float32).reshape(-1))
                 t.affines.append(aff)
                 t.fit_error = max(t.fit_error, err)

@@ -8,11 +8,14 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from model.draw import draw_box
-from stream.frames import FaceRecord, VideoInfo
+from stream.config import RENDER_MODES
+from stream.frames import VideoInfo
 from stream.pipeline import Job
 from stream.sinks import MeshSink, SinkError, VideoSink, open_tracks_sink, tracks_format, write_error
+from tracking.face import Face
 
-MESH_MODES = ("mesh", "wireframe", "depth", "pncc", "swap")
+#: The render modes that draw the dense mesh (every one but landmarks and none).
+MESH_MODES = tuple(m for m in RENDER_MODES if m not in ("landmarks", "none"))
 
 
 class FrameRenderer:
@@ -48,10 +51,10 @@ class FrameRenderer:
             self.keep_target_eyes = bool(keep_target_eyes)
         self._color_states.clear()
 
-    def render(self, image: np.ndarray, faces: Sequence[FaceRecord]) -> np.ndarray:
+    def render(self, image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
         """(H, W, 3) uint8 BGR + the frame's faces -> a new annotated image."""
         from stream.render.overlays import render_overlay
-        from model.render.raster import RasterBuffers
+        from model.raster.zbuffer import RasterBuffers
 
         mode = self.mode
         h, w = image.shape[:2]

@@ -27,9 +27,10 @@ from typing import Any, Awaitable, Callable, Protocol, Sequence
 
 import numpy as np
 
-from stream.frames import FaceRecord, Frame
+from stream.frames import Frame
 from stream.lookahead import ConfirmWindow
 from stream.stats import Stats
+from tracking.face import Face
 
 EOS = object()  # end-of-stream marker
 
@@ -39,7 +40,7 @@ class Job:
     """A frame on its way through the stages."""
 
     frame: Frame
-    faces: list[FaceRecord] = field(default_factory=list)
+    faces: list[Face] = field(default_factory=list)
     output: np.ndarray | None = None  # rendered frame
 
 
@@ -52,11 +53,11 @@ class FrameSource(Protocol):
 
 
 class Analyzer(Protocol):
-    async def analyze(self, frame: Frame, stats: Stats) -> list[FaceRecord]: ...
+    async def analyze(self, frame: Frame, stats: Stats) -> list[Face]: ...
 
 
 class Renderer(Protocol):
-    def render(self, image: np.ndarray, faces: Sequence[FaceRecord]) -> np.ndarray: ...
+    def render(self, image: np.ndarray, faces: Sequence[Face]) -> np.ndarray: ...
 
 
 class Sink(Protocol):

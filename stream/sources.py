@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from model.errors import UserError
 from stream.frames import Frame, VideoInfo
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ LIVE_URL_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "udp", "tcp", "s
 DEFAULT_FPS = 25.0
 
 
-class SourceError(Exception):
+class SourceError(UserError):
     """A problem with the input the user can fix; ``str(error)`` is one line meant for them."""
 
 

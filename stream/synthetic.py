@@ -22,7 +22,7 @@ is cached in ``~/.cache/damdnet/synthetic/`` (keyed by the photo's sha256). With
 gets a drawn texture (skin, brows, eyes, lips) instead, with a warning. The inner-lip polygon is painted dark, so an
 opening mouth shows a dark opening. The mesh is cut along the face outline (no ears or neck: with a photo texture
 they look like a second face to the detector at strong yaw). Per frame: dense decode (batched per 64 frames),
-Lambert shading as a vertex attribute, the project's numba rasterizer (``model.render.raster``) with (u, v, light)
+Lambert shading as a vertex attribute, the project's numba rasterizer (``model.raster.zbuffer``) with (u, v, light)
 attributes, a numba bilinear texture lookup inside the face box over a precomputed noisy background. About 2-4 ms
 per 640x480 frame.
 
@@ -46,8 +46,8 @@ from model.assets import AssetError
 from model.dense_fit import landmark_vertices
 from model.morphable import MorphableModel, angles_to_matrix, consistent_dense_model, params_from_pose, pose_from_params
 from stream.frames import Frame, VideoInfo
-from model.render.mesh import grid_uv, vertex_normals
-from model.render.raster import RasterBuffers, rasterize
+from model.raster.mesh import grid_uv, vertex_normals
+from model.raster.zbuffer import RasterBuffers, rasterize
 from stream.sources import Source, SourceError, register_source
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ def _fit_photo(path: Path, morph: MorphableModel) -> dict[str, np.ndarray]:
     """Fit the 3DMM to the largest face of a photo (detector box, then two landmark-ROI refinements)."""
     from model.aligner import Aligner
     from model.detect import FaceDetector
-    from model.align import align_boxes
+    from model.align_images import align_boxes
 
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:

@@ -38,6 +38,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from model.blendshapes import ARKIT_NAMES, INDEX, N_BLEND
+from model.errors import UserError
+from tracking.face import Face
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +70,7 @@ _D = np.diag([-1.0, 1.0, 1.0])
 FACE_WIDTH_M = 0.09  # the outer eye corners' distance of an average adult face (the 3DMM's mean: 8.6 cm)
 
 
-class VMCError(ValueError):
+class VMCError(UserError, ValueError):
     """A bad ``--vmc`` value (one line)."""
 
 
@@ -303,7 +305,7 @@ class VMCOut:
         self.track: int | None = None
         self._origin: dict[int, tuple[np.ndarray, float]] = {}
 
-    def _driver(self, faces: Sequence[Any]) -> Any:
+    def _driver(self, faces: Sequence[Face]) -> Face | None:
         if not faces:
             self.track = None
             return None
@@ -315,7 +317,7 @@ class VMCOut:
         self.track = int(face.track_id)
         return face
 
-    def _position(self, face: Any) -> np.ndarray:
+    def _position(self, face: Face) -> np.ndarray:
         lm = np.asarray(face.landmarks, np.float64)
         size = float(np.linalg.norm(lm[36] - lm[45])) or 1.0
         here = lm[27]
@@ -328,11 +330,11 @@ class VMCOut:
         dz = FACE_WIDTH_M * (size / size0 - 1.0) * 5.0  # ~0.5 m from the camera: 1% bigger ~ 5 mm closer
         return np.array([-dx, -dy, dz])  # Unity: x the avatar's right (the image's left), y up, z toward camera
 
-    def frame_of(self, time: float, faces: Sequence[Any]) -> VMCFrame:
+    def frame_of(self, time: float, faces: Sequence[Face]) -> VMCFrame:
         face = self._driver(faces)
-        if face is None or getattr(face, "blendshapes", None) is None:
+        if face is None or face.blendshape_values is None:
             return VMCFrame(float(time))
-        return VMCFrame(float(time), np.asarray(face.blendshapes, np.float32), self._position(face),
+        return VMCFrame(float(time), np.asarray(face.blendshape_values, np.float32), self._position(face),
                         head_quaternion(face.pose))
 
     def write_job(self, job: Any) -> None:

@@ -1,7 +1,7 @@
 """The ``--show`` window (OpenCV's GUI build, Qt): the rendered frame with a status bar of fps and per-stage latency.
 
 Keys: ``q`` / Esc quit (closing the window does too), ``m`` / ``n`` next / previous overlay mode, ``1``..``7`` a
-mode directly (in ``MODES`` order), ``h`` hides or shows the status bar.
+mode directly (in ``stream.config.RENDER_MODES`` order), ``h`` hides or shows the status bar.
 """
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-MODES = ("landmarks", "mesh", "wireframe", "depth", "pncc", "swap", "none")
+from stream.config import RENDER_MODES
+
 HUD_STAGES = ("decode", "detect", "align", "smooth", "render")
 
 
@@ -89,10 +90,10 @@ class Window:
             self.closed = True
             self._stop()
         elif ch in ("m", "n"):
-            i = MODES.index(self.mode) if self.mode in MODES else 0
-            self.switch(MODES[(i + (1 if ch == "m" else -1)) % len(MODES)])
-        elif ch.isdigit() and 1 <= int(ch) <= len(MODES):
-            self.switch(MODES[int(ch) - 1])
+            i = RENDER_MODES.index(self.mode) if self.mode in RENDER_MODES else 0
+            self.switch(RENDER_MODES[(i + (1 if ch == "m" else -1)) % len(RENDER_MODES)])
+        elif ch.isdigit() and 1 <= int(ch) <= len(RENDER_MODES):
+            self.switch(RENDER_MODES[int(ch) - 1])
         elif ch == "h":
             self.hud = not self.hud
         elif ch == "b" and self._toggle_bars is not None:

@@ -1,11 +1,11 @@
-"""The landmark re-crop after the detector crop (``model.align.align_boxes``): what crop each pass uses, the guard
+"""The landmark re-crop after the detector crop (``model.align_images.align_boxes``): what crop each pass uses, the guard
 against a fit gone astray, and that it is more accurate on real labelled photos with detector crops."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from model.align import REFINE_MIN_IOU, align_boxes
+from model.align_images import REFINE_MIN_IOU, align_boxes
 from model.roi import iou_matrix, roi_from_box, roi_from_landmarks, rounded_roi
 
 

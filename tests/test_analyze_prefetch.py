@@ -3,6 +3,7 @@ prefetched detections really used, and nothing left running at the end."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import numpy as np
 import pytest
@@ -57,7 +58,7 @@ def test_prefetch_gives_the_same_tracks_as_detecting_on_demand(setup):
     cfg, engine = setup
     out = {}
     for prefetch in (True, False):
-        source = open_source("synthetic", **{**cfg["synthetic"], "seconds": 3.0})
+        source = open_source("synthetic", **{**dataclasses.asdict(cfg.synthetic), "seconds": 3.0})
         out[prefetch] = run(cfg, engine, source, prefetch)
     (fa, sa, aa), (fb, sb, ab) = out[True], out[False]
     assert aa.prefetch_used >= 0.8 * sa.detections and sa.detections >= 90 // 4  # the prefetched jobs were used

@@ -34,7 +34,7 @@ def test_version_and_lazy_import() -> None:
 def test_align_image_faces(session: damdnet.Session, assets_dir: Path) -> None:
     import cv2
 
-    from model.align import detect_and_align
+    from model.align_images import detect_and_align
 
     path = assets_dir / TEST1
     faces = damdnet.align_image(path, **WEIGHTS)
@@ -45,7 +45,7 @@ def test_align_image_faces(session: damdnet.Session, assets_dir: Path) -> None:
     assert f.camera.shape == (3, 4) and f.shape.shape == (40,) and f.expression.shape == (10,)
     assert f.vertices is None and f.track_id is None and 0 < f.score <= 1
     assert -90 <= f.yaw <= 90 and isinstance(f.pitch, float) and isinstance(f.roll, float)
-    # inside the detector box, and exactly what `python -m model.align` computes
+    # inside the detector box, and exactly what `python -m model.align_images` computes
     x1, y1, x2, y2 = f.box
     inside = ((f.landmarks[:, 0] > x1 - 0.2 * (x2 - x1)) & (f.landmarks[:, 0] < x2 + 0.2 * (x2 - x1))).mean()
     assert inside > 0.9
@@ -102,7 +102,7 @@ def test_align_image_errors_carry_the_cli_message(session: damdnet.Session, tmp_
     missing = tmp_path / "missing.jpg"
     with pytest.raises(DamdnetError) as exc:
         damdnet.align_image(missing, **WEIGHTS)
-    res = subprocess.run([sys.executable, "-m", "model.align", str(missing), "--out", str(tmp_path / "o"),
+    res = subprocess.run([sys.executable, "-m", "model.align_images", str(missing), "--out", str(tmp_path / "o"),
                           "--weights", "damdnet"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert f"{exc.value}; skipped" in error_lines(res.stderr)
     (tmp_path / "bad.jpg").write_bytes(b"not an image")
@@ -139,6 +139,9 @@ def test_track_video_frames_tracks_and_sinks(session: damdnet.Session, tmp_path:
     assert sink.closed == 1 and [r.index for r in sink.results] == list(range(30))
     faces = [(fr.index, f) for fr in frames for f in fr.faces]
     assert len(faces) >= 25 and all(f.track_id is not None and f.landmarks.shape == (68, 3) for _, f in faces)
+    from tracking.face import Face as Record  # one face record: the tracker's, completed by the analyzer, not a copy
+
+    assert Face is Record and all(type(f) is Record and f.frame == i for i, f in faces)
     tracks = load_tracks(tmp_path / "t.csv")  # the tracks file holds exactly the faces the iterator gave
     assert sum(len(t["frames"]) for t in tracks.values()) == len(faces)
     for index, f in faces:

@@ -143,7 +143,7 @@ def test_a_mirrored_clip_swaps_left_and_right(tmp_path: Path, assets_dir: Path) 
             continue  # no signal in this clip
         corr_swapped.append(np.corrcoef(a[:, i], b[:, j])[0, 1])
         corr_same.append(np.corrcoef(a[:, i], b[:, i])[0, 1])
-    assert len(corr_swapped) >= 4
+    assert len(corr_swapped) >= 3  # the shapes that move on this clip (three since the fit's part slack)
     assert np.mean(corr_swapped) > 0.6 and np.mean(corr_swapped) > np.mean(corr_same) + 0.4, (corr_swapped,
                                                                                               corr_same)
     jaw = ARKIT_NAMES.index("jawOpen")

@@ -3,7 +3,7 @@ each asserting the exact outcome: one line ``error: ...`` (or ``interrupted ...`
 lost, or a correct result checked for its content.
 
 Classes: an output that is the input (same path, symlink, hard link); a read-only output folder (run and
-model.align); a full disk under the CLI (video, JSONL tracks, meshes); a binary --config; a config number that is
+model.align_images); a full disk under the CLI (video, JSONL tracks, meshes); a binary --config; a config number that is
 not one; serve on a port in use; signals during start-up; image folders (stills vs numbered frames). The sinks at
 every fill level and errno are in tests/test_sink_faults.py, WebRTC recordings after an abrupt leave in
 tests/test_webrtc_load.py.
@@ -166,7 +166,7 @@ def test_every_sink_refuses_a_readonly_folder_in_one_line(readonly_dir: Path, ki
 
 def test_model_align_out_into_a_readonly_folder(readonly_dir: Path, assets_dir: Path) -> None:
     img = assets_dir / TEST1
-    res = subprocess.run([sys.executable, "-m", "model.align", str(img), "--out", str(readonly_dir / "al"),
+    res = subprocess.run([sys.executable, "-m", "model.align_images", str(img), "--out", str(readonly_dir / "al"),
                           "--weights", "3ddfa-v2-mb05"], capture_output=True, text=True, cwd=REPO, env=cli_env(),
                          timeout=300)
     _one_error(res, "--out", str(readonly_dir / "al"))
@@ -327,12 +327,12 @@ def test_a_folder_of_unrelated_photos_is_analysed_photo_by_photo(tmp_path: Path,
 
 def test_no_face_is_one_warning_and_exit_0_in_run_align_and_api(tmp_path: Path) -> None:
     """The rule (docs/INTERFACES.md): an input with no face anywhere is not an error. ``run`` on a video and on a
-    photo, ``model.align`` on the photo and the API on both: outputs written without faces, exit 0, and the same
+    photo, ``model.align_images`` on the photo and the API on both: outputs written without faces, exit 0, and the same
     line ``warning: no face found in INPUT (N frames|1 image)`` (batch: tests/test_batch.py)."""
     import warnings
 
     import damdnet
-    from model.align import NoFaceWarning, no_face_message
+    from model.align_images import NoFaceWarning, no_face_message
 
     _small_video(tmp_path / "nobody.mp4", frames=6)
     _write(tmp_path / "blank.png", np.full((240, 320, 3), 90, np.uint8))
@@ -343,7 +343,7 @@ def test_no_face_is_one_warning_and_exit_0_in_run_align_and_api(tmp_path: Path) 
         assert not any(ln.startswith("error") for ln in error_lines(res.stderr)), res.stderr
         header, rows = read_csv_rows(tmp_path / tracks)
         assert header[0] == "frame" and rows == []
-    res = subprocess.run([sys.executable, "-m", "model.align", "blank.png", "--out", "al", *PEER], cwd=tmp_path,
+    res = subprocess.run([sys.executable, "-m", "model.align_images", "blank.png", "--out", "al", *PEER], cwd=tmp_path,
                          env={**cli_env(), "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert f"warning: {no_face_message('blank.png', 1, 'image')}" in error_lines(res.stderr), res.stderr

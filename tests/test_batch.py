@@ -78,9 +78,9 @@ def test_config_keys_and_cli_flags() -> None:
 
     command, cfg = parse(["batch", "a.mp4", "folder", "--outdir", "o", "--workers", "3", "--tracks", "npz",
                           "--out", "mp4", "--meshes", "--ray-address", "10.0.0.1:6379", "--batch.retries", "2"])
-    b = cfg["batch"]
-    assert command == "batch" and b["inputs"] == ["a.mp4", "folder"] and b["outdir"] == "o"
-    assert (b["workers"], b["tracks"], b["out"], b["meshes"], b["ray_address"], b["retries"]) == \
+    b = cfg.batch
+    assert command == "batch" and b.inputs == ["a.mp4", "folder"] and b.outdir == "o"
+    assert (b.workers, b.tracks, b.out, b.meshes, b.ray_address, b.retries) == \
         (3, "npz", "mp4", True, "10.0.0.1:6379", 2)
     with pytest.raises(ConfigError, match="batch.tracks"):
         load_config(None, {"batch.tracks": "xml"})
@@ -89,7 +89,7 @@ def test_config_keys_and_cli_flags() -> None:
     with pytest.raises(SystemExit):  # run's own I/O flags are not batch flags (batch names its outputs itself)
         parse(["batch", "a.mp4", "--outdir", "o", "--source", "b.mp4"])
     _, run_cfg = parse(["--source", "x.mp4"])
-    assert run_cfg["batch"]["inputs"] == []
+    assert run_cfg.batch.inputs == []
 
 
 def test_config_hash_follows_what_shapes_the_outputs() -> None:
@@ -342,7 +342,7 @@ def test_sigint_keeps_finished_files(ray_session, clips: Path, tmp_path: Path) -
 def test_batch_no_face_is_done_with_the_warning_of_run(tmp_path: Path) -> None:
     """A valid video with nobody in it: ``batch`` marks it done (exit 0) with the line ``run`` prints for it, writes
     its header-only tracks, shows no Ray token-authentication warning and leaves no ``.batch.lock``."""
-    from model.align import no_face_message
+    from model.align_images import no_face_message
     from stream.sinks import VideoSink
 
     sink = VideoSink(tmp_path / "nobody.mp4", fps=25)

@@ -14,7 +14,7 @@ def _face(values: dict[str, float], box=(100, 100, 220, 240)) -> SimpleNamespace
     b = np.zeros(52, np.float32)
     for k, v in values.items():
         b[INDEX[k]] = v
-    return SimpleNamespace(box=np.array(box, np.float32), blendshapes=b)
+    return SimpleNamespace(box=np.array(box, np.float32), blendshape_values=b)
 
 
 def _bar_fill(img: np.ndarray, base: np.ndarray) -> np.ndarray:
@@ -47,7 +47,7 @@ def test_bars_switch_sides_near_the_edge_and_skip_faces_without_values() -> None
     img = draw_blendshape_bars(base.copy(), [_face({"jawOpen": 1.0}, box=(500, 50, 630, 200))])
     xs = np.nonzero(np.abs(img.astype(int) - base).sum(2) > 0)[1]
     assert xs.max() < 500  # no room on the right: drawn on the left of the box
-    none = SimpleNamespace(box=np.array([10, 10, 50, 50], np.float32), blendshapes=None)
+    none = SimpleNamespace(box=np.array([10, 10, 50, 50], np.float32), blendshape_values=None)
     assert np.array_equal(draw_blendshape_bars(base.copy(), [none]), base)
 
 

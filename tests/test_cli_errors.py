@@ -1,6 +1,7 @@
 """run_stream.py: --help, and one clear line with exit code 2 for what users get wrong (nothing written)."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -130,8 +131,8 @@ def test_help_examples_use_real_flags() -> None:
     for example in examples:
         argv = shlex.split(re.split(r"\s{2,}", example)[0])  # the command, not its description
         parse(argv)  # a bad flag exits 2, a bad value raises ConfigError
-    assert parse(["serve", "--port", "8091", "--host", "0.0.0.0", "--token", "t"])[1]["serve"] == {
-        **parse(["serve"])[1]["serve"], "port": 8091, "host": "0.0.0.0", "token": "t"}
+    assert parse(["serve", "--port", "8091", "--host", "0.0.0.0", "--token", "t"])[1].serve == \
+        dataclasses.replace(parse(["serve"])[1].serve, port=8091, host="0.0.0.0", token="t")
 
 
 def test_unknown_yaml_key_names_the_closest(tmp_path: Path) -> None:

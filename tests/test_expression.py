@@ -86,6 +86,27 @@ def test_fit_recovers_a_known_expression(morph: MorphableModel) -> None:
     np.testing.assert_allclose(params[0, 52:], truth[0, 52:], atol=2e-3 * std.max())
 
 
+def test_a_misplaced_part_is_not_read_as_an_expression(morph: MorphableModel) -> None:
+    """The aligner put both eyes 4 px too high and the mouth 4 px too low, with the true shapes: the fit keeps the
+    eyes open and the mouth shut (without the parts' slack the offsets came out as closing lids and an open jaw),
+    and a real blink on the same offset still closes."""
+    from model.morphable import Whitening
+
+    std = Whitening.load("v1").std[52:]
+    lm = morph.landmarks(frontal(), ROI)[..., :2].copy()
+    lm[0, 36:48, 1] -= 4.0
+    lm[0, 48:68, 1] += 4.0
+    _, ext = fit_expression(frontal(), frame_to_crop_xy(lm, ROI), np.ones(68), morph.sparse, std)
+    assert np.abs(ext[0, [0, 1, 6]]).max() < 0.1
+    _, ext_old = fit_expression(frontal(), frame_to_crop_xy(lm, ROI), np.ones(68), morph.sparse, std,
+                                FitWeights(part_slack=None))
+    assert np.abs(ext_old[0, [0, 1, 6]]).max() > 0.2  # what the slack prevents
+    blink = morph.landmarks(frontal(), ROI, "v1", ext_of(eye_close_r=1.0, eye_close_l=1.0))[..., :2].copy()
+    blink[0, 36:48, 1] -= 4.0
+    _, ext = fit_expression(frontal(), frame_to_crop_xy(blink, ROI), np.ones(68), morph.sparse, std)
+    assert ext[0, 0] > 0.8 and ext[0, 1] > 0.8
+
+
 def test_fit_clamps_the_extension_to_its_range(morph: MorphableModel) -> None:
     from model.morphable import Whitening
 
@@ -115,7 +136,8 @@ def test_patch_points_map_back_to_the_frame(morph: MorphableModel) -> None:
 def test_smoothing_keeps_a_blinks_depth_and_timing() -> None:
     """A 5-frame blink with measurement noise through the tracker's Kalman filter: depth within 10% of the
     unsmoothed one, no lag over one frame; between blinks the lids are smoothed (less jitter than measured)."""
-    from tracking.kalman import TRACK_GROUPS, KalmanConfig, ParamKalman
+    from tests.run_defaults import kalman_defaults
+    from tracking.kalman import TRACK_GROUPS, ParamKalman
 
     rng = np.random.default_rng(0)
     n = 120
@@ -123,7 +145,7 @@ def test_smoothing_keeps_a_blinks_depth_and_timing() -> None:
     blink = [0.3, 0.8, 1.0, 0.8, 0.3]
     truth[50:55] = blink
     meas = truth + rng.normal(0, 0.03, n)
-    kf = ParamKalman(np.ones(69), KalmanConfig(), TRACK_GROUPS)
+    kf = ParamKalman(np.ones(69), kalman_defaults(), TRACK_GROUPS)
     out = np.empty(n)
     for i in range(n):
         z = np.zeros(69)

@@ -8,8 +8,8 @@ import pytest
 
 from model.face_mesh import boundary_edges, face_outline, face_topology, inside_polygon
 from model.morphable import MorphableModel, Whitening, angles_to_matrix, params_from_pose, scale_rotation
-from model.render.mesh import face_grid_lines, grid_mirror
-from model.render.raster import rasterize
+from model.raster.mesh import face_grid_lines, grid_mirror
+from model.raster.zbuffer import rasterize
 
 
 @pytest.fixture(scope="module")

@@ -15,19 +15,19 @@ import pytest
 
 from model.blendshapes import ARKIT_NAMES, ESTIMATED, ESTIMATED_MASK
 from model.expression_ext import EXT_NAMES, EXT_VERSION, N_EXT
-from stream.frames import FaceRecord
+from tracking.face import Face
 from stream.webrtc.facedata import FaceChannel, encode, face_message, face_model_bytes
 
 STATIC = Path(__file__).resolve().parents[1] / "stream" / "webrtc" / "static"
 
 
-def _face(tid: int, rng: np.random.Generator, ext: bool = True) -> FaceRecord:
+def _face(tid: int, rng: np.random.Generator, ext: bool = True) -> Face:
     lm = rng.uniform(100, 300, (68, 3)).astype(np.float32)
-    return FaceRecord(0, 0.0, tid, np.array([90, 80, 310, 320], np.float32), np.zeros(4, np.float32),
-                      np.array([10.123, -5.5, 2.25, 1e-3, 60, 60], np.float32), lm,
-                      rng.normal(0, 1, 62).astype(np.float32) * 1e4,
-                      ext=rng.uniform(-0.3, 1, N_EXT).astype(np.float32) if ext else None,
-                      blendshapes=(rng.uniform(0, 1, 52) * ESTIMATED_MASK).astype(np.float32))
+    return Face(frame=0, time=0.0, track_id=tid, box=np.array([90, 80, 310, 320], np.float32),
+                roi=np.zeros(4, np.float32), pose=np.array([10.123, -5.5, 2.25, 1e-3, 60, 60], np.float32),
+                landmarks=lm, params=rng.normal(0, 1, 62).astype(np.float32) * 1e4,
+                ext=rng.uniform(-0.3, 1, N_EXT).astype(np.float32) if ext else None,
+                blendshape_values=(rng.uniform(0, 1, 52) * ESTIMATED_MASK).astype(np.float32))
 
 
 class FakeChannel:
@@ -53,8 +53,8 @@ def test_message_schema_and_rounding() -> None:
     assert len(f["box"]) == 4 and len(f["params"]) == 62
     assert msg["ext_version"] == EXT_VERSION and list(f["ext"]) == list(EXT_NAMES)
     np.testing.assert_allclose([f["ext"][k] for k in EXT_NAMES], face.ext, atol=6e-5)
-    assert msg["blendshapes_version"] == "arkit-v1" and list(f["blendshapes"]) == list(ARKIT_NAMES)
-    np.testing.assert_allclose([f["blendshapes"][k] for k in ARKIT_NAMES], face.blendshapes, atol=6e-4)
+    assert msg["blendshapes_version"] == "arkit-v2" and list(f["blendshapes"]) == list(ARKIT_NAMES)
+    np.testing.assert_allclose([f["blendshapes"][k] for k in ARKIT_NAMES], face.blendshape_values, atol=6e-4)
     assert all(f["blendshapes"][k] == 0 for k in ARKIT_NAMES if k not in ESTIMATED)
     assert len(encode(msg)) < 4000  # one face, blendshapes included (~3.6 kB)
     bare = json.loads(encode(face_message(8, 8, 0.3, (640, 480), [_face(5, rng, ext=False)])))
@@ -149,8 +149,8 @@ def test_page_view_decodes_ext_like_the_server(tmp_path: Path) -> None:
     params = Whitening.load("v1").unwhiten(np.zeros((1, 62), np.float32))[0]
     faces = []
     for ext in (None, np.array([1, 0, 0.8, 0, 0, -0.5, 0.6], np.float32)):
-        rec = FaceRecord(0, 0.0, 1, np.zeros(4, np.float32), np.zeros(4, np.float32), np.zeros(6, np.float32),
-                         np.zeros((68, 3), np.float32), params, ext=ext)
+        rec = Face(frame=0, time=0.0, track_id=1, box=np.zeros(4, np.float32), roi=np.zeros(4, np.float32),
+                   pose=np.zeros(6, np.float32), landmarks=np.zeros((68, 3), np.float32), params=params, ext=ext)
         faces.append(rec)
     (tmp_path / "msg.json").write_text(encode(face_message(0, 0, 0.0, (640, 480), faces)))
     (tmp_path / "run.js").write_text(_FACE3D_HARNESS)
@@ -186,8 +186,9 @@ def test_page_view_driven_by_the_blendshapes(tmp_path: Path) -> None:
         b = np.zeros(52, np.float32)
         for k, v in values.items():
             b[INDEX[k]] = v
-        faces.append(FaceRecord(0, 0.0, 1, np.zeros(4, np.float32), np.zeros(4, np.float32), np.zeros(6, np.float32),
-                                np.zeros((68, 3), np.float32), params, ext=np.zeros(7, np.float32), blendshapes=b))
+        faces.append(Face(frame=0, time=0.0, track_id=1, box=np.zeros(4, np.float32), roi=np.zeros(4, np.float32),
+                          pose=np.zeros(6, np.float32), landmarks=np.zeros((68, 3), np.float32), params=params,
+                          ext=np.zeros(7, np.float32), blendshape_values=b))
     (tmp_path / "msg.json").write_text(encode(face_message(0, 0, 0.0, (640, 480), faces)))
     (tmp_path / "run.js").write_text(_FACE3D_HARNESS)
     run = subprocess.run(["node", str(tmp_path / "run.js"), str(STATIC / "face3d.js"), str(tmp_path / "model.bin"),

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.damdnet import DAMDNet, SpatialGroupEnhance
+from model.damdnet_net import DAMDNet, SpatialGroupEnhance
 from model.fastpath import FastPathError, build_fast_path, build_torchscript, fold_all_bn
 
 REPO = Path(__file__).resolve().parent.parent

@@ -15,7 +15,8 @@ import pytest
 from model.blendshapes import ARKIT_NAMES
 from model.expression_ext import EXT_NAMES, EXT_VERSION, N_EXT
 from model.morphable import MorphableModel, Whitening
-from stream.frames import FaceRecord, Frame, VideoInfo
+from stream.frames import Frame, VideoInfo
+from tracking.face import Face
 from stream.gltf import GLBSink, check_glb, load_glb_frames, mesh_uv
 from stream.outputs import MeshesOut
 
@@ -81,15 +82,16 @@ def head_motion(morph: MorphableModel, n: int, seed: int = 0,
     return params, rois, morph.dense(params, rois, "v1", ext).astype(np.float32)
 
 
-def _records(params, rois, verts, morph, ext=None, blend=None) -> list[FaceRecord]:
+def _records(params, rois, verts, morph, ext=None, blend=None) -> list[Face]:
     from model.morphable import pose_from_params
 
     pose = pose_from_params(params)
     e = [None] * len(params) if ext is None else ext
     b = [None] * len(params) if blend is None else blend
-    return [FaceRecord(i, i / 30, 3, rois[i], rois[i], pose[i],
-                       morph.landmarks(params[i:i + 1], rois[i:i + 1], "v1", None if e[i] is None else e[i][None])[0],
-                       params[i], verts[i], ext=e[i], blendshapes=b[i]) for i in range(len(params))]
+    return [Face(frame=i, time=i / 30, track_id=3, box=rois[i], roi=rois[i], pose=pose[i],
+                 landmarks=morph.landmarks(params[i:i + 1], rois[i:i + 1], "v1",
+                                           None if e[i] is None else e[i][None])[0],
+                 params=params[i], vertices=verts[i], ext=e[i], blendshape_values=b[i]) for i in range(len(params))]
 
 
 @pytest.mark.parametrize("with_ext", [False, True], ids=["no_ext", "ext"])
@@ -126,7 +128,7 @@ def test_glb_reads_back_to_the_npz(tmp_path: Path, morph: MorphableModel, with_e
     assert names[:50] == [f"shape{i:02d}" for i in range(40)] + [f"exp{i:02d}" for i in range(10)]
     assert names[50:57] == ["ext_" + k for k in EXT_NAMES] and back["weights"].shape == (n, 57 + 52)
     assert names[57:] == list(ARKIT_NAMES) and back["extras"]["blendshape_targets"] == [57, 52]
-    assert back["extras"]["blendshapes_measured"] == with_ext and back["extras"]["blendshapes_version"] == "arkit-v1"
+    assert back["extras"]["blendshapes_measured"] == with_ext and back["extras"]["blendshapes_version"] == "arkit-v2"
     assert back["extras"]["ext_version"] == EXT_VERSION and back["extras"]["ext_measured"] == with_ext
     w_ext = back["weights"][:, 50:57]
     if with_ext:  # the ARKit targets carry the blendshapes by name (blinks, the jaw) and do not move the mesh

@@ -8,15 +8,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("model", "stream", "tracking", "damdnet")
-# Known twins left for later, each with its reason (see the issue note).
-ALLOWED_TWINS = {
-    "__init__", "__main__",
-    "render",  # model/render (rasterizer) vs stream/render (overlays, swap): stream/render is being reworked elsewhere
-    # not named by the issue, left for a later step:
-    "blendshapes",  # model/blendshapes.py (the coefficients) vs tracking/blendshapes.py (per-track neutral)
-    "config",  # stream/config.py (the YAML) vs stream/webrtc/config.py (ServeConfig)
-    "damdnet",  # the package damdnet/ vs model/damdnet.py (the network)
-}
+# Names that may repeat: package markers only. Every module's name says what it holds.
+ALLOWED_TWINS = {"__init__", "__main__"}
 
 
 def _modules() -> dict[str, Path]:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from model.blendshapes import ARKIT_NAMES, ESTIMATED_MASK
-from stream.frames import FaceRecord, Frame
+from stream.frames import Frame
+from tracking.face import Face
 from stream.sinks import (LiveLinkFaceSink, SinkError, llf_timecode, load_livelinkface, open_tracks_sink,
                           parse_llf_timecode, tracks_format)
 
@@ -27,13 +28,13 @@ PUBLISHED_HEADER = (
     "RightEyePitch,RightEyeRoll")
 
 
-def _record(frame: int, track: int, rng: np.random.Generator) -> FaceRecord:
-    return FaceRecord(frame=frame, time=frame / 25.0, track_id=track, box=np.zeros(4, np.float32),
+def _record(frame: int, track: int, rng: np.random.Generator) -> Face:
+    return Face(frame=frame, time=frame / 25.0, track_id=track, box=np.zeros(4, np.float32),
                       roi=np.zeros(4, np.float32),
                       pose=np.array([rng.uniform(-40, 40), rng.uniform(-20, 20), rng.uniform(-10, 10), 6e-4, 60, 60],
                                     np.float32),
                       landmarks=np.zeros((68, 3), np.float32), params=np.zeros(62, np.float32),
-                      blendshapes=(rng.uniform(0, 1, 52) * ESTIMATED_MASK).astype(np.float32))
+                      blendshape_values=(rng.uniform(0, 1, 52) * ESTIMATED_MASK).astype(np.float32))
 
 
 def test_timecode() -> None:
@@ -72,7 +73,7 @@ def test_header_rows_timecode_and_roundtrip(tmp_path: Path) -> None:
     assert got["count"] == [61] * len(written)
     assert np.all(np.diff(got["seconds"]) > 0) and got["timecode"] == sorted(got["timecode"])
     np.testing.assert_allclose(got["seconds"], [r.time for r in written], atol=1e-6)
-    np.testing.assert_allclose(got["blendshapes"], np.stack([r.blendshapes for r in written]), atol=1e-6)
+    np.testing.assert_allclose(got["blendshapes"], np.stack([r.blendshape_values for r in written]), atol=1e-6)
     np.testing.assert_allclose(got["head"], np.radians(np.stack([r.pose[:3] for r in written])), atol=1e-6)
     assert np.all(got["eyes"] == 0)
     assert sink.track_id == 1
@@ -80,7 +81,7 @@ def test_header_rows_timecode_and_roundtrip(tmp_path: Path) -> None:
     for name in ("eyeBlinkLeft", "jawRight", "mouthLeft", "tongueOut"):
         col = PUBLISHED_HEADER.split(",").index(name[0].upper() + name[1:])
         np.testing.assert_allclose([float(l.split(",")[col]) for l in lines[1:]],
-                                   [r.blendshapes[ARKIT_NAMES.index(name)] for r in written], atol=1e-6)
+                                   [r.blendshape_values[ARKIT_NAMES.index(name)] for r in written], atol=1e-6)
 
 
 def test_format_chosen_by_name_or_flag(tmp_path: Path) -> None:
@@ -92,8 +93,8 @@ def test_format_chosen_by_name_or_flag(tmp_path: Path) -> None:
     with pytest.raises(SinkError):
         tracks_format("a.txt")
     cfg = parse(["--tracks", "out.csv", "--tracks-format", "livelinkface"])[1]
-    assert cfg["tracks_format"] == "livelinkface"
-    out = TracksOut(str(tmp_path / "out.csv"), params=True, fmt=cfg["tracks_format"], fps=30)
+    assert cfg.tracks_format == "livelinkface"
+    out = TracksOut(str(tmp_path / "out.csv"), params=True, fmt=cfg.tracks_format, fps=30)
     rng = np.random.default_rng(2)
     for f in range(3):
         frame = Frame(index=f, time=f / 30, image=np.zeros((2, 2, 3), np.uint8))

@@ -1,4 +1,4 @@
-"""python -m model.align: annotated image + results.json on a real photo, clear messages for bad inputs."""
+"""python -m model.align_images: annotated image + results.json on a real photo, clear messages for bad inputs."""
 from __future__ import annotations
 
 import json
@@ -17,7 +17,7 @@ SAMPLE = "cleardusk/3DDFA/samples/test1.jpg"
 
 def _align(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, DAMDNET_OFFLINE="1")
-    return subprocess.run([sys.executable, "-m", "model.align", *args, "--device", "cpu"], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "model.align_images", *args, "--device", "cpu"], capture_output=True,
                           text=True, env=env, cwd=REPO, timeout=300)
 
 
@@ -101,7 +101,7 @@ def test_align_twice_into_one_out_keeps_both_runs_consistent(assets_dir, tmp_pat
     An image aligned again replaces its own entry (and its annotated copy goes when it has no face any more); a
     photo from another folder with the same name gets its own annotated copy. The first run is `auto`: its model
     line says why it is not a DAMDNet."""
-    from model.align import main
+    from model.align_images import main
 
     inp = tmp_path / "in"
     (inp / "other").mkdir(parents=True)

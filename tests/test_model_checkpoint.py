@@ -10,7 +10,7 @@ import torch
 from model.assets import AssetStore
 from model.backbones import MobileNetV1, adapt_state_dict, build_backbone
 from model.checkpoint import CheckpointError, load_file, load_model, save_checkpoint
-from model.damdnet import DAMDNet
+from model.damdnet_net import DAMDNet
 from model.morphable import Whitening
 
 

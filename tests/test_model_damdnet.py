@@ -1,4 +1,4 @@
-"""model.damdnet: parameter count, the authors' checkpoint format and recorded output, SGE, shapes."""
+"""model.damdnet_net: parameter count, the authors' checkpoint format and recorded output, SGE, shapes."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ import torch
 
 from model.assets import AssetStore
 from model.checkpoint import load_file
-from model.damdnet import DAMDNet, SELayer, SpatialGroupEnhance
+from model.damdnet_net import DAMDNet, SELayer, SpatialGroupEnhance
 
 
 @pytest.fixture(scope="module")

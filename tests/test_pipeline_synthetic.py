@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -34,14 +35,14 @@ class Collect:
 def runs(assets_dir: Path) -> dict:
     cfg = load_config(None, {"weights": "3ddfa-v2-mb05", "device": "cpu", "progress": False})
     engine = build_engine(cfg)
-    opts = {**cfg["synthetic"], "seconds": SECONDS}
+    opts = {**dataclasses.asdict(cfg.synthetic), "seconds": SECONDS}
     out = {}
     try:
         for smooth in ("none", "kalman"):
             source = open_source("synthetic", **opts)
             truth = (source.ground_truth.astype(np.float64), list(source.cuts))
             sink = Collect()
-            analyzer = FaceAnalyzer(engine.service, engine.detector, tracker_config({**cfg, "smooth": smooth}))
+            analyzer = FaceAnalyzer(engine.service, engine.detector, tracker_config(cfg.replace(smooth=smooth)))
             stats = asyncio.run(Pipeline(source, analyzer, None, [sink], live=False).run())
             out[smooth] = (sink.faces, stats)
     finally:

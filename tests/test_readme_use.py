@@ -43,7 +43,7 @@ def test_misspelt_flag_is_one_line_with_the_closest_flag(tmp_path: Path) -> None
          "error: unknown flag --serve.prot; did you mean --serve.port?"),
         ([str(REPO / "run_stream.py"), "--kalman.pose-gat=3"],
          "error: unknown flag --kalman.pose-gat; did you mean --kalman.pose-gate?"),
-        (["-m", "model.align", "x.jpg", "--ot", "o"], "error: unknown flag --ot; did you mean --out?"),
+        (["-m", "model.align_images", "x.jpg", "--ot", "o"], "error: unknown flag --ot; did you mean --out?"),
     ]
     for args, want in cases:
         res = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=120)

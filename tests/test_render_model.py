@@ -6,11 +6,11 @@ import cv2
 import numpy as np
 import pytest
 
-from model.render.mesh import front_cull, grid_mirror, vertex_normals
+from model.raster.mesh import front_cull, grid_mirror, vertex_normals
 from stream.render.overlays import MODES, render_overlay
-from model.render.raster import rasterize
+from model.raster.zbuffer import rasterize
 from stream.render.swap import build_texture, face_region, swap_faces
-from tests.test_render_raster import reference_raster
+from tests.test_raster_zbuffer import reference_raster
 
 morphable = pytest.importorskip("model.morphable")
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from stream.render.overlays import MODES, faces_from_arrays, render_overlay, rotation_from_angles
-from model.render.raster import RasterBuffers
-from tests.test_render_raster import grid_mesh
+from model.raster.zbuffer import RasterBuffers
+from tests.test_raster_zbuffer import grid_mesh
 
 
 def synthetic_face(cx, cy, size=60, rows=16, cols=16):
@@ -121,8 +121,8 @@ def test_ext_shows_in_the_overlay(mode, component, moved, still):
     side."""
     from model.expression_ext import N_EXT
     from model.morphable import MorphableModel, Whitening, pose_from_params
-    from stream.frames import FaceRecord
     from stream.outputs import FrameRenderer
+    from tracking.face import Face
 
     morph = MorphableModel.load()
     params = Whitening.load("v1").unwhiten(np.zeros((1, 62), np.float32))
@@ -135,7 +135,8 @@ def test_ext_shows_in_the_overlay(mode, component, moved, still):
         ext[0, component] = value
         lm = morph.landmarks(params, roi, "v1", ext)[0].astype(np.float32)
         verts = morph.dense(params, roi, "v1", ext)[0].astype(np.float32)
-        rec = FaceRecord(0, 0.0, 1, roi[0], roi[0], pose_from_params(params)[0], lm, params[0], verts, ext=ext[0])
+        rec = Face(frame=0, time=0.0, track_id=1, box=roi[0], roi=roi[0], pose=pose_from_params(params)[0],
+                   landmarks=lm, params=params[0], vertices=verts, ext=ext[0])
         out.append(renderer.render(frame, [rec]).astype(int))
         lms.append(lm)
     diff = np.abs(out[1] - out[0]).sum(2) > 12  # beyond a shading step (the dense spread leaves faint traces)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from model.morphable import MorphableModel
-from model.render.raster import rasterize
+from model.raster.zbuffer import rasterize
 from stream.render import quality
 from stream.render.swap import swap_faces
 from stream.render.texture import build_texture

@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from model.render.mesh import grid_mirror
-from model.render.raster import rasterize
+from model.raster.mesh import grid_mirror
+from model.raster.zbuffer import rasterize
 from stream.render.swap import BLENDS, build_texture, face_region, swap_faces
 from tests.test_render_overlays import synthetic_face
 

@@ -114,17 +114,23 @@ async def test_swap_source_without_face_is_refused(engine):
         await peer.close()
 
 
-def test_page_offers_every_render_mode(repo_root):
-    """The browser's selector lists every render mode the server accepts, and those are the CLI's modes."""
+def test_page_offers_every_render_mode():
+    """The page the server sends lists every render mode (the one list, which the CLI and the peers check), the
+    first selected; the peers accept each of them and nothing else."""
     import re
 
-    from stream.config import CHOICES
-    from stream.webrtc.peer import MODES
+    from stream.config import CHOICES, RENDER_MODES
+    from stream.webrtc.peer import validate_controls
+    from stream.webrtc.server import index_html
 
-    html = (repo_root / "stream/webrtc/static/index.html").read_text()
-    select = re.search(r'<select id="mode">(.*?)</select>', html, re.S).group(1)
+    select = re.search(r'<select id="mode">(.*?)</select>', index_html(), re.S).group(1)
     offered = tuple(re.findall(r'<option value="([a-z]+)"', select))
-    assert set(offered) == set(MODES) == set(CHOICES["mode"])
+    assert offered == RENDER_MODES == CHOICES["mode"] and len(RENDER_MODES) == 7
+    assert re.search(r'<option value="landmarks" selected>', select)
+    for mode in RENDER_MODES:
+        assert validate_controls({"mode": mode})["mode"] == mode
+    with pytest.raises(ValueError, match="mode"):
+        validate_controls({"mode": "cartoon"})
 
 
 @pytest.mark.parametrize("mode", ["wireframe", "pncc"])

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream.frames import FaceRecord, Frame, VideoInfo
+from stream.frames import Frame, VideoInfo
+from tracking.face import Face
 from stream.outputs import MeshesOut, TracksOut, VideoOut
 from stream.pipeline import Pipeline
 from stream.sinks import SinkError, load_tracks
@@ -54,13 +55,13 @@ class Frames:
 class TwoFaces:
     """Two faces on every frame, values a function of (frame, track), so a file read back can be checked."""
 
-    async def analyze(self, frame: Frame, stats: Stats) -> list[FaceRecord]:
+    async def analyze(self, frame: Frame, stats: Stats) -> list[Face]:
         return [record(frame.index, tid) for tid in (1, 2)]
 
 
-def record(frame: int, tid: int) -> FaceRecord:
+def record(frame: int, tid: int) -> Face:
     rng = np.random.default_rng(frame * 10 + tid)
-    return FaceRecord(frame=frame, time=frame / 25.0, track_id=tid,
+    return Face(frame=frame, time=frame / 25.0, track_id=tid,
                       box=np.array([10, 10, 40, 40], np.float32) + frame, roi=np.array([5, 5, 45, 45], np.float32),
                       pose=np.array([1, 2, 3, 0.001, 30, 30], np.float32),
                       landmarks=rng.uniform(0, 60, (68, 3)).astype(np.float32),

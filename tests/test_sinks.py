@@ -15,7 +15,8 @@ import pytest
 
 from stream import sinks
 from stream.atomic import AtomicPath, atomic_write_bytes
-from stream.frames import FaceRecord, Frame, VideoInfo
+from stream.frames import Frame, VideoInfo
+from tracking.face import Face
 from stream.sinks import (
     MeshSink,
     SinkError,
@@ -156,8 +157,8 @@ def test_video_write_job_prefers_rendered_output(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------------ tracks
 
 
-def _record(frame: int, track: int, rng: np.random.Generator, dense: int | None = None) -> FaceRecord:
-    return FaceRecord(
+def _record(frame: int, track: int, rng: np.random.Generator, dense: int | None = None) -> Face:
+    return Face(
         frame=frame, time=frame / 25.0, track_id=track,
         box=rng.uniform(0, 500, 4).astype(np.float32), roi=rng.uniform(0, 500, 4).astype(np.float32),
         pose=np.array([10.5, -3.25, 1.0, 0.00123, 250.5, 260.25], np.float32),
@@ -165,14 +166,14 @@ def _record(frame: int, track: int, rng: np.random.Generator, dense: int | None 
         params=(rng.normal(size=62) * np.r_[np.full(12, 1e-3), np.full(50, 1e4)]).astype(np.float32),
         vertices=None if dense is None else rng.uniform(0, 500, (dense, 3)).astype(np.float32),
         confidence=float(rng.uniform(0.5, 1.0)),
-        blendshapes=(rng.uniform(0, 1, 52) * ESTIMATED_MASK).astype(np.float32),
+        blendshape_values=(rng.uniform(0, 1, 52) * ESTIMATED_MASK).astype(np.float32),
     )
 
 
-def _feed(sink: object, dense: int | None = None) -> dict[int, list[FaceRecord]]:
+def _feed(sink: object, dense: int | None = None) -> dict[int, list[Face]]:
     """Frames 0..5; faces: track 1 in all but frame 2 (nobody), track 7 from frame 3."""
     rng = np.random.default_rng(0)
-    written: dict[int, list[FaceRecord]] = {1: [], 7: []}
+    written: dict[int, list[Face]] = {1: [], 7: []}
     for f in range(6):
         recs = []
         if f != 2:
@@ -185,7 +186,7 @@ def _feed(sink: object, dense: int | None = None) -> dict[int, list[FaceRecord]]
     return written
 
 
-def _check_roundtrip(path: Path, written: dict[int, list[FaceRecord]], with_params: bool = True,
+def _check_roundtrip(path: Path, written: dict[int, list[Face]], with_params: bool = True,
                      with_rois: bool = True) -> None:
     got = load_tracks(path)
     assert sorted(got) == [1, 7]
@@ -198,7 +199,7 @@ def _check_roundtrip(path: Path, written: dict[int, list[FaceRecord]], with_para
         np.testing.assert_allclose(t["pose"], np.stack([r.pose for r in recs]), rtol=1e-6)
         assert t["landmarks"].shape == (len(recs), 68, 3) and t["pose"].shape == (len(recs), 6)
         np.testing.assert_allclose(t["confidence"], [r.confidence for r in recs], atol=1e-4)
-        np.testing.assert_allclose(t["blendshapes"], np.stack([r.blendshapes for r in recs]), atol=1e-4)
+        np.testing.assert_allclose(t["blendshapes"], np.stack([r.blendshape_values for r in recs]), atol=1e-4)
         if with_params:
             np.testing.assert_allclose(t["params"], np.stack([r.params for r in recs]), rtol=1e-6)
         if with_rois:
@@ -242,9 +243,9 @@ def test_csv_params_option_from_config_flag_to_file(tmp_path: Path) -> None:
     from stream.config import load_config
     from stream.outputs import TracksOut
 
-    assert load_config()["tracks_params"] is False
-    assert parse(["--tracks-params"])[1]["tracks_params"] is True
-    assert parse(["batch", "v.mp4", "--outdir", "o", "--tracks-params", "true"])[1]["tracks_params"] is True
+    assert load_config().tracks_params is False
+    assert parse(["--tracks-params"])[1].tracks_params is True
+    assert parse(["batch", "v.mp4", "--outdir", "o", "--tracks-params", "true"])[1].tracks_params is True
     jobs = []
     rng = np.random.default_rng(3)
     for f in range(3):
@@ -310,7 +311,7 @@ def test_jsonl_roundtrip(tmp_path: Path) -> None:
     first = json.loads(lines[0])
     assert set(first) == {"frame", "time", "track_id", "box", "roi", "pose", "confidence", "ext", "ext_version",
                           "blendshapes", "blendshapes_version", "landmarks", "params"}
-    assert list(first["blendshapes"]) == list(ARKIT_NAMES) and first["blendshapes_version"] == "arkit-v1"
+    assert list(first["blendshapes"]) == list(ARKIT_NAMES) and first["blendshapes_version"] == "arkit-v2"
     assert set(first["pose"]) == {"yaw", "pitch", "roll", "scale", "tx", "ty"}
     _check_roundtrip(path, written)
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from model.morphable import MorphableModel
-from model.render.raster import rasterize
+from model.raster.zbuffer import rasterize
 from stream.render.texture import brow_polygons, feature_polygons
 
 pytestmark = pytest.mark.slow

@@ -6,10 +6,10 @@ import pytest
 
 from model.dense_fit import landmark_vertices
 from model.morphable import MorphableModel, Whitening
-from stream.frames import FaceRecord
 from stream.outputs import FrameRenderer
 from stream.render.swap_shape import ShapeSwap, shape_swap, shape_weights
 from stream.render.texture import FaceTexture, boundary_distance
+from tracking.face import Face
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +61,8 @@ def test_renderer_uses_the_source_shape_unless_keeping_the_target_eyes(morph):
     roi = np.array([60, 20, 260, 220], np.float32)
     v = morph.dense(tgt[None], roi[None])[0].astype(np.float32)
     lm = morph.landmarks(tgt[None], roi[None])[0].astype(np.float32)
-    face = FaceRecord(frame=0, time=0.0, track_id=1, box=np.zeros(4, np.float32), roi=roi, pose=np.zeros(6, np.float32),
-                      landmarks=lm, params=tgt, vertices=v)
+    face = Face(frame=0, time=0.0, track_id=1, box=np.zeros(4, np.float32), roi=roi, pose=np.zeros(6, np.float32),
+                landmarks=lm, params=tgt, vertices=v)
     n = len(v)
     uv = morph.uv * 63
     tex = FaceTexture(np.full((n, 3), 128, np.float32), np.ones(n, bool), np.full(3, 128, np.float32))
@@ -87,3 +87,17 @@ def test_renderer_uses_the_source_shape_unless_keeping_the_target_eyes(morph):
     tex.shape = None
     r.set_swap_texture(tex, keep_target_eyes=True)
     assert np.array_equal(kept, r.render(frame, [face]))
+
+
+def test_keep_target_eyes_flag_reaches_the_renderer(morph):
+    """``--swap-keep-target-eyes`` (config ``swap_keep_target_eyes``) sets the renderer's option; default off."""
+    import types
+
+    from stream.assemble import make_renderer
+    from stream.cli import parse
+    from stream.config import load_config
+
+    engine = types.SimpleNamespace(aligner=types.SimpleNamespace(morph=morph))
+    assert make_renderer(load_config(), engine, "swap").keep_target_eyes is False
+    _, cfg = parse(["--source", "x.mp4", "--mode", "swap", "--swap-keep-target-eyes"])
+    assert make_renderer(cfg, engine).keep_target_eyes is True

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from tests.test_tracking_tracker import SHAPE, decode, detect, fake_align
-from tracking.tracker import FaceTracker, TrackerConfig
+from tests.run_defaults import tracker_defaults
+from tracking.tracker import FaceTracker
 
 
 def run(tracker: FaceTracker, i: int, faces: list, conf_of, det_faces: list | None = None):
@@ -22,7 +23,7 @@ def run(tracker: FaceTracker, i: int, faces: list, conf_of, det_faces: list | No
 
 
 def test_a_track_whose_confidence_falls_is_dropped():
-    tr = FaceTracker(TrackerConfig(detect_every=5, confirm_confidence=0.5, drop_confidence=0.3,
+    tr = FaceTracker(tracker_defaults(detect_every=5, confirm_confidence=0.5, drop_confidence=0.3,
                                    confidence_memory=0.5, min_hits=1), decode=decode)  # confirmed on frame 0
     face = (320.0, 240.0, 80.0)
     score = {"v": 0.95}
@@ -41,7 +42,7 @@ def test_a_track_whose_confidence_falls_is_dropped():
 
 
 def test_a_collapsing_box_is_dropped():
-    tr = FaceTracker(TrackerConfig(detect_every=100, min_face_size=20.0, drop_confidence=0.0,
+    tr = FaceTracker(tracker_defaults(detect_every=100, min_face_size=20.0, drop_confidence=0.0,
                                    confirm_confidence=0.0), decode=decode)
     sizes = []
     for i in range(40):
@@ -54,7 +55,7 @@ def test_a_collapsing_box_is_dropped():
     assert sizes and min(sizes) >= 20.0 and tr.dropped["small"] == 1
     assert tr.tracks == []
     # without the rule the same shrinking face is followed down to a few pixels
-    tr = FaceTracker(TrackerConfig(detect_every=100, min_face_size=0.0), decode=decode)
+    tr = FaceTracker(tracker_defaults(detect_every=100, min_face_size=0.0), decode=decode)
     last = None
     for i in range(20):
         out = run(tr, i, [(320.0, 240.0, 80.0 * 0.85 ** i)], lambda r: 0.9)
@@ -63,7 +64,7 @@ def test_a_collapsing_box_is_dropped():
 
 
 def test_unconfirmed_low_confidence_track_is_never_reported():
-    tr = FaceTracker(TrackerConfig(detect_every=3, confirm_confidence=0.6, drop_confidence=0.2, min_hits=1),
+    tr = FaceTracker(tracker_defaults(detect_every=3, confirm_confidence=0.6, drop_confidence=0.2, min_hits=1),
                      decode=decode)  # min_hits 1: only confidence holds the ghost back
     real, ghost = (200.0, 240.0, 80.0), (480.0, 240.0, 70.0)
 
@@ -84,7 +85,7 @@ def test_confident_track_outlives_the_detector_at_profile():
     confidence_keeps_tracks, ended after max_unmatched_detections runs without it."""
     face = (320.0, 240.0, 80.0)
     for keeps, alive in ((True, True), (False, False)):
-        tr = FaceTracker(TrackerConfig(detect_every=4, max_unmatched_detections=2, confidence_keeps_tracks=keeps,
+        tr = FaceTracker(tracker_defaults(detect_every=4, max_unmatched_detections=2, confidence_keeps_tracks=keeps,
                                        min_hits=1), decode=decode)  # confirmed on its one detection
         out = []
         for i in range(30):
@@ -93,9 +94,8 @@ def test_confident_track_outlives_the_detector_at_profile():
 
 
 def test_confidence_config_is_validated():
-    with pytest.raises(ValueError, match="drop_confidence"):
-        TrackerConfig(confirm_confidence=0.3, drop_confidence=0.5)
+    """Ranges here; drop <= confirm where the run's config is loaded (tests/test_confidence_config.py)."""
     with pytest.raises(ValueError, match="confirm_confidence"):
-        TrackerConfig(confirm_confidence=1.5)
+        tracker_defaults(confirm_confidence=1.5)
     with pytest.raises(ValueError, match="min_face_size"):
-        TrackerConfig(min_face_size=-1)
+        tracker_defaults(min_face_size=-1)

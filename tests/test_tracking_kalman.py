@@ -6,6 +6,7 @@ import time
 import numpy as np
 import pytest
 
+from tests.run_defaults import kalman_defaults
 from tracking.kalman import GROUPS, GroupNoise, KalmanConfig, NoSmoother, ParamKalman, make_smoother
 from tracking.jitter import estimate_lag
 
@@ -23,7 +24,7 @@ def _run(kf, z: np.ndarray) -> np.ndarray:
 def test_first_update_is_the_measurement_and_no_smoother_passes_through():
     rng = np.random.default_rng(0)
     z = rng.normal(size=(5, 62)) * SCALE
-    kf = ParamKalman(SCALE)
+    kf = ParamKalman(SCALE, kalman_defaults())
     np.testing.assert_allclose(kf.update(z[0]), z[0], rtol=1e-6)
     assert set(kf.last_reset) == set(GROUPS)
     ns = make_smoother("none", SCALE)
@@ -36,7 +37,7 @@ def test_first_update_is_the_measurement_and_no_smoother_passes_through():
 
 # The 124-d "full" engine is checked against the shared one in test_engines_agree (it is slow: BLAS on busy cores).
 def test_constant_signal_variance_cut(engine: str = "shared"):
-    cfg = KalmanConfig(engine=engine)
+    cfg = kalman_defaults(engine=engine)
     rng = np.random.default_rng(1)
     truth = rng.normal(size=62) * SCALE
     z = truth + rng.normal(size=(400, 62)) * _noise_std(cfg)
@@ -44,14 +45,14 @@ def test_constant_signal_variance_cut(engine: str = "shared"):
     ratio = {g: np.mean((z - truth)[100:, s] ** 2) / np.mean((out - truth)[100:, s] ** 2) for g, s in GROUPS.items()}
     assert ratio["pose"] > 2.5 and ratio["expression"] > 1.8 and ratio["shape"] > 30, ratio
     # heavier smoothing (smaller random acceleration) cuts more: the trade-off is in the config
-    heavy = KalmanConfig(pose=GroupNoise(0.04, 0.0002, 0.3, gate=3.0), engine=engine)
+    heavy = kalman_defaults(pose=GroupNoise(0.04, 0.0002, 0.3, gate=3.0), engine=engine)
     out_h = _run(ParamKalman(SCALE, heavy), truth + rng.normal(size=(400, 62)) * _noise_std(heavy))
     r_h = np.mean(_noise_std(heavy)[:12] ** 2) / np.mean((out_h - truth)[100:, :12] ** 2)
     assert r_h > 10, r_h
 
 
 def test_shape_barely_moves_under_noise():
-    cfg = KalmanConfig()
+    cfg = kalman_defaults()
     rng = np.random.default_rng(2)
     truth = rng.normal(size=62) * SCALE
     z = truth + rng.normal(size=(300, 62)) * _noise_std(cfg)
@@ -65,7 +66,7 @@ def test_shape_barely_moves_under_noise():
 
 
 def test_ramp_has_no_steady_lag(engine: str = "shared"):
-    cfg = KalmanConfig(engine=engine)
+    cfg = kalman_defaults(engine=engine)
     rng = np.random.default_rng(3)
     t = np.arange(300)[:, None]
     slope = np.zeros(62)
@@ -85,7 +86,7 @@ def test_ramp_has_no_steady_lag(engine: str = "shared"):
 
 @pytest.mark.parametrize("engine", ["shared", "full"])
 def test_step_over_the_gate_resets_at_the_cut(engine):
-    cfg = KalmanConfig(engine=engine)
+    cfg = kalman_defaults(engine=engine)
     rng = np.random.default_rng(4)
     a = rng.normal(size=62) * SCALE
     b = a.copy()
@@ -108,7 +109,7 @@ def test_step_over_the_gate_resets_at_the_cut(engine):
 
 
 def test_small_step_is_smoothed_not_reset():
-    cfg = KalmanConfig()
+    cfg = kalman_defaults()
     kf = ParamKalman(SCALE, cfg)
     a = np.ones(62) * SCALE
     for _ in range(30):
@@ -121,7 +122,7 @@ def test_small_step_is_smoothed_not_reset():
 
 
 def test_gap_longer_than_max_gap_resets():
-    kf = ParamKalman(SCALE, KalmanConfig(max_gap=5))
+    kf = ParamKalman(SCALE, kalman_defaults(max_gap=5))
     z = np.ones(62) * SCALE
     for _ in range(10):
         kf.update(z)
@@ -138,8 +139,8 @@ def test_engines_agree():
     rng = np.random.default_rng(5)
     z = np.cumsum(rng.normal(size=(80, 62)) * 0.05, axis=0) * SCALE
     z[50, :12] += 2.0 * SCALE[:12]  # one gated reset on the way
-    ks = ParamKalman(SCALE, KalmanConfig(engine="shared"))
-    kfull = ParamKalman(SCALE, KalmanConfig(engine="full"))
+    ks = ParamKalman(SCALE, kalman_defaults(engine="shared"))
+    kfull = ParamKalman(SCALE, kalman_defaults(engine="full"))
     for k, zz in enumerate(z):
         dt = 2.0 if k == 30 else 1.0
         if k == 20:  # a ROI change: uniform per pose group, as for square ROIs
@@ -160,7 +161,7 @@ def test_change_frame_commutes_with_filtering():
     sc, off = np.ones(62), np.zeros(62)
     off[[3, 7, 11]] = [10.0, -3.0, 1.0]
     z = (rng.normal(size=62) + np.arange(40)[:, None] * 0.01 + rng.normal(size=(40, 62)) * 0.05) * SCALE
-    ka, kb = ParamKalman(SCALE), ParamKalman(SCALE)
+    ka, kb = ParamKalman(SCALE, kalman_defaults()), ParamKalman(SCALE, kalman_defaults())
     for zz in z[:20]:
         ka.update(zz)
         kb.update(sc * zz + off)
@@ -177,12 +178,12 @@ def test_change_frame_commutes_with_filtering():
 
 def test_bad_inputs():
     with pytest.raises(ValueError):
-        ParamKalman(np.ones(61))
+        ParamKalman(np.ones(61), kalman_defaults())
     with pytest.raises(ValueError):
-        KalmanConfig(engine="x")
+        kalman_defaults(engine="x")
     with pytest.raises(ValueError):
         make_smoother("median")
-    kf = ParamKalman(SCALE)
+    kf = ParamKalman(SCALE, kalman_defaults())
     z = np.ones(62) * SCALE
     kf.update(z)
     bad = z.copy()
@@ -196,7 +197,7 @@ def test_update_cost_per_frame():
     z = rng.normal(size=(600, 62)) * SCALE
     res = {}
     for engine, n in (("shared", 600), ("full", 30)):
-        kf = ParamKalman(SCALE, KalmanConfig(engine=engine))
+        kf = ParamKalman(SCALE, kalman_defaults(engine=engine))
         kf.update(z[0])
         t0 = time.perf_counter()
         for zz in z[1:n]:

@@ -8,9 +8,9 @@ import pytest
 
 from model.morphable import crop_to_frame, project_crop
 from model.roi import box_from_landmarks, iou_matrix, roi_from_box
-from tracking.kalman import KalmanConfig
 from tracking.jitter import acceleration_jitter, estimate_lag, nme
-from tracking.tracker import FaceTracker, TrackerConfig
+from tests.run_defaults import kalman_defaults, tracker_defaults
+from tracking.tracker import FaceTracker
 
 SHAPE = (480, 640, 3)
 _rng = np.random.default_rng(0)
@@ -112,7 +112,7 @@ def test_fake_world_is_consistent():
 
 @pytest.mark.parametrize("smooth", ["kalman", "none"])
 def test_two_faces_moving_apart_keep_ids(smooth):
-    tr = FaceTracker(TrackerConfig(detect_every=5, smooth=smooth), convention="v1", decode=decode)
+    tr = FaceTracker(tracker_defaults(detect_every=5, smooth=smooth), convention="v1", decode=decode)
     seen: dict[int, int] = {}
     for i in range(60):
         faces = [(250.0 - 2.5 * i, 240.0, 70.0), (390.0 + 2.5 * i, 240.0 + 0.5 * i, 70.0)]
@@ -127,7 +127,7 @@ def test_two_faces_moving_apart_keep_ids(smooth):
 
 
 def test_face_disappears_dies_after_max_misses():
-    tr = FaceTracker(TrackerConfig(detect_every=8, max_misses=4, min_hits=1), decode=decode)  # one detection run
+    tr = FaceTracker(tracker_defaults(detect_every=8, max_misses=4, min_hits=1), decode=decode)  # one detection run
     face = (320.0, 240.0, 80.0)
     for i in range(10):
         out, _ = step(tr, i, [face])
@@ -141,7 +141,7 @@ def test_face_disappears_dies_after_max_misses():
 
 
 def test_face_leaving_the_frame_is_lost():
-    tr = FaceTracker(TrackerConfig(detect_every=100, max_misses=3), decode=decode)
+    tr = FaceTracker(tracker_defaults(detect_every=100, max_misses=3), decode=decode)
     lost_at = None
     for i in range(60):
         face = (400.0 + 12 * i, 240.0, 80.0)
@@ -154,7 +154,7 @@ def test_face_leaving_the_frame_is_lost():
 
 
 def test_new_face_is_born_after_min_hits():
-    tr = FaceTracker(TrackerConfig(detect_every=10, min_hits=3), decode=decode)
+    tr = FaceTracker(tracker_defaults(detect_every=10, min_hits=3), decode=decode)
     a, b = (200.0, 240.0, 70.0), (450.0, 240.0, 70.0)
     for i in range(5):
         out, _ = step(tr, i, [a])
@@ -179,7 +179,7 @@ def test_false_detection_of_two_frames_is_never_confirmed():
     """The reported ghost: a face-like patch that the detector saw on frames 0 and 1 only (its score fell under the
     threshold on frame 2) while its crop still aligns. With the defaults it is never confirmed, while the real face
     present from frame 0 is confirmed on its 3rd frame."""
-    tr = FaceTracker(TrackerConfig(), decode=decode)
+    tr = FaceTracker(tracker_defaults(), decode=decode)
     real, ghost = (200.0, 240.0, 80.0), (480.0, 120.0, 60.0)
     for i in range(20):
         out, ran = step(tr, i, [real, ghost], det_faces=[real, ghost] if i < 2 else [real])
@@ -189,7 +189,7 @@ def test_false_detection_of_two_frames_is_never_confirmed():
 
 
 def test_swapped_detection_order_keeps_ids():
-    tr = FaceTracker(TrackerConfig(detect_every=1), decode=decode)
+    tr = FaceTracker(tracker_defaults(detect_every=1), decode=decode)
     faces = [(200.0, 200.0, 70.0), (420.0, 260.0, 60.0), (300.0, 380.0, 50.0)]
     first = None
     for i in range(12):
@@ -203,7 +203,7 @@ def test_swapped_detection_order_keeps_ids():
 
 def test_detect_every_k_schedule():
     k = 4
-    tr = FaceTracker(TrackerConfig(detect_every=k, min_hits=1), decode=decode)  # no new-track runs
+    tr = FaceTracker(tracker_defaults(detect_every=k, min_hits=1), decode=decode)  # no new-track runs
     assert all(tr.need_detection(i) for i in range(3))  # no tracks: every frame
     ran_at, expected = [], []
     for i in range(3, 30):
@@ -216,12 +216,12 @@ def test_detect_every_k_schedule():
     assert expected[0] == list(range(3, 9))  # no track yet: every frame
     for i, exp in zip(range(4, 30), expected[1:]):
         assert exp == [j for j in range(i, i + 6) if (j - 3) % k == 0], (i, exp)
-    tr2 = FaceTracker(TrackerConfig(detect_every=1), decode=decode)
+    tr2 = FaceTracker(tracker_defaults(detect_every=1), decode=decode)
     assert all(step(tr2, i, [(320.0, 240.0, 80.0)])[1] for i in range(5))
 
 
 def test_occluded_face_keeps_its_id_when_detected_again():
-    tr = FaceTracker(TrackerConfig(detect_every=10, max_misses=6), decode=decode)
+    tr = FaceTracker(tracker_defaults(detect_every=10, max_misses=6), decode=decode)
     face = (320.0, 240.0, 80.0)
     for i in range(5):
         step(tr, i, [face])
@@ -234,7 +234,7 @@ def test_occluded_face_keeps_its_id_when_detected_again():
 
 
 def test_drifting_track_is_recropped_from_the_detection():
-    tr = FaceTracker(TrackerConfig(detect_every=5), decode=decode)
+    tr = FaceTracker(tracker_defaults(detect_every=5), decode=decode)
     face = (320.0, 240.0, 80.0)
     for i in range(5):
         step(tr, i, [face])
@@ -248,7 +248,7 @@ def test_drifting_track_is_recropped_from_the_detection():
 
 
 def test_duplicate_tracks_are_merged():
-    tr = FaceTracker(TrackerConfig(detect_every=10), decode=decode)
+    tr = FaceTracker(tracker_defaults(detect_every=10), decode=decode)
     face = (320.0, 240.0, 80.0)
     box = face_box(face)
     w = box[2] - box[0]
@@ -264,7 +264,7 @@ def test_duplicate_tracks_are_merged():
 
 def test_static_face_with_moving_crops_is_not_moved():
     """ROI changes (re-crops) must not look like motion to the filter (crop_change before each update)."""
-    tr = FaceTracker(TrackerConfig(detect_every=3), decode=decode)
+    tr = FaceTracker(tracker_defaults(detect_every=3), decode=decode)
     face = (320.0, 240.0, 80.0)
     truth = truth_landmarks(face)
     rng = np.random.default_rng(1)
@@ -279,7 +279,7 @@ def test_static_face_with_moving_crops_is_not_moved():
 
 
 def test_smoothing_noisy_moving_face_cuts_jitter_without_lag():
-    tr = FaceTracker(TrackerConfig(detect_every=10), param_scale=P_SCALE, decode=decode)
+    tr = FaceTracker(tracker_defaults(detect_every=10), param_scale=P_SCALE, decode=decode)
     rng = np.random.default_rng(2)
     raw, smooth, truth = [], [], []
     for i in range(150):
@@ -298,26 +298,26 @@ def test_smoothing_noisy_moving_face_cuts_jitter_without_lag():
 
 
 def test_update_protocol_errors_and_empty_frames():
-    tr = FaceTracker(TrackerConfig(), decode=decode)
+    tr = FaceTracker(tracker_defaults(), decode=decode)
     assert tr.rois_for_frame(None, frame_index=0) == []
     assert tr.update([], np.zeros((0, 62)), np.zeros((0, 68, 3)), SHAPE) == []
     todo = tr.rois_for_frame((np.array([[100, 100, 180, 180]], np.float32), np.array([0.9], np.float32)), 1)
     with pytest.raises(ValueError):
         tr.update([99], np.zeros((1, 62)), np.zeros((1, 68, 3)), SHAPE)
     with pytest.raises(ValueError):
-        TrackerConfig(smooth="median")
+        tracker_defaults(smooth="median")
     assert todo[0][0] == 1
 
 
 def test_kalman_config_reaches_the_tracks():
-    cfg = TrackerConfig(kalman=KalmanConfig(engine="full"))
+    cfg = tracker_defaults(kalman=kalman_defaults(engine="full"))
     tr = FaceTracker(cfg, param_scale=np.ones(62), decode=decode)
     step(tr, 0, [(320.0, 240.0, 80.0)])
     assert tr.tracks[0].smoother.config.engine == "full"
 
 
 def test_track_the_detector_no_longer_sees_ends_after_n_scheduled_runs():
-    tr = FaceTracker(TrackerConfig(detect_every=4, max_unmatched_detections=2, min_hits=1), decode=decode)
+    tr = FaceTracker(tracker_defaults(detect_every=4, max_unmatched_detections=2, min_hits=1), decode=decode)
     face = (320.0, 240.0, 80.0)  # min_hits 1: confirmed on its one detection (with 3 it would die at frame 1)
     alive_at = {}
     for i in range(12):
@@ -331,7 +331,7 @@ def test_track_the_detector_no_longer_sees_ends_after_n_scheduled_runs():
 def test_scene_cut_recrops_on_the_cut_frame(same_place):
     """A cut: the tracks go lost and the detection of that very frame re-crops (same place: the track continues with a
     restarted filter) or replaces them (elsewhere: the old track is gone at once, a new one aligns this frame)."""
-    tr = FaceTracker(TrackerConfig(detect_every=10, smooth="kalman"), param_scale=P_SCALE, convention="v1",
+    tr = FaceTracker(tracker_defaults(detect_every=10, smooth="kalman"), param_scale=P_SCALE, convention="v1",
                      decode=decode)
     for i in range(12):
         out, _ = step(tr, i, [(320.0, 240.0, 70.0)])
@@ -342,7 +342,7 @@ def test_scene_cut_recrops_on_the_cut_frame(same_place):
     assert ran and len(out) == 1 and len(tr.tracks) == 1
     assert nme(out[0].raw_landmarks[None].astype(np.float64), truth_landmarks(new)[None])[0] < 1e-3
     if same_place:
-        assert out[0].track_id == 1 and set(out[0].reset) == {"pose", "shape", "expression"}
+        assert out[0].track_id == 1 and set(out[0].reset_groups) == {"pose", "shape", "expression"}
     else:
         assert out[0].track_id == 2
     out, ran = step(tr, 13, [new])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ import yaml
 
 from model.checkpoint import load_model
 from model.train import init_student, lr_at, main, plot_curve
+from model.train_config import TrainConfig, load_train_config
 
 torch.set_num_threads(1)
 
@@ -21,13 +23,13 @@ def test_student_starts_at_the_mean():
 
 
 def test_lr_schedule():
-    cfg = {"lr": 1.0, "min_lr": 0.0, "warmup": 10, "steps": 110}
+    cfg = TrainConfig(lr=1.0, min_lr=0.0, warmup=10, steps=110, batch=1)
     assert lr_at(0, cfg) == pytest.approx(0.1)
     assert lr_at(10, cfg) == pytest.approx(1.0)
     assert lr_at(60, cfg) == pytest.approx(0.5)
     assert lr_at(110, cfg) == pytest.approx(0.0, abs=1e-9)
-    assert lr_at(25, {**cfg, "schedule": "step", "step_every": 10, "step_gamma": 0.5}) == pytest.approx(0.25)
-    timed = {**cfg, "schedule_minutes": 10.0}  # cosine over minutes, warm-up still by steps
+    assert lr_at(25, replace(cfg, schedule="step", step_every=10, step_gamma=0.5)) == pytest.approx(0.25)
+    timed = replace(cfg, schedule_minutes=10.0)  # cosine over minutes, warm-up still by steps
     assert lr_at(4, timed, 0.0) == pytest.approx(0.5)
     assert lr_at(60, timed, 5.0) == pytest.approx(0.5)
     assert lr_at(60, timed, 12.0) == pytest.approx(0.0, abs=1e-9)
@@ -38,12 +40,12 @@ def test_three_steps_checkpoint_and_resume(assets_dir, tmp_path, repo_root):
     faces = assets_dir / "faces" / "deepface_tests"
     if not faces.is_dir():
         pytest.skip("no faces")
-    cfg = yaml.safe_load((repo_root / "configs" / "train.yaml").read_text())
-    cfg.update(batch=4, steps=20, warmup=2, eval_every=0, ckpt_every=0, eval_images=None)
-    cfg["data"]["photos"] = str(faces)
-    cfg["data"]["limit"] = 6
+    cfg = replace(load_train_config(repo_root / "configs" / "train.yaml"), batch=4, steps=20, warmup=2, eval_every=0,
+                  ckpt_every=0, eval_images=None)
+    cfg.data.photos = str(faces)
+    cfg.data.limit = 6
     path = tmp_path / "train.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
     out = tmp_path / "run"
     assert main(["--config", str(path), "--out", str(out), "--max-steps", "3", "--no-progress"]) == 0
     loaded = load_model(str(out / "last.pth"))
@@ -70,13 +72,12 @@ def test_cache_mode_profiles_with_spawned_workers(assets_dir, tmp_path, repo_roo
         pytest.skip("no faces")
     cache = tmp_path / "cache"
     build(faces, cache, limit=6, progress=False)
-    cfg = yaml.safe_load((repo_root / "configs" / "train_gpu.yaml").read_text())
-    cfg.update(device="cpu", threads=1, workers=1, batch=4, warmup=1, eval_every=0, ckpt_every=0, eval_images=None,
-               schedule_minutes=None, steps=20)
-    cfg["data"]["cache"] = str(cache)
-    cfg["init"] = str(repo_root / "model" / "weights" / "damdnet.pth")
+    cfg = replace(load_train_config(repo_root / "configs" / "train_gpu.yaml"), device="cpu", threads=1, workers=1,
+                  batch=4, warmup=1, eval_every=0, ckpt_every=0, eval_images=None, schedule_minutes=None, steps=20,
+                  init=str(repo_root / "model" / "weights" / "damdnet.pth"))
+    cfg.data.cache = str(cache)
     path = tmp_path / "train.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
     out = tmp_path / "run"
     assert main(["--config", str(path), "--out", str(out), "--max-steps", "2", "--no-progress"]) == 0
     loaded = load_model(str(out / "last.pth"))

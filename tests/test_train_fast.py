@@ -8,7 +8,7 @@ import yaml
 
 from model.bn_fold import bn_pairs, fold_all_bn, unfold_bn
 from model.checkpoint import load_model
-from model.damdnet import DAMDNet
+from model.damdnet_net import DAMDNet
 from model.train import frozen_stages, main
 
 torch.set_num_threads(1)
@@ -71,19 +71,24 @@ def cache(assets_dir, tmp_path_factory):
 
 
 def _config(repo_root, tmp_path, cache, **extra) -> str:
-    cfg = yaml.safe_load((repo_root / "configs" / "train_cpu.yaml").read_text())
-    cfg.update({"device": "cpu", "threads": 1, "workers": 0, "batch": 4, "warmup": 1, "eval_every": 0, "ckpt_every": 0,
-                "eval_images": None, "schedule_minutes": None, "steps": 20, **extra})
-    cfg["data"]["cache"] = str(cache)
-    cfg["data"]["cached_labels"] = True
-    cfg["init"] = str(repo_root / "model" / "weights" / "damdnet.pth")
+    from dataclasses import replace
+
+    from model.train_config import load_train_config
+
+    cfg = replace(load_train_config(repo_root / "configs" / "train_cpu.yaml"),
+                  **{"device": "cpu", "threads": 1, "workers": 0, "batch": 4, "warmup": 1, "eval_every": 0,
+                     "ckpt_every": 0, "eval_images": None, "schedule_minutes": None, "steps": 20,
+                     "init": str(repo_root / "model" / "weights" / "damdnet.pth"), **extra})
+    cfg.data.cache = str(cache)
+    cfg.data.cached_labels = True
     path = tmp_path / "train.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
     return str(path)
 
 
 def test_folded_frozen_run_writes_plain_checkpoints_and_resumes(cache, tmp_path, repo_root, capsys):
-    from model.train import Trainer, load_config
+    from model.train import Trainer
+    from model.train_config import load_train_config
 
     path = _config(repo_root, tmp_path, cache, fold_bn=True, freeze="layer1", channels_last=True)
     out = tmp_path / "run"
@@ -100,7 +105,7 @@ def test_folded_frozen_run_writes_plain_checkpoints_and_resumes(cache, tmp_path,
         assert torch.allclose(h0, h1, atol=1e-4)
         assert not torch.equal(sd["conv9.weight"], sd0["conv9.weight"])
     # the trainer's folded net equals the written checkpoint, and resuming picks it up with its optimizer
-    tr = Trainer(load_config(path), out, repo_root)
+    tr = Trainer(load_train_config(path), out, repo_root)
     assert tr.resume() and tr.step == 2
     with torch.no_grad():
         assert torch.allclose(tr.net.eval()(x), ck.net(x), atol=1e-4)
@@ -155,11 +160,12 @@ def test_ema_decay_key():
 def test_ema_is_the_moving_average_of_the_trained_weights_and_resumes(cache, tmp_path, repo_root):
     """With decay d the average after steps 1, 2 is w1, then d * w1 + (1 - d) * w2 (BatchNorm statistics too); it is
     what best.pth holds, it is saved beside last.pth and a resumed trainer picks it up."""
-    from model.train import Trainer, load_config
+    from model.train import Trainer
+    from model.train_config import load_train_config
 
     path = _config(repo_root, tmp_path, cache, ema=0.75, freeze="layer2")
     out = tmp_path / "run"
-    tr = Trainer(load_config(path), out, repo_root)
+    tr = Trainer(load_train_config(path), out, repo_root)
     tr.run(max_steps=1, progress=False)
     w1 = {k: v.clone() for k, v in tr.net.state_dict().items()}
     tr.run(max_steps=1, progress=False)
@@ -174,7 +180,7 @@ def test_ema_is_the_moving_average_of_the_trained_weights_and_resumes(cache, tmp
     assert moved > 10  # the trained part moved between the steps, so the average differs from both
     assert not torch.allclose(avg["conv9.weight"], w2["conv9.weight"])
     assert (out / "last.ema.pth").is_file()
-    again = Trainer(load_config(path), out, repo_root)
+    again = Trainer(load_train_config(path), out, repo_root)
     assert again.resume() and again.step == 2
     for k, v in again.ema.module.state_dict().items():
         assert torch.equal(v, avg[k]), k

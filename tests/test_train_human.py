@@ -177,15 +177,16 @@ def test_human_training_config_runs(caches, tmp_path, repo_root):
     spawned-worker path is test_train.py's)."""
     from model.checkpoint import load_model
     from model.train import main
+    from model.train_config import load_train_config
 
     teacher, human = caches
-    cfg = yaml.safe_load((repo_root / "configs" / "train_human.yaml").read_text())
-    cfg.update(threads=1, workers=0, batch=4, warmup=1, eval_every=0, ckpt_every=0, eval_images=None, steps=20)
-    cfg["data"]["cache"] = [str(teacher), str(human)]
-    cfg["data"]["human"]["fraction"] = 0.5
-    cfg["init"] = str(repo_root / "model" / "weights" / "damdnet.pth")
+    cfg = load_train_config(repo_root / "configs" / "train_human.yaml",
+                            ["threads=1", "workers=0", "batch=4", "warmup=1", "eval_every=0", "ckpt_every=0",
+                             "eval_images=null", "steps=20", "data.human.fraction=0.5",
+                             f"init={repo_root / 'model' / 'weights' / 'damdnet.pth'}"])
+    cfg.data.cache = [str(teacher), str(human)]
     path = tmp_path / "train.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
     out = tmp_path / "run"
     assert main(["--config", str(path), "--out", str(out), "--max-steps", "2", "--no-progress"]) == 0
     loaded = load_model(str(out / "last.pth"))
@@ -201,12 +202,12 @@ def test_trainer_keeps_exact_human_labels_and_passes_landmarks(caches, repo_root
     from pathlib import Path
 
     from model.train import Trainer
+    from model.train_config import load_train_config
 
     teacher, human = caches
-    cfg = yaml.safe_load((repo_root / "configs" / "train_human.yaml").read_text())
-    cfg.update(workers=0, batch=6, eval_images=None, init=None)
-    cfg["data"]["cache"] = [str(teacher), str(human)]
-    cfg["data"]["human"]["fraction"] = 0.5
+    cfg = load_train_config(repo_root / "configs" / "train_human.yaml",
+                            ["workers=0", "batch=6", "eval_images=null", "init=null", "data.human.fraction=0.5"])
+    cfg.data.cache = [str(teacher), str(human)]
     tr = Trainer(cfg, Path("/nonexistent-out"), repo_root)
     raw = tr.maker.make(0)
     x, target, w, lm = tr.cache_batch({k: torch.from_numpy(v) for k, v in raw.items()})
@@ -218,15 +219,25 @@ def test_trainer_keeps_exact_human_labels_and_passes_landmarks(caches, repo_root
 
 
 def test_set_overrides_name_bad_keys():
-    from model.train import apply_overrides
+    from model.train_config import train_config
 
-    cfg = {"lr": 1.0, "data": {"human": {"weight": 2.0}, "cache": "x"}, "loss": {"wpdc": 1.0}}
-    apply_overrides(cfg, ["lr=0.5", "data.human.fraction=0", "loss.human2d=0.2", "data.cache=[a, b]"])
-    assert cfg["lr"] == 0.5 and cfg["data"]["human"] == {"weight": 2.0, "fraction": 0}
-    assert cfg["loss"]["human2d"] == 0.2 and cfg["data"]["cache"] == ["a", "b"]
-    for bad, msg in (("lrr=1", "lrr: no such key"), ("data.cach.x=1", "data.cach is not a mapping"), ("lr", "KEY=VALUE")):
+    raw = {"lr": 1.0, "batch": 4, "steps": 10, "data": {"human": {"weight": 2.0}, "cache": "x"},
+           "loss": {"wpdc": 1.0}}
+    cfg = train_config(raw, ["lr=0.5", "data.human.fraction=0", "loss.human2d=0.2", "data.cache=[a, b]",
+                             "channels_last=true", "teacher.flip=false"])  # the last two: keys the file leaves out
+    assert cfg.lr == 0.5 and cfg.data.human == {"weight": 2.0, "fraction": 0}
+    assert cfg.loss == {"wpdc": 1.0, "human2d": 0.2} and cfg.data.cache == ["a", "b"]
+    assert cfg.channels_last is True and cfg.teacher.flip is False and cfg.teacher.name == "3ddfa-v2-mb05"
+    assert train_config(raw).lr == 1.0  # the file's mapping is not changed
+    for bad, msg in (("lrr=1", "lrr: no such key"), ("data.cach.x=1", "data.cach is not a mapping"), ("lr", "KEY=VALUE"),
+                     ("lr=fast", "'lr': expected a number"), ("batch=2.5", "'batch': expected an integer"),
+                     ("fold_bn=3", "'fold_bn': expected true or false")):
         with pytest.raises(ValueError, match=msg):
-            apply_overrides(cfg, [bad])
+            train_config(raw, [bad])
+    with pytest.raises(ValueError, match="unknown config key 'data.cach' \\(did you mean 'data.cache'\\?\\)"):
+        train_config({**raw, "data": {"cach": "x"}})
+    with pytest.raises(ValueError, match="'steps' is missing"):
+        train_config({"lr": 1.0, "batch": 4})
 
 
 def test_ablation_helper_commands_and_table(tmp_path, repo_root):
@@ -238,10 +249,10 @@ def test_ablation_helper_commands_and_table(tmp_path, repo_root):
     cmd = ab.command("teacher-only", 40, tmp_path, "configs/train_human.yaml")
     assert cmd[:3] == ["nice", "-n", "19"] and "data.human.fraction=0" in cmd and "steps=40" in cmd
     # every variant's overrides are valid for the config
-    from model.train import apply_overrides
+    from model.train_config import load_train_config
 
     for name, sets in ab.VARIANTS.items():
-        apply_overrides(yaml.safe_load((repo_root / "configs" / "train_human.yaml").read_text()), sets)
+        load_train_config(repo_root / "configs" / "train_human.yaml", sets)
     run = tmp_path / "full"
     run.mkdir()
     (run / "log.csv").write_text("step,samples,loss,nme,nme_bins,pose_mae\n40,1280,0.5,,,\n40,1280,,4.1234,"

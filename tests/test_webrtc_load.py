@@ -25,7 +25,7 @@ async def test_load_then_abrupt_churn_frees_everything(assets_dir: Path, tmp_pat
 
     from stream.app import build_engine
     from stream.webrtc.app_bridge import PipelinePeer
-    from stream.webrtc.config import ServeConfig
+    from tests.run_defaults import serve_defaults
     from stream.webrtc.server import PEERS
 
     monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
@@ -38,7 +38,7 @@ async def test_load_then_abrupt_churn_frees_everything(assets_dir: Path, tmp_pat
     engine = build_engine(cfg)
     frames = L.load_frames(assets_dir / D0, (320, 240), 60)
     try:
-        async with L.running_server(ServeConfig(max_peers=4), lambda pid: PipelinePeer(engine, cfg, pid)) as (app, url):
+        async with L.running_server(serve_defaults(max_peers=4), lambda pid: PipelinePeer(engine, cfg, pid)) as (app, url):
             load = await L.run_load(url, frames, peers=3, seconds=10, window=5)
             assert all(n > 0 for n in load.received), load.received
             assert all(w["n"] > 0 for w in load.windows), load.windows

@@ -21,7 +21,8 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, V
 from aiortc.mediastreams import MediaStreamError
 
 from stream.webrtc import probe
-from stream.webrtc.config import ConfigError, ServeConfig
+from stream.webrtc.server_config import ConfigError, ServeConfig
+from tests.run_defaults import serve_defaults
 from stream.webrtc.server import build_app
 from tests.webrtc_helpers import REPO, HaarFaceProcessor, face_test_image
 from tests.webrtc_load import FileTrack
@@ -140,7 +141,7 @@ def region_diffs(a: np.ndarray, b: np.ndarray, box) -> tuple[float, float]:
 
 async def test_processed_frames_and_stats_come_back(face_image):
     factory = Recorder()
-    config = ServeConfig(stats_interval_s=0.5)
+    config = serve_defaults(stats_interval_s=0.5)
     async with running_server(config, factory) as (app, url), aiohttp.ClientSession() as http:
         client = Client(face_image)
         try:
@@ -206,7 +207,7 @@ def app_peers(app) -> dict:
 
 async def test_large_frames_are_downscaled(face_image):
     factory = Recorder()
-    config = ServeConfig(max_frame_pixels=160 * 120, stats_interval_s=0.5)
+    config = serve_defaults(max_frame_pixels=160 * 120, stats_interval_s=0.5)
     async with running_server(config, factory) as (app, url), aiohttp.ClientSession() as http:
         client = Client(face_image)
         try:
@@ -233,7 +234,7 @@ async def _offer_sdp() -> str:
 
 async def test_malformed_offers_get_400(face_image):
     factory = Recorder()
-    async with running_server(ServeConfig(), factory) as (app, url), aiohttp.ClientSession() as http:
+    async with running_server(serve_defaults(), factory) as (app, url), aiohttp.ClientSession() as http:
         valid = await _offer_sdp()
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         pc.createDataChannel("control")
@@ -267,7 +268,7 @@ async def test_malformed_offers_get_400(face_image):
 
 async def test_too_many_peers_get_503():
     factory = Recorder()
-    async with running_server(ServeConfig(max_peers=2), factory) as (app, url), aiohttp.ClientSession() as http:
+    async with running_server(serve_defaults(max_peers=2), factory) as (app, url), aiohttp.ClientSession() as http:
         statuses = []
         for _ in range(3):
             async with http.post(url + "/offer", json={"sdp": await _offer_sdp(), "type": "offer"}) as r:
@@ -278,7 +279,7 @@ async def test_too_many_peers_get_503():
 
 
 async def test_token_required_when_configured():
-    async with running_server(ServeConfig(token="s3cret-token"), Recorder()) as (app, url), \
+    async with running_server(serve_defaults(token="s3cret-token"), Recorder()) as (app, url), \
             aiohttp.ClientSession() as http:
         sdp = await _offer_sdp()
         async with http.post(url + "/offer", json={"sdp": sdp, "type": "offer"}) as r:
@@ -300,7 +301,7 @@ def _png(image: np.ndarray) -> bytes:
 
 async def test_swap_source_upload(face_image):
     factory = Recorder()
-    config = ServeConfig(max_upload_bytes=200_000)
+    config = serve_defaults(max_upload_bytes=200_000)
     async with running_server(config, factory) as (app, url), aiohttp.ClientSession() as http:
         async with http.post(url + "/offer", json={"sdp": await _offer_sdp(), "type": "offer"}) as r:
             peer = (await r.json())["peer_id"]
@@ -341,12 +342,12 @@ async def test_swap_source_upload(face_image):
 def test_non_loopback_bind_needs_token():
     for host in ("0.0.0.0", "10.1.2.3", "", "example.org", "::"):
         with pytest.raises(ConfigError, match="token"):
-            ServeConfig(host=host).validate()
+            serve_defaults(host=host).validate()
         with pytest.raises(ConfigError, match="token"):
-            build_app(ServeConfig(host=host, token="short"), HaarFaceProcessor)
+            build_app(serve_defaults(host=host, token="short"), HaarFaceProcessor)
     for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
-        ServeConfig(host=host).validate()
-    ServeConfig(host="0.0.0.0", token="long-enough-token").validate()
+        serve_defaults(host=host).validate()
+    serve_defaults(host="0.0.0.0", token="long-enough-token").validate()
 
 
 def test_cli_refuses_non_loopback_without_token():
@@ -361,13 +362,13 @@ async def test_swap_source_from_config(face_image, tmp_path):
     path = tmp_path / "face.png"
     cv2.imwrite(str(path), face_image)
     factory = Recorder()
-    config = ServeConfig(swap_source=str(path), default_controls={"mode": "swap"})
+    config = serve_defaults(swap_source=str(path), default_controls={"mode": "swap"})
     async with running_server(config, factory) as (app, url), aiohttp.ClientSession() as http:
         async with http.post(url + "/offer", json={"sdp": await _offer_sdp(), "type": "offer"}) as r:
             assert r.status == 200
         p = factory.made[0]
         assert p.swap is not None and p.mode == "swap"
     with pytest.raises(ConfigError, match="swap-source"):
-        build_app(ServeConfig(swap_source=str(tmp_path / "missing.png")), factory)
+        build_app(serve_defaults(swap_source=str(tmp_path / "missing.png")), factory)
     with pytest.raises(ConfigError, match="mode"):
-        build_app(ServeConfig(default_controls={"mode": "cartoon"}), factory)
+        build_app(serve_defaults(default_controls={"mode": "cartoon"}), factory)

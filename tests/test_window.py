@@ -14,7 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from stream.window import MODES, draw_hud
+from stream.config import RENDER_MODES as MODES
+from stream.window import draw_hud
 
 TOOLS = ("Xvfb", "import", "xdotool")
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300),

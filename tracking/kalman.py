@@ -36,7 +36,7 @@ like face motion.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Protocol
 
@@ -73,43 +73,45 @@ class GroupNoise:
     meas_std: float
     accel_std: float
     init_vel_std: float
-    gate: float = 3.0
+    gate: float
 
     def __post_init__(self) -> None:
         if not (self.meas_std > 0 and self.accel_std >= 0 and self.init_vel_std >= 0 and self.gate > 0):
             raise ValueError(f"noise levels must be meas_std > 0, accel_std >= 0, init_vel_std >= 0, gate > 0: {self}")
 
 
+#: Start velocity std of each group (``GroupNoise.init_vel_std``; not a run setting, so not in configs/default.yaml).
+INIT_VEL_STD: dict[str, float] = {"pose": 0.3, "shape": 1e-3, "expression": 0.3, "eyelids": 0.5, "mouth_shape": 0.5}
+
+
 @dataclass(frozen=True)
 class KalmanConfig:
     """Settings of ``ParamKalman``; every std in std units of the parameter (``param_scale``), time in frames.
 
-    Defaults (starting points, to be tuned on rendered videos with known geometry, see ``tracking.jitter``):
-    - pose 0.04 / 0.006, gate 3: on synthetic signals with exactly these noise levels, still-head jitter (mean
-      |second difference|) cut 3.6x, slow turns followed without steady lag; a scene cut or a very fast turn
-      (innovation RMS > 3 sigma over the 12 parameters) resets;
-    - shape 0.1 / 1e-5, gate 4: a running mean over the first frames, then adapts over ~100 frames; resets only on
-      a large identity change (a different person in the same track);
-    - expression 0.08 / 0.03, gate 3: lighter smoothing, mouth and eyes must stay lively;
-    - eyelids 0.06 / 0.05 and mouth_shape 0.08 / 0.05, gate 3 (the extended expression, in its own units: 1 = a
-      closed eye): a blink's closing and opening are innovations far over the gate, so the group resets to the
-      measurement there and keeps the blink's full depth with no lag; between blinks the lids are smoothed;
-    - ``adapt_gate`` 1.5: between this RMS normalised innovation and the gate, the group's predicted covariance is
-      inflated by ``(rms / adapt_gate)^2`` for this step (a manoeuvre: follow faster instead of lagging or resetting);
-    - ``max_gap`` 15 frames: a longer gap between measurements resets the whole filter.
+    The noise levels and gates of the groups and ``adapt_gate`` are run settings: their values (starting points,
+    tuned on rendered videos with known geometry, see ``tracking.jitter``) and what each does are in
+    configs/default.yaml (``kalman.*``), turned into this config by ``stream.analyze.kalman_config``. In short:
+    - pose: on synthetic signals with exactly the default noise levels, still-head jitter (mean |second difference|)
+      is cut 3.6x and slow turns are followed without steady lag; a scene cut or a very fast turn (innovation RMS
+      over the gate over the 12 parameters) resets;
+    - shape: a running mean over the first frames, then adapts over ~100 frames; resets only on a large identity
+      change (a different person in the same track);
+    - expression: lighter smoothing, mouth and eyes must stay lively;
+    - eyelids and mouth_shape (the extended expression, in its own units: 1 = a closed eye): a blink's closing and
+      opening are innovations far over the gate, so the group resets to the measurement there and keeps the
+      blink's full depth with no lag; between blinks the lids are smoothed;
+    - ``adapt_gate``: between this RMS normalised innovation and the gate, the group's predicted covariance is
+      inflated by ``(rms / adapt_gate)^2`` for this step (a manoeuvre: follow faster instead of lagging or resetting).
+    Library settings (defaults here): ``max_gap`` 15 frames: a longer gap between measurements resets the whole
+    filter; ``engine``: "shared" or "full" (the module docstring).
     """
 
-    pose: GroupNoise = field(default_factory=lambda: GroupNoise(meas_std=0.04, accel_std=0.006, init_vel_std=0.3,
-                                                                gate=3.0))
-    shape: GroupNoise = field(default_factory=lambda: GroupNoise(meas_std=0.10, accel_std=1e-5, init_vel_std=1e-3,
-                                                                 gate=4.0))
-    expression: GroupNoise = field(default_factory=lambda: GroupNoise(meas_std=0.08, accel_std=0.03,
-                                                                      init_vel_std=0.3, gate=3.0))
-    eyelids: GroupNoise = field(default_factory=lambda: GroupNoise(meas_std=0.06, accel_std=0.05, init_vel_std=0.5,
-                                                                   gate=3.0))
-    mouth_shape: GroupNoise = field(default_factory=lambda: GroupNoise(meas_std=0.08, accel_std=0.05,
-                                                                       init_vel_std=0.5, gate=3.0))
-    adapt_gate: float = 1.5
+    pose: GroupNoise
+    shape: GroupNoise
+    expression: GroupNoise
+    eyelids: GroupNoise
+    mouth_shape: GroupNoise
+    adapt_gate: float
     max_gap: float = 15.0
     engine: str = "shared"
 
@@ -185,17 +187,17 @@ class ParamKalman:
     ``Smoother``s); this class holds what they share (noise levels, gates, resets, the update's frame).
     """
 
-    def __new__(cls, param_scale: np.ndarray | None = None, config: KalmanConfig | None = None,
+    def __new__(cls, param_scale: np.ndarray | None, config: KalmanConfig,
                 groups: dict[str, slice] = GROUPS) -> "ParamKalman":
         if cls is ParamKalman:
-            cls = ENGINES[(config or KalmanConfig()).engine]
+            cls = ENGINES[config.engine]
         return object.__new__(cls)
 
-    def __init__(self, param_scale: np.ndarray | None = None, config: KalmanConfig | None = None,
+    def __init__(self, param_scale: np.ndarray | None, config: KalmanConfig,
                  groups: dict[str, slice] = GROUPS) -> None:
         self.groups = groups
         self.n = layout_size(groups)
-        self.config = config or KalmanConfig()
+        self.config = config
         scale = np.ones(self.n) if param_scale is None else np.asarray(param_scale, dtype=np.float64).reshape(-1)
         if scale.shape != (self.n,) or not np.all(np.isfinite(scale)) or np.any(scale <= 0):
             raise ValueError(f"param_scale must be ({self.n},) finite and > 0, got shape {scale.shape}")
@@ -465,6 +467,8 @@ def make_smoother(kind: str = "kalman", param_scale: np.ndarray | None = None,
     """``kind``: ``"kalman"`` (``ParamKalman``) or ``"none"`` (``NoSmoother``, the ``--smooth none`` choice);
     ``groups`` the value layout (``GROUPS``: the 62 parameters; ``TRACK_GROUPS``: with the extended expression)."""
     if kind == "kalman":
+        if config is None:
+            raise ValueError("a Kalman smoother needs its KalmanConfig")
         return ParamKalman(param_scale, config, groups)
     if kind == "none":
         return NoSmoother(param_scale, config, groups)

@@ -2,18 +2,19 @@
 
 One ``FaceTracker`` per video stream. Per frame, in this order::
 
-    tracker = FaceTracker(TrackerConfig(), param_scale=aligner.param_std, convention=aligner.convention,
+    tracker = FaceTracker(config, param_scale=aligner.param_std, convention=aligner.convention,
                           decode=lambda p, r: aligner.morph.landmarks(p, r, aligner.convention))
     det = detector(frame) if tracker.need_detection(i) else None         # (boxes (N, 4), scores (N,)) or None
     todo = tracker.rois_for_frame(det, frame_index=i)                     # [(track_id, roi (4,)), ...]
     res = aligner.align(frame, np.array([r for _, r in todo]).reshape(-1, 4))
     faces = tracker.update([t for t, _ in todo], res.params, res.landmarks, frame.shape, time=ts, rois=res.roi,
                            confidence=res.confidence)
-    for f in faces:                                                       # list[TrackedFace], by track id
+    for f in faces:                                                       # list[Face], by track id
         if f.is_confirmed: ... f.params (smoothed, decode with f.roi), f.landmarks (smoothed, when decode given),
                            f.confidence (the track's face confidence in [0, 1])
 
-``update`` must be called once per processed frame, also with no faces (it counts the misses). Frames the caller
+``config`` is a ``TrackerConfig`` (a run's: ``stream.analyze.tracker_config``). ``update`` must be called once per
+processed frame, also with no faces (it counts the misses). Frames the caller
 skips (dropped live frames) just leave a gap in ``frame_index``; the filters predict across it.
 
 Policy (``TrackerConfig``):
@@ -45,8 +46,11 @@ Policy (``TrackerConfig``):
   62 parameters, reset at birth. Before each update the filter state is re-expressed in the crop of the ROI used this
   frame (``tracking.crop_follow.crop_change``), so ROI motion is not mistaken for head motion. The output for frame t is the
   filtered estimate after the update with frame t (no added delay).
-- With ``decode`` the tracker decodes the smoothed parameters to landmarks (``TrackedFace.landmarks``) and takes the
-  next ROI from them (steadier crops); without it the next ROI comes from the raw landmarks.
+- With ``decode`` the tracker decodes the smoothed parameters to landmarks (``Face.landmarks``) and takes the
+  next ROI from them (steadier crops); without it the next ROI and ``Face.landmarks`` are the raw landmarks.
+
+Each output face is the one face record (``tracking.face.Face``) that the stream's analyzer completes (dense
+vertices, blendshapes) and every sink and the API read.
 
 Parameters are the real 3DMM space of every backbone; the tracker never looks inside them except through the crop
 map (``convention`` "v1"/"v2" of the aligner).
@@ -60,8 +64,10 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from model.expression_ext import N_EXT
+from model.morphable import pose_from_params
 from model.roi import box_from_landmarks, iou_matrix, roi_from_box
-from tracking.blendshapes import NeutralConfig
+from tracking.blendshape_tracker import NeutralConfig
+from tracking.face import Face
 from tracking.kalman import GROUPS, TRACK_GROUPS, KalmanConfig, Smoother, make_smoother
 from tracking.crop_follow import RoiConfig, check_landmarks, crop_change, next_roi
 
@@ -69,57 +75,61 @@ DecodeFn = Callable[..., np.ndarray]  # (params (N, 62), rois (N, 4)[, ext (N, N
 Detections = tuple[np.ndarray, np.ndarray] | np.ndarray
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrackerConfig:
-    """Track life and detection schedule (defaults in brackets, chosen for 25-60 fps video).
+    """Track life and detection schedule. The run settings have no defaults here: their values (chosen for 25-60 fps
+    video) and comments are in configs/default.yaml, turned into this config by ``stream.analyze.tracker_config``;
+    the library settings' defaults are in brackets.
 
-    ``detect_every`` [10]: run the detector every K frames (<= 1: every frame); also whenever a track is lost or
-    there is none. New faces therefore appear within K frames.
-    ``iou_threshold`` [0.3]: least IoU between a track's ROI and a detection's ROI to match them.
+    ``detect_every``: run the detector every K frames (<= 1: every frame); also whenever a track is lost or there is
+    none. New faces therefore appear within K frames.
+    ``iou_threshold``: least IoU between a track's ROI and a detection's ROI to match them.
     ``redetect_iou`` [0.5]: a matched track whose ROI overlaps its detection less is re-cropped from the detection.
-    ``min_hits`` [3]: valid alignments, each matched by the detector, before a track is confirmed (1: a face is
-    output from its first frame; 3 hides false detections of one or two frames). The detector runs on every frame
-    while a track has fewer hits; files keep a confirmed face's first frames by looking ahead
-    (``stream.lookahead``), live sources report it from its confirmation on.
-    ``max_misses`` [10]: consecutive frames without a valid alignment before a confirmed track is deleted (short
+    ``min_hits``: valid alignments, each matched by the detector, before a track is confirmed (1: a face is output
+    from its first frame; 3 hides false detections of one or two frames). The detector runs on every frame while a
+    track has fewer hits; files keep a confirmed face's first frames by looking ahead (``stream.lookahead``), live
+    sources report it from its confirmation on.
+    ``max_misses``: consecutive frames without a valid alignment before a confirmed track is deleted (short
     occlusions keep their id; the detector runs every frame meanwhile); a tentative track goes after 1.
-    ``max_unmatched_detections`` [3]: a confirmed, not lost track is deleted at a detector run that does not see it
+    ``max_unmatched_detections``: a confirmed, not lost track is deleted at a detector run that does not see it
     when no detection has matched it for ``max_unmatched_detections * detect_every`` frames (0: never); a tentative
     track at its first unmatched run. Bounds the life of false positives (in units of scheduled detections, however
     often the detector runs for other reasons); it also ends tracks of faces the detector cannot see (strong
-    profiles) after about 3 K frames.
-    ``lookahead`` [10]: frames a file pipeline may hold a new track's first frames until it is confirmed
+    profiles) after about ``max_unmatched_detections`` K frames.
+    ``lookahead``: frames a file pipeline may hold a new track's first frames until it is confirmed
     (``stream.lookahead``; the tracker itself does not use it; 0: reported from confirmation on, as live).
     ``duplicate_iou`` [0.6]: overlap above which two tracks (or a detection and a track) are the same face.
     ``max_tracks`` [32]: no new tracks beyond this many.
-    ``confirm_confidence`` [0.7]: least track confidence (in [0, 1]) to confirm a track (0: off).
-    ``drop_confidence`` [0.5]: a track whose confidence falls under this is deleted (0: off).
-    ``confidence_memory`` [0.5]: weight of the previous confidence in the per-track average (0: this frame only).
-    ``min_face_size`` [20]: a track whose landmark box (sqrt of its area, px) is smaller is deleted (0: off).
-    ``confidence_keeps_tracks`` [True]: a confirmed, confident track outlives ``max_unmatched_detections``.
-    ``smooth`` ["kalman"]: "kalman" or "none". ``kalman``, ``roi``: sub-configs. ``neutral``: how each track learns
-    its neutral face for the ARKit blendshapes (``tracking.blendshapes``; used by the stream's analyzer).
+    ``confirm_confidence``: least track confidence (in [0, 1]) to confirm a track (0: off).
+    ``drop_confidence``: a track whose confidence falls under this is deleted (0: off); not above
+    ``confirm_confidence`` (checked where the run's config is loaded, ``stream.config.load_config``).
+    ``confidence_memory``: weight of the previous confidence in the per-track average (0: this frame only).
+    ``min_face_size``: a track whose landmark box (sqrt of its area, px) is smaller is deleted (0: off).
+    ``confidence_keeps_tracks``: a confirmed, confident track outlives ``max_unmatched_detections``.
+    ``cut_threshold``: scene-cut threshold of the thumbnail change (``tracking.cut``; 0: off).
+    ``smooth``: "kalman" or "none". ``kalman``, ``roi`` [``RoiConfig()``]: sub-configs. ``neutral``: how each track
+    learns its neutral face for the ARKit blendshapes (``tracking.blendshape_tracker``; used by the stream's analyzer).
     """
 
-    detect_every: int = 10
-    iou_threshold: float = 0.3
+    detect_every: int
+    iou_threshold: float
     redetect_iou: float = 0.5
-    min_hits: int = 3
-    lookahead: int = 10
-    max_misses: int = 10
-    max_unmatched_detections: int = 3
+    min_hits: int
+    lookahead: int
+    max_misses: int
+    max_unmatched_detections: int
     duplicate_iou: float = 0.6
     max_tracks: int = 32
-    confirm_confidence: float = 0.7
-    drop_confidence: float = 0.5
-    confidence_memory: float = 0.5
-    min_face_size: float = 20.0
-    confidence_keeps_tracks: bool = True
-    cut_threshold: float = 0.5
-    smooth: str = "kalman"
-    kalman: KalmanConfig = field(default_factory=KalmanConfig)
+    confirm_confidence: float
+    drop_confidence: float
+    confidence_memory: float
+    min_face_size: float
+    confidence_keeps_tracks: bool
+    cut_threshold: float
+    smooth: str
+    kalman: KalmanConfig
     roi: RoiConfig = field(default_factory=RoiConfig)
-    neutral: NeutralConfig = field(default_factory=NeutralConfig)
+    neutral: NeutralConfig
 
     def __post_init__(self) -> None:
         if self.smooth not in ("kalman", "none"):
@@ -131,46 +141,8 @@ class TrackerConfig:
         for name in ("confirm_confidence", "drop_confidence", "confidence_memory"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1]: {getattr(self, name)}")
-        if self.drop_confidence > self.confirm_confidence:
-            raise ValueError(f"drop_confidence ({self.drop_confidence}) must not exceed confirm_confidence "
-                             f"({self.confirm_confidence})")
         if self.min_face_size < 0:
             raise ValueError(f"min_face_size must be >= 0: {self.min_face_size}")
-
-
-@dataclass
-class TrackedFace:
-    """One face of one frame, as output by ``FaceTracker.update``.
-
-    params (62,) float32: smoothed real 3DMM parameters, in the crop of ``roi`` (decode them with ``roi``);
-    raw_params (62,) float32: the aligner's parameters; roi (4,) float32 the crop ROI of this frame;
-    box (4,) float32 tight box of the (smoothed if decoded, else raw) landmarks, frame px;
-    landmarks (68, 3) float32 smoothed landmarks (None without ``decode``); raw_landmarks (68, 3) float32;
-    is_confirmed: hits >= min_hits and the track's confidence reached ``confirm_confidence``; age: frames since the
-    track's first frame (1 on it); hits: valid alignments; confidence: the track's face confidence in [0, 1] (average
-    of its crops' scores, what confirms and drops it) and raw_confidence this frame's score (None without scores);
-    reset: the parameter groups the filter reset at this frame (birth, cut, fast turn); frame_index, time: the frame's.
-    ext (N_EXT,) float32: the smoothed extended expression (``model.expression_ext``), raw_ext the aligner's; None
-    when the aligner gave none.
-    """
-
-    track_id: int
-    params: np.ndarray
-    raw_params: np.ndarray
-    roi: np.ndarray
-    box: np.ndarray
-    landmarks: np.ndarray | None
-    raw_landmarks: np.ndarray
-    is_confirmed: bool
-    age: int
-    hits: int
-    reset: tuple[str, ...]
-    frame_index: int
-    time: float | None = None
-    confidence: float | None = None
-    raw_confidence: float | None = None
-    ext: np.ndarray | None = None
-    raw_ext: np.ndarray | None = None
 
 
 @dataclass
@@ -220,9 +192,9 @@ class FaceTracker:
     output smoothed landmarks and crop the next frame from them (``ext`` is passed when the aligner gave one).
     """
 
-    def __init__(self, config: TrackerConfig | None = None, param_scale: np.ndarray | None = None,
+    def __init__(self, config: TrackerConfig, param_scale: np.ndarray | None = None,
                  convention: str = "v1", decode: DecodeFn | None = None) -> None:
-        self.config = config or TrackerConfig()
+        self.config = config
         self.param_scale = None if param_scale is None else np.asarray(param_scale, dtype=np.float64)
         # the filters run on the 62 parameters and the extended expression (unit scale: 1 = a closed eye)
         self._filter_scale = np.concatenate([np.ones(62) if self.param_scale is None else self.param_scale.reshape(62),
@@ -346,7 +318,7 @@ class FaceTracker:
     def update(self, track_ids: Sequence[int], params: np.ndarray, landmarks: np.ndarray,
                frame_shape: tuple[int, ...], time: float | None = None,
                rois: np.ndarray | None = None, confidence: np.ndarray | None = None,
-               ext: np.ndarray | None = None) -> list[TrackedFace]:
+               ext: np.ndarray | None = None) -> list[Face]:
         """Finish the frame with the aligner's results for the ROIs ``rois_for_frame`` gave.
 
         track_ids (N,) in any order; params (N, 62) real; landmarks (N, 68, 3) frame px (raw, from ``params``);
@@ -354,7 +326,8 @@ class FaceTracker:
         aligner actually cropped (``AlignResult.roi``, rounded), default the ROIs handed out; confidence (N,) in
         [0, 1]: each crop's face score (``AlignResult.confidence``), None: no confidence rules; ext (N, N_EXT): the
         extended expression (``AlignResult.ext``), smoothed with the parameters, or None.
-        Returns the validly aligned faces of this frame, by track id (tentative ones too: see ``is_confirmed``);
+        Returns the validly aligned faces of this frame (``tracking.face.Face``: smoothed params, landmarks, ext and
+        their pose, the frame, the raw values), by track id (tentative ones too: see ``is_confirmed``);
         tracks deleted for low confidence or a collapsed box on this frame are not among them.
         """
         cfg = self.config
@@ -369,7 +342,7 @@ class FaceTracker:
             confidence = np.asarray(confidence, dtype=np.float32).reshape(len(ids))
         if ext is not None:
             ext = np.asarray(ext, dtype=np.float32).reshape(len(ids), N_EXT)
-        faces: dict[int, TrackedFace] = {}
+        faces: dict[int, Face] = {}
         dropped: list[int] = []
         for k, tid in enumerate(ids):
             if tid not in self._handed or tid not in self._tracks:
@@ -418,7 +391,7 @@ class FaceTracker:
 
     def _observe(self, t: Track, p: np.ndarray, lm: np.ndarray, roi: np.ndarray, frame_shape: tuple[int, ...],
                  fi: int, time: float | None, conf: float | None = None,
-                 ext: np.ndarray | None = None) -> TrackedFace:
+                 ext: np.ndarray | None = None) -> Face:
         cfg = self.config
         if conf is not None:
             m = cfg.confidence_memory
@@ -453,11 +426,14 @@ class FaceTracker:
         t.misses = 0
         t.lost, t.lost_reason = False, ""
         t.last_frame = fi
-        return TrackedFace(t.track_id, smoothed, p.copy(), t.filter_roi.copy(), t.box.copy(), lm_s, lm.copy(),
-                           t.confirmed(self.config.min_hits), fi - t.born + 1, t.hits, tuple(g for g in sm.last_reset if ext is not None or g in GROUPS), fi, time,
-                           t.confidence, conf, ext_s, None if ext is None else ext.copy())
+        reset = tuple(g for g in sm.last_reset if ext is not None or g in GROUPS)
+        return Face(box=t.box.copy(), landmarks=lm.copy() if lm_s is None else lm_s,
+                    pose=pose_from_params(smoothed[None])[0], params=smoothed, roi=t.filter_roi.copy(), track_id=t.track_id, confidence=t.confidence, ext=ext_s,
+                    frame=fi, time=time, is_confirmed=t.confirmed(self.config.min_hits), age=fi - t.born + 1,
+                    hits=t.hits, reset_groups=reset, raw_params=p.copy(), raw_landmarks=lm.copy(), raw_confidence=conf,
+                    raw_ext=None if ext is None else ext.copy())
 
-    def _remove_duplicates(self, faces: dict[int, TrackedFace]) -> None:
+    def _remove_duplicates(self, faces: dict[int, Face]) -> None:
         ids = sorted(faces)
         if len(ids) < 2:
             return

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from model.render.mesh import grid_mirror, vertex_normals
-from model.render.raster import RasterBuffers, rasterize
+from model.raster.mesh import grid_mirror, vertex_normals
+from model.raster.zbuffer import RasterBuffers, rasterize
 from model.roi import CROP_SIZE
 
 _FLIP_Y = np.diag([1.0, -1.0, 1.0])

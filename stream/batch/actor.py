@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from stream.batch.inputs import InputFile, output_names
+from stream.config import RunConfig
 
 STAGING = ".batch-tmp"
 
@@ -82,27 +83,26 @@ class BatchWorker:
     "object_store", ``gpu`` whether Ray gave this actor a GPU share.
     """
 
-    def __init__(self, cfg: dict, outdir: str, transfer: str, gpu: bool, cpus: float) -> None:
+    def __init__(self, cfg: RunConfig, outdir: str, transfer: str, gpu: bool, cpus: float) -> None:
         from stream.assemble import build_engine, load_swap_texture
 
-        cfg = dict(cfg)
-        if not gpu and cfg["device"] == "auto":
-            cfg["device"] = "cpu"  # a CPU actor on a GPU node leaves the GPU to the GPU actors
-        if not cfg["threads"]:
-            cfg["threads"] = max(1, int(round(cpus)))  # as many torch/ORT threads as Ray reserved cores
+        if not gpu and cfg.device == "auto":
+            cfg = cfg.replace(device="cpu")  # a CPU actor on a GPU node leaves the GPU to the GPU actors
+        if not cfg.threads:
+            cfg = cfg.replace(threads=max(1, int(round(cpus))))  # as many torch/ORT threads as Ray reserved cores
         self.cfg = cfg
         self.outdir = Path(outdir)
         self.transfer = transfer
         self.engine = build_engine(cfg)
-        self.names_kw = {"tracks": cfg["batch"]["tracks"], "video": cfg["batch"]["out"],
-                         "meshes": bool(cfg["batch"]["meshes"])}
+        self.names_kw = {"tracks": cfg.batch.tracks, "video": cfg.batch.out,
+                         "meshes": bool(cfg.batch.meshes)}
         self.texture = None
-        if cfg["mode"] == "swap" and self.names_kw["video"]:
-            if not cfg["swap_source"]:
+        if cfg.mode == "swap" and self.names_kw["video"]:
+            if not cfg.swap_source:
                 from stream.assemble import UserError
 
                 raise UserError("--mode swap needs --swap-source IMAGE")
-            self.texture = load_swap_texture(cfg["swap_source"], self.engine)
+            self.texture = load_swap_texture(cfg.swap_source, self.engine)
         self.node = node_name()
         self.files_done = 0
 
@@ -149,7 +149,7 @@ class BatchWorker:
             if counts["frames"] == 0:
                 raise FileFailed(f"{item.rel}: no frame could be decoded")
             # no face in any frame is not a failure (as in run): the outputs are placed, with a warning
-            from model.align import no_face_message
+            from model.align_images import no_face_message
 
             result["warning"] = None if counts["faces"] else no_face_message(item.rel, counts["frames"])
             if self.transfer == "shared":
@@ -179,12 +179,12 @@ class BatchWorker:
         from stream.assemble import UserError, build_run
         from stream.sources import SourceError, open_source
 
-        cfg = {**self.cfg, "source": src_path, "show": False, "live": False,
-               "tracks": str(staging / names["tracks"]) if "tracks" in names else None,
-               "out": str(staging / names["out"]) if "out" in names else None,
-               "meshes": str(staging / names["meshes"]) if "meshes" in names else None}
+        cfg = self.cfg.replace(source=src_path, show=False, live=False,
+                               tracks=str(staging / names["tracks"]) if "tracks" in names else None,
+                               out=str(staging / names["out"]) if "out" in names else None,
+                               meshes=str(staging / names["meshes"]) if "meshes" in names else None)
         try:
-            source = open_source(src_path, max_frames=cfg["max_frames"])
+            source = open_source(src_path, max_frames=cfg.max_frames)
         except SourceError as exc:
             raise FileFailed(str(exc)) from None
         def count(job) -> None:

@@ -22,14 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from model.errors import UserError
 from stream.batch.actor import STAGING, BatchWorker, place_outputs
-from stream.batch.inputs import InputError, InputFile, resolve_inputs
+from stream.batch.inputs import InputFile, resolve_inputs
+from stream.config import RunConfig
 from stream.batch.manifest import Manifest, base_record, config_hash, effective_status, now_iso
 
 GPU_FILES_PER_WORKER = 4  # files a GPU actor runs at once when batch.files_per_worker is 0
 
 
-class BatchError(RuntimeError):
+class BatchError(UserError, RuntimeError):
     """Something the user can fix before or while starting the job (one line)."""
 
 
@@ -100,7 +102,7 @@ def _quiet_auth_default() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def start_ray(cfg: dict, log: Callable[[str], None] = _log) -> float:
+def start_ray(cfg: RunConfig, log: Callable[[str], None] = _log) -> float:
     """``ray.init``: join ``batch.ray_address`` (or $RAY_ADDRESS), else start a local Ray with the cores of this
     machine (at least what ``batch.workers`` x ``batch.cpus_per_worker`` asks). Returns the seconds it took (0 when
     Ray was already initialised in this process)."""
@@ -108,18 +110,18 @@ def start_ray(cfg: dict, log: Callable[[str], None] = _log) -> float:
 
     if ray.is_initialized():
         return 0.0
-    b = cfg["batch"]
-    address = b["ray_address"] or os.environ.get("RAY_ADDRESS") or None
+    b = cfg.batch
+    address = b.ray_address or os.environ.get("RAY_ADDRESS") or None
     t0 = time.perf_counter()
     try:
         if address:
-            ray.init(address=str(address), log_to_driver=bool(b["worker_logs"]), logging_level=logging.WARNING)
+            ray.init(address=str(address), log_to_driver=bool(b.worker_logs), logging_level=logging.WARNING)
         else:
             cores = os.cpu_count() or 1
-            need = math.ceil(b["workers"] * b["cpus_per_worker"]) if b["workers"] else 0
+            need = math.ceil(b.workers * b.cpus_per_worker) if b.workers else 0
             with _quiet_auth_default():
-                ray.init(num_cpus=max(cores, need), include_dashboard=bool(b["dashboard"]),
-                         log_to_driver=bool(b["worker_logs"]), logging_level=logging.WARNING)
+                ray.init(num_cpus=max(cores, need), include_dashboard=bool(b.dashboard),
+                         log_to_driver=bool(b.worker_logs), logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         raise BatchError(f"cannot start {where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") \
@@ -143,22 +145,22 @@ def choose_transfer(setting: str) -> str:
     return "shared" if ips <= {ray.util.get_node_ip_address()} else "object_store"
 
 
-def worker_plan(cfg: dict, todo: int) -> dict[str, Any]:
+def worker_plan(cfg: RunConfig, todo: int) -> dict[str, Any]:
     """Actor count and resources: GPU actors (one per GPU by default, several files each; ``--workers`` above the
     GPU count gives each a fraction of one) where the cluster has GPUs, else CPU actors (one per
     ``cpus_per_worker`` cores, one file each). Never more actors than files need."""
     import ray
 
-    b = cfg["batch"]
+    b = cfg.batch
     res = ray.cluster_resources()
-    gpus = b["gpus_per_worker"]
+    gpus = b.gpus_per_worker
     if gpus is None:  # auto: a GPU each, or a share of one when more workers than GPUs are asked for
         have = res.get("GPU", 0)
-        gpus = 0.0 if have < 1 else min(1.0, have / b["workers"]) if b["workers"] else 1.0
-    k = b["files_per_worker"] or (GPU_FILES_PER_WORKER if gpus > 0 else 1)
-    cpus = float(b["cpus_per_worker"]) * (k if gpus > 0 else 1)  # a core per file in flight decodes and renders
-    if b["workers"]:
-        n = int(b["workers"])
+        gpus = 0.0 if have < 1 else min(1.0, have / b.workers) if b.workers else 1.0
+    k = b.files_per_worker or (GPU_FILES_PER_WORKER if gpus > 0 else 1)
+    cpus = float(b.cpus_per_worker) * (k if gpus > 0 else 1)  # a core per file in flight decodes and renders
+    if b.workers:
+        n = int(b.workers)
     elif gpus > 0:
         n = max(1, int(res.get("GPU", 0) / gpus))
     else:
@@ -167,12 +169,28 @@ def worker_plan(cfg: dict, todo: int) -> dict[str, Any]:
     return {"workers": n, "files_per_worker": k, "num_cpus": cpus, "num_gpus": float(gpus)}
 
 
+# user errors an actor's start can raise (model loading), by the name Ray's error text gives them
+_ACTOR_USER_ERRORS = ("UserError", "BatchError", "AssetError", "CheckpointError", "DeviceError", "FastPathError",
+                      "SourceError", "ConfigError", "VMCError")
+
+
+def _user_error_names() -> set[str]:
+    """Class names of ``model.errors.UserError`` and of its subclasses (those imported here and the known ones)."""
+    names, todo = set(_ACTOR_USER_ERRORS), [UserError]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return names
+
+
 def _actor_error(exc: BaseException) -> str:
-    """One line for an actor that could not start (the UserError of its model loading, when that was it)."""
+    """One line for an actor that could not start (the user error of its model loading, when that was it)."""
     text = str(exc)
+    markers = [f"{name}: " for name in sorted(_user_error_names())]
     for line in reversed(text.splitlines()):
         line = line.strip()
-        for marker in ("UserError: ", "BatchError: ", "AssetError: ", "CheckpointError: "):
+        for marker in markers:
             if marker in line:
                 return line.split(marker, 1)[1]
     lines = [x.strip() for x in text.splitlines() if x.strip()]
@@ -213,8 +231,8 @@ class _Lock:
         self.f.close()
 
 
-def _progress(cfg: dict, total: int, initial: int):
-    if not cfg["progress"]:
+def _progress(cfg: RunConfig, total: int, initial: int):
+    if not cfg.progress:
         return None
     from tqdm import tqdm
 
@@ -227,7 +245,7 @@ def _stats_line(rec: dict) -> str:
             f"{rec['fps']:.1f} fps, {rec['seconds']:.2f} s (round trip {rec['wall']:.2f} s) on {rec['node']}")
 
 
-def run_batch(cfg: dict, controls: Controls | None = None, log: Callable[[str], None] = _log,
+def run_batch(cfg: RunConfig, controls: Controls | None = None, log: Callable[[str], None] = _log,
               on_result: Callable[[dict, list], None] | None = None) -> Report:
     """Run the batch job of ``cfg`` (``batch.*`` keys) on the Ray this process is connected to, or on one started
     with ``start_ray`` when there is a file to run (``report.ray_start_s``; the caller shuts it down).
@@ -237,19 +255,19 @@ def run_batch(cfg: dict, controls: Controls | None = None, log: Callable[[str], 
     from ray.util import ActorPool
 
     controls = controls or Controls()
-    b = cfg["batch"]
-    if not b["outdir"]:
+    b = cfg.batch
+    if not b.outdir:
         raise BatchError("batch needs --outdir DIR (where the per-file outputs and manifest.jsonl go)")
-    if not b["inputs"]:
+    if not b.inputs:
         raise BatchError("batch needs inputs: video files, folders, glob patterns or a .txt list of paths")
-    if b["tracks"] == "none" and not b["out"] and not b["meshes"]:
+    if b.tracks == "none" and not b.out and not b.meshes:
         raise BatchError("nothing to write: give --tracks csv|jsonl|npz, --out mp4 or --meshes")
-    outdir = Path(str(b["outdir"])).expanduser().resolve()
+    outdir = Path(str(b.outdir)).expanduser().resolve()
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BatchError(f"cannot create --outdir {outdir}: {exc.strerror or exc}") from None
-    inputs = resolve_inputs(b["inputs"], exclude=outdir)
+    inputs = resolve_inputs(b.inputs, exclude=outdir)
     lock = _Lock(outdir)
     shutil.rmtree(outdir / STAGING, ignore_errors=True)  # what a killed job left (never under a final name)
     manifest = Manifest(outdir)
@@ -257,7 +275,7 @@ def run_batch(cfg: dict, controls: Controls | None = None, log: Callable[[str], 
     report = Report(inputs=len(inputs))
     todo: deque[InputFile] = deque()
     for item in inputs:
-        prev = manifest.finished_before(item, chash, outdir, bool(b["retry_failed"])) if b["resume"] else None
+        prev = manifest.finished_before(item, chash, outdir, bool(b.retry_failed)) if b.resume else None
         if prev is None:
             todo.append(item)
             continue
@@ -277,7 +295,7 @@ def run_batch(cfg: dict, controls: Controls | None = None, log: Callable[[str], 
             report.ray_start_s = start_ray(cfg, log)
             if controls.after_ray_start is not None:
                 controls.after_ray_start()
-        transfer = choose_transfer(b["transfer"])
+        transfer = choose_transfer(b.transfer)
         report.transfer = transfer
         plan = worker_plan(cfg, len(todo))
         report.workers, report.files_per_worker = plan["workers"], plan["files_per_worker"]
@@ -289,7 +307,7 @@ def run_batch(cfg: dict, controls: Controls | None = None, log: Callable[[str], 
              "object store (inputs go to the workers and outputs come back to the driver through Ray)"))
         Worker = ray.remote(BatchWorker).options(
             num_cpus=plan["num_cpus"], num_gpus=plan["num_gpus"], max_concurrency=plan["files_per_worker"],
-            max_restarts=-1, max_task_retries=int(b["retries"]))
+            max_restarts=-1, max_task_retries=int(b.retries))
         t0 = time.perf_counter()
         actors = [Worker.remote(cfg, str(outdir), transfer, plan["num_gpus"] > 0, plan["num_cpus"])
                   for _ in range(plan["workers"])]
@@ -364,7 +382,7 @@ def run_batch(cfg: dict, controls: Controls | None = None, log: Callable[[str], 
                 else:
                     log(msg)
             lines = [f"warning: {rec['warning']}"] if rec.get("warning") else []  # no face: done, with a warning
-            if cfg["stats"] and rec["status"] == "done":
+            if cfg.stats and rec["status"] == "done":
                 lines.append(_stats_line(rec))
             for line in lines:
                 if bar is not None:
@@ -462,7 +480,7 @@ def summary_lines(report: Report, outdir: str) -> list[str]:
     return lines
 
 
-def batch(cfg: dict) -> int:
+def batch(cfg: RunConfig) -> int:
     """``run_stream.py batch``: start or join Ray, run the job, print the summary. Exit 0 (all done), 1 (any input
     failed), 2 (a user error), 130 (Ctrl-C)."""
     controls = Controls()
@@ -492,7 +510,7 @@ def batch(cfg: dict) -> int:
     controls.after_ray_start = lambda: signal.signal(signal.SIGTERM, on_signal)  # ray.init sets one of its own
     try:
         report = run_batch(cfg, controls)
-    except (BatchError, InputError) as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # before the job started (while Ray was starting)
@@ -502,6 +520,6 @@ def batch(cfg: dict) -> int:
         signal.signal(signal.SIGINT, previous)
         if started_ray and ray.is_initialized():
             ray.shutdown()
-    for line in summary_lines(report, str(Path(str(cfg["batch"]["outdir"])).expanduser().resolve())):
+    for line in summary_lines(report, str(Path(str(cfg.batch.outdir)).expanduser().resolve())):
         _log(line)
     return report.exit_code()

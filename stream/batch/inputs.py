@@ -12,12 +12,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from model.errors import UserError
+
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".flv", ".wmv",
                     ".3gp", ".ogv"}
 LIST_EXTENSIONS = {".txt", ".lst", ".list"}
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """An input the user named cannot be used (one line)."""
 
 

@@ -26,6 +26,7 @@ from typing import Any, Iterable
 
 from stream.atomic import atomic_write_bytes
 from stream.batch.inputs import InputFile
+from stream.config import RunConfig, flatten
 
 MANIFEST = "manifest.jsonl"
 # Keys that do not change what a file's outputs contain (where they go, how the job runs, other commands' keys).
@@ -35,12 +36,10 @@ NOT_HASHED_SECTIONS = {"serve", "webcam", "synthetic"}
 HASHED_BATCH = {"batch.tracks", "batch.out", "batch.meshes"}
 
 
-def config_hash(cfg: dict) -> str:
+def config_hash(cfg: RunConfig) -> str:
     """16 hex digits over the keys that shape a file's outputs (model, detection, tracking, mode, formats)."""
-    from stream.config import flatten
-
     items = {}
-    for key, value in flatten(cfg):
+    for key, value in flatten(cfg.to_dict()):
         section = key.split(".")[0]
         if key in NOT_HASHED or section in NOT_HASHED_SECTIONS:
             continue

@@ -13,11 +13,13 @@ from typing import Any
 import numpy as np
 
 from model.draw import CONTOURS, draw_landmarks, draw_pose_axes  # noqa: F401  (re-exported)
+from stream.config import RENDER_MODES
 from stream.render import composite
-from model.render.mesh import face_grid_lines, front_cull, mesh_edges, vertex_normals
-from model.render.raster import RasterBuffers, rasterize
+from model.raster.mesh import face_grid_lines, front_cull, mesh_edges, vertex_normals
+from model.raster.zbuffer import RasterBuffers, rasterize
 
-MODES = ("landmarks", "mesh", "depth", "pncc", "wireframe")
+#: The modes drawn here: every render mode but swap (``stream.render.swap``) and none (the frame as is).
+MODES = tuple(m for m in RENDER_MODES if m not in ("swap", "none"))
 
 DEFAULT_LIGHT = np.array([-0.3, -0.4, 0.866], np.float32)  # from upper left, toward the scene; frame axes (y down)
 DEFAULT_ALPHA = {"mesh": 0.65, "depth": 1.0, "pncc": 1.0, "wireframe": 0.9}
@@ -170,7 +172,7 @@ def render_overlay(frame: np.ndarray, faces: Sequence[Any], mode: str, tri: np.n
 
 
 def draw_blendshape_bars(image: np.ndarray, faces: Sequence[Any], names: Sequence[str] | None = None) -> np.ndarray:
-    """A small bar chart of each face's ARKit blendshapes (``blendshapes`` (52,) in [0, 1]) beside its box, in place
+    """A small bar chart of each face's ARKit blendshapes (``blendshape_values`` (52,) in [0, 1]) beside its box, in place
     on ``image`` (H, W, 3) uint8 BGR, which is returned. ``names``: the ones to show (default the estimated ones,
     ``model.blendshapes.ESTIMATED``, in Apple's order). Faces without blendshapes are skipped."""
     import cv2
@@ -185,7 +187,7 @@ def draw_blendshape_bars(image: np.ndarray, faces: Sequence[Any], names: Sequenc
     bar_w = 4 * row
     panel_w, panel_h = label_w + bar_w + 6, row * len(names) + 4
     for face in faces:
-        values = field(face, "blendshapes")
+        values = field(face, "blendshape_values")
         box = field(face, "box")
         if values is None or box is None:
             continue

@@ -33,7 +33,7 @@ import numpy as np
 
 from stream.render import composite
 from stream.render import swap_kernels as kernels
-from model.render.raster import RasterBuffers, rasterize
+from model.raster.zbuffer import RasterBuffers, rasterize
 from stream.render.texture import (FaceTexture, brow_polygons, build_texture, eye_polygons,  # noqa: F401 (API)
                                    face_region, feature_polygons, inner_mouth_polygon)
 

@@ -24,8 +24,8 @@ import numba as nb
 import numpy as np
 
 from model.face_mesh import inside_polygon
-from model.render.mesh import mesh_edges, vertex_normals
-from model.render.raster import RasterBuffers, rasterize
+from model.raster.mesh import mesh_edges, vertex_normals
+from model.raster.zbuffer import RasterBuffers, rasterize
 
 BLACKHAT_L = 9.0  # L units (0..100): a thin structure this much darker than its surroundings is not skin
 TOPHAT_L = 9.0  # L units: a spot this much brighter than its surroundings and paler than the skin is a highlight

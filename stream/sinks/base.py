@@ -12,15 +12,16 @@ from typing import Any
 import numpy as np
 
 from model.blendshapes import N_BLEND
+from model.errors import UserError
 from model.expression_ext import N_EXT
-from stream.frames import FaceRecord
+from tracking.face import Face
 
 
 log = logging.getLogger("stream.sinks")  # one logger for every sink, as before the split
 
 
 
-class SinkError(Exception):
+class SinkError(UserError):
     """A problem with an output the user can fix; ``str(error)`` is one line meant for them."""
 
 
@@ -106,9 +107,9 @@ class _Sink:
 
 
 class _RecordSink(_Sink):
-    """A sink of FaceRecords: ``write(frame_index, time, records)``."""
+    """A sink of face records (``tracking.face.Face``): ``write(frame_index, time, records)``."""
 
-    def write(self, frame_index: int, time: float, records: list[FaceRecord]) -> None:  # pragma: no cover
+    def write(self, frame_index: int, time: float, records: list[Face]) -> None:  # pragma: no cover
         raise NotImplementedError
 
     def write_job(self, job: Any) -> None:
@@ -121,17 +122,17 @@ def _f(values: Iterable[float], fmt: str) -> list[str]:
     return [format(float(v), fmt) for v in values]
 
 
-def _confidence(r: FaceRecord) -> float:
+def _confidence(r: Face) -> float:
     """The record's face confidence, nan when unknown."""
     return float("nan") if r.confidence is None else float(r.confidence)
 
 
-def _ext(r: FaceRecord) -> np.ndarray:
+def _ext(r: Face) -> np.ndarray:
     """The record's extended expression (N_EXT,) float32, nan when the run had none."""
     return np.full(N_EXT, np.nan, np.float32) if r.ext is None else np.asarray(r.ext, np.float32).reshape(N_EXT)
 
 
-def _blend(r: FaceRecord) -> np.ndarray:
+def _blend(r: Face) -> np.ndarray:
     """The record's ARKit blendshapes (N_BLEND,) float32, nan when not computed."""
-    b = getattr(r, "blendshapes", None)
+    b = r.blendshape_values
     return np.full(N_BLEND, np.nan, np.float32) if b is None else np.asarray(b, np.float32).reshape(N_BLEND)

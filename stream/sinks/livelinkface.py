@@ -11,7 +11,7 @@ import numpy as np
 
 from model.blendshapes import ARKIT_NAMES, N_BLEND
 from stream.atomic import AtomicPath
-from stream.frames import FaceRecord
+from tracking.face import Face
 
 
 log = logging.getLogger("stream.sinks")  # one logger for every sink, as before the split
@@ -75,7 +75,7 @@ class LiveLinkFaceSink(_RecordSink):
         self.frames_written = 0
         self.track_id: int | None = None
 
-    def write(self, frame_index: int, time: float, records: list[FaceRecord]) -> None:
+    def write(self, frame_index: int, time: float, records: list[Face]) -> None:
         with self._lock:
             self._check_open()
             for r in records:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from stream.atomic import AtomicPath, atomic_write_bytes, temp_path_for
-from stream.frames import FaceRecord
+from tracking.face import Face
 
 
 log = logging.getLogger("stream.sinks")  # one logger for every sink, as before the split
@@ -82,7 +82,7 @@ class MeshSink(_RecordSink):
         self.skipped_records = 0
         self.files: list[Path] = []
 
-    def write(self, frame_index: int, time: float, records: list[FaceRecord]) -> None:
+    def write(self, frame_index: int, time: float, records: list[Face]) -> None:
         """Append the dense vertices of each record; records without vertices are skipped (and counted)."""
         with self._lock:
             self._check_open()
@@ -91,7 +91,7 @@ class MeshSink(_RecordSink):
             except OSError as exc:
                 raise self._failed(exc) from exc
 
-    def _append(self, frame_index: int, time: float, records: list[FaceRecord]) -> None:
+    def _append(self, frame_index: int, time: float, records: list[Face]) -> None:
         for r in records:
             if r.vertices is None:
                 self.skipped_records += 1

@@ -14,7 +14,8 @@ import numpy as np
 from model.blendshapes import ARKIT_NAMES, BLENDSHAPES_VERSION, ESTIMATED_MASK, N_BLEND
 from model.expression_ext import EXT_NAMES, EXT_VERSION, N_EXT
 from stream.atomic import AtomicPath
-from stream.frames import POSE_NAMES, FaceRecord
+from stream.frames import POSE_NAMES
+from tracking.face import Face
 
 
 log = logging.getLogger("stream.sinks")  # one logger for every sink, as before the split
@@ -31,7 +32,7 @@ def tracks_csv_header(include_params: bool = False, include_roi: bool = False) -
     """Column names: frame, time, track_id, box_x1..box_y2, pose (6), confidence, the extended expression
     (``EXT_NAMES``: eye_close_r, eye_close_l, mouth_corner_up_r, ..., jaw_open), the 52 ARKit blendshapes
     (``ARKIT_NAMES``: eyeBlinkLeft ... tongueOut), x0,y0,z0..x67,y67,z67 [, roi] [, p0..p61]. ``confidence``: the
-    face confidence in [0, 1] (``FaceRecord.confidence``; nan when unknown); the extension's values are nan when the
+    face confidence in [0, 1] (``Face.confidence``; nan when unknown); the extension's values are nan when the
     run had no expression stage; the blendshapes are nan when not computed (names not estimated are 0).
 
     The box columns carry a ``box_`` prefix: plain x1, y1, x2, y2 would collide with landmark 1 and 2 columns.
@@ -67,7 +68,7 @@ class _TextTracksSink(_RecordSink):
         except OSError as exc:
             raise self._failed(exc) from exc
 
-    def write(self, frame_index: int, time: float, records: list[FaceRecord]) -> None:
+    def write(self, frame_index: int, time: float, records: list[Face]) -> None:
         """Write the faces of one frame (an empty list writes nothing) and flush."""
         with self._lock:
             self._check_open()
@@ -76,7 +77,7 @@ class _TextTracksSink(_RecordSink):
                 self.rows_written += len(records)
             self.frames_written += 1
 
-    def _row(self, frame_index: int, time: float, record: FaceRecord) -> str:  # pragma: no cover - abstract
+    def _row(self, frame_index: int, time: float, record: Face) -> str:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _finish(self) -> Path | None:
@@ -106,7 +107,7 @@ class TracksCSVSink(_TextTracksSink):
         self.columns = tracks_csv_header(include_params, include_roi)
         self._put(",".join(self.columns) + "\n")
 
-    def _row(self, frame_index: int, time: float, r: FaceRecord) -> str:
+    def _row(self, frame_index: int, time: float, r: Face) -> str:
         parts = [str(int(frame_index)), format(float(time), ".6f"), str(int(r.track_id))]
         parts += _f(np.ravel(r.box)[:4], ".3f")
         parts += _f(np.ravel(r.pose)[:6], ".7g")
@@ -127,7 +128,7 @@ class TracksJSONLSink(_TextTracksSink):
         {"frame": 0, "time": 0.0, "track_id": 1, "box": [4], "roi": [4],
          "pose": {"yaw": .., "pitch": .., "roll": .., "scale": .., "tx": .., "ty": ..}, "confidence": 0.97,
          "ext": {"eye_close_r": .., ..., "jaw_open": ..}, "ext_version": "ext-v1",
-         "blendshapes": {"eyeBlinkLeft": .., ..., "tongueOut": 0.0}, "blendshapes_version": "arkit-v1",
+         "blendshapes": {"eyeBlinkLeft": .., ..., "tongueOut": 0.0}, "blendshapes_version": "arkit-v2",
          "landmarks": [[x, y, z] x 68], "params": [62]}
 
     ``confidence`` is null when unknown; ``ext`` (the extended expression, ``model.expression_ext``) is null when
@@ -135,7 +136,7 @@ class TracksJSONLSink(_TextTracksSink):
     not computed.
     """
 
-    def _row(self, frame_index: int, time: float, r: FaceRecord) -> str:
+    def _row(self, frame_index: int, time: float, r: Face) -> str:
         def px(a: Any) -> list[float]:
             return [round(float(v), 3) for v in np.ravel(a)]
 
@@ -152,8 +153,8 @@ class TracksJSONLSink(_TextTracksSink):
             "confidence": None if r.confidence is None else round(float(r.confidence), 4),
             "ext": None if r.ext is None else {k: round(float(v), 4) for k, v in zip(EXT_NAMES, np.ravel(r.ext))},
             "ext_version": EXT_VERSION,
-            "blendshapes": None if r.blendshapes is None else
-            {k: round(float(v), 4) for k, v in zip(ARKIT_NAMES, np.ravel(r.blendshapes))},
+            "blendshapes": None if r.blendshape_values is None else
+            {k: round(float(v), 4) for k, v in zip(ARKIT_NAMES, np.ravel(r.blendshape_values))},
             "blendshapes_version": BLENDSHAPES_VERSION,
             "landmarks": [px(p) for p in np.asarray(r.landmarks)[:, :3]],
             "params": sig(r.params),
@@ -190,7 +191,7 @@ class TracksNPZSink(_RecordSink):
         self.rows_written = 0
         self.frames_written = 0
 
-    def write(self, frame_index: int, time: float, records: list[FaceRecord]) -> None:
+    def write(self, frame_index: int, time: float, records: list[Face]) -> None:
         """Buffer the faces of one frame (an empty list adds nothing)."""
         with self._lock:
             self._check_open()

@@ -1,7 +1,7 @@
 """WebRTC serving: browser camera -> server processing -> browser.
 
     python -m stream.webrtc.server [--host 127.0.0.1] [--port 8080] [--token T] [--processor module:factory]
-    (run_stream.py serve calls `serve(ServeConfig(...), factory)`), then open http://HOST:PORT/?token=T
+    (run_stream.py serve calls `serve(serve_config(cfg).validate(), factory)`), then open http://HOST:PORT/?token=T
 
 Pieces: server.py (aiohttp routes, limits, token, `serve`, `build_app`), peer.py (`PeerProcessor` protocol, one
 `PeerSession` per browser, control channel), track.py (`ProcessedTrack`: latest-frame-wins, pts preserved),
@@ -24,8 +24,10 @@ Decisions:
   the encoder), processor time, queue wait, fps in/out, drops; with `?probe=1` the page measures the full
   browser -> server -> browser loop per frame (see probe.py). The page also shows the data-channel RTT.
 """
-from .config import ConfigError, RecordOptions, ServeConfig
-from .peer import MODES, PassthroughProcessor, PeerProcessor, ProcessorFactory
+from stream.config import RENDER_MODES as MODES  # the one list of render modes, under this package's old name
+
+from .server_config import ConfigError, RecordOptions, ServeConfig
+from .peer import PassthroughProcessor, PeerProcessor, ProcessorFactory
 
 __all__ = ["ServeConfig", "RecordOptions", "ConfigError", "PeerProcessor", "ProcessorFactory",
            "PassthroughProcessor", "MODES", "build_app", "serve"]

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from stream.assemble import (UserError, build_engine, build_run, check_vmc, fit_swap_texture, load_swap_texture,
-                             make_analyzer, make_renderer, open_vmc)
+from stream.assemble import (build_engine, build_run, check_vmc, fit_swap_texture, load_swap_texture, make_analyzer,
+                             make_renderer, open_vmc)
+from stream.config import RunConfig
 from stream.frames import Frame, VideoInfo
 from stream.outputs import open_outputs
 from stream.pipeline import Job, Pipeline
@@ -67,18 +68,18 @@ def _per_peer(path: str | None, peer_id: str) -> str | None:
 class PipelinePeer:
     """``PeerProcessor`` backed by a live Pipeline (see ``stream.webrtc.peer.PeerProcessor``)."""
 
-    def __init__(self, engine, cfg: dict, peer_id: str, swap_texture=None, vmc=None) -> None:
+    def __init__(self, engine, cfg: RunConfig, peer_id: str, swap_texture=None, vmc=None) -> None:
         self.engine = engine
         self.vmc = vmc  # a shared stream.vmc.VMCSender (--vmc): the first peer with a face drives the avatar
         self.peer_id = peer_id
         self.cfg = cfg
         self.source = PushSource(VideoInfo(width=0, height=0, fps=30.0, is_live=True, name=f"webrtc:{peer_id}"))
-        self.renderer = make_renderer(cfg, engine, cfg["mode"] if cfg["mode"] != "none" else "landmarks")
+        self.renderer = make_renderer(cfg, engine, cfg.mode if cfg.mode != "none" else "landmarks")
         if swap_texture is not None:
             self.renderer.set_swap_texture(swap_texture)
         self.analyzer = make_analyzer(cfg, engine, live=True, dense=True)  # peers are live
-        self._sink_paths = (_per_peer(cfg["out"], peer_id), _per_peer(cfg["tracks"], peer_id),
-                            _per_peer(cfg["meshes"], peer_id))
+        self._sink_paths = (_per_peer(cfg.out, peer_id), _per_peer(cfg.tracks, peer_id),
+                            _per_peer(cfg.meshes, peer_id))
         self._sinks: list = []
         self._pipeline: Pipeline | None = None
         self._task: asyncio.Task | None = None
@@ -94,8 +95,8 @@ class PipelinePeer:
         h, w = image.shape[:2]
         self.source.info = VideoInfo(width=w, height=h, fps=30.0, is_live=True, name=self.source.info.name)
         self._sinks = open_outputs(*self._sink_paths, self.source.info, self.engine.aligner.morph.tri,
-                                   self.cfg["mesh_format"], morph=self.engine.aligner.morph,
-                                   tracks_params=self.cfg["tracks_params"], tracks_format=self.cfg["tracks_format"])
+                                   self.cfg.mesh_format, morph=self.engine.aligner.morph,
+                                   tracks_params=self.cfg.tracks_params, tracks_format=self.cfg.tracks_format)
         extra = [open_vmc(self.cfg, self.vmc, owner=self.peer_id)] if self.vmc is not None else []
         self._pipeline = build_run(self.cfg, self.engine, self.source, live=True, renderer=self.renderer,
                                    analyzer=self.analyzer, sinks=self._sinks, extra_sinks=extra, queue_size=1,
@@ -192,7 +193,7 @@ class PipelineFactory:
     loaded at the first peer (or the first ``GET /face-model``). The server makes one with ``processor_factory()``;
     its state is its own (no module globals)."""
 
-    def __init__(self, cfg: dict | None = None) -> None:
+    def __init__(self, cfg: RunConfig | None = None) -> None:
         self._cfg = cfg
         self._engine = None
         self._face_model: bytes | None = None
@@ -226,33 +227,22 @@ class PipelineFactory:
 make_processor = PipelineFactory  # the name ``--processor`` specs use
 
 
-def serve_pipeline(cfg: dict) -> int:
+def serve_pipeline(cfg: RunConfig) -> int:
     """Build the shared engine and run the WebRTC server with one ``PipelinePeer`` per browser."""
-    from stream.config import ConfigError
-    from stream.webrtc.config import ServeConfig
-    from stream.webrtc.peer import MODES
+    from stream.webrtc.server_config import serve_config
     from stream.webrtc.server import check_listen, serve, tls_context
 
-    s = cfg["serve"]
-    try:
-        config = ServeConfig(host=s["host"], port=s["port"], token=s["token"], max_peers=s["max_peers"],
-                             media_timeout_s=float(s["media_timeout"]),
-                             ssl_cert=s["cert"], ssl_key=s["key"],
-                             max_upload_bytes=int(s["max_upload_mb"] * 1024 * 1024),
-                             default_controls={"mode": cfg["mode"] if cfg["mode"] in MODES else "landmarks",
-                                               "smooth": cfg["smooth"] == "kalman"}).validate()
-        tls_context(config)  # a bad certificate fails here, before the model loads
-        check_listen(config)  # and a port in use
-    except ConfigError as exc:
-        raise UserError(str(exc)) from None
+    config = serve_config(cfg).validate()
+    tls_context(config)  # a bad certificate fails here (ConfigError), before the model loads
+    check_listen(config)  # and a port in use
     check_vmc(cfg)
     vmc = None
-    if cfg["vmc"]:
+    if cfg.vmc:
         from stream.vmc import VMCSender, parse_target
 
-        vmc = VMCSender(*parse_target(cfg["vmc"]), vrm=cfg["vmc_vrm"])  # started on the server's loop by a peer
+        vmc = VMCSender(*parse_target(cfg.vmc), vrm=cfg.vmc_vrm)  # started on the server's loop by a peer
     engine = build_engine(cfg)
-    texture = load_swap_texture(cfg["swap_source"], engine) if cfg["swap_source"] else None
+    texture = load_swap_texture(cfg.swap_source, engine) if cfg.swap_source else None
     face_model: list[bytes] = []  # built at the first request, once
 
     def face_model_once() -> bytes:
@@ -260,8 +250,5 @@ def serve_pipeline(cfg: dict) -> int:
             face_model.append(_face_model(engine))
         return face_model[0]
 
-    try:
-        serve(config, lambda peer_id: PipelinePeer(engine, cfg, peer_id, texture, vmc), face_model=face_model_once)
-    except ConfigError as exc:
-        raise UserError(str(exc)) from None
+    serve(config, lambda peer_id: PipelinePeer(engine, cfg, peer_id, texture, vmc), face_model=face_model_once)
     return 0

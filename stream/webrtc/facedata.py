@@ -8,7 +8,7 @@ frame's data is worth nothing); the server then sends, for every frame it proces
                 "landmarks": [[x, y, z] x 68], "params": [62 real 3DMM parameters],
                 "ext": {"eye_close_r": 0.02, ..., "jaw_open": 0.1} | null,
                 "blendshapes": {"eyeBlinkLeft": 0.0, ..., "jawOpen": 0.31, ..., "tongueOut": 0} | null}],
-     "ext_version": "ext-v1", "blendshapes_version": "arkit-v1", "truncated": 0, "dropped": 0}
+     "ext_version": "ext-v1", "blendshapes_version": "arkit-v2", "truncated": 0, "dropped": 0}
 
 Backpressure never delays the video: a message is dropped (and counted in ``dropped``) when the channel still holds
 more than ``max_buffered`` bytes; a message over ``max_bytes`` keeps the faces that fit and says how many it left
@@ -26,6 +26,7 @@ import numpy as np
 
 from model.blendshapes import ARKIT_NAMES, BLENDSHAPES_VERSION, ESTIMATED
 from model.expression_ext import EXT_NAMES, EXT_VERSION
+from tracking.face import Face
 
 log = logging.getLogger(__name__)
 
@@ -50,20 +51,20 @@ def blendshape_entry(values: Any) -> dict | None:
     return {k: (float(x) if x else 0) for k, x in zip(ARKIT_NAMES, v.tolist())}
 
 
-def face_entry(face: Any) -> dict:
-    """One face (a ``FaceRecord``) as the message's JSON object: pixels to 0.01, angles to 0.01 degree, the
+def face_entry(face: Face) -> dict:
+    """One face (a ``tracking.face.Face``) as the message's JSON object: pixels to 0.01, angles to 0.01 degree, the
     extended expression to 1e-4 (``{name: value}`` in ``EXT_NAMES`` order, or None), the ARKit blendshapes to 1e-3
     (``{name: value}`` in ``ARKIT_NAMES`` order, or None)."""
     pose = np.asarray(face.pose, np.float64)
-    ext = getattr(face, "ext", None)
+    ext = face.ext
     return {"id": int(face.track_id), "box": _round(np.ravel(face.box)[:4], 2),
             "yaw": round(float(pose[0]), 2), "pitch": round(float(pose[1]), 2), "roll": round(float(pose[2]), 2),
             "landmarks": _round(np.asarray(face.landmarks)[:68, :3], 2), "params": _sig(np.ravel(face.params)[:62]),
             "ext": None if ext is None else dict(zip(EXT_NAMES, _round(np.ravel(ext)[:len(EXT_NAMES)], 4))),
-            "blendshapes": blendshape_entry(getattr(face, "blendshapes", None))}
+            "blendshapes": blendshape_entry(face.blendshape_values)}
 
 
-def face_message(seq: int, frame: int, time: float, size: tuple[int, int], faces: Sequence[Any],
+def face_message(seq: int, frame: int, time: float, size: tuple[int, int], faces: Sequence[Face],
                  probe: int | None = None) -> dict:
     """The message of one frame: ``size`` (W, H) px of the frame the coordinates refer to; ``time`` its source time
     (s, the WebRTC media time); ``probe`` the latency-probe value painted into it, when there was one."""

@@ -31,12 +31,13 @@ import numpy as np
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from stream.config import RENDER_MODES
+
 from .facedata import FACES_LABEL, FaceChannel
 from .track import ProcessedTrack
 
 log = logging.getLogger(__name__)
 
-MODES = ("landmarks", "mesh", "wireframe", "depth", "pncc", "swap", "none")  # every render mode (stream.config)
 DEFAULT_CONTROLS: dict = {"mode": "landmarks", "smooth": True}
 _KEY = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
@@ -53,7 +54,7 @@ class PeerProcessor(Protocol):
         ...
 
     def set_controls(self, controls: dict) -> None:
-        """Validated controls: {"mode": one of MODES, "smooth": bool, other scalar keys passed through}."""
+        """Validated controls: {"mode": one of RENDER_MODES, "smooth": bool, other scalar keys passed through}."""
         ...
 
     def set_swap_source(self, image: np.ndarray) -> None:
@@ -107,8 +108,8 @@ def validate_controls(message: dict) -> dict:
         if not isinstance(key, str) or not _KEY.match(key):
             raise ValueError(f"bad control name {key!r}")
         if key == "mode":
-            if value not in MODES:
-                raise ValueError(f"mode must be one of {', '.join(MODES)}, got {value!r}")
+            if value not in RENDER_MODES:
+                raise ValueError(f"mode must be one of {', '.join(RENDER_MODES)}, got {value!r}")
         elif key == "smooth":
             if not isinstance(value, bool):
                 raise ValueError(f"smooth must be true or false, got {value!r}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import hmac
 import importlib
 import json
@@ -31,8 +32,11 @@ import numpy as np
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 
-from .config import ConfigError, RecordOptions, ServeConfig
-from .peer import MODES, PassthroughProcessor, PeerSession, ProcessorFactory
+from model.errors import UserError
+from stream.config import RENDER_MODES
+
+from .server_config import ConfigError, RecordOptions, ServeConfig, serve_config
+from .peer import PassthroughProcessor, PeerSession, ProcessorFactory
 from .upload import UploadError, decode_image, load_image_file
 
 __all__ = ["ServeConfig", "RecordOptions", "ConfigError", "build_app", "serve", "main"]
@@ -60,8 +64,19 @@ def _token_ok(config: ServeConfig, given: Optional[str]) -> bool:
 _TOKEN_MSG = "missing or wrong token: open the page as /?token=YOUR_TOKEN (the one the server was started with)"
 
 
+#: How the page's mode selector names a mode (others: by their name).
+MODE_LABELS = {"none": "none (video only)"}
+
+
+def index_html() -> str:
+    """static/index.html with its mode selector filled from ``stream.config.RENDER_MODES`` (the first selected)."""
+    options = "\n".join(f'        <option value="{m}"{" selected" if i == 0 else ""}>{MODE_LABELS.get(m, m)}</option>'
+                        for i, m in enumerate(RENDER_MODES))
+    return (STATIC_DIR / "index.html").read_text(encoding="utf-8").replace("<!-- RENDER_MODES -->", options.strip())
+
+
 async def _index(request: web.Request) -> web.StreamResponse:
-    return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-store"})
+    return web.Response(text=index_html(), content_type="text/html", headers={"Cache-Control": "no-store"})
 
 
 async def _status(request: web.Request) -> web.Response:
@@ -313,7 +328,9 @@ def load_factory(spec: str) -> ProcessorFactory:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    d = ServeConfig()
+    from stream.config import load_config
+
+    d = serve_config(load_config())  # the defaults of configs/default.yaml
     p = argparse.ArgumentParser(prog="python -m stream.webrtc.server",
                                 description="WebRTC server: browser camera in, processed video out.")
     p.add_argument("--host", default=d.host, help="address to bind (default 127.0.0.1; others need --token)")
@@ -323,7 +340,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--max-upload-bytes", type=int, default=d.max_upload_bytes)
     p.add_argument("--max-frame-pixels", type=int, default=d.max_frame_pixels)
     p.add_argument("--swap-source", default=None, help="image given to every peer's processor")
-    p.add_argument("--mode", choices=MODES, default=None, help="initial mode of each peer (default landmarks)")
+    p.add_argument("--mode", choices=RENDER_MODES, default=None, help="initial mode of each peer (default landmarks)")
     p.add_argument("--ice-server", action="append", default=[], help="STUN/TURN URL (repeatable)")
     p.add_argument("--cert", default=None, help="TLS certificate (PEM) to serve HTTPS")
     p.add_argument("--key", default=None, help="TLS private key (PEM)")
@@ -332,10 +349,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = ServeConfig(host=args.host, port=args.port, token=args.token, max_peers=args.max_peers,
-                         max_upload_bytes=args.max_upload_bytes, max_frame_pixels=args.max_frame_pixels,
-                         swap_source=args.swap_source, ice_servers=tuple(args.ice_server),
-                         ssl_cert=args.cert, ssl_key=args.key)
+    config = dataclasses.replace(d, host=args.host, port=args.port, token=args.token, max_peers=args.max_peers,
+                                 max_upload_bytes=args.max_upload_bytes, max_frame_pixels=args.max_frame_pixels,
+                                 swap_source=args.swap_source, ice_servers=tuple(args.ice_server),
+                                 ssl_cert=args.cert, ssl_key=args.key)
     if args.mode:
         config.default_controls = {**config.default_controls, "mode": args.mode}
     try:
@@ -344,7 +361,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.processor == "passthrough":
             print("note: no --processor given: frames are sent back unprocessed", file=sys.stderr)
         serve(config, factory)
-    except ConfigError as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

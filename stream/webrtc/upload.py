@@ -12,12 +12,14 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from model.errors import UserError
+
 MIN_SIDE = 32
 MAX_SIDE = 8192
 MAX_PIXELS = 40_000_000
 
 
-class UploadError(ValueError):
+class UploadError(UserError, ValueError):
     """A user-facing reason, with the HTTP status to answer."""
 
     def __init__(self, message: str, status: int = 400):

@@ -1,6 +1,6 @@
 """Align faces in still images: draw landmarks, pose axes and the mesh outline, and write a JSON of the results.
 
-    python -m model.align IMAGE [IMAGE...] --out DIR [--weights auto] [--detector auto] [--refine N]
+    python -m model.align_images IMAGE [IMAGE...] --out DIR [--weights auto] [--detector auto] [--refine N]
 
 Writes ``DIR/<name>_aligned.jpg`` per image and ``DIR/results.json`` with, per image and face: box, score, roi,
 yaw/pitch/roll (degrees), 68 landmarks (x, y, z pixels) and the 62 real 3DMM parameters. A later run into the same
@@ -19,9 +19,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from model.assets import AssetError, AssetStore
+from model.assets import AssetStore
 from model.cliparse import OneLineParser
 from model.draw import draw_box, draw_landmarks, draw_mesh_outline, draw_pose_axes
+from model.errors import UserError
 from model.morphable import rotation_from_params
 from model.roi import iou_matrix, roi_from_box, roi_from_landmarks
 
@@ -51,7 +52,7 @@ def annotate(img: np.ndarray, res, boxes: np.ndarray, grid_shape: tuple[int, int
 
 
 class NoFaceWarning(UserWarning):
-    """An input with no face anywhere. Not an error in any entry point (run, batch, model.align, the API): the
+    """An input with no face anywhere. Not an error in any entry point (run, batch, model.align_images, the API): the
     outputs are written, with no faces in them, the exit status is 0, and this one line is given."""
 
 
@@ -61,7 +62,7 @@ def no_face_message(name: str, count: int, unit: str = "frame") -> str:
     return f"no face found in {name} ({count} {unit}{'' if count == 1 else 's'})"
 
 
-class ImageError(ValueError):
+class ImageError(UserError, ValueError):
     """An image that cannot be read (one line: ``PATH: no such file`` / ``PATH: not a readable image``)."""
 
 
@@ -99,9 +100,9 @@ def detect_and_align(img: np.ndarray, aligner, detector, dense: bool = True, ref
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = OneLineParser(prog="python -m model.align", description=(
+    p = OneLineParser(prog="python -m model.align_images", description=(
         "Find and align every face in images; writes annotated copies and results.json. "
-        "Example: python -m model.align ../shared/assets/cleardusk/3DDFA/samples/test1.jpg --out out/align"))
+        "Example: python -m model.align_images ../shared/assets/cleardusk/3DDFA/samples/test1.jpg --out out/align"))
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--weights", default="auto", help="model name or checkpoint path (default auto)")
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot write to --out {out_dir}: {why}", file=sys.stderr)
         return 2
     from model.aligner import Aligner
-    from model.checkpoint import CheckpointError, model_label
+    from model.checkpoint import model_label
     from model.detect import FaceDetector
 
     store = AssetStore(a.assets)
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         aligner = Aligner.from_checkpoint(a.weights, device=a.device, store=store,
                                           expression=a.expression == "true")
         detector = FaceDetector.create(a.detector, store, score_threshold=a.score)
-    except (AssetError, CheckpointError, RuntimeError, ValueError) as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"model: {model_label(aligner.name, aligner.backbone, aligner.why)}; detector: {detector.kind}",

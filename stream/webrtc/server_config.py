@@ -5,7 +5,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Optional
 
-from stream.config import ConfigError  # one error type for every configuration mistake (CLI, YAML, server)
+from stream.config import ConfigError, RunConfig  # one error type for every configuration mistake (CLI, YAML, server)
 
 MIN_TOKEN_CHARS = 8
 
@@ -21,26 +21,29 @@ class RecordOptions:
     meshes: bool = False
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ServeConfig:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    token: Optional[str] = None            # required when host is not loopback; the page sends it with the offer
-    max_peers: int = 2                     # more peers get HTTP 503 (sized by bench/bench_webrtc_load.py)
-    max_upload_bytes: int = 5 * 1024 * 1024  # swap-source uploads
+    """The server's settings. Those that are run settings (``serve.*``, ``mode``, ``smooth`` of configs/default.yaml,
+    where their defaults are) have none here: ``serve_config(cfg)`` makes this from a run's ``RunConfig``."""
+
+    host: str
+    port: int
+    token: Optional[str]                   # required when host is not loopback; the page sends it with the offer
+    max_peers: int                         # more peers get HTTP 503 (sized by bench/bench_webrtc_load.py)
+    max_upload_bytes: int                  # swap-source uploads
     max_frame_pixels: int = 1920 * 1080    # larger incoming frames are downscaled (aspect kept) before processing
     swap_source: Optional[str] = None      # image file given to every new peer's processor
     ice_servers: tuple[str, ...] = ()      # e.g. ("stun:stun.example.org:3478",); none by default (LAN use)
     stats_interval_s: float = 1.0
     disconnect_grace_s: float = 5.0        # "disconnected" this long -> the peer is closed
     connect_timeout_s: float = 30.0        # never connected this long after the offer -> closed
-    media_timeout_s: float = 1.0           # no video this long after the first frame -> closed (recording
+    media_timeout_s: float                 # no video this long after the first frame -> closed (recording
     # finalised): a peer that vanished without closing is otherwise noticed only by ICE after ~30 s; 0: off
-    default_controls: dict = field(default_factory=lambda: {"mode": "landmarks", "smooth": True})
+    default_controls: dict
     # given to each new peer's processor (set_controls) and shown by the page on connect; e.g. {"mode": "swap"}
     # for `serve --swap-source face.jpg`
-    ssl_cert: Optional[str] = None         # serve HTTPS (browsers only allow the camera on https or localhost)
-    ssl_key: Optional[str] = None
+    ssl_cert: Optional[str]                # serve HTTPS (browsers only allow the camera on https or localhost)
+    ssl_key: Optional[str]
     record: RecordOptions = field(default_factory=RecordOptions)
 
     def is_loopback(self) -> bool:
@@ -70,6 +73,16 @@ class ServeConfig:
         if bool(self.ssl_cert) != bool(self.ssl_key):
             raise ConfigError("HTTPS needs both a TLS certificate and its private key (serve.cert and serve.key)")
         return self
+
+
+def serve_config(cfg: RunConfig) -> ServeConfig:
+    """The server's config from a run's (``serve.*``; each peer starts in ``mode``, smoothed when ``smooth`` is
+    kalman): the one place the run's keys become it. Not validated yet (``validate()``)."""
+    s = cfg.serve
+    return ServeConfig(host=s.host, port=s.port, token=s.token, max_peers=s.max_peers,
+                       media_timeout_s=float(s.media_timeout), ssl_cert=s.cert, ssl_key=s.key,
+                       max_upload_bytes=int(s.max_upload_mb * 1024 * 1024),
+                       default_controls={"mode": cfg.mode, "smooth": cfg.smooth == "kalman"})
 
 
 def is_loopback_host(host: Optional[str]) -> bool:

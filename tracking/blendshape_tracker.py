@@ -26,12 +26,14 @@ from model.blendshapes import (N_BLEND, N_SIGNALS, activations, clamp_offset, co
 
 @dataclass(frozen=True)
 class NeutralConfig:
-    """``warmup_s`` [2.0] seconds of a track's start that set its neutral; ``adapt_s`` [30.0] seconds the slow
-    adaptation after it takes to move a neutral by one full-scale unit (0: none); ``prior_frames`` [0] pseudo-samples of the prior during warm-up; ``max_yaw`` [30], ``max_pitch`` [25] degrees:
-    frames turned further teach nothing; ``max_samples`` [240] warm-up samples kept."""
+    """``warmup_s`` seconds of a track's start that set its neutral; ``adapt_s`` seconds the slow adaptation after it
+    takes to move a neutral by one full-scale unit (0: none): run settings, their values in configs/default.yaml
+    (``blendshapes.*``, turned into this by ``stream.analyze.neutral_config``). Library settings: ``prior_frames``
+    [0] pseudo-samples of the prior during warm-up; ``max_yaw`` [30], ``max_pitch`` [25] degrees: frames turned
+    further teach nothing; ``max_samples`` [240] warm-up samples kept."""
 
-    warmup_s: float = 2.0
-    adapt_s: float = 30.0
+    warmup_s: float
+    adapt_s: float
     prior_frames: int = 0
     max_yaw: float = 30.0
     max_pitch: float = 25.0
@@ -41,8 +43,8 @@ class NeutralConfig:
 class NeutralAdapter:
     """One track's learned neutral offset (``offset`` (N_SIGNALS,), measure units, added to the prior)."""
 
-    def __init__(self, config: NeutralConfig | None = None) -> None:
-        self.config = config or NeutralConfig()
+    def __init__(self, config: NeutralConfig) -> None:
+        self.config = config
         self.offset = np.zeros(N_SIGNALS)
         self._samples = np.empty((self.config.max_samples, N_SIGNALS))
         self._count = 0
@@ -86,9 +88,9 @@ class BlendshapeTracker:
     with that frame's faces; ``prune(alive)`` forgets tracks that ended.
     """
 
-    def __init__(self, basis, config: NeutralConfig | None = None) -> None:
+    def __init__(self, basis, config: NeutralConfig) -> None:
         self.basis = basis
-        self.config = config or NeutralConfig()
+        self.config = config
         self.adapters: dict[int, NeutralAdapter] = {}
 
     def update(self, track_ids: Sequence[int], params: np.ndarray, ext: np.ndarray | None, poses: np.ndarray,

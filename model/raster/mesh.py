@@ -1,6 +1,6 @@
 """Mesh helpers for rendering: facing, per-vertex normals (numba), edge lists, grid topology (mirror, UV, lines).
 
-Coordinates are frame pixels (x right, y down, z toward the camera); see ``model.render.raster`` for the winding rule.
+Coordinates are frame pixels (x right, y down, z toward the camera); see ``model.raster.zbuffer`` for the winding rule.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The numba rasterizer against a slow plain-numpy reference, plus hand-made cases.
 
-Reference rules (same as ``model/render/raster.py``): pixel (r, c) samples the point (x=c, y=r); a sample on an edge
+Reference rules (same as ``model/raster/zbuffer.py``): pixel (r, c) samples the point (x=c, y=r); a sample on an edge
 belongs to the triangle only for top or left edges (top-left rule, after orienting every triangle to positive signed
 area); depth test ``z > stored`` with ``-inf`` empty; edge functions and barycentrics in float64 in the same order.
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.render.mesh import front_cull, vertex_normals
-from model.render.raster import RasterBuffers, rasterize, rasterize_batch
+from model.raster.mesh import front_cull, vertex_normals
+from model.raster.zbuffer import RasterBuffers, rasterize, rasterize_batch
 
 
 def reference_raster(verts, tris, attrs, h, w, cull=0, depth=None, attr_img=None, tri_img=None, tri_offset=0):

@@ -1,6 +1,6 @@
 """Z-buffer triangle rasterizer (numba): depth, per-vertex attributes interpolated, triangle ids.
 
-Conventions (the numpy reference in ``tests/test_render_raster.py`` follows the same rules):
+Conventions (the numpy reference in ``tests/test_raster_zbuffer.py`` follows the same rules):
 
 - Vertices ``(V, 3)`` float32 in frame pixels: x right, y down, z toward the camera (larger z is nearer). Orthographic:
   attributes and depth are interpolated linearly in screen space (exact for weak perspective, which the 3DMM uses).
