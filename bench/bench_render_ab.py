@@ -10,7 +10,10 @@ from pathlib import Path
 tree=sys.argv[1]; sys.path.insert(0, tree)
 import numpy as np, cv2
 from model.morphable import MorphableModel, Whitening
-from model.raster.zbuffer import RasterBuffers
+try:
+    from model.raster.zbuffer import RasterBuffers
+except ImportError:  # a tree before the rename (model/render/raster.py)
+    from model.render.raster import RasterBuffers
 from stream.render.swap import build_texture, swap_faces
 from stream.render.overlays import render_overlay
 H,W=480,640
