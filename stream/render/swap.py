@@ -3,8 +3,10 @@
 The full swap (default) shows the source's face on the target's motion: the source's brows, lids, lashes, eye
 surroundings, nose, lips and facial hair (``texture.build_texture(features=True)``), with only the target's inner
 eyes (iris and sclera) and inner mouth showing through, and the target's lighting. The texture's left-out eye
-openings are laid into the target's (``eyes_to_target``): as the target blinks, the source's lids close.
-``keep_target_eyes`` keeps the target's whole eyes and brows instead (the swap before the full one).
+openings are laid into the target's (``eyes_to_target``): as the target blinks, the source's lids close. The
+targets' vertices may carry the source's 3DMM shape (``stream.render.swap_shape``, applied by ``FrameRenderer``).
+The per-face pixel work runs in ``stream.render.swap_kernels``. ``keep_target_eyes`` keeps the target's whole eyes
+and brows instead (the swap before the full one).
 
 Per frame: all targets are rasterized into one z-buffer (so faces occlude each other), then per target, inside its
 box only: texture lookup, alpha, colour transfer over the skin of both (the source's tone moves ``TONE_MATCH`` of
