@@ -112,13 +112,31 @@ def fit_expression(params: np.ndarray, targets_crop: np.ndarray, point_weights: 
     return out.astype(np.float32), ext.astype(np.float32)
 
 
+def _slack_layout() -> tuple[np.ndarray, ...]:
+    """Constant parts of the slack's Jacobian: the shifts (68 * 2 * 3P,), the part-centre averaging matrix (P, 68),
+    the parted points, each one's part, and where its scale entries sit in the flattened (68, 2, 3P) block."""
+    n_cols = 3 * len(SLACK_PARTS)
+    shifts = np.zeros((68, 2, n_cols))
+    centre = np.zeros((len(SLACK_PARTS), 68))
+    part_of = np.full(68, -1)
+    for i, part in enumerate(SLACK_PARTS):
+        shifts[part, 0, 3 * i] = 1.0
+        shifts[part, 1, 3 * i + 1] = 1.0
+        centre[i, part] = 1.0 / (part.stop - part.start)
+        part_of[part] = i
+    points = np.flatnonzero(part_of >= 0)
+    flat = (points[:, None] * 2 + np.arange(2)[None]) * n_cols + 3 * part_of[points][:, None] + 2  # (P_pts, 2)
+    return shifts.reshape(-1), centre, points, part_of[points], flat.reshape(-1)
+
+
+_SLACK_SHIFTS, _SLACK_CENTRE, _SLACK_POINTS, _SLACK_PART_OF, _SLACK_SCALE_AT = _slack_layout()
+
+
 def _slack_columns(pred0: np.ndarray) -> np.ndarray:
     """(N, 68, 2) predicted points -> (N, 68, 2, 3 * len(SLACK_PARTS)) Jacobian of each part's nuisance shift x, y and
     scale (about the part's centre, in units of PART_SCALE_PX)."""
     n = len(pred0)
-    cols = np.zeros((n, 68, 2, 3 * len(SLACK_PARTS)))
-    for i, part in enumerate(SLACK_PARTS):
-        cols[:, part, 0, 3 * i] = 1.0
-        cols[:, part, 1, 3 * i + 1] = 1.0
-        cols[:, part, :, 3 * i + 2] = (pred0[:, part] - pred0[:, part].mean(1, keepdims=True)) / PART_SCALE_PX
-    return cols
+    cols = np.repeat(_SLACK_SHIFTS[None], n, axis=0)
+    rel = pred0[:, _SLACK_POINTS] - (_SLACK_CENTRE @ pred0)[:, _SLACK_PART_OF]
+    cols[:, _SLACK_SCALE_AT] = rel.reshape(n, -1) * (1.0 / PART_SCALE_PX)
+    return cols.reshape(n, 68, 2, -1)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import cv2
+import numba as nb
 import numpy as np
 
 EYE_SIZE = (32, 48)  # (H, W) pixels
@@ -79,6 +80,47 @@ def part_affines(landmarks: np.ndarray) -> dict[str, np.ndarray]:
     """Every part's frame -> patch affines from (N, 68, 2+) landmarks in frame px: name -> (N, 2, 3)."""
     frames = part_frames(landmarks)
     return {p.name: basis_affine(*frames[p.name], p) for p in PARTS}
+
+
+_ANCHOR_A = np.array([p.anchors[0] for p in PARTS])
+_ANCHOR_B = np.array([p.anchors[1] for p in PARTS])
+_ORIGINS = np.array([p.origin for p in PARTS], np.float64)
+
+
+@nb.njit(cache=True)
+def _frames_kernel(lm, anchor_a, anchor_b, origins, gap, frames, affines):  # pragma: no cover (numba)
+    for i in range(lm.shape[0]):
+        dx = -(lm[i, 45, 1] - lm[i, 36, 1])  # down the face: the across vector (36 -> 45) turned by +90 degrees
+        dy = lm[i, 45, 0] - lm[i, 36, 0]
+        dn = max(np.sqrt(dx * dx + dy * dy), 1e-9)
+        for p in range(anchor_a.shape[0]):
+            ax, ay = lm[i, anchor_a[p], 0], lm[i, anchor_a[p], 1]
+            exx, exy = lm[i, anchor_b[p], 0] - ax, lm[i, anchor_b[p], 1] - ay
+            k = np.sqrt(exx * exx + exy * exy) / dn
+            eyx, eyy = dx * k, dy * k
+            frames[p, i, 0, 0], frames[p, i, 0, 1] = ax, ay
+            frames[p, i, 1, 0], frames[p, i, 1, 1] = exx, exy
+            frames[p, i, 2, 0], frames[p, i, 2, 1] = eyx, eyy
+            det = exx * eyy - eyx * exy
+            if abs(det) < 1e-12:
+                det = 1e-12
+            s = gap / det
+            l00, l01, l10, l11 = eyy * s, -eyx * s, -exy * s, exx * s
+            affines[p, i, 0, 0], affines[p, i, 0, 1] = l00, l01
+            affines[p, i, 1, 0], affines[p, i, 1, 1] = l10, l11
+            affines[p, i, 0, 2] = origins[p, 0] - (l00 * ax + l01 * ay)
+            affines[p, i, 1, 2] = origins[p, 1] - (l10 * ax + l11 * ay)
+
+
+def frames_and_affines(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``part_frames`` and ``basis_affine`` of every part in one pass (the stage's per-frame path): (N, 68, 2+)
+    landmarks frame px -> frames (len(PARTS), N, 3, 2) (a, ex, ey) and affines (len(PARTS), N, 2, 3) frame -> patch,
+    in ``PARTS`` order."""
+    lm = np.ascontiguousarray(np.asarray(landmarks, np.float64)[..., :2])
+    frames = np.empty((len(PARTS), len(lm), 3, 2))
+    affines = np.empty((len(PARTS), len(lm), 2, 3))
+    _frames_kernel(lm, _ANCHOR_A, _ANCHOR_B, _ORIGINS, ANCHOR_GAP, frames, affines)
+    return frames, affines
 
 
 def units_to_frame(units: np.ndarray, a: np.ndarray, ex: np.ndarray, ey: np.ndarray) -> np.ndarray:

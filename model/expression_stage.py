@@ -17,8 +17,7 @@ import numpy as np
 from model.expression_ext import N_EXT
 from model.expression_fit import FitBasis, FitWeights, fit_expression
 from model.expression_net import ExpressionNet, build_runner, load_expression_net
-from model.expression_patches import LEFT_EYE, MOUTH, PARTS, RIGHT_EYE, basis_affine, cut, part_frames, \
-    units_to_frame
+from model.expression_patches import LEFT_EYE, MOUTH, PARTS, RIGHT_EYE, cut, frames_and_affines, units_to_frame
 from model.morphable import MorphableModel, frame_to_crop_xy
 
 # fit weight of each landmark's target: the patches' points (36-67) count fully; brows and nose keep the aligner's
@@ -104,9 +103,8 @@ class ExpressionStage:
         if n == 0:
             return [np.zeros((0, 32, 2)) for _ in items]
         lm = np.concatenate([np.asarray(x, np.float64)[..., :2] for _, x in items if len(x)])
-        bases = part_frames(lm)
-        stacked = basis_affine(*(np.concatenate([bases[p.name][j] for p in PARTS]) for j in range(3)), PARTS[0])
-        aff = {p.name: stacked[i * n:(i + 1) * n] for i, p in enumerate(PARTS)}  # every part has one origin
+        bases, affines = frames_and_affines(lm)
+        aff = {p.name: affines[i] for i, p in enumerate(PARTS)}
         frames = [f for f, c in zip((f for f, _ in items), counts) for _ in range(c)]
         eyes = np.empty((2 * n,) + RIGHT_EYE.size, np.uint8)
         mouths = np.empty((n,) + MOUTH.size, np.uint8)
@@ -117,8 +115,8 @@ class ExpressionStage:
         scale = np.float32(1 / 255.0)
         pe, pm = self._run((eyes[:, None] * scale - np.float32(0.5)), (mouths[:, None] * scale - np.float32(0.5)))
         out = np.empty((n, 68, 2))
-        for spec, units in ((RIGHT_EYE, pe[:n]), (LEFT_EYE, pe[n:]), (MOUTH, pm)):
-            out[:, spec.points] = units_to_frame(units, *bases[spec.name])
+        for i, (spec, units) in enumerate(((RIGHT_EYE, pe[:n]), (LEFT_EYE, pe[n:]), (MOUTH, pm))):
+            out[:, spec.points] = units_to_frame(units, *bases[i].transpose(1, 0, 2))
         return list(np.split(out[:, 36:68], np.cumsum(counts)[:-1]))
 
     def refine_many(self, items: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]

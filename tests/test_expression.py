@@ -117,6 +117,26 @@ def test_fit_clamps_the_extension_to_its_range(morph: MorphableModel) -> None:
     assert ext[0, 0] == pytest.approx(FitWeights().ext_max[0])
 
 
+def test_stage_frames_kernel_matches_the_training_geometry(morph: MorphableModel) -> None:
+    """The stage's one-pass kernel gives the same anchor frames and patch affines as the vectorised functions the
+    trainer cuts its patches with (turned, rolled and scaled faces)."""
+    from model.expression_patches import basis_affine, frames_and_affines
+
+    rng = np.random.default_rng(3)
+    lm = morph.landmarks(frontal(), ROI)[..., :2].astype(np.float64)
+    faces = []
+    for _ in range(6):
+        ang, s = rng.uniform(-0.6, 0.6), rng.uniform(0.3, 2.0)
+        rot = s * np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
+        faces.append(lm[0] @ rot.T + rng.uniform(-80, 80, 2) + rng.normal(0, 1.5, lm[0].shape))
+    lm = np.stack(faces)
+    frames, affines = frames_and_affines(lm)
+    ref = part_frames(lm)
+    for i, spec in enumerate(PARTS):
+        np.testing.assert_allclose(frames[i].transpose(1, 0, 2), np.stack(ref[spec.name]), rtol=1e-12, atol=1e-9)
+        np.testing.assert_allclose(affines[i], basis_affine(*ref[spec.name], spec), rtol=1e-12, atol=1e-9)
+
+
 def test_patch_points_map_back_to_the_frame(morph: MorphableModel) -> None:
     lm = morph.landmarks(frontal(), ROI)[..., :2].astype(np.float64)
     aff = part_affines(lm)
