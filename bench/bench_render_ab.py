@@ -10,7 +10,10 @@ from pathlib import Path
 tree=sys.argv[1]; sys.path.insert(0, tree)
 import numpy as np, cv2
 from model.morphable import MorphableModel, Whitening
-from model.raster.zbuffer import RasterBuffers
+try:
+    from model.raster.zbuffer import RasterBuffers
+except ImportError:  # a tree before the rename (model/render/raster.py)
+    from model.render.raster import RasterBuffers
 from stream.render.swap import build_texture, swap_faces
 from stream.render.overlays import render_overlay
 H,W=480,640
@@ -22,14 +25,22 @@ kw = {'uv': morph.uv} if hasattr(morph,'uv') else {}
 if not kw:
     from stream.render.swap import face_region; kw={'region': face_region(morph.dense_basis.u, morph.sparse.u)}
 tex=build_texture(frame, verts[0], morph.tri, morph.grid_shape, landmarks=lms[0], **kw)
+try:  # the full swap renders the source's 3DMM shape on each target (FrameRenderer): timed with the swap
+    from stream.render.swap_shape import shape_swap
+    tex.shape = (params[0, 12:52] * 0.5).astype(np.float32)  # a shape other than the targets'
+    shaped = shape_swap(morph, tex)
+except ImportError:
+    shaped = None
+def shape(i):
+    return verts[i] if shaped is None else shaped.apply(verts[i], params[i], rois[i])
 out=frame.copy(); buf=RasterBuffers.create(H,W,3)
 def t(fn, n):
     fn(); fn(); ts=[]
     for _ in range(n):
         t0=time.perf_counter(); fn(); ts.append(time.perf_counter()-t0)
     return np.median(ts)*1e3
-one=t(lambda: swap_faces(frame,[verts[0]],morph.tri,tex,landmarks=[lms[0]],out=out,buffers=buf),120)
-two=t(lambda: swap_faces(frame,list(verts),morph.tri,tex,landmarks=list(lms),out=out,buffers=buf),80)/2
+one=t(lambda: swap_faces(frame,[shape(0)],morph.tri,tex,landmarks=[lms[0]],out=out,buffers=buf),120)
+two=t(lambda: swap_faces(frame,[shape(0), shape(1)],morph.tri,tex,landmarks=list(lms),out=out,buffers=buf),80)/2
 faces=[{'vertices':verts[0]}]
 mesh={m: t(lambda: render_overlay(frame,faces,m,morph.tri,out=out,buffers=buf,reference=morph.dense_basis.u,grid_shape=morph.grid_shape),60) for m in ('mesh','wireframe','depth','pncc')}
 print(tree.split('/')[-1], f"swap1 {one:.2f} swap2/face {two:.2f} " + " ".join(f"{k} {v:.2f}" for k,v in mesh.items()), f"load {os.getloadavg()[0]:.1f}", flush=True)

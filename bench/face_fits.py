@@ -60,8 +60,14 @@ def fit_image(img: np.ndarray, refine: int = 1) -> Fit | None:
         return None
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     res = align_boxes(img, aligner, boxes[[int(np.argmax(areas))]], dense=False, refine=refine)
+    ext = getattr(res, "ext", None)
     return Fit(res.params[0].astype(np.float32), res.roi[0].astype(np.float32), res.landmarks[0].astype(np.float32),
-               res.pose[0, :3].astype(np.float32), None if res.ext is None else res.ext[0].astype(np.float32))
+               res.pose[0, :3].astype(np.float32), None if ext is None else ext[0].astype(np.float32))
+
+
+def vertices(morph, fit: Fit) -> np.ndarray:
+    """(V, 3) float32 dense mesh of a fit in frame px, with its extended expression (the pipeline's mesh)."""
+    return fit.dense(morph)
 
 
 def padded_chip(img: np.ndarray, scale: float = 1.5, pad: int = 90) -> np.ndarray:
@@ -101,17 +107,19 @@ def fit_video(path: Path, n: int, step: int = 1) -> tuple[list[np.ndarray], list
     cache = _key(path, f"video{n}/{step}")
     if cache.is_file():
         z = np.load(cache)
-        fits = [Fit(z["params"][i], z["roi"][i], z["landmarks"][i], z["pose"][i], z["ext"][i]) if z["ok"][i] else None
-                for i in range(len(z["ok"]))]
+        fits = [Fit(z["params"][i], z["roi"][i], z["landmarks"][i], z["pose"][i],
+                    z["ext"][i] if z["has_ext"] else None) if z["ok"][i] else None for i in range(len(z["ok"]))]
         return frames, fits
     fits = [fit_image(f) for f in frames]
     CACHE.mkdir(parents=True, exist_ok=True)
     ok = np.array([f is not None for f in fits])
     pick = lambda name, shape: np.stack([getattr(f, name) if f is not None else np.zeros(shape, np.float32)  # noqa
                                          for f in fits])
+    has_ext = any(f is not None and f.ext is not None for f in fits)
+    n_ext = next((len(f.ext) for f in fits if f is not None and f.ext is not None), 0)
+    ext = np.stack([f.ext if f is not None and f.ext is not None else np.zeros(n_ext, np.float32) for f in fits])
     np.savez(cache, ok=ok, params=pick("params", (62,)), roi=pick("roi", (4,)), landmarks=pick("landmarks", (68, 3)),
-             pose=pick("pose", (3,)), ext=np.stack([f.ext if f is not None and f.ext is not None
-                                                    else np.zeros(7, np.float32) for f in fits]))
+             pose=pick("pose", (3,)), ext=ext, has_ext=has_ext)
     return frames, fits
 
 
@@ -120,14 +128,15 @@ def fit_photo(path: Path) -> tuple[np.ndarray, Fit | None]:
     cache = _key(path, "photo")
     if cache.is_file():
         z = np.load(cache)
-        return img, Fit(z["params"], z["roi"], z["landmarks"], z["pose"], z["ext"]) if z["ok"] else None
+        return img, Fit(z["params"], z["roi"], z["landmarks"], z["pose"], z["ext"] if z["has_ext"] else None) \
+            if z["ok"] else None
     f = fit_image(img, refine=2)
     CACHE.mkdir(parents=True, exist_ok=True)
     if f is None:
-        np.savez(cache, ok=False, params=0, roi=0, landmarks=0, pose=0, ext=0)
+        np.savez(cache, ok=False, params=0, roi=0, landmarks=0, pose=0, ext=0, has_ext=False)
     else:
         np.savez(cache, ok=True, params=f.params, roi=f.roi, landmarks=f.landmarks, pose=f.pose,
-                 ext=np.zeros(7, np.float32) if f.ext is None else f.ext)
+                 ext=f.ext if f.ext is not None else 0, has_ext=f.ext is not None)
     return img, f
 
 

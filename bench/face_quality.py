@@ -75,8 +75,8 @@ def main() -> None:
         textures[name] = fit_swap_texture(img, engine)
     res: dict = {"tag": args.tag, "tree": args.tree}
 
-    def decode(f):
-        return morph.dense(f.params[None], f.roi[None])[0].astype(np.float32)
+    def decode(f):  # the pipeline's mesh: with the fit's extended expression (eyelids, mouth)
+        return fits.vertices(morph, f)
 
     # -- mesh coverage, seam, mouth -----------------------------------------------------------------------------
     sheet_rows = []
@@ -84,6 +84,7 @@ def main() -> None:
     for vname, (path, n, step) in VIDEOS.items():
         frames, vfits = fits.fit_video(path, n, step)
         outside, cover, seams, mouth_bad, mouth_n = [], [], [], [], 0
+        boundary: dict[str, list[float]] = {}
         for k, (frame, f) in enumerate(zip(frames, vfits)):
             if f is None:
                 continue
@@ -99,6 +100,8 @@ def main() -> None:
             out = swap_faces(frame, [v], morph.tri, textures["plain"], landmarks=[lm])
             t_swap.append(time.perf_counter() - t0)
             seams.append(quality.seam_ratio(out, frame))
+            for key, val in quality.seam_ratios(out, frame, lm).items():
+                boundary.setdefault(key, []).append(val)
             size = quality.face_size(lm)
             if lm[66, 1] - lm[62, 1] > 0.04 * size:  # the inner-lip gap is open
                 inner = quality.polygon_mask((h, w), lm[60:68, :2])
@@ -123,6 +126,7 @@ def main() -> None:
         res[vname] = {"frames": len(outside), "mesh_outside_p95": float(np.percentile(outside, 95)),
                       "mesh_outside_mean": float(np.mean(outside)), "hull_cover_min": float(np.min(cover)),
                       "hull_cover_mean": float(np.mean(cover)), "seam_ratio_mean": float(np.nanmean(seams)),
+                      "seam_ratio_per_boundary": {k: float(np.nanmean(v)) for k, v in boundary.items()},
                       "mouth_open_frames": mouth_n,
                       "mouth_changed_max": float(np.max(mouth_bad)) if mouth_bad else None}
     res["swap_ms_median"] = float(np.median(t_swap) * 1e3)

@@ -77,8 +77,9 @@ def build_engine(cfg: RunConfig) -> Engine:
 
 
 def fit_swap_texture(image: np.ndarray, engine: Engine):
-    """Fit the 3DMM to the largest face of ``image`` and sample its skin texture (``build_texture``: UV image of the
-    face mesh, eyes, inner mouth and non-skin left out and filled).
+    """Fit the 3DMM to the largest face of ``image`` and sample its texture (``build_texture``: UV image of the face
+    mesh, its inner eyes, inner mouth and occluders left out and filled), with its 3DMM shape coefficients
+    (``FaceTexture.shape``).
 
     Raises ValueError when the image has no face.
     """
@@ -91,8 +92,10 @@ def fit_swap_texture(image: np.ndarray, engine: Engine):
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     res = align_boxes(image, engine.aligner, boxes[int(np.argmax(areas))][None], dense=True)
     morph = engine.aligner.morph
-    return build_texture(image, res.vertices[0], morph.tri, morph.grid_shape, landmarks=res.landmarks[0],
-                         uv=morph.uv)
+    tex = build_texture(image, res.vertices[0], morph.tri, morph.grid_shape, landmarks=res.landmarks[0],
+                        uv=morph.uv)
+    tex.shape = np.asarray(res.params[0, 12:52], np.float32)  # the source's 3DMM shape (the full swap renders it)
+    return tex
 
 
 def load_swap_texture(path: str, engine: Engine):
@@ -177,8 +180,11 @@ def run_inputs(cfg: RunConfig, source) -> list:
 
 
 def make_renderer(cfg: RunConfig, engine: Engine, mode: str | None = None) -> FrameRenderer:
-    """The frame renderer of ``cfg`` (``mode`` overrides ``cfg.mode``)."""
-    return FrameRenderer(mode or cfg.mode, engine.aligner.morph, cfg.draw_ids, cfg.blendshape_bars)
+    """The frame renderer of ``cfg`` (``mode`` overrides ``cfg.mode``; a swap keeps the target's eyes and brows with
+    ``cfg.swap_keep_target_eyes``)."""
+    renderer = FrameRenderer(mode or cfg.mode, engine.aligner.morph, cfg.draw_ids, cfg.blendshape_bars)
+    renderer.keep_target_eyes = bool(cfg.swap_keep_target_eyes)
+    return renderer
 
 
 def make_analyzer(cfg: RunConfig, engine: Engine, *, live: bool, dense: bool, stills: bool = False) -> FaceAnalyzer:

@@ -191,6 +191,7 @@ class RunConfig:
     kalman: KalmanSection
     mode: str
     swap_source: Optional[str]
+    swap_keep_target_eyes: bool
     draw_ids: bool
     blendshape_bars: bool
     live: Union[str, bool]  # "auto", True or False

@@ -21,7 +21,9 @@ MESH_MODES = tuple(m for m in RENDER_MODES if m not in ("landmarks", "none"))
 class FrameRenderer:
     """Draws the chosen overlay (``mode``) for all faces of a frame; ``none`` returns the frame unchanged.
 
-    ``swap`` needs a ``FaceTexture`` (``set_swap_texture``); until one is set, swap mode draws the mesh.
+    ``swap`` needs a ``FaceTexture`` (``set_swap_texture``); until one is set, swap mode draws the mesh. The swap
+    shows the source's whole face on the target's motion; ``keep_target_eyes`` (config ``swap_keep_target_eyes``)
+    keeps the target's own eyes and brows instead.
     ``bars``: a small bar chart of each face's ARKit blendshapes beside it (any mode; ``--blendshape-bars``, key b).
     """
 
@@ -31,6 +33,7 @@ class FrameRenderer:
         self.draw_ids = draw_ids
         self.bars = bars
         self.texture = None
+        self.keep_target_eyes = False
         self._color_states: dict[int, dict] = {}  # per track: colour-match statistics over time (swap)
         self._buffers = None
         self._reference = morph.dense_basis.u.astype(np.float32)
@@ -42,8 +45,10 @@ class FrameRenderer:
     def set_mode(self, mode: str) -> None:
         self.mode = mode
 
-    def set_swap_texture(self, texture) -> None:
+    def set_swap_texture(self, texture, keep_target_eyes: bool | None = None) -> None:
         self.texture = texture
+        if keep_target_eyes is not None:
+            self.keep_target_eyes = bool(keep_target_eyes)
         self._color_states.clear()
 
     def render(self, image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
@@ -59,10 +64,15 @@ class FrameRenderer:
             out = image.copy()
         elif mode == "swap" and self.texture is not None and all(f.vertices is not None for f in faces):
             from stream.render.swap import swap_faces
+            from stream.render.swap_shape import shape_swap
 
-            out = swap_faces(image, [f.vertices for f in faces], self.morph.tri, self.texture,
+            shaped = None if self.keep_target_eyes else shape_swap(self.morph, self.texture)
+            targets = [f.vertices if shaped is None or f.params is None else shaped.apply(f.vertices, f.params, f.roi)
+                       for f in faces]
+            out = swap_faces(image, targets, self.morph.tri, self.texture,
                              landmarks=[f.landmarks for f in faces], buffers=self._buffers,
-                             color_states=[self._color_states.setdefault(f.track_id, {}) for f in faces])
+                             color_states=[self._color_states.setdefault(f.track_id, {}) for f in faces],
+                             keep_target_eyes=self.keep_target_eyes)
             for gone in set(self._color_states) - {f.track_id for f in faces}:
                 del self._color_states[gone]
         else:

@@ -88,18 +88,24 @@ def test_occluded_vertices_are_invalid_and_mirrored():
     assert diff[core].mean() < 0.1 * np.abs(_detail(tex.image))[core].mean() + 0.5
 
 
-def test_eyes_and_mouth_of_the_source_are_not_trusted():
+@pytest.mark.parametrize("features", [True, False], ids=["full-swap", "skin-only"])
+def test_eyes_and_mouth_of_the_source_are_not_trusted(features):
+    """The source's inner eyes (full swap: its lids are its own) or whole eyes (skin only) and its inner mouth are
+    left out of the texture."""
     img = gradient_image()
     v, tri, _ = synthetic_face(100, 60, size=70)
     lm = np.zeros((68, 2), np.float32)
     lm[36:42] = [[75, 50], [80, 47], [85, 47], [90, 50], [85, 53], [80, 53]]
     lm[42:48] = lm[36:42] + [35, 0]
     lm[60:68] = [[90, 80], [100, 76], [110, 80], [110, 80], [110, 80], [100, 86], [90, 80], [90, 80]]
-    tex = build_texture(img, v, tri, GRID, landmarks=lm, texture_size=64)
-    near_eye = np.hypot(v[:, 0] - 82.5, v[:, 1] - 50) < 5
+    tex = build_texture(img, v, tri, GRID, landmarks=lm, texture_size=64, features=features)
+    near_eye = np.hypot(v[:, 0] - 82.5, v[:, 1] - 50) < (3 if features else 5)
     near_mouth = np.hypot(v[:, 0] - 100, v[:, 1] - 81) < 3
     assert near_eye.any() and near_mouth.any()
     assert not tex.valid[near_eye].any()
+    lid = np.abs(v[:, 0] - 82.5) < 3
+    lid &= (v[:, 1] > 42) & (v[:, 1] < 45)  # just above the upper lid: the source's own in the full swap only
+    assert lid.any() and tex.valid[lid].all() == features
     # the inner mouth is one fill colour (the lips' or, without lips, the trusted face's), not the source's pixels
     mouth = tex.colors[near_mouth]
     assert np.ptp(mouth, axis=0).max() < 1.0
@@ -186,7 +192,10 @@ def test_target_eyes_and_mouth_are_kept(texture):
     assert (swap_faces(frame, [v], tri, tex_region, landmarks=[lm])[corner] != frame[corner]).any()
 
 
-def test_colour_matching_moves_to_the_target_skin():
+def test_colour_matching_moves_toward_the_target_skin_but_keeps_the_source_tone():
+    """The colour transfer takes the source's tone part of the way to the target's (its exposure and white
+    balance) without bleaching it into the target's; at the face's contour, where the blend starts, it meets the
+    target's fully (no tone step at the edge)."""
     tri = synthetic_face(0, 0)[1]
     v, _, _ = synthetic_face(100, 60, size=80)
     red = np.zeros((120, 200, 3), np.uint8)
@@ -199,7 +208,11 @@ def test_colour_matching_moves_to_the_target_skin():
     centre = (slice(50, 70), slice(90, 110))
     err_matched = np.abs(matched[centre].astype(int) - skin[centre]).mean()
     err_raw = np.abs(raw[centre].astype(int) - skin[centre]).mean()
-    assert err_matched < 6 < err_raw
+    assert 0.2 * err_raw < err_matched < 0.6 * err_raw
+    edge = (slice(55, 65), slice(61, 63))  # the contour's ramp (EDGE_FEATHER): the swap is partly there
+    err_edge = np.abs(matched[edge].astype(int) - skin[edge]).mean()
+    err_edge_raw = np.abs(raw[edge].astype(int) - skin[edge]).mean()
+    assert err_edge_raw > 10 and err_edge / err_edge_raw < 0.6 * err_matched / err_raw
 
 
 def test_colour_statistics_are_smoothed_over_time_per_target():
@@ -221,3 +234,64 @@ def test_colour_statistics_are_smoothed_over_time_per_target():
     jump_direct = np.abs(direct[centre].astype(int) - steady[centre]).mean()
     assert jump_direct > 10
     assert jump_smoothed < 0.4 * jump_direct
+
+
+def _eyed_landmarks(closed: bool = False) -> np.ndarray:
+    lm = synthetic_landmarks(100, 60, 80)
+    lm[36:42, :2] = [[72, 48], [77, 45], [82, 45], [88, 48], [82, 51], [77, 51]]  # target eye: centre (80, 48)
+    lm[42:48, :2] = lm[36:42, :2] + [40, 0]
+    if closed:  # the right eye (36-41) blinks
+        lm[[37, 38, 40, 41], 1] = 48.5
+    lm[60:68, :2] = [[88, 80], [100, 75], [112, 80], [112, 80], [112, 80], [100, 88], [88, 80], [88, 80]]
+    return lm
+
+
+def test_full_swap_shows_the_source_brows_and_keep_target_eyes_keeps_them(texture):
+    """Default: only the target's inner eyes and inner mouth show through; its brows and the skin around its eyes
+    are the source's. With keep_target_eyes (today's behaviour before the full swap) its brows and eyes stay."""
+    tex, tri = texture
+    frame = np.random.default_rng(6).integers(0, 256, (120, 200, 3), dtype=np.uint8)
+    v, _, _ = synthetic_face(100, 60, size=80)
+    lm = _eyed_landmarks()
+    brow = (slice(int(lm[19, 1]) - 1, int(lm[19, 1]) + 2), slice(int(lm[19, 0]) - 1, int(lm[19, 0]) + 2))
+    below_eye = (slice(57, 59), slice(79, 82))  # under the lower lid: the source's lid in the full swap
+    in_ellipse = (slice(53, 55), slice(79, 82))  # under the lower lid, inside the kept eye's ellipse
+    full = swap_faces(frame, [v], tri, tex, landmarks=[lm])
+    kept = swap_faces(frame, [v], tri, tex, landmarks=[lm], keep_target_eyes=True)
+    for out in (full, kept):
+        assert np.array_equal(out[47:50, 79:82], frame[47:50, 79:82])  # the inner eye: the target's own
+        assert np.array_equal(out[80:83, 99:102], frame[80:83, 99:102])  # the inner mouth
+    assert (full[brow] != frame[brow]).all(2).mean() > 0.5 and (full[below_eye] != frame[below_eye]).all()
+    assert np.array_equal(kept[brow], frame[brow]) and np.array_equal(kept[in_ellipse], frame[in_ellipse])
+
+
+def test_closed_target_eye_shows_the_source_lids(texture):
+    """A blinking target has no inner eye to show: the source's lids cover it (no hole, no ring)."""
+    tex, tri = texture
+    frame = np.random.default_rng(7).integers(0, 256, (120, 200, 3), dtype=np.uint8)
+    v, _, _ = synthetic_face(100, 60, size=80)
+    opened = swap_faces(frame, [v], tri, tex, landmarks=[_eyed_landmarks()])
+    closed = swap_faces(frame, [v], tri, tex, landmarks=[_eyed_landmarks(closed=True)])
+    assert np.array_equal(opened[47:50, 79:82], frame[47:50, 79:82])
+    assert (closed[46:51, 76:85] != frame[46:51, 76:85]).any(2).all()
+    assert np.array_equal(closed[47:50, 119:122], frame[47:50, 119:122])  # the other eye is still open
+
+
+def test_hole_ramps_are_smooth():
+    """Every hole gets a feather: the swap's share falls to 0 at the target's inner-eye edge over several pixels
+    (``HOLE_FEATHER`` x the eye's width), without a step: the same smoothstep ramp as the face's contour."""
+    tri = synthetic_face(0, 0)[1]
+    v, _, _ = synthetic_face(100, 60, size=100)
+    white = np.full((120, 200, 3), 255, np.uint8)
+    tex = build_texture(white, v, tri, GRID, texture_size=64)
+    frame = np.zeros((120, 200, 3), np.uint8)
+    lm = synthetic_landmarks(100, 60, 100)
+    lm[36:42, :2] = [[60, 50], [72, 44], [84, 44], [100, 50], [84, 56], [72, 56]]  # 40 px wide, centre (80, 50)
+    lm[42:48, :2] = lm[36:42, :2] + [60, 0]
+    lm[60:68, :2] = [[88, 85], [100, 82], [112, 85], [112, 85], [112, 85], [100, 90], [88, 85], [88, 85]]
+    out = swap_faces(frame, [v], tri, tex, landmarks=[lm], color_match=False, relight=False, blend="alpha")
+    profile = out[25:51, 80, 1].astype(float)  # down from the forehead into the eye's hole (its edge near y = 42)
+    assert profile[-1] == 0 and profile[0] > 250
+    ramp = np.nonzero((profile > 5) & (profile < 250))[0]
+    assert len(ramp) >= 4, f"the hole's edge ramps over {len(ramp)} px"
+    assert np.abs(np.diff(profile)).max() < 0.35 * 255

@@ -2,7 +2,8 @@
 
 - :func:`face_hull`: the hull of the 68 landmarks extended to the forehead by the mean shape (frame px).
 - :func:`mesh_coverage`: how much of a rendered mesh mask lies outside that hull, and how much of the hull it covers.
-- :func:`seam_ratio`: gradient energy in a thin band along the blend boundary over the same band in the original.
+- :func:`seam_ratio`: gradient energy in a thin band along the blend boundary over the same band in the original;
+  :func:`seam_ratios` the same per boundary: the outer contour and each inner hole (eyes, mouth, brows, nose).
 - :func:`occluder`: a saturated band across the forehead and hair strands drawn on a photo (the occluder test).
 - :func:`far_cheek_darkness`, :func:`nose_highlight`: a swap texture's hidden cheek and nose against its skin.
 """
@@ -72,6 +73,63 @@ def seam_ratio(out: np.ndarray, frame: np.ndarray, radius: int = 2) -> float:
     if band.sum() < 10:
         return float("nan")
     return float(_grad_energy(out)[band].mean() / max(_grad_energy(frame)[band].mean(), 1e-6))
+
+
+# landmark groups that name an inner boundary of the blend (a band pixel belongs to the group of its nearest landmark)
+SEAM_GROUPS = {"eye_r": range(36, 42), "eye_l": range(42, 48), "mouth": range(48, 68), "brow_r": range(17, 22),
+               "brow_l": range(22, 27), "nose": range(27, 36), "jaw": range(0, 17)}
+
+
+def _changed(out: np.ndarray, frame: np.ndarray) -> np.ndarray:
+    changed = (np.abs(out.astype(np.int16) - frame.astype(np.int16)).max(2) > 0).astype(np.uint8)
+    return cv2.morphologyEx(changed, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))  # pixels equal by chance
+
+
+def _band(mask: np.ndarray, radius: int) -> np.ndarray:
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    return (cv2.dilate(mask, k) - cv2.erode(mask, k)) > 0
+
+
+def boundary_bands(out: np.ndarray, frame: np.ndarray, landmarks: np.ndarray, radius: int = 2) -> dict:
+    """The blend band (:func:`blend_band`) split per boundary: ``outer`` (the contour of the changed region with its
+    holes filled) and, for the band around the holes inside it, one (H, W) bool mask per ``SEAM_GROUPS`` name, each
+    band pixel going to the group of its nearest landmark (68, 2|3) (a kept eye's hole -> ``eye_r``/``eye_l``)."""
+    changed = _changed(out, frame)
+    h, w = changed.shape
+    # fill the holes: what the image border cannot reach through unchanged pixels
+    pad = cv2.copyMakeBorder(1 - changed, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=1)
+    reach = np.zeros((h + 4, w + 4), np.uint8)
+    cv2.floodFill(pad, reach, (0, 0), 2)
+    filled = (pad[1:-1, 1:-1] != 2).astype(np.uint8)
+    outer = _band(filled, radius)
+    inner = _band(changed, radius) & ~outer
+    bands = {"outer": outer}
+    if inner.any():
+        lm = np.asarray(landmarks, np.float64)[:, :2]
+        ys, xs = np.nonzero(inner)
+        d = (xs[:, None] - lm[None, :, 0]) ** 2 + (ys[:, None] - lm[None, :, 1]) ** 2
+        nearest = d.argmin(1)
+        for name, idx in SEAM_GROUPS.items():
+            sel = np.isin(nearest, list(idx))
+            if sel.any():
+                m = np.zeros_like(inner)
+                m[ys[sel], xs[sel]] = True
+                bands[name] = m
+    return bands
+
+
+def seam_ratios(out: np.ndarray, frame: np.ndarray, landmarks: np.ndarray, radius: int = 2,
+                min_pixels: int = 10) -> dict[str, float]:
+    """:func:`seam_ratio` per boundary (:func:`boundary_bands`): ``{"outer": r, "eye_r": r, ...}`` for every
+    boundary with at least ``min_pixels`` band pixels, plus ``all`` (the whole band, = ``seam_ratio``)."""
+    g_out, g_frame = _grad_energy(out), _grad_energy(frame)
+    res = {}
+    bands = boundary_bands(out, frame, landmarks, radius)
+    bands["all"] = np.logical_or.reduce(list(bands.values()))
+    for name, band in bands.items():
+        if band.sum() >= min_pixels:
+            res[name] = float(g_out[band].mean() / max(g_frame[band].mean(), 1e-6))
+    return res
 
 
 def occluder(image: np.ndarray, landmarks: np.ndarray, colour: tuple[int, int, int] = (255, 0, 255),

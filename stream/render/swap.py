@@ -1,12 +1,22 @@
 """3DMM face swap: render a source texture with each target's geometry and blend it into the frame.
 
+The full swap (default) shows the source's face on the target's motion: the source's brows, lids, lashes, eye
+surroundings, nose, lips and facial hair (``texture.build_texture(features=True)``), with only the target's inner
+eyes (iris and sclera) and inner mouth showing through, and the target's lighting. The texture's left-out eye
+openings are laid into the target's (``eyes_to_target``): as the target blinks, the source's lids close. The
+targets' vertices may carry the source's 3DMM shape (``stream.render.swap_shape``, applied by ``FrameRenderer``).
+The per-face pixel work runs in ``stream.render.swap_kernels``. ``keep_target_eyes`` keeps the target's whole eyes
+and brows instead (the swap before the full one).
+
 Per frame: all targets are rasterized into one z-buffer (so faces occlude each other), then per target, inside its
-box only: texture lookup, alpha, colour transfer (mean/std in Lab over the mask), an optional low-frequency lighting
-ratio from the target, and a blend. Alpha is the product of smooth ramps: along the face's contour from the per-vertex
-UV distance to the mesh boundary (interpolated by the rasterizer, so no staircase from the mask's pixels), from the
-rendered silhouette (distance transform, where the face turns away or another face covers it), and around the
-target's own eyes, brows and inner mouth (its landmarks' polygons, alpha exactly 0 inside: they always show through,
-at every degree of opening). Every pixel outside the rendered faces and inside those polygons keeps its exact value.
+box only: texture lookup, alpha, colour transfer over the skin of both (the source's tone moves ``TONE_MATCH`` of
+the way to the target's inside the face and all of it at the contour, its contrast within ``GAIN_RANGE``), the
+target's light (a plane of L fitted to each face's skin, the target's over the source's: its gradient, not its
+features), and a blend. Alpha is the product of smooth ramps: along the face's contour from the per-vertex UV
+distance to the mesh boundary (interpolated by the rasterizer, so no staircase from the mask's pixels), from the
+rendered silhouette (distance transform, where the face turns away or another face covers it), and around every
+hole (:func:`hole_polygons`: sub-pixel distance from the polygon, a smoothstep over ``HOLE_FEATHER`` x its width,
+alpha exactly 0 inside). Every pixel outside the rendered faces and inside the holes keeps its exact value.
 
 Blends, per face of 253 px on a 640x480 frame, 2 shared x86_64 cores (``bench/bench_render.py``, whole swap):
 ``alpha`` 3.1 ms (feathered alpha: the fastest, but where the mask edge crosses hair, e.g. a fringe on the forehead,
@@ -20,15 +30,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import cv2
+import numba as nb
 import numpy as np
 
 from stream.render import composite
+from stream.render import swap_kernels as kernels
 from model.raster.zbuffer import RasterBuffers, rasterize
-from stream.render.texture import (FaceTexture, brow_polygons, build_texture, face_region,  # noqa: F401 (API)
-                                   feature_polygons)
+from stream.render.texture import (FaceTexture, brow_polygons, build_texture, eye_polygons,  # noqa: F401 (API)
+                                   face_region, feature_polygons, inner_mouth_polygon)
 
 BLENDS = ("alpha", "pyramid", "seamless")
-EDGE_FEATHER = 0.12  # UV units (about a fraction of the face width) of the feather along the face's contour
+EDGE_FEATHER = 0.05  # UV units (about a fraction of the face width) of the feather along the face's contour
+TONE_MATCH = np.array([0.8, 0.5, 0.5], np.float32)  # share of the way the source's mean L, a, b move to the target's
+GAIN_RANGE = (0.8, 1.25)  # the source's colour contrast may follow the target's within this factor
+RELIGHT_RANGE = (0.7, 1.45)  # the target's light over the source's (each a smooth fit), applied to the source's L
+EYE_HOLE = (1.0, 0.9, 1.0)  # the target's inner eye (texture.eye_polygons): along the eye, upper side, lower side
+MOUTH_HOLE = 1.0  # the target's inner mouth: its inner-lip polygon grown this much about its centre
+KEEP_FEATHER = 0.15  # keep_target_eyes: the ramp around the target's eyes and brows, x 0.2 x the face's size
+MOUTH_FEATHER = 0.15  # the ramp around the inner mouth, x its width (its seam is the one nearest the limit)
+HOLE_FEATHER = 0.12  # the ramp around a hole (inner eye, inner mouth), x the hole's width
+LIGHT_STEP = 6  # the light planes are fitted on every LIGHT_STEP-th pixel (rows and columns) of the skin
+CLOSED_EYE = 0.06  # an eye whose aspect ratio (lid gap over width) is under this shows none of the target's eye
 _LAB8_SCALE = np.array([255 / 100, 1, 1], np.float32)  # OpenCV 8-bit Lab = (L * 255/100, a + 128, b + 128)
 _LAB8_OFFSET = np.array([0, 128, 128], np.float32)
 
@@ -67,19 +89,20 @@ def _lab_stats(lab: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return mean.reshape(3).astype(np.float32), std.reshape(3).astype(np.float32) + 1e-3
 
 
-def _pyramid_blend(a: np.ndarray, b: np.ndarray, alpha: np.ndarray, levels: int) -> np.ndarray:
-    """Laplacian-pyramid blend of float32 images a (weight alpha) and b (weight 1 - alpha)."""
-    ga, gb, gm = [a], [b], [alpha]
+def _pyramid_delta(d: np.ndarray, alpha: np.ndarray, levels: int) -> np.ndarray:
+    """Laplacian-pyramid blend of a float32 image ``d`` (h, w, 3) (weight alpha (h, w)) with zero (weight
+    1 - alpha): each level of d's Laplacian pyramid times the Gaussian pyramid of alpha, collapsed. Blending images
+    a over b this way is b + this of (a - b)."""
+    gd, gm = [d], [alpha]
     for _ in range(levels):
-        ga.append(cv2.pyrDown(ga[-1]))
-        gb.append(cv2.pyrDown(gb[-1]))
+        gd.append(cv2.pyrDown(gd[-1]))
         gm.append(cv2.pyrDown(gm[-1]))
-    out = ga[-1] * gm[-1][..., None] + gb[-1] * (1 - gm[-1][..., None])
+    out = gd[-1] * gm[-1][..., None]
     for i in range(levels - 1, -1, -1):
-        size = (ga[i].shape[1], ga[i].shape[0])
-        la = ga[i] - cv2.pyrUp(ga[i + 1], dstsize=size)
-        lb = gb[i] - cv2.pyrUp(gb[i + 1], dstsize=size)
-        out = cv2.pyrUp(out, dstsize=size) + la * gm[i][..., None] + lb * (1 - gm[i][..., None])
+        size = (gd[i].shape[1], gd[i].shape[0])
+        lap = cv2.subtract(gd[i], cv2.pyrUp(gd[i + 1], dstsize=size))
+        out = cv2.pyrUp(out, dstsize=size)
+        out += lap * gm[i][..., None]
     return out
 
 
@@ -88,7 +111,7 @@ def swap_faces(frame: np.ndarray, targets: Sequence[np.ndarray], tri: np.ndarray
                buffers: RasterBuffers | None = None, blend: str = "pyramid", color_match: bool = True,
                relight: bool = True, erode: float = 0.03, feather: float = 0.03,
                keep_features: bool = True, color_states: Sequence[dict] | None = None,
-               color_smoothing: float = 0.8) -> np.ndarray:
+               color_smoothing: float = 0.8, keep_target_eyes: bool = False) -> np.ndarray:
     """Swap the source face (``texture``) onto every target face of a frame; returns the image.
 
     frame (H, W, 3) uint8 BGR; targets: per face (V, 3) float32 vertices in frame px (same topology as ``tri`` (F, 3)
@@ -119,6 +142,8 @@ def swap_faces(frame: np.ndarray, targets: Sequence[np.ndarray], tri: np.ndarray
     boxes = []
     for i, v in enumerate(targets):
         v = np.ascontiguousarray(v, np.float32)
+        if landmarks is not None and keep_features and not keep_target_eyes:
+            v = eyes_to_target(v, texture, landmarks[i])
         before = buffers.bbox.copy()
         buffers.bbox[:] = (h, 0, w, 0)
         rasterize(v, tri, attrs, buffers=buffers, clear=False, tri_offset=i * n_tri)
@@ -133,62 +158,232 @@ def swap_faces(frame: np.ndarray, targets: Sequence[np.ndarray], tri: np.ndarray
         lm = None if landmarks is None or not keep_features else landmarks[i]
         state = None if color_states is None else color_states[i]
         _swap_one(out, frame, buffers, texture, i * n_tri, (i + 1) * n_tri, (y0, y1, x0, x1), lm, blend, color_match,
-                  relight, erode, feather, state, color_smoothing)
+                  relight, erode, feather, state, color_smoothing, keep_target_eyes)
     return out
+
+
+@nb.njit(cache=True, nogil=True)
+def _hole_ramp(alpha, poly, y0, y1, x0, x1, feather):
+    """``alpha[y0:y1, x0:x1] *=`` a smoothstep of the distance (:func:`_segment_distance`) over ``feather`` px."""
+    d = _segment_distance(poly, y0, y1, x0, x1)
+    inv = 1.0 / feather
+    for i in range(y1 - y0):
+        for j in range(x1 - x0):
+            r = min(d[i, j] * inv, 1.0)
+            alpha[y0 + i, x0 + j] *= r * r * (3.0 - 2.0 * r)
+
+
+@nb.njit(cache=True, nogil=True)
+def _segment_distance(poly, y0, y1, x0, x1):
+    """(y1 - y0, x1 - x0) float32: distance from each pixel centre (x, y) of the box to the closed polyline (K, 2),
+    0 inside the polygon (even-odd rule)."""
+    out = np.empty((y1 - y0, x1 - x0), np.float32)
+    k = poly.shape[0]
+    seg = np.empty((k, 6))  # per segment: start (x, y), direction (x, y), 1 / squared length, dx / dy (crossings)
+    for i in range(k):
+        ax = poly[i, 0]
+        ay = poly[i, 1]
+        bx = poly[(i + 1) % k, 0] - ax
+        by = poly[(i + 1) % k, 1] - ay
+        ll = bx * bx + by * by
+        seg[i, 0] = ax
+        seg[i, 1] = ay
+        seg[i, 2] = bx
+        seg[i, 3] = by
+        seg[i, 4] = 1.0 / ll if ll > 1e-12 else 0.0
+        seg[i, 5] = bx / by if by != 0.0 else 0.0
+    for y in range(y0, y1):
+        for x in range(x0, x1):
+            best = 1e30
+            inside = False
+            for i in range(k):
+                ax = seg[i, 0]
+                ay = seg[i, 1]
+                by = seg[i, 3]
+                if (ay > y) != (ay + by > y) and x < ax + (y - ay) * seg[i, 5]:
+                    inside = not inside
+                bx = seg[i, 2]
+                px = x - ax
+                py = y - ay
+                t = min(max((px * bx + py * by) * seg[i, 4], 0.0), 1.0)
+                dx = px - t * bx
+                dy = py - t * by
+                d = dx * dx + dy * dy
+                if d < best:
+                    best = d
+            out[y - y0, x - x0] = 0.0 if inside else np.sqrt(best)
+    return out
+
+
+def eyes_to_target(v: np.ndarray, texture: FaceTexture, landmarks: np.ndarray) -> np.ndarray:
+    """The target's vertices (V, 3) with those in and around the source's left-out eyes (``texture.eye_vertices``)
+    laid into the target's eyes by their eye coordinates (its 68 ``landmarks``): the texture's eye opening fills
+    the target's (where the target's inner eye shows through) and closes with it; the lid skin around it keeps its
+    width. Blended into the mesh's own positions over ``EYE_REACH`` eye widths past the opening. A copy when
+    anything moves."""
+    if not texture.eye_vertices:
+        return v
+    from stream.render.texture import EYE_HOLE_SCALE, EYE_REACH, _eye_band
+
+    lm = np.asarray(landmarks, np.float64)[:, :2]
+    out = v.copy()
+    for (idx, ste), sl in zip(texture.eye_vertices, (slice(36, 42), slice(42, 48))):
+        if len(idx) > 0:
+            _eye_into(out, v, idx, ste, *_eye_band(lm[sl], *EYE_HOLE_SCALE[1:]), EYE_REACH)
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def _eye_into(out, v, idx, ste, a, d, n, centre, half, reach):
+    """``eyes_to_target``'s kernel: ``out[idx, :2]`` = the eye positions of ``ste`` (K, 3) (``texture.eye_positions``
+    in the eye band a, d, n, centre, half) blended with ``v[idx, :2]`` by a smoothstep of 1 - (how far past the
+    opening) / ``reach``."""
+    width = np.sqrt(max(d[0] * d[0] + d[1] * d[1], 1e-9))
+    g = centre.shape[0] - 1
+    for k in range(idx.shape[0]):
+        s = np.float64(ste[k, 0])
+        t = np.float64(ste[k, 1])
+        e = np.float64(ste[k, 2])
+        w = 1.0 - max(max(-s, s - 1.0), e) / reach
+        w = min(max(w, 0.0), 1.0)
+        w = w * w * (3.0 - 2.0 * w)
+        if w <= 0.0:
+            continue
+        x = min(max(s, 0.0), 1.0) * g
+        i = min(int(x), g - 1)
+        f = x - i
+        off = centre[i] * (1.0 - f) + centre[i + 1] * f + t * (half[i] * (1.0 - f) + half[i + 1] * f)
+        off += (-1.0 if t < 0 else 1.0) * e * width
+        j = idx[k]
+        out[j, 0] = (1.0 - w) * v[j, 0] + w * (a[0] + s * d[0] + off * n[0])
+        out[j, 1] = (1.0 - w) * v[j, 1] + w * (a[1] + s * d[1] + off * n[1])
+
+
+def _light_planes(ata: np.ndarray, atv: np.ndarray, sums: np.ndarray, n: int) -> tuple[np.ndarray, float]:
+    """The two light planes (3, 2) (columns: target, source; each over its mean) from their normal equations
+    (``swap_kernels.light_sums``), and the floor of a plane's value (1 / the mean L of both); a (0, 2) array (no
+    relighting) when fewer than 12 pixels were sampled or the system is singular."""
+    if n < 12:
+        return np.zeros((0, 2)), 1.0
+    try:
+        c = np.linalg.solve(ata, atv)
+    except np.linalg.LinAlgError:
+        return np.zeros((0, 2)), 1.0
+    means = sums / n
+    return c / np.maximum(means, 1.0), 1.0 / max(float(means.mean()), 1.0)
+
+
+def hole_polygons(landmarks: np.ndarray, keep_target_eyes: bool = False) -> list[tuple[np.ndarray, float]]:
+    """What of the target shows through the swap, as (polygon (K, 2) frame px, feather px) pairs from its 68
+    landmarks: its inner eyes (iris and sclera: :func:`~stream.render.texture.eye_polygons`, ``EYE_HOLE``) and inner
+    mouth; with ``keep_target_eyes`` its whole eyes and brows instead of the inner eyes (the target's lids, lashes
+    and brows: ``feature_polygons``, ``brow_polygons``). Each hole's feather is ``HOLE_FEATHER`` x its width, less
+    as an eye closes; a closing eye's hole narrows to none at ``CLOSED_EYE``: a blinking target shows the source's
+    closed lids."""
+    lm = np.asarray(landmarks, np.float64)[:, :2]
+    mouth = inner_mouth_polygon(lm, MOUTH_HOLE)
+    mouth_w = float(np.hypot(*(lm[64] - lm[60])))
+    if keep_target_eyes:
+        polys = feature_polygons(lm)[:2] + brow_polygons(lm)
+        size = float(np.sqrt(np.ptp(lm[:, 0]) * np.ptp(lm[:, 1])))
+        out = [(p, KEEP_FEATHER * 0.2 * size) for p in polys]
+    else:
+        out = []
+        for k, sl in enumerate((slice(36, 42), slice(42, 48))):
+            eye = lm[sl]
+            width = float(np.hypot(*(eye[3] - eye[0])))
+            opening = float(np.hypot(*(eye[1] - eye[5])) + np.hypot(*(eye[2] - eye[4]))) / (2 * max(width, 1e-6))
+            # a closing eye's hole narrows to nothing (the source's lids cover a closed eye): its height follows
+            # the opening from CLOSED_EYE (none) to CLOSED_EYE + 0.1 (EYE_HOLE)
+            grow = float(np.clip((opening - CLOSED_EYE) / 0.1, 0.0, 1.0))
+            if grow > 0.4:  # a sliver of an eye: none of it (a hole this thin is all edge)
+                out.append((eye_polygons(lm, (EYE_HOLE[0], EYE_HOLE[1] * grow, EYE_HOLE[2] * grow), (k,))[0],
+                            HOLE_FEATHER * width * float(np.clip(opening / 0.25, 0.2, 1.0))))
+    out.append((mouth, MOUTH_FEATHER * mouth_w))
+    return out
+
+
+def _hole_alpha(alpha: np.ndarray, holes: list[tuple[np.ndarray, float]], origin: tuple[float, float]) -> None:
+    """Multiply ``alpha`` (h, w) in place by each hole's ramp: 0 inside the polygon (exactly: the target's own
+    pixels), a smoothstep from its edge over its feather outside (the feathering the face's contour has)."""
+    h, w = alpha.shape
+    for poly, feather in holes:
+        poly = np.ascontiguousarray(poly - origin, np.float64)
+        if len(poly) < 3:
+            continue
+        x0, y0 = np.floor(poly.min(0) - feather - 1.0).astype(int)
+        x1, y1 = np.ceil(poly.max(0) + feather + 1.0).astype(int) + 1
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+        if x0 < x1 and y0 < y1:
+            _hole_ramp(alpha, poly, y0, y1, x0, x1, max(feather, 0.5))
 
 
 def _swap_one(out: np.ndarray, frame: np.ndarray, buf: RasterBuffers, texture: FaceTexture, id0: int, id1: int,
               box: tuple[int, int, int, int], landmarks: np.ndarray | None, blend: str, color_match: bool,
               relight: bool, erode: float, feather: float, state: dict | None = None,
-              smoothing: float = 0.8) -> None:
+              smoothing: float = 0.8, keep_target_eyes: bool = False) -> None:
     y0, y1, x0, x1 = box
+    h, w = y1 - y0, x1 - x0
     ids = buf.tri_id[y0:y1, x0:x1]
     attr = buf.attr[y0:y1, x0:x1]
-    face = (ids >= id0) & (ids < id1) & (attr[..., -2] > 0.5)
-    if not face.any():
+    keep = np.zeros((h + 2, w + 2), np.uint8)  # the face's pixels, with a zero border for the distance transform
+    if kernels.face_mask(keep, ids, attr, id0, id1) == 0:
         return
-    size = float(np.sqrt((y1 - y0) * (x1 - x0)))
+    size = float(np.sqrt(h * w))
     e = erode * size
     f = max(1.0, feather * size)
     # alpha: a smooth ramp from the face's own contour (the per-vertex UV distance from the mesh boundary,
-    # interpolated: no pixel staircase), times one ramp from the nearest of the rendered silhouette (where the face
-    # turns away or another face covers it) and the target's eyes, brows and inner mouth (their polygons, from its
-    # landmarks): a distance transform, 0 on and inside them
-    keep = face.astype(np.uint8)
+    # interpolated: no pixel staircase), times one ramp from the rendered silhouette (where the face turns away or
+    # another face covers it: a distance transform), times one ramp around each hole where the target shows through
+    # (its inner eyes and inner mouth, or with keep_target_eyes its eyes and brows: sub-pixel distance from their
+    # landmark polygons, 0 inside them)
+    lm = None
     if landmarks is not None:
         lm = np.asarray(landmarks, np.float64)[:, :2] - (x0, y0)
         if texture.region is None and texture.edge is None:  # no face region: limit to the target's outline
             outline = np.zeros_like(keep)
-            cv2.fillPoly(outline, [np.round(outline_polygon(lm) * 16).astype(np.int32)], 1, cv2.LINE_8, shift=4)
+            cv2.fillPoly(outline, [np.round((outline_polygon(lm) + 1) * 16).astype(np.int32)], 1, cv2.LINE_8,
+                         shift=4)
             keep &= outline
-        polys = [np.round(p * 16).astype(np.int32) for p in feature_polygons(lm) + brow_polygons(lm)]
-        cv2.fillPoly(keep, polys, 0, cv2.LINE_8, shift=4)
-    dist = cv2.distanceTransform(cv2.copyMakeBorder(keep, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0), cv2.DIST_L2,
-                                 3)[1:-1, 1:-1]
-    alpha = np.clip((dist - 0.25 * e) * (1.0 / f), 0.0, 1.0)
-    if texture.edge is not None:
-        alpha = np.minimum(alpha, np.clip(attr[..., -1] * (1.0 / EDGE_FEATHER), 0.0, 1.0))
-    alpha = alpha * alpha * (3 - 2 * alpha)  # smoothstep: no kink where the ramp starts or ends
-    alpha *= face
-    alpha = alpha.astype(np.float32)
-    mask = (alpha > 0.5).astype(np.uint8)
-    inner = mask > 0
-    if not inner.any():
+    dist = cv2.distanceTransform(keep, cv2.DIST_L2, 3)
+    contour = np.empty((h, w), np.float32)  # the contour's ramp alone (0 at the face's edge, 1 inside)
+    kernels.contour_alpha(contour, dist, keep, attr, 0.25 * e, 1.0 / f,
+                          1.0 / EDGE_FEATHER if texture.edge is not None else 0.0)
+    alpha = contour.copy()
+    features = None
+    if lm is not None:
+        _hole_alpha(alpha, hole_polygons(lm, keep_target_eyes), (0.0, 0.0))
+        # the target's features (eyes, brows, lips): left out of the skin statistics and the lighting
+        features = np.ones((h, w), np.uint8)
+        polys = feature_polygons(lm)[:2] + brow_polygons(lm) + [lm[48:60]]
+        cv2.fillPoly(features, [np.round(p * 16).astype(np.int32) for p in polys], 0, cv2.LINE_8, shift=4)
+    mask = cv2.compare(alpha, 0.5, cv2.CMP_GT)  # 255 where alpha > 0.5
+    if cv2.countNonZero(mask) == 0:
         return
+    skin = mask if features is None else cv2.bitwise_and(mask, mask, mask=features)
+    if cv2.countNonZero(skin) < 20:
+        skin = mask
     f = int(round(f))
 
     # source colour, in Lab straight from the texture (converted once in build_texture)
     if texture.image is not None:
-        src_lab = cv2.remap(texture.image_lab, np.ascontiguousarray(attr[..., 0]), np.ascontiguousarray(attr[..., 1]),
-                            cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        src_lab = cv2.remap(texture.image_lab, np.ascontiguousarray(attr[..., :2]), None, cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REPLICATE)
     else:
         src_lab = cv2.cvtColor(np.clip(attr[..., :3], 0, 255) * (1 / 255.0), cv2.COLOR_BGR2Lab)
     if color_match or relight:
         # target in 8-bit Lab (L * 255/100, a + 128, b + 128): converted back to float Lab units below
         tgt = cv2.cvtColor(np.ascontiguousarray(frame[y0:y1, x0:x1]), cv2.COLOR_BGR2Lab)
+        off = np.zeros(3, np.float32)
+        gain = np.ones(3, np.float32)
+        base = np.zeros(3, np.float32)
+        keep_tone = np.zeros(3, np.float32)
         if color_match:
-            ms, ss = _lab_stats(src_lab, mask)
-            mt, st = _lab_stats(tgt, mask)
+            # over the skin of both (the target's eyes, brows and lips left out): the source's tone moves
+            # TONE_MATCH of the way to the target's (its exposure and white balance), its contrast within GAIN_RANGE
+            # (no bleaching of its features, no amplified grain)
+            ms, ss = _lab_stats(src_lab, skin)
+            mt, st = _lab_stats(tgt, skin)
             mt = (mt - _LAB8_OFFSET) / _LAB8_SCALE
             st = st / _LAB8_SCALE
             if state is not None:  # temporal average of the target's statistics (no flicker)
@@ -196,28 +391,34 @@ def _swap_one(out: np.ndarray, frame: np.ndarray, buf: RasterBuffers, texture: F
                     mt = smoothing * state["mt"] + (1 - smoothing) * mt
                     st = smoothing * state["st"] + (1 - smoothing) * st
                 state["mt"], state["st"] = mt, st
-            gain = np.clip(st / ss, 0.5, 2.0).astype(np.float32)
-            src_lab = cv2.multiply(cv2.subtract(src_lab, tuple(float(v) for v in ms) + (0.0,)),
-                                   tuple(float(v) for v in gain) + (1.0,))
-            src_lab = cv2.add(src_lab, tuple(float(v) for v in mt) + (0.0,))
+            # v -> (v - ms) gain + mt - contour^2 (1 - TONE_MATCH)(mt - ms): at the face's contour the tone meets the
+            # target's fully (no step where the ramp starts), inside it keeps (1 - TONE_MATCH) of the source's own
+            off, base = ms.astype(np.float32), mt.astype(np.float32)
+            gain = np.clip(st / ss, *GAIN_RANGE).astype(np.float32)
+            keep_tone = ((1.0 - TONE_MATCH) * (mt - ms)).astype(np.float32)
+        planes = np.zeros((0, 2))
+        cx, cy, sc = w / 2, h / 2, 2.0 / max(size, 1.0)
+        lo = 1.0
         if relight:
-            k = max(3, int(size / 6) | 1)
-            wgt = cv2.blur(inner.astype(np.float32), (k, k)) + 1e-4
-            l_t = tgt[..., 0].astype(np.float32) * (1 / _LAB8_SCALE[0])
-            low_t = cv2.blur(l_t * inner, (k, k)) / wgt
-            low_s = cv2.blur(src_lab[..., 0] * inner, (k, k)) / wgt
-            ratio = np.clip((low_t + 1.0) / (low_s + 1.0), 0.6, 1.6)
-            src_lab[..., 0] *= ratio
+            # the target's lighting, not its features: a plane of L over the face fitted to the skin of each (the
+            # light's gradient across the face), the target's over the source's, each over its mean
+            planes, lo = _light_planes(*kernels.light_sums(tgt, src_lab, contour, skin, LIGHT_STEP, cx, cy, sc, off,
+                                                           gain, base, keep_tone))
+        kernels.tone_light(src_lab, contour, off, gain, base, keep_tone, planes, cx, cy, sc, lo, *RELIGHT_RANGE)
     colour = cv2.cvtColor(src_lab, cv2.COLOR_Lab2BGR)
-    colour *= 255.0
+    cv2.multiply(colour, 255.0, dst=colour)
 
     if blend == "alpha":
         composite.blend_masked(out, out, colour.astype(np.float32, copy=False), alpha, y0, x0)
     elif blend == "pyramid":
-        base = out[y0:y1, x0:x1].astype(np.float32)
+        # a Laplacian-pyramid blend of the colour over the frame is the frame plus the pyramid blend of their
+        # difference with zero: one pyramid instead of two. Its coarse levels carry the source's tone a little past
+        # the alpha's support: faded out with smoothstep(alpha), so the frame is met without a step (every
+        # boundary: contour and holes)
+        base = out[y0:y1, x0:x1]
         levels = max(1, min(4, int(np.log2(max(2 * f, 2)))))
-        mixed = _pyramid_blend(colour.astype(np.float32), base, alpha, levels)
-        composite.blend_masked(out, out, mixed, (alpha > 0).astype(np.float32), y0, x0)
+        delta = _pyramid_delta(cv2.subtract(colour, base, dtype=cv2.CV_32F), alpha, levels)
+        kernels.add_masked_smooth(out, base, delta, alpha, y0, x0)
     else:
         src8 = np.clip(colour, 0, 255).astype(np.uint8)
         m8 = (alpha > 0.5).astype(np.uint8) * 255

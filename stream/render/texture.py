@@ -1,13 +1,19 @@
-"""Face texture from a source photo for the 3DMM face swap: a UV image of the source's skin (and per-vertex colours).
+"""Face texture from a source photo for the 3DMM face swap: a UV image of the source's face (and per-vertex colours).
 
 The mesh is rasterized in UV space (``MorphableModel.uv``) and each texel samples the source photo once, at a size
-that follows the source face. Only the source's visible skin is trusted: hidden, grazing and out-of-image texels,
-the eyes and inner mouth (from the source's landmarks) and whatever fails a skin-colour model fitted to the source's
-cheeks and nose (hair, fringe, glasses, hands, background), and the source's specular highlights (bright, pale spots
-over the trusted skin: the photo's light, not its skin) are filled from the mirrored texel when that one is
-trusted (its detail over the local skin tone), else from the low-frequency colour of the trusted skin; the inner
-mouth gets the lip colour, so a source's teeth never reach the texture. Meshes without UVs get per-vertex colours
-(mirror, then diffusion along mesh edges, then the mean).
+that follows the source face. Hidden, grazing and out-of-image texels, the inner eyes and inner mouth (from the
+source's landmarks) are never trusted. ``features=True`` (the full swap) trusts the source's own brows, lids,
+lashes, nose, lips and facial hair (colour near the skin's in their landmark zones) and leaves out what occludes
+them: non-skin regions that reach far outside those zones (a fringe, strands on the brows, glasses frames), long
+thin dark structures running down the forehead and cheeks, the sclera past the lid landmarks; a turned source's
+highlights and far side (its mirror is seen better). ``features=False`` trusts the skin only, as the swap that kept
+the target's eyes and brows did: whatever fails a skin-colour model fitted to the source's cheeks and nose (hair,
+fringe, glasses, hands, background, brows) and the source's specular highlights (bright, pale spots over the
+trusted skin: the photo's light, not its skin). Untrusted texels take the mirrored texel (u -> 1 - u) when that
+one is trusted (its detail over the local skin tone), else the low-frequency colour of the trusted texels, plus a
+smooth offset that meets the trusted texels at the fill's border (no seam); the inner mouth gets the lip colour, so
+a source's teeth never reach the texture. Meshes without UVs get per-vertex colours (mirror, then diffusion along
+mesh edges, then the mean).
 """
 from __future__ import annotations
 
@@ -26,6 +32,18 @@ TOPHAT_L = 9.0  # L units: a spot this much brighter than its surroundings and p
 LEFT_EYE = slice(42, 48)
 RIGHT_EYE = slice(36, 42)
 INNER_MOUTH = slice(60, 68)
+# the source's inner eye left out of the texture (:func:`eye_polygons`): along the eye, toward the upper lid, toward the
+# lower lid (the fitted lower lid often runs above the real one); the swap lays this opening into the target's, so
+# the source's lids and lashes close when it blinks
+EYE_HOLE_SCALE = (1.1, 1.15, 1.5)
+LONG_THIN = 0.12  # a thin dark structure outside the features this long (x the texture side) is a strand or a frame
+MIDDLE = 0.08  # the middle of the face (nose, bridge), +- this share of the texture's width about its centre
+HIGHLIGHT_KEEP = 4.0  # L units: the full swap keeps this much of a source's highlight over its surroundings
+EYE_REACH = 0.25  # full swap: the vertices within this many eye widths of the source's left-out eye follow the target's
+FORESHORTENED = 0.7  # full swap: a texel facing the camera less than this (normal z) ...
+FACING_GAIN = 0.25  # ... takes its mirror when that one faces it this much more (and is trusted)
+HAIR_SHARE = 0.25  # a non-skin region with this share of its texels outside the feature zones is an occluder
+BROW_ZONE = 1.15  # the source's brows: the band of :func:`_grown` around landmarks 17-21 / 22-26, scaled
 
 
 @dataclass
@@ -48,6 +66,13 @@ class FaceTexture:
     image_valid: np.ndarray | None = None
     uv: np.ndarray | None = None
     edge: np.ndarray | None = None  # (V,) float32 distance from the mesh's outer boundary in UV units (the feather)
+    # full swap: per eye (right, left), the vertices in and around the source's left-out inner eye and their eye
+    # coordinates (index (K,), (s, t, e) (K, 3); :func:`eye_coordinates`): the swap lays them into the target's eye
+    # (a blinking target closes the source's lids over the left-out part)
+    eye_vertices: list | None = None
+    # the source's 3DMM shape coefficients (40,) float32 when known (``stream.assemble.fit_swap_texture``): the full
+    # swap renders the source's shape on the target's pose and expression (``stream.render.swap_shape``)
+    shape: np.ndarray | None = None
 
 
 def face_region(dense_reference: np.ndarray, landmark_reference: np.ndarray, forehead: float = 0.3) -> np.ndarray:
@@ -84,9 +109,53 @@ def feature_polygons(landmarks: np.ndarray, eye_scale: float = 1.6, mouth_scale:
         ex, ey = half_w * np.cos(t), 0.55 * half_w * np.sin(t)
         polys.append(np.stack([c[0] + ex * np.cos(ang) - ey * np.sin(ang), c[1] + ex * np.sin(ang) + ey * np.cos(ang)],
                               1))
-    mouth = lm[INNER_MOUTH]
-    polys.append(mouth.mean(0) + (mouth - mouth.mean(0)) * mouth_scale)
+    polys.append(inner_mouth_polygon(lm, mouth_scale))
     return polys
+
+
+def eye_polygons(landmarks: np.ndarray, scale: tuple[float, float, float] = (1.0, 1.0, 1.0),
+                 eyes: tuple[int, ...] = (0, 1)) -> list[np.ndarray]:
+    """The inner eyes (iris and sclera) as polygons (26, 2) float64 frame px from the lid landmarks 36-41 and 42-47:
+    the lid curves (:func:`_closed_spline`) moved apart about the eye's middle line, ``scale`` = (along the
+    eye's corner-to-corner axis, the upper lid's side, the lower lid's side) times the half opening; 1 = the
+    curves themselves. The region |t| <= 1 of :func:`eye_coordinates` with the same scales. A closed eye's
+    polygon has no area. ``eyes``: which (0 = right, 36-41; 1 = left, 42-47)."""
+    lm = np.asarray(landmarks, np.float64)[:, :2]
+    along, up, down = scale
+    s = 0.5 + (_GRID13 - 0.5) * along
+    ste = np.zeros((26, 3))
+    ste[:13, 0], ste[13:, 0] = s, s[::-1]
+    ste[:13, 1], ste[13:, 1] = -1.0, 1.0
+    return [eye_positions(ste, lm[(RIGHT_EYE, LEFT_EYE)[k]], up, down) for k in eyes]
+
+
+def _catmull_rom_matrix(k: int, per_segment: int) -> np.ndarray:
+    """(k * per_segment, k) weights: a closed Catmull-Rom curve through k points, ``per_segment`` samples a span."""
+    t = np.arange(per_segment) / per_segment
+    w = np.stack([-t + 2 * t ** 2 - t ** 3, 2 - 5 * t ** 2 + 3 * t ** 3, t + 4 * t ** 2 - 3 * t ** 3,
+                  -t ** 2 + t ** 3], 1) / 2  # weights of p[i-1], p[i], p[i+1], p[i+2]
+    m = np.zeros((k * per_segment, k))
+    for i in range(k):
+        for j, off in enumerate((-1, 0, 1, 2)):
+            m[i * per_segment:(i + 1) * per_segment, (i + off) % k] += w[:, j]
+    return m
+
+
+_SPLINE6 = _catmull_rom_matrix(6, 4)
+_GRID13 = np.linspace(0.0, 1.0, 13)
+
+
+def _closed_spline(pts: np.ndarray) -> np.ndarray:
+    """A closed Catmull-Rom curve (24, 2) through 6 points (6, 2): the lids bulge between the landmarks as they do
+    on a face (the hexagon of the 6 eye points cuts the eye's corners of the iris off)."""
+    return _SPLINE6 @ np.asarray(pts, np.float64)
+
+
+def inner_mouth_polygon(landmarks: np.ndarray, scale: float = 1.15) -> np.ndarray:
+    """The inner-lip polygon (8, 2) float64 (landmarks 60-67, frame px) grown by ``scale`` about its centre (the
+    third of :func:`feature_polygons`)."""
+    mouth = np.asarray(landmarks, np.float64)[INNER_MOUTH, :2]
+    return mouth.mean(0) + (mouth - mouth.mean(0)) * scale
 
 
 def brow_polygons(landmarks: np.ndarray, scale: float = 1.25) -> list[np.ndarray]:
@@ -219,7 +288,7 @@ def build_texture(src_image: np.ndarray, src_vertices: np.ndarray, tri: np.ndarr
                   grid_shape: tuple[int, int] | None = None, *, landmarks: np.ndarray | None = None,
                   region: np.ndarray | None = None, mirror: np.ndarray | None = None, uv: np.ndarray | None = None,
                   texture_size: int | None = None, min_facing: float = 0.3, depth_tol: float | None = None,
-                  skin: bool = True, buffers: RasterBuffers | None = None) -> FaceTexture:
+                  skin: bool = True, features: bool = True, buffers: RasterBuffers | None = None) -> FaceTexture:
     """Sample a source face's skin onto its mesh.
 
     src_image (H, W, 3) uint8 BGR; src_vertices (V, 3) float32 frame px of the fitted source face; tri (F, 3) int32.
@@ -255,7 +324,12 @@ def build_texture(src_image: np.ndarray, src_vertices: np.ndarray, tri: np.ndarr
     depth = cv2.dilate(buf.depth, np.ones((3, 3), np.uint8))
     normals = vertex_normals(verts, tris)
     valid = _visible(verts, depth, tol) & (normals[:, 2] >= min_facing)
-    holes = [p for p in feature_polygons(landmarks)] if landmarks is not None else []
+    if landmarks is None:
+        holes = []
+    elif features:  # the inner eyes only: lids, lashes and brows are the source's
+        holes = eye_polygons(landmarks, EYE_HOLE_SCALE) + [inner_mouth_polygon(landmarks)]
+    else:
+        holes = feature_polygons(landmarks)
     for poly in holes:
         if len(poly) >= 3:
             valid &= ~inside_polygon(verts[:, :2].astype(np.float64), poly)
@@ -282,6 +356,7 @@ def build_texture(src_image: np.ndarray, src_vertices: np.ndarray, tri: np.ndarr
     image = _sample(img, ubuf.attr[..., 0], ubuf.attr[..., 1])[..., :3]
     lab = cv2.cvtColor(np.clip(image, 0, 255) * (1 / 255.0), cv2.COLOR_BGR2Lab)
     mouth_fill = None
+    seen = ok.copy()  # what the camera sees of the face, before any test of the source's content
     if landmarks is not None:
         lm = np.asarray(landmarks, np.float64)[:, :2]
         sx, sy = ubuf.attr[..., 0].astype(np.float64), ubuf.attr[..., 1].astype(np.float64)
@@ -309,6 +384,7 @@ def build_texture(src_image: np.ndarray, src_vertices: np.ndarray, tri: np.ndarr
                 k = max(3, int(0.04 * t) | 1)
                 bh = cv2.morphologyEx(l_img, cv2.MORPH_BLACKHAT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
                 nose = texels_in([_grown(lm[31:36], 1.6)])
+                skin_only = is_skin.copy()
                 is_skin &= (bh < BLACKHAT_L) | nose | lips
                 # specular highlights (the source's light, not its skin; on a turned face the nose ridge and the
                 # near flank): brighter than the trusted skin around them over about 8% of the face, and less red
@@ -321,9 +397,31 @@ def build_texture(src_image: np.ndarray, src_vertices: np.ndarray, tri: np.ndarr
                 th = cv2.morphologyEx(l_ok, cv2.MORPH_TOPHAT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k2, k2)))
                 mu_ab = model[1]
                 pale = (lab[..., 1] < 0.6 * mu_ab[0]) | (np.hypot(lab[..., 1], lab[..., 2]) < 0.8 * np.hypot(*mu_ab))
-                is_skin &= ~((th > TOPHAT_L) & pale) | lips
+                highlight = (th > TOPHAT_L) & pale
+                is_skin &= ~highlight | lips
                 loose = skin_test(lab, model, chroma=15.0, dark=99.0, dark_min=999.0, bright=999.0)
                 is_skin = np.where(lips, loose, is_skin)  # lips: only gross chroma outliers go
+                if features:
+                    turned = _turn_weight(seen, covered)
+                    is_skin, tight = _feature_trust(lm, covered & ~eyes_mouth, texels_in, skin_only, loose,
+                                                    bh >= BLACKHAT_L, highlight, lips, t)
+                    if turned >= 0.5:
+                        # a turned source's highlights down the middle of the face (nose ridge, bridge: the far
+                        # flank projects onto them and the mirror would double them) leave the texture and grow, as
+                        # in the skin-only texture
+                        middle = np.zeros((t, t), bool)
+                        middle[:, int((0.5 - MIDDLE) * t):int((0.5 + MIDDLE) * t) + 1] = True
+                        is_skin &= ~(highlight & middle) | lips
+                        tight &= ~middle  # (grown: the ridge's highlight fades into the skin over a few texels)
+                    # on a source turned part way the highlights are taken down to HIGHLIGHT_KEEP over their
+                    # surroundings (and back toward the skin's chroma), in proportion; on a frontal one (both sides
+                    # seen, the mirror doubles nothing) they are its own and stay
+                    excess = np.where(pale & ok & ~lips & ~tight, np.maximum(th - HIGHLIGHT_KEEP, 0.0), 0.0) * turned
+                    if excess.any():
+                        share = (excess / np.maximum(th, 1e-3))[..., None]
+                        lab[..., 0] -= excess
+                        lab[..., 1:] += share * (mu_ab - lab[..., 1:])
+                        image = cv2.cvtColor(lab, cv2.COLOR_Lab2BGR) * 255.0
                 # teeth (less red than skin, bright) and the dark interior between the lips, wherever the
                 # landmarks put the inner lips: the mouth interior, filled with lip colour below
                 (l_med, l_sd), mu, _ = model
@@ -332,7 +430,9 @@ def build_texture(src_image: np.ndarray, src_vertices: np.ndarray, tri: np.ndarr
                 lips &= ~inner
                 # hair edges and strands blend into skin over a few texels: widen what is not skin
                 r = max(1, int(round(0.008 * t)))
-                not_skin = cv2.dilate((~is_skin & covered).astype(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8))
+                # (the source's own eyes and mouth are left out already: they do not grow into its lids and lips)
+                rejected = ~is_skin & covered & ~eyes_mouth & ~tight if features else ~is_skin & covered
+                not_skin = cv2.dilate(rejected.astype(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8))
                 ok &= not_skin == 0
         ok &= ~inner
         ok_lips = ok & lips
@@ -343,10 +443,24 @@ def build_texture(src_image: np.ndarray, src_vertices: np.ndarray, tri: np.ndarr
             if mouth_fill is not None:
                 image[inner] = mouth_fill
                 ok |= inner
+    if features:
+        # a turned source's far side is seen at a grazing angle (foreshortened, smeared lids and brows): where its
+        # mirror is seen much better and trusted, the mirror's detail is used instead
+        nz = ubuf.attr[..., 3]
+        ok &= ~(ok[:, ::-1] & (nz < FORESHORTENED) & (nz[:, ::-1] > nz + FACING_GAIN) & covered)
     low = _smooth_fill(image, ok.astype(np.float32))
     ok_m = ok[:, ::-1]
     mirrored = image[:, ::-1] - low[:, ::-1] + low  # the mirror's detail over the local skin tone
-    image = np.where(ok[..., None], image, np.where(ok_m[..., None], mirrored, low))
+    fill = np.where(ok_m[..., None], mirrored, low)
+    if ok.any():  # no seam where a fill meets trusted texels: a smooth offset takes the fill to them at its border
+        fill = fill + _smooth_fill(image - fill, ok.astype(np.float32), coarse=t)
+    image = np.where(ok[..., None], image, fill)
+    if features and landmarks is not None:
+        # the source's left-out inner eyes: their upper half reflects the upper lid about its edge, their lower half
+        # the lower lid (lashes first, then lid skin): what shows of them as the target blinks and the lids meet is
+        # the source's own lash lines, not a fill
+        for poly in holes[:2]:
+            image = _reflect_lids(image, texels_in([poly]), ok)
     image = np.where(covered[..., None], image, low)
     tex_image = np.ascontiguousarray(image, np.float32)
     colors = cv2.remap(tex_image, np.ascontiguousarray(uvp[:, 0:1]), np.ascontiguousarray(uvp[:, 1:2]),
@@ -361,7 +475,174 @@ def build_texture(src_image: np.ndarray, src_vertices: np.ndarray, tri: np.ndarr
     tex.image_valid = ok
     tex.uv = uvp
     tex.edge = boundary_distance(np.asarray(uv, np.float32), tris)
+    if features and landmarks is not None:
+        lm = np.asarray(landmarks, np.float64)[:, :2]
+        tex.eye_vertices = []
+        for sl in (RIGHT_EYE, LEFT_EYE):
+            ste = eye_coordinates(np.nan_to_num(verts[:, :2]), lm[sl], *EYE_HOLE_SCALE[1:])
+            near = (ste[:, 0] > -EYE_REACH) & (ste[:, 0] < 1 + EYE_REACH) & (ste[:, 2] < EYE_REACH)
+            idx = np.nonzero(used & finite & near)[0]
+            tex.eye_vertices.append((idx, ste[idx].astype(np.float32)))
     return tex
+
+
+def _reflect_lids(image: np.ndarray, hole: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """``image`` (T, T, 3) with the texels of an eye's ``hole`` (T, T) bool replaced, column by column, by the
+    trusted texels mirrored about the hole's upper edge (its upper half) and lower edge (its lower half)."""
+    cols = np.nonzero(hole.any(0))[0]
+    t = hole.shape[0]
+    for c in cols:
+        rows = np.nonzero(hole[:, c])[0]
+        r0, r1 = rows.min(), rows.max()
+        mid = (r0 + r1) / 2
+        src = np.where(rows <= mid, r0 - 1 - (rows - r0), r1 + 1 + (r1 - rows))
+        src = np.clip(src, 0, t - 1)
+        good = ok[src, c]
+        image[rows[good], c] = image[src[good], c]
+    return image
+
+
+def _lid_curves(eye: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """An eye's frame from its 6 landmarks (6, 2): outer-to-inner corner origin a (2,), axis d (2,) (corner to
+    corner), unit normal n (2,) (toward the lower lid), and the lids' offsets along n sampled at s = 0..1 (13,)
+    (upper (13,), lower (13,), from the closed Catmull-Rom curve :func:`_closed_spline`). The last few eyes are
+    remembered (a swap asks for the same eyes several times a frame)."""
+    eye = np.ascontiguousarray(eye, np.float64)
+    key = eye.tobytes()
+    hit = _LID_CACHE.get(key)
+    if hit is None:
+        if len(_LID_CACHE) >= 8:
+            try:  # (render threads may share it: losing an entry is harmless)
+                _LID_CACHE.pop(next(iter(_LID_CACHE)), None)
+            except (StopIteration, RuntimeError):
+                pass
+        hit = _LID_CACHE[key] = _lid_curves_of(eye)
+    return hit
+
+
+_LID_CACHE: dict[bytes, tuple] = {}
+
+
+def _lid_curves_of(eye: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    a, d = eye[0], eye[3] - eye[0]
+    length2 = max(float(d @ d), 1e-9)
+    n = np.array([-d[1], d[0]]) / np.sqrt(length2)
+    if (eye[[4, 5]] - eye[[2, 1]]).mean(0) @ n < 0:
+        n = -n
+    curve = _closed_spline(eye) - a  # 24 points: 0..12 the lid from corner 0 over 1, 2 to corner 3, then back
+    s_all = curve @ d / length2
+    off_all = curve @ n
+    out = []
+    for part in (slice(0, 13), np.r_[12:24, 0]):
+        s, off = s_all[part], off_all[part]
+        order = np.argsort(s)
+        out.append(np.interp(_GRID13, s[order], off[order]))
+    return a, d, n, out[0], out[1]
+
+
+def _eye_band(eye: np.ndarray, up: float, down: float):
+    """An eye's frame (:func:`_lid_curves`) with the opening grown ``up`` / ``down`` times its half height on the
+    upper / lower lid's side: (a, d, n, centre (13,), half height (13,)) at s = 0..1."""
+    a, d, n, top, bottom = _lid_curves(eye)
+    mid, half = (top + bottom) / 2, np.maximum((bottom - top) / 2, 0.0)
+    return a, d, n, mid + half * (down - up) / 2, half * (down + up) / 2
+
+
+def eye_coordinates(points: np.ndarray, eye: np.ndarray, up: float = 1.0, down: float = 1.0) -> np.ndarray:
+    """(N, 3) float64 coordinates (s, t, e) of points (N, 2) in an eye's frame (its 6 landmarks (6, 2)): s from 0
+    at the first corner to 1 at the other; t from -1 on the upper to 1 on the lower boundary of the opening grown
+    ``up`` / ``down`` times on each side (:func:`eye_polygons`), clipped to [-1, 1]; e how far past that boundary
+    the point lies, in eye widths (0 inside)."""
+    a, d, n, centre, half = _eye_band(eye, up, down)
+    p = np.asarray(points, np.float64) - a
+    width = np.sqrt(max(float(d @ d), 1e-9))
+    s = p @ d / (width * width)
+    grid = np.linspace(0, 1, 13)
+    c = np.interp(s, grid, centre)
+    h = np.maximum(np.interp(s, grid, half), 1e-3 * width)
+    t = (p @ n - c) / h
+    return np.stack([s, np.clip(t, -1.0, 1.0), np.maximum(np.abs(t) - 1.0, 0.0) * h / width], 1)
+
+
+def eye_positions(ste: np.ndarray, eye: np.ndarray, up: float = 1.0, down: float = 1.0) -> np.ndarray:
+    """The inverse of :func:`eye_coordinates` in another eye (6, 2): (s, t, e) (K, 3) -> points (K, 2). A point
+    inside the opening keeps its place between the lids (a closed eye takes them all onto one line), one past it
+    keeps its distance from the boundary in eye widths."""
+    a, d, n, centre, half = _eye_band(eye, up, down)
+    out = np.empty((len(ste), 2), np.float64)
+    _eye_points(np.ascontiguousarray(ste, np.float64), a, d, n, centre, half, out)
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def _eye_points(ste, a, d, n, centre, half, out):
+    """:func:`eye_positions`' kernel: ``out[k] = a + s d + (centre(s) + t half(s) + sign(t) e width) n``, centre and
+    half (13,) sampled at s = 0..1 (read at s clipped to [0, 1])."""
+    width = np.sqrt(max(d[0] * d[0] + d[1] * d[1], 1e-9))
+    g = centre.shape[0] - 1
+    for k in range(ste.shape[0]):
+        s = ste[k, 0]
+        t = ste[k, 1]
+        x = min(max(s, 0.0), 1.0) * g
+        i = min(int(x), g - 1)
+        f = x - i
+        off = centre[i] * (1.0 - f) + centre[i + 1] * f + t * (half[i] * (1.0 - f) + half[i + 1] * f)
+        off += (-1.0 if t < 0 else 1.0) * ste[k, 2] * width
+        out[k, 0] = a[0] + s * d[0] + off * n[0]
+        out[k, 1] = a[1] + s * d[1] + off * n[1]
+
+
+def _turn_weight(ok: np.ndarray, covered: np.ndarray) -> float:
+    """0 for a frontal source, 1 for a turned one: the difference between the shares of the two UV halves that the
+    camera sees (``ok``: visible and facing it; a turned face hides one side), from 0.1 (0) to 0.3 (1)."""
+    half = ok.shape[1] // 2
+    shares = [ok[:, sl][covered[:, sl]].mean() if covered[:, sl].any() else 0.0
+              for sl in (slice(0, half), slice(half, None))]
+    return float(np.clip((abs(shares[0] - shares[1]) - 0.1) / 0.2, 0.0, 1.0))
+
+
+def _feature_trust(lm, covered, texels_in, skin_only, loose, thin_dark, highlight, lips, t):
+    """Which texels of a source to trust in the full swap (its own features shown), (T, T) bool, from the skin
+    tests and the feature zones of its landmarks ``lm`` (68, 2) frame px; ``covered``: the texels that count (the
+    face less the source's eyes and inner mouth), ``thin_dark``: the black-hat test's texels.
+
+    - brows and eye surroundings (the brow bands, the lid ellipses, the hull of each brow and eye, the space
+      between the brows): any colour near the skin's (``loose``: brows, lashes, lids), but not a specular
+      highlight (the source's sclera past its lid landmarks) and not part of a non-skin region that lies for
+      ``HAIR_SHARE`` or more outside the feature zones (hair on the forehead or the temples that reaches the brows,
+      a glasses frame around the eye);
+    - the nose, and the lower face below it (nostrils, moustache, beard, the folds beside the nose): ``loose``;
+    - the lips: ``loose``; elsewhere (forehead, temples, cheeks): the skin test (``skin_only``), less the thin dark
+      structures that run down a long way (``LONG_THIN`` x the texture side: hair strands, the sides of glasses
+      frames; not wrinkles, which run across).
+
+    Returns (trusted, the rejected texels that are not to be grown (the highlights around the eyes)).
+    """
+    orbits = [np.concatenate([lm[17:22], lm[36:42]]), np.concatenate([lm[22:27], lm[42:48]])]
+    upper = texels_in([_grown(lm[17:22], BROW_ZONE), _grown(lm[22:27], BROW_ZONE), lm[[21, 22, 42, 27, 39]]]
+                      + [o[_hull_order(o)] for o in orbits] + feature_polygons(lm)[:2])
+    nose_pts = lm[27:36]
+    chin_pts = np.concatenate([lm[3:14], lm[31:36]])
+    lower = texels_in([nose_pts[_hull_order(nose_pts)], _grown(lm[31:36], 1.6), chin_pts[_hull_order(chin_pts)]]) \
+        & ~upper
+    zones = upper | lower | lips
+    dark = (covered & ~skin_only).astype(np.uint8)
+    n, labels = cv2.connectedComponents(dark, connectivity=4)
+    occluder = np.zeros(dark.shape, bool)
+    if n > 1:
+        outside = np.bincount(labels[~zones], minlength=n)
+        outside[0] = 0
+        occluder = (outside > HAIR_SHARE * np.bincount(labels.ravel(), minlength=n))[labels]
+    thin = (thin_dark & covered & ~zones).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(thin, connectivity=8)
+    long_thin = np.zeros(thin.shape, bool)
+    if n > 1:
+        extent = stats[:, cv2.CC_STAT_HEIGHT].copy()  # strands and frames' rims run down, wrinkles across
+        extent[0] = 0
+        long_thin = (extent >= LONG_THIN * t)[labels]
+    out = np.where(zones, loose, skin_only & ~long_thin)
+    out = np.where(upper, loose & ~highlight & ~occluder, out)
+    return out, upper & highlight & ~occluder
 
 
 def _hull_order(pts: np.ndarray) -> np.ndarray:

@@ -1,0 +1,130 @@
+"""Numba kernels of the face swap's per-face work (``stream.render.swap``), each one pass over the face's box with no
+full-box temporaries: the face's mask, the contour's alpha ramp, the light planes' least-squares sums, the tone and
+light transfer in Lab, and the final blend of the pyramid's result.
+
+Shapes: the face's box is (h, w); ``attr`` (h, w, C) float32 the rasterizer's interpolated attributes whose last two
+channels are the region weight and the UV distance from the mesh's boundary; Lab images are float32 with L 0..100
+(OpenCV's float Lab) unless said 8-bit (L * 255/100, a + 128, b + 128).
+"""
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+
+@nb.njit(cache=True, nogil=True)
+def face_mask(keep, ids, attr, id0, id1):
+    """``keep[1 + i, 1 + j] = 1`` (uint8, (h + 2, w + 2), a zero border for the distance transform) where the pixel
+    belongs to triangles [id0, id1) and its region weight is over 0.5; returns the number of such pixels."""
+    h, w = ids.shape
+    c = attr.shape[2] - 2
+    n = 0
+    for i in range(h):
+        for j in range(w):
+            t = ids[i, j]
+            if t >= id0 and t < id1 and attr[i, j, c] > 0.5:
+                keep[i + 1, j + 1] = 1
+                n += 1
+    return n
+
+
+@nb.njit(cache=True, nogil=True)
+def contour_alpha(out, dist, keep, attr, offset, inv_feather, inv_edge):
+    """The contour's alpha (h, w) float32 into ``out``: smoothstep(min(clip((dist - offset) * inv_feather),
+    clip(edge * inv_edge))) where ``keep`` (both padded by one pixel, as :func:`face_mask`), else 0. ``inv_edge``
+    0: no edge ramp (``attr`` has no edge distance)."""
+    h, w = out.shape
+    c = attr.shape[2] - 1
+    for i in range(h):
+        for j in range(w):
+            if keep[i + 1, j + 1] == 0:
+                out[i, j] = 0.0
+                continue
+            a = min(max((dist[i + 1, j + 1] - offset) * inv_feather, 0.0), 1.0)
+            if inv_edge > 0.0:
+                a = min(a, min(max(attr[i, j, c] * inv_edge, 0.0), 1.0))
+            out[i, j] = a * a * (3.0 - 2.0 * a)
+
+
+@nb.njit(cache=True, nogil=True)
+def light_sums(tgt8, src_lab, contour, skin, step, cx, cy, sc, off, gain, base, keep):
+    """Normal equations of two planes in x, y fitted on every ``step``-th pixel of ``skin`` (h, w) uint8: the
+    target's L (from 8-bit Lab ``tgt8``) and the source's L after the tone transfer (:func:`tone_light`'s, with
+    channel 0 of off, gain, base, keep (3,)). Returns (A^T A (3, 3), A^T v (3, 2), the sums of v (2,),
+    count), rows of A = (1, (x - cx) sc, (y - cy) sc)."""
+    ata = np.zeros((3, 3))
+    atv = np.zeros((3, 2))
+    sv = np.zeros(2)
+    n = 0
+    h, w = skin.shape
+    for i in range(0, h, step):
+        gy = (i - cy) * sc
+        for j in range(0, w, step):
+            if skin[i, j] == 0:
+                continue
+            gx = (j - cx) * sc
+            lt = tgt8[i, j, 0] * (100.0 / 255.0)
+            c = contour[i, j]
+            ls = (src_lab[i, j, 0] - off[0]) * gain[0] + base[0] - c * c * keep[0]
+            r = (1.0, gx, gy)
+            for a in range(3):
+                for b in range(3):
+                    ata[a, b] += r[a] * r[b]
+                atv[a, 0] += r[a] * lt
+                atv[a, 1] += r[a] * ls
+            sv[0] += lt
+            sv[1] += ls
+            n += 1
+    return ata, atv, sv, n
+
+
+@nb.njit(cache=True, nogil=True)
+def tone_light(lab, contour, off, gain, base, keep, planes, cx, cy, sc, lo, rmin, rmax):
+    """In place on the source's Lab (h, w, 3): per channel ``(v - off) gain + base - contour^2 keep`` (the tone
+    transfer: ``base`` the target's mean, ``keep`` the share of the source's own tone kept inside the face, none at
+    the contour), then L times the target's light over the source's: the planes (3, 2) (columns target, source,
+    each over its mean) at ((x - cx) sc, (y - cy) sc), each at least ``lo``, their ratio clipped to [rmin, rmax]
+    (``planes`` None-like: a (0, 2) array, no relighting)."""
+    h, w = contour.shape
+    relight = planes.shape[0] == 3
+    for i in range(h):
+        gy = (i - cy) * sc
+        for j in range(w):
+            c = contour[i, j]
+            c2 = c * c
+            for k in range(3):
+                lab[i, j, k] = (lab[i, j, k] - off[k]) * gain[k] + base[k] - c2 * keep[k]
+            if relight:
+                gx = (j - cx) * sc
+                pt = max(planes[0, 0] + planes[1, 0] * gx + planes[2, 0] * gy, lo)
+                ps = max(planes[0, 1] + planes[1, 1] * gx + planes[2, 1] * gy, lo)
+                lab[i, j, 0] *= min(max(pt / ps, rmin), rmax)
+
+
+@nb.njit(cache=True, nogil=True)
+def add_masked_smooth(out, base, delta, alpha, y0, x0):
+    """``out[y0 + i, x0 + j] = base + delta * smoothstep(alpha)`` (uint8, rounded) where alpha > 0; elsewhere out is
+    untouched. base (h, w, 3) uint8 (the frame's box), delta (h, w, 3) float32, alpha (h, w) float32."""
+    for i in range(alpha.shape[0]):
+        for j in range(alpha.shape[1]):
+            a = alpha[i, j]
+            if a <= 0.0:
+                continue
+            s = a * a * (3.0 - 2.0 * a)
+            for c in range(3):
+                v = base[i, j, c] + delta[i, j, c] * s
+                out[y0 + i, x0 + j, c] = 0 if v <= 0.0 else (255 if v >= 255.0 else int(v + 0.5))
+
+
+@nb.njit(cache=True, nogil=True)
+def add_offsets(out, index, weight, d, r, scale):
+    """``out[index[k]] += weight[k] * scale * (r @ d[k])`` for vertices (V, 3) float32: model-space offsets d (K, 3)
+    rotated by r (3, 3) and scaled per axis by ``scale`` (3,) (``swap_shape.ShapeSwap.apply``)."""
+    for k in range(index.shape[0]):
+        x = d[k, 0]
+        y = d[k, 1]
+        z = d[k, 2]
+        wk = weight[k]
+        j = index[k]
+        for c in range(3):
+            out[j, c] += (r[c, 0] * x + r[c, 1] * y + r[c, 2] * z) * scale[c] * wk

@@ -1,0 +1,59 @@
+"""The swap looks like the source: dlib's ResNet face descriptor (the bench extra: ``dlib-bin``,
+``face-recognition-models``) on a short shared clip. Skipped without them. The same measure on more frames and
+sources: bench/face_identity.py."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("dlib")
+
+from model.morphable import MorphableModel  # noqa: E402
+from stream.render.swap import swap_faces  # noqa: E402
+from stream.render.texture import build_texture  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+import face_fits  # noqa: E402
+import face_identity  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("video", ["d13"])
+def test_swap_is_closer_to_the_source_than_to_the_target(assets_dir, video):
+    """jolie.jpg on 8 frames of a shared clip (every 10th): the swapped face is closer to the source than to the
+    target on >= 80% of the frames and its identity moves >= 40% of the way from the target to the source
+    (before the full swap: closer on none, 21% of the way)."""
+    if importlib_missing("face_recognition_models"):
+        pytest.skip("face-recognition-models is not installed (the bench extra)")
+    desc = face_identity.Descriptor()
+    morph = MorphableModel.load()
+    src = cv2.imread(str(assets_dir / "LeiJiangJNU/DAMDNet/imgs/jolie.jpg"))
+    sfit = face_fits.fit_image(src, refine=2)
+    tex = build_texture(src, face_fits.vertices(morph, sfit), morph.tri, morph.grid_shape, landmarks=sfit.landmarks,
+                        uv=morph.uv)
+    d_src = desc(src, desc.box(src, sfit.landmarks))
+    frames = face_fits.read_frames(assets_dir / f"KwaiVGI/LivePortrait/assets/examples/driving/{video}.mp4", 8, 10)
+    closer, d_ss, d_ts = [], [], []
+    for frame in frames:
+        fit = face_fits.fit_image(frame)
+        assert fit is not None
+        out = swap_faces(frame, [face_fits.vertices(morph, fit)], morph.tri, tex, landmarks=[fit.landmarks])
+        rect = desc.box(frame, fit.landmarks)
+        d_t, d_s = desc(frame, rect), desc(out, rect)
+        d_ss.append(np.linalg.norm(d_s - d_src))
+        d_ts.append(np.linalg.norm(d_t - d_src))
+        closer.append(d_ss[-1] < np.linalg.norm(d_s - d_t))
+    moved = 1 - np.mean(d_ss) / np.mean(d_ts)
+    assert np.mean(closer) >= 0.8, f"closer to the source on {np.mean(closer):.0%} of the frames"
+    assert moved >= 0.4, f"the identity moved {moved:.0%} of the way to the source"
+
+
+def importlib_missing(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is None
