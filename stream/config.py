@@ -9,6 +9,7 @@ accept only listed choices. Errors are ``ConfigError`` with one line naming the 
 from __future__ import annotations
 
 import copy
+import functools
 import dataclasses
 import math
 import typing
@@ -380,3 +381,16 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 def config_keys() -> list[tuple[str, Any]]:
     """All (dotted key, default) pairs, for building the CLI."""
     return list(flatten(load_default()))
+
+
+def peer_controls(cfg: RunConfig | None = None) -> dict[str, Any]:
+    """A browser peer's starting controls from ``cfg``'s ``mode`` and ``smooth`` (the defaults' when None):
+    ``{"mode": str, "smooth": bool}``."""
+    if cfg is None:
+        cfg = _default_run_config()
+    return {"mode": cfg.mode, "smooth": cfg.smooth == "kalman"}
+
+
+@functools.lru_cache(maxsize=1)
+def _default_run_config() -> RunConfig:
+    return load_config()

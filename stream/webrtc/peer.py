@@ -31,14 +31,13 @@ import numpy as np
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from stream.config import RENDER_MODES
+from stream.config import RENDER_MODES, peer_controls
 
 from .facedata import FACES_LABEL, FaceChannel
 from .track import ProcessedTrack
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONTROLS: dict = {"mode": "landmarks", "smooth": True}
 _KEY = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 
@@ -79,7 +78,7 @@ class PassthroughProcessor:
 
     def __init__(self, peer_id: str = ""):
         self.peer_id = peer_id
-        self.controls = dict(DEFAULT_CONTROLS)
+        self.controls = peer_controls()
         self.frames = 0
 
     async def process(self, image: np.ndarray, time: float) -> np.ndarray:
@@ -141,7 +140,7 @@ class PeerSession:
         self.track: Optional[ProcessedTrack] = None
         self.channel = None
         self.faces: Optional[FaceChannel] = None
-        self.controls = dict(DEFAULT_CONTROLS if controls is None else controls)
+        self.controls = peer_controls() if controls is None else dict(controls)
         self.closed = False
         self.close_reason: Optional[str] = None
         self._closing: Optional[asyncio.Task] = None

@@ -5,7 +5,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Optional
 
-from stream.config import ConfigError, RunConfig  # one error type for every configuration mistake (CLI, YAML, server)
+from stream.config import ConfigError, RunConfig, peer_controls  # one error type for every configuration mistake (CLI, YAML, server)
 
 MIN_TOKEN_CHARS = 8
 
@@ -82,7 +82,7 @@ def serve_config(cfg: RunConfig) -> ServeConfig:
     return ServeConfig(host=s.host, port=s.port, token=s.token, max_peers=s.max_peers,
                        media_timeout_s=float(s.media_timeout), ssl_cert=s.cert, ssl_key=s.key,
                        max_upload_bytes=int(s.max_upload_mb * 1024 * 1024),
-                       default_controls={"mode": cfg.mode, "smooth": cfg.smooth == "kalman"})
+                       default_controls=peer_controls(cfg))
 
 
 def is_loopback_host(host: Optional[str]) -> bool:
