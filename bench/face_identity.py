@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from load_by_path import load_by_path  # bench/load_by_path.py (this folder)
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 ASSETS = Path(os.environ.setdefault("DAMDNET_ASSETS", str(REPO.parent / "shared" / "assets")))
@@ -41,14 +43,6 @@ SOURCES = {
     "glasses": ("faces/deepface_tests/img24.jpg", "frontal"),
     "turned": ("faces/utkface_crop_part1/21_0_0_20170104230101545.jpg.chip.jpg", "turned"),
 }
-
-
-def _load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 class Descriptor:
@@ -120,8 +114,8 @@ def main() -> None:
     sys.path.insert(0, args.tree)
     import model  # noqa: F401  (the tree's package)
 
-    quality = _load(REPO / "stream/render/quality.py", "_quality")
-    fits = _load(HERE / "face_fits.py", "_fits")
+    quality = load_by_path(REPO / "stream/render/quality.py", "_quality")
+    fits = load_by_path(HERE / "face_fits.py", "_fits")
     import cv2
 
     from model.morphable import MorphableModel

@@ -7,7 +7,6 @@ the same measures are taken before and after a change; fits come from bench/face
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -17,16 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from load_by_path import load_by_path  # bench/load_by_path.py (this folder)
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-
-
-def _load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 ASSETS = Path(os.environ.setdefault("DAMDNET_ASSETS", str(REPO.parent / "shared" / "assets")))
@@ -48,9 +41,9 @@ def main() -> None:
     import model  # noqa: F401  (the tree's package; the measures' outline comes from this tree's face_mesh)
 
     if not (Path(args.tree) / "model/face_mesh.py").is_file():
-        _load(REPO / "model/face_mesh.py", "model.face_mesh")
-    quality = _load(REPO / "stream/render/quality.py", "_quality")
-    fits = _load(HERE / "face_fits.py", "_fits")
+        load_by_path(REPO / "model/face_mesh.py", "model.face_mesh")
+    quality = load_by_path(REPO / "stream/render/quality.py", "_quality")
+    fits = load_by_path(HERE / "face_fits.py", "_fits")
     import cv2
 
     from model.morphable import MorphableModel
