@@ -41,47 +41,6 @@ PARTS = (RIGHT_EYE, LEFT_EYE, MOUTH)
 MOUTH_MIRROR = np.array([6, 5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 16, 15, 14, 13, 12, 19, 18, 17])
 
 
-def part_basis(anchor_a: np.ndarray, anchor_b: np.ndarray, across: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Anchor units in the frame: (ex, ey) (N, 2) each, so that a point at units (ux, uy) is at frame px
-    ``anchor_a + ux * ex + uy * ey``. ``ex = b - a``; ``ey`` is as long, perpendicular to ``across`` (the face's
-    left-to-right vector in the frame: subject's right eye -> left eye), pointing down the face, so a mirrored part
-    (anchors running right to left) is reflected rather than turned upside down."""
-    a = np.asarray(anchor_a, np.float64).reshape(-1, 2)
-    ex = np.asarray(anchor_b, np.float64).reshape(-1, 2) - a
-    r = np.asarray(across, np.float64).reshape(-1, 2)
-    down = np.stack([-r[:, 1], r[:, 0]], 1)
-    ey = down * (np.sqrt((ex * ex).sum(1)) / np.maximum(np.sqrt((down * down).sum(1)), 1e-9))[:, None]
-    return ex, ey
-
-
-def basis_affine(anchor_a: np.ndarray, ex: np.ndarray, ey: np.ndarray, spec: PartSpec) -> np.ndarray:
-    """Frame -> patch affine maps (N, 2, 3) of a part whose anchor units are (ex, ey) from ``anchor_a``:
-    ``patch = origin + ANCHOR_GAP * [ex | ey]^-1 (x - a)``."""
-    a = np.asarray(anchor_a, np.float64).reshape(-1, 2)
-    det = ex[:, 0] * ey[:, 1] - ey[:, 0] * ex[:, 1]
-    det = np.where(np.abs(det) < 1e-12, 1e-12, det)
-    lin = np.stack([np.stack([ey[:, 1], -ey[:, 0]], 1), np.stack([-ex[:, 1], ex[:, 0]], 1)], 1) \
-        * (ANCHOR_GAP / det)[:, None, None]
-    off = np.array(spec.origin)[None] - np.einsum("nij,nj->ni", lin, a)
-    return np.concatenate([lin, off[:, :, None]], axis=2)
-
-
-def part_frames(landmarks: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Every part's anchor units in the frame from (N, 68, 2+) landmarks: name -> (a, ex, ey), (N, 2) each."""
-    lm = np.asarray(landmarks, np.float64)[..., :2]
-    n = len(lm)
-    across = np.tile(lm[:, 45] - lm[:, 36], (len(PARTS), 1))
-    a = np.concatenate([lm[:, p.anchors[0]] for p in PARTS])
-    ex, ey = part_basis(a, np.concatenate([lm[:, p.anchors[1]] for p in PARTS]), across)
-    return {p.name: (a[i * n:(i + 1) * n], ex[i * n:(i + 1) * n], ey[i * n:(i + 1) * n]) for i, p in enumerate(PARTS)}
-
-
-def part_affines(landmarks: np.ndarray) -> dict[str, np.ndarray]:
-    """Every part's frame -> patch affines from (N, 68, 2+) landmarks in frame px: name -> (N, 2, 3)."""
-    frames = part_frames(landmarks)
-    return {p.name: basis_affine(*frames[p.name], p) for p in PARTS}
-
-
 _ANCHOR_A = np.array([p.anchors[0] for p in PARTS])
 _ANCHOR_B = np.array([p.anchors[1] for p in PARTS])
 _ORIGINS = np.array([p.origin for p in PARTS], np.float64)
@@ -113,14 +72,30 @@ def _frames_kernel(lm, anchor_a, anchor_b, origins, gap, frames, affines):  # pr
 
 
 def frames_and_affines(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``part_frames`` and ``basis_affine`` of every part in one pass (the stage's per-frame path): (N, 68, 2+)
-    landmarks frame px -> frames (len(PARTS), N, 3, 2) (a, ex, ey) and affines (len(PARTS), N, 2, 3) frame -> patch,
+    """Every part's anchor frame and frame -> patch affine in one pass (see ``part_frames``, ``part_affines``):
+    (N, 68, 2+) landmarks frame px -> frames (len(PARTS), N, 3, 2) (a, ex, ey) and affines (len(PARTS), N, 2, 3),
     in ``PARTS`` order."""
     lm = np.ascontiguousarray(np.asarray(landmarks, np.float64)[..., :2])
     frames = np.empty((len(PARTS), len(lm), 3, 2))
     affines = np.empty((len(PARTS), len(lm), 2, 3))
     _frames_kernel(lm, _ANCHOR_A, _ANCHOR_B, _ORIGINS, ANCHOR_GAP, frames, affines)
     return frames, affines
+
+
+def part_frames(landmarks: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Every part's anchor units in the frame from (N, 68, 2+) landmarks: name -> (a, ex, ey), (N, 2) each: a point
+    at units (ux, uy) is at frame px ``a + ux * ex + uy * ey``; ``ex`` runs from the first anchor to the second,
+    ``ey`` is as long, perpendicular to the face's left-to-right vector (36 -> 45) and points down the face, so a
+    mirrored part (anchors running right to left) is reflected rather than turned upside down."""
+    frames, _ = frames_and_affines(landmarks)
+    return {p.name: (frames[i, :, 0], frames[i, :, 1], frames[i, :, 2]) for i, p in enumerate(PARTS)}
+
+
+def part_affines(landmarks: np.ndarray) -> dict[str, np.ndarray]:
+    """Every part's frame -> patch affines from (N, 68, 2+) landmarks in frame px: name -> (N, 2, 3),
+    ``patch = origin + ANCHOR_GAP * [ex | ey]^-1 (x - a)``."""
+    _, affines = frames_and_affines(landmarks)
+    return {p.name: affines[i] for i, p in enumerate(PARTS)}
 
 
 def units_to_frame(units: np.ndarray, a: np.ndarray, ex: np.ndarray, ey: np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.expression_ext import N_EXT, eye_aspect_ratio, mouth_openness
+from model.expression_ext import eye_aspect_ratio, mouth_openness
 from model.expression_fit import FitWeights, fit_expression
 from model.expression_patches import PARTS, apply_affine, part_affines, part_frames, to_units, units_to_frame
 from model.morphable import MorphableModel, frame_to_crop_xy
@@ -117,10 +117,32 @@ def test_fit_clamps_the_extension_to_its_range(morph: MorphableModel) -> None:
     assert ext[0, 0] == pytest.approx(FitWeights().ext_max[0])
 
 
+def _reference_frames(lm: np.ndarray, spec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The anchor frame (a, ex, ey) of one part, written out in numpy (the kernel's reference)."""
+    a = lm[:, spec.anchors[0]]
+    ex = lm[:, spec.anchors[1]] - a
+    r = lm[:, 45] - lm[:, 36]
+    down = np.stack([-r[:, 1], r[:, 0]], 1)
+    ey = down * (np.sqrt((ex * ex).sum(1)) / np.maximum(np.sqrt((down * down).sum(1)), 1e-9))[:, None]
+    return a, ex, ey
+
+
+def _reference_affine(a: np.ndarray, ex: np.ndarray, ey: np.ndarray, spec) -> np.ndarray:
+    """``origin + ANCHOR_GAP * [ex | ey]^-1 (x - a)`` as (N, 2, 3), in numpy."""
+    from model.expression_patches import ANCHOR_GAP
+
+    det = ex[:, 0] * ey[:, 1] - ey[:, 0] * ex[:, 1]
+    det = np.where(np.abs(det) < 1e-12, 1e-12, det)
+    lin = np.stack([np.stack([ey[:, 1], -ey[:, 0]], 1), np.stack([-ex[:, 1], ex[:, 0]], 1)], 1) \
+        * (ANCHOR_GAP / det)[:, None, None]
+    off = np.array(spec.origin)[None] - np.einsum("nij,nj->ni", lin, a)
+    return np.concatenate([lin, off[:, :, None]], axis=2)
+
+
 def test_stage_frames_kernel_matches_the_training_geometry(morph: MorphableModel) -> None:
-    """The stage's one-pass kernel gives the same anchor frames and patch affines as the vectorised functions the
-    trainer cuts its patches with (turned, rolled and scaled faces)."""
-    from model.expression_patches import basis_affine, frames_and_affines
+    """The one-pass kernel (the stage's and the trainer's patch geometry) gives the anchor frames and patch affines
+    of the numpy reference above (turned, rolled and scaled faces)."""
+    from model.expression_patches import frames_and_affines
 
     rng = np.random.default_rng(3)
     lm = morph.landmarks(frontal(), ROI)[..., :2].astype(np.float64)
@@ -131,10 +153,11 @@ def test_stage_frames_kernel_matches_the_training_geometry(morph: MorphableModel
         faces.append(lm[0] @ rot.T + rng.uniform(-80, 80, 2) + rng.normal(0, 1.5, lm[0].shape))
     lm = np.stack(faces)
     frames, affines = frames_and_affines(lm)
-    ref = part_frames(lm)
     for i, spec in enumerate(PARTS):
-        np.testing.assert_allclose(frames[i].transpose(1, 0, 2), np.stack(ref[spec.name]), rtol=1e-12, atol=1e-9)
-        np.testing.assert_allclose(affines[i], basis_affine(*ref[spec.name], spec), rtol=1e-12, atol=1e-9)
+        ref = _reference_frames(lm, spec)
+        np.testing.assert_allclose(frames[i].transpose(1, 0, 2), np.stack(ref), rtol=1e-12, atol=1e-9)
+        np.testing.assert_allclose(affines[i], _reference_affine(*ref, spec), rtol=1e-12, atol=1e-9)
+        np.testing.assert_allclose(np.stack(part_frames(lm)[spec.name]), np.stack(ref), rtol=1e-12, atol=1e-9)
 
 
 def test_patch_points_map_back_to_the_frame(morph: MorphableModel) -> None:
