@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from model.aligner import Aligner  # noqa: E402
 from model.data.mediapipe_map import MediaPipeMap  # noqa: E402
+from model.expression_ext import eye_aspect_ratio, mouth_openness  # noqa: E402
 from model.expression_fit import FitWeights, fit_expression  # noqa: E402
 from model.expression_stage import share_eye_closure, visibility_weights  # noqa: E402
 from model.morphable import frame_to_crop_xy  # noqa: E402
@@ -37,9 +38,7 @@ from model.roi import crop_roi, rounded_roi  # noqa: E402
 
 def openness_68(p: np.ndarray) -> np.ndarray:
     """(N, 68, 2) -> (N, 3): right eye, left eye, mouth openness (expression_check's definitions)."""
-    d = lambda a, b: np.linalg.norm(p[:, a] - p[:, b], axis=1)  # noqa: E731
-    return np.stack([(d(37, 41) + d(38, 40)) / 2 / d(36, 39), (d(43, 47) + d(44, 46)) / 2 / d(42, 45),
-                     d(62, 66) / d(60, 64)], 1)
+    return np.concatenate([eye_aspect_ratio(p), mouth_openness(p)[:, None]], axis=1)
 
 
 def openness_mp(p: np.ndarray) -> np.ndarray:
