@@ -219,6 +219,7 @@ class RunConfig:
 
 
 def _set_path(d: dict, key: str, value: Any) -> None:
+    """``d[a][b][c] = value`` for ``key`` "a.b.c", making the dicts on the way."""
     parts = key.split(".")
     for part in parts[:-1]:
         d = d.setdefault(part, {})
@@ -263,13 +264,6 @@ def _get(d: dict, key: str) -> Any:
     for part in key.split("."):
         d = d[part]
     return d
-
-
-def _set(d: dict, key: str, value: Any) -> None:
-    parts = key.split(".")
-    for part in parts[:-1]:
-        d = d[part]
-    d[parts[-1]] = value
 
 
 def _check_value(key: str, value: Any, default: Any) -> Any:
@@ -342,7 +336,7 @@ def merge(base: dict, overrides: dict, source: str) -> dict:
             hint = same_leaf[0] if same_leaf else closest_flag(key, list(known))
             raise ConfigError(f"unknown config key '{key}' in {source}"
                               + (f" (did you mean '{hint}'?)" if hint else ""))
-        _set(out, key, _check_value(key, value, known[key]))
+        _set_path(out, key, _check_value(key, value, known[key]))
     return out
 
 
