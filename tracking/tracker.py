@@ -373,7 +373,11 @@ class FaceTracker:
                 del self._tracks[t.track_id]
         self._remove_duplicates(faces)
         self._handed = {}
-        return [faces[k] for k in sorted(faces)]
+        out = [faces[k] for k in sorted(faces)]
+        if out:  # the smoothed poses of the frame's faces in one batch
+            for f, pose in zip(out, pose_from_params(np.stack([f.params for f in out]))):
+                f.pose = pose
+        return out
 
     def _collapsed_or_doubtful(self, t: Track) -> bool:
         """Should track ``t`` be deleted after this frame's alignment? (box under ``min_face_size``, confidence
@@ -428,7 +432,8 @@ class FaceTracker:
         t.last_frame = fi
         reset = tuple(g for g in sm.last_reset if ext is not None or g in GROUPS)
         return Face(box=t.box.copy(), landmarks=lm.copy() if lm_s is None else lm_s,
-                    pose=pose_from_params(smoothed[None])[0], params=smoothed, roi=t.filter_roi.copy(), track_id=t.track_id, confidence=t.confidence, ext=ext_s,
+                    pose=np.zeros(6, np.float32), params=smoothed,  # pose: set in update, all at once
+                    roi=t.filter_roi.copy(), track_id=t.track_id, confidence=t.confidence, ext=ext_s,
                     frame=fi, time=time, is_confirmed=t.confirmed(self.config.min_hits), age=fi - t.born + 1,
                     hits=t.hits, reset_groups=reset, raw_params=p.copy(), raw_landmarks=lm.copy(), raw_confidence=conf,
                     raw_ext=None if ext is None else ext.copy())
