@@ -31,7 +31,10 @@ blink rows' ``lo``/``hi`` (0.10, 0.60) were chosen on six training videos agains
 expression fit had its part slack (``arkit-v2``; ``arkit-v1`` had 0.20, 0.80: correlation 0.69/0.77 -> 0.76/0.76,
 blink frames read >= 0.5 on 84% -> 97%, open frames <= 0.3 on 99.8% -> 98.5%, with mb05), and ``jawOpen`` has no
 dead zone (was 0.05: its correlation with MediaPipe's mouth opening 0.54 -> 0.62 there; a closed mouth reads <= 0.07
-in 95% of frames).
+in 95% of frames). ``arkit-v3``: a track's neutral lip gap and chin drop are its 20th percentile, not its median
+(``NEUTRAL_QUANTILE``: a talker's median mouth is open); on the six training videos jawOpen's correlation went
+0.62 -> 0.75 (mb05) and 0.64 -> 0.73 (damdnet), a closed mouth (MediaPipe's lowest fifth) reads <= 0.14 in 95% of
+its frames.
 ``BLENDSHAPES_VERSION`` names this definition; outputs that carry the coefficients carry the version.
 """
 from __future__ import annotations
@@ -40,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-BLENDSHAPES_VERSION = "arkit-v2"
+BLENDSHAPES_VERSION = "arkit-v3"
 
 # Apple's order (ARFaceAnchor.BlendShapeLocation, as its documentation groups them).
 ARKIT_NAMES: tuple[str, ...] = (
@@ -82,6 +85,11 @@ RELATIVE = ("eye_r", "eye_l")
 # How far a track's learned neutral may stray from its identity's prior, in units (eyes: as a share of the prior
 # aspect): someone who smiles through the first seconds does not become "neutral" at a full smile.
 MAX_OFFSET: dict[str, float] = {n: 1.0 for n in SIGNALS} | {"eye_r": 0.35, "eye_l": 0.35, "gap": 0.5, "jaw": 0.5}
+# Which quantile of a track's own measures is its neutral: the median, except where the rest position is an extreme
+# of the range rather than its middle: lips are together at rest and only part during speech, so a talker's median
+# lip gap (and chin drop) is an open mouth and would read jawOpen 0 on half the words; their neutral is a low
+# quantile (chosen on the training videos, bench/RESULTS.md "The neutral mouth").
+NEUTRAL_QUANTILE: dict[str, float] = {n: 0.5 for n in SIGNALS} | {"gap": 0.2, "jaw": 0.2}
 JAW_CORNER_DROP = 0.18  # the corners fall ~0.18 x the lip gap as the jaw opens (not a frown)
 JAW_WIDTH_GAIN = 0.25  # each corner moves out ~0.25 x the lip gap as the jaw opens (not a stretch)
 
@@ -140,6 +148,7 @@ _GATES = [(j, INDEX[g[1]], g[0] == "not") for j, (_, _, _, _, g) in enumerate(TA
 _UNITS = np.array([SIGNAL_UNITS[n] for n in SIGNALS])
 _REL = np.array([n in RELATIVE for n in SIGNALS])
 _MAXOFF = np.array([MAX_OFFSET[n] for n in SIGNALS])
+QUANTILES = np.array([NEUTRAL_QUANTILE[n] for n in SIGNALS])  # (N_SIGNALS,) the neutral's quantile per measure
 
 # 68-point left/right mirror (a landmark's counterpart on the other side of the face).
 MIRROR_68 = np.array([16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0,

@@ -196,6 +196,42 @@ def test_neutral_adapter_warmup_median_adaptation_and_limits() -> None:
     assert a.offset[SIG["corner_l"]] == pytest.approx(0.08 * 1.0)
 
 
+def test_a_talkers_neutral_mouth_is_closed_and_words_read_open() -> None:
+    """Lips part on most frames of speech: the lip gap's neutral is a low quantile (the closed mouth), not the median
+    (which would be an open mouth, so half the words would read jawOpen 0); the eyes keep the median."""
+    from model.blendshapes import QUANTILES
+
+    prior = np.full(N_SIGNALS, 0.1)
+    prior[SIG["eye_r"]] = prior[SIG["eye_l"]] = 0.28
+    a = NeutralAdapter(NeutralConfig(warmup_s=2.0, adapt_s=30.0))
+    rng = np.random.default_rng(0)
+    opening = np.where(rng.random(60) < 0.3, 0.0, rng.uniform(0.05, 0.2, 60))  # 30% closed, words in between
+    for i, g in enumerate(opening):  # 2 s of speech at 30 fps
+        s = prior.copy()
+        s[SIG["gap"]] += g
+        a.update(s, prior, i / 30, np.zeros(6))
+    q = QUANTILES[SIG["gap"]]
+    assert q < 0.3 and QUANTILES[SIG["eye_r"]] == 0.5
+    assert a.offset[SIG["gap"]] == pytest.approx(np.quantile(opening, q))
+    assert a.offset[SIG["gap"]] < 0.3 * np.median(opening)
+    # afterwards a running quantile: a second of words (gap above the neutral) moves it up by 2q steps a frame, a
+    # second of closed mouth back down by 2(1 - q) steps a frame (to the closed mouth, within one step)
+    before, t = a.offset[SIG["gap"]], 59 / 30
+    step = 0.30 / 30 / 30  # the gap's unit (0.30 face sizes) per adapt_s (30 s), per frame at 30 fps
+
+    def second(g: float) -> None:
+        nonlocal t
+        for _ in range(30):
+            t += 1 / 30
+            s = prior.copy()
+            s[SIG["gap"]] += g
+            a.update(s, prior, t, np.zeros(6))
+    second(0.15)
+    assert a.offset[SIG["gap"]] == pytest.approx(before + 30 * 2 * q * step)
+    second(0.0)
+    assert abs(a.offset[SIG["gap"]]) <= 2 * (1 - q) * step + 1e-12
+
+
 def test_the_ext_rig_reads_back_what_drives_it(basis) -> None:
     """The rig of our own mesh (``ext_rig``: the page's 3D view driven by blendshapes) shows each rigged name at 1
     on the mean face; the estimator reads that name back at ~1 and the others near 0; 0 is the mean face."""

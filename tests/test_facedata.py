@@ -17,6 +17,7 @@ from model.blendshapes import ARKIT_NAMES, ESTIMATED, ESTIMATED_MASK
 from model.expression_ext import EXT_NAMES, EXT_VERSION, N_EXT
 from tracking.face import Face
 from stream.webrtc.facedata import FaceChannel, encode, face_message, face_model_bytes
+from model.blendshapes import BLENDSHAPES_VERSION
 
 STATIC = Path(__file__).resolve().parents[1] / "stream" / "webrtc" / "static"
 
@@ -53,7 +54,7 @@ def test_message_schema_and_rounding() -> None:
     assert len(f["box"]) == 4 and len(f["params"]) == 62
     assert msg["ext_version"] == EXT_VERSION and list(f["ext"]) == list(EXT_NAMES)
     np.testing.assert_allclose([f["ext"][k] for k in EXT_NAMES], face.ext, atol=6e-5)
-    assert msg["blendshapes_version"] == "arkit-v2" and list(f["blendshapes"]) == list(ARKIT_NAMES)
+    assert msg["blendshapes_version"] == BLENDSHAPES_VERSION and list(f["blendshapes"]) == list(ARKIT_NAMES)
     np.testing.assert_allclose([f["blendshapes"][k] for k in ARKIT_NAMES], face.blendshape_values, atol=6e-4)
     assert all(f["blendshapes"][k] == 0 for k in ARKIT_NAMES if k not in ESTIMATED)
     assert len(encode(msg)) < 4000  # one face, blendshapes included (~3.6 kB)

@@ -19,6 +19,7 @@ from stream.frames import Frame, VideoInfo
 from tracking.face import Face
 from stream.gltf import GLBSink, check_glb, load_glb_frames, mesh_uv
 from stream.outputs import MeshesOut
+from model.blendshapes import BLENDSHAPES_VERSION
 
 JS_DIR = Path(__file__).parent / "js"
 
@@ -128,7 +129,7 @@ def test_glb_reads_back_to_the_npz(tmp_path: Path, morph: MorphableModel, with_e
     assert names[:50] == [f"shape{i:02d}" for i in range(40)] + [f"exp{i:02d}" for i in range(10)]
     assert names[50:57] == ["ext_" + k for k in EXT_NAMES] and back["weights"].shape == (n, 57 + 52)
     assert names[57:] == list(ARKIT_NAMES) and back["extras"]["blendshape_targets"] == [57, 52]
-    assert back["extras"]["blendshapes_measured"] == with_ext and back["extras"]["blendshapes_version"] == "arkit-v2"
+    assert back["extras"]["blendshapes_measured"] == with_ext and back["extras"]["blendshapes_version"] == BLENDSHAPES_VERSION
     assert back["extras"]["ext_version"] == EXT_VERSION and back["extras"]["ext_measured"] == with_ext
     w_ext = back["weights"][:, 50:57]
     if with_ext:  # the ARKit targets carry the blendshapes by name (blinks, the jaw) and do not move the mesh

@@ -29,6 +29,7 @@ from stream.sinks import (
     tracks_csv_header,
 )
 from stream.sources import open_source
+from model.blendshapes import BLENDSHAPES_VERSION
 
 
 def _image(i: int, h: int = 64, w: int = 96) -> np.ndarray:
@@ -311,7 +312,7 @@ def test_jsonl_roundtrip(tmp_path: Path) -> None:
     first = json.loads(lines[0])
     assert set(first) == {"frame", "time", "track_id", "box", "roi", "pose", "confidence", "ext", "ext_version",
                           "blendshapes", "blendshapes_version", "landmarks", "params"}
-    assert list(first["blendshapes"]) == list(ARKIT_NAMES) and first["blendshapes_version"] == "arkit-v2"
+    assert list(first["blendshapes"]) == list(ARKIT_NAMES) and first["blendshapes_version"] == BLENDSHAPES_VERSION
     assert set(first["pose"]) == {"yaw", "pitch", "roll", "scale", "tx", "ty"}
     _check_roundtrip(path, written)
 

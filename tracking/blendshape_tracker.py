@@ -3,14 +3,16 @@
 
 The neutral of a measure = the identity's prior (its expression at 0) + a learned offset:
 
-- **warm-up** (the track's first ``warmup_s`` seconds): the offset is the median of the observed offsets of the
-  frames so far (this one included) where the head faces the camera (``|yaw| <= max_yaw``, ``|pitch| <=
-  max_pitch``), optionally shrunk toward 0 by ``prior_frames`` pseudo-samples. A median: blinks and words during
-  the first seconds do not move it; a track's first frame reads 0 (it is its own neutral so far).
-- **afterwards**: a running median: each frame (frontal head) moves each offset toward the observed one by a fixed
-  step, one full-scale unit per ``adapt_s`` seconds, whatever the size of the difference. Brief expressions (a
-  blink, a word, a smile of a few seconds) barely move it; a slow drift (a tired face, the fit settling) is
-  followed; an expression held for ``adapt_s`` seconds becomes neutral. ``adapt_s = 0`` freezes it after warm-up.
+- **warm-up** (the track's first ``warmup_s`` seconds): the offset is a quantile (``model.blendshapes.QUANTILES``:
+  the median, a low quantile for the lip gap and the chin, whose rest is the closed end of their range) of the
+  observed offsets of the frames so far (this one included) where the head faces the camera (``|yaw| <= max_yaw``,
+  ``|pitch| <= max_pitch``), optionally shrunk toward 0 by ``prior_frames`` pseudo-samples. A quantile: blinks and
+  words during the first seconds do not move it; a track's first frame reads 0 (it is its own neutral so far).
+- **afterwards**: a running quantile: each frame (frontal head) moves each offset toward the observed one by a fixed
+  step, whatever the size of the difference: up by ``2 q`` and down by ``2 (1 - q)`` steps of one full-scale unit
+  per ``adapt_s`` seconds (the median's up and down steps are equal). Brief expressions (a blink, a word, a smile
+  of a few seconds) barely move it; a slow drift (a tired face, the fit settling) is followed; an expression held
+  for ``adapt_s`` seconds becomes neutral. ``adapt_s = 0`` freezes it after warm-up.
 - the offset never strays beyond ``model.blendshapes.MAX_OFFSET`` of each unit from the prior.
 """
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from model.blendshapes import (N_BLEND, N_SIGNALS, activations, clamp_offset, coefficients, model_points,
+from model.blendshapes import (N_BLEND, N_SIGNALS, QUANTILES, activations, clamp_offset, coefficients, model_points,
                                raw_signals, units)
 
 
@@ -43,8 +45,9 @@ class NeutralConfig:
 class NeutralAdapter:
     """One track's learned neutral offset (``offset`` (N_SIGNALS,), measure units, added to the prior)."""
 
-    def __init__(self, config: NeutralConfig) -> None:
+    def __init__(self, config: NeutralConfig, quantiles: np.ndarray = QUANTILES) -> None:
         self.config = config
+        self.quantiles = np.asarray(quantiles, np.float64)
         self.offset = np.zeros(N_SIGNALS)
         self._samples = np.empty((self.config.max_samples, N_SIGNALS))
         self._count = 0
@@ -74,11 +77,23 @@ class NeutralAdapter:
                 self._samples[self._count] = observed
                 self._count += 1
             k = self._count
-            med = np.median(self._samples[:k], axis=0)
-            self.offset = clamp_offset(med * (k / (k + cfg.prior_frames)), prior)
+            q = quantiles(self._samples[:k], self.quantiles)
+            self.offset = clamp_offset(q * (k / (k + cfg.prior_frames)), prior)
         elif cfg.adapt_s > 0 and dt > 0:
             step = units(prior) * min(dt, 1.0) / cfg.adapt_s
-            self.offset = clamp_offset(self.offset + step * np.sign(observed - self.offset), prior)
+            d = observed - self.offset
+            up = np.where(d > 0, 2.0 * self.quantiles, np.where(d < 0, -2.0 * (1.0 - self.quantiles), 0.0))
+            self.offset = clamp_offset(self.offset + step * up, prior)
+
+
+def quantiles(samples: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Column ``j``'s quantile ``q[j]`` of ``samples`` (K, M) -> (M,) (linear interpolation, as ``np.quantile``)."""
+    s = np.sort(samples, axis=0)
+    pos = q * (len(s) - 1)
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, len(s) - 1)
+    cols = np.arange(s.shape[1])
+    return s[lo, cols] + (pos - lo) * (s[hi, cols] - s[lo, cols])
 
 
 class BlendshapeTracker:
