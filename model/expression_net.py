@@ -1,6 +1,6 @@
 """The expression stage's network: eyelid and lip points from small gray patches (``model.expression_patches``).
 
-Two small CNNs, one for an eye patch (32x48; the left eye comes mirrored) and one for the mouth patch (48x48). Each
+Two small CNNs, one for an eye patch (32x48; the left eye comes mirrored) and one for the mouth patch (56x48). Each
 regresses its part's 68-point positions in anchor units (``expression_patches.to_units``). Input: (N, 1, H, W)
 float32, gray / 255 - 0.5. Weights: ``model/weights/expression.pth`` (``python -m model.train_expression``).
 """
@@ -52,7 +52,7 @@ class ExpressionNet(nn.Module):
         self.register_buffer("mean_mouth", torch.zeros(len(PARTS[2].points), 2))
 
     def forward(self, eyes: torch.Tensor, mouths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """eyes (2N, 1, 32, 48), mouths (N, 1, 48, 48) -> eye points (2N, 6, 2), mouth points (N, 20, 2)."""
+        """eyes (2N, 1, 32, 48), mouths (N, 1, 56, 48) -> eye points (2N, 6, 2), mouth points (N, 20, 2)."""
         return self.eye(eyes) + self.mean_eye, self.mouth(mouths) + self.mean_mouth
 
 
@@ -72,7 +72,7 @@ def _export_bytes(net: nn.Module) -> bytes:
 
 def build_runner(net: ExpressionNet, fast_path: bool = True, threads: int | None = None
                  ) -> Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """``run(eyes (2N, 1, 32, 48), mouths (N, 1, 48, 48)) -> (eye points, mouth points)``, float32 numpy.
+    """``run(eyes (2N, 1, 32, 48), mouths (N, 1, 56, 48)) -> (eye points, mouth points)``, float32 numpy.
 
     ``fast_path``: through ONNX Runtime (the export cached like the aligner's, ``model.ort_forward``), checked
     against the eager network within 1e-4 on random patches; eager torch when ORT is missing or disagrees."""

@@ -16,7 +16,7 @@ import numba as nb
 import numpy as np
 
 EYE_SIZE = (32, 48)  # (H, W) pixels
-MOUTH_SIZE = (48, 48)
+MOUTH_SIZE = (56, 48)  # tall enough for a wide-open mouth: lips from -0.86 to +1.14 corner widths
 ANCHOR_GAP = 28.0  # the two anchors' distance in the patch, pixels
 
 
@@ -35,7 +35,7 @@ class PartSpec:
 RIGHT_EYE = PartSpec("eye_r", (36, 37, 38, 39, 40, 41), (36, 39), EYE_SIZE, (10.0, 17.0))
 # mirrored: outer corner 45 first; point order matches RIGHT_EYE's role by role (outer, upper a, upper b, inner, ...)
 LEFT_EYE = PartSpec("eye_l", (45, 44, 43, 42, 47, 46), (45, 42), EYE_SIZE, (10.0, 17.0))
-MOUTH = PartSpec("mouth", tuple(range(48, 68)), (48, 54), MOUTH_SIZE, (10.0, 17.0))
+MOUTH = PartSpec("mouth", tuple(range(48, 68)), (48, 54), MOUTH_SIZE, (10.0, 24.0))
 PARTS = (RIGHT_EYE, LEFT_EYE, MOUTH)
 # the mouth's mirror (subject's right <-> left), by position in MOUTH.points: used to flip mouth patches in training
 MOUTH_MIRROR = np.array([6, 5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 16, 15, 14, 13, 12, 19, 18, 17])

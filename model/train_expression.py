@@ -8,8 +8,12 @@ Data (training roles only, DESIGN.md section 7):
 Each face is stored once as an upright gray context image (inter-ocular distance 100 px); every step cuts its eye and
 mouth patches through anchors jittered like an aligner's corners, with photometric and resolution changes, and a
 mirrored copy half the time. Closed eyes, winks and open mouths are rare in photos: they are drawn more often.
-Validation (checkpoint choice): held-out training videos (``--val-videos``), lid and lip point error and the
-correlation of the eye aspect ratio.
+Loss: smooth-L1 of the points plus, twice over, of the gaps between facing lid and lip points (a rare wide gap is
+what a small network otherwise hedges toward the mean face's).
+Validation (checkpoint choice): held-out training videos (``--val-videos``: the correlation of the eye aspect ratio
+and of the mouth opening with the labels) and a tenth of the photos and human-labelled faces held out
+(``held_out_rare``: every closed eye and open mouth among them and as many others; the slopes of the predicted on the
+labelled eye aspect ratio and mouth opening, 1 = as far as the labels).
 
     python -m model.train_expression --labels LABELS_DIR --minutes 20 --out model/weights/expression.pth
 """
@@ -68,13 +72,13 @@ def context_of(image: np.ndarray, pts: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 def draw_weights(points: np.ndarray) -> np.ndarray:
     """Oversampling of rare expressions: (N, 68, 2) -> (N,) weights (closed eye x8, half-closed x3, wink x4, open
-    mouth x3, wide-open mouth (opening over half the mouth's width, 1-3% of photos) x8)."""
+    mouth x3, wide-open mouth (opening over half the mouth's width, 1-3% of photos) x8, gaping (over 0.8, 0.2%) x16)."""
     ear = eye_aspect_ratio(points)
     mo = mouth_openness(points)
     w = np.ones(len(points))
     w *= np.where(ear.min(1) < 0.12, 8.0, np.where(ear.min(1) < 0.18, 3.0, 1.0))
     w *= np.where(np.abs(ear[:, 0] - ear[:, 1]) > 0.08, 4.0, 1.0)
-    w *= np.where(mo > 0.5, 8.0, np.where(mo > 0.3, 3.0, 1.0))
+    w *= np.where(mo > 0.8, 16.0, np.where(mo > 0.5, 8.0, np.where(mo > 0.3, 3.0, 1.0)))
     return w
 
 
@@ -170,7 +174,7 @@ def make_batch(faces: FaceSet, idx: np.ndarray, rng: np.random.Generator, augmen
                anchors_from: np.ndarray | None = None, aligner_share: float = 0.6,
                fixed_anchors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Patches and labels of faces ``idx``: eyes (2B, 32, 48) uint8 (right eyes, then mirrored left eyes), eye
-    points (2B, 6, 2) anchor units, mouths (B, 48, 48), mouth points (B, 20, 2). ``anchors_from`` (N, M, 6, 2):
+    points (2B, 6, 2) anchor units, mouths (B, 56, 48), mouth points (B, 20, 2). ``anchors_from`` (N, M, 6, 2):
     aligners' anchors per face (``aligner_anchors``), used for ``aligner_share`` of the faces (one aligner drawn at
     random), with a little jitter on top; the rest jitter the labelled corners."""
     b = len(idx)
@@ -230,6 +234,22 @@ def _tensor(a: np.ndarray) -> torch.Tensor:
 # lid and inner-lip points count double in the loss: they carry the blink and the mouth opening
 EYE_LOSS_W = torch.tensor([1.0, 2.0, 2.0, 1.0, 2.0, 2.0])[None, :, None]
 MOUTH_LOSS_W = torch.tensor([1.0] * 12 + [1.0, 2.0, 2.0, 2.0, 1.0, 2.0, 2.0, 2.0])[None, :, None]
+# ... and so do the gaps themselves (upper lid/lip point minus the one facing it, by position in the part's points):
+# a point loss alone lets a small network hedge a rare wide gap toward the mean face's
+EYE_GAPS = ([1, 2], [5, 4])  # 37-41, 38-40
+MOUTH_GAPS = ([13, 14, 15, 2, 3, 4], [19, 18, 17, 10, 9, 8])  # inner 61-67, 62-66, 63-65; outer 50-58, 51-57, 52-56
+GAP_LOSS_W = 2.0
+
+
+def part_loss(pred: torch.Tensor, label: torch.Tensor, point_w: torch.Tensor, gaps: tuple[list[int], list[int]]
+              ) -> torch.Tensor:
+    """Smooth-L1 of (B, P, 2) points (anchor units, weighted per point) plus ``GAP_LOSS_W`` x that of the gap
+    vectors between the facing points ``gaps`` (upper, lower)."""
+    f = torch.nn.functional.smooth_l1_loss
+    up, lo = gaps
+    gp, gl = pred[:, lo] - pred[:, up], label[:, lo] - label[:, up]
+    return (f(pred, label, reduction="none", beta=0.02) * point_w).mean() + \
+        GAP_LOSS_W * f(gp, gl, reduction="none", beta=0.02).mean()
 
 
 def evaluate(net: ExpressionNet, faces: FaceSet, seed: int = 0, anchors: np.ndarray | None = None
@@ -259,18 +279,47 @@ def evaluate(net: ExpressionNet, faces: FaceSet, seed: int = 0, anchors: np.ndar
             mo_p.append(np.linalg.norm(pm[:, 14] - pm[:, 18], axis=-1) / np.linalg.norm(pm[:, 12] - pm[:, 16], axis=-1))
             mo_t.append(np.linalg.norm(mp[:, 14] - mp[:, 18], axis=-1) / np.linalg.norm(mp[:, 12] - mp[:, 16], axis=-1))
     c = lambda a, b: float(np.corrcoef(np.concatenate(a), np.concatenate(b))[0, 1])  # noqa: E731
+    # least-squares slope of the predicted on the labelled opening: 1 = the gaps open as far as the labels'
+    k = lambda a, b: float(np.polyfit(np.concatenate(b), np.concatenate(a), 1)[0])  # noqa: E731
     return {"eye_err": float(np.concatenate(errs_e).mean()), "mouth_err": float(np.concatenate(errs_m).mean()),
-            "ear_corr": c(ear_p, ear_t), "mouth_corr": c(mo_p, mo_t)}
+            "ear_corr": c(ear_p, ear_t), "mouth_corr": c(mo_p, mo_t), "ear_slope": k(ear_p, ear_t),
+            "mouth_slope": k(mo_p, mo_t)}
+
+
+def held_out_rare(faces: FaceSet, share: float = 0.1, seed: int = 123) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (keep, held): ``share`` of the photos and human-labelled faces leave training; of those, the faces
+    with a closed or half-closed eye or an open mouth, and as many others, form ``held`` (a validation set that
+    spans the whole range of openings, which the held-out videos do not: their mouths open to 0.3-0.5)."""
+    rng = np.random.default_rng(seed)
+    pool = np.where(np.isin(faces.source, ["faces300w", "photos"]))[0]
+    out = np.sort(rng.choice(pool, int(len(pool) * share), replace=False))
+    ear, mo = eye_aspect_ratio(faces.points[out]), mouth_openness(faces.points[out])
+    rare = out[(ear.min(1) < 0.18) | (mo > 0.3)]
+    common = out[~np.isin(out, rare)]
+    held = np.sort(np.concatenate([rare, rng.choice(common, min(len(rare), len(common)), replace=False)]))
+    return np.setdiff1d(np.arange(len(faces.images)), out), held
+
+
+def subset(faces: FaceSet, idx: np.ndarray) -> FaceSet:
+    return FaceSet(faces.images[idx], faces.points[idx], faces.source[idx], faces.weight[idx])
 
 
 def train(faces: FaceSet, val: FaceSet, minutes: float, out: Path, batch: int = 96, lr: float = 1e-3,
-          seed: int = 0, width: int = 8, log_every: int = 200, anchors: np.ndarray | None = None,
-          val_anchors: np.ndarray | None = None) -> dict:
+          seed: int = 0, width: int = 8, log_every: int = 500, anchors: np.ndarray | None = None,
+          val_anchors: np.ndarray | None = None, held: FaceSet | None = None, held_anchors: np.ndarray | None = None,
+          init: str | None = None) -> dict:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     net = ExpressionNet(width)
+    if init:  # warm start: every tensor of the same shape (a part whose patch changed starts afresh)
+        own = net.state_dict()
+        old = torch.load(init, map_location="cpu", weights_only=True)["state_dict"]
+        same = {k: v for k, v in old.items() if k in own and own[k].shape == v.shape}
+        net.load_state_dict(same, strict=False)
+        print(f"warm start from {init}: {len(same)} of {len(own)} tensors", flush=True)
     e, ep, m, mp = make_batch(faces, rng.choice(len(faces.images), 2048), rng, augment=False)
-    net.mean_eye.copy_(torch.from_numpy(ep.mean(0)).float())
+    if not init:
+        net.mean_eye.copy_(torch.from_numpy(ep.mean(0)).float())
     net.mean_mouth.copy_(torch.from_numpy(mp.mean(0)).float())
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     p = faces.weight / faces.weight.sum()
@@ -285,22 +334,26 @@ def train(faces: FaceSet, val: FaceSet, minutes: float, out: Path, batch: int = 
         idx = rng.choice(len(faces.images), batch, p=p)
         e, ep, m, mp = make_batch(faces, idx, rng, anchors_from=anchors)
         pe, pm = net(_tensor(e), _tensor(m))
-        loss = (torch.nn.functional.smooth_l1_loss(pe, torch.from_numpy(ep).float(), reduction="none", beta=0.02)
-                * EYE_LOSS_W).mean() + \
-               (torch.nn.functional.smooth_l1_loss(pm, torch.from_numpy(mp).float(), reduction="none", beta=0.02)
-                * MOUTH_LOSS_W).mean()
+        loss = part_loss(pe, torch.from_numpy(ep).float(), EYE_LOSS_W, EYE_GAPS) + \
+            part_loss(pm, torch.from_numpy(mp).float(), MOUTH_LOSS_W, MOUTH_GAPS)
         opt.zero_grad()
         loss.backward()
         opt.step()
         step += 1
         if step % log_every == 0 or time.time() >= t_end:
             v = evaluate(net, val, anchors=val_anchors)
+            if held is not None:
+                v.update({f"held_{k}": x for k, x in evaluate(net, held, anchors=held_anchors).items()})
             v.update(step=step, minutes=round((time.time() - t0) / 60, 1), loss=float(loss.detach()))
             history.append(v)
             print(json.dumps(v), flush=True)
             # chosen on what the product needs from it: lids and lips that follow the face (the correlations of
-            # the eye aspect ratio and the mouth opening); the point errors carry each labeller's convention
+            # the eye aspect ratio and the mouth opening on the held-out videos) and open and close as far as the
+            # labels (the slopes on the held-out faces, which span every opening); the point errors carry each
+            # labeller's convention
             score = (1 - v["ear_corr"]) + (1 - v["mouth_corr"])
+            if held is not None:
+                score += abs(1 - v["held_ear_slope"]) + abs(1 - v["held_mouth_slope"])
             save_expression_net(out.with_suffix(".last.pth"), net, {"width": width, "validation": v, "steps": step})
             if best is None or score < best["score"]:
                 best = {"score": score, **v}
@@ -324,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--aligners", default="3ddfa-v2-mb05,damdnet",
                     help="models whose anchors (eye and mouth corners) the training patches are cut from, besides "
                          "jittered labels ('' for none); cached beside --cache")
+    ap.add_argument("--init", default=None,
+                    help="checkpoint to start from (tensors of the same shape; e.g. the shipped eyes)")
     args = ap.parse_args(argv)
     from model.assets import resolve_root
 
@@ -367,7 +422,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"aligner anchors of {names} in {time.time() - t:.0f} s", flush=True)
             if path is not None:
                 np.savez(path, train=anchors, val=val_anchors)
-    res = train(faces, val, args.minutes, Path(args.out), seed=args.seed, anchors=anchors, val_anchors=val_anchors)
+    keep, held_idx = held_out_rare(faces)
+    held = subset(faces, held_idx)
+    held_anchors = None if anchors is None else anchors[held_idx, 0]
+    print(f"held out {len(faces.images) - len(keep)} photos and human-labelled faces; {len(held_idx)} of them "
+          "(every closed eye and open mouth, as many others) validate the openings", flush=True)
+    faces = subset(faces, keep)
+    anchors = None if anchors is None else anchors[keep]
+    res = train(faces, val, args.minutes, Path(args.out), seed=args.seed, anchors=anchors, val_anchors=val_anchors,
+                held=held, held_anchors=held_anchors, init=args.init)
     print(json.dumps(res["best"]))
     return 0
 

@@ -261,6 +261,23 @@ def test_mediapipe_map_recovers_a_known_combination() -> None:
     np.testing.assert_allclose(fit.map(mp), human[:, TARGETS], atol=1e-6)
 
 
+def test_a_gaping_mouth_fits_in_its_patch(morph: MorphableModel) -> None:
+    """The widest mouths people open (lip gap over the mouth's width: the labels' widest span from 0.69 corner widths
+    above the corners to 0.99 below) lie inside the mouth patch with a margin, so the network sees both lips."""
+    from model.expression_patches import ANCHOR_GAP, MOUTH
+
+    lm = morph.landmarks(frontal(), ROI, ext=ext_of(jaw_open=3.0)[None])[..., :2].astype(np.float64)
+    assert mouth_openness(lm)[0] > 1.0
+    frame = part_frames(lm)["mouth"]
+    u = to_units(apply_affine(part_affines(lm)["mouth"], lm[:, list(MOUTH.points)]), MOUTH)[0]
+    upper = [1, 2, 3, 4, 5, 12, 13, 14, 15, 16]  # 49-53, 60-64 (by position in MOUTH.points)
+    u[upper, 1] -= 0.5  # the upper lip raised as a yawn raises it
+    assert u[:, 1].min() < -0.69 and u[:, 1].max() > 0.99
+    px = MOUTH.origin[1] + u[:, 1] * ANCHOR_GAP
+    assert px.min() >= 2 and px.max() <= MOUTH.size[0] - 2
+    assert np.isfinite(units_to_frame(u[None], *frame)).all()
+
+
 def test_training_patches_put_the_anchors_at_their_units(morph: MorphableModel) -> None:
     from model.train_expression import CTX, FaceSet, make_batch
 
@@ -269,7 +286,7 @@ def test_training_patches_put_the_anchors_at_their_units(morph: MorphableModel) 
     pts[0, 36:] = lm[36:]
     faces = FaceSet(np.full((1, CTX, CTX), 128, np.uint8), pts, np.array(["x"]), np.ones(1))
     eyes, eye_pts, mouths, mouth_pts = make_batch(faces, np.array([0]), np.random.default_rng(0), augment=False)
-    assert eyes.shape == (2, 32, 48) and mouths.shape == (1, 48, 48)
+    assert eyes.shape == (2, 32, 48) and mouths.shape == (1, 56, 48)
     np.testing.assert_allclose(eye_pts[:, 0], 0, atol=1e-9)  # the outer corner is the origin of both eyes
     np.testing.assert_allclose(eye_pts[:, 3], [[1, 0], [1, 0]], atol=1e-9)  # the inner corner is at (1, 0)
     np.testing.assert_allclose(mouth_pts[0, [0, 6]], [[0, 0], [1, 0]], atol=1e-9)
