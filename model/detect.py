@@ -66,8 +66,15 @@ class YuNetDetector(FaceDetector):
 
     def __init__(self, model_path: str, score_threshold: float = 0.6, max_side: int = 640) -> None:
         super().__init__(score_threshold, max_side)
-        self._net = cv2.FaceDetectorYN.create(model_path, "", (320, 320), score_threshold=min(score_threshold, 0.5),
-                                              nms_threshold=0.3, top_k=5000)
+        try:
+            self._net = cv2.FaceDetectorYN.create(model_path, "", (320, 320), score_threshold=min(score_threshold, 0.5),
+                                                  nms_threshold=0.3, top_k=5000)
+        except cv2.error as e:  # a truncated or foreign file where the YuNet model should be
+            from model.assets import AssetError
+
+            why = str(e).strip().splitlines()[-1].split("error: ")[-1][:100]
+            raise AssetError(f"OpenCV cannot load the YuNet face detector from {model_path} ({why}); delete it to "
+                             "fetch it again, or use --detector haar") from None
         self._size: tuple[int, int] | None = None
 
     def _detect(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -92,7 +99,10 @@ class HaarDetector(FaceDetector):
         path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
         self._cascade = cv2.CascadeClassifier(path)
         if self._cascade.empty():
-            raise RuntimeError(f"cannot load OpenCV's Haar cascade from {path}")
+            from model.assets import AssetError
+
+            raise AssetError(f"cannot load OpenCV's Haar cascade from {path} (the opencv-python install is broken: "
+                             "reinstall it, or use --detector yunet)")
 
     def _detect(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame

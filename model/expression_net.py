@@ -113,8 +113,19 @@ def save_expression_net(path: str | Path, net: ExpressionNet, meta: dict[str, An
 
 
 def load_expression_net(path: str | Path | None = None) -> tuple[ExpressionNet, dict[str, Any]]:
-    """(net in eval mode, metadata) from ``path`` (default ``WEIGHTS``)."""
-    ck = torch.load(str(path or WEIGHTS), map_location="cpu", weights_only=True)
-    net = ExpressionNet(width=int(ck["meta"].get("width", 8)))
-    net.load_state_dict(ck["state_dict"])
+    """(net in eval mode, metadata) from ``path`` (default ``WEIGHTS``). A missing, unreadable or mismatched file is a
+    one-line ``CheckpointError`` (a broken install: the file ships with the package)."""
+    from model.checkpoint import CheckpointError
+
+    where = Path(path or WEIGHTS)
+    hint = "reinstall the package, or run without the expression stage (--expression false)"
+    if not where.is_file():
+        raise CheckpointError(f"the expression stage's weights are missing: {where} ({hint})")
+    try:
+        ck = torch.load(str(where), map_location="cpu", weights_only=True)
+        net = ExpressionNet(width=int(ck["meta"].get("width", 8)))
+        net.load_state_dict(ck["state_dict"])
+    except Exception as e:  # truncated, not a checkpoint, another network's layout
+        raise CheckpointError(f"the expression stage's weights do not load: {where}: {type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:160] if str(e) else ''} ({hint})") from None
     return net.eval(), ck["meta"]

@@ -100,3 +100,38 @@ def test_user_error_classes_share_the_base() -> None:
     # the builtin bases they had before the common base stay, for code that catches those
     assert issubclass(ConfigError, ValueError) and issubclass(AssetError, RuntimeError)
     assert not issubclass(UserError, RuntimeError)  # a RuntimeError is a bug, not a user error
+
+
+# run_stream.py with the expression stage's weights file pointed elsewhere (a broken install)
+_BROKEN_INSTALL = """
+import sys
+sys.path.insert(0, {repo!r})
+import model.expression_net
+model.expression_net.WEIGHTS = __import__("pathlib").Path(sys.argv[1])
+import run_stream
+sys.exit(run_stream.main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("content", [None, b"not a checkpoint"])
+def test_cli_broken_expression_weights_is_one_line(tmp_path: Path, content: bytes | None) -> None:
+    weights = tmp_path / "expression.pth"
+    if content is not None:
+        weights.write_bytes(content)
+    res = subprocess.run([sys.executable, "-c", _BROKEN_INSTALL.format(repo=str(REPO)), str(weights), "--source",
+                          "synthetic:1", "--tracks", str(tmp_path / "t.csv")], cwd=tmp_path, env=cli_env(),
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2, res.stderr
+    (line,) = error_lines(res.stderr)
+    assert "expression stage's weights" in line and str(weights) in line and "--expression false" in line, line
+    assert "Traceback" not in res.stderr and not (tmp_path / "t.csv").exists()
+
+
+def test_corrupt_yunet_file_is_an_asset_error(tmp_path: Path) -> None:
+    from model.assets import AssetError
+    from model.detect import YuNetDetector
+
+    bad = tmp_path / "face_detection_yunet_2023mar.onnx"
+    bad.write_bytes(b"\x00" * 64)
+    with pytest.raises(AssetError, match="cannot load the YuNet face detector from .*--detector haar"):
+        YuNetDetector(str(bad))
