@@ -12,12 +12,13 @@ import time
 from typing import Sequence
 
 import cv2
+import numba as nb
 import numpy as np
 
 from model.expression_ext import N_EXT
 from model.expression_fit import FitBasis, FitWeights, fit_expression
 from model.expression_net import ExpressionNet, build_runner, load_expression_net
-from model.expression_patches import LEFT_EYE, MOUTH, PARTS, RIGHT_EYE, cut, frames_and_affines, units_to_frame
+from model.expression_patches import LEFT_EYE, MOUTH, PARTS, RIGHT_EYE, cut, frames_and_affines
 from model.morphable import MorphableModel, frame_to_crop_xy
 
 # fit weight of each landmark's target: the patches' points (36-67) count fully; brows and nose keep the aligner's
@@ -31,30 +32,46 @@ NEAR_EYE_YAW = (45.0, 70.0)
 MOUTH_YAW = (25.0, 45.0)
 
 
-def _ramp(ayaw: np.ndarray, span: tuple[float, float]) -> np.ndarray:
-    return np.minimum(np.maximum((span[1] - ayaw) * (1.0 / (span[1] - span[0])), 0.0), 1.0)
+@nb.njit(cache=True)
+def _visibility_kernel(p, base, far_span, near_span, mouth_span, out):  # pragma: no cover (numba)
+    for i in range(p.shape[0]):
+        # yaw = asin of the x component of the rotation's third row, r1 x r2 normalised (= pose_from_params' yaw)
+        a0, a1, a2, b0, b1, b2 = p[i, 0], p[i, 1], p[i, 2], p[i, 4], p[i, 5], p[i, 6]
+        s = (a1 * b2 - a2 * b1) / np.sqrt((a0 * a0 + a1 * a1 + a2 * a2) * (b0 * b0 + b1 * b1 + b2 * b2))
+        yaw = np.degrees(np.arcsin(min(max(s, -1.0), 1.0)))
+        ay = abs(yaw)
+        far = min(max((far_span[1] - ay) / (far_span[1] - far_span[0]), 0.0), 1.0)
+        near = min(max((near_span[1] - ay) / (near_span[1] - near_span[0]), 0.0), 1.0)
+        mouth = min(max((mouth_span[1] - ay) / (mouth_span[1] - mouth_span[0]), 0.0), 1.0)
+        w_r, w_l = (far, near) if yaw > 0 else (near, far)
+        for j in range(68):
+            k = w_r if 36 <= j < 42 else (w_l if 42 <= j < 48 else (mouth if j >= 48 else 1.0))
+            out[i, j] = base[j] * k
+
+
+# the three parts' points (eye_r, eye_l, mouth, as the network returns them) in 68-point order 36-67
+_PART_POINTS = np.array(RIGHT_EYE.points + LEFT_EYE.points + MOUTH.points)
+_ORDER = np.argsort(_PART_POINTS)
+_PART_OF = np.repeat(np.arange(3), [len(RIGHT_EYE.points), len(LEFT_EYE.points), len(MOUTH.points)])[_ORDER]
+assert (_PART_POINTS[_ORDER] == np.arange(36, 68)).all()
+_SPANS = tuple(np.array(s, np.float64) for s in (FAR_EYE_YAW, NEAR_EYE_YAW, MOUTH_YAW))
 
 
 def visibility_weights(params: np.ndarray) -> np.ndarray:
     """(N, 62) real params -> (N, 68) fit weights: ``POINT_WEIGHTS`` with each eye's and the mouth's points faded out
-    as the head turns that part away (a turned-away eye's patch shows the nose or the cheek, not its lids).
+    as the head turns that part away (a turned-away eye's patch shows the nose or the cheek, not its lids): full
+    weight up to the span's first |yaw|, none from its second, linear between.
 
     Yaw > 0 brings the subject's left side (model x > 0) toward the camera, so the right eye (36-41) is the far one.
     """
-    p = np.asarray(params, np.float64).reshape(-1, 62)
-    r1, r2 = p[:, 0:3], p[:, 4:7]
-    # yaw = asin of the x component of the rotation's third row, r1 x r2 normalised (= pose_from_params' yaw)
-    sin_yaw = (r1[:, 1] * r2[:, 2] - r1[:, 2] * r2[:, 1]) / np.sqrt((r1 * r1).sum(1) * (r2 * r2).sum(1))
-    yaw = np.degrees(np.arcsin(np.minimum(np.maximum(sin_yaw, -1.0), 1.0)))
-    ayaw = np.abs(yaw)
-    far, near = _ramp(ayaw, FAR_EYE_YAW), _ramp(ayaw, NEAR_EYE_YAW)
-    right_far = yaw > 0
-    w = np.empty((len(yaw), 68))
-    w[:] = POINT_WEIGHTS
-    w[:, 36:42] *= np.where(right_far, far, near)[:, None]
-    w[:, 42:48] *= np.where(right_far, near, far)[:, None]
-    w[:, 48:68] *= _ramp(ayaw, MOUTH_YAW)[:, None]
+    p = np.ascontiguousarray(np.asarray(params, np.float64).reshape(-1, 62))
+    w = np.empty((len(p), 68))
+    _visibility_kernel(p, _BASE_WEIGHTS, *_SPANS, w)
     return w
+
+
+_BASE_WEIGHTS = POINT_WEIGHTS.astype(np.float64)
+_FRONTAL = np.concatenate([np.eye(3, 4).ravel(), np.zeros(50)])[None]  # (1, 62): a frontal face, for the warm-up
 
 
 def _gray(patch: np.ndarray) -> np.ndarray:
@@ -94,6 +111,7 @@ class ExpressionStage:
         # the patch geometry's numba kernel loads (and LLVM starts) on its first call, ~0.2 s: here, not on the
         # first frame (a webcam's first face, a short file's frame rate)
         frames_and_affines(np.zeros((1, 68, 2)))
+        visibility_weights(_FRONTAL)
 
     def points(self, frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """The network's eyelid and lip points (N, 32, 2) frame px (68-point indices 36-67) for one frame's faces."""
@@ -117,10 +135,12 @@ class ExpressionStage:
             mouths[i] = _gray(cut(frame, aff[MOUTH.name][i], MOUTH))
         scale = np.float32(1 / 255.0)
         pe, pm = self._run((eyes[:, None] * scale - np.float32(0.5)), (mouths[:, None] * scale - np.float32(0.5)))
-        out = np.empty((n, 68, 2))
-        for i, (spec, units) in enumerate(((RIGHT_EYE, pe[:n]), (LEFT_EYE, pe[n:]), (MOUTH, pm))):
-            out[:, spec.points] = units_to_frame(units, *bases[i].transpose(1, 0, 2))
-        return list(np.split(out[:, 36:68], np.cumsum(counts)[:-1]))
+        # every part's units to frame px at once (units_to_frame, all three parts), in point order 36-67
+        units = np.concatenate([pe[:n], pe[n:], pm], axis=1)[:, _ORDER].astype(np.float64)  # (n, 32, 2)
+        b = bases[_PART_OF]  # (32, n, 3, 2): a, ex, ey of each point's part
+        out = (b[:, :, 0] + units[..., :1].transpose(1, 0, 2) * b[:, :, 1]
+               + units[..., 1:].transpose(1, 0, 2) * b[:, :, 2]).transpose(1, 0, 2)
+        return list(np.split(out, np.cumsum(counts)[:-1])) if len(items) > 1 else [out]
 
     def refine_many(self, items: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
                     ) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -291,3 +291,47 @@ def test_training_patches_put_the_anchors_at_their_units(morph: MorphableModel) 
     np.testing.assert_allclose(eye_pts[:, 3], [[1, 0], [1, 0]], atol=1e-9)  # the inner corner is at (1, 0)
     np.testing.assert_allclose(mouth_pts[0, [0, 6]], [[0, 0], [1, 0]], atol=1e-9)
     assert (eye_pts[:, 1:3, 1] < 0).all() and (eye_pts[:, 4:, 1] > 0).all()  # upper lids up, lower lids down
+
+
+def _visibility_reference(params: np.ndarray) -> np.ndarray:
+    """The fit weights' yaw fades in numpy (the numba kernel's reference)."""
+    from model.expression_stage import FAR_EYE_YAW, MOUTH_YAW, NEAR_EYE_YAW, POINT_WEIGHTS
+
+    def ramp(a: np.ndarray, span: tuple[float, float]) -> np.ndarray:
+        return np.clip((span[1] - a) / (span[1] - span[0]), 0.0, 1.0)
+
+    p = np.asarray(params, np.float64).reshape(-1, 62)
+    r1, r2 = p[:, 0:3], p[:, 4:7]
+    yaw = np.degrees(np.arcsin(np.clip(np.cross(r1, r2)[:, 0] / np.linalg.norm(r1, axis=1) / np.linalg.norm(r2, axis=1),
+                                       -1, 1)))
+    far, near = ramp(np.abs(yaw), FAR_EYE_YAW), ramp(np.abs(yaw), NEAR_EYE_YAW)
+    w = np.tile(POINT_WEIGHTS.astype(np.float64), (len(p), 1))
+    w[:, 36:42] *= np.where(yaw > 0, far, near)[:, None]
+    w[:, 42:48] *= np.where(yaw > 0, near, far)[:, None]
+    w[:, 48:68] *= ramp(np.abs(yaw), MOUTH_YAW)[:, None]
+    return w
+
+
+def test_visibility_weights_fade_the_far_eye_and_the_mouth_with_yaw() -> None:
+    from scipy.spatial.transform import Rotation
+
+    from model.expression_stage import visibility_weights
+
+    yaws = np.array([-80.0, -50.0, -35.0, -10.0, 0.0, 22.0, 30.0, 40.0, 60.0, 89.0])
+    p = np.zeros((len(yaws), 62))
+    rot = Rotation.from_euler("y", yaws[:, None], degrees=True).as_matrix() * 7e-4  # scaled rotations, as params hold
+    p[:, 0:3], p[:, 4:7], p[:, 8:11] = rot[:, 0], rot[:, 1], rot[:, 2]
+    w = visibility_weights(p)
+    np.testing.assert_allclose(w, _visibility_reference(p), atol=1e-12)
+    frontal = w[4]
+    assert frontal[36:68].min() == 1.0 and frontal[:17].max() == 0.0
+    # turning away fades the far eye first, then the mouth; the near eye last
+    from model.expression_stage import FAR_EYE_YAW, NEAR_EYE_YAW
+
+    a = np.abs(yaws)
+    np.testing.assert_allclose(np.minimum(w[:, 36], w[:, 42]), np.clip((FAR_EYE_YAW[1] - a) / 25.0, 0, 1), atol=1e-9)
+    np.testing.assert_allclose(np.maximum(w[:, 36], w[:, 42]), np.clip((NEAR_EYE_YAW[1] - a) / 25.0, 0, 1), atol=1e-9)
+    assert (w[a >= 45, 48:] == 0).all() and (w[a <= 25, 48:] == 1).all()
+    side = np.sign(w[:, 42] - w[:, 36])  # which eye is the near one: it flips with the turn's direction
+    pos, neg = side[(yaws > 25) & (yaws < 70)], side[(yaws < -25) & (yaws > -70)]
+    assert len(set(pos)) == 1 and len(set(neg)) == 1 and pos[0] == -neg[0] != 0
