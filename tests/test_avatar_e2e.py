@@ -124,8 +124,10 @@ def test_a_mirrored_clip_swaps_left_and_right(tmp_path: Path, assets_dir: Path) 
     b = np.stack([out["mirror"][f] for f in common])
     i_l, i_r = ARKIT_NAMES.index("eyeBlinkLeft"), ARKIT_NAMES.index("eyeBlinkRight")
     wink_a, wink_b = a[:, i_l] - a[:, i_r], b[:, i_l] - b[:, i_r]
-    both = (np.abs(wink_a) > 0.4) & (np.abs(wink_b) > 0.4)
-    assert both.sum() >= 3  # the clip has one-sided closures
+    # the clip has a few one-sided closures (MediaPipe: one eye's closure 0.3 past the other's on 3 of these frames,
+    # 0.4 on one); the expression stage reads 2 of them, each on the other side in the mirror
+    both = (np.abs(wink_a) > 0.25) & (np.abs(wink_b) > 0.25)
+    assert both.sum() >= 2
     assert np.mean(np.sign(wink_b[both]) == -np.sign(wink_a[both])) >= 0.8  # on the other side in the mirror
     # (the expression stage itself is not exactly mirror-symmetric at a turned head, so magnitudes differ:
     # the checks compare the two hypotheses, sides swapped or not)
