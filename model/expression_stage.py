@@ -108,8 +108,8 @@ class ExpressionStage:
         self.exp_std = np.asarray(exp_std, np.float64).reshape(-1)[-10:]
         self.weights = weights
         self.last_ms = 0.0
-        # the patch geometry's numba kernel loads (and LLVM starts) on its first call, ~0.2 s: here, not on the
-        # first frame (a webcam's first face, a short file's frame rate)
+        # the numba kernels (patch geometry, fit weights) load, and LLVM starts, on their first call, ~0.2 s: here,
+        # not on the first frame (a webcam's first face, a short file's frame rate)
         frames_and_affines(np.zeros((1, 68, 2)))
         visibility_weights(_FRONTAL)
 
