@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from face_crop import face_crop  # bench/face_crop.py (this folder)
 from load_by_path import load_by_path  # bench/load_by_path.py (this folder)
 
 HERE = Path(__file__).resolve().parent
@@ -90,13 +91,7 @@ class Descriptor:
 def crop(img: np.ndarray, lm: np.ndarray, side: int = 200) -> np.ndarray:
     import cv2
 
-    box = np.asarray(lm)[:, :2]
-    cx, cy = box.mean(0)
-    half = 0.75 * max(np.ptp(box[:, 0]), np.ptp(box[:, 1]))
-    h, w = img.shape[:2]
-    x0, y0 = int(max(0, cx - half)), int(max(0, cy - half * 1.1))
-    x1, y1 = int(min(w, cx + half)), int(min(h, cy + half * 0.9))
-    return cv2.resize(np.ascontiguousarray(img[y0:y1, x0:x1]), (side, side), interpolation=cv2.INTER_AREA)
+    return cv2.resize(face_crop(img, lm), (side, side), interpolation=cv2.INTER_AREA)
 
 
 def main() -> None:

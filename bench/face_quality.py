@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from face_crop import face_crop  # bench/face_crop.py (this folder)
 from load_by_path import load_by_path  # bench/load_by_path.py (this folder)
 
 HERE = Path(__file__).resolve().parent
@@ -151,8 +152,9 @@ def main() -> None:
     if args.sheet:
         a, b, lm = occ_pair
         extra = [cv2.resize(im, (200, 200), interpolation=cv2.INTER_AREA) for im in
-                 (_crop(src, src_fit.landmarks), _crop(occ, src_fit.landmarks), _crop(a, lm), _crop(b, lm))]
-        extra += [cv2.resize(_crop(photos[n], fits.fit_image(photos[n], refine=2).landmarks), (200, 200))
+                 (face_crop(src, src_fit.landmarks), face_crop(occ, src_fit.landmarks), face_crop(a, lm),
+                  face_crop(b, lm))]
+        extra += [cv2.resize(face_crop(photos[n], fits.fit_image(photos[n], refine=2).landmarks), (200, 200))
                   for n in photos if n != "plain"]
         width = max(len(r) for r in sheet_rows)
         rows = [np.concatenate(r + [np.zeros_like(r[0])] * (width - len(r)), 1) for r in sheet_rows]
@@ -164,16 +166,6 @@ def main() -> None:
     print(json.dumps(res, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
-
-
-def _crop(img: np.ndarray, lm: np.ndarray) -> np.ndarray:
-    box = np.asarray(lm)[:, :2]
-    cx, cy = box.mean(0)
-    half = 0.75 * max(np.ptp(box[:, 0]), np.ptp(box[:, 1]))
-    h, w = img.shape[:2]
-    x0, y0 = int(max(0, cx - half)), int(max(0, cy - half * 1.1))
-    x1, y1 = int(min(w, cx + half)), int(min(h, cy + half * 0.9))
-    return np.ascontiguousarray(img[y0:y1, x0:x1])
 
 
 def hidden_side(tex, fit, quality, morph) -> dict:
