@@ -87,13 +87,9 @@ class NeutralAdapter:
 
 
 def quantiles(samples: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Column ``j``'s quantile ``q[j]`` of ``samples`` (K, M) -> (M,) (linear interpolation, as ``np.quantile``)."""
-    s = np.sort(samples, axis=0)
-    pos = q * (len(s) - 1)
-    lo = np.floor(pos).astype(int)
-    hi = np.minimum(lo + 1, len(s) - 1)
-    cols = np.arange(s.shape[1])
-    return s[lo, cols] + (pos - lo) * (s[hi, cols] - s[lo, cols])
+    """Column ``j``'s quantile ``q[j]`` of ``samples`` (K, M) -> (M,) (``np.quantile`` at each distinct level)."""
+    levels, which = np.unique(q, return_inverse=True)
+    return np.quantile(samples, levels, axis=0)[which, np.arange(samples.shape[1])]
 
 
 class BlendshapeTracker:
