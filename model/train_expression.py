@@ -33,7 +33,7 @@ from model.cliparse import OneLineParser
 from model.data.mediapipe_map import MediaPipeMap
 from model.expression_ext import eye_aspect_ratio, mouth_openness
 from model.expression_net import ExpressionNet, save_expression_net
-from model.expression_patches import LEFT_EYE, MOUTH, PARTS, RIGHT_EYE, apply_affine, cut, part_affines, to_units
+from model.expression_patches import LEFT_EYE, MOUTH, RIGHT_EYE, apply_affine, cut, part_affines, to_units
 
 CTX = 256  # context image side, px
 IOD = 100.0  # inter-ocular distance in the context, px
@@ -311,16 +311,18 @@ def train(faces: FaceSet, val: FaceSet, minutes: float, out: Path, batch: int = 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     net = ExpressionNet(width)
+    own, same = net.state_dict(), {}
     if init:  # warm start: every tensor of the same shape (a part whose patch changed starts afresh)
-        own = net.state_dict()
         old = torch.load(init, map_location="cpu", weights_only=True)["state_dict"]
         same = {k: v for k, v in old.items() if k in own and own[k].shape == v.shape}
         net.load_state_dict(same, strict=False)
         print(f"warm start from {init}: {len(same)} of {len(own)} tensors", flush=True)
     e, ep, m, mp = make_batch(faces, rng.choice(len(faces.images), 2048), rng, augment=False)
-    if not init:
-        net.mean_eye.copy_(torch.from_numpy(ep.mean(0)).float())
-    net.mean_mouth.copy_(torch.from_numpy(mp.mean(0)).float())
+    # a part's mean points (its head predicts offsets from them) come with its head: from the data unless the whole
+    # part came from ``init``
+    for part, mean, pts in (("eye", net.mean_eye, ep), ("mouth", net.mean_mouth, mp)):
+        if not all(k in same for k in own if k.startswith(part + ".")):
+            mean.copy_(torch.from_numpy(pts.mean(0)).float())
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     p = faces.weight / faces.weight.sum()
     t_end = time.time() + minutes * 60
