@@ -19,13 +19,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model import blendshapes as B  # noqa: E402
 from model.morphable import MorphableModel  # noqa: E402
-from tracking.blendshape_tracker import NeutralAdapter, NeutralConfig  # noqa: E402
+from stream.analyze import neutral_config  # noqa: E402
+from stream.config import load_config  # noqa: E402
+from tracking.blendshape_tracker import NeutralAdapter  # noqa: E402
 
 if len(sys.argv) != 5:
     raise SystemExit(__doc__)
 NPZ, REFS, VIDS, QS = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3].split(","), [float(x) for x in sys.argv[4].split(",")]
 basis = MorphableModel.load().sparse
-cfg = NeutralConfig(warmup_s=2.0, adapt_s=30.0)  # configs/default.yaml's blendshapes.warmup, .adapt
+cfg = neutral_config(load_config(None).blendshapes)  # configs/default.yaml's blendshapes.warmup, .adapt
 
 
 def refs(v: str) -> list:
