@@ -99,9 +99,12 @@ def part_affines(landmarks: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def units_to_frame(units: np.ndarray, a: np.ndarray, ex: np.ndarray, ey: np.ndarray) -> np.ndarray:
-    """(N, P, 2) anchor units -> (N, P, 2) frame px for a part's (a, ex, ey) (``part_frames``)."""
+    """(N, P, 2) anchor units -> (N, P, 2) frame px for a part's (a, ex, ey) (``part_frames``): (N, 2) each, or
+    (N, P, 2) to give every point its own part's frame (several parts at once)."""
     u = np.asarray(units, np.float64)
-    return a[:, None] + u[..., :1] * ex[:, None] + u[..., 1:] * ey[:, None]
+    if a.ndim == 2:
+        a, ex, ey = a[:, None], ex[:, None], ey[:, None]
+    return a + u[..., :1] * ex + u[..., 1:] * ey
 
 
 def cut(gray: np.ndarray, affine: np.ndarray, spec: PartSpec) -> np.ndarray:

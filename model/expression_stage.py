@@ -18,7 +18,7 @@ import numpy as np
 from model.expression_ext import N_EXT
 from model.expression_fit import FitBasis, FitWeights, fit_expression
 from model.expression_net import ExpressionNet, build_runner, load_expression_net
-from model.expression_patches import LEFT_EYE, MOUTH, PARTS, RIGHT_EYE, cut, frames_and_affines
+from model.expression_patches import LEFT_EYE, MOUTH, PARTS, RIGHT_EYE, cut, frames_and_affines, units_to_frame
 from model.morphable import MorphableModel, frame_to_crop_xy
 
 # fit weight of each landmark's target: the patches' points (36-67) count fully; brows and nose keep the aligner's
@@ -135,11 +135,10 @@ class ExpressionStage:
             mouths[i] = _gray(cut(frame, aff[MOUTH.name][i], MOUTH))
         scale = np.float32(1 / 255.0)
         pe, pm = self._run((eyes[:, None] * scale - np.float32(0.5)), (mouths[:, None] * scale - np.float32(0.5)))
-        # every part's units to frame px at once (units_to_frame, all three parts), in point order 36-67
-        units = np.concatenate([pe[:n], pe[n:], pm], axis=1)[:, _ORDER].astype(np.float64)  # (n, 32, 2)
-        b = bases[_PART_OF]  # (32, n, 3, 2): a, ex, ey of each point's part
-        out = (b[:, :, 0] + units[..., :1].transpose(1, 0, 2) * b[:, :, 1]
-               + units[..., 1:].transpose(1, 0, 2) * b[:, :, 2]).transpose(1, 0, 2)
+        # every part's units to frame px at once, in point order 36-67: each point with its part's (a, ex, ey)
+        units = np.concatenate([pe[:n], pe[n:], pm], axis=1)[:, _ORDER]  # (n, 32, 2)
+        b = bases[_PART_OF].transpose(1, 0, 2, 3)  # (n, 32, 3, 2)
+        out = units_to_frame(units, b[:, :, 0], b[:, :, 1], b[:, :, 2])
         return list(np.split(out, np.cumsum(counts)[:-1])) if len(items) > 1 else [out]
 
     def refine_many(self, items: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
