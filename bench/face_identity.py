@@ -186,6 +186,8 @@ def main() -> None:
                 closer.append(d_ss[-1] < d_st[-1])
                 for key, val in quality.seam_ratios(out, frame, f.landmarks).items():
                     seams.setdefault(key, []).append(val)
+                for key, val in quality.tone_steps(out, frame, f.landmarks).items():
+                    seams.setdefault(f"tone_{key}", []).append(val)
                 if mouth[j] > 0.04:  # the inner lips are apart: the target's own mouth must show
                     inner = quality.polygon_mask(frame.shape[:2], f.landmarks[60:68, :2])
                     inner = cv2.erode(inner.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0

@@ -2,6 +2,11 @@
 contact sheet of mesh modes and swaps. Runs the product code of a tree (``--tree``, default this one) so that
 the same measures are taken before and after a change; fits come from bench/face_fits.py (cached).
 
+Occluder: the share of face pixels (over 30 levels) that change when the source photo carries a band and strands
+(``quality.occluder``), each photo fitted on its own as the product does (``occluder_changed_*``: the refit's
+geometry counts too), and both sampled through the clean photo's fit (``occluder_same_fit_changed_*``: the occluder
+alone, what ``test_occluder_on_the_source_does_not_reach_the_swap`` holds).
+
     python bench/face_quality.py [--tree DIR] [--tag after] [--sheet bench/_work/i16_sheet_after.jpg]
 """
 from __future__ import annotations
@@ -130,20 +135,32 @@ def main() -> None:
     src_fit = fits.fit_image(src, refine=2)
     occ = quality.occluder(src, src_fit.landmarks)
     tex_occ = fit_swap_texture(occ, engine)
+    # the same, both textures sampled through the clean photo's fit: the occluder alone, without the refit's
+    # geometry (the band moves the detector's box and so the fit by a few % of the face)
+    from stream.render.texture import build_texture
+
+    def sampled(image):
+        return build_texture(image, decode(src_fit), morph.tri, morph.grid_shape, landmarks=src_fit.landmarks,
+                             uv=morph.uv)
+
+    same_fit = (sampled(src), sampled(occ))
     frames, vfits = fits.fit_video(*VIDEOS["d10"])
-    fr = []
+    fr, fr_same = [], []
     for frame, f in list(zip(frames, vfits))[::4]:
         if f is None:
             continue
         v = decode(f)
-        a = swap_faces(frame, [v], morph.tri, textures["plain"], landmarks=[f.landmarks])
-        b = swap_faces(frame, [v], morph.tri, tex_occ, landmarks=[f.landmarks])
         face = rasterize(v, morph.tri, None, *frame.shape[:2]).tri_id >= 0
-        d = np.abs(a.astype(int) - b.astype(int)).max(2)
-        fr.append(float((d[face] > 30).mean()))
-        occ_pair = (a, b, f.landmarks)
+        for (clean, dirty), out in (((textures["plain"], tex_occ), fr), (same_fit, fr_same)):
+            a = swap_faces(frame, [v], morph.tri, clean, landmarks=[f.landmarks])
+            b = swap_faces(frame, [v], morph.tri, dirty, landmarks=[f.landmarks])
+            out.append(float((np.abs(a.astype(int) - b.astype(int)).max(2)[face] > 30).mean()))
+            if out is fr:
+                occ_pair = (a, b, f.landmarks)
     res["occluder_changed_mean"] = float(np.mean(fr))
     res["occluder_changed_max"] = float(np.max(fr))
+    res["occluder_same_fit_changed_mean"] = float(np.mean(fr_same))
+    res["occluder_same_fit_changed_max"] = float(np.max(fr_same))
 
     # -- hidden side / teeth ----------------------------------------------------------------------------------------
     if "turned" in textures:

@@ -172,6 +172,39 @@ def test_seam_measure_sees_a_hard_edge(videos):
     assert quality.seam_ratio(out, frame) > 2.0
 
 
+def test_tone_step_measure_sees_a_band_of_other_tone_however_soft(videos):
+    """A patch over the face, feathered 10 px at its edge (the thin-band seam measure passes it), 25 grey levels
+    lighter above the brows only: the tone steps of the top sectors read it, the others near 0."""
+    frame, f = videos["d10"][0]
+    lm = f.landmarks
+    poly = quality.face_hull(lm, MorphableModel.load().sparse.u)
+    inside = quality.polygon_mask(frame.shape[:2], poly).astype(np.uint8)
+    ramp = np.clip(cv2.distanceTransform(inside, cv2.DIST_L2, 5) / 10.0, 0, 1)
+    yy = np.arange(frame.shape[0], dtype=np.float32)[:, None]
+    brows = float(lm[17:27, 1].mean())
+    top = np.clip((brows - yy) / 10.0, 0, 1) * np.ones((1, frame.shape[1]), np.float32)  # 1 above the brows
+    out = np.clip(frame + ((25 * top + 1) * ramp)[..., None], 0, 255).astype(np.uint8)  # +1: changed everywhere
+    assert quality.seam_ratios(out, frame, lm)["outer"] < 1.3  # the soft band passes the thin-band measure
+    steps = quality.tone_steps(out, frame, lm)
+    assert steps["sector_1"] > 5 and steps["sector_2"] > 5, steps  # above the centre: the band
+    assert steps["sector_5"] < 2 and steps["sector_6"] < 2, steps  # below it: the chin
+    assert steps["max"] == max(v for k, v in steps.items() if k != "max")
+
+
+def test_forehead_meets_the_target_without_a_band_of_other_tone(morph, videos, assets_dir):
+    """pitt.jpg, a forehead lit brighter and ruddier than d0's, on d0: across the forehead (the top sectors of
+    ``tone_steps``) the swap's tone meets the target's within 2.2 L on average (1.8 L; before the forehead's local
+    tone 3.3 L: a straight line across the forehead where the mesh ends)."""
+    src = cv2.imread(str(assets_dir / "LeiJiangJNU/DAMDNet/imgs/pitt.jpg"))
+    tex, _ = _texture(src, morph)
+    top = []
+    for frame, f in videos["d0"][::4]:
+        out = swap_faces(frame, [_verts(morph, f)], morph.tri, tex, landmarks=[f.landmarks])
+        steps = quality.tone_steps(out, frame, f.landmarks)
+        top += [steps["sector_1"], steps["sector_2"]]
+    assert np.mean(top) <= 2.2, f"forehead tone step {np.mean(top):.2f} L"
+
+
 def turned_photo(morph, tex, fit, yaw: float, size=(480, 640)):
     """A photo of the source's face turned by ``yaw`` degrees: its texture rendered on its mesh at that pose, over a
     dark background and hair-coloured surround (what a real turned photo has past the face's silhouette)."""

@@ -132,6 +132,46 @@ def seam_ratios(out: np.ndarray, frame: np.ndarray, landmarks: np.ndarray, radiu
     return res
 
 
+def tone_steps(out: np.ndarray, frame: np.ndarray, landmarks: np.ndarray, sectors: int = 8, blur: float = 0.02,
+               depth: float = 0.05) -> dict[str, float]:
+    """The step of tone where the blend meets the frame, per sector of its outer boundary: the mean absolute
+    difference of the blurred L (Lab, 0..100; Gaussian, ``blur`` x the face's size) of ``out`` and ``frame`` over the
+    transition zone (the changed region's pixels within ``depth`` x the face's size of its outer boundary, holes
+    filled), the zone split into ``sectors`` equal angles about the landmarks' centre (sector 0 from the subject's
+    right, counter-clockwise in the image; sectors with under 20 pixels left out). Outside the zone the frame is
+    unchanged, so a value of several L units is a line of another tone along the boundary (the thin-band seam
+    measure misses one with a feather of a few pixels: at the changed region's very edge the difference is a grey
+    level or two). Returns ``{"sector_k": L, ...}`` plus ``max``."""
+    lm = np.asarray(landmarks, np.float64)[:, :2]
+    size = face_size(landmarks)
+    changed = _changed(out, frame)
+    h, w = changed.shape
+    pad = cv2.copyMakeBorder(1 - changed, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=1)
+    reach = np.zeros((h + 4, w + 4), np.uint8)
+    cv2.floodFill(pad, reach, (0, 0), 2)
+    filled = (pad[1:-1, 1:-1] != 2).astype(np.uint8)
+    d = cv2.distanceTransform(filled, cv2.DIST_L2, 3)
+    zone = (filled > 0) & (d <= max(2.0, depth * size))
+    sig = max(0.5, blur * size)
+
+    def lightness(img: np.ndarray) -> np.ndarray:
+        lab = cv2.cvtColor(img, cv2.COLOR_BGR2Lab)[..., 0].astype(np.float32) * (100 / 255)
+        return cv2.GaussianBlur(lab, (0, 0), sig)
+
+    diff = np.abs(lightness(out) - lightness(frame))
+    ys, xs = np.nonzero(zone)
+    c = lm.mean(0)
+    ang = np.mod(np.arctan2(-(ys - c[1]), xs - c[0]), 2 * np.pi)
+    k = np.minimum((ang / (2 * np.pi / sectors)).astype(int), sectors - 1)
+    res = {}
+    for i in range(sectors):
+        sel = k == i
+        if sel.sum() >= 20:
+            res[f"sector_{i}"] = float(diff[ys[sel], xs[sel]].mean())
+    res["max"] = max(res.values()) if res else float("nan")
+    return res
+
+
 def occluder(image: np.ndarray, landmarks: np.ndarray, colour: tuple[int, int, int] = (255, 0, 255),
              strands: int = 7, seed: int = 0) -> np.ndarray:
     """A copy of a photo with a saturated ``colour`` band across the forehead (from just above the brows up

@@ -12,7 +12,8 @@ Per frame: all targets are rasterized into one z-buffer (so faces occlude each o
 box only: texture lookup, alpha, colour transfer over the skin of both (the source's tone moves ``TONE_MATCH`` of
 the way to the target's inside the face and all of it at the contour, its contrast within ``GAIN_RANGE``), the
 target's light (a plane of L fitted to each face's skin, the target's over the source's: its gradient, not its
-features), and a blend. Alpha is the product of smooth ramps: along the face's contour from the per-vertex UV
+features), along the mesh's straight top edge across the forehead the target's local tone (``_forehead_tone``), and
+a blend. Alpha is the product of smooth ramps: along the face's contour from the per-vertex UV
 distance to the mesh boundary (interpolated by the rasterizer, so no staircase from the mask's pixels), from the
 rendered silhouette (distance transform, where the face turns away or another face covers it), and around every
 hole (:func:`hole_polygons`: sub-pixel distance from the polygon, a smoothstep over ``HOLE_FEATHER`` x its width,
@@ -49,6 +50,10 @@ MOUTH_HOLE = 1.0  # the target's inner mouth: its inner-lip polygon grown this m
 KEEP_FEATHER = 0.15  # keep_target_eyes: the ramp around the target's eyes and brows, x 0.2 x the face's size
 MOUTH_FEATHER = 0.15  # the ramp around the inner mouth, x its width (its seam is the one nearest the limit)
 HOLE_FEATHER = 0.12  # the ramp around a hole (inner eye, inner mouth), x the hole's width
+FOREHEAD_TONE = 0.15  # UV units below the mesh's top edge over which the swap's local tone meets the target's: to the
+# brows (0.15-0.21 below it on the mean face), whose tone stays the source's (0.10 left the line half there)
+FOREHEAD_ROWS = (0.1, 0.3)  # texture rows (0 top, 1 bottom): the forehead fully above the first, not below the second
+FOREHEAD_BLUR = 0.05  # the local tone's blur (Gaussian sigma), x the face's size
 LIGHT_STEP = 6  # the light planes are fitted on every LIGHT_STEP-th pixel (rows and columns) of the skin
 CLOSED_EYE = 0.06  # an eye whose aspect ratio (lid gap over width) is under this shows none of the target's eye
 _LAB8_SCALE = np.array([255 / 100, 1, 1], np.float32)  # OpenCV 8-bit Lab = (L * 255/100, a + 128, b + 128)
@@ -87,6 +92,34 @@ def _lab_stats(lab: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarra
     """Per-channel mean and std (3,) of an image over a uint8 mask."""
     mean, std = cv2.meanStdDev(lab, mask=mask)
     return mean.reshape(3).astype(np.float32), std.reshape(3).astype(np.float32) + 1e-3
+
+
+def _forehead_tone(src_lab: np.ndarray, tgt8: np.ndarray, attr: np.ndarray, row_scale: float, skin: np.ndarray,
+                   size: float) -> None:
+    """Where the mesh's straight top edge crosses the forehead, the swap's local tone meets the target's, in place.
+
+    The mean tone transfer and the light planes match the face as a whole, and at the contour the tone meets the
+    target's mean; but a forehead lit otherwise than the target's (brighter, ruddier) stays a band of other tone
+    under a straight line, the mesh's top edge, however it is feathered. Here the difference target - swap, blurred
+    over the skin near that edge (a normalised convolution, Gaussian ``FOREHEAD_BLUR`` x the face's size, on 4x4
+    blocks), is added with weight 1 at the edge fading (smoothstep) to 0 at ``FOREHEAD_TONE`` UV units inside it,
+    and only across the forehead (texture rows ``FOREHEAD_ROWS``): the jaw and cheeks, where the contour is the
+    face's own outline, keep the source's tone. ``src_lab`` (h, w, 3) float Lab, ``tgt8`` the target in 8-bit Lab,
+    ``attr`` the rasterized attributes (texel u, v, ..., UV distance from the mesh's boundary), ``row_scale`` texel
+    v -> row 0..1, ``skin`` (h, w) uint8."""
+    h, w = skin.shape
+    fade = np.empty((h, w), np.float32)
+    num = np.zeros(((h + 3) // 4, (w + 3) // 4, 3), np.float32)
+    den = np.zeros(num.shape[:2], np.float32)
+    if not kernels.forehead_sums(fade, num, den, src_lab, tgt8, attr, skin, 1.0 / FOREHEAD_TONE, row_scale,
+                                 *FOREHEAD_ROWS):
+        return
+    sigma = max(1.0, size * FOREHEAD_BLUR / 4)
+    num = cv2.GaussianBlur(num, (0, 0), sigma)
+    den = cv2.GaussianBlur(den, (0, 0), sigma) * (1.0 / 16.0)  # the blocks' mean weight
+    # the mean difference where the skin near the edge reaches (fading to none where it does not)
+    low = num * (np.clip(den * 20.0, 0.0, 1.0) / np.maximum(den * 16.0, 1e-3))[..., None]
+    kernels.add_field(src_lab, fade, np.ascontiguousarray(low, np.float32))
 
 
 def _pyramid_delta(d: np.ndarray, alpha: np.ndarray, levels: int) -> np.ndarray:
@@ -405,6 +438,8 @@ def _swap_one(out: np.ndarray, frame: np.ndarray, buf: RasterBuffers, texture: F
             planes, lo = _light_planes(*kernels.light_sums(tgt, src_lab, contour, skin, LIGHT_STEP, cx, cy, sc, off,
                                                            gain, base, keep_tone))
         kernels.tone_light(src_lab, contour, off, gain, base, keep_tone, planes, cx, cy, sc, lo, *RELIGHT_RANGE)
+        if color_match and texture.edge is not None and texture.image is not None:
+            _forehead_tone(src_lab, tgt, attr, 1.0 / max(texture.image.shape[0] - 1, 1), skin, size)
     colour = cv2.cvtColor(src_lab, cv2.COLOR_Lab2BGR)
     cv2.multiply(colour, 255.0, dst=colour)
 

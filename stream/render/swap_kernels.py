@@ -128,3 +128,57 @@ def add_offsets(out, index, weight, d, r, scale):
         j = index[k]
         for c in range(3):
             out[j, c] += (r[c, 0] * x + r[c, 1] * y + r[c, 2] * z) * scale[c] * wk
+
+
+@nb.njit(cache=True, nogil=True)
+def forehead_sums(fade, num, den, src_lab, tgt8, attr, skin, inv_tone, row_scale, r0, r1):
+    """The forehead's local tone (``swap._forehead_tone``), first pass: per pixel the weight ``fade`` (h, w) float32
+    (1 at the mesh's top edge, a smoothstep to 0 at 1 / ``inv_tone`` UV units inside it, times a smoothstep over the
+    texture rows r1 -> r0: ``attr`` channel 1 times ``row_scale`` is the row 0..1, its last channel the UV distance
+    from the mesh's boundary); and over the ``skin`` (h, w) uint8, per 4x4 block, the sums of fade x (target -
+    source) Lab into ``num`` (ceil(h / 4), ceil(w / 4), 3) and of fade into ``den`` (both zeroed by the caller).
+    ``tgt8`` is 8-bit Lab, ``src_lab`` float Lab. Returns whether any weight is over 0."""
+    h, w = fade.shape
+    c = attr.shape[2] - 1
+    inv_rows = 1.0 / (r1 - r0)
+    found = False
+    for i in range(h):
+        for j in range(w):
+            t = min(max((r1 - attr[i, j, 1] * row_scale) * inv_rows, 0.0), 1.0)
+            a = min(max(attr[i, j, c] * inv_tone, 0.0), 1.0)
+            f = (1.0 - a * a * (3.0 - 2.0 * a)) * (t * t * (3.0 - 2.0 * t))
+            fade[i, j] = f
+            if f > 0.0:
+                found = True
+                if skin[i, j] != 0:
+                    bi, bj = i // 4, j // 4
+                    num[bi, bj, 0] += f * (tgt8[i, j, 0] * (100.0 / 255.0) - src_lab[i, j, 0])
+                    num[bi, bj, 1] += f * (tgt8[i, j, 1] - 128.0 - src_lab[i, j, 1])
+                    num[bi, bj, 2] += f * (tgt8[i, j, 2] - 128.0 - src_lab[i, j, 2])
+                    den[bi, bj] += f
+    return found
+
+
+@nb.njit(cache=True, nogil=True)
+def add_field(lab, fade, low):
+    """The forehead's local tone, second pass: ``lab += low * fade`` where fade (h, w) > 0, ``low`` (ceil(h / 4),
+    ceil(w / 4), 3) sampled bilinearly at the pixel's centre (block centres at 4 k + 1.5)."""
+    h, w = fade.shape
+    hs, ws = low.shape[0], low.shape[1]
+    for i in range(h):
+        y = min(max((i - 1.5) * 0.25, 0.0), hs - 1.0)
+        y0 = min(int(y), hs - 1)
+        y1 = min(y0 + 1, hs - 1)
+        fy = y - y0
+        for j in range(w):
+            f = fade[i, j]
+            if f <= 0.0:
+                continue
+            x = min(max((j - 1.5) * 0.25, 0.0), ws - 1.0)
+            x0 = min(int(x), ws - 1)
+            x1 = min(x0 + 1, ws - 1)
+            fx = x - x0
+            for k in range(3):
+                v = (low[y0, x0, k] * (1 - fx) + low[y0, x1, k] * fx) * (1 - fy) + \
+                    (low[y1, x0, k] * (1 - fx) + low[y1, x1, k] * fx) * fy
+                lab[i, j, k] += v * f
