@@ -205,6 +205,32 @@ def test_forehead_meets_the_target_without_a_band_of_other_tone(morph, videos, a
     assert np.mean(top) <= 2.2, f"forehead tone step {np.mean(top):.2f} L"
 
 
+def test_a_fringe_on_the_target_does_not_darken_the_swapped_face(morph, videos, assets_dir):
+    """A dark band across d0's forehead (a fringe, ``quality.occluder`` on the target): the swapped forehead just
+    under it keeps its tone, within 3 L of the swap on the frame without the band (before the target's dark pixels
+    were left out of its skin statistics and light planes: 14 L darker)."""
+    src = cv2.imread(str(assets_dir / "LeiJiangJNU/DAMDNet/imgs/pitt.jpg"))
+    tex, _ = _texture(src, morph)
+    diffs = []
+    for frame, f in videos["d0"][::4]:
+        lm = f.landmarks
+        fringed = quality.occluder(frame, lm, colour=(30, 40, 55), strands=0)
+        v = _verts(morph, f)
+        a = swap_faces(frame, [v], morph.tri, tex, landmarks=[lm])
+        b = swap_faces(fringed, [v], morph.tri, tex, landmarks=[lm])
+        brow = lm[17:27, 1].min()
+        height = lm[8, 1] - lm[17:27, 1].mean()
+        y0, y1 = int(np.ceil(brow - 0.05 * height)) + 3, int(brow) - 2  # between the band and the brows
+        x0, x1 = int(lm[19, 0]), int(lm[24, 0])
+        assert y1 > y0 + 2 and x1 > x0 + 10
+
+        def lightness(img: np.ndarray) -> float:
+            return float(cv2.cvtColor(img[y0:y1, x0:x1], cv2.COLOR_BGR2Lab)[..., 0].mean() * 100 / 255)
+
+        diffs.append(lightness(a) - lightness(b))
+    assert abs(np.mean(diffs)) <= 3.0, f"the fringe darkened the swapped forehead by {np.mean(diffs):.1f} L"
+
+
 def turned_photo(morph, tex, fit, yaw: float, size=(480, 640)):
     """A photo of the source's face turned by ``yaw`` degrees: its texture rendered on its mesh at that pose, over a
     dark background and hair-coloured surround (what a real turned photo has past the face's silhouette)."""

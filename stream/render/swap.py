@@ -12,12 +12,14 @@ Per frame: all targets are rasterized into one z-buffer (so faces occlude each o
 box only: texture lookup, alpha, colour transfer over the skin of both (the source's tone moves ``TONE_MATCH`` of
 the way to the target's inside the face and all of it at the contour, its contrast within ``GAIN_RANGE``), the
 target's light (a plane of L fitted to each face's skin, the target's over the source's: its gradient, not its
-features), along the mesh's straight top edge across the forehead the target's local tone (``_forehead_tone``), and
-a blend. Alpha is the product of smooth ramps: along the face's contour from the per-vertex UV
-distance to the mesh boundary (interpolated by the rasterizer, so no staircase from the mask's pixels), from the
-rendered silhouette (distance transform, where the face turns away or another face covers it), and around every
-hole (:func:`hole_polygons`: sub-pixel distance from the polygon, a smoothstep over ``HOLE_FEATHER`` x its width,
-alpha exactly 0 inside). Every pixel outside the rendered faces and inside the holes keeps its exact value.
+features; the target's pixels far darker than most of its skin, a fringe or a hat's shadow, left out:
+``_lit_skin``), along the mesh's straight top edge across the forehead the target's local tone
+(``_forehead_tone``), and a blend. Alpha is the product of smooth ramps: along the face's contour from the
+per-vertex UV distance to the mesh boundary (interpolated by the rasterizer, so no staircase from the mask's
+pixels), from the rendered silhouette (distance transform, where the face turns away or another face covers it),
+and around every hole (:func:`hole_polygons`: sub-pixel distance from the polygon, a smoothstep over
+``HOLE_FEATHER`` x its width, alpha exactly 0 inside). Every pixel outside the rendered faces and inside the holes
+keeps its exact value.
 
 Blends, per face of 253 px on a 640x480 frame, 2 shared x86_64 cores (``bench/bench_render.py``, whole swap):
 ``alpha`` 3.1 ms (feathered alpha: the fastest, but where the mask edge crosses hair, e.g. a fringe on the forehead,
@@ -53,6 +55,7 @@ HOLE_FEATHER = 0.12  # the ramp around a hole (inner eye, inner mouth), x the ho
 FOREHEAD_TONE = 0.15  # UV units below the mesh's top edge over which the swap's local tone meets the target's: to the
 # brows (0.15-0.21 below it on the mean face), whose tone stays the source's (0.10 left the line half there)
 FOREHEAD_ROWS = (0.1, 0.3)  # texture rows (0 top, 1 bottom): the forehead fully above the first, not below the second
+DARK_SKIN = 3.0  # target "skin" pixels this many robust std of L under its median are not skin (hair, shadows)
 FOREHEAD_BLUR = 0.05  # the local tone's blur (Gaussian sigma), x the face's size
 LIGHT_STEP = 6  # the light planes are fitted on every LIGHT_STEP-th pixel (rows and columns) of the skin
 CLOSED_EYE = 0.06  # an eye whose aspect ratio (lid gap over width) is under this shows none of the target's eye
@@ -86,6 +89,28 @@ def _build_attrs(texture: FaceTexture) -> np.ndarray:
     region = texture.region if texture.region is not None else np.ones(base.shape[0], np.float32)
     edge = texture.edge if texture.edge is not None else np.full(base.shape[0], 1e3, np.float32)
     return np.ascontiguousarray(np.concatenate([base, region[:, None], edge[:, None]], 1), np.float32)
+
+
+def _lit_skin(tgt8: np.ndarray, skin: np.ndarray) -> np.ndarray:
+    """The skin mask (h, w) uint8 without the target's pixels far darker than most of its skin: hair across the
+    forehead (a fringe), a hat's shadow, a hand. Their L (8-bit Lab ``tgt8``) under the skin's median minus
+    ``DARK_SKIN`` robust std (1.4826 x the median absolute deviation, from a histogram) would tilt the light planes
+    toward them and darken the swapped face beside them (a fringe: 15 L across the forehead). Unchanged when that
+    leaves under half. (The tone statistics keep them: there they darken the face evenly, which hides the swap's
+    edge where the mesh reaches over hair at the temples.)"""
+    hist = cv2.calcHist([tgt8], [0], skin, [256], [0, 256]).ravel()
+    n = hist.sum()
+    if n < 40:
+        return skin
+    cum = np.cumsum(hist)
+    med = int(np.searchsorted(cum, n / 2))
+    dev = np.abs(np.arange(256) - med)
+    order = np.argsort(dev, kind="stable")
+    mad = dev[order][np.searchsorted(np.cumsum(hist[order]), n / 2)]
+    lo = med - DARK_SKIN * 1.4826 * max(float(mad), 1.0)
+    if hist[:max(0, int(np.ceil(lo)))].sum() > n / 2:
+        return skin
+    return cv2.bitwise_and(skin, cv2.compare(tgt8[..., 0], lo, cv2.CMP_GE))
 
 
 def _lab_stats(lab: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -407,6 +432,7 @@ def _swap_one(out: np.ndarray, frame: np.ndarray, buf: RasterBuffers, texture: F
     if color_match or relight:
         # target in 8-bit Lab (L * 255/100, a + 128, b + 128): converted back to float Lab units below
         tgt = cv2.cvtColor(np.ascontiguousarray(frame[y0:y1, x0:x1]), cv2.COLOR_BGR2Lab)
+        lit = _lit_skin(tgt, skin)  # the light planes' skin: no fringe, no hat's shadow
         off = np.zeros(3, np.float32)
         gain = np.ones(3, np.float32)
         base = np.zeros(3, np.float32)
@@ -435,7 +461,7 @@ def _swap_one(out: np.ndarray, frame: np.ndarray, buf: RasterBuffers, texture: F
         if relight:
             # the target's lighting, not its features: a plane of L over the face fitted to the skin of each (the
             # light's gradient across the face), the target's over the source's, each over its mean
-            planes, lo = _light_planes(*kernels.light_sums(tgt, src_lab, contour, skin, LIGHT_STEP, cx, cy, sc, off,
+            planes, lo = _light_planes(*kernels.light_sums(tgt, src_lab, contour, lit, LIGHT_STEP, cx, cy, sc, off,
                                                            gain, base, keep_tone))
         kernels.tone_light(src_lab, contour, off, gain, base, keep_tone, planes, cx, cy, sc, lo, *RELIGHT_RANGE)
         if color_match and texture.edge is not None and texture.image is not None:
