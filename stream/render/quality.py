@@ -90,17 +90,22 @@ def _band(mask: np.ndarray, radius: int) -> np.ndarray:
     return (cv2.dilate(mask, k) - cv2.erode(mask, k)) > 0
 
 
+def _filled(changed: np.ndarray) -> np.ndarray:
+    """The changed region (H, W) uint8 with its holes filled: what the image border cannot reach through unchanged
+    pixels."""
+    h, w = changed.shape
+    pad = cv2.copyMakeBorder(1 - changed, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=1)
+    reach = np.zeros((h + 4, w + 4), np.uint8)
+    cv2.floodFill(pad, reach, (0, 0), 2)
+    return (pad[1:-1, 1:-1] != 2).astype(np.uint8)
+
+
 def boundary_bands(out: np.ndarray, frame: np.ndarray, landmarks: np.ndarray, radius: int = 2) -> dict:
     """The blend band (:func:`blend_band`) split per boundary: ``outer`` (the contour of the changed region with its
     holes filled) and, for the band around the holes inside it, one (H, W) bool mask per ``SEAM_GROUPS`` name, each
     band pixel going to the group of its nearest landmark (68, 2|3) (a kept eye's hole -> ``eye_r``/``eye_l``)."""
     changed = _changed(out, frame)
-    h, w = changed.shape
-    # fill the holes: what the image border cannot reach through unchanged pixels
-    pad = cv2.copyMakeBorder(1 - changed, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=1)
-    reach = np.zeros((h + 4, w + 4), np.uint8)
-    cv2.floodFill(pad, reach, (0, 0), 2)
-    filled = (pad[1:-1, 1:-1] != 2).astype(np.uint8)
+    filled = _filled(changed)
     outer = _band(filled, radius)
     inner = _band(changed, radius) & ~outer
     bands = {"outer": outer}
@@ -144,12 +149,7 @@ def tone_steps(out: np.ndarray, frame: np.ndarray, landmarks: np.ndarray, sector
     level or two). Returns ``{"sector_k": L, ...}`` plus ``max``."""
     lm = np.asarray(landmarks, np.float64)[:, :2]
     size = face_size(landmarks)
-    changed = _changed(out, frame)
-    h, w = changed.shape
-    pad = cv2.copyMakeBorder(1 - changed, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=1)
-    reach = np.zeros((h + 4, w + 4), np.uint8)
-    cv2.floodFill(pad, reach, (0, 0), 2)
-    filled = (pad[1:-1, 1:-1] != 2).astype(np.uint8)
+    filled = _filled(_changed(out, frame))
     d = cv2.distanceTransform(filled, cv2.DIST_L2, 3)
     zone = (filled > 0) & (d <= max(2.0, depth * size))
     sig = max(0.5, blur * size)

@@ -141,9 +141,10 @@ def _forehead_tone(src_lab: np.ndarray, tgt8: np.ndarray, attr: np.ndarray, row_
         return
     sigma = max(1.0, size * FOREHEAD_BLUR / 4)
     num = cv2.GaussianBlur(num, (0, 0), sigma)
-    den = cv2.GaussianBlur(den, (0, 0), sigma) * (1.0 / 16.0)  # the blocks' mean weight
-    # the mean difference where the skin near the edge reaches (fading to none where it does not)
-    low = num * (np.clip(den * 20.0, 0.0, 1.0) / np.maximum(den * 16.0, 1e-3))[..., None]
+    den = cv2.GaussianBlur(den, (0, 0), sigma)
+    # the mean difference where the skin near the edge reaches, fading to none where it does not (a block's mean
+    # weight, den / 16, under 1 / 20)
+    low = num * (np.clip(den * (20.0 / 16.0), 0.0, 1.0) / np.maximum(den, 1e-3))[..., None]
     kernels.add_field(src_lab, fade, np.ascontiguousarray(low, np.float32))
 
 
@@ -432,7 +433,6 @@ def _swap_one(out: np.ndarray, frame: np.ndarray, buf: RasterBuffers, texture: F
     if color_match or relight:
         # target in 8-bit Lab (L * 255/100, a + 128, b + 128): converted back to float Lab units below
         tgt = cv2.cvtColor(np.ascontiguousarray(frame[y0:y1, x0:x1]), cv2.COLOR_BGR2Lab)
-        lit = _lit_skin(tgt, skin)  # the light planes' skin: no fringe, no hat's shadow
         off = np.zeros(3, np.float32)
         gain = np.ones(3, np.float32)
         base = np.zeros(3, np.float32)
@@ -461,8 +461,9 @@ def _swap_one(out: np.ndarray, frame: np.ndarray, buf: RasterBuffers, texture: F
         if relight:
             # the target's lighting, not its features: a plane of L over the face fitted to the skin of each (the
             # light's gradient across the face), the target's over the source's, each over its mean
-            planes, lo = _light_planes(*kernels.light_sums(tgt, src_lab, contour, lit, LIGHT_STEP, cx, cy, sc, off,
-                                                           gain, base, keep_tone))
+            # (over the skin without the target's fringe or a hat's shadow: ``_lit_skin``)
+            planes, lo = _light_planes(*kernels.light_sums(tgt, src_lab, contour, _lit_skin(tgt, skin), LIGHT_STEP,
+                                                           cx, cy, sc, off, gain, base, keep_tone))
         kernels.tone_light(src_lab, contour, off, gain, base, keep_tone, planes, cx, cy, sc, lo, *RELIGHT_RANGE)
         if color_match and texture.edge is not None and texture.image is not None:
             _forehead_tone(src_lab, tgt, attr, 1.0 / max(texture.image.shape[0] - 1, 1), skin, size)
