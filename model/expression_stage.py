@@ -1,10 +1,12 @@
 """The expression stage: after alignment, look at the eyes and mouth the aligner found and re-fit the expression.
 
 For every face: cut two eye patches and a mouth patch from the frame (``model.expression_patches``, anchored on the
-aligner's eye and mouth corners), let ``ExpressionNet`` place the eyelid and lip points (36-67) in them, map those back
+aligner's eye and mouth corners), let ``ExpressionNet`` place the eyelid and lip points (36-67) in them (the mouth
+twice: its second patch anchored on the corners the network found in the first, ``MOUTH_PASSES``), map those back
 to the frame, and fit the 10 PCA expression coefficients plus the extension (``model.expression_ext``: closed eyes,
-mouth corners, jaw) to them in closed form (``model.expression_fit``), pose and identity held. The same for every
-backbone: it sees only the frame and the aligner's landmarks. All faces of all frames go through one forward pass.
+mouth corners, jaw, inner lips) to them in closed form (``model.expression_fit``), pose and identity held. The same
+for every backbone: it sees only the frame and the aligner's landmarks. All faces of all frames go through one
+forward pass (and one more of the mouth network).
 """
 from __future__ import annotations
 
@@ -55,6 +57,14 @@ _ORDER = np.argsort(_PART_POINTS)
 _PART_OF = np.repeat(np.arange(3), [len(RIGHT_EYE.points), len(LEFT_EYE.points), len(MOUTH.points)])[_ORDER]
 assert (_PART_POINTS[_ORDER] == np.arange(36, 68)).all()
 _SPANS = tuple(np.array(s, np.float64) for s in (FAR_EYE_YAW, NEAR_EYE_YAW, MOUTH_YAW))
+# How many times the mouth network looks: the first patch is anchored on the aligner's mouth corners, each further one
+# on the corners the network itself found in the previous patch. A backbone whose mouth is off (on the training video
+# s20, damdnet's opening correlates -0.58 with MediaPipe's) gives a patch the lips sit badly in: the network's inner
+# lips there correlated 0.01 with MediaPipe's, 0.78 after one re-anchoring (mb05 0.73 -> 0.77); bench/RESULTS.md,
+# "The lips' own opening". The eyes are read once (re-anchoring them moved nothing).
+MOUTH_PASSES = 2
+_MOUTH = PARTS.index(MOUTH)
+_NO_EYES = np.zeros((0, 1) + RIGHT_EYE.size, np.float32)
 
 
 def visibility_weights(params: np.ndarray) -> np.ndarray:
@@ -118,7 +128,8 @@ class ExpressionStage:
         return self.points_many([(frame, landmarks)])[0]
 
     def points_many(self, items: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
-        """[(frame, landmarks (n, 68, 2+) frame px)] -> [(n, 32, 2) frame px], one forward pass for all."""
+        """[(frame, landmarks (n, 68, 2+) frame px)] -> [(n, 32, 2) frame px], one forward pass for all (and
+        ``MOUTH_PASSES - 1`` more of the mouth network alone)."""
         counts = [len(lm) for _, lm in items]
         n = sum(counts)
         if n == 0:
@@ -135,6 +146,14 @@ class ExpressionStage:
             mouths[i] = _gray(cut(frame, aff[MOUTH.name][i], MOUTH))
         scale = np.float32(1 / 255.0)
         pe, pm = self._run((eyes[:, None] * scale - np.float32(0.5)), (mouths[:, None] * scale - np.float32(0.5)))
+        for _ in range(MOUTH_PASSES - 1):  # the mouth again, its patch anchored on the corners the network found
+            mb = bases[_MOUTH]
+            lm = lm.copy()
+            lm[:, 48:68] = units_to_frame(pm, mb[:, 0], mb[:, 1], mb[:, 2])
+            bases, affines = frames_and_affines(lm)
+            for i, frame in enumerate(frames):
+                mouths[i] = _gray(cut(frame, affines[_MOUTH][i], MOUTH))
+            pm = self._run(_NO_EYES, (mouths[:, None] * scale - np.float32(0.5)))[1]
         # every part's units to frame px at once, in point order 36-67: each point with its part's (a, ex, ey)
         units = np.concatenate([pe[:n], pe[n:], pm], axis=1)[:, _ORDER]  # (n, 32, 2)
         b = bases[_PART_OF].transpose(1, 0, 2, 3)  # (n, 32, 3, 2)

@@ -4,8 +4,8 @@ What a file holds (see docs/INTERFACES.md, "glTF animation"):
 
 - one mesh: the 3DMM mean shape (model units) with UVs (``mesh_uv``), smooth normals, and a texture baked from the
   most frontal frame of the track;
-- 57 morph targets, the 40 shape and 10 expression basis vectors and the 7 of the extended expression
-  (``model.expression_ext``: closed eyes, mouth corners, jaw; when the model has them), each scaled by the largest
+- 58 morph targets, the 40 shape and 10 expression basis vectors and the 8 of the extended expression
+  (``model.expression_ext``: closed eyes, mouth corners, jaw, inner lips; when the model has them), each scaled by
   |coefficient| of the track so that every weight stays in [-1, 1] (Blender's shape-key range); names in
   ``mesh.extras.targetNames`` (``shape00``.., ``exp00``.., ``ext_eye_close_r``..), ``asset.extras.ext_version``;
 - then 52 targets named by their ARKit names (``eyeBlinkLeft`` .. ``tongueOut``, ``model.blendshapes``) whose
@@ -31,11 +31,12 @@ from typing import Any
 
 import numpy as np
 
+from model.expression_ext import N_EXT
 from stream.atomic import atomic_write_bytes
 
-ANIMATIONS = ("morph", "frames")  # morph: 57 3DMM targets + weights; frames: one target per frame (the comparison)
+ANIMATIONS = ("morph", "frames")  # morph: 58 3DMM targets + weights; frames: one target per frame (the comparison)
 EXT_TARGET_PREFIX = "ext_"  # morph target names of the extended expression: ext_eye_close_r, ..., ext_jaw_open
-N_3DMM_TARGETS = 57  # shape (40), expression (10), extended expression (7): the targets that move the mesh
+N_3DMM_TARGETS = 50 + N_EXT  # shape (40), expression (10), extended expression (8): the targets that move the mesh
 _FLOAT, _U16, _U32 = 5126, 5123, 5125
 _ARRAY, _ELEMENTS = 34962, 34963
 

@@ -77,13 +77,123 @@ def test_fit_recovers_a_known_expression(morph: MorphableModel) -> None:
     std = Whitening.load("v1").std[52:]
     truth = frontal()
     truth[0, 52:] = 0.8 * std * np.linspace(-1, 1, 10)
-    e_true = ext_of(eye_close_r=0.9, eye_close_l=0.2, mouth_corner_up_l=0.7, jaw_open=0.5)
+    e_true = ext_of(eye_close_r=0.9, eye_close_l=0.2, mouth_corner_up_l=0.7, jaw_open=0.5, lips_part=-0.7)
     targets = frame_to_crop_xy(morph.landmarks(truth, ROI, "v1", e_true)[..., :2], ROI)
     start = frontal()  # pose and shape right, expression zero
     params, ext = fit_expression(start, targets, np.ones(68), morph.sparse, std,
                                  FitWeights(prior_exp=1e-6, prior_ext=1e-6))
     np.testing.assert_allclose(ext, e_true, atol=2e-3)
     np.testing.assert_allclose(params[0, 52:], truth[0, 52:], atol=2e-3 * std.max())
+
+
+def test_lips_part_moves_the_inner_lips_alone(morph: MorphableModel) -> None:
+    """lips_part opens the inner lip line by 0.1 mouth widths per unit, half each lip; nothing else moves."""
+    lm0 = morph.landmarks(frontal(), ROI)[0]
+    lm = morph.landmarks(frontal(), ROI, "v1", ext_of(lips_part=1.0))[0]
+    d = lm - lm0
+    width = np.linalg.norm(lm0[54, :2] - lm0[48, :2])
+    gap = lambda p: p[66, 1] - p[62, 1]  # noqa: E731 (image y down: the lower lip below)
+    assert gap(lm) - gap(lm0) == pytest.approx(0.1 * width, rel=0.02)
+    assert d[62, 1] == pytest.approx(-d[66, 1], rel=0.02)  # the upper lip up, the lower down, alike
+    moved = np.flatnonzero(np.abs(d).max(1) > 1e-4)
+    assert set(moved) == {61, 62, 63, 65, 66, 67}  # corners, outer lips, jaw held
+
+
+def test_fuller_lips_close_the_inner_gap(morph: MorphableModel) -> None:
+    """A closed mouth of fuller lips than the model's: the outer lips where the mean face has them, the inner lips
+    nearly touching (gap 0.5 px; the mean face's 3.5 px, its mouth 60 px wide). With lips_part the fit closes most of
+    the gap (1.3 px); the PCA and the jaw alone kept it 2.6 px apart (the fit matches the outer lips and the model's
+    lips are thin), and an opening then read too small."""
+    from model.morphable import Whitening
+
+    std = Whitening.load("v1").std[52:]
+    lm = morph.landmarks(frontal(), ROI)[..., :2].astype(np.float64).copy()
+    for up, lo in ((61, 67), (62, 66), (63, 65)):
+        mid = (lm[0, up, 1] + lm[0, lo, 1]) / 2
+        lm[0, up, 1], lm[0, lo, 1] = mid - 0.25, mid + 0.25
+    params, ext = fit_expression(frontal(), frame_to_crop_xy(lm, ROI), np.ones(68), morph.sparse, std)
+    out = morph.landmarks(params, ROI, "v1", ext)[0]
+    assert out[66, 1] - out[62, 1] < 1.5
+    assert ext[0, -1] < -0.2  # lips_part closed it
+    fw = FitWeights()
+    held = FitWeights(prior_ext=fw.prior_ext[:-1] + (1e9,))  # lips_part held at 0: the model without it
+    params, ext = fit_expression(frontal(), frame_to_crop_xy(lm, ROI), np.ones(68), morph.sparse, std, held)
+    out = morph.landmarks(params, ROI, "v1", ext)[0]
+    assert out[66, 1] - out[62, 1] > 2.3
+
+
+def _reference_fit(params, targets_crop, point_weights, basis, exp_std, weights):
+    """The fit written plainly in numpy (batched normal equations, slack columns built whole): the kernel's reference."""
+    from model.expression_ext import N_EXT
+    from model.expression_fit import PART_SCALE_PX, SLACK_PARTS, FitBasis
+    from model.morphable import split_params
+
+    fb = FitBasis.of(basis)
+    p = np.asarray(params, np.float64).reshape(-1, 62)
+    n = len(p)
+    k_exp = 10 + N_EXT
+    r, t, a, e0 = split_params(p)
+    pred0 = (fb.u[None] + (a @ fb.w_shp.T).reshape(n, 68, 3)) @ r[:, :2, :].transpose(0, 2, 1) + t[:, None, :2]
+    jac = (r[:, :2, :] @ fb.w_all).reshape(n, 2, 68, k_exp).transpose(0, 2, 1, 3)
+    lam = list(weights.prior_exp / np.asarray(exp_std, np.float64) ** 2) + list(weights.prior_ext)
+    if weights.part_slack is not None:
+        cols = np.zeros((n, 68, 2, 3 * len(SLACK_PARTS)))
+        for q, part in enumerate(SLACK_PARTS):
+            cols[:, part, 0, 3 * q] = 1.0
+            cols[:, part, 1, 3 * q + 1] = 1.0
+            cols[:, part, :, 3 * q + 2] = (pred0[:, part] - pred0[:, part].mean(1, keepdims=True)) / PART_SCALE_PX
+        jac = np.concatenate([jac, cols], axis=3)
+        lam += [weights.part_slack] * cols.shape[3]
+    k = jac.shape[3]
+    tgt = np.asarray(targets_crop, np.float64).reshape(n, 68, 2)
+    wts = np.broadcast_to(np.asarray(point_weights, np.float64), (n, 68)).copy()
+    ok = np.isfinite(tgt).all(-1)
+    wts[~ok] = 0.0
+    res = np.where(ok[..., None], tgt - pred0, 0.0)
+    lam = np.array(lam)
+    prior_mean = np.concatenate([e0, np.zeros((n, k - 10))], axis=1)
+    sw = np.sqrt(wts)[..., None]
+    jw = (jac * sw[..., None]).reshape(n, 136, k)
+    rw = (res * sw).reshape(n, 136, 1)
+    a_mat = jw.transpose(0, 2, 1) @ jw + np.diag(lam)[None]
+    sol = np.linalg.solve(a_mat, ((jw.transpose(0, 2, 1) @ rw)[..., 0] + lam * prior_mean)[..., None])[..., 0]
+    ext = np.clip(sol[:, 10:k_exp], weights.ext_min, weights.ext_max)
+    for i in np.flatnonzero((ext != sol[:, 10:k_exp]).any(1)):  # the rest again with the extension fixed
+        free = np.r_[0:10, k_exp:k]
+        j2 = jw[i][:, free]
+        b2 = j2.T @ (rw[i, :, 0] - jw[i][:, 10:k_exp] @ ext[i]) + lam[free] * prior_mean[i, free]
+        sol[i, :10] = np.linalg.solve(j2.T @ j2 + np.diag(lam[free]), b2)[:10]
+    out = p.copy()
+    out[:, 52:] = sol[:, :10]
+    return out, ext
+
+
+def test_fit_kernel_matches_the_plain_numpy_fit(morph: MorphableModel) -> None:
+    """Random faces, poses and targets (some missing, some weights 0, some extension values clamped), with and
+    without the parts' slack: the numba kernel gives the plain fit's numbers."""
+    from model.morphable import Whitening
+
+    std = Whitening.load("v1").std[52:]
+    rng = np.random.default_rng(3)
+    n = 40
+    params = np.repeat(frontal(), n, 0).astype(np.float64)
+    params[:, 12:52] = rng.normal(0, 1, (n, 40)) * Whitening.load("v1").std[12:52]
+    params[:, 52:] = rng.normal(0, 0.5, (n, 10)) * std
+    yaw = rng.uniform(-0.6, 0.6, n)
+    for i in range(n):
+        c, s_ = np.cos(yaw[i]), np.sin(yaw[i])
+        params[i, :12] = (np.array([[6e-4 * c, 0, 6e-4 * s_, 60], [0, 6e-4, 0, 60], [-6e-4 * s_, 0, 6e-4 * c, 0]])).ravel()
+    targets = morph.landmarks_crop(params.astype(np.float32))[..., :2].astype(np.float64)
+    targets += rng.normal(0, 3.0, targets.shape)
+    targets[:, 36:42, 1] -= rng.uniform(0, 8, (n, 1))  # some eyes wide open past the clamp
+    targets[rng.random((n, 68)) < 0.05] = np.nan
+    weights = rng.uniform(0, 1, (n, 68)) * (rng.random((n, 68)) > 0.1)
+    for fw in (FitWeights(), FitWeights(part_slack=None), FitWeights(prior_exp=0.01, prior_ext=(0.01,) * 8)):
+        got_p, got_e = fit_expression(params, targets, weights, morph.sparse, std, fw)
+        ref_p, ref_e = _reference_fit(params, targets, weights, morph.sparse, std, fw)
+        np.testing.assert_allclose(got_e, ref_e, atol=1e-4)
+        np.testing.assert_allclose(got_p[:, 52:] / std, ref_p[:, 52:] / std, atol=1e-4)
+        assert (got_e == np.float32(fw.ext_min[0])).any()  # the clamp's second solve ran
 
 
 def test_a_misplaced_part_is_not_read_as_an_expression(morph: MorphableModel) -> None:
@@ -180,7 +290,7 @@ def test_smoothing_keeps_a_blinks_depth_and_timing() -> None:
     """A 5-frame blink with measurement noise through the tracker's Kalman filter: depth within 10% of the
     unsmoothed one, no lag over one frame; between blinks the lids are smoothed (less jitter than measured)."""
     from tests.run_defaults import kalman_defaults
-    from tracking.kalman import TRACK_GROUPS, ParamKalman
+    from tracking.kalman import TRACK_GROUPS, ParamKalman, layout_size
 
     rng = np.random.default_rng(0)
     n = 120
@@ -188,10 +298,10 @@ def test_smoothing_keeps_a_blinks_depth_and_timing() -> None:
     blink = [0.3, 0.8, 1.0, 0.8, 0.3]
     truth[50:55] = blink
     meas = truth + rng.normal(0, 0.03, n)
-    kf = ParamKalman(np.ones(69), kalman_defaults(), TRACK_GROUPS)
+    kf = ParamKalman(np.ones(layout_size(TRACK_GROUPS)), kalman_defaults(), TRACK_GROUPS)
     out = np.empty(n)
     for i in range(n):
-        z = np.zeros(69)
+        z = np.zeros(layout_size(TRACK_GROUPS))
         z[62] = z[63] = meas[i]
         out[i] = kf.update(z)[62]
     depth_raw = meas[50:55].max() - np.median(meas)

@@ -99,7 +99,7 @@ def test_face_model_bytes_decode_to_the_dense_mesh() -> None:
            for k, v in head["arrays"].items()}
     params = np.zeros((1, 62), np.float32)
     params[0, 12:] = np.random.default_rng(2).normal(0, 1e4, 50)
-    ext = np.array([[1.0, 0.0, 0.7, -0.4, 0.3, 0.0, 0.5]], np.float32)  # a right wink, a smirk, the jaw open
+    ext = np.array([[1.0, 0.0, 0.7, -0.4, 0.3, 0.0, 0.5, -0.8]], np.float32)  # a right wink, a smirk, the jaw open, full lips
     assert head["ext_names"] == list(EXT_NAMES) and head["ext_version"] == EXT_VERSION
     assert head["blendshape_names"] == list(ARKIT_NAMES) and head["blendshapes_estimated"] == list(ESTIMATED)
     shape = arr["mean"] + arr["basis"].reshape(-1, head["coefficients"]) @ params[0, 12:] \
@@ -149,7 +149,7 @@ def test_page_view_decodes_ext_like_the_server(tmp_path: Path) -> None:
     (tmp_path / "model.bin").write_bytes(face_model_bytes(morph))
     params = Whitening.load("v1").unwhiten(np.zeros((1, 62), np.float32))[0]
     faces = []
-    for ext in (None, np.array([1, 0, 0.8, 0, 0, -0.5, 0.6], np.float32)):
+    for ext in (None, np.array([1, 0, 0.8, 0, 0, -0.5, 0.6, 0.7], np.float32)):
         rec = Face(frame=0, time=0.0, track_id=1, box=np.zeros(4, np.float32), roi=np.zeros(4, np.float32),
                    pose=np.zeros(6, np.float32), landmarks=np.zeros((68, 3), np.float32), params=params, ext=ext)
         faces.append(rec)

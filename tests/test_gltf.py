@@ -127,11 +127,12 @@ def test_glb_reads_back_to_the_npz(tmp_path: Path, morph: MorphableModel, with_e
     np.testing.assert_allclose(back["uv"], mesh_uv(morph))
     names = back["target_names"]
     assert names[:50] == [f"shape{i:02d}" for i in range(40)] + [f"exp{i:02d}" for i in range(10)]
-    assert names[50:57] == ["ext_" + k for k in EXT_NAMES] and back["weights"].shape == (n, 57 + 52)
-    assert names[57:] == list(ARKIT_NAMES) and back["extras"]["blendshape_targets"] == [57, 52]
+    e = 50 + N_EXT
+    assert names[50:e] == ["ext_" + k for k in EXT_NAMES] and back["weights"].shape == (n, e + 52)
+    assert names[e:] == list(ARKIT_NAMES) and back["extras"]["blendshape_targets"] == [e, 52]
     assert back["extras"]["blendshapes_measured"] == with_ext and back["extras"]["blendshapes_version"] == BLENDSHAPES_VERSION
     assert back["extras"]["ext_version"] == EXT_VERSION and back["extras"]["ext_measured"] == with_ext
-    w_ext = back["weights"][:, 50:57]
+    w_ext = back["weights"][:, 50:e]
     if with_ext:  # the ARKit targets carry the blendshapes by name (blinks, the jaw) and do not move the mesh
         np.testing.assert_allclose(back["blendshapes"], blend, atol=1e-6)
         assert back["blendshapes"][:, ARKIT_NAMES.index("eyeBlinkRight")].max() > 0.9
@@ -222,7 +223,7 @@ def test_arkit_targets_validate_and_three_js_plays_them_by_name(tmp_path: Path, 
     three = three_node_report(glb, back["times"].astype(np.float32).tolist(), names)
     if three is None:
         pytest.skip("node or three.js missing: (cd tests/js && npm ci)")
-    assert three["dictionary"][57:] == list(ARKIT_NAMES) and three["targets"] == 57 + 52
+    assert three["dictionary"][50 + N_EXT:] == list(ARKIT_NAMES) and three["targets"] == 50 + N_EXT + 52
     for name in names:
         np.testing.assert_allclose(three["named"][name], blend[:, ARKIT_NAMES.index(name)], atol=1e-6)
     assert max(three["named"]["eyeBlinkRight"]) > 0.9 and max(three["named"]["eyeBlinkLeft"]) > 0.9

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from model.expression_ext import N_EXT
 from stream.gltf import check_glb, load_glb_frames, world_from_pixels
 from tests import webrtc_helpers as H
 from tests.test_gltf import JS_DIR, validator_report
@@ -99,10 +100,10 @@ def test_cli_glb_opens_in_three_js(assets_dir: Path, repo_root: Path, tmp_path: 
     finally:
         server.shutdown()
     assert result.get("ok"), result
-    assert result["targets"] == 57 + 52 and result["hasTexture"] and result["camera"] == "OrthographicCamera"
+    assert result["targets"] == 50 + N_EXT + 52 and result["hasTexture"] and result["camera"] == "OrthographicCamera"
     from model.blendshapes import ARKIT_NAMES
 
-    assert result["dictionary"][57:] == list(ARKIT_NAMES)  # the rig-facing names, in three.js's dictionary
+    assert result["dictionary"][50 + N_EXT:] == list(ARKIT_NAMES)  # the rig-facing names, in three.js's dictionary
     blend = load_glb_frames(glb)["blendshapes"]  # the weights the file stores, read without three.js
     for n in names:  # three.js plays the named weights: the same values at the keyframes
         np.testing.assert_allclose(result["named"][n], blend[frames, ARKIT_NAMES.index(n)], atol=1e-6)

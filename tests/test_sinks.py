@@ -13,6 +13,8 @@ import numpy as np
 from model.blendshapes import ARKIT_NAMES, ESTIMATED_MASK
 import pytest
 
+from model.expression_ext import N_EXT
+
 from stream import sinks
 from stream.atomic import AtomicPath, atomic_write_bytes
 from stream.frames import Frame, VideoInfo
@@ -168,6 +170,7 @@ def _record(frame: int, track: int, rng: np.random.Generator, dense: int | None 
         vertices=None if dense is None else rng.uniform(0, 500, (dense, 3)).astype(np.float32),
         confidence=float(rng.uniform(0.5, 1.0)),
         blendshape_values=(rng.uniform(0, 1, 52) * ESTIMATED_MASK).astype(np.float32),
+        ext=rng.normal(0, 0.3, N_EXT).astype(np.float32),
     )
 
 
@@ -201,6 +204,7 @@ def _check_roundtrip(path: Path, written: dict[int, list[Face]], with_params: bo
         assert t["landmarks"].shape == (len(recs), 68, 3) and t["pose"].shape == (len(recs), 6)
         np.testing.assert_allclose(t["confidence"], [r.confidence for r in recs], atol=1e-4)
         np.testing.assert_allclose(t["blendshapes"], np.stack([r.blendshape_values for r in recs]), atol=1e-4)
+        np.testing.assert_allclose(t["ext"], np.stack([r.ext for r in recs]), atol=1e-4)
         if with_params:
             np.testing.assert_allclose(t["params"], np.stack([r.params for r in recs]), rtol=1e-6)
         if with_rois:
@@ -220,13 +224,55 @@ def test_csv_header_rows_and_roundtrip(tmp_path: Path) -> None:
     assert header[13] == "confidence"
     from model.expression_ext import EXT_NAMES
 
-    assert header[14:21] == list(EXT_NAMES)
-    assert header[21:73] == list(ARKIT_NAMES)  # the 52 ARKit blendshapes, Apple's order
-    assert header[73:76] == ["x0", "y0", "z0"] and header[-3:] == ["x67", "y67", "z67"] and len(header) == 73 + 204
+    e = 14 + len(EXT_NAMES)
+    assert header[14:e] == list(EXT_NAMES)
+    assert header[e:e + 52] == list(ARKIT_NAMES)  # the 52 ARKit blendshapes, Apple's order
+    assert header[e + 52:e + 55] == ["x0", "y0", "z0"] and header[-3:] == ["x67", "y67", "z67"]
+    assert len(header) == e + 52 + 204
     assert len(set(header)) == len(header)
     assert len(lines) == 1 + 8  # one row per frame x track; frame 2 had nobody: no row
     assert sorted({int(l.split(",")[0]) for l in lines[1:]}) == [0, 1, 3, 4, 5]
     _check_roundtrip(path, written, with_params=False, with_rois=False)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".npz"])
+def test_tracks_of_the_previous_ext_version_read_lips_part_as_zero(tmp_path: Path, suffix: str) -> None:
+    """A file written with ext-v1 (no lips_part) reads back in today's layout: its components where they were, the
+    missing one 0 (what ext-v1 decoded)."""
+    import json
+
+    from model.expression_ext import EXT_NAMES
+
+    path = tmp_path / f"tracks{suffix}"
+    with open_tracks_sink(path) as sink:
+        _feed(sink)
+    new = load_tracks(path)
+    k = EXT_NAMES.index("lips_part")
+    if suffix == ".csv":
+        rows = [line.split(",") for line in path.read_text().splitlines()]
+        at = rows[0].index("lips_part")
+        path.write_text("\n".join(",".join(r[:at] + r[at + 1:]) for r in rows) + "\n")
+    elif suffix == ".jsonl":
+        objs = [json.loads(line) for line in path.read_text().splitlines()]
+        for o in objs:
+            if o["ext"] is not None:
+                del o["ext"]["lips_part"]
+        path.write_text("".join(json.dumps(o) + "\n" for o in objs))
+    else:
+        with np.load(path) as z:
+            d = {n: z[n] for n in z.files}
+        d["ext_names"] = np.array([n for n in EXT_NAMES if n != "lips_part"])
+        for n in list(d):
+            if n.endswith("_ext"):
+                d[n] = np.delete(d[n], k, axis=1)
+        np.savez(path, **d)
+    old = load_tracks(path)
+    assert old.keys() == new.keys()
+    for tid in new:
+        a, b = new[tid]["ext"], old[tid]["ext"]
+        assert b.shape == a.shape
+        np.testing.assert_allclose(np.delete(b, k, 1), np.delete(a, k, 1), atol=1e-4)
+        assert np.isfinite(a).all() and np.all(b[:, k] == 0) and np.any(a[:, k] != 0)
 
 
 def test_csv_with_params_and_rois(tmp_path: Path) -> None:

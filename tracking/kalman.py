@@ -44,12 +44,14 @@ import numpy as np
 from filterpy.common import Q_discrete_white_noise
 from filterpy.kalman import KalmanFilter
 
+from model.expression_ext import N_EXT
+
 N_PARAMS = 62
 #: Parameter groups: name -> slice into the 62 real parameters.
 GROUPS: dict[str, slice] = {"pose": slice(0, 12), "shape": slice(12, 52), "expression": slice(52, 62)}
 #: The extended expression (``model.expression_ext``) appended after the 62: eyelid closure (right, left), then the
-#: mouth corners and jaw. ``TRACK_GROUPS`` is the 69-value layout the tracker filters.
-EXT_GROUPS: dict[str, slice] = {"eyelids": slice(62, 64), "mouth_shape": slice(64, 69)}
+#: mouth corners, jaw and inner lips. ``TRACK_GROUPS`` is the (62 + N_EXT)-value layout the tracker filters.
+EXT_GROUPS: dict[str, slice] = {"eyelids": slice(62, 64), "mouth_shape": slice(64, 62 + N_EXT)}
 TRACK_GROUPS: dict[str, slice] = {**GROUPS, **EXT_GROUPS}
 
 

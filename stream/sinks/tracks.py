@@ -127,7 +127,7 @@ class TracksJSONLSink(_TextTracksSink):
 
         {"frame": 0, "time": 0.0, "track_id": 1, "box": [4], "roi": [4],
          "pose": {"yaw": .., "pitch": .., "roll": .., "scale": .., "tx": .., "ty": ..}, "confidence": 0.97,
-         "ext": {"eye_close_r": .., ..., "jaw_open": ..}, "ext_version": "ext-v1",
+         "ext": {"eye_close_r": .., ..., "lips_part": ..}, "ext_version": "ext-v2",
          "blendshapes": {"eyeBlinkLeft": .., ..., "tongueOut": 0.0}, "blendshapes_version": "arkit-v4",
          "landmarks": [[x, y, z] x 68], "params": [62]}
 
@@ -279,19 +279,36 @@ def open_tracks_sink(path: str | os.PathLike[str], fmt: str = "auto", fps: float
     return cls(path, **options)
 
 
+def _current_ext(ext: np.ndarray, names: list[str]) -> np.ndarray:
+    """(T, len(names)) ext columns named ``names`` (a file's version) -> (T, N_EXT) in ``EXT_NAMES`` order, the
+    components the file lacks 0 (nan on nan rows: no expression stage)."""
+    if names == list(EXT_NAMES):
+        return ext
+    out = np.where(np.isfinite(ext[:, :1]), 0.0, np.nan) * np.ones((1, N_EXT), ext.dtype)
+    for j, k in enumerate(EXT_NAMES):
+        if k in names:
+            out[:, j] = ext[:, names.index(k)]
+    return out
+
+
 def load_tracks(path: str | os.PathLike[str]) -> dict[int, dict[str, np.ndarray]]:
     """Read a tracks file written by any track sink: ``{track_id: {"frames", "times", "boxes", "pose",
     "landmarks", ["params"], ["rois"], ["confidence"], ["ext"], ["blendshapes"]}}`` with the NPZ shapes. CSV has
     params/rois only when written with them; files written before the confidence column have no ``confidence``,
-    before the extended expression no ``ext``, before the ARKit blendshapes no ``blendshapes``. A Live Link Face CSV
-    (``.llf.csv``, :func:`load_livelinkface`) has its own reader."""
+    before the extended expression no ``ext``, before the ARKit blendshapes no ``blendshapes``. ``ext`` always has
+    today's ``EXT_NAMES`` columns: an older version's file (``ext-v1``: no ``lips_part``) reads its missing components
+    as 0, what that version decoded. A Live Link Face CSV (``.llf.csv``, :func:`load_livelinkface`) has its own
+    reader."""
     path = Path(path)
     suffix = path.suffix.lower()
     out: dict[int, dict[str, np.ndarray]] = {}
     if suffix == ".npz":
         with np.load(path) as z:
+            names = [str(n) for n in z["ext_names"]] if "ext_names" in z else list(EXT_NAMES)
             for tid in z["track_ids"].tolist():
                 out[int(tid)] = {k: z[f"track{tid}_{k}"] for k in _NPZ_KEYS if f"track{tid}_{k}" in z}
+                if "ext" in out[int(tid)]:
+                    out[int(tid)]["ext"] = _current_ext(out[int(tid)]["ext"], names)
         return out
     rows: dict[int, dict[str, list[Any]]] = {}
     if suffix == ".csv":
@@ -311,7 +328,8 @@ def load_tracks(path: str | os.PathLike[str]) -> dict[int, dict[str, np.ndarray]
                 if "confidence" in col:
                     t.setdefault("confidence", []).append(vals[col["confidence"]])
                 if EXT_NAMES[0] in col:
-                    t.setdefault("ext", []).append(vals[[col[k] for k in EXT_NAMES]])
+                    none = 0.0 if np.isfinite(vals[col[EXT_NAMES[0]]]) else np.nan  # a nan row: no expression stage
+                    t.setdefault("ext", []).append([vals[col[k]] if k in col else none for k in EXT_NAMES])
                 if ARKIT_NAMES[0] in col:
                     t.setdefault("blendshapes", []).append(vals[[col[k] for k in ARKIT_NAMES]])
                 if "roi_x1" in col:
@@ -336,7 +354,7 @@ def load_tracks(path: str | os.PathLike[str]) -> dict[int, dict[str, np.ndarray]
                     t.setdefault("confidence", []).append(np.nan if o["confidence"] is None else o["confidence"])
                 if "ext" in o:
                     t.setdefault("ext", []).append([np.nan] * N_EXT if o["ext"] is None else
-                                                   [o["ext"][k] for k in EXT_NAMES])
+                                                   [o["ext"].get(k, 0.0) for k in EXT_NAMES])
                 if "blendshapes" in o:
                     t.setdefault("blendshapes", []).append([np.nan] * N_BLEND if o["blendshapes"] is None else
                                                            [o["blendshapes"][k] for k in ARKIT_NAMES])
