@@ -39,7 +39,13 @@ session's expression network (the most correlation that keeps open frames <= 0.3
 on >= 90%, both models, means over the videos): correlation with MediaPipe's closure 0.76/0.68 -> 0.78/0.72 (mb05),
 0.75/0.71 -> 0.78/0.75 (damdnet), blink frames 88% -> 93% (mb05); lo 0 went further (0.82/0.76) but open frames fell
 to 98.6% (mb05; s29 93.7%); on the validation videos s32 and EdMarkey the mean correlation went 0.69/0.70 ->
-0.72/0.70 (mb05), 0.68/0.68 -> 0.71/0.68 (damdnet).
+0.72/0.70 (mb05), 0.68/0.68 -> 0.71/0.68 (damdnet). ``arkit-v5``: the blink rows' dead zone is a soft knee
+(``SOFT_KNEE``, softness 0.20, lo 0.10, the neutral still 0): under the hard clip 84-99% of open-eye frames read
+exactly 0, so a lid lowered a little (a look down, a squint), which MediaPipe's closure follows, read nothing, and
+the correlation with it was 0.78/0.72 where the landmarks' own eye aspect ratio reached 0.90-0.98. Chosen by
+arkit-v4's rule on the six training videos (the most correlation with open frames <= 0.3 on >= 99% and blink
+frames >= 0.5 on >= 90%, both models): 0.78/0.72 -> 0.81/0.75 (mb05), 0.78/0.75 -> 0.81/0.78 (damdnet). A knee
+without the shift back to 0 went further (0.83/0.77) but rested at ~0.1.
 ``BLENDSHAPES_VERSION`` names this definition; outputs that carry the coefficients carry the version.
 """
 from __future__ import annotations
@@ -48,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-BLENDSHAPES_VERSION = "arkit-v4"
+BLENDSHAPES_VERSION = "arkit-v5"
 
 # Apple's order (ARFaceAnchor.BlendShapeLocation, as its documentation groups them).
 ARKIT_NAMES: tuple[str, ...] = (
@@ -104,8 +110,8 @@ JAW_WIDTH_GAIN = 0.25  # each corner moves out ~0.25 x the lip gap as the jaw op
 # Activations > 0: eye closing, lower lid up, lips apart, jaw down, corner up, corner out, mouth/chin toward the
 # subject's left, brows up.
 TABLE: tuple[tuple[str, dict[str, float], float, float, tuple[str, str] | None], ...] = (
-    ("eyeBlinkLeft", {"eye_l": 1.0}, 0.05, 0.60, None),
-    ("eyeBlinkRight", {"eye_r": 1.0}, 0.05, 0.60, None),
+    ("eyeBlinkLeft", {"eye_l": 1.0}, 0.10, 0.60, None),
+    ("eyeBlinkRight", {"eye_r": 1.0}, 0.10, 0.60, None),
     ("eyeWideLeft", {"eye_l": -1.0}, 0.08, 0.40, None),
     ("eyeWideRight", {"eye_r": -1.0}, 0.08, 0.40, None),
     ("eyeSquintLeft", {"lid_l": 1.0}, 0.15, 1.0, ("not", "eyeBlinkLeft")),
@@ -130,6 +136,11 @@ TABLE: tuple[tuple[str, dict[str, float], float, float, tuple[str, str] | None],
     ("browOuterUpLeft", {"brow_out_l": 1.0}, 0.15, 1.0, None),
     ("browOuterUpRight", {"brow_out_r": 1.0}, 0.15, 1.0, None),
 )
+# Rows with a soft knee instead of the dead zone's hard corner: k(x) = min(s * softplus((x - lo) / s) / (hi - lo), 1)
+# with x the weighted activation and s the softness, then value = clip((k(x) - k(0)) / (1 - k(0)), 0, 1): the
+# neutral still reads exactly 0, and a lid lowered a little past it (a look down, a squint) reads a little, as
+# MediaPipe's closure does, instead of a flat 0 up to lo (bench/RESULTS.md, arkit-v5).
+SOFT_KNEE: dict[str, float] = {"eyeBlinkLeft": 0.20, "eyeBlinkRight": 0.20}
 ESTIMATED: tuple[str, ...] = tuple(n for n in ARKIT_NAMES if n in {row[0] for row in TABLE})
 ESTIMATED_MASK = np.array([n in ESTIMATED for n in ARKIT_NAMES])
 
@@ -149,6 +160,10 @@ def _compile() -> tuple[np.ndarray, ...]:
 
 
 _W, _LO, _HI, _COLS = _compile()
+_SOFT = np.array([SOFT_KNEE.get(r[0], 0.0) for r in TABLE])
+_SOFT_ROWS = np.flatnonzero(_SOFT > 0)
+_SOFT_S, _SOFT_SPAN = _SOFT[_SOFT_ROWS], (_HI - _LO)[_SOFT_ROWS]
+_SOFT_REST = np.minimum(_SOFT_S * np.logaddexp(0.0, -_LO[_SOFT_ROWS] / _SOFT_S) / _SOFT_SPAN, 1.0)  # k(0)
 _GATES = [(j, INDEX[g[1]], g[0] == "not") for j, (_, _, _, _, g) in enumerate(TABLE) if g is not None]
 _UNITS = np.array([SIGNAL_UNITS[n] for n in SIGNALS])
 _REL = np.array([n in RELATIVE for n in SIGNALS])
@@ -286,10 +301,14 @@ def activations(signals: np.ndarray, neutral: np.ndarray) -> np.ndarray:
 
 
 def coefficients(act: np.ndarray) -> np.ndarray:
-    """Activations ``(N, N_SIGNALS)`` -> the 52 coefficients ``(N, N_BLEND)`` float32 in [0, 1] (``TABLE``; names
-    not estimated are 0)."""
+    """Activations ``(N, N_SIGNALS)`` -> the 52 coefficients ``(N, N_BLEND)`` float32 in [0, 1] (``TABLE``, the soft
+    knees of ``SOFT_KNEE``; names not estimated are 0)."""
     act = np.asarray(act, dtype=np.float64).reshape(-1, N_SIGNALS)
-    v = np.clip((act @ _W - _LO) / (_HI - _LO), 0.0, 1.0)
+    x = act @ _W - _LO
+    v = np.clip(x / (_HI - _LO), 0.0, 1.0)
+    if _SOFT_ROWS.size:
+        k = np.minimum(_SOFT_S * np.logaddexp(0.0, x[:, _SOFT_ROWS] / _SOFT_S) / _SOFT_SPAN, 1.0)
+        v[:, _SOFT_ROWS] = np.clip((k - _SOFT_REST) / (1.0 - _SOFT_REST), 0.0, 1.0)
     out = np.zeros((act.shape[0], N_BLEND), np.float32)
     out[:, _COLS] = v
     for j, src, invert in _GATES:

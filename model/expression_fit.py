@@ -112,12 +112,12 @@ def _fit_kernel(p, tgt, wts, u, w_shp, w_all, lam, lo, hi, part_of, inv_scale, e
     k = k_exp + 3 * n_parts
     n_shp = w_shp.shape[1]
     pred = np.empty((68, 2))
+    b = np.empty(3)
     idx = np.empty(k_exp + 2, np.int64)
     val = np.empty(k_exp + 2)
     for i in range(p.shape[0]):
         # the face with its expression at zero, projected (crop coordinates)
         for j in range(68):
-            b = np.empty(3)
             for c in range(3):
                 s = u[j, c]
                 for q in range(n_shp):
@@ -153,7 +153,12 @@ def _fit_kernel(p, tgt, wts, u, w_shp, w_all, lam, lo, hi, part_of, inv_scale, e
                     idx[k_exp], val[k_exp] = k_exp + 3 * q + d, 1.0
                     idx[k_exp + 1], val[k_exp + 1] = k_exp + 3 * q + 2, (pred[j, d] - centre[q, d]) * inv_scale
                 r = w * (tgt[i, j, d] - pred[j, d])
-                for x in range(nz):
+                for x in range(k_exp):  # the expression block: contiguous rows (vectorised)
+                    wx = w * val[x]
+                    b_vec[x] += val[x] * r
+                    for y in range(x + 1):
+                        a_mat[x, y] += wx * val[y]
+                for x in range(k_exp, nz):  # the part's shift and scale: their rows against every nonzero column
                     wx = w * val[x]
                     b_vec[idx[x]] += val[x] * r
                     for y in range(x + 1):

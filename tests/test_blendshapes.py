@@ -76,6 +76,18 @@ def test_each_table_row_answers_its_own_signal() -> None:
             assert lit == expected, (sig, sign, lit, expected)
 
 
+def test_blink_rows_have_a_soft_knee() -> None:
+    """arkit-v5: a lid lowered a little past the neutral (closure 0.05, under the dead zone's lo) reads a little where
+    the hard clip read 0; the neutral and a wider eye read 0; the rows still reach 1 on a closed eye and rise with
+    the closure."""
+    closure = np.array([-0.2, 0.0, 0.05, 0.1, 0.3, 0.6, 0.9])
+    act = np.zeros((len(closure), N_SIGNALS))
+    act[:, SIG["eye_l"]] = closure
+    v = coefficients(act)[:, INDEX["eyeBlinkLeft"]]
+    assert v[0] == 0 and v[1] == 0
+    assert 0.01 < v[2] < 0.1
+    assert np.all(np.diff(v[1:5]) > 0) and v[-2] == v[-1] == 1.0
+
 def test_a_rest_face_reads_zero_and_full_actions_read_near_one(basis) -> None:
     rng = np.random.default_rng(1)
     for _ in range(5):
