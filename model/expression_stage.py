@@ -118,10 +118,13 @@ class ExpressionStage:
         self.exp_std = np.asarray(exp_std, np.float64).reshape(-1)[-10:]
         self.weights = weights
         self.last_ms = 0.0
-        # the numba kernels (patch geometry, fit weights) load, and LLVM starts, on their first call, ~0.2 s: here,
-        # not on the first frame (a webcam's first face, a short file's frame rate)
+        # the numba kernels (patch geometry, fit weights, the fit) load, and LLVM starts, on their first call, ~0.2 s
+        # each: here, not on the first frame (a webcam's first face, a short file's frame rate); and the network's
+        # mouth-only call (the second look) once
         frames_and_affines(np.zeros((1, 68, 2)))
         visibility_weights(_FRONTAL)
+        fit_expression(_FRONTAL, np.zeros((1, 68, 2)), POINT_WEIGHTS, self.fit_basis, self.exp_std, self.weights)
+        self._run(_NO_EYES, np.zeros((1, 1) + MOUTH.size, np.float32))
 
     def points(self, frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """The network's eyelid and lip points (N, 32, 2) frame px (68-point indices 36-67) for one frame's faces."""
