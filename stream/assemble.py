@@ -1,4 +1,4 @@
-"""The one assembly of the pipeline: ``build_run(cfg, engine, source, ...) -> Pipeline``.
+r"""The one assembly of the pipeline: ``build_run(cfg, engine, source, ...) -> Pipeline``.
 
 Every way in goes through it: ``run_stream.py run`` and the Python API (``stream.app.run_source``), each file of
 ``batch`` (``stream.batch.actor``), each WebRTC peer (``stream.webrtc.app_bridge.PipelinePeer``) and the benches.

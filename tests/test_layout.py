@@ -84,3 +84,20 @@ def test_no_twin_module_names() -> None:
                     for p in _modules().values())
     twins = sorted(n for n, c in names.items() if c > 1 and n not in ALLOWED_TWINS)
     assert twins == [], f"modules of the same name in different packages: {twins}"
+
+
+def test_every_module_compiles_without_warnings() -> None:
+    """No SyntaxWarning (an invalid escape such as a diagram's backslash in a docstring): compiled fresh inside a
+    caller's warnings.catch_warnings it shows up as the caller's first warning (a no-face test caught one)."""
+    import warnings
+
+    files = sorted({*_modules().values(), *(REPO / "tests").rglob("*.py"), *(REPO / "bench").rglob("*.py")})
+    bad = []
+    for path in files:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            try:
+                compile(path.read_text(encoding="utf-8"), str(path), "exec")
+            except (SyntaxWarning, SyntaxError) as e:
+                bad.append(f"{path.relative_to(REPO)}: {e}")
+    assert bad == []
