@@ -113,7 +113,8 @@ def _fit_kernel(p, tgt, wts, u, w_shp, w_all, lam, lo, hi, part_of, inv_scale, e
     n_shp = w_shp.shape[1]
     pred = np.empty((68, 2))
     b = np.empty(3)
-    idx = np.empty(k_exp + 2, np.int64)
+    idx = np.empty(k_exp + 2, np.int64)  # a row's nonzero columns: the expression's 0..k_exp-1, then its part's two
+    idx[:k_exp] = np.arange(k_exp)
     val = np.empty(k_exp + 2)
     for i in range(p.shape[0]):
         # the face with its expression at zero, projected (crop coordinates)
@@ -146,7 +147,6 @@ def _fit_kernel(p, tgt, wts, u, w_shp, w_all, lam, lo, hi, part_of, inv_scale, e
             nz = k_exp + 2 if q >= 0 else k_exp  # a row's nonzero columns: the expression, its part's shift and scale
             for d in range(2):
                 for m in range(k_exp):
-                    idx[m] = m
                     val[m] = p[i, 4 * d] * w_all[0, j * k_exp + m] + p[i, 4 * d + 1] * w_all[1, j * k_exp + m] \
                         + p[i, 4 * d + 2] * w_all[2, j * k_exp + m]
                 if q >= 0:

@@ -151,7 +151,6 @@ class ExpressionStage:
         pe, pm = self._run((eyes[:, None] * scale - np.float32(0.5)), (mouths[:, None] * scale - np.float32(0.5)))
         for _ in range(MOUTH_PASSES - 1):  # the mouth again, its patch anchored on the corners the network found
             mb = bases[_MOUTH]
-            lm = lm.copy()
             lm[:, 48:68] = units_to_frame(pm, mb[:, 0], mb[:, 1], mb[:, 2])
             bases, affines = frames_and_affines(lm)
             for i, frame in enumerate(frames):

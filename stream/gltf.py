@@ -35,7 +35,7 @@ from model.expression_ext import N_EXT
 from stream.atomic import atomic_write_bytes
 
 ANIMATIONS = ("morph", "frames")  # morph: 58 3DMM targets + weights; frames: one target per frame (the comparison)
-EXT_TARGET_PREFIX = "ext_"  # morph target names of the extended expression: ext_eye_close_r, ..., ext_jaw_open
+EXT_TARGET_PREFIX = "ext_"  # morph target names of the extended expression: ext_eye_close_r, ..., ext_lips_part
 N_3DMM_TARGETS = 50 + N_EXT  # shape (40), expression (10), extended expression (8): the targets that move the mesh
 _FLOAT, _U16, _U32 = 5126, 5123, 5125
 _ARRAY, _ELEMENTS = 34962, 34963

@@ -284,7 +284,8 @@ def _current_ext(ext: np.ndarray, names: list[str]) -> np.ndarray:
     components the file lacks 0 (nan on nan rows: no expression stage)."""
     if names == list(EXT_NAMES):
         return ext
-    out = np.where(np.isfinite(ext[:, :1]), 0.0, np.nan) * np.ones((1, N_EXT), ext.dtype)
+    out = np.zeros((len(ext), N_EXT), ext.dtype)
+    out[~np.isfinite(ext[:, 0])] = np.nan
     for j, k in enumerate(EXT_NAMES):
         if k in names:
             out[:, j] = ext[:, names.index(k)]
@@ -317,6 +318,8 @@ def load_tracks(path: str | os.PathLike[str]) -> dict[int, dict[str, np.ndarray]
             header = next(reader)
             col = {name: i for i, name in enumerate(header)}
             lm_idx = [col[f"{a}{i}"] for i in range(68) for a in "xyz"]
+            ext_names = [k for k in EXT_NAMES if k in col]  # the file's version's components (_current_ext fills in)
+            ext_idx = [col[k] for k in ext_names]
             for row in reader:
                 vals = np.array(row, dtype=np.float64)
                 t = rows.setdefault(int(vals[col["track_id"]]), {})
@@ -328,8 +331,7 @@ def load_tracks(path: str | os.PathLike[str]) -> dict[int, dict[str, np.ndarray]
                 if "confidence" in col:
                     t.setdefault("confidence", []).append(vals[col["confidence"]])
                 if EXT_NAMES[0] in col:
-                    none = 0.0 if np.isfinite(vals[col[EXT_NAMES[0]]]) else np.nan  # a nan row: no expression stage
-                    t.setdefault("ext", []).append([vals[col[k]] if k in col else none for k in EXT_NAMES])
+                    t.setdefault("ext", []).append(vals[ext_idx])
                 if ARKIT_NAMES[0] in col:
                     t.setdefault("blendshapes", []).append(vals[[col[k] for k in ARKIT_NAMES]])
                 if "roi_x1" in col:
@@ -363,6 +365,8 @@ def load_tracks(path: str | os.PathLike[str]) -> dict[int, dict[str, np.ndarray]
     for tid, t in rows.items():
         out[tid] = {k: np.asarray(v, np.int64 if k == "frames" else np.float64 if k == "times" else np.float32)
                     for k, v in t.items()}
+        if suffix == ".csv" and "ext" in out[tid]:
+            out[tid]["ext"] = _current_ext(out[tid]["ext"], ext_names)
     return out
 
 

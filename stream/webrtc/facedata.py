@@ -6,7 +6,7 @@ frame's data is worth nothing); the server then sends, for every frame it proces
     {"type": "faces", "seq": 17, "frame": 17, "time": 0.5667, "width": 640, "height": 480, "probe": 123456 | null,
      "faces": [{"id": 1, "box": [x1, y1, x2, y2], "yaw": -3.1, "pitch": 4.2, "roll": 0.5,
                 "landmarks": [[x, y, z] x 68], "params": [62 real 3DMM parameters],
-                "ext": {"eye_close_r": 0.02, ..., "jaw_open": 0.1} | null,
+                "ext": {"eye_close_r": 0.02, ..., "lips_part": -0.6} | null,
                 "blendshapes": {"eyeBlinkLeft": 0.0, ..., "jawOpen": 0.31, ..., "tongueOut": 0} | null}],
      "ext_version": "ext-v2", "blendshapes_version": "arkit-v5", "truncated": 0, "dropped": 0}
 
