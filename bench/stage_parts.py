@@ -39,7 +39,7 @@ def main() -> None:
     from model.aligner import Aligner
     from model.assets import resolve_root
     from model.expression_fit import fit_expression
-    from model.expression_patches import LEFT_EYE, MOUTH, PARTS, RIGHT_EYE, cut, frames_and_affines
+    from model.expression_patches import PARTS, frames_and_affines
     from model.morphable import frame_to_crop_xy
 
     torch.set_num_threads(1)
@@ -50,18 +50,21 @@ def main() -> None:
     res = al.align(frame, roi)
     lm = res.landmarks.astype(np.float64)[..., :2]
     _, affines = frames_and_affines(lm)
-    aff = {p.name: affines[i] for i, p in enumerate(PARTS)}
-    specs = (RIGHT_EYE, LEFT_EYE, MOUTH)
-    patches = [stage_mod._gray(cut(frame, aff[s.name][0], s)) for s in specs]
-    eyes = (np.stack(patches[:2])[:, None] / 255.0 - 0.5).astype(np.float32)
-    mouths = (patches[2][None, None] / 255.0 - 0.5).astype(np.float32)
+    buf = stage_mod._PatchBuffer(1)
+
+    def cut_all() -> tuple[np.ndarray, np.ndarray]:
+        for part in range(len(PARTS)):
+            buf.cut(frame, affines[part, 0], part, 0)
+        return buf.normalised()
+
+    eyes, mouths = (a.copy() for a in cut_all())
     crop = frame_to_crop_xy(lm, res.roi, st.convention)
     w = stage_mod.visibility_weights(res.params)
     _, ext = fit_expression(res.params, crop, w, st.fit_basis, st.exp_std, st.weights)
     job = [(frame, res.params, res.roi, res.landmarks)]
     rows = [
         ("frames_and_affines", lambda: frames_and_affines(lm), 2000),
-        ("cut x3 + gray", lambda: [stage_mod._gray(cut(frame, aff[s.name][0], s)) for s in specs], 2000),
+        ("cut x3, gray, scale", cut_all, 2000),
         ("net (its fast path)", lambda: st._run(eyes, mouths), 500),
         ("points_many", lambda: st.points_many([(frame, res.landmarks)]), 500),
         ("frame_to_crop_xy", lambda: frame_to_crop_xy(lm, res.roi, st.convention), 2000),

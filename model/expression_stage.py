@@ -20,8 +20,8 @@ import numpy as np
 from model.expression_ext import N_EXT
 from model.expression_fit import FitBasis, FitWeights, fit_expression
 from model.expression_net import ExpressionNet, build_runner, load_expression_net
-from model.expression_patches import LEFT_EYE, MOUTH, PARTS, RIGHT_EYE, cut, frames_and_affines, units_to_frame
-from model.morphable import MorphableModel, frame_to_crop_xy
+from model.expression_patches import LEFT_EYE, MOUTH, PARTS, RIGHT_EYE, cut, frames_and_affines
+from model.morphable import CROP_SIZE, MorphableModel
 
 # fit weight of each landmark's target: the patches' points (36-67) count fully; brows and nose keep the aligner's
 # positions (so the PCA does not bend them to fit the eyes and mouth); the jaw contour follows the fit freely
@@ -64,6 +64,72 @@ _SPANS = tuple(np.array(s, np.float64) for s in (FAR_EYE_YAW, NEAR_EYE_YAW, MOUT
 # "The lips' own opening". The eyes are read once (re-anchoring them moved nothing).
 MOUTH_PASSES = 2
 _MOUTH = PARTS.index(MOUTH)
+_ROW_OF = _ORDER - np.array([0, len(RIGHT_EYE.points), len(RIGHT_EYE.points) + len(LEFT_EYE.points)])[_PART_OF]
+
+
+@nb.njit(cache=True)
+def _mouth_to_frame(pm, mouth_bases, lm):  # pragma: no cover (numba)
+    """The mouth network's points (n, 20, 2) anchor units -> lm[:, 48:68] frame px through (n, 3, 2) (a, ex, ey)."""
+    for i in range(pm.shape[0]):
+        for k in range(pm.shape[1]):
+            ux, uy = np.float64(pm[i, k, 0]), np.float64(pm[i, k, 1])
+            for c in range(2):
+                lm[i, 48 + k, c] = mouth_bases[i, 0, c] + ux * mouth_bases[i, 1, c] + uy * mouth_bases[i, 2, c]
+
+
+@nb.njit(cache=True)
+def _points_to_frame(pe, pm, bases, part_of, row_of, out):  # pragma: no cover (numba)
+    """Every part's points to frame px in 68-point order 36-67: out (n, 32, 2) from the eye points (2n, 6, 2: right
+    eyes, then left), the mouth points (n, 20, 2) and the parts' (3, n, 3, 2) (a, ex, ey)."""
+    n = pm.shape[0]
+    for i in range(n):
+        for j in range(out.shape[1]):
+            p, k = part_of[j], row_of[j]
+            if p == 2:
+                ux, uy = np.float64(pm[i, k, 0]), np.float64(pm[i, k, 1])
+            else:
+                ux, uy = np.float64(pe[p * n + i, k, 0]), np.float64(pe[p * n + i, k, 1])
+            for c in range(2):
+                out[i, j, c] = bases[p, i, 0, c] + ux * bases[p, i, 1, c] + uy * bases[p, i, 2, c]
+
+
+class _PatchBuffer:
+    """The network's input for ``n`` faces, cut straight into one buffer: the parts' BGR patches stacked by rows,
+    every part's block contiguous (all right eyes, all left eyes, all mouths; the patches are all as wide), so one
+    gray conversion and one scaling serve them all and the network reads views of it."""
+
+    def __init__(self, n: int) -> None:
+        (eh, ew), (mh, mw) = RIGHT_EYE.size, MOUTH.size
+        assert ew == mw and LEFT_EYE.size == RIGHT_EYE.size
+        self.n, self.width = n, ew
+        self.heights = (eh, eh, mh)  # in PARTS order
+        self.starts = (0, n * eh, 2 * n * eh)
+        rows = 2 * n * eh + n * mh
+        self.bgr = np.empty((rows, ew, 3), np.uint8)
+        self.gray = np.empty((rows, ew), np.uint8)
+        self.net = np.empty((rows, ew), np.float32)
+
+    def cut(self, frame: np.ndarray, affine: np.ndarray, part: int, i: int) -> None:
+        """Face ``i``'s patch of ``PARTS[part]`` through its frame -> patch affine (2, 3)."""
+        h = self.heights[part]
+        r = self.starts[part] + i * h
+        m = affine.astype(np.float32)
+        if frame.ndim == 3:
+            cv2.warpAffine(frame, m, (self.width, h), dst=self.bgr[r:r + h], flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REPLICATE)
+        else:  # a gray frame: its patch goes through BGR unchanged (gray -> BGR -> gray is exact)
+            cv2.cvtColor(cut(frame, affine, PARTS[part]), cv2.COLOR_GRAY2BGR, dst=self.bgr[r:r + h])
+
+    def normalised(self, mouths_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(eyes (2n, 1, 32, 48), mouths (n, 1, 56, 48)) float32, gray / 255 - 0.5; ``mouths_only``: refresh only
+        the mouths' block (the eyes' is returned as it was)."""
+        lo = self.starts[2] if mouths_only else 0
+        cv2.cvtColor(self.bgr[lo:], cv2.COLOR_BGR2GRAY, dst=self.gray[lo:])
+        np.multiply(self.gray[lo:], np.float32(1 / 255.0), out=self.net[lo:])
+        np.subtract(self.net[lo:], np.float32(0.5), out=self.net[lo:])
+        eyes = self.net[:self.starts[2]].reshape((2 * self.n, 1) + RIGHT_EYE.size)
+        mouths = self.net[self.starts[2]:].reshape((self.n, 1) + MOUTH.size)
+        return eyes, mouths
 _NO_EYES = np.zeros((0, 1) + RIGHT_EYE.size, np.float32)
 
 
@@ -84,19 +150,41 @@ _BASE_WEIGHTS = POINT_WEIGHTS.astype(np.float64)
 _FRONTAL = np.concatenate([np.eye(3, 4).ravel(), np.zeros(50)])[None]  # (1, 62): a frontal face, for the warm-up
 
 
-def _gray(patch: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(patch, cv2.COLOR_BGR2GRAY) if patch.ndim == 3 else patch
-
-
 def share_eye_closure(ext: np.ndarray, w_right: np.ndarray, w_left: np.ndarray) -> np.ndarray:
     """A turned-away eye blinks with the one the camera sees: each eye's closure (ext columns 0, 1) moves toward the
     other's by how much less visible it is (``w`` (N,) its fit weights). Returns a new (N, N_EXT) array."""
     out = np.array(ext, copy=True)
-    top = np.maximum(np.maximum(w_right, w_left), 1e-9)
-    a_r, a_l = w_right / top, w_left / top
-    out[:, 0] = a_r * ext[:, 0] + (1 - a_r) * ext[:, 1]
-    out[:, 1] = a_l * ext[:, 1] + (1 - a_l) * ext[:, 0]
+    _share_kernel(np.asarray(ext), np.asarray(w_right, np.float64), np.asarray(w_left, np.float64), out)
     return out
+
+
+@nb.njit(cache=True)
+def _share_kernel(ext, w_right, w_left, out):  # pragma: no cover (numba)
+    for i in range(ext.shape[0]):
+        top = max(max(w_right[i], w_left[i]), 1e-9)
+        a_r, a_l = w_right[i] / top, w_left[i] / top
+        out[i, 0] = a_r * ext[i, 0] + (1 - a_r) * ext[i, 1]
+        out[i, 1] = a_l * ext[i, 1] + (1 - a_l) * ext[i, 0]
+
+
+@nb.njit(cache=True)
+def _crop_targets(lm, pts, rois, v1, size, out):  # pragma: no cover (numba)
+    """The fit's targets in crop coordinates before the y flip (``frame_to_crop_xy``): the aligner's landmarks (n, 68,
+    2+) frame px with 36-67 replaced by the network's points (n, 32, 2), through (n, 4) ROIs -> out (n, 68, 2)."""
+    for i in range(lm.shape[0]):
+        sx = (rois[i, 2] - rois[i, 0]) / size
+        sy = (rois[i, 3] - rois[i, 1]) / size
+        for j in range(68):
+            if j < 36:
+                px, py = np.float64(lm[i, j, 0]), np.float64(lm[i, j, 1])
+            else:
+                px, py = pts[i, j - 36, 0], pts[i, j - 36, 1]
+            x = (px - rois[i, 0]) / sx
+            y = (py - rois[i, 1]) / sy
+            if v1:
+                out[i, j, 0], out[i, j, 1] = x, size + 1 - y
+            else:
+                out[i, j, 0], out[i, j, 1] = x + 1, size - y
 
 
 class ExpressionStage:
@@ -114,16 +202,27 @@ class ExpressionStage:
         self.fast_path: str = getattr(self._run, "kind", "eager")
         self.morph = morph
         self.fit_basis = FitBasis.of(morph.sparse)
+        if convention not in ("v1", "v2"):
+            raise ValueError(f"unknown convention '{convention}' (expected v1 or v2)")
         self.convention = convention
+        self._v1 = convention == "v1"
         self.exp_std = np.asarray(exp_std, np.float64).reshape(-1)[-10:]
         self.weights = weights
         self.last_ms = 0.0
-        # the numba kernels (patch geometry, fit weights, the fit) load, and LLVM starts, on their first call, ~0.2 s
-        # each: here, not on the first frame (a webcam's first face, a short file's frame rate); and the network's
-        # mouth-only call (the second look) once
-        frames_and_affines(np.zeros((1, 68, 2)))
-        visibility_weights(_FRONTAL)
-        fit_expression(_FRONTAL, np.zeros((1, 68, 2)), POINT_WEIGHTS, self.fit_basis, self.exp_std, self.weights)
+        # the numba kernels (patch geometry, the points' way back to the frame, the fit's targets and weights, the
+        # fit, the eyes' shared closure) load, and LLVM starts, on their first call, ~0.2 s each: here, not on the
+        # first frame (a webcam's first face, a short file's frame rate); and the network's mouth-only call (the
+        # second look) once
+        bases, _ = frames_and_affines(np.zeros((1, 68, 2)))
+        pe, pm = np.zeros((2, len(RIGHT_EYE.points), 2), np.float32), np.zeros((1, len(MOUTH.points), 2), np.float32)
+        _mouth_to_frame(pm, bases[_MOUTH], np.zeros((1, 68, 2)))
+        _points_to_frame(pe, pm, bases, _PART_OF, _ROW_OF, np.empty((1, 32, 2)))
+        w = visibility_weights(_FRONTAL)
+        _crop_targets(np.zeros((1, 68, 3), np.float32), np.zeros((1, 32, 2)), np.array([[0.0, 0.0, 1.0, 1.0]]),
+                      self._v1, CROP_SIZE, np.empty((1, 68, 2)))
+        _, ext = fit_expression(_FRONTAL, np.zeros((1, 68, 2)), POINT_WEIGHTS, self.fit_basis, self.exp_std,
+                                self.weights)
+        share_eye_closure(ext, w[:, 36], w[:, 42])
         self._run(_NO_EYES, np.zeros((1, 1) + MOUTH.size, np.float32))
 
     def points(self, frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -138,28 +237,21 @@ class ExpressionStage:
         if n == 0:
             return [np.zeros((0, 32, 2)) for _ in items]
         lm = np.concatenate([np.asarray(x, np.float64)[..., :2] for _, x in items if len(x)])
-        bases, affines = frames_and_affines(lm)
-        aff = {p.name: affines[i] for i, p in enumerate(PARTS)}
         frames = [f for f, c in zip((f for f, _ in items), counts) for _ in range(c)]
-        eyes = np.empty((2 * n,) + RIGHT_EYE.size, np.uint8)
-        mouths = np.empty((n,) + MOUTH.size, np.uint8)
+        bases, affines = frames_and_affines(lm)
+        net_in = _PatchBuffer(n)
         for i, frame in enumerate(frames):
-            eyes[i] = _gray(cut(frame, aff[RIGHT_EYE.name][i], RIGHT_EYE))
-            eyes[n + i] = _gray(cut(frame, aff[LEFT_EYE.name][i], LEFT_EYE))
-            mouths[i] = _gray(cut(frame, aff[MOUTH.name][i], MOUTH))
-        scale = np.float32(1 / 255.0)
-        pe, pm = self._run((eyes[:, None] * scale - np.float32(0.5)), (mouths[:, None] * scale - np.float32(0.5)))
+            for part in range(len(PARTS)):
+                net_in.cut(frame, affines[part, i], part, i)
+        pe, pm = self._run(*net_in.normalised())
         for _ in range(MOUTH_PASSES - 1):  # the mouth again, its patch anchored on the corners the network found
-            mb = bases[_MOUTH]
-            lm[:, 48:68] = units_to_frame(pm, mb[:, 0], mb[:, 1], mb[:, 2])
+            _mouth_to_frame(pm, bases[_MOUTH], lm)
             bases, affines = frames_and_affines(lm)
             for i, frame in enumerate(frames):
-                mouths[i] = _gray(cut(frame, affines[_MOUTH][i], MOUTH))
-            pm = self._run(_NO_EYES, (mouths[:, None] * scale - np.float32(0.5)))[1]
-        # every part's units to frame px at once, in point order 36-67: each point with its part's (a, ex, ey)
-        units = np.concatenate([pe[:n], pe[n:], pm], axis=1)[:, _ORDER]  # (n, 32, 2)
-        b = bases[_PART_OF].transpose(1, 0, 2, 3)  # (n, 32, 3, 2)
-        out = units_to_frame(units, b[:, :, 0], b[:, :, 1], b[:, :, 2])
+                net_in.cut(frame, affines[_MOUTH, i], _MOUTH, i)
+            pm = self._run(_NO_EYES, net_in.normalised(mouths_only=True)[1])[1]
+        out = np.empty((n, 32, 2))
+        _points_to_frame(pe, pm, bases, _PART_OF, _ROW_OF, out)
         return list(np.split(out, np.cumsum(counts)[:-1])) if len(items) > 1 else [out]
 
     def refine_many(self, items: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
@@ -174,9 +266,8 @@ class ExpressionStage:
             if n == 0:
                 out.append((np.zeros((0, 62), np.float32), np.zeros((0, N_EXT), np.float32)))
                 continue
-            targets = np.asarray(lm, np.float64)[..., :2].copy()
-            targets[:, 36:68] = p
-            crop = frame_to_crop_xy(targets, rois, self.convention)
+            crop = np.empty((n, 68, 2))
+            _crop_targets(np.asarray(lm), p, np.asarray(rois, np.float64).reshape(n, 4), self._v1, CROP_SIZE, crop)
             w = visibility_weights(params)
             p_fit, ext = fit_expression(params, crop, w, self.fit_basis, self.exp_std, self.weights)
             out.append((p_fit, share_eye_closure(ext, w[:, 36], w[:, 42])))

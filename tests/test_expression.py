@@ -6,7 +6,7 @@ import pytest
 
 from model.expression_ext import eye_aspect_ratio, mouth_openness
 from model.expression_fit import FitWeights, fit_expression
-from model.expression_patches import PARTS, apply_affine, part_affines, part_frames, to_units, units_to_frame
+from model.expression_patches import PARTS, apply_affine, cut, part_affines, part_frames, to_units, units_to_frame
 from model.morphable import MorphableModel, frame_to_crop_xy
 
 ROI = np.array([[100, 50, 340, 290]], np.float32)
@@ -445,3 +445,61 @@ def test_visibility_weights_fade_the_far_eye_and_the_mouth_with_yaw() -> None:
     side = np.sign(w[:, 42] - w[:, 36])  # which eye is the near one: it flips with the turn's direction
     pos, neg = side[(yaws > 25) & (yaws < 70)], side[(yaws < -25) & (yaws > -70)]
     assert len(set(pos)) == 1 and len(set(neg)) == 1 and pos[0] == -neg[0] != 0
+
+
+def _reference_points(stage, frame: np.ndarray, lm: np.ndarray) -> np.ndarray:
+    """The stage's points for one frame's faces the plain way: each patch cut, turned gray and scaled on its own,
+    the network run, the mouth re-anchored ``MOUTH_PASSES - 1`` times, every part's units mapped back one by one."""
+    import cv2
+
+    from model.expression_patches import frames_and_affines
+    from model.expression_stage import MOUTH_PASSES
+
+    def patch(affine: np.ndarray, spec) -> np.ndarray:
+        p = cut(frame, affine, spec)
+        p = cv2.cvtColor(p, cv2.COLOR_BGR2GRAY) if p.ndim == 3 else p
+        return p[None] * np.float32(1 / 255.0) - np.float32(0.5)
+
+    lm = np.asarray(lm, np.float64)[..., :2].copy()
+    frames, aff = frames_and_affines(lm)
+    n = len(lm)
+    eyes = np.stack([patch(aff[0, i], PARTS[0]) for i in range(n)] + [patch(aff[1, i], PARTS[1]) for i in range(n)])
+    pe, pm = stage._run(eyes, np.stack([patch(aff[2, i], PARTS[2]) for i in range(n)]))
+    for _ in range(MOUTH_PASSES - 1):
+        lm[:, 48:68] = units_to_frame(pm, frames[2, :, 0], frames[2, :, 1], frames[2, :, 2])
+        frames, aff = frames_and_affines(lm)
+        pm = stage._run(eyes[:0], np.stack([patch(aff[2, i], PARTS[2]) for i in range(n)]))[1]
+    parts = [units_to_frame(u, frames[k, :, 0], frames[k, :, 1], frames[k, :, 2])
+             for k, u in enumerate((pe[:n], pe[n:], pm))]
+    out = np.empty((n, 32, 2))
+    for k, spec in enumerate(PARTS):
+        out[:, np.array(spec.points) - 36] = parts[k]
+    return out
+
+
+def test_stage_points_of_many_faces_at_once_equal_the_plain_way(morph: MorphableModel) -> None:
+    """``points_many`` cuts every patch into one buffer and maps the points back in one kernel: the points of two
+    frames with one and two faces (one turned and rolled) equal the plain patch-by-patch computation, and a gray
+    frame reads as its BGR copy."""
+    import cv2
+
+    from model.assets import resolve_root
+    from model.expression_stage import ExpressionStage
+    from model.morphable import Whitening
+
+    stage = ExpressionStage(morph, "v1", Whitening.load("v1").std)
+    img = cv2.imread(str(resolve_root(None) / "LeiJiangJNU/DAMDNet/imgs/jolie.jpg"))
+    frame_a, frame_b = img, np.ascontiguousarray(img[:, ::-1])
+    lm = morph.landmarks(frontal(4e-4), ROI)[..., :2].astype(np.float64)
+    ang = 0.3
+    rot = np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
+    turned = (lm[0] - lm[0].mean(0)) @ rot.T * 0.8 + lm[0].mean(0) + [40, 10]
+    items = [(frame_a, lm), (frame_b, np.stack([lm[0] + [5, -3], turned]))]
+    got = stage.points_many(items)
+    assert [g.shape for g in got] == [(1, 32, 2), (2, 32, 2)]
+    for (frame, faces), g in zip(items, got):
+        np.testing.assert_allclose(g, _reference_points(stage, frame, faces), rtol=0, atol=1e-9)
+        np.testing.assert_allclose(stage.points(frame, faces), g, rtol=0, atol=1e-9)
+    gray = cv2.cvtColor(frame_a, cv2.COLOR_BGR2GRAY)
+    np.testing.assert_allclose(stage.points(gray, lm), stage.points(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), lm),
+                               rtol=0, atol=1e-9)
