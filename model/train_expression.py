@@ -241,15 +241,15 @@ MOUTH_GAPS = ([13, 14, 15, 2, 3, 4], [19, 18, 17, 10, 9, 8])  # inner 61-67, 62-
 GAP_LOSS_W = 2.0
 
 
-def part_loss(pred: torch.Tensor, label: torch.Tensor, point_w: torch.Tensor, gaps: tuple[list[int], list[int]]
-              ) -> torch.Tensor:
-    """Smooth-L1 of (B, P, 2) points (anchor units, weighted per point) plus ``GAP_LOSS_W`` x that of the gap
-    vectors between the facing points ``gaps`` (upper, lower)."""
+def part_loss(pred: torch.Tensor, label: torch.Tensor, point_w: torch.Tensor, gaps: tuple[list[int], list[int]],
+              gap_w: float = GAP_LOSS_W) -> torch.Tensor:
+    """Smooth-L1 of (B, P, 2) points (anchor units, weighted per point) plus ``gap_w`` x that of the gap vectors
+    between the facing points ``gaps`` (upper, lower)."""
     f = torch.nn.functional.smooth_l1_loss
     up, lo = gaps
     gp, gl = pred[:, lo] - pred[:, up], label[:, lo] - label[:, up]
     return (f(pred, label, reduction="none", beta=0.02) * point_w).mean() + \
-        GAP_LOSS_W * f(gp, gl, reduction="none", beta=0.02).mean()
+        gap_w * f(gp, gl, reduction="none", beta=0.02).mean()
 
 
 def evaluate(net: ExpressionNet, faces: FaceSet, seed: int = 0, anchors: np.ndarray | None = None
@@ -286,6 +286,19 @@ def evaluate(net: ExpressionNet, faces: FaceSet, seed: int = 0, anchors: np.ndar
             "mouth_slope": k(mo_p, mo_t)}
 
 
+def draw_probabilities(faces: FaceSet, video_share: float | None = None) -> np.ndarray:
+    """(N,) draw probabilities: the rare-expression weights, with the training videos' frames (every source that is
+    not a photo or a human-labelled face) scaled to ``video_share`` of the draws when it is given."""
+    w = faces.weight.astype(np.float64).copy()
+    video = ~np.isin(faces.source, ["faces300w", "photos"])
+    if video_share is not None and video.any() and (~video).any():
+        if not 0.0 < video_share < 1.0:
+            raise ValueError(f"video_share must lie between 0 and 1, got {video_share}")
+        w[video] *= video_share / w[video].sum()
+        w[~video] *= (1.0 - video_share) / w[~video].sum()
+    return w / w.sum()
+
+
 def held_out_rare(faces: FaceSet, share: float = 0.1, seed: int = 123) -> tuple[np.ndarray, np.ndarray]:
     """Indices (keep, held): ``share`` of the photos and human-labelled faces leave training; of those, the faces
     with a closed or half-closed eye or an open mouth, and as many others, form ``held`` (a validation set that
@@ -307,7 +320,12 @@ def subset(faces: FaceSet, idx: np.ndarray) -> FaceSet:
 def train(faces: FaceSet, val: FaceSet, minutes: float, out: Path, batch: int = 96, lr: float = 1e-3,
           seed: int = 0, width: int = 8, log_every: int = 500, anchors: np.ndarray | None = None,
           val_anchors: np.ndarray | None = None, held: FaceSet | None = None, held_anchors: np.ndarray | None = None,
-          init: str | None = None) -> dict:
+          init: str | None = None, parts: tuple[str, ...] = ("eye", "mouth"), video_share: float | None = None,
+          mouth_gap_w: float = GAP_LOSS_W) -> dict:
+    """Train (or, with ``init``, fine-tune) and keep the best checkpoint on validation in ``out``. ``parts``: the
+    PartNets that learn (the others keep ``init``'s weights and batch-norm statistics); ``video_share``: the share of
+    draws that come from the training videos' frames (default: as their rare-expression weights give);
+    ``mouth_gap_w``: the weight of the lip gaps' loss."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     net = ExpressionNet(width)
@@ -323,8 +341,11 @@ def train(faces: FaceSet, val: FaceSet, minutes: float, out: Path, batch: int = 
     for part, mean, pts in (("eye", net.mean_eye, ep), ("mouth", net.mean_mouth, mp)):
         if not all(k in same for k in own if k.startswith(part + ".")):
             mean.copy_(torch.from_numpy(pts.mean(0)).float())
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    p = faces.weight / faces.weight.sum()
+    frozen = [getattr(net, part) for part in ("eye", "mouth") if part not in parts]
+    for m in frozen:
+        m.requires_grad_(False)
+    opt = torch.optim.AdamW([q for q in net.parameters() if q.requires_grad], lr=lr, weight_decay=1e-4)
+    p = draw_probabilities(faces, video_share)
     t_end = time.time() + minutes * 60
     t0 = time.time()
     step, best, history = 0, None, []
@@ -333,11 +354,13 @@ def train(faces: FaceSet, val: FaceSet, minutes: float, out: Path, batch: int = 
         for g in opt.param_groups:
             g["lr"] = lr * 0.5 * (1 + np.cos(np.pi * min(frac, 1.0)))
         net.train()
+        for m in frozen:  # its batch-norm statistics stay init's
+            m.eval()
         idx = rng.choice(len(faces.images), batch, p=p)
         e, ep, m, mp = make_batch(faces, idx, rng, anchors_from=anchors)
         pe, pm = net(_tensor(e), _tensor(m))
         loss = part_loss(pe, torch.from_numpy(ep).float(), EYE_LOSS_W, EYE_GAPS) + \
-            part_loss(pm, torch.from_numpy(mp).float(), MOUTH_LOSS_W, MOUTH_GAPS)
+            part_loss(pm, torch.from_numpy(mp).float(), MOUTH_LOSS_W, MOUTH_GAPS, mouth_gap_w)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -381,7 +404,16 @@ def main(argv: list[str] | None = None) -> int:
                          "jittered labels ('' for none); cached beside --cache")
     ap.add_argument("--init", default=None,
                     help="checkpoint to start from (tensors of the same shape; e.g. the shipped eyes)")
+    ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate, cosine to 0 (default 0.001)")
+    ap.add_argument("--mouth-gap-weight", type=float, default=GAP_LOSS_W,
+                    help=f"weight of the lip gaps' loss beside the points' (default {GAP_LOSS_W})")
+    ap.add_argument("--parts", default="eye,mouth", help="the part networks that learn (default both; e.g. mouth)")
+    ap.add_argument("--video-share", type=float, default=None,
+                    help="share of the draws taken from the training videos' frames (default: by their weights)")
     args = ap.parse_args(argv)
+    parts = tuple(x for x in args.parts.split(",") if x)
+    if not parts or set(parts) - {"eye", "mouth"}:
+        ap.error(f"--parts takes eye and/or mouth, got '{args.parts}'")
     from model.assets import resolve_root
 
     torch.set_num_threads(args.threads)
@@ -432,7 +464,8 @@ def main(argv: list[str] | None = None) -> int:
     faces = subset(faces, keep)
     anchors = None if anchors is None else anchors[keep]
     res = train(faces, val, args.minutes, Path(args.out), seed=args.seed, anchors=anchors, val_anchors=val_anchors,
-                held=held, held_anchors=held_anchors, init=args.init)
+                held=held, held_anchors=held_anchors, init=args.init, parts=parts, video_share=args.video_share,
+                lr=args.lr, mouth_gap_w=args.mouth_gap_weight)
     print(json.dumps(res["best"]))
     return 0
 

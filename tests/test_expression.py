@@ -403,6 +403,42 @@ def test_training_patches_put_the_anchors_at_their_units(morph: MorphableModel) 
     assert (eye_pts[:, 1:3, 1] < 0).all() and (eye_pts[:, 4:, 1] > 0).all()  # upper lids up, lower lids down
 
 
+def test_trainer_draws_the_videos_share_and_a_frozen_part_keeps_its_weights(morph: MorphableModel, tmp_path) -> None:
+    """Fine-tuning one part: ``video_share`` sets the training videos' share of the draws (the rare-expression
+    weights kept within each group), and with ``parts=("mouth",)`` the eye network leaves training as it came, batch-norm
+    statistics included, while the mouth's changes."""
+    import torch
+
+    from model.expression_net import ExpressionNet, save_expression_net
+    from model.train_expression import CTX, FaceSet, draw_probabilities, train
+
+    lm = morph.landmarks(frontal(), np.array([[0, 0, CTX, CTX]], np.float32))[0, :, :2].astype(np.float64)
+    rng = np.random.default_rng(0)
+    pts = np.full((8, 68, 2), np.nan)
+    pts[:, 36:] = lm[36:] + rng.normal(0, 1.5, (8, 32, 2))  # openings that differ, so the validation slopes exist
+    images = rng.integers(0, 255, (8, CTX, CTX), dtype=np.uint8)
+    source = np.array(["photos"] * 5 + ["d11"] * 3)
+    weight = np.array([1.0, 1.0, 8.0, 1.0, 1.0, 1.0, 3.0, 1.0])
+    faces = FaceSet(images, pts, source, weight)
+    p = draw_probabilities(faces, 0.3)
+    assert p.sum() == pytest.approx(1.0) and p[5:].sum() == pytest.approx(0.3)
+    assert p[6] / p[5] == pytest.approx(3.0) and p[2] / p[0] == pytest.approx(8.0)
+    np.testing.assert_allclose(draw_probabilities(faces), weight / weight.sum())
+    with pytest.raises(ValueError, match="video_share"):
+        draw_probabilities(faces, 1.5)
+
+    init = tmp_path / "init.pth"
+    save_expression_net(init, ExpressionNet(), {"width": 8})
+    before = torch.load(init, weights_only=True)["state_dict"]
+    out = tmp_path / "ft.pth"
+    train(faces, faces, 0.02, out, batch=4, log_every=2, init=str(init), parts=("mouth",), video_share=0.5)
+    after = torch.load(out.with_suffix(".last.pth"), weights_only=True)["state_dict"]
+    for k, v in before.items():
+        if k.startswith("eye."):
+            assert torch.equal(v, after[k]), k
+    assert any(not torch.equal(v, after[k]) for k, v in before.items() if k.startswith("mouth.") and v.is_floating_point())
+
+
 def _visibility_reference(params: np.ndarray) -> np.ndarray:
     """The fit weights' yaw fades in numpy (the numba kernel's reference)."""
     from model.expression_stage import FAR_EYE_YAW, MOUTH_YAW, NEAR_EYE_YAW, POINT_WEIGHTS
