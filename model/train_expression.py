@@ -172,11 +172,13 @@ def aligner_anchors(images: np.ndarray, points: np.ndarray, weights: str, mean_s
 
 def make_batch(faces: FaceSet, idx: np.ndarray, rng: np.random.Generator, augment: bool = True,
                anchors_from: np.ndarray | None = None, aligner_share: float = 0.6,
-               fixed_anchors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+               fixed_anchors: np.ndarray | None = None, video_like: float = 0.0
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Patches and labels of faces ``idx``: eyes (2B, 32, 48) uint8 (right eyes, then mirrored left eyes), eye
     points (2B, 6, 2) anchor units, mouths (B, 56, 48), mouth points (B, 20, 2). ``anchors_from`` (N, M, 6, 2):
     aligners' anchors per face (``aligner_anchors``), used for ``aligner_share`` of the faces (one aligner drawn at
-    random), with a little jitter on top; the rest jitter the labelled corners."""
+    random), with a little jitter on top; the rest jitter the labelled corners. ``video_like``: the share of patches
+    that also get a video's losses (``_video_like``)."""
     b = len(idx)
     eyes = np.empty((2 * b,) + RIGHT_EYE.size, np.uint8)
     mouths = np.empty((b,) + MOUTH.size, np.uint8)
@@ -208,6 +210,8 @@ def make_batch(faces: FaceSet, idx: np.ndarray, rng: np.random.Generator, augmen
             patch = cut(np.ascontiguousarray(img), a[0], spec)
             if augment:
                 patch = _photometric(patch, rng)
+                if video_like > 0 and rng.random() < video_like:
+                    patch = _video_like(patch, rng)
             dest[j] = patch
             lab[j] = to_units(apply_affine(a, p[list(spec.points)][None])[0], spec)
     return eyes, eye_pts, mouths, mouth_pts
@@ -225,6 +229,26 @@ def _photometric(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.5:
         x = x + rng.normal(0, rng.uniform(1, 6), x.shape)
     return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def _video_like(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """What a video frame does to a patch that a photo does not: block compression (JPEG at quality 15-60, on the
+    patch seen at 2-4x its size, as the frame holds it) and half the time a little motion blur (1-3 px)."""
+    h, w = patch.shape
+    k = rng.uniform(2.0, 4.0)
+    big = cv2.resize(patch, (int(w * k), int(h * k)), interpolation=cv2.INTER_LINEAR)
+    ok, buf = cv2.imencode(".jpg", big, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(15, 61))])
+    if ok:
+        big = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+    if rng.random() < 0.5:
+        n = int(rng.integers(2, 4)) * int(round(k))
+        kern = np.zeros((n, n), np.float32)
+        ang = rng.uniform(0, np.pi)
+        c = (n - 1) / 2
+        for t in np.linspace(-c, c, 2 * n):
+            kern[int(round(c + t * np.sin(ang))), int(round(c + t * np.cos(ang)))] = 1.0
+        big = cv2.filter2D(big, -1, kern / kern.sum())
+    return cv2.resize(big, (w, h), interpolation=cv2.INTER_AREA)
 
 
 def _tensor(a: np.ndarray) -> torch.Tensor:
@@ -321,11 +345,12 @@ def train(faces: FaceSet, val: FaceSet, minutes: float, out: Path, batch: int = 
           seed: int = 0, width: int = 8, log_every: int = 500, anchors: np.ndarray | None = None,
           val_anchors: np.ndarray | None = None, held: FaceSet | None = None, held_anchors: np.ndarray | None = None,
           init: str | None = None, parts: tuple[str, ...] = ("eye", "mouth"), video_share: float | None = None,
-          mouth_gap_w: float = GAP_LOSS_W) -> dict:
+          mouth_gap_w: float = GAP_LOSS_W, video_like: float = 0.0) -> dict:
     """Train (or, with ``init``, fine-tune) and keep the best checkpoint on validation in ``out``. ``parts``: the
     PartNets that learn (the others keep ``init``'s weights and batch-norm statistics); ``video_share``: the share of
     draws that come from the training videos' frames (default: as their rare-expression weights give);
-    ``mouth_gap_w``: the weight of the lip gaps' loss."""
+    ``mouth_gap_w``: the weight of the lip gaps' loss; ``video_like``: the share of training patches given a video's
+    compression and motion blur."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     net = ExpressionNet(width)
@@ -357,7 +382,7 @@ def train(faces: FaceSet, val: FaceSet, minutes: float, out: Path, batch: int = 
         for m in frozen:  # its batch-norm statistics stay init's
             m.eval()
         idx = rng.choice(len(faces.images), batch, p=p)
-        e, ep, m, mp = make_batch(faces, idx, rng, anchors_from=anchors)
+        e, ep, m, mp = make_batch(faces, idx, rng, anchors_from=anchors, video_like=video_like)
         pe, pm = net(_tensor(e), _tensor(m))
         loss = part_loss(pe, torch.from_numpy(ep).float(), EYE_LOSS_W, EYE_GAPS) + \
             part_loss(pm, torch.from_numpy(mp).float(), MOUTH_LOSS_W, MOUTH_GAPS, mouth_gap_w)
@@ -407,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate, cosine to 0 (default 0.001)")
     ap.add_argument("--mouth-gap-weight", type=float, default=GAP_LOSS_W,
                     help=f"weight of the lip gaps' loss beside the points' (default {GAP_LOSS_W})")
+    ap.add_argument("--video-like", type=float, default=0.0,
+                    help="share of training patches given a video's compression and motion blur (default 0)")
     ap.add_argument("--parts", default="eye,mouth", help="the part networks that learn (default both; e.g. mouth)")
     ap.add_argument("--video-share", type=float, default=None,
                     help="share of the draws taken from the training videos' frames (default: by their weights)")
@@ -465,7 +492,8 @@ def main(argv: list[str] | None = None) -> int:
     anchors = None if anchors is None else anchors[keep]
     res = train(faces, val, args.minutes, Path(args.out), seed=args.seed, anchors=anchors, val_anchors=val_anchors,
                 held=held, held_anchors=held_anchors, init=args.init, parts=parts, video_share=args.video_share,
-                lr=args.lr, mouth_gap_w=args.mouth_gap_weight)
+                lr=args.lr, mouth_gap_w=args.mouth_gap_weight,
+                video_like=args.video_like)
     print(json.dumps(res["best"]))
     return 0
 

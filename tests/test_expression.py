@@ -431,12 +431,28 @@ def test_trainer_draws_the_videos_share_and_a_frozen_part_keeps_its_weights(morp
     save_expression_net(init, ExpressionNet(), {"width": 8})
     before = torch.load(init, weights_only=True)["state_dict"]
     out = tmp_path / "ft.pth"
-    train(faces, faces, 0.02, out, batch=4, log_every=2, init=str(init), parts=("mouth",), video_share=0.5)
+    train(faces, faces, 0.02, out, batch=4, log_every=2, init=str(init), parts=("mouth",), video_share=0.5,
+          video_like=0.5)
     after = torch.load(out.with_suffix(".last.pth"), weights_only=True)["state_dict"]
     for k, v in before.items():
         if k.startswith("eye."):
             assert torch.equal(v, after[k]), k
     assert any(not torch.equal(v, after[k]) for k, v in before.items() if k.startswith("mouth.") and v.is_floating_point())
+
+
+def test_video_like_patches_lose_detail_and_keep_their_size() -> None:
+    """The trainer's video losses (compression, motion blur) keep a patch's size and mean and soften its edges."""
+    from model.train_expression import _video_like
+
+    patch = np.zeros((56, 48), np.uint8)
+    patch[::4] = 255  # a hard-edged stripe pattern: all detail
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        out = _video_like(patch, rng)
+        assert out.shape == patch.shape and out.dtype == np.uint8
+        assert abs(float(out.mean()) - float(patch.mean())) < 12
+        edges = lambda a: np.abs(np.diff(a.astype(float), axis=0)).mean()  # noqa: E731
+        assert edges(out) < 0.8 * edges(patch)
 
 
 def _visibility_reference(params: np.ndarray) -> np.ndarray:
