@@ -21,7 +21,7 @@ from model.expression_ext import N_EXT
 from model.expression_fit import FitBasis, FitWeights, fit_expression
 from model.expression_net import ExpressionNet, build_runner, load_expression_net
 from model.expression_patches import LEFT_EYE, MOUTH, PARTS, RIGHT_EYE, cut, frames_and_affines
-from model.morphable import CROP_SIZE, MorphableModel
+from model.morphable import CROP_SIZE, MorphableModel, crop_flip
 
 # fit weight of each landmark's target: the patches' points (36-67) count fully; brows and nose keep the aligner's
 # positions (so the PCA does not bend them to fit the eyes and mouth); the jaw contour follows the fit freely
@@ -64,6 +64,7 @@ _SPANS = tuple(np.array(s, np.float64) for s in (FAR_EYE_YAW, NEAR_EYE_YAW, MOUT
 # "The lips' own opening". The eyes are read once (re-anchoring them moved nothing).
 MOUTH_PASSES = 2
 _MOUTH = PARTS.index(MOUTH)
+_NO_EYES = np.zeros((0, 1) + RIGHT_EYE.size, np.float32)
 _ROW_OF = _ORDER - np.array([0, len(RIGHT_EYE.points), len(RIGHT_EYE.points) + len(LEFT_EYE.points)])[_PART_OF]
 
 
@@ -130,7 +131,6 @@ class _PatchBuffer:
         eyes = self.net[:self.starts[2]].reshape((2 * self.n, 1) + RIGHT_EYE.size)
         mouths = self.net[self.starts[2]:].reshape((self.n, 1) + MOUTH.size)
         return eyes, mouths
-_NO_EYES = np.zeros((0, 1) + RIGHT_EYE.size, np.float32)
 
 
 def visibility_weights(params: np.ndarray) -> np.ndarray:
@@ -147,7 +147,8 @@ def visibility_weights(params: np.ndarray) -> np.ndarray:
 
 
 _BASE_WEIGHTS = POINT_WEIGHTS.astype(np.float64)
-_FRONTAL = np.concatenate([np.eye(3, 4).ravel(), np.zeros(50)])[None]  # (1, 62): a frontal face, for the warm-up
+# (1, 62) float32: a frontal face filling a 120 px crop, for the warm-up
+_WARM_PARAMS = np.concatenate([[6e-4, 0, 0, 60, 0, 6e-4, 0, 60, 0, 0, 6e-4, 0], np.zeros(50)])[None].astype(np.float32)
 
 
 def share_eye_closure(ext: np.ndarray, w_right: np.ndarray, w_left: np.ndarray) -> np.ndarray:
@@ -168,9 +169,10 @@ def _share_kernel(ext, w_right, w_left, out):  # pragma: no cover (numba)
 
 
 @nb.njit(cache=True)
-def _crop_targets(lm, pts, rois, v1, size, out):  # pragma: no cover (numba)
-    """The fit's targets in crop coordinates before the y flip (``frame_to_crop_xy``): the aligner's landmarks (n, 68,
-    2+) frame px with 36-67 replaced by the network's points (n, 32, 2), through (n, 4) ROIs -> out (n, 68, 2)."""
+def _crop_targets(lm, pts, rois, size, dx, top, out):  # pragma: no cover (numba)
+    """The fit's targets in crop coordinates before the y flip (``frame_to_crop_xy``, its convention's ``crop_flip``
+    (dx, top)): the aligner's landmarks (n, 68, 2+) frame px with 36-67 replaced by the network's points (n, 32, 2),
+    through (n, 4) ROIs -> out (n, 68, 2)."""
     for i in range(lm.shape[0]):
         sx = (rois[i, 2] - rois[i, 0]) / size
         sy = (rois[i, 3] - rois[i, 1]) / size
@@ -179,12 +181,8 @@ def _crop_targets(lm, pts, rois, v1, size, out):  # pragma: no cover (numba)
                 px, py = np.float64(lm[i, j, 0]), np.float64(lm[i, j, 1])
             else:
                 px, py = pts[i, j - 36, 0], pts[i, j - 36, 1]
-            x = (px - rois[i, 0]) / sx
-            y = (py - rois[i, 1]) / sy
-            if v1:
-                out[i, j, 0], out[i, j, 1] = x, size + 1 - y
-            else:
-                out[i, j, 0], out[i, j, 1] = x + 1, size - y
+            out[i, j, 0] = (px - rois[i, 0]) / sx + dx
+            out[i, j, 1] = top - (py - rois[i, 1]) / sy
 
 
 class ExpressionStage:
@@ -202,28 +200,19 @@ class ExpressionStage:
         self.fast_path: str = getattr(self._run, "kind", "eager")
         self.morph = morph
         self.fit_basis = FitBasis.of(morph.sparse)
-        if convention not in ("v1", "v2"):
-            raise ValueError(f"unknown convention '{convention}' (expected v1 or v2)")
         self.convention = convention
-        self._v1 = convention == "v1"
+        self._flip = crop_flip(convention)  # (dx, top); an unknown convention raises here
         self.exp_std = np.asarray(exp_std, np.float64).reshape(-1)[-10:]
         self.weights = weights
         self.last_ms = 0.0
         # the numba kernels (patch geometry, the points' way back to the frame, the fit's targets and weights, the
-        # fit, the eyes' shared closure) load, and LLVM starts, on their first call, ~0.2 s each: here, not on the
-        # first frame (a webcam's first face, a short file's frame rate); and the network's mouth-only call (the
-        # second look) once
-        bases, _ = frames_and_affines(np.zeros((1, 68, 2)))
-        pe, pm = np.zeros((2, len(RIGHT_EYE.points), 2), np.float32), np.zeros((1, len(MOUTH.points), 2), np.float32)
-        _mouth_to_frame(pm, bases[_MOUTH], np.zeros((1, 68, 2)))
-        _points_to_frame(pe, pm, bases, _PART_OF, _ROW_OF, np.empty((1, 32, 2)))
-        w = visibility_weights(_FRONTAL)
-        _crop_targets(np.zeros((1, 68, 3), np.float32), np.zeros((1, 32, 2)), np.array([[0.0, 0.0, 1.0, 1.0]]),
-                      self._v1, CROP_SIZE, np.empty((1, 68, 2)))
-        _, ext = fit_expression(_FRONTAL, np.zeros((1, 68, 2)), POINT_WEIGHTS, self.fit_basis, self.exp_std,
-                                self.weights)
-        share_eye_closure(ext, w[:, 36], w[:, 42])
-        self._run(_NO_EYES, np.zeros((1, 1) + MOUTH.size, np.float32))
+        # fit, the eyes' shared closure) load, and LLVM starts, on their first call, ~0.2 s each, and the network's
+        # mouth-only call (the second look) is a first too: here, through the real path on a blank frame with the
+        # aligner's dtypes, not on the first frame (a webcam's first face, a short file's frame rate)
+        roi = np.array([[0.0, 0.0, CROP_SIZE, CROP_SIZE]], np.float32)
+        lm = morph.landmarks(_WARM_PARAMS, roi, convention).astype(np.float32)
+        self.refine_many([(np.zeros((CROP_SIZE, CROP_SIZE, 3), np.uint8), _WARM_PARAMS, roi, lm)])
+        self.last_ms = 0.0
 
     def points(self, frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """The network's eyelid and lip points (N, 32, 2) frame px (68-point indices 36-67) for one frame's faces."""
@@ -267,7 +256,7 @@ class ExpressionStage:
                 out.append((np.zeros((0, 62), np.float32), np.zeros((0, N_EXT), np.float32)))
                 continue
             crop = np.empty((n, 68, 2))
-            _crop_targets(np.asarray(lm), p, np.asarray(rois, np.float64).reshape(n, 4), self._v1, CROP_SIZE, crop)
+            _crop_targets(np.asarray(lm), p, np.asarray(rois, np.float64).reshape(n, 4), CROP_SIZE, *self._flip, crop)
             w = visibility_weights(params)
             p_fit, ext = fit_expression(params, crop, w, self.fit_basis, self.exp_std, self.weights)
             out.append((p_fit, share_eye_closure(ext, w[:, 36], w[:, 42])))

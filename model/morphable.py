@@ -126,20 +126,27 @@ def crop_to_frame(v: Any, roi: Any, convention: str = "v1", size: int = CROP_SIZ
     return np.stack([x, y, z], axis=-1)
 
 
+def crop_flip(convention: str, size: int = CROP_SIZE) -> tuple[float, float]:
+    """(dx, top) of a convention: frame -> crop coordinates before the y flip are ``(x + dx, top - y)`` of the ROI's
+    scaled pixels (v1: (0, size + 1), v2: (1, size)). An unknown convention is a ``ValueError``."""
+    if convention == "v1":
+        return 0.0, float(size + 1)
+    if convention == "v2":
+        return 1.0, float(size)
+    raise ValueError(f"unknown convention '{convention}' (expected v1 or v2)")
+
+
 def frame_to_crop_xy(pts: np.ndarray, roi: np.ndarray, convention: str = "v1", size: int = CROP_SIZE) -> np.ndarray:
     """Frame pixels (N, P, 2) -> crop coordinates before the y flip (N, P, 2) through ROIs (N, 4): the inverse of
     ``crop_to_frame`` in x and y. numpy only."""
+    dx, top = crop_flip(convention, size)
     p = np.asarray(pts, np.float64)
     roi = np.asarray(roi, np.float64).reshape(-1, 4)
     sx = ((roi[:, 2] - roi[:, 0]) / size)[:, None]
     sy = ((roi[:, 3] - roi[:, 1]) / size)[:, None]
     x = (p[..., 0] - roi[:, 0:1]) / sx
     y = (p[..., 1] - roi[:, 1:2]) / sy
-    if convention == "v1":
-        return np.stack([x, size + 1 - y], -1)
-    if convention == "v2":
-        return np.stack([x + 1, size - y], -1)
-    raise ValueError(f"unknown convention '{convention}' (expected v1 or v2)")
+    return np.stack([x + dx, top - y], -1)
 
 
 class MorphableModel:

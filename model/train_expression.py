@@ -233,7 +233,7 @@ def _photometric(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def _video_like(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """What a video frame does to a patch that a photo does not: block compression (JPEG at quality 15-60, on the
-    patch seen at 2-4x its size, as the frame holds it) and half the time a little motion blur (1-3 px)."""
+    patch seen at 2-4x its size, as the frame holds it) and half the time a little motion blur (2-3 patch px long)."""
     h, w = patch.shape
     k = rng.uniform(2.0, 4.0)
     big = cv2.resize(patch, (int(w * k), int(h * k)), interpolation=cv2.INTER_LINEAR)
@@ -492,8 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     anchors = None if anchors is None else anchors[keep]
     res = train(faces, val, args.minutes, Path(args.out), seed=args.seed, anchors=anchors, val_anchors=val_anchors,
                 held=held, held_anchors=held_anchors, init=args.init, parts=parts, video_share=args.video_share,
-                lr=args.lr, mouth_gap_w=args.mouth_gap_weight,
-                video_like=args.video_like)
+                lr=args.lr, mouth_gap_w=args.mouth_gap_weight, video_like=args.video_like)
     print(json.dumps(res["best"]))
     return 0
 
