@@ -88,6 +88,7 @@ def test_blink_rows_have_a_soft_knee() -> None:
     assert 0.01 < v[2] < 0.1
     assert np.all(np.diff(v[1:5]) > 0) and v[-2] == v[-1] == 1.0
 
+
 def test_a_rest_face_reads_zero_and_full_actions_read_near_one(basis) -> None:
     rng = np.random.default_rng(1)
     for _ in range(5):
