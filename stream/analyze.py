@@ -114,9 +114,13 @@ class FaceAnalyzer:
                            decode=lambda p, r, e=None: self._morph.landmarks(p, r, self.convention, e))
 
     def set_smoothing(self, smooth: str) -> None:
-        """Switch smoothing (``kalman`` / ``none``) for new tracks and reset the current ones."""
+        """Switch smoothing (``kalman`` / ``none``): a change resets the current tracks (new ones start with it); the
+        setting in force again changes nothing (a page sends every control with each change of any one: a new overlay
+        mode must not drop the face until its track is confirmed again)."""
         from dataclasses import replace
 
+        if smooth == self.tracker.config.smooth:
+            return
         self.tracker = self._new_tracker(replace(self.tracker.config, smooth=smooth))
 
     def close(self) -> None:

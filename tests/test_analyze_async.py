@@ -64,3 +64,26 @@ async def test_detector_latency_hidden_only_when_async(engine, face, async_detec
         assert later[-1] < 0.2, times  # no frame waited for the slow detector
     else:
         assert later[-1] >= 0.25, times  # file mode: detector frames wait for it
+
+
+async def test_the_smoothing_in_force_again_keeps_the_tracks(engine, face):
+    """A browser sends every control with each change (a new overlay mode comes with smooth=true): the same smoothing
+    again keeps the confirmed track (the face stays on the next frame); a change of smoothing starts the tracks anew
+    (the face is confirmed again over min_hits frames)."""
+    from stream.analyze import FaceAnalyzer, tracker_config
+
+    cfg = load_config(overrides={"detect_every": 3})
+    an = FaceAnalyzer(engine.service, engine.detector, tracker_config(cfg), async_detect=False)
+    stats = Stats()
+    try:
+        counts = [len(await an.analyze(Frame(i, i / 30, face.copy()), stats)) for i in range(4)]
+        assert counts == [0, 0, 1, 1], counts
+        tracker = an.tracker
+        an.set_smoothing(cfg.smooth)
+        assert an.tracker is tracker
+        assert len(await an.analyze(Frame(4, 4 / 30, face.copy()), stats)) == 1
+        an.set_smoothing("none" if cfg.smooth == "kalman" else "kalman")
+        assert an.tracker is not tracker
+        assert len(await an.analyze(Frame(5, 5 / 30, face.copy()), stats)) == 0
+    finally:
+        an.close()
