@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(argv: list[str] | None = None) -> int:
+    from model.expression_ext import N_EXT
     from model.morphable import MorphableModel
     from stream.analyze import neutral_config
     from stream.config import load_config
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         params[..., 0] = params[..., 5] = params[..., 10] = 6e-4
         params[..., 12:52] = rng.normal(0, 3e4, (1, n_faces, 40))
         params[..., 52:62] = rng.normal(0, 1.0, (a.frames, n_faces, 10))
-        ext = rng.uniform(-0.2, 1.0, (a.frames, n_faces, 7)).astype(np.float32)
+        ext = rng.uniform(-0.2, 1.0, (a.frames, n_faces, N_EXT)).astype(np.float32)
         poses = np.zeros((n_faces, 6), np.float32)
         tracker = BlendshapeTracker(basis, neutral_config(load_config().blendshapes))
         ids = list(range(1, n_faces + 1))

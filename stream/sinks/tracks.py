@@ -128,7 +128,7 @@ class TracksJSONLSink(_TextTracksSink):
         {"frame": 0, "time": 0.0, "track_id": 1, "box": [4], "roi": [4],
          "pose": {"yaw": .., "pitch": .., "roll": .., "scale": .., "tx": .., "ty": ..}, "confidence": 0.97,
          "ext": {"eye_close_r": .., ..., "lips_part": ..}, "ext_version": "ext-v2",
-         "blendshapes": {"eyeBlinkLeft": .., ..., "tongueOut": 0.0}, "blendshapes_version": "arkit-v5",
+         "blendshapes": {"eyeBlinkLeft": .., ..., "tongueOut": 0.0}, "blendshapes_version": "arkit-v6",
          "landmarks": [[x, y, z] x 68], "params": [62]}
 
     ``confidence`` is null when unknown; ``ext`` (the extended expression, ``model.expression_ext``) is null when

@@ -8,7 +8,7 @@ frame's data is worth nothing); the server then sends, for every frame it proces
                 "landmarks": [[x, y, z] x 68], "params": [62 real 3DMM parameters],
                 "ext": {"eye_close_r": 0.02, ..., "lips_part": -0.6} | null,
                 "blendshapes": {"eyeBlinkLeft": 0.0, ..., "jawOpen": 0.31, ..., "tongueOut": 0} | null}],
-     "ext_version": "ext-v2", "blendshapes_version": "arkit-v5", "truncated": 0, "dropped": 0}
+     "ext_version": "ext-v2", "blendshapes_version": "arkit-v6", "truncated": 0, "dropped": 0}
 
 Backpressure never delays the video: a message is dropped (and counted in ``dropped``) when the channel still holds
 more than ``max_buffered`` bytes; a message over ``max_bytes`` keeps the faces that fit and says how many it left
