@@ -9,8 +9,8 @@ from typing import Any, Awaitable, Callable
 
 from model.align_images import no_face_message
 # the assembly lives in stream.assemble; these names stay importable from here
-from stream.assemble import (Engine, UserError, build_engine, build_run, check_vmc, fit_swap_texture,  # noqa: F401
-                             load_swap_texture, open_run_stages, open_vmc, run_inputs, set_threads)
+from stream.assemble import (Engine, UserError, build_engine, build_run, check_swap_source, check_vmc,  # noqa: F401
+                             fit_swap_texture, load_swap_texture, open_run_stages, open_vmc, run_inputs, set_threads)
 from stream.config import RunConfig
 from stream.outputs import check_not_inputs, check_writable
 from stream.pipeline import Job, Pipeline
@@ -143,6 +143,7 @@ async def run_source(cfg: RunConfig, engine: Engine | None = None,
     try:  # before the model loads: an output that would replace an input, or cannot be written, is refused at once
         check_not_inputs(outputs, inputs)
         check_writable(outputs)
+        check_swap_source(cfg)
         check_vmc(cfg)
     except BaseException:
         source.close()

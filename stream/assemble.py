@@ -151,6 +151,13 @@ def open_run_stages(cfg: RunConfig, engine: Engine, source, *, live: bool, show:
     return renderer, sinks, analyzer
 
 
+def check_swap_source(cfg: RunConfig) -> None:
+    """UserError (one line, before the model loads) when ``--mode swap`` names a ``swap_source`` that is not a file,
+    whether or not this run draws anything (a typo is reported, not ignored)."""
+    if cfg.mode == "swap" and cfg.swap_source and not Path(cfg.swap_source).is_file():
+        raise UserError(f"swap source: no such file: {cfg.swap_source}")
+
+
 def check_vmc(cfg: RunConfig) -> None:
     """VMCError (a bad ``--vmc`` value) or UserError (a missing ``python-osc``), one line, before the model
     loads."""

@@ -106,6 +106,17 @@ def test_image_folder_output_onto_one_of_its_images_is_refused(tmp_path: Path) -
     assert _digest(swap) == before
 
 
+def test_missing_swap_source_is_reported_even_when_nothing_is_drawn(tmp_path: Path) -> None:
+    """--mode swap with a --swap-source that does not exist: one line naming it, before the model loads, even on a
+    run that only writes tracks (a typo is reported, not silently ignored), and no output file is left."""
+    src = _small_video(tmp_path / "in.mp4")
+    res = run_cli(["--source", str(src), "--tracks", "t.csv", "--mode", "swap", "--swap-source", "fcae.jpg", *PEER],
+                  tmp_path)
+    _one_error(res, "no such file", "fcae.jpg")
+    assert "model: " not in res.stderr  # refused before the model loaded
+    assert not (tmp_path / "t.csv").exists()
+
+
 # ------------------------------------------------------------------------------------------ read-only folders
 
 
