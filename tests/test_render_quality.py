@@ -279,3 +279,17 @@ def test_real_turned_source_has_no_dark_hidden_side_nor_nose_streak(morph, asset
     assert dark < 12.0, f"the hidden cheek has a spot {dark:.1f} L darker than the skin"
     bright = quality.nose_highlight(tex, tex.uv[morph.landmark_vertices[[27, 31, 32, 33, 34, 35]]])
     assert bright < 12.0, f"the nose has a streak {bright:.1f} L brighter than the skin"
+
+
+@pytest.mark.parametrize("path", TURNED, ids=["utkface-39deg", "lfw-42deg"])
+def test_real_turned_source_keeps_its_own_nose(morph, assets_dir, path):
+    """A turned source's nose stays its own in the texture (its highlight taken down, not left out): most of the
+    nose's texels are trusted samples of the photo, not the smooth fill of the skin around it, which pasted a flat
+    patch where the source's nose should be (and kept dlib's descriptor of the swap near the target)."""
+    img = face_fits.padded_chip(cv2.imread(str(assets_dir / path)))
+    tex, _ = _texture(img, morph)
+    nose_uv = tex.uv[morph.landmark_vertices[[27, 31, 32, 33, 34, 35]]]
+    t = tex.image.shape[0]
+    nose = quality.polygon_mask((t, t), nose_uv[cv2.convexHull(nose_uv.astype(np.float32), returnPoints=False).ravel()])
+    trusted = float(tex.image_valid[nose].mean())
+    assert trusted > 0.5, f"only {trusted:.0%} of the nose's texels are the source's own"

@@ -301,7 +301,9 @@ def build_texture(src_image: np.ndarray, src_vertices: np.ndarray, tri: np.ndarr
     the source's cheeks and nose (hair, fringe, glasses, hands, background and the brows fail it; lips are kept;
     the swap shows the target's own brows), and not a specular highlight (``TOPHAT_L`` brighter than the trusted
     skin around it and less red or less saturated than the skin: on a turned source the nose ridge, which the far
-    flank also projects onto).
+    flank also projects onto). With ``features`` (the full swap) the source's brows, lids and facial hair are
+    trusted in their zones, and a turned source's highlights, the nose ridge's included, are taken down to
+    ``HIGHLIGHT_KEEP`` over the skin around them instead of left out (its nose stays its own).
     Untrusted texels take the mirrored texel (u -> 1 - u) when that one is trusted, with its detail over the local
     low-frequency skin tone, else the low-frequency skin colour (``_smooth_fill`` of trusted texels only); the
     source's inner mouth is filled with its lip colour. Per-vertex ``colors`` are read from that image. Without
@@ -407,12 +409,14 @@ def build_texture(src_image: np.ndarray, src_vertices: np.ndarray, tri: np.ndarr
                                                     bh >= BLACKHAT_L, highlight, lips, t)
                     if turned >= 0.5:
                         # a turned source's highlights down the middle of the face (nose ridge, bridge: the far
-                        # flank projects onto them and the mirror would double them) leave the texture and grow, as
-                        # in the skin-only texture
+                        # flank projects onto them and the mirror doubles them) stay in the texture, taken down with
+                        # the others just below (never "tight" there). Left out, as in the skin-only texture, the
+                        # nose took the smooth fill of the skin around it: a flat patch where the source's nose
+                        # should be (92% of the nose's texels on a 39-degree UTKFace chip), and dlib's descriptor
+                        # of the swap stayed near the target (bench/RESULTS.md, "A turned source keeps its nose")
                         middle = np.zeros((t, t), bool)
                         middle[:, int((0.5 - MIDDLE) * t):int((0.5 + MIDDLE) * t) + 1] = True
-                        is_skin &= ~(highlight & middle) | lips
-                        tight &= ~middle  # (grown: the ridge's highlight fades into the skin over a few texels)
+                        tight &= ~middle
                     # on a source turned part way the highlights are taken down to HIGHLIGHT_KEEP over their
                     # surroundings (and back toward the skin's chroma), in proportion; on a frontal one (both sides
                     # seen, the mirror doubles nothing) they are its own and stay
