@@ -70,6 +70,12 @@ def vertices(morph, fit: Fit) -> np.ndarray:
     return fit.dense(morph)
 
 
+def detector_ready(img: np.ndarray) -> np.ndarray:
+    """A source photo as the detector needs it: a small chip (longest side <= 256 px, too tight for the detector)
+    through :func:`padded_chip`, any other photo as it is."""
+    return padded_chip(img) if max(img.shape[:2]) <= 256 else img
+
+
 def padded_chip(img: np.ndarray, scale: float = 1.5, pad: int = 90) -> np.ndarray:
     """A small, tightly cropped face photo (a 200 px UTKFace chip) as the detector needs it: upscaled ``scale``x
     (bilinear) with ``pad`` px of replicated border on each side (200 px -> 480 px)."""

@@ -135,8 +135,7 @@ def main() -> None:
     photos, textures, src_desc, src_fit = {}, {}, {}, {}
     for name, (rel, _) in sources.items():
         img = cv2.imread(str(ASSETS / rel))
-        if max(img.shape[:2]) <= 256:  # a small chip: too tight for the detector
-            img = fits.padded_chip(img)
+        img = fits.detector_ready(img)
         photos[name] = img
         textures[name] = fit_swap_texture(img, engine)
         src_fit[name] = fits.fit_image(img, refine=2)

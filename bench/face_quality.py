@@ -68,8 +68,8 @@ def main() -> None:
     textures, photos = {}, {}
     for name, path in sources.items():
         img = cv2.imread(str(path))
-        if name == "turned" and max(img.shape[:2]) <= 256:  # a UTKFace chip: too tight for the detector
-            img = fits.padded_chip(img)
+        if name == "turned":  # a UTKFace chip: too tight for the detector
+            img = fits.detector_ready(img)
         photos[name] = img
         textures[name] = fit_swap_texture(img, engine)
     res: dict = {"tag": args.tag, "tree": args.tree}

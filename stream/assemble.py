@@ -102,9 +102,7 @@ def load_swap_texture(path: str, engine: Engine):
     """Swap texture from an image file, or from the first frame with a face among a video's first 60 frames."""
     import cv2
 
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"swap source: no such file: {path}")
+    p = _swap_source_file(path)
     img = cv2.imread(str(p), cv2.IMREAD_COLOR)
     if img is None:  # maybe a video
         try:
@@ -151,11 +149,19 @@ def open_run_stages(cfg: RunConfig, engine: Engine, source, *, live: bool, show:
     return renderer, sinks, analyzer
 
 
+def _swap_source_file(path: str) -> Path:
+    """``path`` as a Path; UserError (one line) when it is not a file."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"swap source: no such file: {path}")
+    return p
+
+
 def check_swap_source(cfg: RunConfig) -> None:
     """UserError (one line, before the model loads) when ``--mode swap`` names a ``swap_source`` that is not a file,
     whether or not this run draws anything (a typo is reported, not ignored)."""
-    if cfg.mode == "swap" and cfg.swap_source and not Path(cfg.swap_source).is_file():
-        raise UserError(f"swap source: no such file: {cfg.swap_source}")
+    if cfg.mode == "swap" and cfg.swap_source:
+        _swap_source_file(cfg.swap_source)
 
 
 def check_vmc(cfg: RunConfig) -> None:

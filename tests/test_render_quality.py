@@ -288,8 +288,6 @@ def test_real_turned_source_keeps_its_own_nose(morph, assets_dir, path):
     patch where the source's nose should be (and kept dlib's descriptor of the swap near the target)."""
     img = face_fits.padded_chip(cv2.imread(str(assets_dir / path)))
     tex, _ = _texture(img, morph)
-    nose_uv = tex.uv[morph.landmark_vertices[[27, 31, 32, 33, 34, 35]]]
-    t = tex.image.shape[0]
-    nose = quality.polygon_mask((t, t), nose_uv[cv2.convexHull(nose_uv.astype(np.float32), returnPoints=False).ravel()])
+    nose = quality.texture_nose_mask(tex, tex.uv[morph.landmark_vertices[[27, 31, 32, 33, 34, 35]]])
     trusted = float(tex.image_valid[nose].mean())
     assert trusted > 0.5, f"only {trusted:.0%} of the nose's texels are the source's own"

@@ -42,9 +42,7 @@ def test_swap_is_closer_to_the_source_than_to_the_target(assets_dir, case):
     path, video, min_closer, min_moved = CASES[case]
     desc = face_identity.Descriptor()
     morph = MorphableModel.load()
-    src = cv2.imread(str(assets_dir / path))
-    if max(src.shape[:2]) <= 256:  # a small chip: too tight for the detector
-        src = face_fits.padded_chip(src)
+    src = face_fits.detector_ready(cv2.imread(str(assets_dir / path)))
     sfit = face_fits.fit_image(src, refine=2)
     tex = build_texture(src, face_fits.vertices(morph, sfit), morph.tri, morph.grid_shape, landmarks=sfit.landmarks,
                         uv=morph.uv)

@@ -220,7 +220,13 @@ def nose_highlight(tex, nose_uv: np.ndarray) -> float:
     texture's nose is than the mean of its trusted skin: a source's specular streak pasted into the texture.
     ``nose_uv`` (K, 2) texel coordinates of the nose outline (landmarks 27, 31-35 of the texture's ``uv``)."""
     L = _texture_l(tex)
-    t = L.shape[0]
-    blur = cv2.GaussianBlur(L, (0, 0), max(1.0, 0.01 * t))
-    nose = polygon_mask((t, t), nose_uv[cv2.convexHull(np.asarray(nose_uv, np.float32), returnPoints=False).ravel()])
-    return float(blur[nose].max() - L[tex.image_valid].mean())
+    blur = cv2.GaussianBlur(L, (0, 0), max(1.0, 0.01 * L.shape[0]))
+    return float(blur[texture_nose_mask(tex, nose_uv)].max() - L[tex.image_valid].mean())
+
+
+def texture_nose_mask(tex, nose_uv: np.ndarray) -> np.ndarray:
+    """(T, T) bool: the texels of a UV swap texture inside the convex hull of ``nose_uv`` (K, 2) texel coordinates
+    (landmarks 27, 31-35 of the texture's ``uv``)."""
+    t = tex.image.shape[0]
+    hull = cv2.convexHull(np.asarray(nose_uv, np.float32), returnPoints=False).ravel()
+    return polygon_mask((t, t), np.asarray(nose_uv)[hull])
