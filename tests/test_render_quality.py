@@ -288,6 +288,21 @@ def test_real_turned_source_keeps_its_own_nose(morph, assets_dir, path):
     patch where the source's nose should be (and kept dlib's descriptor of the swap near the target)."""
     img = face_fits.padded_chip(cv2.imread(str(assets_dir / path)))
     tex, _ = _texture(img, morph)
-    nose = quality.texture_nose_mask(tex, tex.uv[morph.landmark_vertices[[27, 31, 32, 33, 34, 35]]])
+    nose = quality.texture_hull_mask(tex, tex.uv[morph.landmark_vertices[[27, 31, 32, 33, 34, 35]]])
     trusted = float(tex.image_valid[nose].mean())
     assert trusted > 0.5, f"only {trusted:.0%} of the nose's texels are the source's own"
+
+
+def test_a_side_in_shadow_keeps_its_brow_and_eye_makeup(morph, assets_dir):
+    """jolie.jpg is lit from one side: the cheek and temple in shadow fail the skin test, and joined her brow and
+    eye make-up to the hair beyond the temple, so that side's brow and lids went as an occluder (86% of the texels
+    around that eye left out and filled: one eye made up, the other bare, in every swap). Skin in shadow no longer
+    joins such a region: both eyes' surroundings (brow to lids, the inner eye aside) are mostly the source's own."""
+    img = cv2.imread(str(assets_dir / "LeiJiangJNU/DAMDNet/imgs/jolie.jpg"))
+    tex, _ = _texture(img, morph)
+    lv = morph.landmark_vertices
+    for side, brow, eye in (("right", range(17, 22), range(36, 42)), ("left", range(22, 27), range(42, 48))):
+        orbit = quality.texture_hull_mask(tex, tex.uv[lv[list(brow) + list(eye)]])
+        ring = orbit & ~quality.texture_hull_mask(tex, tex.uv[lv[list(eye)]])
+        trusted = float(tex.image_valid[ring].mean())
+        assert trusted > 0.7, f"only {trusted:.0%} of the {side} eye's surroundings are the source's own"

@@ -221,12 +221,12 @@ def nose_highlight(tex, nose_uv: np.ndarray) -> float:
     ``nose_uv`` (K, 2) texel coordinates of the nose outline (landmarks 27, 31-35 of the texture's ``uv``)."""
     L = _texture_l(tex)
     blur = cv2.GaussianBlur(L, (0, 0), max(1.0, 0.01 * L.shape[0]))
-    return float(blur[texture_nose_mask(tex, nose_uv)].max() - L[tex.image_valid].mean())
+    return float(blur[texture_hull_mask(tex, nose_uv)].max() - L[tex.image_valid].mean())
 
 
-def texture_nose_mask(tex, nose_uv: np.ndarray) -> np.ndarray:
-    """(T, T) bool: the texels of a UV swap texture inside the convex hull of ``nose_uv`` (K, 2) texel coordinates
-    (landmarks 27, 31-35 of the texture's ``uv``)."""
+def texture_hull_mask(tex, points_uv: np.ndarray) -> np.ndarray:
+    """(T, T) bool: the texels of a UV swap texture inside the convex hull of ``points_uv`` (K, 2) texel coordinates
+    (landmarks of the texture's ``uv``: e.g. 27, 31-35 for the nose)."""
     t = tex.image.shape[0]
-    hull = cv2.convexHull(np.asarray(nose_uv, np.float32), returnPoints=False).ravel()
-    return polygon_mask((t, t), np.asarray(nose_uv)[hull])
+    hull = cv2.convexHull(np.asarray(points_uv, np.float32), returnPoints=False).ravel()
+    return polygon_mask((t, t), np.asarray(points_uv)[hull])

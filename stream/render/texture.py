@@ -43,6 +43,12 @@ EYE_REACH = 0.25  # full swap: the vertices within this many eye widths of the s
 FORESHORTENED = 0.7  # full swap: a texel facing the camera less than this (normal z) ...
 FACING_GAIN = 0.25  # ... takes its mirror when that one faces it this much more (and is trusted)
 HAIR_SHARE = 0.25  # a non-skin region with this share of its texels outside the feature zones is an occluder
+# ... where skin in shadow (the skin's chroma, at most SHADED_DARK L units under its median) does not count as
+# non-skin: a face lit from one side has a dark cheek and temple that would join its brow and eye make-up to the
+# hair beyond the temple, and the brow and lids of that side went as an occluder (bench/RESULTS.md, "Shaded skin
+# is not an occluder")
+SHADED_CHROMA = 3.5
+SHADED_DARK = 30.0
 BROW_ZONE = 1.15  # the source's brows: the band of :func:`_grown` around landmarks 17-21 / 22-26, scaled
 
 
@@ -405,8 +411,10 @@ def build_texture(src_image: np.ndarray, src_vertices: np.ndarray, tri: np.ndarr
                 is_skin = np.where(lips, loose, is_skin)  # lips: only gross chroma outliers go
                 if features:
                     turned = _turn_weight(seen, covered)
+                    shaded = skin_test(lab, model, chroma=SHADED_CHROMA, dark=0.0, dark_min=SHADED_DARK,
+                                       bright=999.0)
                     is_skin, tight = _feature_trust(lm, covered & ~eyes_mouth, texels_in, skin_only, loose,
-                                                    bh >= BLACKHAT_L, highlight, lips, t)
+                                                    bh >= BLACKHAT_L, highlight, lips, t, shaded)
                     if turned >= 0.5:
                         # a turned source's highlights down the middle of the face (nose ridge, bridge: the far
                         # flank projects onto them and the mirror doubles them) stay in the texture, taken down with
@@ -605,7 +613,7 @@ def _turn_weight(ok: np.ndarray, covered: np.ndarray) -> float:
     return float(np.clip((abs(shares[0] - shares[1]) - 0.1) / 0.2, 0.0, 1.0))
 
 
-def _feature_trust(lm, covered, texels_in, skin_only, loose, thin_dark, highlight, lips, t):
+def _feature_trust(lm, covered, texels_in, skin_only, loose, thin_dark, highlight, lips, t, shaded=None):
     """Which texels of a source to trust in the full swap (its own features shown), (T, T) bool, from the skin
     tests and the feature zones of its landmarks ``lm`` (68, 2) frame px; ``covered``: the texels that count (the
     face less the source's eyes and inner mouth), ``thin_dark``: the black-hat test's texels.
@@ -614,7 +622,8 @@ def _feature_trust(lm, covered, texels_in, skin_only, loose, thin_dark, highligh
       between the brows): any colour near the skin's (``loose``: brows, lashes, lids), but not a specular
       highlight (the source's sclera past its lid landmarks) and not part of a non-skin region that lies for
       ``HAIR_SHARE`` or more outside the feature zones (hair on the forehead or the temples that reaches the brows,
-      a glasses frame around the eye);
+      a glasses frame around the eye); ``shaded`` (T, T) bool, skin in shadow (the skin's chroma, darker), does
+      not join such a region (a cheek and temple in shadow between a made-up eye and the hair are skin);
     - the nose, and the lower face below it (nostrils, moustache, beard, the folds beside the nose): ``loose``;
     - the lips: ``loose``; elsewhere (forehead, temples, cheeks): the skin test (``skin_only``), less the thin dark
       structures that run down a long way (``LONG_THIN`` x the texture side: hair strands, the sides of glasses
@@ -630,7 +639,7 @@ def _feature_trust(lm, covered, texels_in, skin_only, loose, thin_dark, highligh
     lower = texels_in([nose_pts[_hull_order(nose_pts)], _grown(lm[31:36], 1.6), chin_pts[_hull_order(chin_pts)]]) \
         & ~upper
     zones = upper | lower | lips
-    dark = (covered & ~skin_only).astype(np.uint8)
+    dark = (covered & ~skin_only & (True if shaded is None else ~shaded)).astype(np.uint8)
     n, labels = cv2.connectedComponents(dark, connectivity=4)
     occluder = np.zeros(dark.shape, bool)
     if n > 1:
