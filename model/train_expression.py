@@ -36,6 +36,9 @@ from model.expression_net import ExpressionNet, save_expression_net
 from model.expression_patches import LEFT_EYE, MOUTH, RIGHT_EYE, apply_affine, cut, part_affines, to_units
 
 CTX = 256  # context image side, px
+SLIVER = 0.08  # close_eye: what stays open of the gap when shut (a closed eye's labelled aspect is not 0)
+REACH = 1.2  # close_eye: how far above the upper lid (x the eye's gap) the skin is stretched down
+SYNTH_OPEN_EAR = 0.2  # close_eye only shuts eyes at least this open (their labels' aspect ratio)
 IOD = 100.0  # inter-ocular distance in the context, px
 MIRROR = np.arange(68)
 for a, b in [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46), (48, 54), (49, 53), (50, 52), (55, 59),
@@ -172,13 +175,15 @@ def aligner_anchors(images: np.ndarray, points: np.ndarray, weights: str, mean_s
 
 def make_batch(faces: FaceSet, idx: np.ndarray, rng: np.random.Generator, augment: bool = True,
                anchors_from: np.ndarray | None = None, aligner_share: float = 0.6,
-               fixed_anchors: np.ndarray | None = None, video_like: float = 0.0
+               fixed_anchors: np.ndarray | None = None, video_like: float = 0.0, synth_blink: float = 0.0
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Patches and labels of faces ``idx``: eyes (2B, 32, 48) uint8 (right eyes, then mirrored left eyes), eye
     points (2B, 6, 2) anchor units, mouths (B, 56, 48), mouth points (B, 20, 2). ``anchors_from`` (N, M, 6, 2):
     aligners' anchors per face (``aligner_anchors``), used for ``aligner_share`` of the faces (one aligner drawn at
     random), with a little jitter on top; the rest jitter the labelled corners. ``video_like``: the share of patches
-    that also get a video's losses (``_video_like``)."""
+    that also get a video's losses (``_video_like``). ``synth_blink``: the share of faces with both eyes open
+    whose lids are shut part or all the way (:func:`close_eye`): three in four both eyes alike (a blink), the rest
+    one eye (a wink)."""
     b = len(idx)
     eyes = np.empty((2 * b,) + RIGHT_EYE.size, np.uint8)
     mouths = np.empty((b,) + MOUTH.size, np.uint8)
@@ -203,17 +208,28 @@ def make_batch(faces: FaceSet, idx: np.ndarray, rng: np.random.Generator, augmen
             for a0, a1 in ((36, 39), (42, 45), (48, 54)):
                 w = np.linalg.norm(p[a1] - p[a0])
                 anchors[[a0, a1]] += rng.normal(0, sd * 0.06 * w, (2, 2)) + rng.normal(0, sd * 0.04 * w, (1, 2))
+        shut = (0.0, 0.0)
+        if augment and synth_blink > 0 and rng.random() < synth_blink and \
+                eye_aspect_ratio(p[None]).min() >= SYNTH_OPEN_EAR:
+            t = rng.uniform(0.3, 1.0)
+            if rng.random() < 0.75:
+                shut = (t, float(np.clip(t + rng.normal(0, 0.05), 0.0, 1.0)))
+            else:
+                shut = (t, 0.0) if rng.random() < 0.5 else (0.0, t)
         aff = part_affines(anchors[None])
-        for spec, dest, j, lab in ((RIGHT_EYE, eyes, k, eye_pts), (LEFT_EYE, eyes, b + k, eye_pts),
-                                   (MOUTH, mouths, k, mouth_pts)):
+        for spec, dest, j, lab, tk in ((RIGHT_EYE, eyes, k, eye_pts, shut[0]), (LEFT_EYE, eyes, b + k, eye_pts, shut[1]),
+                                       (MOUTH, mouths, k, mouth_pts, 0.0)):
             a = aff[spec.name]
             patch = cut(np.ascontiguousarray(img), a[0], spec)
+            q = apply_affine(a, p[list(spec.points)][None])[0]
+            if tk > 0:
+                patch, q = close_eye(patch, q, tk)
             if augment:
                 patch = _photometric(patch, rng)
                 if video_like > 0 and rng.random() < video_like:
                     patch = _video_like(patch, rng)
             dest[j] = patch
-            lab[j] = to_units(apply_affine(a, p[list(spec.points)][None])[0], spec)
+            lab[j] = to_units(q, spec)
     return eyes, eye_pts, mouths, mouth_pts
 
 
@@ -229,6 +245,53 @@ def _photometric(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.5:
         x = x + rng.normal(0, rng.uniform(1, 6), x.shape)
     return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def close_eye(patch: np.ndarray, pts: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
+    """An open eye's patch (H, W) uint8 with its lids ``t`` of the way shut (0 as it is, 1 the upper lid down on the
+    lower one but for ``SLIVER`` of the gap), and its six points (6, 2) patch px (``RIGHT_EYE`` roles: outer corner,
+    two upper, inner corner, two lower) moved with it.
+
+    Column by column the upper lid comes down as in a blink: the skin above it (up to ``REACH`` x the eye's largest
+    gap above the lid) is stretched down to the new lid line, the eyeball between the lids is squeezed into what
+    stays open, the lower lid and everything below it stay put; at the corners (no gap) nothing moves, so the warp is
+    continuous. Rows are sampled 4x finer and averaged back (the squeezed eyeball is area-averaged, not aliased)."""
+    h, w = patch.shape
+    q = np.asarray(pts, np.float64)
+    if t <= 0:
+        return patch, q
+    order = np.argsort([q[0, 0], q[3, 0]])
+    c0, c1 = (q[0], q[3]) if order[0] == 0 else (q[3], q[0])
+    up = np.array([c0, *sorted([q[1], q[2]], key=lambda r: r[0]), c1])
+    lo = np.array([c0, *sorted([q[5], q[4]], key=lambda r: r[0]), c1])
+    if np.any(np.diff(up[:, 0]) <= 0) or np.any(np.diff(lo[:, 0]) <= 0):
+        return patch, q
+    xs = np.arange(w, dtype=np.float64)
+    u = np.interp(xs, up[:, 0], up[:, 1])
+    low = np.interp(xs, lo[:, 0], lo[:, 1])
+    gap = np.where((xs > c0[0]) & (xs < c1[0]), np.maximum(low - u, 0.0), 0.0)
+    if gap.max() < 1.0:
+        return patch, q
+    u2 = u + t * (1.0 - SLIVER) * gap
+    top = u - REACH * gap.max() - 1.0
+    ys = (np.arange(4 * h, dtype=np.float64) + 0.5) / 4 - 0.5
+    y = ys[:, None]
+    src = y.copy() + np.zeros((1, w))
+    above = (y >= top) & (y < u2)
+    src = np.where(above, top + (y - top) * (u - top) / np.maximum(u2 - top, 1e-6), src)
+    between = (y >= u2) & (y <= low) & (gap > 0)
+    src = np.where(between, u + (y - u2) * (low - u) / np.maximum(low - u2, 1e-6), src)
+    mx = np.broadcast_to(xs[None], src.shape).astype(np.float32)
+    tall = cv2.remap(patch.astype(np.float32), mx, src.astype(np.float32), cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REPLICATE)
+    out = cv2.resize(tall, (w, h), interpolation=cv2.INTER_AREA)
+    moved = (np.abs(src - y) > 1e-6).reshape(h, 4, w).any(1)  # pixels the warp reaches; the rest stay exactly
+    out = np.where(moved, out, patch.astype(np.float32))
+    q2 = q.copy()
+    for k in (1, 2):
+        x = q[k, 0]
+        q2[k, 1] = q[k, 1] + t * (1.0 - SLIVER) * max(float(np.interp(x, lo[:, 0], lo[:, 1])) - q[k, 1], 0.0)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8), q2
 
 
 def _video_like(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -345,7 +408,7 @@ def train(faces: FaceSet, val: FaceSet, minutes: float, out: Path, batch: int = 
           seed: int = 0, width: int = 8, log_every: int = 500, anchors: np.ndarray | None = None,
           val_anchors: np.ndarray | None = None, held: FaceSet | None = None, held_anchors: np.ndarray | None = None,
           init: str | None = None, parts: tuple[str, ...] = ("eye", "mouth"), video_share: float | None = None,
-          mouth_gap_w: float = GAP_LOSS_W, video_like: float = 0.0) -> dict:
+          mouth_gap_w: float = GAP_LOSS_W, video_like: float = 0.0, synth_blink: float = 0.0) -> dict:
     """Train (or, with ``init``, fine-tune) and keep the best checkpoint on validation in ``out``. ``parts``: the
     PartNets that learn (the others keep ``init``'s weights and batch-norm statistics); ``video_share``: the share of
     draws that come from the training videos' frames (default: as their rare-expression weights give);
@@ -382,7 +445,8 @@ def train(faces: FaceSet, val: FaceSet, minutes: float, out: Path, batch: int = 
         for m in frozen:  # its batch-norm statistics stay init's
             m.eval()
         idx = rng.choice(len(faces.images), batch, p=p)
-        e, ep, m, mp = make_batch(faces, idx, rng, anchors_from=anchors, video_like=video_like)
+        e, ep, m, mp = make_batch(faces, idx, rng, anchors_from=anchors, video_like=video_like,
+                                  synth_blink=synth_blink)
         pe, pm = net(_tensor(e), _tensor(m))
         loss = part_loss(pe, torch.from_numpy(ep).float(), EYE_LOSS_W, EYE_GAPS) + \
             part_loss(pm, torch.from_numpy(mp).float(), MOUTH_LOSS_W, MOUTH_GAPS, mouth_gap_w)
@@ -434,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"weight of the lip gaps' loss beside the points' (default {GAP_LOSS_W})")
     ap.add_argument("--video-like", type=float, default=0.0,
                     help="share of training patches given a video's compression and motion blur (default 0)")
+    ap.add_argument("--synth-blink", type=float, default=0.0,
+                    help="share of open-eyed training faces whose lids are shut by a warp (close_eye; default 0)")
     ap.add_argument("--parts", default="eye,mouth", help="the part networks that learn (default both; e.g. mouth)")
     ap.add_argument("--video-share", type=float, default=None,
                     help="share of the draws taken from the training videos' frames (default: by their weights)")
@@ -492,7 +558,8 @@ def main(argv: list[str] | None = None) -> int:
     anchors = None if anchors is None else anchors[keep]
     res = train(faces, val, args.minutes, Path(args.out), seed=args.seed, anchors=anchors, val_anchors=val_anchors,
                 held=held, held_anchors=held_anchors, init=args.init, parts=parts, video_share=args.video_share,
-                lr=args.lr, mouth_gap_w=args.mouth_gap_weight, video_like=args.video_like)
+                lr=args.lr, mouth_gap_w=args.mouth_gap_weight, video_like=args.video_like,
+                synth_blink=args.synth_blink)
     print(json.dumps(res["best"]))
     return 0
 

@@ -455,6 +455,36 @@ def test_video_like_patches_lose_detail_and_keep_their_size() -> None:
         assert edges(out) < 0.8 * edges(patch)
 
 
+def test_close_eye_shuts_the_lids_and_moves_the_labels_with_them() -> None:
+    """The trainer's synthetic blink: a drawn eye (a dark eyeball between two lid curves) shut all the way keeps
+    only SLIVER of its gap in the labels and its dark eyeball only in a line along the lower lid; the corners and
+    lower lid stay, rows below the lower lid are untouched, t = 0 changes nothing."""
+    import cv2
+
+    from model.train_expression import SLIVER, close_eye
+
+    h, w = 32, 48
+    patch = np.full((h, w), 200, np.uint8)
+    q = np.array([[10.0, 17.0], [19.0, 12.0], [29.0, 12.0], [38.0, 17.0], [29.0, 21.0], [19.0, 21.0]])
+    eye = np.array([q[0], q[1], q[2], q[3], q[4], q[5]], np.float32)
+    cv2.fillPoly(patch, [np.round(eye * 16).astype(np.int32)], 40, cv2.LINE_AA, shift=4)
+    same, q0 = close_eye(patch, q, 0.0)
+    assert np.array_equal(same, patch) and np.allclose(q0, q)
+    shut, qs = close_eye(patch, q, 1.0)
+    assert shut.shape == patch.shape and shut.dtype == np.uint8
+    assert np.allclose(qs[[0, 3, 4, 5]], q[[0, 3, 4, 5]])  # corners and lower lid stay
+    gap0 = (q[5, 1] - q[1, 1] + q[4, 1] - q[2, 1]) / 2
+    gap1 = (qs[5, 1] - qs[1, 1] + qs[4, 1] - qs[2, 1]) / 2
+    assert gap1 == pytest.approx(SLIVER * gap0, abs=1e-6)
+    assert np.array_equal(shut[23:], patch[23:])  # below the lower lid: as it was
+    dark0 = int((patch < 120).sum())
+    dark1 = int((shut < 120).sum())
+    assert dark1 < 0.35 * dark0  # the eyeball squeezed into a line along the lower lid
+    assert not (shut[:16] < 120).any() and (patch[12:16] < 120).any()  # none of it left where the eye was open
+    half, qh = close_eye(patch, q, 0.5)
+    assert qs[1, 1] > qh[1, 1] > q[1, 1]  # half way is between
+
+
 def _visibility_reference(params: np.ndarray) -> np.ndarray:
     """The fit weights' yaw fades in numpy (the numba kernel's reference)."""
     from model.expression_stage import FAR_EYE_YAW, MOUTH_YAW, NEAR_EYE_YAW, POINT_WEIGHTS
