@@ -14,6 +14,10 @@ target; and how far the identity moved, 1 - dist(swap, source) / dist(target, so
 descriptor's face box is dlib's HOG detection on the target frame (the one overlapping our landmarks' box), else
 the landmarks' box; the swap is described in the same box, its 5 points found on the swap itself.
 
+Self-swap, per source: the distance between the source photo and the source swapped onto that photo (``self_swap``):
+what the texture keeps of the source (a frontal one comes back within about 0.1; a texture that leaves out a
+feature reads more).
+
 Needs the bench extra (``pip install .[bench]``: ``dlib-bin``, ``face-recognition-models``); not a runtime dependency.
 """
 from __future__ import annotations
@@ -143,6 +147,17 @@ def main() -> None:
 
     renderer = FrameRenderer("swap", morph, False)
     keep_opt = {"keep_target_eyes": True} if args.keep_target_eyes else {}
+    # what the texture keeps of each source: swapped onto its own photo (the product's texture on the bench's fit)
+    res["self_swap"] = {}
+    for name, img in photos.items():
+        f = src_fit[name]
+        renderer.set_swap_texture(textures[name], **keep_opt)
+        face = FaceRecord(frame=0, time=0.0, track_id=0, box=np.zeros(4, np.float32), roi=f.roi,
+                          pose=np.concatenate([f.pose, np.zeros(3, np.float32)]), landmarks=f.landmarks,
+                          params=f.params, vertices=fits.vertices(morph, f), ext=f.ext)
+        out = renderer.render(img, [face])
+        res["self_swap"][name] = float(np.linalg.norm(desc(out, desc.box(img, f.landmarks)) - src_desc[name]))
+        print(f"{args.tag} {name:8s} swapped onto its own photo: {res['self_swap'][name]:.3f} from it", flush=True)
     t_swap: list[float] = []
     picks: dict = {}
     for vname in args.videos.split(","):
