@@ -306,3 +306,21 @@ def test_a_side_in_shadow_keeps_its_brow_and_eye_makeup(morph, assets_dir):
         ring = orbit & ~quality.texture_hull_mask(tex, tex.uv[lv[list(eye)]])
         trusted = float(tex.image_valid[ring].mean())
         assert trusted > 0.7, f"only {trusted:.0%} of the {side} eye's surroundings are the source's own"
+
+
+@pytest.mark.parametrize("path", ["faces/deepface_tests/img24.jpg", "LeiJiangJNU/DAMDNet/imgs/jolie.jpg",
+                                  "LeiJiangJNU/DAMDNet/imgs/pitt.jpg"], ids=["glasses", "jolie", "pitt"])
+def test_a_source_texture_has_no_dark_blotch_on_the_nose(morph, assets_dir, path):
+    """The swap source's texture through the product (``fit_swap_texture``): no spot on the upper nose far darker
+    than what is around it. The glasses photo (turned a little) had a pale patch inside its bright nose ridge taken
+    down as a highlight to 24 L under the ridge, a dark blotch on the nose of every swap; a highlight is now taken
+    down no further than the texels around it that are not."""
+    from types import SimpleNamespace
+
+    from stream.assemble import fit_swap_texture
+
+    aligner, detector = face_fits.engine()
+    img = face_fits.detector_ready(cv2.imread(str(assets_dir / path)))
+    tex = fit_swap_texture(img, SimpleNamespace(aligner=aligner, detector=detector))
+    spot = quality.nose_dark_spot(tex, tex.uv[morph.landmark_vertices])
+    assert spot < 15.0, f"a spot {spot:.1f} L darker than the nose around it"

@@ -224,6 +224,20 @@ def nose_highlight(tex, nose_uv: np.ndarray) -> float:
     return float(blur[texture_hull_mask(tex, nose_uv)].max() - L[tex.image_valid].mean())
 
 
+def nose_dark_spot(tex, uv68: np.ndarray) -> float:
+    """How much darker (L, 0..100) the darkest spot of a UV swap texture's upper nose is than what is around it: the
+    black-hat (elliptic kernel, 4% of the UV side) of L, its maximum over the hull of landmark 27 and the nostril
+    wings 31, 35 drawn a quarter of the way up toward it (the nostrils themselves left out). ``uv68`` (68, 2) texel
+    coordinates of the 68 landmarks (the texture's ``uv`` at ``landmark_vertices``). A blotch a source does not
+    have reads 15-25; a nose's own shading under 12."""
+    uv = np.asarray(uv68, np.float64)
+    upper = np.array([uv[27], uv[31] + 0.25 * (uv[27] - uv[31]), uv[35] + 0.25 * (uv[27] - uv[35])])
+    L = _texture_l(tex)
+    k = max(3, int(0.04 * L.shape[0]) | 1)
+    bh = cv2.morphologyEx(L, cv2.MORPH_BLACKHAT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    return float(bh[texture_hull_mask(tex, upper)].max())
+
+
 def texture_hull_mask(tex, points_uv: np.ndarray) -> np.ndarray:
     """(T, T) bool: the texels of a UV swap texture inside the convex hull of ``points_uv`` (K, 2) texel coordinates
     (landmarks of the texture's ``uv``: e.g. 27, 31-35 for the nose)."""

@@ -39,6 +39,7 @@ EYE_HOLE_SCALE = (1.1, 1.15, 1.5)
 LONG_THIN = 0.12  # a thin dark structure outside the features this long (x the texture side) is a strand or a frame
 MIDDLE = 0.08  # the middle of the face (nose, bridge), +- this share of the texture's width about its centre
 HIGHLIGHT_KEEP = 4.0  # L units: the full swap keeps this much of a source's highlight over its surroundings
+HIGHLIGHT_AROUND = 0.02  # ... measured against the texels around it (Gaussian sigma, x the texture side) not taken down
 EYE_REACH = 0.25  # full swap: the vertices within this many eye widths of the source's left-out eye follow the target's
 FORESHORTENED = 0.7  # full swap: a texel facing the camera less than this (normal z) ...
 FACING_GAIN = 0.25  # ... takes its mirror when that one faces it this much more (and is trusted)
@@ -428,8 +429,16 @@ def build_texture(src_image: np.ndarray, src_vertices: np.ndarray, tri: np.ndarr
                     # on a source turned part way the highlights are taken down to HIGHLIGHT_KEEP over their
                     # surroundings (and back toward the skin's chroma), in proportion; on a frontal one (both sides
                     # seen, the mirror doubles nothing) they are its own and stay
-                    excess = np.where(pale & ok & ~lips & ~tight, np.maximum(th - HIGHLIGHT_KEEP, 0.0), 0.0) * turned
+                    taken = pale & ok & ~lips & ~tight
+                    excess = np.where(taken, np.maximum(th - HIGHLIGHT_KEEP, 0.0), 0.0) * turned
                     if excess.any():
+                        # never below what is around it that is not taken down (a pale patch inside a bright
+                        # ridge that is not pale went dark under it: a blotch on the nose)
+                        around = (ok & ~(taken & (th > HIGHLIGHT_KEEP))).astype(np.float32)
+                        sig = max(1.0, HIGHLIGHT_AROUND * t)
+                        ref = cv2.GaussianBlur(lab[..., 0] * around, (0, 0), sig) / np.maximum(
+                            cv2.GaussianBlur(around, (0, 0), sig), 1e-3)
+                        excess = np.minimum(excess, np.maximum(lab[..., 0] - (ref + HIGHLIGHT_KEEP), 0.0))
                         share = (excess / np.maximum(th, 1e-3))[..., None]
                         lab[..., 0] -= excess
                         lab[..., 1:] += share * (mu_ab - lab[..., 1:])
