@@ -648,7 +648,10 @@ def _feature_trust(lm, covered, texels_in, skin_only, loose, thin_dark, highligh
     lower = texels_in([nose_pts[_hull_order(nose_pts)], _grown(lm[31:36], 1.6), chin_pts[_hull_order(chin_pts)]]) \
         & ~upper
     zones = upper | lower | lips
-    dark = (covered & ~skin_only & (True if shaded is None else ~shaded)).astype(np.uint8)
+    non_skin = covered & ~skin_only
+    if shaded is not None:
+        non_skin &= ~shaded
+    dark = non_skin.astype(np.uint8)
     n, labels = cv2.connectedComponents(dark, connectivity=4)
     occluder = np.zeros(dark.shape, bool)
     if n > 1:
