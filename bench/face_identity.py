@@ -129,6 +129,12 @@ def main() -> None:
     morph = MorphableModel.load()
     aligner, detector = fits.engine()
 
+    def record(f, frame: int, track_id: int):
+        """The tree's face record of a bench fit, as the pipeline hands it to ``FrameRenderer``."""
+        return FaceRecord(frame=frame, time=0.0, track_id=track_id, box=np.zeros(4, np.float32), roi=f.roi,
+                          pose=np.concatenate([f.pose, np.zeros(3, np.float32)]), landmarks=f.landmarks,
+                          params=f.params, vertices=fits.vertices(morph, f), ext=f.ext)
+
     class _Engine:
         pass
 
@@ -152,10 +158,7 @@ def main() -> None:
     for name, img in photos.items():
         f = src_fit[name]
         renderer.set_swap_texture(textures[name], **keep_opt)
-        face = FaceRecord(frame=0, time=0.0, track_id=0, box=np.zeros(4, np.float32), roi=f.roi,
-                          pose=np.concatenate([f.pose, np.zeros(3, np.float32)]), landmarks=f.landmarks,
-                          params=f.params, vertices=fits.vertices(morph, f), ext=f.ext)
-        out = renderer.render(img, [face])
+        out = renderer.render(img, [record(f, 0, 0)])
         res["self_swap"][name] = float(np.linalg.norm(desc(out, desc.box(img, f.landmarks)) - src_desc[name]))
         print(f"{args.tag} {name:8s} swapped onto its own photo: {res['self_swap'][name]:.3f} from it", flush=True)
     t_swap: list[float] = []
@@ -178,18 +181,16 @@ def main() -> None:
         eyes = (np.linalg.norm(lm[:, 37, :2] - lm[:, 41, :2], axis=1) + np.linalg.norm(lm[:, 43, :2] - lm[:, 47, :2],
                                                                                         axis=1)) / size
         picks[vname] = [int(np.argmax(mouth)), int(np.argmin(eyes)), len(items) // 2]
+        # one track per video: what the renderer keeps per track (colour statistics) starts afresh; the records
+        # (their meshes) are the same for every source
+        faces = [record(f, k, 1 + args.videos.split(",").index(vname)) for k, _, f in items]
         for name, tex in textures.items():
             renderer.set_swap_texture(tex, **keep_opt)
             d_ss, d_st, d_ts, closer = [], [], [], []
             seams: dict[str, list[float]] = {}
             mouth_changed = []
             row = []
-            for j, ((k, frame, f), (rect, d_t)) in enumerate(zip(items, tgt)):
-                # one track per video: what the renderer keeps per track (colour statistics) starts afresh
-                face = FaceRecord(frame=k, time=0.0, track_id=1 + args.videos.split(",").index(vname),
-                                  box=np.zeros(4, np.float32), roi=f.roi,
-                                  pose=np.concatenate([f.pose, np.zeros(3, np.float32)]), landmarks=f.landmarks,
-                                  params=f.params, vertices=fits.vertices(morph, f), ext=f.ext)
+            for j, ((k, frame, f), (rect, d_t), face) in enumerate(zip(items, tgt, faces)):
                 t0 = time.perf_counter()
                 out = renderer.render(frame, [face])
                 t_swap.append(time.perf_counter() - t0)

@@ -260,8 +260,7 @@ def close_eye(patch: np.ndarray, pts: np.ndarray, t: float) -> tuple[np.ndarray,
     q = np.asarray(pts, np.float64)
     if t <= 0:
         return patch, q
-    order = np.argsort([q[0, 0], q[3, 0]])
-    c0, c1 = (q[0], q[3]) if order[0] == 0 else (q[3], q[0])
+    c0, c1 = (q[0], q[3]) if q[0, 0] <= q[3, 0] else (q[3], q[0])
     up = np.array([c0, *sorted([q[1], q[2]], key=lambda r: r[0]), c1])
     lo = np.array([c0, *sorted([q[5], q[4]], key=lambda r: r[0]), c1])
     if np.any(np.diff(up[:, 0]) <= 0) or np.any(np.diff(lo[:, 0]) <= 0):
@@ -276,7 +275,7 @@ def close_eye(patch: np.ndarray, pts: np.ndarray, t: float) -> tuple[np.ndarray,
     top = u - REACH * gap.max() - 1.0
     ys = (np.arange(4 * h, dtype=np.float64) + 0.5) / 4 - 0.5
     y = ys[:, None]
-    src = y.copy() + np.zeros((1, w))
+    src = np.repeat(y, w, axis=1)
     above = (y >= top) & (y < u2)
     src = np.where(above, top + (y - top) * (u - top) / np.maximum(u2 - top, 1e-6), src)
     between = (y >= u2) & (y <= low) & (gap > 0)

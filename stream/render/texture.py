@@ -622,7 +622,7 @@ def _turn_weight(ok: np.ndarray, covered: np.ndarray) -> float:
     return float(np.clip((abs(shares[0] - shares[1]) - 0.1) / 0.2, 0.0, 1.0))
 
 
-def _feature_trust(lm, covered, texels_in, skin_only, loose, thin_dark, highlight, lips, t, shaded=None):
+def _feature_trust(lm, covered, texels_in, skin_only, loose, thin_dark, highlight, lips, t, shaded):
     """Which texels of a source to trust in the full swap (its own features shown), (T, T) bool, from the skin
     tests and the feature zones of its landmarks ``lm`` (68, 2) frame px; ``covered``: the texels that count (the
     face less the source's eyes and inner mouth), ``thin_dark``: the black-hat test's texels.
@@ -648,10 +648,7 @@ def _feature_trust(lm, covered, texels_in, skin_only, loose, thin_dark, highligh
     lower = texels_in([nose_pts[_hull_order(nose_pts)], _grown(lm[31:36], 1.6), chin_pts[_hull_order(chin_pts)]]) \
         & ~upper
     zones = upper | lower | lips
-    non_skin = covered & ~skin_only
-    if shaded is not None:
-        non_skin &= ~shaded
-    dark = non_skin.astype(np.uint8)
+    dark = (covered & ~skin_only & ~shaded).astype(np.uint8)
     n, labels = cv2.connectedComponents(dark, connectivity=4)
     occluder = np.zeros(dark.shape, bool)
     if n > 1:
