@@ -119,5 +119,6 @@ def test_fast_paths_give_the_same_tracks(tmp_path: Path, d0: Path) -> None:
     for kind in ("torchscript", "none"):
         # pixels; the expression stage's patches follow the network's landmarks, so its 1e-4 differences reach the
         # lids and lips a little amplified (0.0104 px at most on d0; 0.032 px since the mouth's second patch follows
-        # the first's corners and the inner lips have their own unknown)
-        assert np.abs(tracks["onnxruntime"] - tracks[kind]).max() < 0.05
+        # the first's corners and the inner lips have their own unknown; 0.057 px since their gaps are spread 1.3x,
+        # ``expression_stage.spread_lips``). A fast path that diverges moves points by pixels.
+        assert np.abs(tracks["onnxruntime"] - tracks[kind]).max() < 0.1
