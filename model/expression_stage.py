@@ -66,12 +66,12 @@ _SPANS = tuple(np.array(s, np.float64) for s in (FAR_EYE_YAW, NEAR_EYE_YAW, MOUT
 MOUTH_PASSES = 2
 # The network's inner-lip gaps, spread about a pivot: gap' = max(pivot + gain (gap - pivot), 0), anchor units (the
 # mouth's corner-to-corner distance). Like any small regressor it pulls its readings toward the mean opening: on the
-# six training videos the raw gap of its inner lips follows MediaPipe's with a slope of 0.50-0.84 (intercepts 0.00-0.065,
-# median 0.03), and the product's mouth slope (``expression_check.py``) was 0.81 on average (0.61-1.01). Chosen on those
-# six videos, both models (the gain that brings their mean slope to 1; pivot: the raw fits' median intercept, so a
-# closed mouth stays closed): mean slope 0.81 -> 1.00 (min 0.61 -> 0.75; inside the expression issue's 0.75-1.3 6 ->
-# 11 of 12), correlations unchanged (0.870 -> 0.871); on the validation videos s32 and EdMarkey 0.89 -> 1.12
-# (bench/RESULTS.md, "The network's lip gaps, spread").
+# six training videos the raw gap of its inner lips follows MediaPipe's with a slope of 0.50-0.84 (intercepts
+# 0.00-0.065, median 0.03), and the product's mouth slope (``expression_check.py``) was 0.81 on average (0.61-1.01).
+# Chosen on those six videos, both models (the gain that brings their mean slope to 1; pivot: the raw fits' median
+# intercept, so a closed mouth stays closed): mean slope 0.81 -> 1.00 (min 0.61 -> 0.75; inside the expression issue's
+# 0.75-1.3 6 -> 11 of 12), correlations unchanged (0.870 -> 0.871); on the validation videos s32 and EdMarkey 0.89 ->
+# 1.12 (bench/RESULTS.md, "The network's lip gaps, spread").
 LIP_GAIN = 1.3
 LIP_PIVOT = 0.03
 # (upper, lower) rows of the inner lips' facing pairs in the mouth network's points (61-67, 62-66, 63-65)
