@@ -18,6 +18,7 @@ import cv2
 import numba as nb
 import numpy as np
 
+from model.dense_fit import INNER_LIP_PAIRS
 from model.expression_ext import N_EXT
 from model.expression_fit import FitBasis, FitWeights, fit_expression
 from model.expression_net import ExpressionNet, build_runner, load_expression_net
@@ -74,8 +75,8 @@ MOUTH_PASSES = 2
 # 1.12 (bench/RESULTS.md, "The network's lip gaps, spread").
 LIP_GAIN = 1.3
 LIP_PIVOT = 0.03
-# (upper, lower) rows of the inner lips' facing pairs in the mouth network's points (61-67, 62-66, 63-65)
-_LIP_PAIRS = np.array([[MOUTH.points.index(a), MOUTH.points.index(b)] for a, b in ((61, 67), (62, 66), (63, 65))])
+# (upper, lower) rows of the inner lips' facing pairs in the mouth network's points
+_LIP_PAIRS = np.array([[MOUTH.points.index(a), MOUTH.points.index(b)] for a, b in INNER_LIP_PAIRS])
 _MOUTH = PARTS.index(MOUTH)
 _NO_EYES = np.zeros((0, 1) + RIGHT_EYE.size, np.float32)
 _ROW_OF = _ORDER - np.array([0, len(RIGHT_EYE.points), len(RIGHT_EYE.points) + len(LEFT_EYE.points)])[_PART_OF]

@@ -217,8 +217,8 @@ def make_batch(faces: FaceSet, idx: np.ndarray, rng: np.random.Generator, augmen
             else:
                 shut = (t, 0.0) if rng.random() < 0.5 else (0.0, t)
         aff = part_affines(anchors[None])
-        for spec, dest, j, lab, tk in ((RIGHT_EYE, eyes, k, eye_pts, shut[0]), (LEFT_EYE, eyes, b + k, eye_pts, shut[1]),
-                                       (MOUTH, mouths, k, mouth_pts, 0.0)):
+        for spec, dest, j, lab, tk in ((RIGHT_EYE, eyes, k, eye_pts, shut[0]),
+                                       (LEFT_EYE, eyes, b + k, eye_pts, shut[1]), (MOUTH, mouths, k, mouth_pts, 0.0)):
             a = aff[spec.name]
             patch = cut(np.ascontiguousarray(img), a[0], spec)
             q = apply_affine(a, p[list(spec.points)][None])[0]

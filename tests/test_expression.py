@@ -507,6 +507,7 @@ def _visibility_reference(params: np.ndarray) -> np.ndarray:
 def test_spread_lips_moves_the_inner_lips_apart_about_their_midline() -> None:
     """Known answers: with gain 1.3 and pivot 0.03 a 0.10 gap becomes 0.121, a 0.02 gap 0.017, a shut mouth stays
     shut (no lips crossing); each pair keeps its midpoint, x and every other point stay where they were."""
+    from model.dense_fit import INNER_LIP_PAIRS
     from model.expression_patches import MOUTH
     from model.expression_stage import spread_lips
 
@@ -514,13 +515,13 @@ def test_spread_lips_moves_the_inner_lips_apart_about_their_midline() -> None:
     pm = rng.normal(0, 0.3, (3, 20, 2)).astype(np.float32)
     gaps = (0.10, 0.02, 0.0)
     for i, g in enumerate(gaps):
-        for up, down in ((61, 67), (62, 66), (63, 65)):
+        for up, down in INNER_LIP_PAIRS:
             u, d = MOUTH.points.index(up), MOUTH.points.index(down)
             pm[i, d, 1] = pm[i, u, 1] + g
     before = pm.copy()
     spread_lips(pm, 1.3, 0.03)
     for i, want in enumerate((0.121, 0.017, 0.0)):
-        for up, down in ((61, 67), (62, 66), (63, 65)):
+        for up, down in INNER_LIP_PAIRS:
             u, d = MOUTH.points.index(up), MOUTH.points.index(down)
             assert pm[i, d, 1] - pm[i, u, 1] == pytest.approx(want, abs=1e-6)
             assert pm[i, d, 1] + pm[i, u, 1] == pytest.approx(before[i, d, 1] + before[i, u, 1], abs=1e-6)
@@ -577,8 +578,10 @@ def _reference_points(stage, frame: np.ndarray, lm: np.ndarray) -> np.ndarray:
         lm[:, 48:68] = units_to_frame(pm, frames[2, :, 0], frames[2, :, 1], frames[2, :, 2])
         frames, aff = frames_and_affines(lm)
         pm = stage._run(eyes[:0], np.stack([patch(aff[2, i], PARTS[2]) for i in range(n)]))[1]
+    from model.dense_fit import INNER_LIP_PAIRS
+
     pm = np.array(pm, np.float64)
-    for up, down in ((61, 67), (62, 66), (63, 65)):  # the inner lips' gaps spread about the pivot
+    for up, down in INNER_LIP_PAIRS:  # the inner lips' gaps spread about the pivot
         u, d = up - 48, down - 48
         gain, pivot = stage.lip_gain
         mid, gap = (pm[:, u, 1] + pm[:, d, 1]) / 2, pm[:, d, 1] - pm[:, u, 1]
