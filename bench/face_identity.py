@@ -199,7 +199,10 @@ def main() -> None:
                 d_st.append(float(np.linalg.norm(d_s - d_t)))
                 d_ts.append(float(np.linalg.norm(d_t - src_desc[name])))
                 closer.append(d_ss[-1] < d_st[-1])
-                for key, val in quality.seam_ratios(out, frame, f.landmarks).items():
+                # the seams against the frame as the holes show it (the target's inner eyes laid into the source's
+                # eye outline, where the tree does that), so every hole's boundary is measured
+                ref = renderer.swap_reference(frame, [face]) if hasattr(renderer, "swap_reference") else frame
+                for key, val in quality.seam_ratios(out, ref, f.landmarks).items():
                     seams.setdefault(key, []).append(val)
                 for key, val in quality.tone_steps(out, frame, f.landmarks).items():
                     seams.setdefault(f"tone_{key}", []).append(val)

@@ -73,6 +73,7 @@ def main() -> None:
     from model.raster.zbuffer import rasterize
     from stream.app import fit_swap_texture
     from stream.render.overlays import render_overlay
+    from stream.render import swap as swap_module
     from stream.render.swap import swap_faces
 
     morph = MorphableModel.load()
@@ -101,6 +102,7 @@ def main() -> None:
         frames, vfits = fits.fit_video(path, n, step)
         outside, cover, seams, mouth_bad, mouth_n = [], [], [], [], 0
         boundary: dict[str, list[float]] = {}
+        track: dict = {}  # the target's state across the video (its open-eye level, colour statistics)
         for k, (frame, f) in enumerate(zip(frames, vfits)):
             if f is None:
                 continue
@@ -113,10 +115,16 @@ def main() -> None:
             outside.append(o)
             cover.append(c)
             t0 = time.perf_counter()
-            out = swap_faces(frame, [v], morph.tri, textures["plain"], landmarks=[lm])
+            out = swap_faces(frame, [v], morph.tri, textures["plain"], landmarks=[lm], color_states=[track])
             t_swap.append(time.perf_counter() - t0)
-            seams.append(quality.seam_ratio(out, frame))
-            for key, val in quality.seam_ratios(out, frame, lm).items():
+            # against the frame as the holes show it: the target's inner eyes laid into the source's eye outline
+            # (trees that do that), so every hole's boundary is measured
+            ref = frame
+            if track.get("shown_eyes") is not None and hasattr(swap_module, "lay_target_eyes"):
+                ref = frame.copy()
+                swap_module.lay_target_eyes(ref, frame, lm, track["shown_eyes"])
+            seams.append(quality.seam_ratio(out, ref))
+            for key, val in quality.seam_ratios(out, ref, lm).items():
                 boundary.setdefault(key, []).append(val)
             size = quality.face_size(lm)
             if lm[66, 1] - lm[62, 1] > 0.04 * size:  # the inner-lip gap is open

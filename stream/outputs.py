@@ -91,6 +91,20 @@ class FrameRenderer:
         return out
 
 
+    def swap_reference(self, image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
+        """The frame as the last swap's holes show it (for seam measures): a copy of ``image`` with each face's inner
+        eyes laid into the eyes the swap showed (``stream.render.swap.lay_target_eyes``); the image itself where the
+        swap showed the target's own eyes."""
+        from stream.render.swap import lay_target_eyes
+
+        out = image.copy()
+        for f in faces:
+            eyes = self._color_states.get(f.track_id, {}).get("shown_eyes")
+            if eyes is not None:
+                lay_target_eyes(out, image, f.landmarks, eyes)
+        return out
+
+
 class VideoOut:
     """Annotated (or, without a renderer, original) frames to a video file, with the source's sound when ``audio``
     and the source has some (``VideoInfo.audio``)."""

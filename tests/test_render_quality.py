@@ -14,7 +14,7 @@ import pytest
 from model.morphable import MorphableModel
 from model.raster.zbuffer import rasterize
 from stream.render import quality
-from stream.render.swap import swap_faces
+from stream.render.swap import lay_target_eyes, swap_faces
 from stream.render.texture import build_texture
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
@@ -135,13 +135,44 @@ def test_blend_boundary_adds_no_edge(morph, videos, jolie):
     """Every boundary of the blend: the face's contour and each hole (the target's inner eyes and mouth)."""
     _, tex, _ = jolie
     per: dict[str, list[float]] = {}
+    track: dict = {}  # the target's state over the clip (its open-eye level; the eyes the swap showed)
     for frame, f in videos["d10"]:
-        out = swap_faces(frame, [_verts(morph, f)], morph.tri, tex, landmarks=[f.landmarks])
-        for key, val in quality.seam_ratios(out, frame, f.landmarks).items():
+        out = swap_faces(frame, [_verts(morph, f)], morph.tri, tex, landmarks=[f.landmarks], color_states=[track])
+        # against the frame as the holes show it: the target's inner eyes carried into the source's eye outline
+        ref = frame.copy()
+        lay_target_eyes(ref, frame, f.landmarks, track["shown_eyes"])
+        for key, val in quality.seam_ratios(out, ref, f.landmarks).items():
             per.setdefault(key, []).append(val)
     assert {"outer", "eye_r", "eye_l", "mouth"} <= set(per)
     for key, vals in per.items():
         assert np.nanmean(vals) <= 1.3, f"seam gradient energy at {key}: {np.nanmean(vals):.2f}x the original's"
+
+
+def test_seam_measure_sees_a_hard_edge_around_a_carried_eye(morph, videos, jolie, monkeypatch):
+    """The eyes' holes lie in the source's outline with the target's iris carried into it: measured against the
+    frame as the holes show it, a hole cut without its feather is caught at the eyes (over the limit, and well over
+    the feathered hole's figure on the same frames)."""
+    from stream.render import swap as swap_module
+
+    _, tex, _ = jolie
+
+    def eye_seams() -> dict[str, float]:
+        per: dict[str, list[float]] = {}
+        track: dict = {}
+        for frame, f in videos["d10"][:6]:
+            out = swap_faces(frame, [_verts(morph, f)], morph.tri, tex, landmarks=[f.landmarks],
+                             color_states=[track], blend="alpha")
+            ref = frame.copy()
+            lay_target_eyes(ref, frame, f.landmarks, track["shown_eyes"])
+            for key, val in quality.seam_ratios(out, ref, f.landmarks).items():
+                per.setdefault(key, []).append(val)
+        return {k: float(np.nanmean(per[k])) for k in ("eye_r", "eye_l")}
+
+    soft = eye_seams()
+    monkeypatch.setattr(swap_module, "HOLE_FEATHER", 0.0)
+    hard = eye_seams()
+    for k in ("eye_r", "eye_l"):
+        assert hard[k] > 1.3 and hard[k] > 1.2 * soft[k], (soft, hard)
 
 
 def test_seam_measure_sees_a_hard_edge_at_an_inner_hole(videos):

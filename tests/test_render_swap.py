@@ -9,6 +9,7 @@ import pytest
 
 from model.raster.mesh import grid_mirror
 from model.raster.zbuffer import rasterize
+from stream.render import swap as swap_module
 from stream.render.swap import BLENDS, build_texture, face_region, swap_faces
 from tests.test_render_overlays import synthetic_face
 
@@ -293,5 +294,95 @@ def test_hole_ramps_are_smooth():
     profile = out[25:51, 80, 1].astype(float)  # down from the forehead into the eye's hole (its edge near y = 42)
     assert profile[-1] == 0 and profile[0] > 250
     ramp = np.nonzero((profile > 5) & (profile < 250))[0]
-    assert len(ramp) >= 4, f"the hole's edge ramps over {len(ramp)} px"
+    feather = swap_module.HOLE_FEATHER * 40  # px: the eye is 40 px wide
+    assert len(ramp) >= min(feather - 1, 4), f"the hole's edge ramps over {len(ramp)} px (feather {feather:.1f} px)"
     assert np.abs(np.diff(profile)).max() < 0.35 * 255
+
+
+def _eyed_texture():
+    """A full-swap texture of the synthetic face (70 px at (100, 60)) whose source eyes are 15 px wide and 6 px open
+    (aspect 0.4): right eye corners (75, 50) - (90, 50), left 35 px to the right."""
+    v, tri, _ = synthetic_face(100, 60, size=70)
+    lm = np.zeros((68, 2), np.float32)
+    lm[36:42] = [[75, 50], [80, 47], [85, 47], [90, 50], [85, 53], [80, 53]]
+    lm[42:48] = lm[36:42] + [35, 0]
+    lm[60:68] = [[90, 80], [100, 76], [110, 80], [110, 80], [110, 80], [100, 86], [90, 80], [90, 80]]
+    return build_texture(gradient_image(), v, tri, GRID, landmarks=lm, texture_size=64), v, tri, lm
+
+
+def test_source_eyes_keep_the_source_outline_where_the_mesh_puts_it_and_blink_with_the_target():
+    """The eyes the full swap shows are the source's own (its photo's eye landmarks) carried by the mesh: on a
+    target mesh that is the source's moved and scaled, they are the source's eyes moved and scaled the same way,
+    whatever the target's eye outline; the upper lid follows the target's opening over its open level."""
+    tex, v, _, src_lm = _eyed_texture()
+    scale, shift = 1.2, np.array([13.0, -4.0])
+    target_v = v.copy()
+    target_v[:, :2] = v[:, :2] * scale + shift
+    expected = src_lm[36:48] * scale + shift
+    lm = np.zeros((68, 2))
+    lm[36:42] = [[88, 52], [94, 49], [100, 49], [106, 52], [100, 55], [94, 55]]  # a target eye 18 px wide, 6 open
+    lm[42:48] = lm[36:42] + [42, 0]
+    state: dict = {}
+    shown = swap_module.source_eyes(target_v, tex, lm, state)
+    assert np.abs(shown - expected).max() < 0.05
+    assert np.allclose(state["eye_open"], 6 / 18)
+    half = lm.copy()
+    half[[37, 38, 43, 44], 1] += 3  # both upper lids half way down: opening 3 of 6
+    shown = swap_module.source_eyes(target_v, tex, half, state)
+    lower = expected[[5, 4, 11, 10]]
+    assert np.abs(shown[[1, 2, 7, 8]] - (lower + 0.5 * (expected[[1, 2, 7, 8]] - lower))).max() < 0.05
+    assert np.abs(shown[[0, 3, 4, 5, 6, 9, 10, 11]] - expected[[0, 3, 4, 5, 6, 9, 10, 11]]).max() < 0.05
+    assert np.allclose(state["eye_open"], 6 / 18)  # a blink leaves the open level as it is
+    wide = lm.copy()
+    wide[[37, 38, 43, 44], 1] -= 1.8  # eyes opened wide: 7.8 of 6
+    shown = swap_module.source_eyes(target_v, tex, wide, state)
+    level = 6 / 18 + swap_module.OPEN_RATE * (7.8 / 18 - 6 / 18)  # the open level moves a little toward it
+    assert np.allclose(state["eye_open"], level)
+    k = (7.8 / 18) / level
+    assert 1.2 < k < swap_module.OPEN_MAX
+    assert np.abs(shown[[1, 2, 7, 8]] - (lower + k * (expected[[1, 2, 7, 8]] - lower))).max() < 0.05
+
+
+def test_the_target_inner_eye_is_laid_into_the_shown_eye():
+    """The target's iris moves with its eye coordinates into the eye the swap shows: a dot at the target's eye
+    centre lands at the shown eye's centre, a dot on its upper lid on the shown upper lid; far from the eyes
+    nothing changes."""
+    frame = np.full((100, 160, 3), 200, np.uint8)
+    lm = np.zeros((68, 2))
+    lm[36:42] = [[40, 50], [46, 46], [54, 46], [60, 50], [54, 54], [46, 54]]  # 20 px wide, 8 open, centre (50, 50)
+    lm[42:48] = lm[36:42] + [60, 0]
+    frame[49:52, 49:52] = (0, 0, 255)  # the iris, at the target's eye centre
+    shown = lm[36:48].copy() + [6, 3]  # the source's eyes: 6 px right, 3 down, 1.2x as open
+    shown[[1, 2, 7, 8], 1] -= 0.8
+    shown[[4, 5, 10, 11], 1] += 0.8
+    out = frame.copy()
+    swap_module.lay_target_eyes(out, frame, lm, shown)
+    assert (out[53, 56] == (0, 0, 255)).all() and (out[50, 50] == 200).all()
+    assert np.array_equal(out[:, :30], frame[:, :30]) and np.array_equal(out[70:], frame[70:])
+    closed = lm.copy()
+    closed[[37, 38, 40, 41], 1] = 50  # the target's right eye shut: no hole there, nothing laid
+    out2 = frame.copy()
+    swap_module.lay_target_eyes(out2, frame, closed, shown)
+    assert np.array_equal(out2[:, :80], frame[:, :80])
+
+
+def test_full_swap_shows_the_target_iris_inside_the_source_outline():
+    """Through the product path (``swap_faces`` with a track's state): where the source's eye opening lies off the
+    target's, the hole is the source's and shows the target's iris moved into it, not the target's own lids."""
+    tex, v, tri, src_lm = _eyed_texture()
+    frame = np.full((120, 200, 3), 180, np.uint8)
+    lm = synthetic_landmarks(100, 60, 70)
+    lm[36:42, :2] = src_lm[36:42] + [0, -3]  # the target's eyes 3 px above the source's outline on this mesh
+    lm[42:48, :2] = src_lm[42:48] + [0, -3]
+    lm[60:68, :2] = src_lm[60:68]
+    c = lm[36:42, :2].mean(0).round().astype(int)
+    frame[c[1] - 1:c[1] + 2, c[0] - 1:c[0] + 2] = (255, 0, 0)  # the target's iris
+    state: dict = {}
+    out = swap_faces(frame, [v], tri, tex, landmarks=[lm], color_states=[state])
+    shown = state["shown_eyes"]
+    assert np.abs(shown[:6] - src_lm[36:42]).max() < 0.5
+    s = shown[:6].mean(0).round().astype(int)
+    assert (out[s[1], s[0]] == (255, 0, 0)).all()
+    ref = frame.copy()
+    swap_module.lay_target_eyes(ref, frame, lm, shown)
+    assert np.array_equal(out[s[1] - 1:s[1] + 2, s[0] - 1:s[0] + 2], ref[s[1] - 1:s[1] + 2, s[0] - 1:s[0] + 2])

@@ -2,9 +2,13 @@
 
 The full swap (default) shows the source's face on the target's motion: the source's brows, lids, lashes, eye
 surroundings, nose, lips and facial hair (``texture.build_texture(features=True)``), with only the target's inner
-eyes (iris and sclera) and inner mouth showing through, and the target's lighting. The texture's left-out eye
-openings are laid into the target's (``eyes_to_target``): as the target blinks, the source's lids close. The
-targets' vertices may carry the source's 3DMM shape (``stream.render.swap_shape``, applied by ``FrameRenderer``).
+eyes (iris and sclera) and inner mouth showing through, and the target's lighting. The eyes keep the source's own
+lid outline (``EYE_OUTLINE``): its eye landmarks carried onto the target's mesh (``source_eyes``), opened and closed
+by the target's opening over the track's open level, and the texture's left-out eye openings are laid into them
+(``eyes_to_target``): as the target blinks or widens its eyes, the source's lids do. The target's iris and sclera are
+carried into that outline corner to corner (``lay_target_eyes``; the iris keeps its shape, the source's lids cover
+what does not fit, and the hole is where both openings overlap). The targets' vertices may carry the source's 3DMM
+shape (``stream.render.swap_shape``, applied by ``FrameRenderer``).
 The per-face pixel work runs in ``stream.render.swap_kernels``. ``keep_target_eyes`` keeps the target's whole eyes
 and brows instead (the swap before the full one).
 
@@ -39,19 +43,21 @@ import numpy as np
 from stream.render import composite
 from stream.render import swap_kernels as kernels
 from model.raster.zbuffer import RasterBuffers, rasterize
-from stream.render.texture import (FaceTexture, brow_polygons, build_texture, eye_polygons,  # noqa: F401 (API)
-                                   face_region, feature_polygons, inner_mouth_polygon)
+from stream.render.texture import (FaceTexture, brow_polygons, build_texture,  # noqa: F401 (API)
+                                   eye_polygons, eye_positions, face_region, feature_polygons, inner_mouth_polygon)
 
 BLENDS = ("alpha", "pyramid", "seamless")
 EDGE_FEATHER = 0.05  # UV units (about a fraction of the face width) of the feather along the face's contour
 TONE_MATCH = np.array([0.8, 0.5, 0.5], np.float32)  # share of the way the source's mean L, a, b move to the target's
 GAIN_RANGE = (0.8, 1.25)  # the source's colour contrast may follow the target's within this factor
 RELIGHT_RANGE = (0.7, 1.45)  # the target's light over the source's (each a smooth fit), applied to the source's L
-EYE_HOLE = (1.0, 0.9, 1.0)  # the target's inner eye (texture.eye_polygons): along the eye, upper side, lower side
+EYE_HOLE = (1.0, 0.6, 0.7)  # the target's inner eye (texture.eye_polygons): along the eye, upper side, lower side
+# (inside the lid curves: with the feather the source's own lash lines cover the lids' margins, as the source's lids
+# cover the top of an iris; at (1.0, 0.9, 1.0) half of the target's lash line showed around the source's)
 MOUTH_HOLE = 1.0  # the target's inner mouth: its inner-lip polygon grown this much about its centre
 KEEP_FEATHER = 0.15  # keep_target_eyes: the ramp around the target's eyes and brows, x 0.2 x the face's size
 MOUTH_FEATHER = 0.15  # the ramp around the inner mouth, x its width (its seam is the one nearest the limit)
-HOLE_FEATHER = 0.12  # the ramp around a hole (inner eye, inner mouth), x the hole's width
+HOLE_FEATHER = 0.10  # the ramp around an eye's hole, x the eye's width
 FOREHEAD_TONE = 0.15  # UV units below the mesh's top edge over which the swap's local tone meets the target's: to the
 # brows (0.15-0.21 below it on the mean face), whose tone stays the source's (0.10 left the line half there)
 FOREHEAD_ROWS = (0.1, 0.3)  # texture rows (0 top, 1 bottom): the forehead fully above the first, not below the second
@@ -59,6 +65,11 @@ DARK_SKIN = 3.0  # target "skin" pixels this many robust std of L under its medi
 FOREHEAD_BLUR = 0.05  # the local tone's blur (Gaussian sigma), x the face's size
 LIGHT_STEP = 6  # the light planes are fitted on every LIGHT_STEP-th pixel (rows and columns) of the skin
 CLOSED_EYE = 0.06  # an eye whose aspect ratio (lid gap over width) is under this shows none of the target's eye
+EYE_OUTLINE = "source"  # full swap: whose lid outline the eyes show ("source": the source's, "target": the target's)
+OPEN_RATE = 0.05  # a track's open-eye level: an exponential average of its eyes' opening (this weight a frame) ...
+OPEN_BLINK = 0.7  # ... over the frames where an eye is open more than this share of the level (not in a blink)
+OPEN_MAX = 1.6  # the source's opening follows the target's over its open level up to this factor (a wide eye)
+OPEN_EYE = 0.28  # the open level (lid gap over width) of a target without a track's state
 _LAB8_SCALE = np.array([255 / 100, 1, 1], np.float32)  # OpenCV 8-bit Lab = (L * 255/100, a + 128, b + 128)
 _LAB8_OFFSET = np.array([0, 128, 128], np.float32)
 
@@ -199,10 +210,19 @@ def swap_faces(frame: np.ndarray, targets: Sequence[np.ndarray], tri: np.ndarray
     buffers = RasterBuffers.create(h, w, attrs.shape[1]) if buffers is None else buffers.ensure(h, w, attrs.shape[1])
     buffers.clear()
     boxes = []
+    shown_eyes: list[np.ndarray | None] = []  # per target: the eyes the swap shows (12, 2) frame px, None: its own
     for i, v in enumerate(targets):
         v = np.ascontiguousarray(v, np.float32)
         if landmarks is not None and keep_features and not keep_target_eyes:
-            v = eyes_to_target(v, texture, landmarks[i])
+            eyes = None
+            if EYE_OUTLINE == "source":
+                eyes = source_eyes(v, texture, landmarks[i], None if color_states is None else color_states[i])
+                if color_states is not None:
+                    color_states[i]["shown_eyes"] = eyes
+            shown_eyes.append(eyes)
+            v = eyes_to_target(v, texture, landmarks[i], eyes)
+        else:
+            shown_eyes.append(None)
         before = buffers.bbox.copy()
         buffers.bbox[:] = (h, 0, w, 0)
         rasterize(v, tri, attrs, buffers=buffers, clear=False, tri_offset=i * n_tri)
@@ -217,7 +237,7 @@ def swap_faces(frame: np.ndarray, targets: Sequence[np.ndarray], tri: np.ndarray
         lm = None if landmarks is None or not keep_features else landmarks[i]
         state = None if color_states is None else color_states[i]
         _swap_one(out, frame, buffers, texture, i * n_tri, (i + 1) * n_tri, (y0, y1, x0, x1), lm, blend, color_match,
-                  relight, erode, feather, state, color_smoothing, keep_target_eyes)
+                  relight, erode, feather, state, color_smoothing, keep_target_eyes, shown_eyes[i])
     return out
 
 
@@ -233,12 +253,41 @@ def _hole_ramp(alpha, poly, y0, y1, x0, x1, feather):
 
 
 @nb.njit(cache=True, nogil=True)
-def _segment_distance(poly, y0, y1, x0, x1):
-    """(y1 - y0, x1 - x0) float32: distance from each pixel centre (x, y) of the box to the closed polyline (K, 2),
-    0 inside the polygon (even-odd rule)."""
-    out = np.empty((y1 - y0, x1 - x0), np.float32)
+def _hole_ramp_clipped(alpha, poly, clip, y0, y1, x0, x1, feather):
+    """``alpha[y0:y1, x0:x1] *=`` the larger of the smoothstep ramps (over ``feather`` px) of two polygons: a hole
+    where both overlap. The clip polygon's distance is only taken where the first one's ramp is under 1."""
+    seg = _segments(poly)
+    cseg = _segments(clip)
+    # one polygon inside the other: the hole is that one, its ramp alone (the other's is never larger)
+    both = True
+    if _all_inside(poly, cseg):
+        both = False
+    elif _all_inside(clip, seg):
+        seg = cseg
+        both = False
+    inv = 1.0 / feather
+    for y in range(y0, y1):
+        for x in range(x0, x1):
+            r = min(_poly_distance(seg, x, y) * inv, 1.0)
+            if r < 1.0 and both:
+                r = max(r, min(_poly_distance(cseg, x, y) * inv, 1.0))
+            alpha[y, x] *= r * r * (3.0 - 2.0 * r)
+
+
+@nb.njit(cache=True, nogil=True)
+def _all_inside(pts, seg):
+    """Whether every point (K, 2) lies inside the closed polyline of ``_segments``."""
+    for i in range(pts.shape[0]):
+        if _poly_distance(seg, pts[i, 0], pts[i, 1]) > 0.0:
+            return False
+    return True
+
+
+@nb.njit(cache=True, nogil=True)
+def _segments(poly):
+    """Per segment of a closed polyline (K, 2): start (x, y), direction (x, y), 1 / squared length, dx / dy."""
     k = poly.shape[0]
-    seg = np.empty((k, 6))  # per segment: start (x, y), direction (x, y), 1 / squared length, dx / dy (crossings)
+    seg = np.empty((k, 6))
     for i in range(k):
         ax = poly[i, 0]
         ay = poly[i, 1]
@@ -251,44 +300,136 @@ def _segment_distance(poly, y0, y1, x0, x1):
         seg[i, 3] = by
         seg[i, 4] = 1.0 / ll if ll > 1e-12 else 0.0
         seg[i, 5] = bx / by if by != 0.0 else 0.0
+    return seg
+
+
+@nb.njit(cache=True, nogil=True)
+def _poly_distance(seg, x, y):
+    """Distance from (x, y) to the closed polyline of ``_segments``, 0 inside it (even-odd rule)."""
+    best = 1e30
+    inside = False
+    for i in range(seg.shape[0]):
+        ax = seg[i, 0]
+        ay = seg[i, 1]
+        by = seg[i, 3]
+        if (ay > y) != (ay + by > y) and x < ax + (y - ay) * seg[i, 5]:
+            inside = not inside
+        bx = seg[i, 2]
+        px = x - ax
+        py = y - ay
+        t = min(max((px * bx + py * by) * seg[i, 4], 0.0), 1.0)
+        dx = px - t * bx
+        dy = py - t * by
+        d = dx * dx + dy * dy
+        if d < best:
+            best = d
+    return 0.0 if inside else np.sqrt(best)
+
+
+@nb.njit(cache=True, nogil=True)
+def _segment_distance(poly, y0, y1, x0, x1):
+    """(y1 - y0, x1 - x0) float32: distance from each pixel centre (x, y) of the box to the closed polyline (K, 2),
+    0 inside the polygon (even-odd rule)."""
+    out = np.empty((y1 - y0, x1 - x0), np.float32)
+    seg = _segments(poly)
     for y in range(y0, y1):
         for x in range(x0, x1):
-            best = 1e30
-            inside = False
-            for i in range(k):
-                ax = seg[i, 0]
-                ay = seg[i, 1]
-                by = seg[i, 3]
-                if (ay > y) != (ay + by > y) and x < ax + (y - ay) * seg[i, 5]:
-                    inside = not inside
-                bx = seg[i, 2]
-                px = x - ax
-                py = y - ay
-                t = min(max((px * bx + py * by) * seg[i, 4], 0.0), 1.0)
-                dx = px - t * bx
-                dy = py - t * by
-                d = dx * dx + dy * dy
-                if d < best:
-                    best = d
-            out[y - y0, x - x0] = 0.0 if inside else np.sqrt(best)
+            out[y - y0, x - x0] = _poly_distance(seg, x, y)
     return out
 
 
-def eyes_to_target(v: np.ndarray, texture: FaceTexture, landmarks: np.ndarray) -> np.ndarray:
+def eyes_to_target(v: np.ndarray, texture: FaceTexture, landmarks: np.ndarray,
+                   eyes: np.ndarray | None = None) -> np.ndarray:
     """The target's vertices (V, 3) with those in and around the source's left-out eyes (``texture.eye_vertices``)
-    laid into the target's eyes by their eye coordinates (its 68 ``landmarks``): the texture's eye opening fills
-    the target's (where the target's inner eye shows through) and closes with it; the lid skin around it keeps its
-    width. Blended into the mesh's own positions over ``EYE_REACH`` eye widths past the opening. A copy when
-    anything moves."""
+    laid into the eyes shown by their eye coordinates: the target's own (its 68 ``landmarks``) or ``eyes`` (12, 2)
+    frame px (:func:`source_eyes`): the texture's eye opening fills that opening (where the target's inner eye
+    shows through) and closes with it; the lid skin around it keeps its width. Blended into the mesh's own positions
+    over ``EYE_REACH`` eye widths past the opening. A copy when anything moves."""
     if not texture.eye_vertices:
         return v
     from stream.render.texture import EYE_HOLE_SCALE, EYE_REACH, _eye_band
 
     lm = np.asarray(landmarks, np.float64)[:, :2]
+    shown = lm[36:48] if eyes is None else np.asarray(eyes, np.float64)
     out = v.copy()
-    for (idx, ste), sl in zip(texture.eye_vertices, (slice(36, 42), slice(42, 48))):
+    for (idx, ste), sl in zip(texture.eye_vertices, (slice(0, 6), slice(6, 12))):
         if len(idx) > 0:
-            _eye_into(out, v, idx, ste, *_eye_band(lm[sl], *EYE_HOLE_SCALE[1:]), EYE_REACH)
+            _eye_into(out, v, idx, ste, *_eye_band(shown[sl], *EYE_HOLE_SCALE[1:]), EYE_REACH)
+    return out
+
+
+def eye_opening(eye: np.ndarray) -> float:
+    """An eye's aspect ratio from its 6 landmarks (6, 2) px: the mean lid gap (1-5, 2-4) over the corner distance."""
+    eye = np.asarray(eye, np.float64)
+    width = float(np.hypot(*(eye[3] - eye[0])))
+    return float(np.hypot(*(eye[1] - eye[5])) + np.hypot(*(eye[2] - eye[4]))) / (2 * max(width, 1e-6))
+
+
+def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The least-squares similarity (2, 3) float64 taking points src (K, 2) to dst (K, 2) (Umeyama, no reflection;
+    two points: exactly)."""
+    a = src[:, 0] + 1j * src[:, 1]
+    b = dst[:, 0] + 1j * dst[:, 1]
+    ma, mb = a.mean(), b.mean()
+    a, b = a - ma, b - mb
+    var = float((a.real * a.real + a.imag * a.imag).sum())
+    z = complex((a.conjugate() * b).sum()) / var if var > 1e-9 else 1.0 + 0.0j  # scale x (cos + i sin)
+    t = mb - z * ma
+    return np.array([[z.real, -z.imag, t.real], [z.imag, z.real, t.imag]])
+
+
+def _eye_rings(texture: FaceTexture) -> list:
+    """Per eye of a full-swap texture: the eye-ring vertices (index (K,)) and their places in the source photo
+    (K, 2) (the lid skin past the opening, what the target's blink moves least); cached on the texture."""
+    from stream.render.texture import EYE_HOLE_SCALE
+
+    key = (id(texture.eye_vertices), id(texture.eye_landmarks))
+    cached = texture.__dict__.get("_eye_rings")
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    rings = []
+    for (idx, ste), sl in zip(texture.eye_vertices, (slice(0, 6), slice(6, 12))):
+        ring = ste[:, 2] > 0.02
+        rings.append((idx[ring], eye_positions(ste[ring], np.asarray(texture.eye_landmarks[sl], np.float64),
+                                               *EYE_HOLE_SCALE[1:])))
+    texture.__dict__["_eye_rings"] = (key, rings)
+    return rings
+
+
+def source_eyes(v: np.ndarray, texture: FaceTexture, landmarks: np.ndarray, state: dict | None = None
+                ) -> np.ndarray | None:
+    """The source's own eyes on a target (12, 2) float64 frame px (right 36-41, then left 42-47), or None when the
+    texture has none: each eye's landmarks (``texture.eye_landmarks``) carried onto the target's mesh ``v`` (V, 3)
+    by the similarity that best takes the texture's eye-ring vertices from the source photo to ``v`` (the lid skin
+    past the opening: the source's outline, size and slant where the mesh puts its eye), then its upper lid moved
+    toward or away from the lower one by the target's opening over its open level (from its ``landmarks`` (68, 2)
+    px; up to ``OPEN_MAX``), so the source's lids blink and widen with the target's. ``state``, a track's dict,
+    keeps that level: an exponential average (``OPEN_RATE``) of the eye's opening over the frames it is not in a
+    blink (``OPEN_BLINK``), starting at the first frame's; without one the level is ``OPEN_EYE``."""
+    src = texture.eye_landmarks
+    if src is None or not texture.eye_vertices:
+        return None
+    lm = np.asarray(landmarks, np.float64)[:, :2]
+    src = np.asarray(src, np.float64)
+    out = np.empty((12, 2))
+    level = None if state is None else state.get("eye_open")
+    opens = np.array([eye_opening(lm[36:42]), eye_opening(lm[42:48])])
+    if level is None:
+        level = np.maximum(opens, OPEN_EYE) if state is None else np.maximum(opens, 0.5 * OPEN_EYE)
+    else:
+        level = level + np.where(opens > OPEN_BLINK * level, OPEN_RATE, 0.0) * (opens - level)
+    if state is not None:
+        state["eye_open"] = level
+    verts = np.asarray(v)
+    for k, ((idx, at), sl) in enumerate(zip(_eye_rings(texture), (slice(0, 6), slice(6, 12)))):
+        if len(idx) < 3:
+            out[sl] = lm[36:48][sl]
+            continue
+        m = _similarity(at, verts[idx, :2].astype(np.float64))
+        e = src[sl] @ m[:, :2].T + m[:, 2]
+        k_open = float(np.clip(opens[k] / max(level[k], 1e-6), 0.0, OPEN_MAX))
+        e[[1, 2]] = e[[5, 4]] + k_open * (e[[1, 2]] - e[[5, 4]])
+        out[sl] = e
     return out
 
 
@@ -332,55 +473,118 @@ def _light_planes(ata: np.ndarray, atv: np.ndarray, sums: np.ndarray, n: int) ->
     return c / np.maximum(means, 1.0), 1.0 / max(float(means.mean()), 1.0)
 
 
-def hole_polygons(landmarks: np.ndarray, keep_target_eyes: bool = False) -> list[tuple[np.ndarray, float]]:
-    """What of the target shows through the swap, as (polygon (K, 2) frame px, feather px) pairs from its 68
-    landmarks: its inner eyes (iris and sclera: :func:`~stream.render.texture.eye_polygons`, ``EYE_HOLE``) and inner
-    mouth; with ``keep_target_eyes`` its whole eyes and brows instead of the inner eyes (the target's lids, lashes
-    and brows: ``feature_polygons``, ``brow_polygons``). Each hole's feather is ``HOLE_FEATHER`` x its width, less
-    as an eye closes; a closing eye's hole narrows to none at ``CLOSED_EYE``: a blinking target shows the source's
-    closed lids."""
+def eye_hole_grow(opening: float) -> float:
+    """How much of an eye's hole shows (0..1) at the target's eye opening (aspect ratio, :func:`eye_opening`): a
+    closing eye's hole narrows to nothing (the source's lids cover a closed eye); its height follows the opening
+    from ``CLOSED_EYE`` (none) to ``CLOSED_EYE`` + 0.1 (all of ``EYE_HOLE``); a sliver (under 0.4 of it) is none (a
+    hole this thin is all edge)."""
+    grow = float(np.clip((opening - CLOSED_EYE) / 0.1, 0.0, 1.0))
+    return grow if grow > 0.4 else 0.0
+
+
+def hole_polygons(landmarks: np.ndarray, keep_target_eyes: bool = False,
+                  eyes: np.ndarray | None = None) -> list[tuple]:
+    """What of the target shows through the swap, as (polygon (K, 2) frame px, feather px[, clip polygon]) from its
+    68 landmarks: its inner eyes (iris and sclera: :func:`~stream.render.texture.eye_polygons`, ``EYE_HOLE``) and
+    inner mouth; with ``keep_target_eyes`` its whole eyes and brows instead of the inner eyes (the target's lids,
+    lashes and brows: ``feature_polygons``, ``brow_polygons``). With ``eyes`` (12, 2) frame px (the source's
+    outline, :func:`source_eyes`) an eye's hole is that opening where it overlaps the target's own opening carried
+    onto it (:func:`eye_carry`: the clip polygon; the target's iris keeps its shape and the source's lids cover
+    what does not fit). Each hole's feather is ``HOLE_FEATHER`` x its width, less as the target's eye closes; its
+    height follows the target's opening (:func:`eye_hole_grow`): a blinking target shows the source's closed lids."""
     lm = np.asarray(landmarks, np.float64)[:, :2]
     mouth = inner_mouth_polygon(lm, MOUTH_HOLE)
     mouth_w = float(np.hypot(*(lm[64] - lm[60])))
+    out: list[tuple] = []
     if keep_target_eyes:
         polys = feature_polygons(lm)[:2] + brow_polygons(lm)
         size = float(np.sqrt(np.ptp(lm[:, 0]) * np.ptp(lm[:, 1])))
         out = [(p, KEEP_FEATHER * 0.2 * size) for p in polys]
     else:
-        out = []
+        shown = None if eyes is None else np.concatenate([lm[:36], np.asarray(eyes, np.float64)[:, :2], lm[48:]])
         for k, sl in enumerate((slice(36, 42), slice(42, 48))):
-            eye = lm[sl]
-            width = float(np.hypot(*(eye[3] - eye[0])))
-            opening = float(np.hypot(*(eye[1] - eye[5])) + np.hypot(*(eye[2] - eye[4]))) / (2 * max(width, 1e-6))
-            # a closing eye's hole narrows to nothing (the source's lids cover a closed eye): its height follows
-            # the opening from CLOSED_EYE (none) to CLOSED_EYE + 0.1 (EYE_HOLE)
-            grow = float(np.clip((opening - CLOSED_EYE) / 0.1, 0.0, 1.0))
-            if grow > 0.4:  # a sliver of an eye: none of it (a hole this thin is all edge)
-                out.append((eye_polygons(lm, (EYE_HOLE[0], EYE_HOLE[1] * grow, EYE_HOLE[2] * grow), (k,))[0],
-                            HOLE_FEATHER * width * float(np.clip(opening / 0.25, 0.2, 1.0))))
+            opening = eye_opening(lm[sl])
+            grow = eye_hole_grow(opening)
+            if grow == 0.0:
+                continue
+            scale = (EYE_HOLE[0], EYE_HOLE[1] * grow, EYE_HOLE[2] * grow)
+            own = eye_polygons(lm, scale, (k,))[0]
+            if shown is None:
+                width = float(np.hypot(*(lm[sl][3] - lm[sl][0])))
+                out.append((own, HOLE_FEATHER * width * float(np.clip(opening / 0.25, 0.2, 1.0))))
+            else:
+                width = float(np.hypot(*(shown[sl][3] - shown[sl][0])))
+                m = eye_carry(lm[sl], shown[sl])
+                out.append((eye_polygons(shown, scale, (k,))[0],
+                            HOLE_FEATHER * width * float(np.clip(opening / 0.25, 0.2, 1.0)),
+                            own @ m[:, :2].T + m[:, 2]))
     out.append((mouth, MOUTH_FEATHER * mouth_w))
     return out
 
 
-def _hole_alpha(alpha: np.ndarray, holes: list[tuple[np.ndarray, float]], origin: tuple[float, float]) -> None:
-    """Multiply ``alpha`` (h, w) in place by each hole's ramp: 0 inside the polygon (exactly: the target's own
-    pixels), a smoothstep from its edge over its feather outside (the feathering the face's contour has)."""
-    h, w = alpha.shape
-    for poly, feather in holes:
-        poly = np.ascontiguousarray(poly - origin, np.float64)
-        if len(poly) < 3:
+def eye_carry(target: np.ndarray, shown: np.ndarray) -> np.ndarray:
+    """The similarity (2, 3) float64 that takes a target's eye (6, 2) px onto the eye shown (6, 2): corner to corner
+    (rotation, one scale, shift), so the target's iris keeps its shape wherever the source's outline lies."""
+    return _similarity(np.asarray(target, np.float64)[[0, 3]], np.asarray(shown, np.float64)[[0, 3]])
+
+
+def lay_target_eyes(out: np.ndarray, frame: np.ndarray, landmarks: np.ndarray, eyes: np.ndarray,
+                    box: tuple[int, int, int, int] | None = None) -> None:
+    """Lay the target's inner eyes (iris and sclera, and its lids just past them, which the holes' feather reaches)
+    into the eyes the swap shows, in ``out`` (H, W, 3) uint8, in place: near a shown eye (``eyes`` (12, 2),
+    :func:`source_eyes`) the ``frame``'s eye carried onto it corner to corner (:func:`eye_carry`, bilinear; the
+    iris keeps its shape); all of it within the hole's feather of the shown opening (``HOLE_FEATHER`` x the eye's
+    width, and a pixel), fading to none over a twentieth of the eye's width and a pixel past that
+    (``swap_kernels.lay_eye``). ``box`` (y0, y1, x0, x1): the pixels to touch; ``eyes`` and ``landmarks`` are in
+    ``out``'s px less (x0, y0), ``frame`` whole. Where the target's eye shows no hole (:func:`eye_hole_grow`)
+    nothing is laid."""
+    from stream.render.texture import _eye_band
+
+    y0, y1, x0, x1 = (0, out.shape[0], 0, out.shape[1]) if box is None else box
+    h, w = y1 - y0, x1 - x0
+    lm = np.asarray(landmarks, np.float64)[:, :2]
+    eyes = np.asarray(eyes, np.float64)
+    for sl in (slice(0, 6), slice(6, 12)):
+        eye, target = eyes[sl], lm[36:48][sl]
+        width = float(np.hypot(*(eye[3] - eye[0])))
+        if width < 2 or eye_hole_grow(eye_opening(target)) == 0.0:
             continue
-        x0, y0 = np.floor(poly.min(0) - feather - 1.0).astype(int)
-        x1, y1 = np.ceil(poly.max(0) + feather + 1.0).astype(int) + 1
+        full = HOLE_FEATHER * width + 1.0
+        reach = full + 0.05 * width + 1.0
+        lo = np.floor(eye.min(0) - reach).astype(int)
+        hi = np.ceil(eye.max(0) + reach).astype(int) + 1
+        ex0, ey0 = max(lo[0], 0), max(lo[1], 0)
+        ex1, ey1 = min(hi[0], w), min(hi[1], h)
+        if ex0 < ex1 and ey0 < ey1:
+            kernels.lay_eye(out, frame, y0 + ey0, y0 + ey1, x0 + ex0, x0 + ex1, float(x0), float(y0),
+                            *_eye_band(eye, 1.0, 1.0), eye_carry(eye, target), full, reach)
+
+
+def _hole_alpha(alpha: np.ndarray, holes: list[tuple], origin: tuple[float, float]) -> None:
+    """Multiply ``alpha`` (h, w) in place by each hole's ramp: 0 inside the polygon (exactly: the target's own
+    pixels), a smoothstep from its edge over its feather outside (the feathering the face's contour has). A hole with
+    a clip polygon is where both overlap: the larger of the two ramps."""
+    h, w = alpha.shape
+    for hole in holes:
+        feather = hole[1]
+        polys = [np.ascontiguousarray(p - origin, np.float64) for p in hole[::2]]
+        if any(len(p) < 3 for p in polys):
+            continue
+        x0, y0 = np.floor(polys[0].min(0) - feather - 1.0).astype(int)
+        x1, y1 = np.ceil(polys[0].max(0) + feather + 1.0).astype(int) + 1
         x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-        if x0 < x1 and y0 < y1:
-            _hole_ramp(alpha, poly, y0, y1, x0, x1, max(feather, 0.5))
+        if x0 >= x1 or y0 >= y1:
+            continue
+        if len(polys) == 1:
+            _hole_ramp(alpha, polys[0], y0, y1, x0, x1, max(feather, 0.5))
+        else:
+            _hole_ramp_clipped(alpha, polys[0], polys[1], y0, y1, x0, x1, max(feather, 0.5))
 
 
 def _swap_one(out: np.ndarray, frame: np.ndarray, buf: RasterBuffers, texture: FaceTexture, id0: int, id1: int,
               box: tuple[int, int, int, int], landmarks: np.ndarray | None, blend: str, color_match: bool,
               relight: bool, erode: float, feather: float, state: dict | None = None,
-              smoothing: float = 0.8, keep_target_eyes: bool = False) -> None:
+              smoothing: float = 0.8, keep_target_eyes: bool = False, eyes: np.ndarray | None = None) -> None:
     y0, y1, x0, x1 = box
     h, w = y1 - y0, x1 - x0
     ids = buf.tri_id[y0:y1, x0:x1]
@@ -410,8 +614,11 @@ def _swap_one(out: np.ndarray, frame: np.ndarray, buf: RasterBuffers, texture: F
                           1.0 / EDGE_FEATHER if texture.edge is not None else 0.0)
     alpha = contour.copy()
     features = None
+    shown = None  # the eyes shown (the source's outline on the target: ``source_eyes``), box px
     if lm is not None:
-        _hole_alpha(alpha, hole_polygons(lm, keep_target_eyes), (0.0, 0.0))
+        if eyes is not None:
+            shown = np.asarray(eyes, np.float64) - (x0, y0)
+        _hole_alpha(alpha, hole_polygons(lm, keep_target_eyes, shown), (0.0, 0.0))
         # the target's features (eyes, brows, lips): left out of the skin statistics and the lighting
         features = np.ones((h, w), np.uint8)
         polys = feature_polygons(lm)[:2] + brow_polygons(lm) + [lm[48:60]]
@@ -469,6 +676,8 @@ def _swap_one(out: np.ndarray, frame: np.ndarray, buf: RasterBuffers, texture: F
             _forehead_tone(src_lab, tgt, attr, 1.0 / max(texture.image.shape[0] - 1, 1), skin, size)
     colour = cv2.cvtColor(src_lab, cv2.COLOR_Lab2BGR)
     cv2.multiply(colour, 255.0, dst=colour)
+    if shown is not None:
+        lay_target_eyes(out, frame, lm, shown, (y0, y1, x0, x1))
 
     if blend == "alpha":
         composite.blend_masked(out, out, colour.astype(np.float32, copy=False), alpha, y0, x0)

@@ -182,3 +182,55 @@ def add_field(lab, fade, low):
                 v = (low[y0, x0, k] * (1 - fx) + low[y0, x1, k] * fx) * (1 - fy) + \
                     (low[y1, x0, k] * (1 - fx) + low[y1, x1, k] * fx) * fy
                 lab[i, j, k] += v * f
+
+
+@nb.njit(cache=True, nogil=True)
+def lay_eye(out, frame, y0, y1, x0, x1, ox, oy, a, d, n, centre, half, back, full, reach):
+    """Carry a target's eye into a shown eye, in place: for each pixel (x, y) of ``out[y0:y1, x0:x1]`` (uint8 BGR)
+    whose distance past the shown eye's opening is under ``reach`` px, the ``frame``'s pixel (uint8 BGR, whole, bilinear,
+    edges replicated) at ``back`` (2, 3) @ (x - ox, y - oy, 1) + (ox, oy), mixed in with a smoothstep weight of 1
+    within ``full`` px of the opening falling to 0 at ``reach``. The shown eye's band: corner a (2,), axis d (2,),
+    normal n (2,), centre and half height (13,) of the opening at s = 0..1 (``texture._eye_band``); the distance
+    past it is max(e, -s, s - 1) x its width (``texture.eye_coordinates``). ``out``'s pixel (x, y) is at
+    (x - ox, y - oy) in the coordinates of ``a`` and ``back``'s input."""
+    width = np.sqrt(max(d[0] * d[0] + d[1] * d[1], 1e-9))
+    inv_w2 = 1.0 / (width * width)
+    g = centre.shape[0] - 1
+    fh = frame.shape[0]
+    fw = frame.shape[1]
+    span = max(reach - full, 1e-6)
+    for y in range(y0, y1):
+        for x in range(x0, x1):
+            px = x - ox - a[0]
+            py = y - oy - a[1]
+            s = (px * d[0] + py * d[1]) * inv_w2
+            u = min(max(s, 0.0), 1.0) * g
+            i = min(int(u), g - 1)
+            f = u - i
+            c = centre[i] * (1.0 - f) + centre[i + 1] * f
+            hh = max(half[i] * (1.0 - f) + half[i + 1] * f, 1e-3 * width)
+            t = (px * n[0] + py * n[1] - c) / hh
+            e = max(abs(t) - 1.0, 0.0) * hh / width
+            past = max(max(e, -s), s - 1.0) * width
+            if past >= reach:
+                continue
+            r = min(max((reach - past) / span, 0.0), 1.0)
+            wgt = r * r * (3.0 - 2.0 * r)
+            lx = x - ox
+            ly = y - oy
+            sx = back[0, 0] * lx + back[0, 1] * ly + back[0, 2] + ox
+            sy = back[1, 0] * lx + back[1, 1] * ly + back[1, 2] + oy
+            sx = min(max(sx, 0.0), fw - 1.0)
+            sy = min(max(sy, 0.0), fh - 1.0)
+            ix = min(int(sx), fw - 2) if fw > 1 else 0
+            iy = min(int(sy), fh - 2) if fh > 1 else 0
+            fx = sx - ix
+            fy = sy - iy
+            ix1 = min(ix + 1, fw - 1)
+            iy1 = min(iy + 1, fh - 1)
+            for k in range(3):
+                v = ((frame[iy, ix, k] * (1.0 - fx) + frame[iy, ix1, k] * fx) * (1.0 - fy)
+                     + (frame[iy1, ix, k] * (1.0 - fx) + frame[iy1, ix1, k] * fx) * fy)
+                m = wgt * v + (1.0 - wgt) * out[y, x, k]
+                out[y, x, k] = np.uint8(min(max(m + 0.5, 0.0), 255.0))
+

@@ -77,6 +77,8 @@ class FaceTexture:
     # coordinates (index (K,), (s, t, e) (K, 3); :func:`eye_coordinates`): the swap lays them into the target's eye
     # (a blinking target closes the source's lids over the left-out part)
     eye_vertices: list | None = None
+    # full swap: the source's own eyes (12, 2) float32 source px (landmarks 36-47): the swap shows their outline
+    eye_landmarks: np.ndarray | None = None
     # the source's 3DMM shape coefficients (40,) float32 when known (``stream.assemble.fit_swap_texture``): the full
     # swap renders the source's shape on the target's pose and expression (``stream.render.swap_shape``)
     shape: np.ndarray | None = None
@@ -499,6 +501,7 @@ def build_texture(src_image: np.ndarray, src_vertices: np.ndarray, tri: np.ndarr
     if features and landmarks is not None:
         lm = np.asarray(landmarks, np.float64)[:, :2]
         tex.eye_vertices = []
+        tex.eye_landmarks = lm[36:48].astype(np.float32)
         for sl in (RIGHT_EYE, LEFT_EYE):
             ste = eye_coordinates(np.nan_to_num(verts[:, :2]), lm[sl], *EYE_HOLE_SCALE[1:])
             near = (ste[:, 0] > -EYE_REACH) & (ste[:, 0] < 1 + EYE_REACH) & (ste[:, 2] < EYE_REACH)
