@@ -34,6 +34,7 @@ for several faces per frame.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import cv2
@@ -360,9 +361,9 @@ def eyes_to_target(v: np.ndarray, texture: FaceTexture, landmarks: np.ndarray,
 
 def eye_opening(eye: np.ndarray) -> float:
     """An eye's aspect ratio from its 6 landmarks (6, 2) px: the mean lid gap (1-5, 2-4) over the corner distance."""
-    eye = np.asarray(eye, np.float64)
-    width = float(np.hypot(*(eye[3] - eye[0])))
-    return float(np.hypot(*(eye[1] - eye[5])) + np.hypot(*(eye[2] - eye[4]))) / (2 * max(width, 1e-6))
+    (x0, y0), (x1, y1), (x2, y2), (x3, y3), (x4, y4), (x5, y5) = np.asarray(eye, np.float64)[:6, :2].tolist()
+    width = math.hypot(x3 - x0, y3 - y0)
+    return (math.hypot(x1 - x5, y1 - y5) + math.hypot(x2 - x4, y2 - y4)) / (2 * max(width, 1e-6))
 
 
 def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -525,7 +526,13 @@ def hole_polygons(landmarks: np.ndarray, keep_target_eyes: bool = False,
 def eye_carry(target: np.ndarray, shown: np.ndarray) -> np.ndarray:
     """The similarity (2, 3) float64 that takes a target's eye (6, 2) px onto the eye shown (6, 2): corner to corner
     (rotation, one scale, shift), so the target's iris keeps its shape wherever the source's outline lies."""
-    return _similarity(np.asarray(target, np.float64)[[0, 3]], np.asarray(shown, np.float64)[[0, 3]])
+    t = np.asarray(target, np.float64)
+    s = np.asarray(shown, np.float64)
+    p0, p1 = complex(t[0, 0], t[0, 1]), complex(t[3, 0], t[3, 1])
+    q0, q1 = complex(s[0, 0], s[0, 1]), complex(s[3, 0], s[3, 1])
+    z = (q1 - q0) / (p1 - p0) if abs(p1 - p0) > 1e-9 else 1.0 + 0.0j  # scale x (cos + i sin)
+    c = q0 - z * p0
+    return np.array([[z.real, -z.imag, c.real], [z.imag, z.real, c.imag]])
 
 
 def lay_target_eyes(out: np.ndarray, frame: np.ndarray, landmarks: np.ndarray, eyes: np.ndarray,

@@ -535,7 +535,7 @@ def _lid_curves(eye: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     key = eye.tobytes()
     hit = _LID_CACHE.get(key)
     if hit is None:
-        if len(_LID_CACHE) >= 8:
+        if len(_LID_CACHE) >= 32:
             try:  # (render threads may share it: losing an entry is harmless)
                 _LID_CACHE.pop(next(iter(_LID_CACHE)), None)
             except (StopIteration, RuntimeError):
