@@ -52,7 +52,7 @@ EDGE_FEATHER = 0.05  # UV units (about a fraction of the face width) of the feat
 TONE_MATCH = np.array([0.8, 0.5, 0.5], np.float32)  # share of the way the source's mean L, a, b move to the target's
 GAIN_RANGE = (0.8, 1.25)  # the source's colour contrast may follow the target's within this factor
 RELIGHT_RANGE = (0.7, 1.45)  # the target's light over the source's (each a smooth fit), applied to the source's L
-EYE_HOLE = (1.0, 0.6, 0.7)  # the target's inner eye (texture.eye_polygons): along the eye, upper side, lower side
+EYE_HOLE = (1.0, 0.7, 0.8)  # the target's inner eye (texture.eye_polygons): along the eye, upper side, lower side
 # (inside the lid curves: with the feather the source's own lash lines cover the lids' margins, as the source's lids
 # cover the top of an iris; at (1.0, 0.9, 1.0) half of the target's lash line showed around the source's)
 MOUTH_HOLE = 1.0  # the target's inner mouth: its inner-lip polygon grown this much about its centre
