@@ -119,10 +119,8 @@ def main() -> None:
             t_swap.append(time.perf_counter() - t0)
             # against the frame as the holes show it: the target's inner eyes laid into the source's eye outline
             # (trees that do that), so every hole's boundary is measured
-            ref = frame
-            if track.get("shown_eyes") is not None and hasattr(swap_module, "lay_target_eyes"):
-                ref = frame.copy()
-                swap_module.lay_target_eyes(ref, frame, lm, track["shown_eyes"])
+            ref = (swap_module.holes_reference(frame, [lm], [track.get("shown_eyes")])
+                   if hasattr(swap_module, "holes_reference") else frame)
             seams.append(quality.seam_ratio(out, ref))
             for key, val in quality.seam_ratios(out, ref, lm).items():
                 boundary.setdefault(key, []).append(val)

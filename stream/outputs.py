@@ -90,19 +90,13 @@ class FrameRenderer:
             draw_blendshape_bars(out, faces)
         return out
 
-
     def swap_reference(self, image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
-        """The frame as the last swap's holes show it (for seam measures): a copy of ``image`` with each face's inner
-        eyes laid into the eyes the swap showed (``stream.render.swap.lay_target_eyes``); the image itself where the
-        swap showed the target's own eyes."""
-        from stream.render.swap import lay_target_eyes
+        """The frame as the last swap's holes show it, for seam measures (``stream.render.swap.holes_reference``
+        with the eyes each face's swap showed)."""
+        from stream.render.swap import holes_reference
 
-        out = image.copy()
-        for f in faces:
-            eyes = self._color_states.get(f.track_id, {}).get("shown_eyes")
-            if eyes is not None:
-                lay_target_eyes(out, image, f.landmarks, eyes)
-        return out
+        return holes_reference(image, [f.landmarks for f in faces],
+                               [self._color_states.get(f.track_id, {}).get("shown_eyes") for f in faces])
 
 
 class VideoOut:

@@ -14,7 +14,7 @@ import pytest
 from model.morphable import MorphableModel
 from model.raster.zbuffer import rasterize
 from stream.render import quality
-from stream.render.swap import lay_target_eyes, swap_faces
+from stream.render.swap import holes_reference, swap_faces
 from stream.render.texture import build_texture
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
@@ -139,8 +139,7 @@ def test_blend_boundary_adds_no_edge(morph, videos, jolie):
     for frame, f in videos["d10"]:
         out = swap_faces(frame, [_verts(morph, f)], morph.tri, tex, landmarks=[f.landmarks], color_states=[track])
         # against the frame as the holes show it: the target's inner eyes carried into the source's eye outline
-        ref = frame.copy()
-        lay_target_eyes(ref, frame, f.landmarks, track["shown_eyes"])
+        ref = holes_reference(frame, [f.landmarks], [track["shown_eyes"]])
         for key, val in quality.seam_ratios(out, ref, f.landmarks).items():
             per.setdefault(key, []).append(val)
     assert {"outer", "eye_r", "eye_l", "mouth"} <= set(per)
@@ -162,8 +161,7 @@ def test_seam_measure_sees_a_hard_edge_around_a_carried_eye(morph, videos, jolie
         for frame, f in videos["d10"][:6]:
             out = swap_faces(frame, [_verts(morph, f)], morph.tri, tex, landmarks=[f.landmarks],
                              color_states=[track], blend="alpha")
-            ref = frame.copy()
-            lay_target_eyes(ref, frame, f.landmarks, track["shown_eyes"])
+            ref = holes_reference(frame, [f.landmarks], [track["shown_eyes"]])
             for key, val in quality.seam_ratios(out, ref, f.landmarks).items():
                 per.setdefault(key, []).append(val)
         return {k: float(np.nanmean(per[k])) for k in ("eye_r", "eye_l")}

@@ -89,16 +89,23 @@ def test_occluded_vertices_are_invalid_and_mirrored():
     assert diff[core].mean() < 0.1 * np.abs(_detail(tex.image))[core].mean() + 0.5
 
 
+def _source_landmarks() -> np.ndarray:
+    """Eyes and inner mouth of a source on the synthetic face (70 px at (100, 60)): eyes 15 px wide and 6 px open
+    (aspect 0.4), right eye corners (75, 50) - (90, 50), left 35 px to the right; the rest zeros."""
+    lm = np.zeros((68, 2), np.float32)
+    lm[36:42] = [[75, 50], [80, 47], [85, 47], [90, 50], [85, 53], [80, 53]]
+    lm[42:48] = lm[36:42] + [35, 0]
+    lm[60:68] = [[90, 80], [100, 76], [110, 80], [110, 80], [110, 80], [100, 86], [90, 80], [90, 80]]
+    return lm
+
+
 @pytest.mark.parametrize("features", [True, False], ids=["full-swap", "skin-only"])
 def test_eyes_and_mouth_of_the_source_are_not_trusted(features):
     """The source's inner eyes (full swap: its lids are its own) or whole eyes (skin only) and its inner mouth are
     left out of the texture."""
     img = gradient_image()
     v, tri, _ = synthetic_face(100, 60, size=70)
-    lm = np.zeros((68, 2), np.float32)
-    lm[36:42] = [[75, 50], [80, 47], [85, 47], [90, 50], [85, 53], [80, 53]]
-    lm[42:48] = lm[36:42] + [35, 0]
-    lm[60:68] = [[90, 80], [100, 76], [110, 80], [110, 80], [110, 80], [100, 86], [90, 80], [90, 80]]
+    lm = _source_landmarks()
     tex = build_texture(img, v, tri, GRID, landmarks=lm, texture_size=64, features=features)
     near_eye = np.hypot(v[:, 0] - 82.5, v[:, 1] - 50) < (3 if features else 5)
     near_mouth = np.hypot(v[:, 0] - 100, v[:, 1] - 81) < 3
@@ -302,13 +309,9 @@ def test_hole_ramps_are_smooth():
 
 
 def _eyed_texture():
-    """A full-swap texture of the synthetic face (70 px at (100, 60)) whose source eyes are 15 px wide and 6 px open
-    (aspect 0.4): right eye corners (75, 50) - (90, 50), left 35 px to the right."""
+    """A full-swap texture of the synthetic face (70 px at (100, 60)) with :func:`_source_landmarks`' eyes."""
     v, tri, _ = synthetic_face(100, 60, size=70)
-    lm = np.zeros((68, 2), np.float32)
-    lm[36:42] = [[75, 50], [80, 47], [85, 47], [90, 50], [85, 53], [80, 53]]
-    lm[42:48] = lm[36:42] + [35, 0]
-    lm[60:68] = [[90, 80], [100, 76], [110, 80], [110, 80], [110, 80], [100, 86], [90, 80], [90, 80]]
+    lm = _source_landmarks()
     return build_texture(gradient_image(), v, tri, GRID, landmarks=lm, texture_size=64), v, tri, lm
 
 
@@ -385,6 +388,14 @@ def test_full_swap_shows_the_target_iris_inside_the_source_outline():
     assert np.abs(shown[:6] - src_lm[36:42]).max() < 0.5
     s = shown[:6].mean(0).round().astype(int)
     assert (out[s[1], s[0]] == (255, 0, 0)).all()
-    ref = frame.copy()
-    swap_module.lay_target_eyes(ref, frame, lm, shown)
+    ref = swap_module.holes_reference(frame, [lm], [shown])
     assert np.array_equal(out[s[1] - 1:s[1] + 2, s[0] - 1:s[0] + 2], ref[s[1] - 1:s[1] + 2, s[0] - 1:s[0] + 2])
+
+
+def test_eye_opening_is_eye_aspect_ratio_for_one_eye():
+    """The swap's per-eye opening and the expression model's vectorised eye aspect ratio are one measure."""
+    from model.expression_ext import eye_aspect_ratio
+
+    lm = np.random.default_rng(8).uniform(0, 100, (68, 2))
+    assert np.allclose([swap_module.eye_opening(lm[36:42]), swap_module.eye_opening(lm[42:48])],
+                       eye_aspect_ratio(lm[None])[0])

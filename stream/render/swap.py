@@ -360,7 +360,9 @@ def eyes_to_target(v: np.ndarray, texture: FaceTexture, landmarks: np.ndarray,
 
 
 def eye_opening(eye: np.ndarray) -> float:
-    """An eye's aspect ratio from its 6 landmarks (6, 2) px: the mean lid gap (1-5, 2-4) over the corner distance."""
+    """An eye's aspect ratio from its 6 landmarks (6, 2) px: the mean lid gap (1-5, 2-4) over the corner distance.
+    One eye's ``model.expression_ext.eye_aspect_ratio`` (the same values), in plain floats: that one is vectorised
+    over faces and costs ten times as much for one face, and the swap asks for it several times a face."""
     (x0, y0), (x1, y1), (x2, y2), (x3, y3), (x4, y4), (x5, y5) = np.asarray(eye, np.float64)[:6, :2].tolist()
     width = math.hypot(x3 - x0, y3 - y0)
     return (math.hypot(x1 - x5, y1 - y5) + math.hypot(x2 - x4, y2 - y4)) / (2 * max(width, 1e-6))
@@ -510,15 +512,13 @@ def hole_polygons(landmarks: np.ndarray, keep_target_eyes: bool = False,
                 continue
             scale = (EYE_HOLE[0], EYE_HOLE[1] * grow, EYE_HOLE[2] * grow)
             own = eye_polygons(lm, scale, (k,))[0]
+            eye = lm[sl] if shown is None else shown[sl]  # the eye the hole lies in
+            feather = HOLE_FEATHER * float(np.hypot(*(eye[3] - eye[0]))) * float(np.clip(opening / 0.25, 0.2, 1.0))
             if shown is None:
-                width = float(np.hypot(*(lm[sl][3] - lm[sl][0])))
-                out.append((own, HOLE_FEATHER * width * float(np.clip(opening / 0.25, 0.2, 1.0))))
+                out.append((own, feather))
             else:
-                width = float(np.hypot(*(shown[sl][3] - shown[sl][0])))
-                m = eye_carry(lm[sl], shown[sl])
-                out.append((eye_polygons(shown, scale, (k,))[0],
-                            HOLE_FEATHER * width * float(np.clip(opening / 0.25, 0.2, 1.0)),
-                            own @ m[:, :2].T + m[:, 2]))
+                m = eye_carry(lm[sl], eye)
+                out.append((eye_polygons(shown, scale, (k,))[0], feather, own @ m[:, :2].T + m[:, 2]))
     out.append((mouth, MOUTH_FEATHER * mouth_w))
     return out
 
@@ -565,6 +565,18 @@ def lay_target_eyes(out: np.ndarray, frame: np.ndarray, landmarks: np.ndarray, e
         if ex0 < ex1 and ey0 < ey1:
             kernels.lay_eye(out, frame, y0 + ey0, y0 + ey1, x0 + ex0, x0 + ex1, float(x0), float(y0),
                             *_eye_band(eye, 1.0, 1.0), eye_carry(eye, target), full, reach)
+
+
+def holes_reference(frame: np.ndarray, landmarks: Sequence[np.ndarray],
+                    eyes: Sequence[np.ndarray | None]) -> np.ndarray:
+    """The frame as a swap's holes show it, for seam measures: a copy of ``frame`` with each face's inner eyes laid
+    into the eyes its swap showed (:func:`lay_target_eyes`; ``eyes[i]`` (12, 2) px, None where the swap showed the
+    face's own eyes), so every hole's boundary is a boundary of what the swap changed. ``landmarks[i]`` (68, 2)."""
+    out = frame.copy()
+    for lm, shown in zip(landmarks, eyes):
+        if shown is not None:
+            lay_target_eyes(out, frame, lm, shown)
+    return out
 
 
 def _hole_alpha(alpha: np.ndarray, holes: list[tuple], origin: tuple[float, float]) -> None:

@@ -187,11 +187,11 @@ def add_field(lab, fade, low):
 @nb.njit(cache=True, nogil=True)
 def lay_eye(out, frame, y0, y1, x0, x1, ox, oy, a, d, n, centre, half, back, full, reach):
     """Carry a target's eye into a shown eye, in place: for each pixel (x, y) of ``out[y0:y1, x0:x1]`` (uint8 BGR)
-    whose distance past the shown eye's opening is under ``reach`` px, the ``frame``'s pixel (uint8 BGR, whole, bilinear,
-    edges replicated) at ``back`` (2, 3) @ (x - ox, y - oy, 1) + (ox, oy), mixed in with a smoothstep weight of 1
-    within ``full`` px of the opening falling to 0 at ``reach``. The shown eye's band: corner a (2,), axis d (2,),
-    normal n (2,), centre and half height (13,) of the opening at s = 0..1 (``texture._eye_band``); the distance
-    past it is max(e, -s, s - 1) x its width (``texture.eye_coordinates``). ``out``'s pixel (x, y) is at
+    whose distance past the shown eye's opening is under ``reach`` px, the ``frame``'s pixel (uint8 BGR, whole,
+    bilinear, edges replicated) at ``back`` (2, 3) @ (x - ox, y - oy, 1) + (ox, oy), mixed in with a smoothstep
+    weight of 1 within ``full`` px of the opening falling to 0 at ``reach``. The shown eye's band: corner a (2,),
+    axis d (2,), normal n (2,), centre and half height (13,) of the opening at s = 0..1 (``texture._eye_band``); the
+    distance past it is max(e, -s, s - 1) x its width (``texture.eye_coordinates``). ``out``'s pixel (x, y) is at
     (x - ox, y - oy) in the coordinates of ``a`` and ``back``'s input."""
     width = np.sqrt(max(d[0] * d[0] + d[1] * d[1], 1e-9))
     inv_w2 = 1.0 / (width * width)
@@ -233,4 +233,3 @@ def lay_eye(out, frame, y0, y1, x0, x1, ox, oy, a, d, n, centre, half, back, ful
                      + (frame[iy1, ix, k] * (1.0 - fx) + frame[iy1, ix1, k] * fx) * fy)
                 m = wgt * v + (1.0 - wgt) * out[y, x, k]
                 out[y, x, k] = np.uint8(min(max(m + 0.5, 0.0), 255.0))
-
