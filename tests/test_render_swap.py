@@ -308,6 +308,41 @@ def test_hole_ramps_are_smooth():
     assert np.abs(np.diff(profile)).max() < 1.6 / feather * 255
 
 
+def _reference_ramp(shape: tuple[int, int], poly: np.ndarray, feather: float) -> np.ndarray:
+    """A hole's ramp from OpenCV's signed distance to the polygon (``cv2.pointPolygonTest``): 0 inside, min(distance /
+    feather, 1) outside; NaN on the edge itself (either side is right)."""
+    contour = poly.astype(np.float32).reshape(-1, 1, 2)
+    r = np.empty(shape)
+    for y in range(shape[0]):
+        for x in range(shape[1]):
+            d = cv2.pointPolygonTest(contour, (float(x), float(y)), True)
+            r[y, x] = np.nan if abs(d) < 1e-3 else (0.0 if d > 0 else min(-d / feather, 1.0))
+    return r
+
+
+def test_hole_ramp_is_the_smoothstep_of_the_distance_to_the_polygon():
+    """``swap_kernels.hole_ramp`` (the distance splatted segment by segment, inside by scanline parity) against
+    OpenCV's point-polygon distance on every pixel: an eye-like hole, a concave one, one clipped by a second polygon
+    (the larger ramp: 0 only where both overlap) and one reaching past the image."""
+    from stream.render import swap_kernels
+
+    t = np.linspace(0, 2 * np.pi, 26, endpoint=False)
+    eye = np.stack([40 + 22 * np.cos(t), 30 + 8 * np.sin(t)], 1)
+    concave = np.array([[10, 10], [60, 12], [35, 30], [62, 50], [8, 48]], np.float64)
+    shifted = eye + [9.5, 3.2]
+    edge = eye - [35, 0]  # partly left of the image
+    smooth = lambda r: r * r * (3 - 2 * r)  # noqa: E731
+    for poly, clip, feather in ((eye, None, 4.5), (concave, None, 6.0), (eye, shifted, 3.0), (edge, None, 5.0)):
+        alpha = np.full((60, 80), 0.5, np.float32)
+        swap_kernels.hole_ramp(alpha, poly, np.zeros((0, 2)) if clip is None else clip, feather)
+        ref = _reference_ramp(alpha.shape, poly, feather)
+        if clip is not None:
+            ref = np.fmax(ref, _reference_ramp(alpha.shape, clip, feather))
+        ok = ~np.isnan(ref)
+        np.testing.assert_allclose(alpha[ok], 0.5 * smooth(ref[ok]), atol=1e-4)
+        assert (alpha == 0).sum() > 50 and (alpha[ok] < 0.5 - 1e-4).sum() > (alpha == 0).sum()
+
+
 def _eyed_texture():
     """A full-swap texture of the synthetic face (70 px at (100, 60)) with :func:`_source_landmarks`' eyes."""
     v, tri, _ = synthetic_face(100, 60, size=70)

@@ -45,7 +45,8 @@ from stream.render import composite
 from stream.render import swap_kernels as kernels
 from model.raster.zbuffer import RasterBuffers, rasterize
 from stream.render.texture import (FaceTexture, brow_polygons, build_texture,  # noqa: F401 (API)
-                                   eye_polygons, eye_positions, face_region, feature_polygons, inner_mouth_polygon)
+                                   eye_polygon, eye_positions, face_region, feature_polygons,
+                                   inner_mouth_polygon)
 
 BLENDS = ("alpha", "pyramid", "seamless")
 EDGE_FEATHER = 0.05  # UV units (about a fraction of the face width) of the feather along the face's contour
@@ -111,18 +112,22 @@ def _lit_skin(tgt8: np.ndarray, skin: np.ndarray) -> np.ndarray:
     leaves under half. (The tone statistics keep them: there they darken the face evenly, which hides the swap's
     edge where the mesh reaches over hair at the temples.)"""
     hist = cv2.calcHist([tgt8], [0], skin, [256], [0, 256]).ravel()
-    n = hist.sum()
+    cum = np.cumsum(hist)
+    n = float(cum[-1])
     if n < 40:
         return skin
-    cum = np.cumsum(hist)
     med = int(np.searchsorted(cum, n / 2))
-    dev = np.abs(np.arange(256) - med)
-    order = np.argsort(dev, kind="stable")
-    mad = dev[order][np.searchsorted(np.cumsum(hist[order]), n / 2)]
+    # the median absolute deviation: the least r whose window med +- r holds half the pixels
+    inside = cum[np.minimum(med + _RADII, 255)] - np.where(med - _RADII > 0, cum[np.maximum(med - _RADII - 1, 0)], 0.0)
+    mad = int(np.argmax(inside >= n / 2))
     lo = med - DARK_SKIN * 1.4826 * max(float(mad), 1.0)
-    if hist[:max(0, int(np.ceil(lo)))].sum() > n / 2:
+    below = max(0, math.ceil(lo))
+    if below > 0 and cum[below - 1] > n / 2:
         return skin
     return cv2.bitwise_and(skin, cv2.compare(tgt8[..., 0], lo, cv2.CMP_GE))
+
+
+_RADII = np.arange(256)
 
 
 def _lab_stats(lab: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -242,103 +247,6 @@ def swap_faces(frame: np.ndarray, targets: Sequence[np.ndarray], tri: np.ndarray
     return out
 
 
-@nb.njit(cache=True, nogil=True)
-def _hole_ramp(alpha, poly, y0, y1, x0, x1, feather):
-    """``alpha[y0:y1, x0:x1] *=`` a smoothstep of the distance (:func:`_segment_distance`) over ``feather`` px."""
-    d = _segment_distance(poly, y0, y1, x0, x1)
-    inv = 1.0 / feather
-    for i in range(y1 - y0):
-        for j in range(x1 - x0):
-            r = min(d[i, j] * inv, 1.0)
-            alpha[y0 + i, x0 + j] *= r * r * (3.0 - 2.0 * r)
-
-
-@nb.njit(cache=True, nogil=True)
-def _hole_ramp_clipped(alpha, poly, clip, y0, y1, x0, x1, feather):
-    """``alpha[y0:y1, x0:x1] *=`` the larger of the smoothstep ramps (over ``feather`` px) of two polygons: a hole
-    where both overlap. The clip polygon's distance is only taken where the first one's ramp is under 1."""
-    seg = _segments(poly)
-    cseg = _segments(clip)
-    # one polygon inside the other: the hole is that one, its ramp alone (the other's is never larger)
-    both = True
-    if _all_inside(poly, cseg):
-        both = False
-    elif _all_inside(clip, seg):
-        seg = cseg
-        both = False
-    inv = 1.0 / feather
-    for y in range(y0, y1):
-        for x in range(x0, x1):
-            r = min(_poly_distance(seg, x, y) * inv, 1.0)
-            if r < 1.0 and both:
-                r = max(r, min(_poly_distance(cseg, x, y) * inv, 1.0))
-            alpha[y, x] *= r * r * (3.0 - 2.0 * r)
-
-
-@nb.njit(cache=True, nogil=True)
-def _all_inside(pts, seg):
-    """Whether every point (K, 2) lies inside the closed polyline of ``_segments``."""
-    for i in range(pts.shape[0]):
-        if _poly_distance(seg, pts[i, 0], pts[i, 1]) > 0.0:
-            return False
-    return True
-
-
-@nb.njit(cache=True, nogil=True)
-def _segments(poly):
-    """Per segment of a closed polyline (K, 2): start (x, y), direction (x, y), 1 / squared length, dx / dy."""
-    k = poly.shape[0]
-    seg = np.empty((k, 6))
-    for i in range(k):
-        ax = poly[i, 0]
-        ay = poly[i, 1]
-        bx = poly[(i + 1) % k, 0] - ax
-        by = poly[(i + 1) % k, 1] - ay
-        ll = bx * bx + by * by
-        seg[i, 0] = ax
-        seg[i, 1] = ay
-        seg[i, 2] = bx
-        seg[i, 3] = by
-        seg[i, 4] = 1.0 / ll if ll > 1e-12 else 0.0
-        seg[i, 5] = bx / by if by != 0.0 else 0.0
-    return seg
-
-
-@nb.njit(cache=True, nogil=True)
-def _poly_distance(seg, x, y):
-    """Distance from (x, y) to the closed polyline of ``_segments``, 0 inside it (even-odd rule)."""
-    best = 1e30
-    inside = False
-    for i in range(seg.shape[0]):
-        ax = seg[i, 0]
-        ay = seg[i, 1]
-        by = seg[i, 3]
-        if (ay > y) != (ay + by > y) and x < ax + (y - ay) * seg[i, 5]:
-            inside = not inside
-        bx = seg[i, 2]
-        px = x - ax
-        py = y - ay
-        t = min(max((px * bx + py * by) * seg[i, 4], 0.0), 1.0)
-        dx = px - t * bx
-        dy = py - t * by
-        d = dx * dx + dy * dy
-        if d < best:
-            best = d
-    return 0.0 if inside else np.sqrt(best)
-
-
-@nb.njit(cache=True, nogil=True)
-def _segment_distance(poly, y0, y1, x0, x1):
-    """(y1 - y0, x1 - x0) float32: distance from each pixel centre (x, y) of the box to the closed polyline (K, 2),
-    0 inside the polygon (even-odd rule)."""
-    out = np.empty((y1 - y0, x1 - x0), np.float32)
-    seg = _segments(poly)
-    for y in range(y0, y1):
-        for x in range(x0, x1):
-            out[y - y0, x - x0] = _poly_distance(seg, x, y)
-    return out
-
-
 def eyes_to_target(v: np.ndarray, texture: FaceTexture, landmarks: np.ndarray,
                    eyes: np.ndarray | None = None) -> np.ndarray:
     """The target's vertices (V, 3) with those in and around the source's left-out eyes (``texture.eye_vertices``)
@@ -368,17 +276,49 @@ def eye_opening(eye: np.ndarray) -> float:
     return (math.hypot(x1 - x5, y1 - y5) + math.hypot(x2 - x4, y2 - y4)) / (2 * max(width, 1e-6))
 
 
-def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """The least-squares similarity (2, 3) float64 taking points src (K, 2) to dst (K, 2) (Umeyama, no reflection;
-    two points: exactly)."""
-    a = src[:, 0] + 1j * src[:, 1]
-    b = dst[:, 0] + 1j * dst[:, 1]
-    ma, mb = a.mean(), b.mean()
-    a, b = a - ma, b - mb
-    var = float((a.real * a.real + a.imag * a.imag).sum())
-    z = complex((a.conjugate() * b).sum()) / var if var > 1e-9 else 1.0 + 0.0j  # scale x (cos + i sin)
-    t = mb - z * ma
-    return np.array([[z.real, -z.imag, t.real], [z.imag, z.real, t.imag]])
+@nb.njit(cache=True, nogil=True)
+def _similarity(src, dst, idx):
+    """The least-squares similarity (2, 3) float64 taking points src (K, 2) to ``dst[idx, :2]`` (dst (V, >=2), idx
+    (K,)) (Umeyama, no reflection; two points: exactly)."""
+    k = src.shape[0]
+    msx = 0.0
+    msy = 0.0
+    mdx = 0.0
+    mdy = 0.0
+    for i in range(k):
+        msx += src[i, 0]
+        msy += src[i, 1]
+        mdx += dst[idx[i], 0]
+        mdy += dst[idx[i], 1]
+    msx /= k
+    msy /= k
+    mdx /= k
+    mdy /= k
+    var = 0.0
+    re = 0.0
+    im = 0.0
+    for i in range(k):
+        ax = src[i, 0] - msx
+        ay = src[i, 1] - msy
+        bx = dst[idx[i], 0] - mdx
+        by = dst[idx[i], 1] - mdy
+        var += ax * ax + ay * ay
+        re += ax * bx + ay * by  # (a conjugate) b: scale x (cos + i sin) times var
+        im += ax * by - ay * bx
+    if var > 1e-9:
+        re /= var
+        im /= var
+    else:
+        re = 1.0
+        im = 0.0
+    out = np.empty((2, 3))
+    out[0, 0] = re
+    out[0, 1] = -im
+    out[0, 2] = mdx - (re * msx - im * msy)
+    out[1, 0] = im
+    out[1, 1] = re
+    out[1, 2] = mdy - (im * msx + re * msy)
+    return out
 
 
 def _eye_rings(texture: FaceTexture) -> list:
@@ -416,22 +356,24 @@ def source_eyes(v: np.ndarray, texture: FaceTexture, landmarks: np.ndarray, stat
     src = np.asarray(src, np.float64)
     out = np.empty((12, 2))
     level = None if state is None else state.get("eye_open")
-    opens = np.array([eye_opening(lm[36:42]), eye_opening(lm[42:48])])
+    opens = (eye_opening(lm[36:42]), eye_opening(lm[42:48]))
     if level is None:
-        level = np.maximum(opens, OPEN_EYE) if state is None else np.maximum(opens, 0.5 * OPEN_EYE)
+        floor = OPEN_EYE if state is None else 0.5 * OPEN_EYE
+        level = np.array([max(o, floor) for o in opens])
     else:
-        level = level + np.where(opens > OPEN_BLINK * level, OPEN_RATE, 0.0) * (opens - level)
+        level = np.array([lv + (OPEN_RATE * (o - lv) if o > OPEN_BLINK * lv else 0.0) for o, lv in zip(opens, level)])
     if state is not None:
         state["eye_open"] = level
     verts = np.asarray(v)
-    for k, ((idx, at), sl) in enumerate(zip(_eye_rings(texture), (slice(0, 6), slice(6, 12)))):
+    for k, (idx, at) in enumerate(_eye_rings(texture)):
+        sl = slice(6 * k, 6 * k + 6)
         if len(idx) < 3:
             out[sl] = lm[36:48][sl]
             continue
-        m = _similarity(at, verts[idx, :2].astype(np.float64))
+        m = _similarity(at, verts, idx)
         e = src[sl] @ m[:, :2].T + m[:, 2]
-        k_open = float(np.clip(opens[k] / max(level[k], 1e-6), 0.0, OPEN_MAX))
-        e[[1, 2]] = e[[5, 4]] + k_open * (e[[1, 2]] - e[[5, 4]])
+        k_open = min(max(opens[k] / max(float(level[k]), 1e-6), 0.0), OPEN_MAX)
+        e[1:3] = e[5:3:-1] + k_open * (e[1:3] - e[5:3:-1])
         out[sl] = e
     return out
 
@@ -481,7 +423,7 @@ def eye_hole_grow(opening: float) -> float:
     closing eye's hole narrows to nothing (the source's lids cover a closed eye); its height follows the opening
     from ``CLOSED_EYE`` (none) to ``CLOSED_EYE`` + 0.1 (all of ``EYE_HOLE``); a sliver (under 0.4 of it) is none (a
     hole this thin is all edge)."""
-    grow = float(np.clip((opening - CLOSED_EYE) / 0.1, 0.0, 1.0))
+    grow = min(max((opening - CLOSED_EYE) / 0.1, 0.0), 1.0)
     return grow if grow > 0.4 else 0.0
 
 
@@ -497,28 +439,30 @@ def hole_polygons(landmarks: np.ndarray, keep_target_eyes: bool = False,
     height follows the target's opening (:func:`eye_hole_grow`): a blinking target shows the source's closed lids."""
     lm = np.asarray(landmarks, np.float64)[:, :2]
     mouth = inner_mouth_polygon(lm, MOUTH_HOLE)
-    mouth_w = float(np.hypot(*(lm[64] - lm[60])))
+    mouth_w = math.hypot(lm[64, 0] - lm[60, 0], lm[64, 1] - lm[60, 1])
     out: list[tuple] = []
     if keep_target_eyes:
         polys = feature_polygons(lm)[:2] + brow_polygons(lm)
         size = float(np.sqrt(np.ptp(lm[:, 0]) * np.ptp(lm[:, 1])))
         out = [(p, KEEP_FEATHER * 0.2 * size) for p in polys]
     else:
-        shown = None if eyes is None else np.concatenate([lm[:36], np.asarray(eyes, np.float64)[:, :2], lm[48:]])
+        shown = None if eyes is None else np.asarray(eyes, np.float64)[:, :2]
         for k, sl in enumerate((slice(36, 42), slice(42, 48))):
-            opening = eye_opening(lm[sl])
+            target = lm[sl]
+            opening = eye_opening(target)
             grow = eye_hole_grow(opening)
             if grow == 0.0:
                 continue
             scale = (EYE_HOLE[0], EYE_HOLE[1] * grow, EYE_HOLE[2] * grow)
-            own = eye_polygons(lm, scale, (k,))[0]
-            eye = lm[sl] if shown is None else shown[sl]  # the eye the hole lies in
-            feather = HOLE_FEATHER * float(np.hypot(*(eye[3] - eye[0]))) * float(np.clip(opening / 0.25, 0.2, 1.0))
+            own = eye_polygon(target, scale)
+            eye = target if shown is None else shown[k * 6:k * 6 + 6]  # the eye the hole lies in
+            feather = (HOLE_FEATHER * math.hypot(eye[3, 0] - eye[0, 0], eye[3, 1] - eye[0, 1])
+                       * min(max(opening / 0.25, 0.2), 1.0))
             if shown is None:
                 out.append((own, feather))
             else:
-                m = eye_carry(lm[sl], eye)
-                out.append((eye_polygons(shown, scale, (k,))[0], feather, own @ m[:, :2].T + m[:, 2]))
+                m = eye_carry(target, eye)
+                out.append((eye_polygon(eye, scale), feather, own @ m[:, :2].T + m[:, 2]))
     out.append((mouth, MOUTH_FEATHER * mouth_w))
     return out
 
@@ -551,17 +495,16 @@ def lay_target_eyes(out: np.ndarray, frame: np.ndarray, landmarks: np.ndarray, e
     h, w = y1 - y0, x1 - x0
     lm = np.asarray(landmarks, np.float64)[:, :2]
     eyes = np.asarray(eyes, np.float64)
-    for sl in (slice(0, 6), slice(6, 12)):
-        eye, target = eyes[sl], lm[36:48][sl]
-        width = float(np.hypot(*(eye[3] - eye[0])))
+    for k in (0, 6):
+        eye, target = eyes[k:k + 6], lm[36 + k:42 + k]
+        width = math.hypot(eye[3, 0] - eye[0, 0], eye[3, 1] - eye[0, 1])
         if width < 2 or eye_hole_grow(eye_opening(target)) == 0.0:
             continue
         full = HOLE_FEATHER * width + 1.0
         reach = full + 0.05 * width + 1.0
-        lo = np.floor(eye.min(0) - reach).astype(int)
-        hi = np.ceil(eye.max(0) + reach).astype(int) + 1
-        ex0, ey0 = max(lo[0], 0), max(lo[1], 0)
-        ex1, ey1 = min(hi[0], w), min(hi[1], h)
+        (lx, ly), (hx, hy) = eye.min(0).tolist(), eye.max(0).tolist()
+        ex0, ey0 = max(math.floor(lx - reach), 0), max(math.floor(ly - reach), 0)
+        ex1, ey1 = min(math.ceil(hx + reach) + 1, w), min(math.ceil(hy + reach) + 1, h)
         if ex0 < ex1 and ey0 < ey1:
             kernels.lay_eye(out, frame, y0 + ey0, y0 + ey1, x0 + ex0, x0 + ex1, float(x0), float(y0),
                             *_eye_band(eye, 1.0, 1.0), eye_carry(eye, target), full, reach)
@@ -579,25 +522,17 @@ def holes_reference(frame: np.ndarray, landmarks: Sequence[np.ndarray],
     return out
 
 
-def _hole_alpha(alpha: np.ndarray, holes: list[tuple], origin: tuple[float, float]) -> None:
-    """Multiply ``alpha`` (h, w) in place by each hole's ramp: 0 inside the polygon (exactly: the target's own
-    pixels), a smoothstep from its edge over its feather outside (the feathering the face's contour has). A hole with
-    a clip polygon is where both overlap: the larger of the two ramps."""
-    h, w = alpha.shape
+def _hole_alpha(alpha: np.ndarray, holes: list[tuple]) -> None:
+    """Multiply ``alpha`` (h, w) float32 in place by each hole's ramp (``swap_kernels.hole_ramp``; the holes of
+    :func:`hole_polygons` in ``alpha``'s px): 0 inside the polygon (exactly: the target's own pixels), a smoothstep
+    from its edge over its feather outside (the feathering the face's contour has). A hole with a clip polygon is
+    where both overlap: the larger of the two ramps."""
     for hole in holes:
-        feather = hole[1]
-        polys = [np.ascontiguousarray(p - origin, np.float64) for p in hole[::2]]
-        if any(len(p) < 3 for p in polys):
-            continue
-        x0, y0 = np.floor(polys[0].min(0) - feather - 1.0).astype(int)
-        x1, y1 = np.ceil(polys[0].max(0) + feather + 1.0).astype(int) + 1
-        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-        if x0 >= x1 or y0 >= y1:
-            continue
-        if len(polys) == 1:
-            _hole_ramp(alpha, polys[0], y0, y1, x0, x1, max(feather, 0.5))
-        else:
-            _hole_ramp_clipped(alpha, polys[0], polys[1], y0, y1, x0, x1, max(feather, 0.5))
+        clip = np.ascontiguousarray(hole[2], np.float64) if len(hole) > 2 else _NO_CLIP
+        kernels.hole_ramp(alpha, np.ascontiguousarray(hole[0], np.float64), clip, max(hole[1], 0.5))
+
+
+_NO_CLIP = np.zeros((0, 2))
 
 
 def _swap_one(out: np.ndarray, frame: np.ndarray, buf: RasterBuffers, texture: FaceTexture, id0: int, id1: int,
@@ -637,7 +572,7 @@ def _swap_one(out: np.ndarray, frame: np.ndarray, buf: RasterBuffers, texture: F
     if lm is not None:
         if eyes is not None:
             shown = np.asarray(eyes, np.float64) - (x0, y0)
-        _hole_alpha(alpha, hole_polygons(lm, keep_target_eyes, shown), (0.0, 0.0))
+        _hole_alpha(alpha, hole_polygons(lm, keep_target_eyes, shown))
         # the target's features (eyes, brows, lips): left out of the skin statistics and the lighting
         features = np.ones((h, w), np.uint8)
         polys = feature_polygons(lm)[:2] + brow_polygons(lm) + [lm[48:60]]

@@ -233,3 +233,88 @@ def lay_eye(out, frame, y0, y1, x0, x1, ox, oy, a, d, n, centre, half, back, ful
                      + (frame[iy1, ix, k] * (1.0 - fx) + frame[iy1, ix1, k] * fx) * fy)
                 m = wgt * v + (1.0 - wgt) * out[y, x, k]
                 out[y, x, k] = np.uint8(min(max(m + 0.5, 0.0), 255.0))
+
+
+@nb.njit(cache=True, nogil=True)
+def _polygon_ramp(r, poly, y0, x0, feather):
+    """One polygon's ramp into ``r`` (h, w) float64, the box whose pixel (0, 0) is (x0, y0): 0 inside the closed
+    polygon (K, 2) px (even-odd rule, pixel centres at integer x, y), min(distance / feather, 1) outside it. The
+    distance is splatted segment by segment over each one's box grown by ``feather`` (beyond it the ramp is 1), so
+    a pixel costs the segments near it, not all of them."""
+    h, w = r.shape
+    k = poly.shape[0]
+    cap = (feather * 1.001) ** 2  # capped squared distance: a pixel no segment reaches has ramp 1
+    for i in range(h):
+        for j in range(w):
+            r[i, j] = cap
+    for s in range(k):
+        ax = poly[s, 0]
+        ay = poly[s, 1]
+        bx = poly[(s + 1) % k, 0] - ax
+        by = poly[(s + 1) % k, 1] - ay
+        ll = bx * bx + by * by
+        inv = 1.0 / ll if ll > 1e-12 else 0.0
+        i0 = max(int(np.floor(min(ay, ay + by) - feather)) - y0, 0)
+        i1 = min(int(np.ceil(max(ay, ay + by) + feather)) + 1 - y0, h)
+        j0 = max(int(np.floor(min(ax, ax + bx) - feather)) - x0, 0)
+        j1 = min(int(np.ceil(max(ax, ax + bx) + feather)) + 1 - x0, w)
+        for i in range(i0, i1):
+            py = i + y0 - ay
+            for j in range(j0, j1):
+                px = j + x0 - ax
+                t = min(max((px * bx + py * by) * inv, 0.0), 1.0)
+                dx = px - t * bx
+                dy = py - t * by
+                d = dx * dx + dy * dy
+                if d < r[i, j]:
+                    r[i, j] = d
+    inv_f = 1.0 / feather
+    xs = np.empty(k)
+    for i in range(h):
+        y = i + y0
+        m = 0
+        for s in range(k):  # where the row crosses the polygon's edges
+            ay = poly[s, 1]
+            by = poly[(s + 1) % k, 1] - ay
+            if (ay > y) != (ay + by > y):
+                xs[m] = poly[s, 0] + (y - ay) * ((poly[(s + 1) % k, 0] - poly[s, 0]) / by)
+                m += 1
+        xs[:m].sort()
+        c = 0  # crossings at or left of x: inside where those right of it are odd
+        for j in range(w):
+            x = j + x0
+            while c < m and xs[c] <= x:
+                c += 1
+            if (m - c) % 2 == 1:
+                r[i, j] = 0.0
+            else:
+                r[i, j] = min(np.sqrt(r[i, j]) * inv_f, 1.0)
+
+
+@nb.njit(cache=True, nogil=True)
+def hole_ramp(alpha, poly, clip, feather):
+    """``alpha`` (h, w) float32 ``*=`` a hole's ramp, in place: a smoothstep of the distance from the polygon (K, 2)
+    px over ``feather`` px, 0 inside it (the target shows exactly), 1 from ``feather`` on; with a ``clip`` polygon
+    (M, 2) (M >= 3; else (0, 2)) the hole is where both overlap: the larger of the two ramps. Only the polygon's box
+    grown by the feather and a pixel is touched."""
+    h, w = alpha.shape
+    if poly.shape[0] < 3:
+        return
+    y0 = max(int(np.floor(poly[:, 1].min() - feather - 1.0)), 0)
+    y1 = min(int(np.ceil(poly[:, 1].max() + feather + 1.0)) + 1, h)
+    x0 = max(int(np.floor(poly[:, 0].min() - feather - 1.0)), 0)
+    x1 = min(int(np.ceil(poly[:, 0].max() + feather + 1.0)) + 1, w)
+    if y0 >= y1 or x0 >= x1:
+        return
+    r = np.empty((y1 - y0, x1 - x0))
+    _polygon_ramp(r, poly, y0, x0, feather)
+    if clip.shape[0] >= 3:
+        rc = np.empty((y1 - y0, x1 - x0))
+        _polygon_ramp(rc, clip, y0, x0, feather)
+        for i in range(y1 - y0):
+            for j in range(x1 - x0):
+                r[i, j] = max(r[i, j], rc[i, j])
+    for i in range(y1 - y0):
+        for j in range(x1 - x0):
+            v = r[i, j]
+            alpha[y0 + i, x0 + j] *= v * v * (3.0 - 2.0 * v)

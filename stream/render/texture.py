@@ -17,6 +17,8 @@ mesh edges, then the mean).
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import cv2
@@ -108,18 +110,22 @@ def feature_polygons(landmarks: np.ndarray, eye_scale: float = 1.6, mouth_scale:
     lm = np.asarray(landmarks, np.float64)[:, :2]
     polys = []
     for sl in (RIGHT_EYE, LEFT_EYE):
-        eye = lm[sl]
-        a, b = eye[0], eye[3]
-        c = (a + b) / 2
-        d = b - a
-        half_w = np.hypot(*d) / 2 * eye_scale
-        ang = np.arctan2(d[1], d[0])
-        t = np.linspace(0, 2 * np.pi, 20, endpoint=False)
-        ex, ey = half_w * np.cos(t), 0.55 * half_w * np.sin(t)
-        polys.append(np.stack([c[0] + ex * np.cos(ang) - ey * np.sin(ang), c[1] + ex * np.sin(ang) + ey * np.cos(ang)],
-                              1))
+        a, b = lm[sl.start], lm[sl.start + 3]
+        dx, dy = (b - a).tolist()
+        half_w = 0.5 * math.hypot(dx, dy) * eye_scale
+        ang = math.atan2(dy, dx)
+        ca, sa = math.cos(ang), math.sin(ang)
+        ex, ey = half_w * _CIRCLE20[0], 0.55 * half_w * _CIRCLE20[1]
+        poly = np.empty((20, 2))
+        poly[:, 0] = 0.5 * (a[0] + b[0]) + ex * ca - ey * sa
+        poly[:, 1] = 0.5 * (a[1] + b[1]) + ex * sa + ey * ca
+        polys.append(poly)
     polys.append(inner_mouth_polygon(lm, mouth_scale))
     return polys
+
+
+_CIRCLE20 = (np.cos(np.linspace(0, 2 * np.pi, 20, endpoint=False)),
+             np.sin(np.linspace(0, 2 * np.pi, 20, endpoint=False)))
 
 
 def eye_polygons(landmarks: np.ndarray, scale: tuple[float, float, float] = (1.0, 1.0, 1.0),
@@ -129,13 +135,25 @@ def eye_polygons(landmarks: np.ndarray, scale: tuple[float, float, float] = (1.0
     eye's corner-to-corner axis, the upper lid's side, the lower lid's side) times the half opening; 1 = the
     curves themselves. The region |t| <= 1 of :func:`eye_coordinates` with the same scales. A closed eye's
     polygon has no area. ``eyes``: which (0 = right, 36-41; 1 = left, 42-47)."""
-    lm = np.asarray(landmarks, np.float64)[:, :2]
+    lm = np.asarray(landmarks, np.float64)
+    return [eye_polygon(lm[(RIGHT_EYE, LEFT_EYE)[k], :2], scale) for k in eyes]
+
+
+def eye_polygon(eye: np.ndarray, scale: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> np.ndarray:
+    """One eye's :func:`eye_polygons` (26, 2) float64 px from its 6 landmarks (6, 2) px."""
     along, up, down = scale
-    s = 0.5 + (_GRID13 - 0.5) * along
-    ste = np.zeros((26, 3))
-    ste[:13, 0], ste[13:, 0] = s, s[::-1]
-    ste[:13, 1], ste[13:, 1] = -1.0, 1.0
-    return [eye_positions(ste, lm[(RIGHT_EYE, LEFT_EYE)[k]], up, down) for k in eyes]
+    ste = _POLYGON_STE.get(along)
+    if ste is None:
+        s = 0.5 + (_GRID13 - 0.5) * along
+        ste = np.zeros((26, 3))
+        ste[:13, 0], ste[13:, 0] = s, s[::-1]
+        ste[:13, 1], ste[13:, 1] = -1.0, 1.0
+        if len(_POLYGON_STE) < 16:
+            _POLYGON_STE[along] = ste
+    return eye_positions(ste, eye, up, down)
+
+
+_POLYGON_STE: dict[float, np.ndarray] = {}  # (s, t, e) of the polygon's 26 points, per scale along the eye
 
 
 def _catmull_rom_matrix(k: int, per_segment: int) -> np.ndarray:
@@ -526,50 +544,60 @@ def _reflect_lids(image: np.ndarray, hole: np.ndarray, ok: np.ndarray) -> np.nda
     return image
 
 
-def _lid_curves(eye: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """An eye's frame from its 6 landmarks (6, 2): outer-to-inner corner origin a (2,), axis d (2,) (corner to
-    corner), unit normal n (2,) (toward the lower lid), and the lids' offsets along n sampled at s = 0..1 (13,)
-    (upper (13,), lower (13,), from the closed Catmull-Rom curve :func:`_closed_spline`). The last few eyes are
-    remembered (a swap asks for the same eyes several times a frame)."""
-    eye = np.ascontiguousarray(eye, np.float64)
-    key = eye.tobytes()
-    hit = _LID_CACHE.get(key)
+def _eye_band(eye: np.ndarray, up: float, down: float):
+    """An eye's frame from its 6 landmarks (6, 2) px with the opening grown ``up`` / ``down`` times its half height
+    on the upper / lower lid's side: outer-to-inner corner origin a (2,), axis d (2,) (corner to corner), unit normal
+    n (2,) (toward the lower lid), and the opening's centre (13,) and half height (13,) along n at s = 0..1 (the lids
+    from the closed Catmull-Rom curve :func:`_closed_spline`). The last few are remembered (a swap asks for the same
+    eyes several times a frame)."""
+    eye = np.ascontiguousarray(np.asarray(eye, np.float64)[:6, :2])
+    key = (eye.tobytes(), up, down)
+    hit = _BAND_CACHE.get(key)
     if hit is None:
-        if len(_LID_CACHE) >= 32:
+        if len(_BAND_CACHE) >= 48:
             try:  # (render threads may share it: losing an entry is harmless)
-                _LID_CACHE.pop(next(iter(_LID_CACHE)), None)
+                _BAND_CACHE.pop(next(iter(_BAND_CACHE)), None)
             except (StopIteration, RuntimeError):
                 pass
-        hit = _LID_CACHE[key] = _lid_curves_of(eye)
+        hit = _BAND_CACHE[key] = _eye_band_of(eye, float(up), float(down), _SPLINE6, _GRID13)
     return hit
 
 
-_LID_CACHE: dict[bytes, tuple] = {}
+_BAND_CACHE: dict[tuple, tuple] = {}
 
 
-def _lid_curves_of(eye: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    a, d = eye[0], eye[3] - eye[0]
-    length2 = max(float(d @ d), 1e-9)
+@nb.njit(cache=True, nogil=True)
+def _eye_band_of(eye, up, down, spline, grid):
+    """:func:`_eye_band`'s kernel (``spline`` the (24, 6) closed Catmull-Rom weights, ``grid`` (13,) s = 0..1)."""
+    a = eye[0].copy()
+    d = eye[3] - eye[0]
+    length2 = max(d[0] * d[0] + d[1] * d[1], 1e-9)
     n = np.array([-d[1], d[0]]) / np.sqrt(length2)
-    if (eye[[4, 5]] - eye[[2, 1]]).mean(0) @ n < 0:
+    lower = 0.5 * (eye[4] + eye[5] - eye[2] - eye[1])
+    if lower[0] * n[0] + lower[1] * n[1] < 0:
         n = -n
-    curve = _closed_spline(eye) - a  # 24 points: 0..12 the lid from corner 0 over 1, 2 to corner 3, then back
-    s_all = curve @ d / length2
-    off_all = curve @ n
-    out = []
-    for part in (slice(0, 13), np.r_[12:24, 0]):
-        s, off = s_all[part], off_all[part]
-        order = np.argsort(s)
-        out.append(np.interp(_GRID13, s[order], off[order]))
-    return a, d, n, out[0], out[1]
-
-
-def _eye_band(eye: np.ndarray, up: float, down: float):
-    """An eye's frame (:func:`_lid_curves`) with the opening grown ``up`` / ``down`` times its half height on the
-    upper / lower lid's side: (a, d, n, centre (13,), half height (13,)) at s = 0..1."""
-    a, d, n, top, bottom = _lid_curves(eye)
-    mid, half = (top + bottom) / 2, np.maximum((bottom - top) / 2, 0.0)
-    return a, d, n, mid + half * (down - up) / 2, half * (down + up) / 2
+    curve = spline @ eye  # 24 points: 0..12 the lid from corner 0 over 1, 2 to corner 3, then back
+    m = curve.shape[0]
+    s_all = np.empty(m)
+    off_all = np.empty(m)
+    for k in range(m):
+        px = curve[k, 0] - a[0]
+        py = curve[k, 1] - a[1]
+        s_all[k] = (px * d[0] + py * d[1]) / length2
+        off_all[k] = px * n[0] + py * n[1]
+    upper = np.arange(13)
+    lower_idx = np.empty(13, np.int64)
+    lower_idx[:12] = np.arange(12, 24)
+    lower_idx[12] = 0
+    lids = []
+    for part in (upper, lower_idx):
+        s = s_all[part]
+        off = off_all[part]
+        order = np.argsort(s, kind="mergesort")
+        lids.append(np.interp(grid, s[order], off[order]))
+    top, bottom = lids[0], lids[1]
+    half = np.maximum((bottom - top) / 2, 0.0)
+    return a, d, n, (top + bottom) / 2 + half * (down - up) / 2, half * (down + up) / 2
 
 
 def eye_coordinates(points: np.ndarray, eye: np.ndarray, up: float = 1.0, down: float = 1.0) -> np.ndarray:
@@ -678,8 +706,13 @@ def _hull_order(pts: np.ndarray) -> np.ndarray:
 def _grown(pts: np.ndarray, scale: float) -> np.ndarray:
     """A band (K, 2) around a polyline of points (brows), 0.4 x its length tall, scaled by ``scale`` about its centre."""
     pts = np.asarray(pts, np.float64)
-    d = np.array([0.0, 0.2 * np.linalg.norm(pts[-1] - pts[0])])
-    poly = np.concatenate([pts - d, pts[::-1] + d])
+    k = len(pts)
+    dy = 0.2 * math.hypot(pts[-1, 0] - pts[0, 0], pts[-1, 1] - pts[0, 1])
+    poly = np.empty((2 * k, 2))
+    poly[:k] = pts
+    poly[k:] = pts[::-1]
+    poly[:k, 1] -= dy
+    poly[k:, 1] += dy
     c = poly.mean(0)
     return c + (poly - c) * scale
 
