@@ -587,7 +587,9 @@ def _swap_one(out: np.ndarray, frame: np.ndarray, buf: RasterBuffers, texture: F
 
     # source colour, in Lab straight from the texture (converted once in build_texture)
     if texture.image is not None:
-        src_lab = cv2.remap(texture.image_lab, np.ascontiguousarray(attr[..., :2]), None, cv2.INTER_LINEAR,
+        uv = np.empty((h, w, 2), np.float32)
+        kernels.texel_map(attr, uv)
+        src_lab = cv2.remap(texture.image_lab, uv, None, cv2.INTER_LINEAR,
                             borderMode=cv2.BORDER_REPLICATE)
     else:
         src_lab = cv2.cvtColor(np.clip(attr[..., :3], 0, 255) * (1 / 255.0), cv2.COLOR_BGR2Lab)

@@ -29,6 +29,18 @@ def face_mask(keep, ids, attr, id0, id1):
 
 
 @nb.njit(cache=True, nogil=True)
+def texel_map(attr, out):
+    """The texel coordinates (u, v) of every pixel of the box, ``attr[..., :2]``, into ``out`` (h, w, 2) float32 (the
+    contiguous map ``cv2.remap`` needs; numpy's copy of a two-channel slice of the frame-sized buffer costs ten
+    times this loop)."""
+    h, w = out.shape[:2]
+    for i in range(h):
+        for j in range(w):
+            out[i, j, 0] = attr[i, j, 0]
+            out[i, j, 1] = attr[i, j, 1]
+
+
+@nb.njit(cache=True, nogil=True)
 def contour_alpha(out, dist, keep, attr, offset, inv_feather, inv_edge):
     """The contour's alpha (h, w) float32 into ``out``: smoothstep(min(clip((dist - offset) * inv_feather),
     clip(edge * inv_edge))) where ``keep`` (both padded by one pixel, as :func:`face_mask`), else 0. ``inv_edge``

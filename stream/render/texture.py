@@ -18,7 +18,6 @@ mesh edges, then the mean).
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 
 import cv2
