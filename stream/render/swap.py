@@ -176,9 +176,8 @@ def _pyramid_delta(d: np.ndarray, alpha: np.ndarray, levels: int) -> np.ndarray:
     out = gd[-1] * gm[-1][..., None]
     for i in range(levels - 1, -1, -1):
         size = (gd[i].shape[1], gd[i].shape[0])
-        lap = cv2.subtract(gd[i], cv2.pyrUp(gd[i + 1], dstsize=size))
         out = cv2.pyrUp(out, dstsize=size)
-        out += lap * gm[i][..., None]
+        kernels.add_laplacian(out, gd[i], cv2.pyrUp(gd[i + 1], dstsize=size), gm[i])
     return out
 
 

@@ -114,6 +114,19 @@ def tone_light(lab, contour, off, gain, base, keep, planes, cx, cy, sc, lo, rmin
 
 
 @nb.njit(cache=True, nogil=True)
+def add_laplacian(out, level, up, weight):
+    """One level of a Laplacian-pyramid blend, in place: ``out += (level - up) * weight`` (out, level, up (h, w, 3)
+    float32, weight (h, w) float32): the level's Laplacian (the level less the next coarser one brought up) under
+    the blend's weight, without numpy's broadcast temporaries (the same float32 operations, the same values)."""
+    h, w = weight.shape
+    for i in range(h):
+        for j in range(w):
+            m = weight[i, j]
+            for k in range(3):
+                out[i, j, k] += (level[i, j, k] - up[i, j, k]) * m
+
+
+@nb.njit(cache=True, nogil=True)
 def add_masked_smooth(out, base, delta, alpha, y0, x0):
     """``out[y0 + i, x0 + j] = base + delta * smoothstep(alpha)`` (uint8, rounded) where alpha > 0; elsewhere out is
     untouched. base (h, w, 3) uint8 (the frame's box), delta (h, w, 3) float32, alpha (h, w) float32."""
