@@ -25,12 +25,12 @@ and around every hole (:func:`hole_polygons`: sub-pixel distance from the polygo
 ``HOLE_FEATHER`` x its width, alpha exactly 0 inside). Every pixel outside the rendered faces and inside the holes
 keeps its exact value.
 
-Blends, per face of 253 px on a 640x480 frame, 2 shared x86_64 cores (``bench/bench_render.py``, whole swap):
-``alpha`` 3.1 ms (feathered alpha: the fastest, but where the mask edge crosses hair, e.g. a fringe on the forehead,
-the edge stays visible), ``pyramid`` 4.1 ms (Laplacian pyramid, 3 levels: that edge becomes a soft gradient),
-``seamless`` 13.5 ms (``cv2.seamlessClone``, Poisson: the most natural border, slightly flatter face tone, but 4x the
-cost of pyramid and 30+ ms per face when the cores are busy). Default: ``pyramid``, the best look within the budget
-for several faces per frame.
+Blends, one face of 255 px on a 640x480 frame, 2 shared x86_64 cores under load (``bench/bench_render.py``, whole
+swap, 2026-12-07): ``alpha`` 5.9 ms (feathered alpha: the fastest, but where the mask edge crosses hair, e.g. a
+fringe on the forehead, the edge stays visible), ``pyramid`` 6.3 ms (Laplacian pyramid, 3 levels: that edge becomes a
+soft gradient), ``seamless`` 21.6 ms (``cv2.seamlessClone``, Poisson: the most natural border, slightly flatter face
+tone, but 3-4x the cost of pyramid and more when the cores are busy). Default: ``pyramid``, the best look within
+the budget for several faces per frame.
 """
 from __future__ import annotations
 
