@@ -87,8 +87,8 @@ def main() -> None:
         p.wait()
     for t, rr in zip(args.trees, res):
         a, b = [x for x, _ in rr], [y for _, y in rr]
-        print(f"{t}: 1 face {statistics.median(a):.2f} ms (fastest {min(a):.2f}), 2 faces {statistics.median(b):.2f} ms "
-              f"a face (fastest {min(b):.2f})")
+        print(f"{t}: 1 face {statistics.median(a):.2f} ms (fastest {min(a):.2f}), "
+              f"2 faces {statistics.median(b):.2f} ms a face (fastest {min(b):.2f})")
     for t, rr in zip(args.trees[1:], res[1:]):
         q1 = quartiles([x[0] / y[0] for x, y in zip(rr, res[0])])
         q2 = quartiles([x[1] / y[1] for x, y in zip(rr, res[0])])
