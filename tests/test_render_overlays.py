@@ -56,6 +56,24 @@ def test_overlay_changes_only_pixels_near_faces(scene, mode):
     assert not (changed & ~near_faces(frame.shape[:2], verts, margin)).any()
 
 
+def test_pncc_colours_follow_the_reference_they_are_given(scene):
+    """PNCC colours the faces by the reference shape's normalised coordinates (B = z, G = y, R = x): kept from frame
+    to frame for the same reference, recomputed for another one (a mirrored reference swaps the red ramp's ends)."""
+    frame, faces, tri, verts = scene
+    ref = np.ascontiguousarray(verts[0])
+    first = render_overlay(frame, faces, "pncc", tri, reference=ref, alpha=1.0)
+    again = render_overlay(frame, faces, "pncc", tri, reference=ref, alpha=1.0)
+    mirrored = ref * np.array([-1, 1, 1], np.float32)
+    other = render_overlay(frame, faces, "pncc", tri, reference=mirrored, alpha=1.0)
+    assert np.array_equal(first, again)
+    x = verts[0][:, 0]
+    row = int(round(verts[0][:, 1].mean()))
+    left, right = int(np.ceil(x.min())) + 2, int(np.floor(x.max())) - 2
+    assert first[row, left, 2] < 60 and first[row, right, 2] > 195  # red: x from 0 at the left to 255 at the right
+    assert other[row, left, 2] > 195 and other[row, right, 2] < 60
+    assert np.array_equal(first[..., :2], other[..., :2])  # y and z unchanged
+
+
 def test_overlay_in_place_and_with_buffers(scene):
     frame, faces, tri, verts = scene
     buf = RasterBuffers.create(*frame.shape[:2], 3)

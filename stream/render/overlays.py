@@ -86,6 +86,21 @@ def _normalised(ref: np.ndarray) -> np.ndarray:
     return (ref - lo) / np.maximum(hi - lo, 1e-6)
 
 
+def _pncc_colours(reference: np.ndarray) -> np.ndarray:
+    """The PNCC colours (V, 3) float32 0..1, BGR (B = z, G = y, R = x), of a reference shape (V, 3): its coordinates
+    normalised to its box. The last reference's are kept (the same model's mean shape every frame: its min and max
+    over all vertices cost a quarter of the mode's frame)."""
+    hit = _PNCC_CACHE.get("last")
+    if hit is not None and hit[0] is reference:
+        return hit[1]
+    colours = np.ascontiguousarray(_normalised(reference)[:, ::-1], np.float32)
+    _PNCC_CACHE["last"] = (reference, colours)
+    return colours
+
+
+_PNCC_CACHE: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+
 def render_overlay(frame: np.ndarray, faces: Sequence[Any], mode: str, tri: np.ndarray | None = None, *,
                    out: np.ndarray | None = None, buffers: RasterBuffers | None = None,
                    reference: np.ndarray | None = None, grid_shape: tuple[int, int] | None = None,
@@ -146,8 +161,7 @@ def render_overlay(frame: np.ndarray, faces: Sequence[Any], mode: str, tri: np.n
     elif mode == "pncc":
         if reference is None:
             raise ValueError("mode 'pncc' needs 'reference' (V, 3): the model's mean shape")
-        ref = _normalised(reference)[:, ::-1]  # BGR order: B = z, G = y, R = x
-        ref = np.ascontiguousarray(ref, np.float32)
+        ref = _pncc_colours(reference)
         buf = _raster_faces(verts, tri, [ref] * len(verts), h, w, buffers, cull=False)
         if not buf.is_empty():
             y0, y1, x0, x1 = (int(v) for v in buf.bbox)
