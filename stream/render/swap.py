@@ -44,9 +44,9 @@ import numpy as np
 from stream.render import composite
 from stream.render import swap_kernels as kernels
 from model.raster.zbuffer import RasterBuffers, rasterize
-from stream.render.texture import (FaceTexture, brow_polygons, build_texture,  # noqa: F401 (API)
-                                   eye_polygon, eye_positions, face_region, feature_polygons,
-                                   inner_mouth_polygon)
+from stream.render.texture import (EYE_HOLE_SCALE, EYE_REACH, FaceTexture, _eye_band, brow_polygons,  # noqa: F401
+                                   build_texture, eye_polygon, eye_positions, face_region, feature_polygons,
+                                   inner_mouth_polygon)  # (build_texture, face_region: API)
 
 BLENDS = ("alpha", "pyramid", "seamless")
 EDGE_FEATHER = 0.05  # UV units (about a fraction of the face width) of the feather along the face's contour
@@ -255,8 +255,6 @@ def eyes_to_target(v: np.ndarray, texture: FaceTexture, landmarks: np.ndarray,
     over ``EYE_REACH`` eye widths past the opening. A copy when anything moves."""
     if not texture.eye_vertices:
         return v
-    from stream.render.texture import EYE_HOLE_SCALE, EYE_REACH, _eye_band
-
     lm = np.asarray(landmarks, np.float64)[:, :2]
     shown = lm[36:48] if eyes is None else np.asarray(eyes, np.float64)
     out = v.copy()
@@ -323,8 +321,6 @@ def _similarity(src, dst, idx):
 def _eye_rings(texture: FaceTexture) -> list:
     """Per eye of a full-swap texture: the eye-ring vertices (index (K,)) and their places in the source photo
     (K, 2) (the lid skin past the opening, what the target's blink moves least); cached on the texture."""
-    from stream.render.texture import EYE_HOLE_SCALE
-
     key = (id(texture.eye_vertices), id(texture.eye_landmarks))
     cached = texture.__dict__.get("_eye_rings")
     if cached is not None and cached[0] == key:
@@ -488,8 +484,6 @@ def lay_target_eyes(out: np.ndarray, frame: np.ndarray, landmarks: np.ndarray, e
     (``swap_kernels.lay_eye``). ``box`` (y0, y1, x0, x1): the pixels to touch; ``eyes`` and ``landmarks`` are in
     ``out``'s px less (x0, y0), ``frame`` whole. Where the target's eye shows no hole (:func:`eye_hole_grow`)
     nothing is laid."""
-    from stream.render.texture import _eye_band
-
     y0, y1, x0, x1 = (0, out.shape[0], 0, out.shape[1]) if box is None else box
     h, w = y1 - y0, x1 - x0
     lm = np.asarray(landmarks, np.float64)[:, :2]
