@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from model.aligner import AlignResult
 from model.assets import AssetStore
 from model.cliparse import OneLineParser
 from model.draw import draw_box, draw_landmarks, draw_mesh_outline, draw_pose_axes
@@ -32,6 +33,11 @@ from model.roi import iou_matrix, roi_from_box, roi_from_landmarks
 REFINE = 0
 REFINE_MIN_IOU = 0.25  # a re-crop that overlaps its detector crop less than this is not taken (a fit gone astray)
 RESULTS = "results.json"
+# a still's steady fit (``align_steady``): the crop itself and ten around it, each (x shift, y shift, scale step) in
+# units of ``STEADY_STEP`` x the crop's side: a symmetric pattern, so the shifts' first-order effects cancel
+STEADY_CROPS = ((0, 0, 0), (1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1),
+                (1, 1, 0), (-1, -1, 0), (1, -1, 0), (-1, 1, 0))
+STEADY_STEP = 0.04
 
 
 def annotate(img: np.ndarray, res, boxes: np.ndarray, grid_shape: tuple[int, int] | None,
@@ -89,6 +95,36 @@ def align_boxes(img: np.ndarray, aligner, boxes: np.ndarray, dense: bool = True,
         rois[stray] = res.roi[stray]
         res = aligner.align(img, rois, dense=dense and k == refine - 1)
     return res
+
+
+def steady_rois(roi: np.ndarray, step: float = STEADY_STEP) -> np.ndarray:
+    """The crops of a steady fit around one crop box ``roi`` (4,) frame px (x0, y0, x1, y1): (len(STEADY_CROPS), 4)
+    float32, the box shifted by ``step`` x its side along x, y and the diagonals, and scaled by 1 +- ``step`` about
+    its centre; the first is the box itself."""
+    r = np.asarray(roi, np.float64).reshape(4)
+    centre, half = (r[:2] + r[2:]) / 2, (r[2:] - r[:2]) / 2
+    side = float(half.sum())  # the mean of width and height
+    out = np.empty((len(STEADY_CROPS), 4), np.float32)
+    for k, (sx, sy, ss) in enumerate(STEADY_CROPS):
+        c = centre + step * side * np.array([sx, sy])
+        h = half * (1.0 + step * ss)
+        out[k] = np.concatenate([c - h, c + h])
+    return out
+
+
+def align_steady(img: np.ndarray, aligner, roi: np.ndarray, dense: bool = True, step: float = STEADY_STEP):
+    """One face of a still fitted on every crop of :func:`steady_rois` around ``roi`` (4,) in one forward pass and
+    averaged: an AlignResult of one face whose params (1, 62), landmarks (1, 68, 3), vertices (1, V, 3) (when
+    ``dense``) and ext are the means over the crops (the pose as a mean of nearby scaled rotations), roi the crop
+    itself. A single crop's fit moves with where the box falls (a few percent of the eye distance on a photo; more on a
+    small or blurred one); the mean does not, for the price of 11 crops: for a fit made once and kept, as a swap
+    source's texture."""
+    rois = steady_rois(roi, step)
+    res = aligner.align(img, rois, dense=dense)
+    mean = lambda a: None if a is None else a.mean(0, keepdims=True).astype(a.dtype)  # noqa: E731
+    return AlignResult(params=mean(res.params), landmarks=mean(res.landmarks), roi=rois[:1].copy(),
+                       vertices=mean(res.vertices), confidence=None if res.confidence is None else
+                       res.confidence[:1].copy(), ext=mean(res.ext))
 
 
 def detect_and_align(img: np.ndarray, aligner, detector, dense: bool = True, refine: int = REFINE):

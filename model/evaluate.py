@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from model.assets import AssetStore
-from model.align_images import align_boxes
+from model.align_images import align_boxes, align_steady
 from model.cliparse import OneLineParser
 from model.errors import UserError
 from model.metrics import POSE_KEYS, POSE_LIMIT, YAW_BINS, angle_error, nme, pose_para_angles, yaw_bin
@@ -65,9 +65,10 @@ class EvalReport:
 
 
 def evaluate(aligner, labels: list[Path], crop: str = "gt", detector=None,
-             refine: int = 0) -> EvalReport:
+             refine: int = 0, steady: bool = False) -> EvalReport:
     """Run ``aligner`` on every labelled image; ``crop`` is ``gt`` or ``detector``; ``refine``: landmark re-crops
-    after a detector crop (``model.align_images.align_boxes``; the protocol is 0)."""
+    after a detector crop (``model.align_images.align_boxes``; the protocol is 0); ``steady``: the final crop's fit
+    averaged over crops around it (``model.align_images.align_steady``, what a swap source gets)."""
     from model.groundtruth import read_groundtruth
 
     report = EvalReport()
@@ -86,6 +87,8 @@ def evaluate(aligner, labels: list[Path], crop: str = "gt", detector=None,
             best = int(np.argmax(iou_matrix(box_from_landmarks(gt.landmarks[None]), boxes)[0]))
             # the detector crop (model.roi.roi_from_box), then ``refine`` landmark re-crops
             res = align_boxes(img, aligner, boxes[best:best + 1], dense=False, refine=refine)
+        if steady:
+            res = align_steady(img, aligner, res.roi[0], dense=False)
         name = gt.image.name
         report.per_image[name] = float(nme(res.landmarks[0], gt.landmarks))
         report.yaw[name] = gt.yaw if gt.yaw is not None else float(res.pose[0, 0])
@@ -134,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--detector", default="auto", choices=["auto", "yunet", "haar"])
     p.add_argument("--refine", type=int, default=0, help="with --crop detector: landmark re-crops after the detector "
                                                          "crop, as model.align_images does (default 0: the 3DDFA protocol)")
+    p.add_argument("--steady", action="store_true",
+                   help="average each fit over 11 crops around its crop (model.align_images.align_steady), as a swap "
+                        "source is fitted")
     p.add_argument("--expression", choices=["true", "false"], default="true",
                    help="the expression stage (eyelids, lips) after the network, as run_stream.py runs it "
                         "(default true)")
@@ -158,14 +164,15 @@ def main(argv: list[str] | None = None) -> int:
         det = FaceDetector.create(a.detector, store) if a.crop == "detector" else None
         if a.refine < 0:
             raise ValueError(f"--refine {a.refine}: expected 0 or more re-crops")
-        report = evaluate(aligner, labels, a.crop, det, refine=a.refine)
+        report = evaluate(aligner, labels, a.crop, det, refine=a.refine, steady=a.steady)
     except (FileNotFoundError, ValueError, UserError) as exc:  # label files, options; assets, weights, device
         print(f"error: {exc}", file=sys.stderr)
         return 2
     s = report.summary()
     print(f"model: {model_label(aligner.name, f'{aligner.backbone}, {aligner.convention} space', aligner.why)} "
           f"on {aligner.device}; "
-          f"crop: {a.crop}{f' + {a.refine} landmark re-crop(s)' if a.crop == 'detector' and a.refine else ''}; "
+          f"crop: {a.crop}{f' + {a.refine} landmark re-crop(s)' if a.crop == 'detector' and a.refine else ''}"
+          f"{' (steady: 11 crops averaged)' if a.steady else ''}; "
           f"images: {len(labels)}")
     print(format_table(s, "NME (%)"))
     if a.json:

@@ -83,14 +83,17 @@ def fit_swap_texture(image: np.ndarray, engine: Engine):
 
     Raises ValueError when the image has no face.
     """
-    from model.align_images import align_boxes
+    from model.align_images import align_boxes, align_steady
     from stream.render.texture import build_texture
 
     boxes, _ = engine.detector(image)
     if len(boxes) == 0:
         raise ValueError("no face found in the swap source image")
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    res = align_boxes(image, engine.aligner, boxes[int(np.argmax(areas))][None], dense=True)
+    first = align_boxes(image, engine.aligner, boxes[int(np.argmax(areas))][None], dense=False)
+    # the fit kept for the whole stream: averaged over crops around the first one (``align_steady``), so the texture
+    # does not depend on where the detector's box happened to fall
+    res = align_steady(image, engine.aligner, first.roi[0])
     morph = engine.aligner.morph
     tex = build_texture(image, res.vertices[0], morph.tri, morph.grid_shape, landmarks=res.landmarks[0],
                         uv=morph.uv)
