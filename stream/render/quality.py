@@ -226,12 +226,16 @@ def nose_highlight(tex, nose_uv: np.ndarray) -> float:
 
 def nose_dark_spot(tex, uv68: np.ndarray) -> float:
     """How much darker (L, 0..100) the darkest spot of a UV swap texture's upper nose is than what is around it: the
-    black-hat (elliptic kernel, 4% of the UV side) of L, its maximum over the hull of landmark 27 and the nostril
-    wings 31, 35 drawn a quarter of the way up toward it (the nostrils themselves left out). ``uv68`` (68, 2) texel
+    black-hat (elliptic kernel, 4% of the UV side) of L, its maximum over the triangle of landmark 27 and the nostril
+    wings 31, 35 drawn a quarter of the way up toward it (the nostrils themselves left out), its base narrowed to 0.8
+    of its width about the ridge line (the full base ends on the crease where each flank's shading begins: a fit a
+    few texels to one side put pitt.jpg's crease inside, 15.3 where the ridge itself reads 9). ``uv68`` (68, 2) texel
     coordinates of the 68 landmarks (the texture's ``uv`` at ``landmark_vertices``). A blotch a source does not
     have reads 15-25; a nose's own shading under 12."""
     uv = np.asarray(uv68, np.float64)
-    upper = np.array([uv[27], uv[31] + 0.25 * (uv[27] - uv[31]), uv[35] + 0.25 * (uv[27] - uv[35])])
+    left, right = uv[31] + 0.25 * (uv[27] - uv[31]), uv[35] + 0.25 * (uv[27] - uv[35])
+    mid = (left + right) / 2
+    upper = np.array([uv[27], mid + 0.8 * (left - mid), mid + 0.8 * (right - mid)])
     L = _texture_l(tex)
     k = max(3, int(0.04 * L.shape[0]) | 1)
     bh = cv2.morphologyEx(L, cv2.MORPH_BLACKHAT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
