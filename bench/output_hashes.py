@@ -10,6 +10,12 @@ CSV + meshes (npz) + overlay video, tracks as JSONL, and tracks as NPZ with ``--
 Text and video files are hashed as bytes. NPZ files are zip archives whose members carry the time they were written,
 so an NPZ is hashed by its content instead: every member's name, then its bytes (the .npy header: dtype, shape,
 order, then the data), in name order.
+
+The bytes depend on the CPU: ONNX Runtime's and numba's kernels pick their vector code by the processor, and the float
+roundings differ in the last bits (an AVX-512 EPYC and the earlier hosts gave other hashes for the same commit).
+So the fixture keeps the hashes per machine (:func:`machine_key`: CPU vendor, family, model and vector width);
+``--write`` records this machine's, and the test skips on a machine with none recorded. On a new machine, record
+from the code before a change, then compare after it.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ import argparse
 import hashlib
 import json
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -43,6 +50,30 @@ RUNS = {
     "jsonl": ["--tracks", "OUT/tracks.jsonl"],
     "npz": ["--tracks", "OUT/tracks.npz", "--tracks-params"],
 }
+
+
+def machine_key() -> str:
+    """This machine's CPU as the fixture's key, e.g. ``x86_64 AuthenticAMD family 26 model 2 avx512``: what decides
+    which vector kernels run (a different key may round differently)."""
+    info: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            k, _, v = line.partition(":")
+            info.setdefault(k.strip(), v.strip())
+    except OSError:
+        pass
+    flags = set(info.get("flags", "").split())
+    width = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "sse"
+    cpu = f"{info.get('vendor_id', platform.processor() or 'cpu')} family {info.get('cpu family', '?')} " \
+          f"model {info.get('model', '?')}"
+    return f"{platform.machine()} {cpu} {width}"
+
+
+def recorded(key: str | None = None) -> dict | None:
+    """The hashes recorded for machine ``key`` (default this one), or None."""
+    if not FIXTURE.is_file():
+        return None
+    return json.loads(FIXTURE.read_text()).get("machines", {}).get(key or machine_key())
 
 
 def file_hash(path: Path) -> str:
@@ -93,17 +124,26 @@ def compare(expected: dict, got: dict) -> list[str]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--write", action="store_true", help=f"record the hashes in {FIXTURE.relative_to(REPO)}")
+    p.add_argument("--write", action="store_true",
+                   help=f"record this machine's hashes in {FIXTURE.relative_to(REPO)} (other machines' are kept)")
     p.add_argument("--checkout", default=str(REPO), help="the repository whose run_stream.py runs")
     p.add_argument("--case", action="append", help="only this case (e.g. d0/csv); repeatable")
     args = p.parse_args()
     got = collect(cwd=Path(args.checkout), only=args.case)
+    key = machine_key()
     if args.write:
         FIXTURE.parent.mkdir(parents=True, exist_ok=True)
-        FIXTURE.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
-        print(f"wrote {FIXTURE}", file=sys.stderr)
+        data = json.loads(FIXTURE.read_text()) if FIXTURE.is_file() else {}
+        machines = data.get("machines", {})
+        machines[key] = {**machines.get(key, {}), **got} if args.case else got
+        FIXTURE.write_text(json.dumps({"machines": machines}, indent=1, sort_keys=True) + "\n")
+        print(f"wrote {FIXTURE} for {key}", file=sys.stderr)
         return 0
-    expected = json.loads(FIXTURE.read_text())
+    expected = recorded(key)
+    if expected is None:
+        print(f"no hashes recorded for this machine ({key}): record them with --write on the code before a change",
+              file=sys.stderr)
+        return 2
     if args.case:
         expected = {k: v for k, v in expected.items() if k in args.case}
     problems = compare(expected, got)

@@ -1,8 +1,8 @@
 """Refactors keep outputs byte for byte: tracks (CSV, JSONL, NPZ), meshes and overlay videos of two shared clips and the
-synthetic demo hash as recorded in tests/fixtures/output_hashes.json (``bench/output_hashes.py --write``)."""
+synthetic demo hash as recorded in tests/fixtures/output_hashes.json (``bench/output_hashes.py --write``), per kind
+of CPU."""
 from __future__ import annotations
 
-import json
 import sys
 
 import pytest
@@ -16,6 +16,10 @@ pytestmark = pytest.mark.slow
 
 
 def test_outputs_match_recorded_hashes(assets_dir):
-    expected = json.loads(output_hashes.FIXTURE.read_text())
+    """The hashes recorded on this kind of CPU (the bytes of float outputs depend on the vector kernels it runs)."""
+    expected = output_hashes.recorded()
+    if expected is None:
+        pytest.skip(f"no output hashes recorded for this CPU ({output_hashes.machine_key()}): "
+                    "bench/output_hashes.py --write on the code before a change")
     got = output_hashes.collect(cwd=REPO)
     assert output_hashes.compare(expected, got) == []
