@@ -112,7 +112,8 @@ def steady_rois(roi: np.ndarray, step: float = STEADY_STEP) -> np.ndarray:
     return out
 
 
-def align_steady(img: np.ndarray, aligner, roi: np.ndarray, dense: bool = True, step: float = STEADY_STEP):
+def align_steady(img: np.ndarray, aligner, roi: np.ndarray, dense: bool = True,
+                 step: float = STEADY_STEP) -> AlignResult:
     """One face of a still fitted on every crop of :func:`steady_rois` around ``roi`` (4,) in one forward pass and
     averaged: an AlignResult of one face whose params (1, 62), landmarks (1, 68, 3), vertices (1, V, 3) (when
     ``dense``) and ext are the means over the crops (the pose as a mean of nearby scaled rotations), roi the crop
