@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.align_images import STEADY_CROPS, align_steady, steady_rois
+from model.align_images import STEADY_CROPS, align_boxes, align_steady, steady_rois
 from model.aligner import AlignResult
 from model.roi import rounded_roi
 
@@ -77,8 +77,6 @@ def test_steady_fit_hardly_moves_when_the_box_moves(assets_dir, path):
     store = AssetStore(str(assets_dir))
     al = Aligner.from_checkpoint("damdnet", device="cpu", store=store)
     boxes, _ = FaceDetector.create("auto", store)(img)
-    from model.align_images import align_boxes
-
     roi = align_boxes(img, al, boxes[[int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))]],
                       dense=False).roi[0].astype(np.float64)
     side = (roi[2] - roi[0] + roi[3] - roi[1]) / 2
